@@ -1,0 +1,1 @@
+"""The `ac` client CLI."""
