@@ -304,6 +304,8 @@ def test_unknown_fields_are_skipped() -> None:
 
 
 # --- real kubectl 1.32.4 bodies -------------------------------------------------------------
+# Captured by pointing `kubectl --server=http://127.0.0.1:PORT` at a logging http.server that
+# answered /version (minor 32), legacy discovery and 201 for every POST.
 
 REAL_BODIES = {
     "rolebinding.pb": {
@@ -325,6 +327,75 @@ REAL_BODIES = {
         "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "edit"},
     },
     "namespace.pb": {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-x"}},
+    "clusterrolebinding.pb": {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": "crb1"},
+        "subjects": [{"kind": "User", "apiGroup": RBAC, "name": "alice"}],
+        "roleRef": {"apiGroup": RBAC, "kind": "ClusterRole", "name": "reader"},
+    },
+    # kubectl create clusterrole reader --verb=get,list
+    #   --resource=namespaces,imagestreams.image.alauda.io --resource-name=team-a
+    "clusterrole.pb": {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "reader"},
+        "rules": [
+            {
+                "verbs": ["get", "list"],
+                "apiGroups": [""],
+                "resources": ["namespaces"],
+                "resourceNames": ["team-a"],
+            },
+            {
+                "verbs": ["get", "list"],
+                "apiGroups": ["image.alauda.io"],
+                "resources": ["imagestreams"],
+                "resourceNames": ["team-a"],
+            },
+        ],
+    },
+    "clusterrole-urls.pb": {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "urls"},
+        "rules": [{"verbs": ["get"], "nonResourceURLs": ["/version", "/healthz"]}],
+    },
+    "clusterrole-aggregation.pb": {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "agg"},
+        "aggregationRule": {
+            "clusterRoleSelectors": [
+                {"matchLabels": {"rbac.example.com/aggregate-to-view": "true"}}
+            ]
+        },
+    },
+    "role.pb": {
+        "apiVersion": f"{RBAC}/v1",
+        "kind": "Role",
+        "metadata": {"name": "pusher", "namespace": "team-a"},
+        "rules": [
+            {
+                "verbs": ["get", "create"],
+                "apiGroups": ["image.alauda.io"],
+                "resources": ["imagestreams/layers"],
+            }
+        ],
+    },
+    "ssar-subresource.pb": {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SelfSubjectAccessReview",
+        "spec": {
+            "resourceAttributes": {
+                "namespace": "team-a",
+                "verb": "get",
+                "group": "image.alauda.io",
+                "resource": "imagestreams",
+                "subresource": "layers",
+            }
+        },
+    },
     "serviceaccount.pb": {
         "apiVersion": "v1",
         "kind": "ServiceAccount",
