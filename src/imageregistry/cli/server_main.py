@@ -1,0 +1,101 @@
+"""`image-registry serve`: prepare the data dir, then run the app under Granian.
+
+The main process migrates the schema, reconciles bootstrap RBAC, creates TLS material
+and the admin kubeconfig on first start, then hands the settings to Granian workers via
+the environment (each worker builds its own app with `server.create_app_from_env`).
+SIGTERM is handled by Granian: it stops accepting connections and lets in-flight
+requests finish; uploads are staged and only become visible on an atomic commit, so an
+interrupted upload never corrupts stored content.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from imageregistry.bootstrap import ensure_admin_kubeconfig, reconcile_bootstrap_objects
+from imageregistry.config import ConfigurationError, Settings, load_settings, settings_to_env
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
+from imageregistry.pki import ensure_tls, wanted_sans
+
+
+@click.group()
+def main() -> None:
+    """Registry v2 server."""
+
+
+def _prepare(settings: Settings) -> tuple[str, str]:
+    """Run first-start tasks; return (cert, key) paths for TLS, or ("", "")."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(open_engine(settings.database_url))
+    try:
+        reconcile_bootstrap_objects(db)
+        cert, key, ca_pem = "", "", None
+        if not settings.plain_http:
+            if settings.tls_cert_file and settings.tls_private_key_file:
+                cert, key = settings.tls_cert_file, settings.tls_private_key_file
+            else:
+                files = ensure_tls(
+                    settings.data_dir / "tls", wanted_sans(settings.tls_san, settings.host)
+                )
+                cert, key = str(files.cert), str(files.key)
+                ca_pem = files.ca_cert.read_bytes()
+        written = ensure_admin_kubeconfig(db, settings.data_dir, settings.server_url, ca_pem)
+        if written is not None:
+            click.echo(
+                f"Created the cluster-admin identity system:admin.\n"
+                f"  export KUBECONFIG={written.resolve()}\n"
+                f"  kubectl auth whoami   # or: ac whoami",
+                err=True,
+            )
+        return cert, key
+    finally:
+        db.dispose()
+
+
+@main.command()
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--listen", default=None, help="HOST:PORT (default 127.0.0.1:5000)")
+@click.option("--database", default=None, help="sqlite:///PATH or postgresql://...")
+@click.option("--storage", default=None, help="blob store (default: DATA_DIR/blobs)")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False))
+@click.option("--workers", type=int, default=None)
+@click.option("--plain-http", is_flag=True, default=None)
+@click.option("--tls-cert-file", default=None)
+@click.option("--tls-private-key-file", default=None)
+@click.option("--tls-san", multiple=True)
+@click.option("--htpasswd-file", default=None)
+@click.option("--public-url", default=None)
+@click.option("--log-level", default=None)
+def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) -> None:
+    """Run the registry and API server."""
+    if tls_san:
+        flags["tls_san"] = tls_san
+    try:
+        settings = load_settings(flags, config_file)
+        cert, key = _prepare(settings)
+    except (ConfigurationError, DatabaseConfigurationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    os.environ.update(settings_to_env(settings))
+    from granian import Granian
+    from granian.constants import Interfaces
+
+    server = Granian(
+        "imageregistry.server:create_app_from_env",
+        factory=True,
+        address=settings.host,
+        port=settings.port,
+        interface=Interfaces.ASGI,
+        workers=settings.workers,
+        ssl_cert=Path(cert) if cert else None,
+        ssl_key=Path(key) if key else None,
+        log_level=settings.log_level,  # type: ignore[arg-type]
+        backlog=2048,
+    )
+    click.echo(f"Serving on {settings.server_url}", err=True)
+    server.serve()
+    sys.exit(0)

@@ -1,0 +1,155 @@
+"""Server settings from defaults, a config file, environment variables and flags.
+
+Precedence, lowest first: built-in defaults, the config file (YAML, keys named like the
+flags with dashes or underscores), environment variables `IMAGE_REGISTRY_<OPTION>` and
+command-line flags. Unknown keys in the config file are a configuration error rather
+than silently ignored, so a typo never leaves a server running with defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ENV_PREFIX = "IMAGE_REGISTRY_"
+
+
+class ConfigurationError(ValueError):
+    """A setting is missing, unknown or malformed."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("./data")
+    listen: str = "127.0.0.1:5000"
+    database: str = ""  # default: sqlite inside data_dir
+    storage: str = ""  # default: filesystem inside data_dir
+    workers: int = 1
+    plain_http: bool = False
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    tls_san: tuple[str, ...] = ()
+    htpasswd_file: str = ""
+    public_url: str = ""  # how clients reach us; default derived from listen
+    blob_fsync: bool = True
+    gc_grace_seconds: int = 3600
+    upload_max_age_seconds: int = 86400
+    token_ttl_seconds: int = 86400
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def host(self) -> str:
+        return self.listen.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rsplit(":", 1)[1])
+
+    @property
+    def database_url(self) -> str:
+        return self.database or f"sqlite:///{(self.data_dir / 'registry.db').resolve()}"
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or str((self.data_dir / "blobs").resolve())
+
+    @property
+    def scheme(self) -> str:
+        return "http" if self.plain_http else "https"
+
+    @property
+    def server_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        return f"{self.scheme}://{self.listen}"
+
+    @property
+    def registry_host(self) -> str:
+        """Host[:port] used in image references (dockerImageReference)."""
+        return self.server_url.split("://", 1)[1]
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    kind = _FIELDS[name].type
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off", ""):
+            return False
+        raise ConfigurationError(f"{name}: expected a boolean, got {value!r}")
+    if kind == "int":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ConfigurationError(f"{name}: expected an integer, got {value!r}") from None
+    if kind == "Path":
+        return Path(str(value))
+    if kind == "tuple[str, ...]":
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return tuple(str(v) for v in value)
+    return str(value)
+
+
+def _normalize_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = str(key).replace("-", "_")
+        if name not in _FIELDS:
+            raise ConfigurationError(f"{source}: unknown option {key!r}")
+        out[name] = _coerce(name, value)
+    return out
+
+
+def load_settings(
+    flags: Mapping[str, Any], config_file: str | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
+    """Merge defaults, file, environment and flags (None-valued flags are unset)."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    path = config_file or env.get(ENV_PREFIX + "CONFIG")
+    if path:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text()) or {}
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigurationError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(loaded, dict):
+            raise ConfigurationError(f"config file {path} must hold a mapping")
+        values.update(_normalize_keys(loaded, path))
+    for name in _FIELDS:
+        raw = env.get(ENV_PREFIX + name.upper())
+        if raw is not None:
+            values[name] = _coerce(name, raw)
+    values.update(_normalize_keys({k: v for k, v in flags.items() if v is not None}, "flags"))
+    settings = Settings(**values)
+    if ":" not in settings.listen:
+        raise ConfigurationError(f"listen: expected HOST:PORT, got {settings.listen!r}")
+    if settings.workers < 1:
+        raise ConfigurationError("workers must be at least 1")
+    return settings
+
+
+def settings_to_env(settings: Settings) -> dict[str, str]:
+    """Serialize settings for worker processes (Granian imports the app factory anew)."""
+    out: dict[str, str] = {}
+    for name in _FIELDS:
+        value = getattr(settings, name)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        out[ENV_PREFIX + name.upper()] = str(value)
+    return out

@@ -1,0 +1,301 @@
+"""The metadata schema: typed tables for registry content, one generic table for other objects.
+
+Registry content (repositories, blobs, manifests and the edges between them, tag history,
+uploads) lives in typed tables so that `ac adm top`, prune and GC are SQL queries over
+indexed columns rather than scans of serialized objects. The `image.alauda.io` objects are
+rendered from these rows on read. Everything else the API server stores (namespaces,
+service accounts, RBAC objects, ImagePruner) goes into `objects`: a JSON body plus the
+indexed columns a list or a watch filters on.
+
+Every write appends a row to `changes`; its autoincrement id is the database-wide
+`resourceVersion` (optimistic concurrency) and the watch log, so several replicas sharing
+one database agree on ordering without an in-process counter.
+
+The schema is created by Alembic migrations (`metadata/migrations`); this module is the
+single description both the migrations and the queries use.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+# SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL wants BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+DIGEST = 140  # "sha512:" + 128 hex fits
+
+changes = Table(
+    "changes",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("resource", String(64), nullable=False),
+    Column("namespace", String(253), nullable=False, default=""),
+    Column("name", String(512), nullable=False),
+    Column("event", String(16), nullable=False),  # ADDED, MODIFIED, DELETED
+    Column("at", DateTime(timezone=True), nullable=False),
+    Index("ix_changes_resource", "resource", "id"),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("resource", String(64), nullable=False),  # e.g. "rolebindings.rbac.authorization.k8s.io"
+    Column("namespace", String(253), nullable=False, default=""),
+    Column("name", String(253), nullable=False),
+    Column("uid", String(36), nullable=False, unique=True),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("labels", JSON, nullable=False, default=dict),
+    Column("body", JSON, nullable=False),
+    UniqueConstraint("resource", "namespace", "name", name="uq_objects_key"),
+    Index("ix_objects_list", "resource", "namespace", "name"),
+)
+
+repositories = Table(
+    "repositories",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("uid", String(36), nullable=False, unique=True),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("generation", BigInteger, nullable=False, default=1),
+    Column("created", DateTime(timezone=True), nullable=False),
+    # What users may edit: labels, annotations, spec (tags, lookupPolicy).
+    Column("user_data", JSON, nullable=False, default=dict),
+    UniqueConstraint("namespace", "name", name="uq_repositories_name"),
+)
+
+blobs = Table(
+    "blobs",
+    metadata,
+    Column("digest", String(DIGEST), primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    # "present" or "deleting" (GC flipped it; reference-creating paths refuse it).
+    Column("state", String(16), nullable=False, default="present"),
+    Column("hold_until", DateTime(timezone=True), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_blobs_state_hold", "state", "hold_until"),
+)
+
+repository_blobs = Table(
+    "repository_blobs",
+    metadata,
+    Column(
+        "repository_id",
+        BigId,
+        ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("digest", String(DIGEST), primary_key=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_repository_blobs_digest", "digest"),
+)
+
+manifests = Table(
+    "manifests",
+    metadata,
+    Column("digest", String(DIGEST), primary_key=True),
+    Column("media_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("content", LargeBinary, nullable=False),  # exact bytes as pushed
+    Column("config_digest", String(DIGEST), nullable=True),
+    Column("artifact_type", String(255), nullable=True),
+    Column("subject_digest", String(DIGEST), nullable=True),
+    Column("uid", String(36), nullable=False, unique=True),
+    Column("resource_version", BigInteger, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),  # image creation (config) or push
+    Column("pushed", DateTime(timezone=True), nullable=False),
+    Column("last_pulled", DateTime(timezone=True), nullable=True),
+    # Summary of the image config (dockerImageMetadata) computed once on push.
+    Column("image_metadata", JSON, nullable=False, default=dict),
+    # Unique layer bytes + config bytes (STORAGE in `ac adm top images`).
+    Column("storage_size", BigInteger, nullable=False, default=0),
+    Column("layer_count", Integer, nullable=False, default=0),
+    Column("top_layer", String(DIGEST), nullable=True),  # top non-empty layer, for PARENTS
+    # Labels, annotations and other user-editable fields of the Image object.
+    Column("user_data", JSON, nullable=False, default=dict),
+    Index("ix_manifests_subject", "subject_digest"),
+    Index("ix_manifests_config", "config_digest"),
+    Index("ix_manifests_top_layer", "top_layer"),
+)
+
+manifest_blobs = Table(
+    "manifest_blobs",
+    metadata,
+    Column(
+        "manifest_digest",
+        String(DIGEST),
+        ForeignKey("manifests.digest", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),  # -1 = config, 0.. = layers
+    Column("blob_digest", String(DIGEST), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Index("ix_manifest_blobs_blob", "blob_digest"),
+)
+
+manifest_children = Table(
+    "manifest_children",
+    metadata,
+    Column(
+        "parent_digest",
+        String(DIGEST),
+        ForeignKey("manifests.digest", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("child_digest", String(DIGEST), nullable=False),
+    Column("media_type", String(255), nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("os", String(64), nullable=True),
+    Column("architecture", String(64), nullable=True),
+    Column("variant", String(64), nullable=True),
+    Index("ix_manifest_children_child", "child_digest"),
+)
+
+repository_manifests = Table(
+    "repository_manifests",
+    metadata,
+    Column(
+        "repository_id",
+        BigId,
+        ForeignKey("repositories.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("digest", String(DIGEST), primary_key=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_repository_manifests_digest", "digest"),
+)
+
+# Tag history: newest first = highest id first. items[0] of a tag is its max(id) row.
+tag_events = Table(
+    "tag_events",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "repository_id",
+        BigId,
+        ForeignKey("repositories.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("tag", String(128), nullable=False),
+    Column("digest", String(DIGEST), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("generation", BigInteger, nullable=False),
+    Index("ix_tag_events_repo_tag", "repository_id", "tag", "id"),
+    Index("ix_tag_events_digest", "digest"),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column(
+        "repository_id",
+        BigId,
+        ForeignKey("repositories.id", ondelete="CASCADE"),
+        nullable=True,
+    ),
+    Column("namespace", String(253), nullable=False),
+    Column("name", String(253), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
+signatures = Table(
+    "signatures",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column(
+        "image_digest",
+        String(DIGEST),
+        ForeignKey("manifests.digest", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("name", String(512), nullable=False),  # <image>@<sig>
+    Column("type", String(64), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("content_sha256", String(64), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    # conditions, imageIdentity, signedClaims, issuedBy, issuedTo
+    Column("status", JSON, nullable=False, default=dict),
+    UniqueConstraint("name", name="uq_signatures_name"),
+    UniqueConstraint("image_digest", "content_sha256", name="uq_signatures_content"),
+)
+
+prune_runs = Table(
+    "prune_runs",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("user", String(253), nullable=False),
+    Column("options", JSON, nullable=False),
+    # What was removed, enough to restore it: tag events and image rows.
+    Column("removed", JSON, nullable=False),
+    Column("state", String(16), nullable=False),  # done | undone | irreversible
+    Column("summary", JSON, nullable=False, default=dict),
+)
+
+tokens = Table(
+    "tokens",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("username", String(253), nullable=False),
+    Column("groups", JSON, nullable=False, default=list),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=True),
+)
+
+leases = Table(
+    "leases",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("holder", String(128), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(128), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+__all__ = [
+    "blobs",
+    "changes",
+    "leases",
+    "manifest_blobs",
+    "manifest_children",
+    "manifests",
+    "metadata",
+    "objects",
+    "prune_runs",
+    "repositories",
+    "repository_blobs",
+    "repository_manifests",
+    "settings",
+    "signatures",
+    "tag_events",
+    "tokens",
+    "uploads",
+]

@@ -1,0 +1,69 @@
+"""Opaque bearer tokens (admin bootstrap, `ac login`) and server-wide secrets.
+
+Only a SHA-256 hash of each opaque token is stored, so a database dump does not hand
+out credentials. Server secrets that every replica must share (the JWT signing key) live
+in the `settings` table and are created once, race-free, on first start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from imageregistry.metadata.db import Database, as_utc, utcnow
+from imageregistry.metadata.tables import settings, tokens
+
+
+class TokenStore:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+        self._db = db
+        self._clock = clock
+
+    def add(
+        self,
+        token_sha256: str,
+        username: str,
+        groups: tuple[str, ...],
+        expires: datetime | None = None,
+    ) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                insert(tokens).values(
+                    token_sha256=token_sha256,
+                    username=username,
+                    groups=list(groups),
+                    created=self._clock(),
+                    expires=expires,
+                )
+            )
+
+    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(tokens.c.username, tokens.c.groups, tokens.c.expires).where(
+                    tokens.c.token_sha256 == token_sha256
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.expires is not None and as_utc(row.expires) <= self._clock():
+            return None
+        return str(row.username), tuple(str(g) for g in row.groups)
+
+
+def get_or_create_secret(db: Database, key: str, make: Callable[[], str]) -> str:
+    """Return the stored secret `key`, creating it with `make()` if absent (first writer wins)."""
+    with db.read() as conn:
+        value = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+    if value is not None:
+        return str(value)
+    try:
+        with db.write() as conn:
+            conn.execute(insert(settings).values(key=key, value=make()))
+    except IntegrityError:
+        pass
+    with db.read() as conn:
+        return str(conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar_one())

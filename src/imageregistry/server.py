@@ -1,0 +1,87 @@
+"""Wiring: the only place that builds the application.
+
+`build_services` opens the database and blob store and assembles authentication and
+authorization; `build_app` mounts every HTTP surface (OCI `/v2/`, the Kubernetes-style
+API, health and version) on one Starlette app. Granian workers import
+`create_app_from_env`, which rebuilds the settings from the environment the `serve`
+command exported, so each worker process has its own engine and connection pool.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import BaseRoute, Route
+
+from imageregistry.apiserver.routes import api_routes
+from imageregistry.apiserver.version import version
+from imageregistry.auth.authn import Authenticator
+from imageregistry.auth.rbac_store import build_authorizer
+from imageregistry.auth.tokens import TokenSigner, generate_signing_key
+from imageregistry.config import Settings, load_settings
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.tokens import TokenStore, get_or_create_secret
+from imageregistry.oci.routes import oci_routes
+from imageregistry.services import Services
+from imageregistry.storage import open_blob_store
+
+TOKEN_AUDIENCE = "https://imageregistry.local"
+
+
+def _clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def build_services(settings: Settings) -> Services:
+    db = Database(open_engine(settings.database_url))
+    key_pem = get_or_create_secret(
+        db, "jwt-signing-key", lambda: generate_signing_key().decode()
+    )
+    passwords = None
+    if settings.htpasswd_file:
+        from imageregistry.auth.htpasswd import Htpasswd
+
+        passwords = Htpasswd.from_file(settings.htpasswd_file)
+    authn = Authenticator(
+        TokenStore(db, _clock),
+        TokenSigner(key_pem.encode()),
+        TOKEN_AUDIENCE,
+        passwords=passwords,
+    )
+    return Services(
+        settings=settings,
+        db=db,
+        blobs=open_blob_store(settings.storage_url, fsync=settings.blob_fsync),
+        authn=authn,
+        authz=build_authorizer(db),
+        clock=_clock,
+    )
+
+
+async def healthz(_request: Request) -> PlainTextResponse:
+    return PlainTextResponse("ok")
+
+
+def build_app(services: Services) -> Starlette:
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/readyz", healthz, methods=["GET", "HEAD"]),
+        Route("/livez", healthz, methods=["GET", "HEAD"]),
+        Route("/version", version, methods=["GET"]),
+    ]
+    routes += oci_routes(services)
+    routes += api_routes(services)
+    app = Starlette(routes=routes, on_shutdown=[services.db.dispose])
+    app.state.services = services
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """Granian's factory entry point (settings come from the environment)."""
+    settings = load_settings({}, env=os.environ)
+    return build_app(build_services(settings))

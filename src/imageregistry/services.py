@@ -1,0 +1,28 @@
+"""The long-lived collaborators every HTTP surface receives from `server.py`.
+
+There are no module-level singletons: `server.build_app` constructs one `Services` value
+and hands it to the route builders of each surface (`oci`, `apiserver`). Tests build
+their own with in-memory fakes where that is enough.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from imageregistry.auth.authn import Authenticator
+from imageregistry.auth.authorizer import Authorizer
+from imageregistry.config import Settings
+from imageregistry.metadata.db import Database
+from imageregistry.storage.driver import BlobStore
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    db: Database
+    blobs: BlobStore
+    authn: Authenticator
+    authz: Authorizer
+    clock: Callable[[], datetime]

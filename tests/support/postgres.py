@@ -1,0 +1,70 @@
+"""A throwaway PostgreSQL server for tests: initdb + pg_ctl on a free port.
+
+PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
+`postgres` system user (created by the Debian package) via `runuser`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _as_db_user(argv: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+@contextmanager
+def temporary_postgres() -> Iterator[str]:
+    """Yield a SQLAlchemy-ready URL of a fresh PostgreSQL cluster; stop it afterwards."""
+    if shutil.which("initdb") is None:
+        raise RuntimeError("initdb not on PATH: install PostgreSQL 15 server binaries")
+    root = Path(tempfile.mkdtemp(prefix="pgtest-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, "postgres", "postgres")
+        root.chmod(0o755)
+    port = free_port()
+    subprocess.run(
+        _as_db_user(["initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync"]),
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
+    subprocess.run(
+        _as_db_user(["pg_ctl", "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start"]),
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            _as_db_user(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"]),
+            capture_output=True,
+        )
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def create_database(url: str, name: str) -> str:
+    """Create database `name` on the server behind `url`; return its URL."""
+    import psycopg
+
+    base = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.rsplit("/", 1)[0] + "/" + name

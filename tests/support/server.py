@@ -1,0 +1,108 @@
+"""Run `image-registry serve` as a subprocess for end-to-end tests.
+
+Each `RegistryProcess` owns a temporary data dir and a free port, waits for `/healthz`,
+and exposes what clients need: the URL, the CA bundle, the admin kubeconfig and token.
+It is stopped by PID (SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.support.postgres import free_port
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RegistryProcess:
+    data_dir: Path
+    plain_http: bool = False
+    database: str | None = None
+    extra_args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    env: dict[str, str] = field(default_factory=dict)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'http' if self.plain_http else 'https'}://{self.host}"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.data_dir / "tls" / "ca.crt"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.data_dir / "admin.kubeconfig"
+
+    @property
+    def admin_token(self) -> str:
+        config = yaml.safe_load(self.kubeconfig.read_text())
+        return str(config["users"][0]["user"]["token"])
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        verify: object = False if self.plain_http else str(self.ca_file)
+        return httpx.Client(base_url=self.url, headers=headers, verify=verify, **kwargs)  # type: ignore[arg-type]
+
+    def start(self, timeout: float = 30.0) -> RegistryProcess:
+        args = [
+            str(BIN / "image-registry"),
+            "serve",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            self.host,
+            *self.extra_args,
+        ]
+        if self.plain_http:
+            args.append("--plain-http")
+        if self.database:
+            args += ["--database", self.database]
+        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited early: see {log.name}")
+            try:
+                with self.client(timeout=1.0) as client:
+                    if client.get("/healthz").status_code == 200:
+                        return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
