@@ -9,8 +9,11 @@ command exported, so each worker process has its own engine and connection pool.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -21,7 +24,7 @@ from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.version import version
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.rbac_store import build_authorizer
-from imageregistry.auth.tokens import TokenSigner, generate_signing_key
+from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
@@ -30,8 +33,6 @@ from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store
 
-TOKEN_AUDIENCE = "https://imageregistry.local"
-
 
 def _clock() -> datetime:
     return datetime.now(UTC)
@@ -39,18 +40,16 @@ def _clock() -> datetime:
 
 def build_services(settings: Settings) -> Services:
     db = Database(open_engine(settings.database_url))
-    key_pem = get_or_create_secret(
-        db, "jwt-signing-key", lambda: generate_signing_key().decode()
-    )
+    key_pem = get_or_create_secret(db, "jwt-signing-key", lambda: generate_signing_key().decode())
     passwords = None
     if settings.htpasswd_file:
         from imageregistry.auth.htpasswd import Htpasswd
 
-        passwords = Htpasswd.from_file(settings.htpasswd_file)
+        passwords = Htpasswd.load(Path(settings.htpasswd_file))
     authn = Authenticator(
         TokenStore(db, _clock),
         TokenSigner(key_pem.encode()),
-        TOKEN_AUDIENCE,
+        DEFAULT_AUDIENCE,
         passwords=passwords,
     )
     return Services(
@@ -76,7 +75,13 @@ def build_app(services: Services) -> Starlette:
     ]
     routes += oci_routes(services)
     routes += api_routes(services)
-    app = Starlette(routes=routes, on_shutdown=[services.db.dispose])
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        services.db.dispose()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.services = services
     return app
 

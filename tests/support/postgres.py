@@ -46,7 +46,9 @@ def temporary_postgres() -> Iterator[str]:
     )
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
     subprocess.run(
-        _as_db_user(["pg_ctl", "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start"]),
+        _as_db_user(
+            ["pg_ctl", "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start"]
+        ),
         check=True,
         capture_output=True,
     )

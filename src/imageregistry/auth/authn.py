@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Protocol
 
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated
-from imageregistry.auth.tokens import InvalidToken, TokenSigner, hash_token
+from imageregistry.auth.tokens import InvalidToken, TokenSigner, hash_token, looks_like_jwt
 
 
 class Unauthenticated(Exception):
@@ -82,7 +82,7 @@ class Authenticator:
         raise Unauthenticated("unsupported authorization scheme")
 
     def authenticate_token(self, token: str) -> UserInfo:
-        if token.count(".") == 2:
+        if looks_like_jwt(token):
             return self._jwt(token)
         found = self._tokens.lookup_token(hash_token(token))
         if found is None:
@@ -95,21 +95,14 @@ class Authenticator:
             claims = self._signer.verify(token, self._audience)
         except InvalidToken as exc:
             raise Unauthenticated(str(exc)) from None
-        username = str(claims.get("sub", ""))
-        if not username:
-            raise Unauthenticated("token has no subject")
-        groups = claims.get("groups", [])
-        if not isinstance(groups, list):
-            raise Unauthenticated("token groups are malformed")
-        ns, name = claims.get("sa_namespace"), claims.get("sa_name")
+        sa = claims.service_account
         if (
-            self._service_accounts is not None
-            and isinstance(ns, str)
-            and isinstance(name, str)
-            and not self._service_accounts.service_account_exists(ns, name)
+            sa is not None
+            and self._service_accounts is not None
+            and not self._service_accounts.service_account_exists(sa.namespace, sa.name)
         ):
-            raise Unauthenticated(f"service account {ns}/{name} no longer exists")
-        return authenticated(username, tuple(str(g) for g in groups))
+            raise Unauthenticated(f"service account {sa.namespace}/{sa.name} no longer exists")
+        return authenticated(claims.subject, claims.groups)
 
     def _basic(self, value: str) -> UserInfo:
         try:
@@ -142,5 +135,5 @@ class Authenticator:
         """A JWT standing for `user` (the registry token endpoint hands these out)."""
         groups = [g for g in user.groups if g != "system:authenticated"]
         return self._signer.issue(
-            user.username, groups, [self._audience], ttl_seconds, extra_claims={}
+            user.username, groups=groups, audiences=[self._audience], expires_in_seconds=ttl_seconds
         )
