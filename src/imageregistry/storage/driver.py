@@ -1,0 +1,150 @@
+"""The blob store protocol every storage driver implements, and the values it exchanges.
+
+The protocol is deliberately narrow and shaped so an S3-compatible driver fits beside the
+filesystem one (docs/architecture.md, "Built for more than one machine"): nothing assumes
+an atomic rename (``commit_upload`` may complete a multipart upload or copy then delete),
+appends of any size are accepted (a remote driver buffers to its 5 MiB minimum part size),
+an upload's state (its id and staged size) is always reconstructible from the store itself
+so a session may continue on another replica, and a GET may be answered with a redirect
+(``redirect_url``) instead of bytes. Blobs are content-addressed under
+``blobs/<algorithm>/<first two hex>/<hex>``; uploads are staged elsewhere so a partial
+upload can never be mistaken for a blob.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from imageregistry.content.digest import Digest
+from imageregistry.storage.errors import InvalidUploadId
+
+_UPLOAD_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A committed blob."""
+
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob found by walking the store (for the storage reconciler)."""
+
+    digest: Digest
+    size: int
+    modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUpload:
+    """An upload session found by walking the store (for abandoned-upload cleanup)."""
+
+    upload_id: str
+    size: int
+    modified: datetime
+
+
+def validate_upload_id(upload_id: str) -> str:
+    """Return ``upload_id`` if it is ``[A-Za-z0-9-]{1,64}``, else raise ``InvalidUploadId``.
+
+    Drivers call this before building any path or key from a caller-supplied id, so ids
+    such as ``../x`` or ``a/b`` can never escape the store root.
+    """
+    if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
+        raise InvalidUploadId(str(upload_id))
+    return upload_id
+
+
+def blob_key(digest: Digest) -> str:
+    """The store-relative key of a blob: ``blobs/<alg>/<2 hex>/<hex>``."""
+    return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+class BlobStore(Protocol):
+    """Content-addressed blob storage with resumable, verified uploads."""
+
+    async def start_upload(self, upload_id: str) -> None:
+        """Create an empty upload session (``UploadExists`` if the id is taken)."""
+
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterator[bytes],
+        limit: int | None = None,
+    ) -> int:
+        """Append ``chunks`` at ``offset`` and return the new staged size.
+
+        ``UploadOffsetMismatch`` (nothing written) when ``offset`` is not the staged size;
+        ``UploadTooLarge`` (chunk rolled back) when the stream carries more than ``limit``
+        bytes; ``UploadInProgress`` when another append/commit holds the session. If the
+        stream fails part-way, bytes received so far may stay staged and ``upload_size``
+        reports exactly what is staged.
+        """
+        ...
+
+    async def upload_size(self, upload_id: str) -> int:
+        """Bytes staged so far (``UploadNotFound`` if there is no such session)."""
+        ...
+
+    async def commit_upload(
+        self, upload_id: str, expected: Digest, expected_size: int | None = None
+    ) -> BlobInfo:
+        """Verify and publish the staged content as a blob; the session ends either way.
+
+        ``DigestMismatch``/``SizeMismatch`` discard the staged data and publish nothing.
+        Committing content that is already stored just drops the staged copy.
+        """
+        ...
+
+    async def cancel_upload(self, upload_id: str) -> None:
+        """Discard a session and its staged data (``UploadNotFound`` if absent)."""
+
+    async def put_blob(self, data: bytes, expected: Digest) -> BlobInfo:
+        """Store a small blob in one call, verified like ``commit_upload``."""
+        ...
+
+    async def stat(self, digest: Digest) -> int | None:
+        """The size of a committed blob, or None if it is not stored."""
+        ...
+
+    def local_path(self, digest: Digest) -> str | None:
+        """A filesystem path for zero-copy sending, or None (remote driver / not stored)."""
+        ...
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """A URL a client may be redirected to for the blob (presigned), or None."""
+        ...
+
+    async def read(
+        self, digest: Digest, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        """Stream bytes ``[start, end)`` of a blob (``end`` exclusive, None = to the end).
+
+        Awaiting this checks existence and range first (``BlobNotFound``,
+        ``InvalidRange``) so callers can answer before sending headers.
+        """
+        ...
+
+    async def read_all(self, digest: Digest) -> bytes:
+        """The whole content of a (small) blob (``BlobNotFound`` if absent)."""
+        ...
+
+    async def delete(self, digest: Digest) -> bool:
+        """Delete a blob; True if it existed."""
+        ...
+
+    def iter_blobs(self) -> AsyncIterator[StoredBlob]:
+        """Every committed blob, in no particular order."""
+        ...
+
+    def iter_uploads(self) -> AsyncIterator[StoredUpload]:
+        """Every upload session still staged, in no particular order."""
+        ...

@@ -1,0 +1,106 @@
+"""Errors raised by blob store drivers.
+
+Drivers raise these domain errors and never HTTP statuses; the OCI layer maps each to one
+spec error code in its table (e.g. ``UploadOffsetMismatch`` → 416 with the current range,
+``DigestMismatch`` → ``DIGEST_INVALID``, ``UploadNotFound`` → ``BLOB_UPLOAD_UNKNOWN``).
+``ConfigurationError`` is raised when a store cannot be built from its settings, so a typo
+in a storage URL stops the server instead of silently falling back to another driver.
+"""
+
+from __future__ import annotations
+
+from imageregistry.content.digest import Digest
+
+
+class ConfigurationError(Exception):
+    """A storage setting (URL, scheme, option) is invalid or names an unknown driver."""
+
+
+class StorageError(Exception):
+    """Base class of every blob store error."""
+
+
+class BlobNotFound(StorageError):
+    """No blob is stored under the digest."""
+
+    def __init__(self, digest: Digest) -> None:
+        super().__init__(f"blob {digest} not found")
+        self.digest = digest
+
+
+class UploadNotFound(StorageError):
+    """No upload session with this id exists (never started, committed or cancelled)."""
+
+    def __init__(self, upload_id: str, reason: str = "not found") -> None:
+        super().__init__(f"upload {upload_id[:80]!r} {reason}")
+        self.upload_id = upload_id
+
+
+class InvalidUploadId(UploadNotFound):
+    """The id is not of the form ``[A-Za-z0-9-]{1,64}``; it can name no upload."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(upload_id, "is not a valid upload id ([A-Za-z0-9-]{1,64})")
+
+
+class UploadExists(StorageError):
+    """``start_upload`` was called with an id that already names a session."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"upload {upload_id!r} already exists")
+        self.upload_id = upload_id
+
+
+class UploadOffsetMismatch(StorageError):
+    """An append did not start where the staged data ends; nothing was written."""
+
+    def __init__(self, upload_id: str, offset: int, size: int) -> None:
+        super().__init__(f"upload {upload_id!r}: chunk starts at {offset} but {size} bytes staged")
+        self.upload_id = upload_id
+        self.offset = offset
+        self.size = size
+
+
+class UploadInProgress(StorageError):
+    """Another append or commit is working on this upload right now."""
+
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"upload {upload_id!r} is busy with another request")
+        self.upload_id = upload_id
+
+
+class UploadTooLarge(StorageError):
+    """The chunk stream carried more than the caller's limit; the chunk was rolled back."""
+
+    def __init__(self, upload_id: str, limit: int) -> None:
+        super().__init__(f"upload {upload_id!r}: chunk exceeds its limit of {limit} bytes")
+        self.upload_id = upload_id
+        self.limit = limit
+
+
+class DigestMismatch(StorageError):
+    """The staged content does not hash to the expected digest; it was discarded."""
+
+    def __init__(self, expected: Digest, actual: Digest) -> None:
+        super().__init__(f"content digest is {actual}, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class SizeMismatch(StorageError):
+    """The staged content does not have the expected size; it was discarded."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"content size is {actual}, expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidRange(StorageError):
+    """A read range lies outside the blob."""
+
+    def __init__(self, start: int, end: int | None, size: int) -> None:
+        super().__init__(f"range [{start}, {end}) is outside a blob of {size} bytes")
+        self.start = start
+        self.end = end
+        self.size = size
