@@ -32,7 +32,7 @@ class UserInfo:
     username: str
     uid: str = ""
     groups: tuple[str, ...] = ()
-    extra: Mapping[str, tuple[str, ...]] = field(default=_EMPTY_EXTRA, hash=False)
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _EMPTY_EXTRA, hash=False)
 
     def in_group(self, group: str) -> bool:
         return group in self.groups
