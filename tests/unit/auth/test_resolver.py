@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from imageregistry.auth.identity import (
     Attributes,
     UserInfo,
@@ -30,8 +32,8 @@ G = "image.alauda.io"
 BUILDER = service_account("app", "builder")
 
 
-def resolver(*objects: dict[str, object]) -> RuleResolver:
-    store = InMemoryRbac([dict(o) for o in objects])
+def resolver(*objects: dict[str, Any]) -> RuleResolver:
+    store = InMemoryRbac(objects)
     return RuleResolver(store, store)
 
 
