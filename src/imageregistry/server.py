@@ -28,7 +28,7 @@ from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_si
 from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
-from imageregistry.metadata.tokens import TokenStore, get_or_create_secret
+from imageregistry.metadata.tokens import ServiceAccountLookup, TokenStore, get_or_create_secret
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store
@@ -51,6 +51,7 @@ def build_services(settings: Settings) -> Services:
         TokenSigner(key_pem.encode()),
         DEFAULT_AUDIENCE,
         passwords=passwords,
+        service_accounts=ServiceAccountLookup(db),
     )
     return Services(
         settings=settings,

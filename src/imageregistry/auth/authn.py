@@ -41,7 +41,8 @@ class PasswordChecker(Protocol):
 
 
 class ServiceAccountChecker(Protocol):
-    def service_account_exists(self, namespace: str, name: str) -> bool: ...
+    def service_account_exists(self, namespace: str, name: str, uid: str) -> bool:
+        """True if the account exists (and, when `uid` is given, is the same object)."""
 
 
 _PASSWORD_CACHE_SECONDS = 60.0
@@ -99,7 +100,7 @@ class Authenticator:
         if (
             sa is not None
             and self._service_accounts is not None
-            and not self._service_accounts.service_account_exists(sa.namespace, sa.name)
+            and not self._service_accounts.service_account_exists(sa.namespace, sa.name, sa.uid)
         ):
             raise Unauthenticated(f"service account {sa.namespace}/{sa.name} no longer exists")
         return authenticated(claims.subject, claims.groups)

@@ -14,7 +14,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import Database, as_utc, utcnow
-from imageregistry.metadata.tables import settings, tokens
+from imageregistry.metadata.tables import objects, settings, tokens
 
 
 class TokenStore:
@@ -67,3 +67,21 @@ def get_or_create_secret(db: Database, key: str, make: Callable[[], str]) -> str
         pass
     with db.read() as conn:
         return str(conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar_one())
+
+
+class ServiceAccountLookup:
+    """Answers whether a token's service account still exists (tokens die with it)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def service_account_exists(self, namespace: str, name: str, uid: str) -> bool:
+        with self._db.read() as conn:
+            found = conn.execute(
+                select(objects.c.uid).where(
+                    objects.c.resource == "serviceaccounts",
+                    objects.c.namespace == namespace,
+                    objects.c.name == name,
+                )
+            ).scalar()
+        return found is not None and (not uid or found == uid)
