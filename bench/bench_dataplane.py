@@ -1,0 +1,378 @@
+"""Side-by-side data-plane benchmark: Registry v2 versus the CNCF distribution registry.
+
+Starts both registries on loopback (a plain-HTTP pair, then a TLS pair), drives both with
+the same clients and prints absolute numbers and ratios against the targets of issue 2:
+blob push (curl, monolithic streamed PUT; ours fsyncs, distribution does not), blob pull
+(curl GET), manifest GET by tag with authentication (wrk; distribution with htpasswd basic
+auth, ours with a bearer token) and our server's peak RSS while receiving a 2 GiB blob.
+Every figure is the median of several repetitions after a warm-up; each push uses a new
+digest and the page cache is flushed (`sync`) before it so one server's dirty pages are
+never written back on the other's clock.
+
+    .venv/bin/python bench/bench_dataplane.py [--quick] [--write-docs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import (
+    MiB,
+    RssSampler,
+    Server,
+    WrkResult,
+    curl_pull,
+    curl_push,
+    machine_info,
+    make_blob_file,
+    make_tls,
+    median,
+    push_image,
+    restamp,
+    run_wrk,
+    save_result,
+    scratch,
+    start_distribution,
+    start_ours,
+    table,
+    write_doc_section,
+    write_htpasswd,
+)
+
+REPO = "bench/app"
+TARGETS = {"push": 2.5, "pull": 1.2, "manifest": 5.0}
+RSS_LIMIT_MB = 150
+
+
+def parse_size(text: str) -> int:
+    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def human(size: int) -> str:
+    return f"{size // (1024 * MiB)} GiB" if size % (1024 * MiB) == 0 else f"{size // MiB} MiB"
+
+
+# ---------------------------------------------------------------- measurements
+
+
+def bench_blobs(
+    servers: list[Server], blob_dir: Path, size: int, reps: int
+) -> dict[str, dict[str, Any]]:
+    """Push `reps`+1 new blobs of `size` to each server (first is warm-up), then pull."""
+    path = blob_dir / f"blob-{size}.bin"
+    make_blob_file(path, size)
+    pushes: dict[str, list[float]] = {s.name: [] for s in servers}
+    digest = ""
+    for i in range(reps + 1):
+        digest = restamp(path, size + i)
+        order = servers if i % 2 == 0 else list(reversed(servers))
+        timings = []
+        for server in order:
+            os.sync()
+            seconds = curl_push(server, REPO, path, digest)
+            timings.append(f"{server.name} {seconds:.2f}s")
+            if i > 0:
+                pushes[server.name].append(seconds)
+        warm = " (warm-up)" if i == 0 else ""
+        print(f"  push {human(size)} #{i}{warm}: {', '.join(timings)}", flush=True)
+    os.sync()
+    pulls: dict[str, list[float]] = {s.name: [] for s in servers}
+    for i in range(reps + 1):
+        order = servers if i % 2 == 0 else list(reversed(servers))
+        for server in order:
+            seconds = curl_pull(server, REPO, digest, size)
+            if i > 0:
+                pulls[server.name].append(seconds)
+    out: dict[str, dict[str, Any]] = {}
+    for server in servers:
+        push_s, pull_s = median(pushes[server.name]), median(pulls[server.name])
+        out[server.name] = {
+            "push_seconds": pushes[server.name],
+            "pull_seconds": pulls[server.name],
+            "push_median_s": push_s,
+            "pull_median_s": pull_s,
+            "push_mib_s": size / MiB / push_s,
+            "pull_mib_s": size / MiB / pull_s,
+        }
+    return out
+
+
+def bench_manifest(
+    servers: list[Server], workdir: Path, duration: int, reps: int, connections: int, threads: int
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for server in servers:
+        with server.client() as client:
+            push_image(client, server, REPO, "latest")
+            check = client.get(
+                f"/v2/{REPO}/manifests/latest",
+                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
+            )
+            if check.status_code != 200:
+                raise RuntimeError(f"{server.name}: manifest GET {check.status_code}")
+    for server in servers:
+        url = f"{server.base_url}/v2/{REPO}/manifests/latest"
+        kwargs: dict[str, Any] = {
+            "script_dir": workdir,
+            "connections": connections,
+            "threads": threads,
+        }
+        run_wrk(url, server.authorization, duration=3, **kwargs)  # warm-up
+        runs: list[WrkResult] = [
+            run_wrk(url, server.authorization, duration=duration, **kwargs) for _ in range(reps)
+        ]
+        bad = sum(r.non_2xx + r.errors for r in runs)
+        if bad:
+            raise RuntimeError(f"{server.name}: {bad} failed requests during wrk")
+        out[server.name] = {
+            "rps": [r.requests_per_sec for r in runs],
+            "rps_median": median([r.requests_per_sec for r in runs]),
+            "p50_ms_median": median([r.latency_p50_ms for r in runs]),
+            "p99_ms_median": median([r.latency_p99_ms for r in runs]),
+        }
+        print(
+            f"  manifest GET {server.name}: {out[server.name]['rps_median']:.0f} req/s", flush=True
+        )
+    return out
+
+
+def bench_rss(servers: list[Server], blob_dir: Path, size: int) -> dict[str, dict[str, Any]]:
+    path = blob_dir / f"blob-{size}.bin"
+    make_blob_file(path, size)
+    digest = restamp(path, 7 * size)
+    out: dict[str, dict[str, Any]] = {}
+    for server in servers:
+        os.sync()
+        with RssSampler(server.pid) as sampler:
+            seconds = curl_push(server, REPO, path, digest)
+        out[server.name] = {
+            "push_seconds": seconds,
+            "baseline_total_mb": sampler.baseline_total_kib / 1024,
+            "peak_total_mb": sampler.peak_total_kib / 1024,
+            "peak_process_mb": sampler.peak_process_kib / 1024,
+            "samples": sampler.samples,
+        }
+        print(f"  RSS {server.name}: peak {out[server.name]['peak_total_mb']:.0f} MB", flush=True)
+    return out
+
+
+# ---------------------------------------------------------------- driver
+
+
+def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool) -> dict[str, Any]:
+    label = "tls" if tls else "plain"
+    print(f"== {label} ==", flush=True)
+    htpasswd = workdir / f"{label}-htpasswd"
+    write_htpasswd(htpasswd, "bench", "bench-password", args.bcrypt_cost)
+    servers: list[Server] = []
+    try:
+        if "distribution" in args.servers:
+            tls_pair = make_tls(workdir / f"{label}-dist-tls") if tls else None
+            servers.append(
+                start_distribution(
+                    workdir / f"{label}-dist", tls=tls_pair, htpasswd=htpasswd, procs=args.workers
+                )
+            )
+        if "ours" in args.servers:
+            servers.append(start_ours(workdir / f"{label}-ours", tls=tls, workers=args.workers))
+        result: dict[str, Any] = {"blobs": {}}
+        if "manifest" in args.only:
+            result["manifest"] = bench_manifest(
+                servers, workdir, args.wrk_duration, args.reps, args.connections, args.threads
+            )
+        if "blobs" in args.only:
+            for size in args.sizes:
+                result["blobs"][str(size)] = bench_blobs(servers, blob_dir, size, args.reps)
+        if "rss" in args.only and (not tls or args.rss_tls):
+            result["rss"] = bench_rss(servers, blob_dir, args.rss_size)
+        return result
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def ratio(result: dict[str, Any], key: str) -> float | None:
+    if "ours" in result and "distribution" in result:
+        return float(result["ours"][key]) / float(result["distribution"][key])
+    return None
+
+
+def rows(results: dict[str, Any]) -> list[list[str]]:
+    out: list[list[str]] = []
+
+    def add(mode: str, what: str, res: dict[str, Any], key: str, unit: str, target: float) -> None:
+        r = ratio(res, key)
+        cell = lambda name: f"{res[name][key]:,.0f} {unit}" if name in res else "-"  # noqa: E731
+        verdict = "-" if r is None else ("met" if r >= target else "**missed**")
+        out.append(
+            [
+                mode,
+                what,
+                cell("distribution"),
+                cell("ours"),
+                "-" if r is None else f"{r:.2f}x",
+                f"≥ {target}x",
+                verdict,
+            ]
+        )
+
+    for mode, res in results["pairs"].items():
+        if "manifest" in res:
+            add(
+                mode,
+                "manifest GET by tag (auth)",
+                res["manifest"],
+                "rps_median",
+                "req/s",
+                TARGETS["manifest"],
+            )
+        for size, by_server in res["blobs"].items():
+            add(
+                mode,
+                f"blob push {human(int(size))}",
+                by_server,
+                "push_mib_s",
+                "MiB/s",
+                TARGETS["push"],
+            )
+            add(
+                mode,
+                f"blob pull {human(int(size))}",
+                by_server,
+                "pull_mib_s",
+                "MiB/s",
+                TARGETS["pull"],
+            )
+    return out
+
+
+def rss_rows(results: dict[str, Any]) -> list[list[str]]:
+    out = []
+    for mode, res in results["pairs"].items():
+        for name, r in res.get("rss", {}).items():
+            verdict = (
+                ("met" if r["peak_total_mb"] < RSS_LIMIT_MB else "**missed**")
+                if name == "ours"
+                else "-"
+            )
+            out.append(
+                [
+                    mode,
+                    name,
+                    f"{r['baseline_total_mb']:.0f} MB",
+                    f"{r['peak_total_mb']:.0f} MB",
+                    f"{r['peak_process_mb']:.0f} MB",
+                    f"{r['push_seconds']:.1f} s",
+                    verdict,
+                ]
+            )
+    return out
+
+
+def _method(a: dict[str, Any]) -> list[str]:
+    sizes = ", ".join(human(s) for s in a["sizes"])
+    return [
+        f"- Workers: ours `--workers {a['workers']}` (Granian), distribution "
+        f"`GOMAXPROCS={a['workers']}`; access logs off on both; both on loopback and on "
+        "the same disk (ext4).",
+        f"- Blobs: {sizes} of random bytes, {a['reps']} repetitions after one warm-up, median. "
+        "A push is POST + one streamed monolithic `curl -T` PUT of a new digest, with `sync` "
+        "before each push; ours fsyncs the blob before the commit rename, distribution does "
+        "not fsync. A pull is a `curl` GET of the last pushed blob (warm page cache).",
+        f"- Manifest GET by tag: wrk `-t{a['threads']} -c{a['connections']}`, "
+        f"{a['wrk_duration']} s x {a['reps']} after a 3 s warm-up, median; distribution with "
+        f"htpasswd basic auth (bcrypt cost {a['bcrypt_cost']}, what `htpasswd -B` writes), "
+        "ours with the admin bearer token. wrk shares the 2 CPUs with the server.",
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    m, a = results["machine"], results["args"]
+    headers = ["mode", "measurement", "distribution", "ours", "ratio", "target", "verdict"]
+    versions = (
+        f"{m['distribution']}; Python {m['python']}; "
+        f"{m['curl'].split(' (')[0]}; {m['wrk'].split(' [')[0]}"
+    )
+    rss_headers = ["mode", "server", "idle", "peak (sum)", "peak (largest)", "push", "verdict"]
+    parts = [
+        "## Data plane versus CNCF distribution (issue 2)",
+        "",
+        f"- Date: {m['date']}; commit `{m['commit']}`; script `bench/bench_dataplane.py`",
+        f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
+        f"Linux {m['kernel']}",
+        f"- Versions: {versions}",
+        *_method(a),
+        "",
+        table(headers, rows(results)),
+        "",
+        f"RSS while receiving a {human(a['rss_size'])} blob (VmRSS summed over the server "
+        f"process and its worker children, sampled every 50 ms; target for ours "
+        f"< {RSS_LIMIT_MB} MB):",
+        "",
+        table(rss_headers, rss_rows(results)),
+    ]
+    if results.get("notes"):
+        parts += ["", *results["notes"]]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--modes", default="plain,tls", help="plain,tls")
+    parser.add_argument("--servers", default="distribution,ours")
+    parser.add_argument("--only", default="manifest,blobs,rss", help="manifest,blobs,rss")
+    parser.add_argument("--sizes", default="256M,1G")
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rss-size", default="2G")
+    parser.add_argument("--rss-tls", action="store_true", help="also sample RSS in TLS mode")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--wrk-duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bcrypt-cost", type=int, default=5)
+    parser.add_argument(
+        "--quick", action="store_true", help="small sizes, few reps (harness check)"
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch parent (default /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--note", action="append", default=[], help="line appended to the docs")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.reps, args.rss_size, args.wrk_duration = "32M", 2, "256M", 3
+    args.sizes = [parse_size(s) for s in args.sizes.split(",")]
+    args.rss_size = parse_size(args.rss_size)
+    args.servers = args.servers.split(",")
+    args.only = args.only.split(",")
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "args": {k: v for k, v in vars(args).items() if k not in ("workdir",)},
+        "pairs": {},
+        "notes": args.note,
+    }
+    with scratch(args.keep, args.workdir) as workdir:
+        blob_dir = workdir / "blobs"
+        blob_dir.mkdir()
+        for mode in args.modes.split(","):
+            results["pairs"][mode] = run_pair(args, workdir, blob_dir, tls=(mode == "tls"))
+    path = save_result("dataplane", results)
+    print()
+    print(render(results))
+    print(f"\nresult: {path}")
+    if args.write_docs:
+        write_doc_section("dataplane", render(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,589 @@
+"""Shared helpers for the benchmark scripts: servers, clients, measurement and reporting.
+
+Both registries run as child processes bound to 127.0.0.1 in a scratch directory and are
+stopped by PID when a benchmark ends. Large transfers go through `curl` and request-rate
+runs through `wrk`, so the two servers see byte-for-byte the same clients; Python only
+prepares data, starts and stops processes and parses the tools' output. Nothing here is
+imported by the test suite.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCS = ROOT / "docs" / "benchmarks.md"
+OUR_BINARY = ROOT / ".venv" / "bin" / "image-registry"
+DISTRIBUTION_BINARY = Path("/usr/bin/docker-registry")
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MiB = 1024 * 1024
+
+
+# ---------------------------------------------------------------- processes
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A registry child process and how a client reaches it."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    base_url: str
+    authorization: str  # full Authorization header value ("" = none)
+    cacert: Path | None = None
+    data_dir: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return int(self.proc.pid)
+
+    def client(self) -> httpx.Client:
+        verify: Any = str(self.cacert) if self.cacert else True
+        headers = {"Authorization": self.authorization} if self.authorization else {}
+        return httpx.Client(base_url=self.base_url, verify=verify, headers=headers, timeout=120)
+
+    def stop(self) -> None:
+        if self.proc.poll() is not None:
+            return
+        # The server runs in its own session; signal its group so Granian workers go too.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def _spawn(
+    argv: Sequence[str], log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    handle = log.open("wb")
+    return subprocess.Popen(
+        list(argv),
+        stdout=handle,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, **(env or {})},
+        start_new_session=True,
+    )
+
+
+def wait_ready(server: Server, path: str, ok: Sequence[int], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    verify: Any = str(server.cacert) if server.cacert else True
+    last = ""
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(f"{server.name} exited early (code {server.proc.returncode})")
+        try:
+            resp = httpx.get(server.base_url + path, verify=verify, timeout=2)
+            if resp.status_code in ok:
+                return
+            last = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as exc:
+            last = str(exc)
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} not ready after {timeout}s: {last}")
+
+
+@dataclass(frozen=True)
+class TlsPair:
+    cert: Path
+    key: Path
+    ca: Path
+
+
+def make_tls(directory: Path) -> TlsPair:
+    """A CA-signed loopback certificate for the distribution registry (our own PKI code)."""
+    from imageregistry.pki import ensure_tls
+
+    files = ensure_tls(directory, ["127.0.0.1", "localhost"])
+    return TlsPair(files.cert, files.key, files.ca_cert)
+
+
+def write_htpasswd(path: Path, user: str, password: str, cost: int) -> None:
+    import bcrypt
+
+    hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=cost)).decode()
+    path.write_text(f"{user}:{hashed}\n")
+
+
+def start_distribution(
+    workdir: Path, *, tls: TlsPair | None, htpasswd: Path | None, procs: int
+) -> Server:
+    """CNCF distribution with the filesystem driver; access logs off like ours."""
+    import base64
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    http: dict[str, Any] = {"addr": f"127.0.0.1:{port}", "secret": "bench"}
+    if tls:
+        http["tls"] = {"certificate": str(tls.cert), "key": str(tls.key)}
+    config: dict[str, Any] = {
+        "version": 0.1,
+        "log": {"level": "error", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(workdir / "storage")},
+            "delete": {"enabled": True},
+        },
+        "http": http,
+    }
+    authorization = ""
+    if htpasswd:
+        config["auth"] = {"htpasswd": {"realm": "bench", "path": str(htpasswd)}}
+        authorization = "Basic " + base64.b64encode(b"bench:bench-password").decode()
+    cfg = workdir / "config.yml"
+    cfg.write_text(yaml.safe_dump(config))
+    proc = _spawn(
+        [str(DISTRIBUTION_BINARY), "serve", str(cfg)],
+        workdir / "server.log",
+        {"GOMAXPROCS": str(procs)},
+    )
+    scheme = "https" if tls else "http"
+    server = Server(
+        "distribution",
+        proc,
+        f"{scheme}://127.0.0.1:{port}",
+        authorization,
+        tls.ca if tls else None,
+        workdir,
+    )
+    wait_ready(server, "/v2/", ok=(200, 401))
+    return server
+
+
+def start_ours(workdir: Path, *, tls: bool, workers: int, fsync: bool = True) -> Server:
+    workdir.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    argv = [
+        str(OUR_BINARY),
+        "serve",
+        "--data-dir",
+        str(workdir / "data"),
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--log-level",
+        "warning",
+    ]
+    if not tls:
+        argv.append("--plain-http")
+    env = {"IMAGE_REGISTRY_BLOB_FSYNC": "true" if fsync else "false"}
+    proc = _spawn(argv, workdir / "server.log", env)
+    scheme = "https" if tls else "http"
+    data = workdir / "data"
+    server = Server("ours", proc, f"{scheme}://127.0.0.1:{port}", "", None, data)
+    deadline = time.monotonic() + 60
+    while not (data / "admin.kubeconfig").exists() or (tls and not (data / "tls/ca.crt").exists()):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(f"our server did not start; see {workdir / 'server.log'}")
+        time.sleep(0.1)
+    if tls:
+        server.cacert = data / "tls" / "ca.crt"
+    server.authorization = "Bearer " + admin_token(data / "admin.kubeconfig")
+    wait_ready(server, "/healthz", ok=(200,))
+    return server
+
+
+def admin_token(kubeconfig: Path) -> str:
+    config = yaml.safe_load(kubeconfig.read_text())
+    return str(config["users"][0]["user"]["token"])
+
+
+# ---------------------------------------------------------------- /proc sampling
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (Granian workers are children of the main process)."""
+    parents: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        parents.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        out.append(current)
+        todo.extend(parents.get(current, []))
+    return out
+
+
+def rss_kib(pid: int) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class RssSampler:
+    """Samples VmRSS of a process tree in a thread; peak total and peak single process."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self._pid = pid
+        self._interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.peak_total_kib = 0
+        self.peak_process_kib = 0
+        self.baseline_total_kib = 0
+        self.samples = 0
+
+    def _sample(self) -> tuple[int, int]:
+        values = [rss_kib(p) for p in process_tree(self._pid)]
+        return sum(values), max(values, default=0)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            total, largest = self._sample()
+            self.peak_total_kib = max(self.peak_total_kib, total)
+            self.peak_process_kib = max(self.peak_process_kib, largest)
+            self.samples += 1
+            self._stop.wait(self._interval)
+
+    def __enter__(self) -> RssSampler:
+        self.baseline_total_kib = self._sample()[0]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+# ---------------------------------------------------------------- data
+
+
+def make_blob_file(path: Path, size: int) -> None:
+    """Random (incompressible) bytes; written once and reused across runs."""
+    if path.exists() and path.stat().st_size == size:
+        return
+    chunk = 8 * MiB
+    with path.open("wb") as handle:
+        left = size
+        while left > 0:
+            n = min(chunk, left)
+            handle.write(os.urandom(n))
+            left -= n
+
+
+def restamp(path: Path, stamp: int) -> str:
+    """Overwrite the first 16 bytes so every repetition pushes a new digest; return it."""
+    with path.open("r+b") as handle:
+        handle.write(stamp.to_bytes(16, "big"))
+    return sha256_file(path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(4 * MiB):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+# ---------------------------------------------------------------- OCI client calls
+
+
+def absolute(server: Server, location: str) -> str:
+    return location if location.startswith("http") else server.base_url + location
+
+
+def start_upload(client: httpx.Client, server: Server, repo: str) -> str:
+    resp = client.post(f"/v2/{repo}/blobs/uploads/")
+    if resp.status_code != 202:
+        raise RuntimeError(f"{server.name}: upload start {resp.status_code} {resp.text[:300]}")
+    return absolute(server, resp.headers["Location"])
+
+
+def with_digest(location: str, digest: str) -> str:
+    return location + ("&" if "?" in location else "?") + "digest=" + digest
+
+
+def push_small_blob(client: httpx.Client, server: Server, repo: str, data: bytes) -> str:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    url = with_digest(start_upload(client, server, repo), digest)
+    resp = client.put(url, content=data, headers={"Content-Type": "application/octet-stream"})
+    if resp.status_code != 201:
+        raise RuntimeError(f"{server.name}: blob PUT {resp.status_code} {resp.text[:300]}")
+    return digest
+
+
+def push_image(client: httpx.Client, server: Server, repo: str, tag: str) -> str:
+    """A small OCI image (config + one layer) pushed by tag; returns the manifest digest."""
+    config = json.dumps(
+        {"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": []}}
+    ).encode()
+    layer = os.urandom(4096)
+    config_digest = push_small_blob(client, server, repo, config)
+    layer_digest = push_small_blob(client, server, repo, layer)
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest,
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": layer_digest,
+                    "size": len(layer),
+                }
+            ],
+        }
+    ).encode()
+    resp = client.put(
+        f"/v2/{repo}/manifests/{tag}", content=manifest, headers={"Content-Type": OCI_MANIFEST}
+    )
+    if resp.status_code != 201:
+        raise RuntimeError(f"{server.name}: manifest PUT {resp.status_code} {resp.text[:300]}")
+    return "sha256:" + hashlib.sha256(manifest).hexdigest()
+
+
+def _curl_base(server: Server, write_out: str = "%{http_code} %{time_total}") -> list[str]:
+    argv = ["curl", "-sS", "--fail-with-body", "-o", "/dev/null", "-w", write_out]
+    if server.cacert:
+        argv += ["--cacert", str(server.cacert)]
+    if server.authorization:
+        argv += ["-H", f"Authorization: {server.authorization}"]
+    return argv
+
+
+def curl_push(server: Server, repo: str, path: Path, digest: str) -> float:
+    """POST + monolithic streamed PUT of a file; returns wall seconds for the whole push."""
+    with server.client() as client:
+        started = time.perf_counter()
+        location = start_upload(client, server, repo)
+        argv = [
+            *_curl_base(server),
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/octet-stream",
+            "-H",
+            "Expect:",
+            "-T",
+            str(path),
+            with_digest(location, digest),
+        ]
+        out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        elapsed = time.perf_counter() - started
+    if out.returncode != 0 or not out.stdout.startswith("201"):
+        raise RuntimeError(f"{server.name}: curl push failed: {out.stdout} {out.stderr[:300]}")
+    return elapsed
+
+
+def curl_pull(server: Server, repo: str, digest: str, expected_size: int) -> float:
+    argv = _curl_base(server, "%{http_code} %{size_download}")
+    argv.append(f"{server.base_url}/v2/{repo}/blobs/{digest}")
+    started = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    fields = out.stdout.split()
+    if out.returncode != 0 or not fields or fields[0] != "200" or int(fields[-1]) != expected_size:
+        raise RuntimeError(f"{server.name}: curl pull failed: {out.stdout} {out.stderr[:300]}")
+    return elapsed
+
+
+# ---------------------------------------------------------------- wrk
+
+WRK_SCRIPT = """
+wrk.method = "GET"
+wrk.headers["Authorization"] = os.getenv("BENCH_AUTHORIZATION")
+wrk.headers["Accept"] = "{accept}"
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests_per_sec: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    non_2xx: int
+    errors: int
+
+
+def _ms(text: str) -> float:
+    match = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
+
+
+def parse_wrk(output: str) -> WrkResult:
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
+    p50 = re.search(r"\s50%\s+(\S+)", output)
+    p99 = re.search(r"\s99%\s+(\S+)", output)
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
+    errors = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", output
+    )
+    return WrkResult(
+        rps,
+        _ms(p50.group(1)) if p50 else float("nan"),
+        _ms(p99.group(1)) if p99 else float("nan"),
+        int(non2xx.group(1)) if non2xx else 0,
+        sum(int(g) for g in errors.groups()) if errors else 0,
+    )
+
+
+def run_wrk(
+    url: str,
+    authorization: str,
+    *,
+    script_dir: Path,
+    duration: int,
+    connections: int,
+    threads: int,
+    accept: str = OCI_MANIFEST,
+) -> WrkResult:
+    script = script_dir / "get.lua"
+    script.write_text(WRK_SCRIPT.replace("{accept}", accept))
+    argv = [
+        "wrk",
+        f"-t{threads}",
+        f"-c{connections}",
+        f"-d{duration}s",
+        "--latency",
+        "-s",
+        str(script),
+        url,
+    ]
+    env = {**os.environ, "BENCH_AUTHORIZATION": authorization}
+    out = subprocess.run(argv, capture_output=True, text=True, env=env, check=True)
+    return parse_wrk(out.stdout)
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+# ---------------------------------------------------------------- environment and reporting
+
+
+def machine_info() -> dict[str, Any]:
+    cpu = ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_kib = 0
+    with contextlib.suppress(OSError):
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+
+    def version(argv: list[str]) -> str:
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, check=False)
+        except OSError:
+            return "missing"
+        return (
+            (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else ""
+        )
+
+    git = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(mem_kib / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "distribution": version([str(DISTRIBUTION_BINARY), "--version"]),
+        "curl": version(["curl", "--version"]),
+        "wrk": version(["wrk", "--version"]),
+        "commit": git,
+    }
+
+
+def save_result(kind: str, result: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{kind}-{stamp}.json"
+    text = json.dumps(result, indent=2, sort_keys=True)
+    path.write_text(text)
+    (RESULTS / f"{kind}-latest.json").write_text(text)
+    return path
+
+
+DOC_HEADER = """# Benchmarks
+
+Measured with the scripts in `bench/` (see `bench/README.md`); each section below is
+regenerated by `--write-docs` from the run it describes. Numbers are from one machine
+and one run each: treat ratios as the result, absolute figures as context.
+"""
+
+
+def write_doc_section(name: str, markdown: str) -> None:
+    """Replace (or append) the block between `<!-- BEGIN name -->` and `<!-- END name -->`."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    text = DOCS.read_text() if DOCS.exists() else DOC_HEADER
+    block = f"{begin}\n{markdown.rstrip()}\n{end}"
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        text = head + block + tail
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    DOCS.parent.mkdir(parents=True, exist_ok=True)
+    DOCS.write_text(text)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def scratch(keep: bool, base: Path | None = None) -> Iterator[Path]:
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="regbench-", dir=base))
+    try:
+        yield path
+    finally:
+        if not keep:
+            shutil.rmtree(path, ignore_errors=True)
