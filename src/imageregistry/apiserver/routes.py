@@ -1,11 +1,231 @@
-"""Kubernetes-style API routes (placeholder until the API machinery lands)."""
+"""HTTP surface of the Kubernetes-style API: path parsing, verbs, content negotiation.
+
+Every `/api`, `/apis` and `/openapi` request goes through `ApiServer.handle`: authenticate
+(401), impersonate (403 without the `impersonate` verb), map the URL to (group, resource,
+namespace, name, subresource) and the method to a Kubernetes verb, authorize with RBAC
+(403 Status naming user, verb and resource), then call the resource handler in a worker
+thread (the metadata layer is synchronous). Handlers raise `ApiError`; this is the one place
+that turns it into a `Status` body. Responses are JSON; `as=Table` requests get server-side
+tables (docs/kubectl.md §2).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from imageregistry.apiserver import discovery, openapi
+from imageregistry.apiserver.catalog import build_handlers
+from imageregistry.apiserver.codec import (
+    warning_header,
+)
+from imageregistry.apiserver.request_context import authenticate, authorize_request, impersonate
+from imageregistry.apiserver.resource import RequestContext, ResourceHandler
+from imageregistry.apiserver.status import ApiError, bad_request, internal_error, method_not_allowed
+from imageregistry.apiserver.watch import WatchStream
+from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.services import Services
+
+log = logging.getLogger(__name__)
+JSON_TYPE = "application/json"
+
+
+def json_response(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> Response:
+    headers = {"Warning": warning_header(list(warnings))} if warnings else None
+    return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type=JSON_TYPE)
+
+
+def error_response(error: ApiError) -> Response:
+    return json_response(error.to_status(), error.code)
+
+
+@dataclass(frozen=True)
+class Target:
+    handler: ResourceHandler
+    namespace: str
+    name: str
+    sub: str
+
+
+class ApiServer:
+    def __init__(self, services: Services, handlers: Sequence[ResourceHandler]) -> None:
+        self.services = services
+        self.handlers = list(handlers)
+        self.by_name = {(h.info.group, h.info.plural): h for h in handlers}
+
+    # --- identity --------------------------------------------------------------------
+
+    def identify(self, request: Request) -> UserInfo:
+        user = authenticate(self.services.authn, request.headers.get("authorization"))
+        headers = request.headers
+        extra: dict[str, list[str]] = {}
+        for key, value in headers.items():
+            if key.lower().startswith("impersonate-extra-"):
+                extra.setdefault(key[len("impersonate-extra-") :], []).append(value)
+        return impersonate(
+            self.services.authz,
+            user,
+            headers.get("impersonate-user"),
+            headers.getlist("impersonate-group"),
+            headers.get("impersonate-uid"),
+            extra,
+        )
+
+    # --- path parsing ----------------------------------------------------------------
+
+    def resolve(self, group: str, segments: list[str]) -> Target:
+        namespace = ""
+        if len(segments) >= 3 and segments[0] == "namespaces":
+            candidate = self.by_name.get((group, segments[2]))
+            if candidate is not None and candidate.info.namespaced:
+                namespace, segments = segments[1], segments[2:]
+        if not segments or len(segments) > 3:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        handler = self.by_name.get((group, segments[0]))
+        if handler is None or (namespace and not handler.info.namespaced):
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        name = segments[1] if len(segments) > 1 else ""
+        sub = segments[2] if len(segments) > 2 else ""
+        if sub and sub not in handler.subresources:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return Target(handler, namespace, name, sub)
+
+    # --- entry point -----------------------------------------------------------------
+
+    async def handle(self, request: Request) -> Response:
+        try:
+            user = await run_in_threadpool(self.identify, request)
+            return await self._dispatch(request, user)
+        except ApiError as error:
+            return error_response(error)
+        except Exception as exc:
+            log.exception("API request failed")
+            return error_response(internal_error(type(exc).__name__))
+
+    async def _dispatch(self, request: Request, user: UserInfo) -> Response:
+        path = request.url.path.rstrip("/") or "/"
+        parts = [p for p in path.split("/") if p]
+        if (
+            parts[0] == "openapi"
+            or len(parts) <= 1
+            or (parts[0] == "apis" and len(parts) <= 3)
+            or (parts[:2] == ["api", "v1"]
+            and len(parts) == 2)
+        ):
+            return await self._non_resource(request, user, parts, path)
+        if parts[0] == "api" and parts[1] == "v1":
+            group, rest = "", parts[2:]
+        elif parts[0] == "apis" and parts[2] == "v1":
+            group, rest = parts[1], parts[3:]
+        else:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        target = self.resolve(group, rest)
+        return await self._resource(request, user, target)
+
+    async def _non_resource(
+        self, request: Request, user: UserInfo, parts: list[str], path: str
+    ) -> Response:
+        if request.method != "GET":
+            raise method_not_allowed(request.method, path)
+        await run_in_threadpool(
+            authorize_request, self.services.authz, Attributes.for_path(user, "get", path), "", ""
+        )
+        body = self._document(parts, request)
+        if body is None:
+            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        return json_response(body)
+
+    def _document(self, parts: list[str], request: Request) -> dict[str, Any] | None:
+        if parts == ["api"]:
+            return discovery.api_versions(request.url.netloc)
+        if parts == ["api", "v1"]:
+            return discovery.resource_list("", self.handlers)
+        if parts == ["apis"]:
+            return discovery.api_group_list(self.handlers)
+        if parts[0] == "apis" and parts[1] in discovery.groups(self.handlers):
+            if len(parts) == 2:
+                return discovery.api_group(parts[1])
+            if parts[2] == "v1":
+                return discovery.resource_list(parts[1], self.handlers)
+        if parts == ["openapi", "v3"]:
+            return openapi.index(self.handlers)
+        if parts[0] == "openapi" and len(parts) > 2 and parts[1] == "v3":
+            return openapi.document_for("/".join(parts[2:]), self.handlers)
+        return None
+
+    # --- resources -------------------------------------------------------------------
+
+    def _verb(self, request: Request, target: Target) -> str:
+        method = request.method
+        if method == "GET":
+            if target.name:
+                return "get"
+            return "watch" if request.query_params.get("watch") in ("true", "1") else "list"
+        verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+        if method not in verbs:
+            raise method_not_allowed(method, target.handler.info.plural)
+        if method == "DELETE" and not target.name:
+            return "deletecollection"
+        if method == "POST" and target.name and not target.sub:
+            raise method_not_allowed(method, target.handler.info.plural)
+        return verbs[method]
+
+    async def _resource(self, request: Request, user: UserInfo, target: Target) -> Response:
+        from imageregistry.apiserver.dispatch import Dispatcher
+
+        verb = self._verb(request, target)
+        info = target.handler.info
+        attrs = Attributes.for_resource(
+            user,
+            verb,
+            info.group,
+            info.plural,
+            subresource=target.sub,
+            name=target.name,
+            namespace=target.namespace,
+        )
+        await run_in_threadpool(
+            authorize_request, self.services.authz, attrs, info.plural, info.group
+        )
+        query = request.query_params
+        dry_run = "All" in query.getlist("dryRun")
+        ctx = RequestContext(
+            user, self.services.authz, self.services.clock, dry_run, query.get("fieldManager", "")
+        )
+        raw = await request.body() if request.method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        dispatcher = Dispatcher(target.handler, ctx, request, self.services)
+        if verb == "watch":
+            stream = WatchStream(
+                self.services.db,
+                target.handler,
+                ctx,
+                target.namespace,
+                dispatcher.list_options(),
+                dispatcher.watch_renderer(),
+            )
+            timeout = float(query.get("timeoutSeconds") or 1800)
+            return StreamingResponse(stream.events(timeout), media_type=JSON_TYPE)
+        return await run_in_threadpool(dispatcher.run, verb, target, raw)
 
 
 def api_routes(services: Services) -> list[BaseRoute]:
-    return []
+    server = ApiServer(services, build_handlers(services))
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    return [
+        Route("/api", server.handle, methods=methods),
+        Route("/api/{rest:path}", server.handle, methods=methods),
+        Route("/apis", server.handle, methods=methods),
+        Route("/apis/{rest:path}", server.handle, methods=methods),
+        Route("/openapi/{rest:path}", server.handle, methods=methods),
+    ]
+
+
+__all__ = ["ApiServer", "api_routes", "bad_request"]

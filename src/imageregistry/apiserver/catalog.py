@@ -1,0 +1,54 @@
+"""The list of API resources this server serves, wired to the shared services."""
+
+from __future__ import annotations
+
+from imageregistry.apiserver.resource import ResourceHandler
+from imageregistry.apiserver.resources.namespaces import Namespaces, ensure_namespace
+from imageregistry.apiserver.resources.rbac import (
+    ClusterRoleBindings,
+    ClusterRoles,
+    RoleBindings,
+    Roles,
+)
+from imageregistry.apiserver.resources.reviews import (
+    LocalSubjectAccessReviews,
+    SelfSubjectAccessReviews,
+    SelfSubjectReviews,
+    SelfSubjectRulesReviews,
+    SubjectAccessReviews,
+    TokenReviews,
+)
+from imageregistry.apiserver.resources.serviceaccounts import ServiceAccounts
+from imageregistry.auth.rbac_store import build_resolver
+from imageregistry.auth.tokens import DEFAULT_AUDIENCE
+from imageregistry.services import Services
+
+
+def build_handlers(services: Services) -> list[ResourceHandler]:
+    db = services.db
+    resolver = build_resolver(db)
+    handlers: list[ResourceHandler] = [
+        Namespaces(db, image_namespace_cleanups()),
+        ServiceAccounts(db, services.authn.signer, DEFAULT_AUDIENCE),
+        Roles(db, resolver),
+        ClusterRoles(db, resolver),
+        RoleBindings(db, resolver),
+        ClusterRoleBindings(db, resolver),
+        SelfSubjectAccessReviews(resolver),
+        SubjectAccessReviews(resolver),
+        LocalSubjectAccessReviews(resolver),
+        SelfSubjectRulesReviews(resolver),
+        SelfSubjectReviews(),
+        TokenReviews(services.authn),
+        *image_handlers(services),
+    ]
+    ensure_namespace(db, "default", services.clock)
+    return handlers
+
+
+def image_namespace_cleanups() -> tuple[object, ...]:
+    return ()
+
+
+def image_handlers(services: Services) -> list[ResourceHandler]:
+    return []

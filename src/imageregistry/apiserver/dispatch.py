@@ -1,0 +1,201 @@
+"""One resource request, after authorization: decode the body, call the handler, shape the reply.
+
+Runs in a worker thread. Create and update bodies are decoded (JSON or protobuf), checked to be
+the right kind, and filtered by `fieldValidation`; PATCH bodies are applied to the current
+object; list and get answer a `meta.k8s.io/v1` Table when kubectl asks for one, else the
+object or `<Kind>List`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imageregistry.apiserver.codec import (
+    ANY,
+    Decoded,
+    apply_field_validation,
+    decode_body,
+    decode_json,
+    media_type,
+)
+from imageregistry.apiserver.patch import apply_patch
+from imageregistry.apiserver.resource import ListOptions, RequestContext, ResourceHandler
+from imageregistry.apiserver.status import bad_request
+from imageregistry.apiserver.tables import render_table, wants_table
+from imageregistry.services import Services
+
+if TYPE_CHECKING:
+    from imageregistry.apiserver.routes import Target
+
+
+class Dispatcher:
+    def __init__(
+        self, handler: ResourceHandler, ctx: RequestContext, request: Request, services: Services
+    ) -> None:
+        self.handler = handler
+        self.ctx = ctx
+        self.query = request.query_params
+        self.accept = request.headers.get("accept", "")
+        self.content_type = request.headers.get("content-type", "")
+        self.services = services
+
+    # --- options ---------------------------------------------------------------------
+
+    def list_options(self) -> ListOptions:
+        limit_text = self.query.get("limit") or "0"
+        if not limit_text.isdigit():
+            raise bad_request(f"invalid limit {limit_text!r}")
+        return ListOptions(
+            limit=int(limit_text),
+            continue_token=self.query.get("continue", ""),
+            label_selector=self.query.get("labelSelector", ""),
+            field_selector=self.query.get("fieldSelector", ""),
+            resource_version=self.query.get("resourceVersion", ""),
+        )
+
+    def watch_renderer(self) -> Any:
+        table = wants_table(self.accept)
+
+        def render(obj: dict[str, Any], first: bool) -> dict[str, Any]:
+            if not table:
+                return obj
+            out = self._table([obj], str((obj.get("metadata") or {}).get("resourceVersion", "")))
+            if not first:
+                out["columnDefinitions"] = []
+            return out
+
+        return render
+
+    def _table(self, items: list[dict[str, Any]], rv: str, token: str = "") -> dict[str, Any]:
+        return render_table(
+            self.handler.columns,
+            self.handler.cells,
+            items,
+            self.ctx.clock(),
+            resource_version=rv,
+            include_object=self.query.get("includeObject", "Metadata"),
+            continue_token=token,
+        )
+
+    # --- bodies ----------------------------------------------------------------------
+
+    def _decoded(self, raw: bytes) -> Decoded:
+        if not raw:
+            raise bad_request("the request body is empty")
+        return decode_body(raw, self.content_type)
+
+    def _object_body(self, raw: bytes, schema: Any, kind: str, api_version: str) -> dict[str, Any]:
+        decoded = self._decoded(raw)
+        if not isinstance(decoded.body, dict):
+            raise bad_request("the request body must be a JSON object")
+        body = decoded.body
+        if body.get("apiVersion") not in (None, "", api_version):
+            raise bad_request(
+                f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version ({api_version})"
+            )
+        if body.get("kind") not in (None, "", kind):
+            raise bad_request(
+                f"the kind in the data ({body.get('kind')}) does not match the expected kind ({kind})"
+            )
+        value, warnings = apply_field_validation(
+            decoded, schema, self.query.get("fieldValidation", "")
+        )
+        self.ctx.warnings.extend(warnings)
+        return dict(value)
+
+    # --- verbs -----------------------------------------------------------------------
+
+    def run(self, verb: str, target: Target, raw: bytes) -> Response:
+        from imageregistry.apiserver.routes import json_response
+
+        h, ns, name, info = self.handler, target.namespace, target.name, self.handler.info
+        status = 200
+        if target.sub:
+            body = None
+            if raw:
+                sub_kind = "TokenRequest" if target.sub == "token" else info.kind
+                sub_version = (
+                    "authentication.k8s.io/v1" if target.sub == "token" else info.api_version
+                )
+                body = self._object_body(
+                    raw, h.subresource_schema(target.sub), sub_kind, sub_version
+                )
+            status, result = h.subresource(self.ctx, _method(verb), ns, name, target.sub, body)
+        elif verb == "get":
+            result = h.get(self.ctx, ns, name)
+            if wants_table(self.accept):
+                result = self._table(
+                    [result], str(result.get("metadata", {}).get("resourceVersion", ""))
+                )
+        elif verb == "list":
+            listed = h.list(self.ctx, ns, self.list_options())
+            if wants_table(self.accept):
+                result = self._table(listed.items, listed.resource_version, listed.continue_token)
+            else:
+                meta = {"resourceVersion": listed.resource_version}
+                if listed.continue_token:
+                    meta["continue"] = listed.continue_token
+                result = {
+                    "kind": f"{info.kind}List",
+                    "apiVersion": info.api_version,
+                    "metadata": meta,
+                    "items": listed.items,
+                }
+        elif verb == "create":
+            result = h.create(
+                self.ctx, ns, self._object_body(raw, h.schema, info.kind, info.api_version)
+            )
+            status = 201
+        elif verb == "update":
+            result = h.update(
+                self.ctx, ns, name, self._object_body(raw, h.schema, info.kind, info.api_version)
+            )
+        elif verb == "patch":
+            result = self._patch(target, raw)
+        elif verb == "delete":
+            self._delete_options(raw)
+            result = h.delete(self.ctx, ns, name)
+        else:
+            from imageregistry.apiserver.status import method_not_allowed
+
+            raise method_not_allowed(verb, info.plural)
+        return json_response(result, status, self.ctx.warnings)
+
+    def _patch(self, target: Target, raw: bytes) -> dict[str, Any]:
+        kind = media_type(self.content_type)
+        patch = self._decoded(raw).body
+        h = self.handler
+        mode = self.query.get("fieldValidation", "")
+
+        def apply(current: dict[str, Any]) -> dict[str, Any]:
+            patched = apply_patch(kind, current, patch)
+            encoded = json.dumps(patched).encode()
+            value, warnings = apply_field_validation(decode_json(encoded), h.schema, mode)
+            self.ctx.warnings.extend(warnings)
+            return dict(value)
+
+        return h.patch(self.ctx, target.namespace, target.name, apply)
+
+    def _delete_options(self, raw: bytes) -> None:
+        if not raw.strip():
+            return
+        options = decode_body(raw, self.content_type or "application/json").body
+        if isinstance(options, dict) and "All" in (options.get("dryRun") or []):
+            object.__setattr__(self.ctx, "dry_run", True)
+
+
+def _method(verb: str) -> str:
+    return {
+        "get": "GET",
+        "create": "POST",
+        "update": "PUT",
+        "patch": "PATCH",
+        "delete": "DELETE",
+    }.get(verb, verb)
+
+
+__all__ = ["ANY", "Dispatcher"]

@@ -1,0 +1,99 @@
+"""Who is asking, per request: authentication, impersonation, then authorization.
+
+The bearer credential is authenticated (401 Status if it is presented but invalid). kubectl
+`--as`/`--as-group`/`--as-uid` send `Impersonate-User`, one `Impersonate-Group` header per
+group, and `Impersonate-Uid` on every request (docs/kubectl.md §3); each is allowed only with
+the `impersonate` verb on `users`/`serviceaccounts`, `groups`, `uids` (kube's rules), and the
+service-account groups are derived on the server because kubectl does not send them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+from imageregistry.apiserver.status import ApiError, bad_request, forbidden, unauthorized
+from imageregistry.auth.authn import Authenticator, Unauthenticated
+from imageregistry.auth.authorizer import Authorizer
+from imageregistry.auth.identity import (
+    Attributes,
+    UserInfo,
+    parse_service_account,
+    with_derived_groups,
+)
+from imageregistry.auth.resolver import forbidden_message
+
+EXTRA_PREFIX = "impersonate-extra-"
+
+
+def authenticate(authn: Authenticator, authorization: str | None) -> UserInfo:
+    try:
+        return authn.authenticate(authorization)
+    except Unauthenticated:
+        raise unauthorized() from None
+
+
+def _check(
+    authz: Authorizer, user: UserInfo, resource: str, name: str, namespace: str = ""
+) -> None:
+    attrs = Attributes.for_resource(
+        user, "impersonate", "", resource, name=name, namespace=namespace
+    )
+    if not authz.authorize(attrs).allowed:
+        raise forbidden(resource, "", name, forbidden_message(attrs))
+
+
+def impersonate(
+    authz: Authorizer,
+    user: UserInfo,
+    username: str | None,
+    groups: Sequence[str],
+    uid: str | None,
+    extra: Mapping[str, Sequence[str]],
+) -> UserInfo:
+    """The impersonated identity, or `user` itself when no Impersonate-* header was sent."""
+    if username is None:
+        if groups or uid or extra:
+            raise bad_request("requested impersonation of groups, uid or extra without a user")
+        return user
+    if not username:
+        raise bad_request("Impersonate-User must not be empty")
+    sa = parse_service_account(username)
+    if sa is not None:
+        _check(authz, user, "serviceaccounts", sa[1], sa[0])
+    else:
+        _check(authz, user, "users", username)
+    for group in groups:
+        _check(authz, user, "groups", group)
+    if uid:
+        _check(authz, user, "uids", uid)
+    for key, values in extra.items():
+        for value in values:
+            attrs = Attributes.for_resource(
+                user,
+                "impersonate",
+                "authentication.k8s.io",
+                "userextras",
+                subresource=key,
+                name=value,
+            )
+            if not authz.authorize(attrs).allowed:
+                raise forbidden(
+                    "userextras", "authentication.k8s.io", value, forbidden_message(attrs)
+                )
+    return with_derived_groups(
+        UserInfo(
+            username=username,
+            uid=uid or "",
+            groups=tuple(dict.fromkeys(groups)),
+            extra={k: tuple(v) for k, v in extra.items()},
+        )
+    )
+
+
+def authorize_request(authz: Authorizer, attrs: Attributes, resource: str, group: str) -> None:
+    """403 Forbidden Status with kube's wording when RBAC denies the request."""
+    if authz.authorize(attrs).allowed:
+        return
+    if not attrs.is_resource_request:
+        raise ApiError(403, "Forbidden", f"forbidden: {forbidden_message(attrs)}", {})
+    raise forbidden(resource, group, attrs.name, forbidden_message(attrs))

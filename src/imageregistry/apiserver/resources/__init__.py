@@ -1,0 +1,1 @@
+"""One small strategy module per API resource (validation, defaults, table columns)."""

@@ -1,0 +1,103 @@
+"""`v1` ServiceAccounts and their `token` subresource (the TokenRequest API).
+
+`kubectl create token SA` POSTs a TokenRequest with an empty spec (docs/kubectl.md §6); the
+server defaults it (one hour, the server's own audience), signs a JWT whose subject is
+`system:serviceaccount:<ns>:<name>` with the service-account groups, and carries the
+`sa_namespace`/`sa_name` claims the authenticator uses to refuse tokens of deleted accounts.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.resource import RequestContext, ResourceInfo
+from imageregistry.apiserver.status import FieldCause, invalid, method_not_allowed
+from imageregistry.apiserver.store import StoredResource, rfc3339
+from imageregistry.auth.identity import service_account_groups, service_account_username
+from imageregistry.auth.tokens import BoundObject, ServiceAccountRef, TokenSigner
+from imageregistry.metadata.db import Database
+
+DEFAULT_EXPIRATION = 3600
+MIN_EXPIRATION = 600  # kube-apiserver's lower bound
+MAX_EXPIRATION = 60 * 60 * 24 * 365
+
+TOKEN_REQUEST_SCHEMA = object_schema(
+    spec={
+        "audiences": ANY,
+        "expirationSeconds": ANY,
+        "boundObjectRef": {"kind": ANY, "apiVersion": ANY, "name": ANY, "uid": ANY},
+    },
+    status={"token": ANY, "expirationTimestamp": ANY},
+)
+
+
+class ServiceAccounts(StoredResource):
+    info = ResourceInfo(
+        "", "serviceaccounts", "serviceaccount", "ServiceAccount", True, short_names=("sa",)
+    )
+    schema = object_schema(secrets=ANY, imagePullSecrets=ANY, automountServiceAccountToken=ANY)
+    subresources = ("token",)
+
+    def __init__(self, db: Database, signer: TokenSigner, audience: str) -> None:
+        super().__init__(db)
+        self._signer = signer
+        self._audience = audience
+
+    def subresource_schema(self, sub: str) -> Any:
+        return TOKEN_REQUEST_SCHEMA
+
+    def subresource(
+        self,
+        ctx: RequestContext,
+        method: str,
+        namespace: str,
+        name: str,
+        sub: str,
+        body: dict[str, Any] | None,
+    ) -> tuple[int, dict[str, Any]]:
+        if sub != "token" or method != "POST":
+            raise method_not_allowed(method, f"serviceaccounts/{sub}")
+        account = self.get(ctx, namespace, name)
+        request = body or {}
+        spec = dict(request.get("spec") or {})
+        expiration = spec.get("expirationSeconds") or DEFAULT_EXPIRATION
+        audiences = spec.get("audiences") or [self._audience]
+        causes = []
+        if not isinstance(expiration, int) or not MIN_EXPIRATION <= expiration <= MAX_EXPIRATION:
+            causes.append(
+                FieldCause(
+                    "spec.expirationSeconds",
+                    f"Invalid value: {expiration!r}: may not specify a duration less than 10 "
+                    "minutes or more than a year",
+                )
+            )
+        if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
+            causes.append(FieldCause("spec.audiences", "Invalid value: must be a list of strings"))
+        if causes:
+            raise invalid("TokenRequest", "authentication.k8s.io", name, causes)
+        bound = None
+        ref = spec.get("boundObjectRef")
+        if isinstance(ref, dict) and ref.get("name"):
+            bound = BoundObject(str(ref.get("kind", "")), str(ref["name"]), str(ref.get("uid", "")))
+        token, expiry = self._signer.issue(
+            service_account_username(namespace, name),
+            groups=service_account_groups(namespace),
+            audiences=audiences,
+            expires_in_seconds=expiration,
+            service_account=ServiceAccountRef(namespace, name, account["metadata"].get("uid", "")),
+            bound_object=bound,
+            extra_claims={"sa_namespace": namespace, "sa_name": name},
+        )
+        spec.update(audiences=audiences, expirationSeconds=expiration)
+        now = ctx.clock()
+        response = {
+            "kind": "TokenRequest",
+            "apiVersion": "authentication.k8s.io/v1",
+            "metadata": {"name": name, "namespace": namespace, "creationTimestamp": rfc3339(now)},
+            "spec": spec,
+            "status": {"token": token, "expirationTimestamp": rfc3339(expiry)},
+        }
+        assert expiry - now <= timedelta(seconds=MAX_EXPIRATION + 1)
+        return 201, response
