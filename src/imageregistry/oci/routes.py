@@ -1,11 +1,142 @@
-"""OCI distribution routes (placeholder until the data plane lands)."""
+"""The `/v2/` surface: one dispatcher matching OCI distribution-spec v1.1 endpoints.
+
+Repository names contain `/`, so routing is done here on the *raw* request path rather
+than by Starlette's decoded path parameters: a percent-encoded or dot-dot name can then
+never be normalised into a different repository (it is `NAME_INVALID`), while the last
+segment (a digest, tag or upload id) is percent-decoded. Every handler raises; this
+module renders `RegistryError`s and the domain errors of the layers below in one place
+and adds `Docker-Distribution-API-Version` to every answer. `oci_routes` accepts extra
+routes (the signature extension `/extensions/v2/...` plugs in there).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from urllib.parse import unquote
 
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from imageregistry.content.reference import parse_repository
+from imageregistry.metadata.registry import RepoKey
+from imageregistry.oci import blobs, manifests, referrers, tags, uploads
+from imageregistry.oci.auth import challenge_headers, token_endpoint
+from imageregistry.oci.context import Ctx, Registry
+from imageregistry.oci.errors import RegistryError, error_response, from_domain
 from imageregistry.services import Services
 
+Handler = Callable[[Ctx], Awaitable[Response]]
+_NAME = r"^/v2/(?P<name>.+)"
+_ARG = r"(?P<arg>[^/]+)$"
 
-def oci_routes(services: Services) -> list[BaseRoute]:
-    return []
+# Order matters: `blobs/uploads/` must win over `blobs/<digest>`.
+ENDPOINTS: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
+    (re.compile(_NAME + r"/tags/list$"), {"GET": tags.list_tags}),
+    (
+        re.compile(_NAME + r"/manifests/" + _ARG),
+        {
+            "GET": manifests.get_manifest,
+            "HEAD": manifests.get_manifest,
+            "PUT": manifests.put_manifest,
+            "DELETE": manifests.delete_manifest,
+        },
+    ),
+    (re.compile(_NAME + r"/blobs/uploads/?$"), {"POST": uploads.start_upload}),
+    (
+        re.compile(_NAME + r"/blobs/uploads/" + _ARG),
+        {
+            "GET": uploads.upload_status,
+            "PATCH": uploads.patch_upload,
+            "PUT": uploads.put_upload,
+            "DELETE": uploads.cancel_upload,
+        },
+    ),
+    (
+        re.compile(_NAME + r"/blobs/" + _ARG),
+        {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
+    ),
+    (re.compile(_NAME + r"/referrers/" + _ARG), {"GET": referrers.list_referrers}),
+)
+
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+
+def raw_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes | bytearray) and raw:
+        return bytes(raw).split(b"?", 1)[0].decode("latin-1")
+    return request.url.path
+
+
+def _render(error: RegistryError, request: Request) -> Response:
+    if request.method == "HEAD":
+        return Response(status_code=error.status, headers=error.headers)
+    return error_response(error)
+
+
+class Dispatcher:
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            response = await self._dispatch(request)
+        except RegistryError as exc:
+            response = _render(exc, request)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody is listening any more
+        except Exception as exc:
+            mapped = from_domain(exc)
+            if mapped is None:
+                raise
+            response = _render(mapped, request)
+        response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+        return response
+
+    async def _dispatch(self, request: Request) -> Response:
+        path = raw_path(request)
+        if path in ("/v2", "/v2/"):
+            if (await self.registry.gate.user(request)).is_anonymous:
+                raise RegistryError(
+                    "UNAUTHORIZED",
+                    headers=challenge_headers(request, self.registry.services, None, None),
+                )
+            return JSONResponse({})
+        if path == "/v2/token":
+            return await token_endpoint(request, self.registry.services)
+        if path == "/v2/_catalog":
+            if request.method not in ("GET", "HEAD"):
+                raise _unsupported(request)
+            return await tags.catalog(request, self.registry)
+        for pattern, handlers in ENDPOINTS:
+            match = pattern.match(path)
+            if match is None:
+                continue
+            handler = handlers.get(request.method)
+            if handler is None:
+                raise _unsupported(request, allow=sorted(handlers))
+            repo = parse_repository(match.group("name"))
+            arg = unquote(match.groupdict().get("arg") or "")
+            ctx = Ctx(request, self.registry, RepoKey(repo.namespace, repo.stream), arg)
+            return await handler(ctx)
+        raise RegistryError("NAME_UNKNOWN", f"no registry endpoint at {path[:200]!r}")
+
+
+def _unsupported(request: Request, allow: Sequence[str] = ("GET",)) -> RegistryError:
+    return RegistryError(
+        "UNSUPPORTED",
+        f"method {request.method} is not supported here",
+        headers={"Allow": ", ".join(allow)},
+    )
+
+
+def oci_routes(services: Services, extensions: Sequence[BaseRoute] = ()) -> list[BaseRoute]:
+    """Routes of the registry: `extensions` (e.g. signature routes) then `/v2/`."""
+    dispatcher = Dispatcher(Registry.build(services))
+    return [
+        *extensions,
+        Route("/v2", dispatcher, methods=METHODS),
+        Route("/v2/{rest:path}", dispatcher, methods=METHODS),
+    ]

@@ -1,0 +1,108 @@
+"""Push → metadata: turn a validated manifest into the Image recorded for it.
+
+`describe_image` computes what the Image row stores (behaviour.md §2, §4): the blob and
+child edges, the config summary (`dockerImageMetadata`), the creation time (the config's
+`created`, else the push time), the storage size (unique layers plus config), the layer
+count and the top non-empty layer (used for PARENTS in `ac adm top images`).
+`ManifestPusher.push` reads the config blob when the manifest is an image, then records
+everything in one metadata transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import anyio.to_thread
+
+from imageregistry.content import mediatypes as mt
+from imageregistry.content.digest import Digest
+from imageregistry.content.manifest import (
+    ImageSummary,
+    ParsedManifest,
+    referrer_artifact_type,
+    summarize_config,
+)
+from imageregistry.metadata.registry import RepoKey
+from imageregistry.metadata.registry_manifests import (
+    BlobRef,
+    ChildRef,
+    ManifestMetadata,
+    NewManifest,
+)
+from imageregistry.storage.driver import BlobStore
+from imageregistry.storage.errors import BlobNotFound
+
+MAX_CONFIG_BYTES = 8 << 20  # larger "configs" are artifacts we do not summarise
+
+
+def describe_image(
+    digest: Digest,
+    parsed: ParsedManifest,
+    content: bytes,
+    summary: ImageSummary,
+    now: datetime,
+) -> NewManifest:
+    blob_refs: list[BlobRef] = []
+    if parsed.config is not None:
+        c = parsed.config
+        blob_refs.append(BlobRef(-1, str(c.digest), c.size, c.media_type))
+    for i, layer in enumerate(parsed.layers):
+        if not mt.is_foreign_layer(layer.media_type):
+            blob_refs.append(BlobRef(i, str(layer.digest), layer.size, layer.media_type))
+    children = tuple(
+        ChildRef(i, str(d.digest), d.size, d.media_type, d.os, d.architecture, d.variant)
+        for i, d in enumerate(parsed.children)
+    )
+    unique = {str(d.digest): d.size for d in parsed.layers}
+    storage = sum(unique.values()) + (parsed.config.size if parsed.config else 0)
+    non_empty = [str(d.digest) for d in parsed.layers if str(d.digest) not in mt.EMPTY_LAYERS]
+    return NewManifest(
+        digest=str(digest),
+        media_type=parsed.media_type,
+        content=content,
+        created=summary.created or now,
+        blobs=tuple(blob_refs),
+        children=children,
+        config_digest=str(parsed.config.digest) if parsed.config else None,
+        artifact_type=referrer_artifact_type(parsed),
+        subject_digest=str(parsed.subject.digest) if parsed.subject else None,
+        image_metadata=summary.metadata,
+        storage_size=storage,
+        layer_count=len(parsed.layers),
+        top_layer=non_empty[-1] if non_empty else None,
+    )
+
+
+@dataclass(frozen=True)
+class ManifestPusher:
+    blobs: BlobStore
+    manifests: ManifestMetadata
+
+    async def _summary(self, parsed: ParsedManifest) -> ImageSummary:
+        config = parsed.config
+        if config is None or config.media_type not in mt.IMAGE_CONFIGS:
+            return ImageSummary(None, {})
+        if config.size > MAX_CONFIG_BYTES:
+            return ImageSummary(None, {})
+        try:
+            data = await self.blobs.read_all(config.digest)
+        except BlobNotFound:
+            # The metadata transaction will answer MANIFEST_BLOB_UNKNOWN.
+            return ImageSummary(None, {})
+        return summarize_config(data)
+
+    async def push(
+        self,
+        repo: RepoKey,
+        digest: Digest,
+        parsed: ParsedManifest,
+        content: bytes,
+        tag: str | None,
+        now: datetime,
+        may_create_ns: bool,
+    ) -> NewManifest:
+        summary = await self._summary(parsed)
+        new = describe_image(digest, parsed, content, summary, now)
+        await anyio.to_thread.run_sync(self.manifests.record, repo, new, tag, now, may_create_ns)
+        return new

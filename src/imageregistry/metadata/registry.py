@@ -1,0 +1,360 @@
+"""Data-plane SQL: repositories, blob links, upload sessions, tags and the catalog.
+
+Every method is one transaction. Reference-creating paths (upload commit, mount, and the
+manifest push in `registry_manifests`) lock the blob row, refuse a blob GC has flipped to
+`deleting` (`BlobDeleting` → the client re-uploads), and extend `hold_until` so a blob
+that was just referenced cannot be collected before its grace period ends
+(architecture.md, "GC"). A repository may read only the blobs linked to it
+(`repository_blobs`). Repositories are ImageStreams: creating one, or changing its tags,
+records a change so watches and resourceVersions follow.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.namespaces import create_namespace, namespace_exists
+from imageregistry.metadata.tables import (
+    blobs,
+    repositories,
+    repository_blobs,
+    tag_events,
+    uploads,
+)
+
+IMAGESTREAMS = "imagestreams.image.alauda.io"
+IMAGES = "images.image.alauda.io"
+
+
+class MetadataError(Exception):
+    """Base of the data plane's domain errors (mapped to OCI codes by the HTTP layer)."""
+
+
+class NameUnknown(MetadataError):
+    """The repository (image stream) is not known."""
+
+
+class NamespaceMissing(NameUnknown):
+    """The namespace does not exist and the caller may not create it."""
+
+
+class BlobUnknown(MetadataError):
+    """The blob is not linked to the repository."""
+
+
+class BlobDeleting(BlobUnknown):
+    """GC is deleting the blob; the client must upload it again."""
+
+
+class UploadUnknown(MetadataError):
+    """No such upload session in this repository."""
+
+
+@dataclass(frozen=True, slots=True)
+class RepoKey:
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadSession:
+    id: str
+    namespace: str
+    name: str
+    created: datetime
+
+
+def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
+    """INSERT that silently skips a primary-key/unique conflict; True if a row was added."""
+    if conn.dialect.name == "postgresql":
+        stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
+    return bool(conn.execute(stmt).rowcount == 1)
+
+
+def find_repository(conn: Connection, repo: RepoKey) -> int | None:
+    row = conn.execute(
+        select(repositories.c.id).where(
+            repositories.c.namespace == repo.namespace, repositories.c.name == repo.name
+        )
+    ).first()
+    return None if row is None else int(row.id)
+
+
+def ensure_repository(conn: Connection, repo: RepoKey, now: datetime, may_create_ns: bool) -> int:
+    """The repository id, creating the stream (and, if allowed, the namespace) when missing."""
+    found = find_repository(conn, repo)
+    if found is not None:
+        return found
+    if not namespace_exists(conn, repo.namespace):
+        if not may_create_ns:
+            raise NamespaceMissing(f"namespace {repo.namespace!r} does not exist")
+        create_namespace(conn, repo.namespace, now)
+    values = {
+        "namespace": repo.namespace,
+        "name": repo.name,
+        "uid": str(uuid.uuid4()),
+        "resource_version": 0,
+        "generation": 1,
+        "created": now,
+        "user_data": {},
+    }
+    if insert_ignore(conn, repositories, values):
+        rv = record_change(conn, IMAGESTREAMS, repo.namespace, repo.name, "ADDED")
+        conn.execute(
+            update(repositories)
+            .where(repositories.c.uid == values["uid"])
+            .values(resource_version=rv)
+        )
+    found = find_repository(conn, repo)
+    assert found is not None
+    return found
+
+
+def touch_repository(conn: Connection, repo_id: int, repo: RepoKey) -> None:
+    """Record that the ImageStream changed (its tags); new resourceVersion."""
+    rv = record_change(conn, IMAGESTREAMS, repo.namespace, repo.name, "MODIFIED")
+    conn.execute(
+        update(repositories).where(repositories.c.id == repo_id).values(resource_version=rv)
+    )
+
+
+def hold_blobs(conn: Connection, sizes: Mapping[str, int], now: datetime, hold: datetime) -> None:
+    """Create-or-lock blob rows, refuse `deleting` ones, extend their hold."""
+    for digest, size in sizes.items():
+        insert_ignore(
+            conn,
+            blobs,
+            {
+                "digest": digest,
+                "size": size,
+                "state": "present",
+                "hold_until": hold,
+                "created": now,
+            },
+        )
+    lock_present_blobs(conn, sizes.keys(), missing_ok=False)
+    conn.execute(
+        update(blobs)
+        .where(blobs.c.digest.in_(list(sizes)), blobs.c.hold_until < hold)
+        .values(hold_until=hold)
+    )
+
+
+def lock_present_blobs(
+    conn: Connection, digests: Iterable[str], *, missing_ok: bool = True
+) -> dict[str, int]:
+    """Lock the blob rows (FOR UPDATE on PostgreSQL); sizes of those not being deleted."""
+    wanted = sorted(set(digests))  # a stable order so concurrent lockers cannot deadlock
+    if not wanted:
+        return {}
+    rows = conn.execute(
+        select(blobs.c.digest, blobs.c.size, blobs.c.state)
+        .where(blobs.c.digest.in_(wanted))
+        .order_by(blobs.c.digest)
+        .with_for_update()
+    ).all()
+    deleting = [r.digest for r in rows if r.state != "present"]
+    if deleting:
+        raise BlobDeleting(f"blob {deleting[0]} is being garbage-collected; upload it again")
+    if not missing_ok and len(rows) != len(wanted):
+        raise BlobUnknown("blob row vanished")
+    return {r.digest: int(r.size) for r in rows}
+
+
+def link_blob(conn: Connection, repo_id: int, digest: str, now: datetime) -> None:
+    insert_ignore(
+        conn, repository_blobs, {"repository_id": repo_id, "digest": digest, "created": now}
+    )
+
+
+class RegistryMetadata:
+    """Blob links, uploads, tags and catalog queries over one `Database`."""
+
+    def __init__(self, db: Database, grace_seconds: int) -> None:
+        self.db = db
+        self.grace = timedelta(seconds=grace_seconds)
+
+    # -- repositories and namespaces ----------------------------------------------------
+
+    def repository_exists(self, repo: RepoKey) -> bool:
+        with self.db.read() as conn:
+            return find_repository(conn, repo) is not None
+
+    def check_push_target(self, repo: RepoKey, may_create_ns: bool) -> None:
+        """Raise `NamespaceMissing` when a push into `repo` could never be recorded."""
+        if may_create_ns:
+            return
+        with self.db.read() as conn:
+            if find_repository(conn, repo) is None and not namespace_exists(conn, repo.namespace):
+                raise NamespaceMissing(f"namespace {repo.namespace!r} does not exist")
+
+    def list_repositories(self) -> list[str]:
+        with self.db.read() as conn:
+            rows = conn.execute(select(repositories.c.namespace, repositories.c.name)).all()
+        return sorted(f"{r.namespace}/{r.name}" for r in rows)
+
+    # -- blobs ----------------------------------------------------------------------------
+
+    def blob_size(self, repo: RepoKey, digest: str) -> int:
+        """Size of a blob readable in `repo` (`NameUnknown`/`BlobUnknown` otherwise)."""
+        with self.db.read() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} not found")
+            row = conn.execute(
+                select(blobs.c.size)
+                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                .where(
+                    repository_blobs.c.repository_id == repo_id,
+                    blobs.c.digest == digest,
+                    blobs.c.state == "present",
+                )
+            ).first()
+        if row is None:
+            raise BlobUnknown(f"blob {digest} unknown to repository {repo}")
+        return int(row.size)
+
+    def record_blob(
+        self, repo: RepoKey, digest: str, size: int, now: datetime, may_create_ns: bool
+    ) -> None:
+        """Link a just-committed blob to `repo` (creating the stream when needed)."""
+        with self.db.write() as conn:
+            repo_id = ensure_repository(conn, repo, now, may_create_ns)
+            hold_blobs(conn, {digest: size}, now, now + self.grace)
+            link_blob(conn, repo_id, digest, now)
+
+    def mount_blob(
+        self, source: RepoKey, target: RepoKey, digest: str, now: datetime, may_create_ns: bool
+    ) -> int | None:
+        """Link a blob readable in `source` to `target`; its size, or None to fall back."""
+        with self.db.write() as conn:
+            source_id = find_repository(conn, source)
+            if source_id is None:
+                return None
+            linked = conn.execute(
+                select(repository_blobs.c.digest).where(
+                    repository_blobs.c.repository_id == source_id,
+                    repository_blobs.c.digest == digest,
+                )
+            ).first()
+            if linked is None:
+                return None
+            try:
+                sizes = lock_present_blobs(conn, [digest])
+            except BlobDeleting:
+                return None
+            if digest not in sizes:
+                return None
+            target_id = ensure_repository(conn, target, now, may_create_ns)
+            hold_blobs(conn, sizes, now, now + self.grace)
+            link_blob(conn, target_id, digest, now)
+            return sizes[digest]
+
+    def unlink_blob(self, repo: RepoKey, digest: str) -> None:
+        with self.db.write() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} not found")
+            result = conn.execute(
+                delete(repository_blobs).where(
+                    repository_blobs.c.repository_id == repo_id,
+                    repository_blobs.c.digest == digest,
+                )
+            )
+            if result.rowcount == 0:
+                raise BlobUnknown(f"blob {digest} unknown to repository {repo}")
+
+    # -- uploads --------------------------------------------------------------------------
+
+    def create_upload(self, upload_id: str, repo: RepoKey, now: datetime) -> None:
+        with self.db.write() as conn:
+            conn.execute(
+                insert(uploads).values(
+                    id=upload_id,
+                    repository_id=find_repository(conn, repo),
+                    namespace=repo.namespace,
+                    name=repo.name,
+                    created=now,
+                    updated=now,
+                )
+            )
+
+    def find_upload(self, upload_id: str, repo: RepoKey) -> UploadSession:
+        """The session, which must belong to `repo` (`UploadUnknown` otherwise)."""
+        with self.db.read() as conn:
+            row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
+        if row is None or (row.namespace, row.name) != (repo.namespace, repo.name):
+            raise UploadUnknown(f"upload {upload_id[:80]!r} unknown to repository {repo}")
+        return UploadSession(row.id, row.namespace, row.name, as_utc(row.created))
+
+    def touch_upload(self, upload_id: str, now: datetime) -> None:
+        with self.db.write() as conn:
+            conn.execute(update(uploads).where(uploads.c.id == upload_id).values(updated=now))
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(uploads).where(uploads.c.id == upload_id))
+
+    # -- tags -----------------------------------------------------------------------------
+
+    def list_tags(self, repo: RepoKey) -> list[str]:
+        with self.db.read() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} not found")
+            rows = conn.execute(
+                select(tag_events.c.tag).where(tag_events.c.repository_id == repo_id).distinct()
+            ).all()
+        # Sorted in Python: database collations differ (PostgreSQL locales vs bytes).
+        return sorted(r.tag for r in rows)
+
+    def resolve_tag(self, repo: RepoKey, tag: str) -> str | None:
+        with self.db.read() as conn:
+            return current_tag_digest(conn, repo, tag)
+
+    def delete_tag(self, repo: RepoKey, tag: str) -> None:
+        """Remove a tag and its history (ImageStreamTag delete)."""
+        with self.db.write() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} not found")
+            result = conn.execute(
+                delete(tag_events).where(
+                    tag_events.c.repository_id == repo_id, tag_events.c.tag == tag
+                )
+            )
+            if result.rowcount == 0:
+                raise TagUnknown(f"tag {tag!r} not found in {repo}")
+            touch_repository(conn, repo_id, repo)
+
+
+class TagUnknown(MetadataError):
+    """The tag does not exist in the repository."""
+
+
+def current_tag_digest(conn: Connection, repo: RepoKey, tag: str) -> str | None:
+    """items[0] of the tag: its newest event (raises `NameUnknown` for unknown repos)."""
+    repo_id = find_repository(conn, repo)
+    if repo_id is None:
+        raise NameUnknown(f"repository {repo} not found")
+    newest = (
+        select(func.max(tag_events.c.id))
+        .where(tag_events.c.repository_id == repo_id, tag_events.c.tag == tag)
+        .scalar_subquery()
+    )
+    row = conn.execute(select(tag_events.c.digest).where(tag_events.c.id == newest)).first()
+    return None if row is None else str(row.digest)

@@ -1,0 +1,360 @@
+"""Data-plane SQL for manifests: record a push, serve by tag or digest, delete, referrers.
+
+A push records, in one transaction, the Image (`manifests` row plus its blob and child
+edges), the link from the repository to it, and for a push by tag a prepended tag event —
+unless the tag already points at that image (behaviour.md §2). The blobs a manifest
+references must be linked to the repository and not being deleted by GC; children of an
+index must be manifests of the repository (`ManifestBlobUnknown` otherwise). Manifests are
+served only from these rows. DELETE by digest is refused while a tag's current item is the
+image (`ManifestTagged`); it unlinks the image from the stream and drops it from the
+stream's tag histories, leaving the Image itself to `ac adm prune images`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
+
+from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.registry import (
+    IMAGES,
+    BlobDeleting,
+    MetadataError,
+    NameUnknown,
+    RepoKey,
+    current_tag_digest,
+    ensure_repository,
+    find_repository,
+    hold_blobs,
+    insert_ignore,
+    lock_present_blobs,
+    touch_repository,
+)
+from imageregistry.metadata.tables import (
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    repositories,
+    repository_blobs,
+    repository_manifests,
+    tag_events,
+)
+
+PULL_RECORD_INTERVAL = timedelta(minutes=1)
+
+
+class ManifestUnknown(MetadataError):
+    """No such manifest (or tag) in the repository."""
+
+
+class ManifestBlobUnknown(MetadataError):
+    """The manifest references blobs or manifests the repository does not have."""
+
+    def __init__(self, digests: list[str]) -> None:
+        super().__init__(
+            "manifest references content unknown to this repository: " + ", ".join(digests[:10])
+        )
+        self.digests = digests
+
+
+class ManifestTagged(MetadataError):
+    """DELETE by digest while tags still point at the image."""
+
+    def __init__(self, digest: str, tags: list[str]) -> None:
+        super().__init__(
+            f"image {digest} is the current image of tag(s) {', '.join(tags)}; "
+            "delete the tag(s) first"
+        )
+        self.tags = tags
+
+
+@dataclass(frozen=True, slots=True)
+class BlobRef:
+    position: int  # -1 = config
+    digest: str
+    size: int
+    media_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRef:
+    position: int
+    digest: str
+    size: int
+    media_type: str
+    os: str | None = None
+    architecture: str | None = None
+    variant: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewManifest:
+    digest: str
+    media_type: str
+    content: bytes
+    created: datetime
+    blobs: tuple[BlobRef, ...] = ()
+    children: tuple[ChildRef, ...] = ()
+    config_digest: str | None = None
+    artifact_type: str | None = None
+    subject_digest: str | None = None
+    image_metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    storage_size: int = 0
+    layer_count: int = 0
+    top_layer: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: str
+    media_type: str
+    content: bytes
+    last_pulled: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    digest: str
+    media_type: str
+    size: int
+    artifact_type: str | None
+    content: bytes
+
+
+class ManifestMetadata:
+    def __init__(self, db: Database, grace_seconds: int) -> None:
+        self.db = db
+        self.grace = timedelta(seconds=grace_seconds)
+
+    def record(
+        self, repo: RepoKey, new: NewManifest, tag: str | None, now: datetime, may_create_ns: bool
+    ) -> None:
+        with self.db.write() as conn:
+            repo_id = ensure_repository(conn, repo, now, may_create_ns)
+            self._check_references(conn, repo_id, new)
+            sizes = {b.digest: b.size for b in new.blobs}
+            if sizes:
+                hold_blobs(conn, sizes, now, now + self.grace)
+            _insert_image(conn, new, now)
+            insert_ignore(
+                conn,
+                repository_manifests,
+                {"repository_id": repo_id, "digest": new.digest, "created": now},
+            )
+            if tag is not None:
+                _tag(conn, repo, repo_id, tag, new.digest, now)
+
+    def _check_references(self, conn: Connection, repo_id: int, new: NewManifest) -> None:
+        wanted = {b.digest for b in new.blobs}
+        linked = {
+            r.digest
+            for r in conn.execute(
+                select(repository_blobs.c.digest).where(
+                    repository_blobs.c.repository_id == repo_id,
+                    repository_blobs.c.digest.in_(list(wanted)),
+                )
+            )
+        }
+        try:
+            present = lock_present_blobs(conn, linked)
+        except BlobDeleting as exc:
+            raise ManifestBlobUnknown([str(exc)]) from None
+        missing = sorted(wanted - present.keys())
+        children = {c.digest for c in new.children}
+        if children:
+            known = {
+                r.digest
+                for r in conn.execute(
+                    select(repository_manifests.c.digest).where(
+                        repository_manifests.c.repository_id == repo_id,
+                        repository_manifests.c.digest.in_(list(children)),
+                    )
+                )
+            }
+            missing += sorted(children - known)
+        if missing:
+            raise ManifestBlobUnknown(missing)
+
+    def get(self, repo: RepoKey, digest: str | None, tag: str | None) -> StoredManifest:
+        with self.db.read() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} not found")
+            if tag is not None:
+                digest = current_tag_digest(conn, repo, tag)
+                if digest is None:
+                    raise ManifestUnknown(f"tag {tag!r} not found in {repo}")
+            row = conn.execute(
+                select(
+                    manifests.c.digest,
+                    manifests.c.media_type,
+                    manifests.c.content,
+                    manifests.c.last_pulled,
+                )
+                .join(repository_manifests, repository_manifests.c.digest == manifests.c.digest)
+                .where(
+                    repository_manifests.c.repository_id == repo_id, manifests.c.digest == digest
+                )
+            ).first()
+        if row is None:
+            raise ManifestUnknown(f"manifest {digest} not found in {repo}")
+        pulled = None if row.last_pulled is None else as_utc(row.last_pulled)
+        return StoredManifest(row.digest, row.media_type, bytes(row.content), pulled)
+
+    def mark_pulled(self, manifest: StoredManifest, now: datetime) -> None:
+        """Pull statistics, written at most once a minute per manifest."""
+        if manifest.last_pulled is not None and now - manifest.last_pulled < PULL_RECORD_INTERVAL:
+            return
+        with self.db.write() as conn:
+            conn.execute(
+                update(manifests)
+                .where(manifests.c.digest == manifest.digest)
+                .values(last_pulled=now)
+            )
+
+    def delete(self, repo: RepoKey, digest: str) -> None:
+        with self.db.write() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                raise NameUnknown(f"repository {repo} not found")
+            tags = _current_tags(conn, repo_id, digest)
+            if tags:
+                raise ManifestTagged(digest, tags)
+            result = conn.execute(
+                delete(repository_manifests).where(
+                    repository_manifests.c.repository_id == repo_id,
+                    repository_manifests.c.digest == digest,
+                )
+            )
+            if result.rowcount == 0:
+                raise ManifestUnknown(f"manifest {digest} not found in {repo}")
+            history = conn.execute(
+                delete(tag_events).where(
+                    tag_events.c.repository_id == repo_id, tag_events.c.digest == digest
+                )
+            )
+            if history.rowcount:
+                touch_repository(conn, repo_id, repo)
+
+    def referrers(self, repo: RepoKey, subject: str) -> list[Referrer]:
+        with self.db.read() as conn:
+            repo_id = find_repository(conn, repo)
+            if repo_id is None:
+                return []
+            rows = conn.execute(
+                select(
+                    manifests.c.digest,
+                    manifests.c.media_type,
+                    manifests.c.size,
+                    manifests.c.artifact_type,
+                    manifests.c.content,
+                )
+                .join(repository_manifests, repository_manifests.c.digest == manifests.c.digest)
+                .where(
+                    repository_manifests.c.repository_id == repo_id,
+                    manifests.c.subject_digest == subject,
+                )
+                .order_by(manifests.c.digest)
+            ).all()
+        return [
+            Referrer(r.digest, r.media_type, int(r.size), r.artifact_type, bytes(r.content))
+            for r in rows
+        ]
+
+
+def _current_tags(conn: Connection, repo_id: int, digest: str) -> list[str]:
+    newest = (
+        select(tag_events.c.tag, func.max(tag_events.c.id).label("id"))
+        .where(tag_events.c.repository_id == repo_id)
+        .group_by(tag_events.c.tag)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(tag_events.c.tag)
+        .join(newest, and_(newest.c.id == tag_events.c.id))
+        .where(tag_events.c.digest == digest)
+    ).all()
+    return sorted(r.tag for r in rows)
+
+
+def _insert_image(conn: Connection, new: NewManifest, now: datetime) -> None:
+    exists = conn.execute(
+        select(manifests.c.digest).where(manifests.c.digest == new.digest)
+    ).first()
+    if exists is not None:
+        return  # Image already exists: fine (behaviour.md §2)
+    values = {
+        "digest": new.digest,
+        "media_type": new.media_type,
+        "size": len(new.content),
+        "content": new.content,
+        "config_digest": new.config_digest,
+        "artifact_type": new.artifact_type,
+        "subject_digest": new.subject_digest,
+        "uid": str(uuid.uuid4()),
+        "resource_version": 0,
+        "created": new.created,
+        "pushed": now,
+        "image_metadata": new.image_metadata,
+        "storage_size": new.storage_size,
+        "layer_count": new.layer_count,
+        "top_layer": new.top_layer,
+        "user_data": {},
+    }
+    if not insert_ignore(conn, manifests, values):
+        return  # a concurrent push of the same image won
+    rv = record_change(conn, IMAGES, "", new.digest, "ADDED")
+    conn.execute(
+        update(manifests).where(manifests.c.digest == new.digest).values(resource_version=rv)
+    )
+    if new.blobs:
+        conn.execute(
+            insert(manifest_blobs),
+            [
+                {
+                    "manifest_digest": new.digest,
+                    "position": b.position,
+                    "blob_digest": b.digest,
+                    "size": b.size,
+                    "media_type": b.media_type,
+                }
+                for b in new.blobs
+            ],
+        )
+    if new.children:
+        conn.execute(
+            insert(manifest_children),
+            [
+                {
+                    "parent_digest": new.digest,
+                    "position": c.position,
+                    "child_digest": c.digest,
+                    "media_type": c.media_type,
+                    "size": c.size,
+                    "os": c.os,
+                    "architecture": c.architecture,
+                    "variant": c.variant,
+                }
+                for c in new.children
+            ],
+        )
+
+
+def _tag(
+    conn: Connection, repo: RepoKey, repo_id: int, tag: str, digest: str, now: datetime
+) -> None:
+    if current_tag_digest(conn, repo, tag) == digest:
+        return  # same image and reference: no change (behaviour.md §2)
+    generation = conn.execute(
+        select(repositories.c.generation).where(repositories.c.id == repo_id)
+    ).scalar_one()
+    conn.execute(
+        insert(tag_events).values(
+            repository_id=repo_id, tag=tag, digest=digest, created=now, generation=generation
+        )
+    )
+    touch_repository(conn, repo_id, repo)

@@ -1,0 +1,163 @@
+"""Registry authentication and the one authorization decision every `/v2/` request takes.
+
+`RegistryGate.authorize` authenticates the `Authorization` header (Bearer, or Basic whose
+password is a token or an htpasswd password), turns the request into access-review
+attributes with `registry_attributes` (behaviour.md §3) and asks the configured
+`Authorizer`. Anonymous callers that are refused get 401 with a `WWW-Authenticate` Bearer
+challenge naming the token endpoint (and Basic, which clients may also use);
+authenticated callers that are refused get 403 `DENIED`. `token_endpoint` implements that
+realm the way docker, skopeo and oras expect (clients.md): repeated `scope=` are accepted,
+a presented token is handed back unchanged, an htpasswd login is exchanged for a JWT so
+bcrypt runs once, and tokens are never narrowed to the requested scope.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import datetime
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from imageregistry.auth.authn import Unauthenticated
+from imageregistry.auth.authorizer import RegistryAction, registry_attributes
+from imageregistry.auth.identity import GROUP_MASTERS, UserInfo, anonymous
+from imageregistry.metadata.registry import RepoKey
+from imageregistry.oci.errors import RegistryError
+from imageregistry.services import Services
+
+SERVICE = "imageregistry"
+_SCOPE_ACTIONS = {
+    RegistryAction.PULL: "pull",
+    RegistryAction.PUSH: "pull,push",
+    RegistryAction.DELETE_TAG: "delete",
+    RegistryAction.DELETE_DIGEST: "delete",
+    RegistryAction.SIGN: "push",
+}
+
+
+def server_url(request: Request, services: Services) -> str:
+    """How this client reaches us: the configured public URL, else the request's host."""
+    if services.settings.public_url:
+        return services.settings.public_url.rstrip("/")
+    host = request.headers.get("host") or services.settings.listen
+    return f"{request.url.scheme}://{host}"
+
+
+def challenge_headers(
+    request: Request, services: Services, action: RegistryAction | None, repo: RepoKey | None
+) -> dict[str, str]:
+    realm = f"{server_url(request, services)}/v2/token"
+    value = f'Bearer realm="{realm}",service="{SERVICE}"'
+    if action is RegistryAction.CATALOG:
+        value += ',scope="registry:catalog:*"'
+    elif action is not None and repo is not None:
+        value += f',scope="repository:{repo}:{_SCOPE_ACTIONS[action]}"'
+    return {"WWW-Authenticate": value}
+
+
+class RegistryGate:
+    """Authentication plus the single authorization seam of the registry."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def user(self, request: Request) -> UserInfo:
+        cached = getattr(request.state, "registry_user", None)
+        if isinstance(cached, UserInfo):
+            return cached
+        header = request.headers.get("authorization")
+        if not header:
+            user = anonymous()
+        else:
+            try:
+                user = await run_in_threadpool(self.services.authn.authenticate, header)
+            except Unauthenticated as exc:
+                raise RegistryError(
+                    "UNAUTHORIZED",
+                    f"authentication failed: {exc}",
+                    headers=challenge_headers(request, self.services, None, None),
+                ) from None
+        request.state.registry_user = user
+        return user
+
+    async def allowed(self, request: Request, action: RegistryAction, repo: RepoKey | None) -> bool:
+        user = await self.user(request)
+        attrs = registry_attributes(
+            user, action, repo.namespace if repo else "", repo.name if repo else ""
+        )
+        verdict = await run_in_threadpool(self.services.authz.authorize, attrs)
+        return verdict.allowed
+
+    async def authorize(
+        self, request: Request, action: RegistryAction, repo: RepoKey | None = None
+    ) -> UserInfo:
+        """The one decision: (user, action, namespace, stream) → allowed, or raise."""
+        user = await self.user(request)
+        if await self.allowed(request, action, repo):
+            return user
+        if user.is_anonymous:
+            raise RegistryError(
+                "UNAUTHORIZED", headers=challenge_headers(request, self.services, action, repo)
+            )
+        target = f" on {repo}" if repo else ""
+        raise RegistryError("DENIED", f"user {user.username!r} may not {action.value}{target}")
+
+
+def may_create_namespace(user: UserInfo) -> bool:
+    """Only a cluster-admin's push creates a missing namespace (behaviour.md §3)."""
+    return user.in_group(GROUP_MASTERS)
+
+
+def _basic_password(header: str) -> str | None:
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    return decoded.partition(":")[2] or None
+
+
+async def token_endpoint(request: Request, services: Services) -> JSONResponse:
+    """`GET /v2/token`: the realm of the Bearer challenge."""
+    header = request.headers.get("authorization", "")
+    authn = services.authn
+    ttl = max(60, services.settings.token_ttl_seconds)
+    presented: str | None = None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        presented = value.strip()
+    else:
+        presented = _basic_password(header) if header else None
+    try:
+        if presented is not None:
+            try:
+                await run_in_threadpool(authn.authenticate_token, presented)
+                return _token_json(presented, ttl, services.clock())
+            except Unauthenticated:
+                if scheme.lower() == "bearer":
+                    raise
+        user = await run_in_threadpool(authn.authenticate, header or None)
+    except Unauthenticated as exc:
+        raise RegistryError(
+            "UNAUTHORIZED",
+            f"authentication failed: {exc}",
+            headers=challenge_headers(request, services, None, None),
+        ) from None
+    token, _expires = await run_in_threadpool(authn.issue_token, user, ttl)
+    return _token_json(token, ttl, services.clock())
+
+
+def _token_json(token: str, ttl: int, now: datetime) -> JSONResponse:
+    return JSONResponse(
+        {
+            "token": token,
+            "access_token": token,
+            "expires_in": ttl,
+            "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )

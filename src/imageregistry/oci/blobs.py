@@ -1,0 +1,91 @@
+"""Blob HEAD, GET (whole, zero-copy; or one `Range` → 206) and DELETE.
+
+A blob is served only when the metadata links it to the repository and GC is not
+deleting it (architecture.md "GC": no existence cache outside the database). A whole blob
+is sent with `FileResponse` so Granian can use ASGI pathsend (zero-copy); a single byte
+range answers 206 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110
+§14). DELETE unlinks the blob from the repository; the bytes stay until registry GC.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+
+from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.content.digest import Digest
+from imageregistry.oci.context import Ctx
+from imageregistry.oci.errors import RegistryError
+
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+OCTET = "application/octet-stream"
+
+
+def parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """Inclusive (start, end) of a single satisfiable range, or None."""
+    match = _RANGE.match(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if first == "" and last == "":
+        return None
+    if first == "":  # suffix range: the last N bytes
+        length = int(last)
+        if length == 0 or size == 0:
+            return None
+        return max(0, size - length), size - 1
+    start = int(first)
+    end = size - 1 if last == "" else min(int(last), size - 1)
+    if start >= size or end < start:
+        return None
+    return start, end
+
+
+async def get_blob(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.PULL)
+    digest = Digest.parse(ctx.arg)
+    size = await ctx.run(ctx.registry.meta.blob_size, ctx.repo, str(digest))
+    store = ctx.registry.blobs
+    headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes"}
+    range_header = ctx.request.headers.get("range")
+    if range_header:
+        return await _ranged(ctx, digest, size, range_header, headers)
+    if ctx.is_head:
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, headers=headers, media_type=OCTET)
+    redirect = await store.redirect_url(digest)
+    if redirect is not None:
+        return RedirectResponse(redirect, status_code=307, headers=headers)
+    path = store.local_path(digest)
+    if path is not None:
+        return FileResponse(path, headers=headers, media_type=OCTET)
+    stream = await store.read(digest)
+    headers["Content-Length"] = str(size)
+    return StreamingResponse(stream, headers=headers, media_type=OCTET)
+
+
+async def _ranged(
+    ctx: Ctx, digest: Digest, size: int, header: str, headers: dict[str, str]
+) -> Response:
+    span = parse_range(header, size)
+    if span is None:
+        raise RegistryError(
+            "RANGE_INVALID",
+            f"range {header[:60]!r} cannot be satisfied for a blob of {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"},
+        )
+    start, end = span
+    headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+    headers["Content-Length"] = str(end - start + 1)
+    if ctx.is_head:
+        return Response(status_code=206, headers=headers, media_type=OCTET)
+    stream = await ctx.registry.blobs.read(digest, start, end + 1)
+    return StreamingResponse(stream, status_code=206, headers=headers, media_type=OCTET)
+
+
+async def delete_blob(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.DELETE_DIGEST)
+    digest = Digest.parse(ctx.arg)
+    await ctx.run(ctx.registry.meta.unlink_blob, ctx.repo, str(digest))
+    return Response(status_code=202, headers={"Content-Length": "0"})

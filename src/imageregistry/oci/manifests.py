@@ -1,0 +1,104 @@
+"""Manifest GET/HEAD, PUT and DELETE, by tag or by digest.
+
+Manifests and tags are served only from the metadata (behaviour.md §1), byte-exact with
+the stored `Content-Type` and `Docker-Content-Digest`. PUT accepts manifests up to 4 MiB
+(the spec's minimum a registry must accept; larger → 413 `SIZE_INVALID`), verifies a
+digest reference against the body, and answers `OCI-Subject` when the manifest has a
+subject, even if that subject is not (yet) in the registry.
+
+DELETE by tag removes the tag and its history (ImageStreamTag delete). DELETE by digest
+is refused with 409 `DENIED` while the image is the current image of a tag in the stream
+(behaviour.md §2, the upstream behaviour: delete the tag first); an untagged image is
+unlinked from the stream with 202. So `skopeo delete ns/s:tag`, which resolves the tag
+and deletes by digest, fails with that message while the tag exists; delete the tag with
+`DELETE /v2/<name>/manifests/<tag>` (or `ac`/`kubectl delete imagestreamtag`) first.
+"""
+
+from __future__ import annotations
+
+from starlette.responses import Response
+
+from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.content.digest import digest_of
+from imageregistry.content.manifest import parse_manifest
+from imageregistry.content.reference import parse_manifest_reference
+from imageregistry.oci.auth import may_create_namespace
+from imageregistry.oci.context import Ctx
+from imageregistry.oci.errors import RegistryError
+
+MAX_MANIFEST_BYTES = 4 << 20
+
+
+async def get_manifest(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.PULL)
+    ref = parse_manifest_reference(ctx.arg)
+    digest = str(ref.digest) if ref.digest else None
+    stored = await ctx.run(ctx.registry.manifests.get, ctx.repo, digest, ref.tag)
+    if not ctx.is_head:
+        await ctx.run(ctx.registry.manifests.mark_pulled, stored, ctx.registry.now())
+    headers = {
+        "Docker-Content-Digest": stored.digest,
+        "Content-Length": str(len(stored.content)),
+    }
+    body = b"" if ctx.is_head else stored.content
+    return Response(body, headers=headers, media_type=stored.media_type)
+
+
+async def _read_body(ctx: Ctx) -> bytes:
+    declared = ctx.request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+        raise _too_large()
+    body = bytearray()
+    async for chunk in ctx.request.stream():
+        body += chunk
+        if len(body) > MAX_MANIFEST_BYTES:
+            raise _too_large()
+    return bytes(body)
+
+
+def _too_large() -> RegistryError:
+    return RegistryError(
+        "SIZE_INVALID", f"manifest is larger than {MAX_MANIFEST_BYTES} bytes", status=413
+    )
+
+
+async def put_manifest(ctx: Ctx) -> Response:
+    user = await ctx.authorize(RegistryAction.PUSH)
+    ref = parse_manifest_reference(ctx.arg)
+    body = await _read_body(ctx)
+    if ref.digest is not None:
+        actual = digest_of(body, ref.digest.algorithm)
+        if actual != ref.digest:
+            raise RegistryError("DIGEST_INVALID", f"manifest digest is {actual}, not {ref.digest}")
+        digest = ref.digest
+    else:
+        digest = digest_of(body)
+    parsed = parse_manifest(body, ctx.request.headers.get("content-type"))
+    await ctx.registry.pusher.push(
+        ctx.repo,
+        digest,
+        parsed,
+        body,
+        ref.tag,
+        ctx.registry.now(),
+        may_create_namespace(user),
+    )
+    headers = {
+        "Location": f"/v2/{ctx.repo}/manifests/{digest}",
+        "Docker-Content-Digest": str(digest),
+        "Content-Length": "0",
+    }
+    if parsed.subject is not None:
+        headers["OCI-Subject"] = str(parsed.subject.digest)
+    return Response(status_code=201, headers=headers)
+
+
+async def delete_manifest(ctx: Ctx) -> Response:
+    ref = parse_manifest_reference(ctx.arg)
+    if ref.tag is not None:
+        await ctx.authorize(RegistryAction.DELETE_TAG)
+        await ctx.run(ctx.registry.meta.delete_tag, ctx.repo, ref.tag)
+    else:
+        await ctx.authorize(RegistryAction.DELETE_DIGEST)
+        await ctx.run(ctx.registry.manifests.delete, ctx.repo, str(ref.digest))
+    return Response(status_code=202, headers={"Content-Length": "0"})

@@ -1,0 +1,30 @@
+"""Tag listing (`GET /v2/<name>/tags/list`) and the catalog (`GET /v2/_catalog`).
+
+Both are sorted lexically with `n`/`last` pagination and an RFC 5988 `Link` header
+while more results remain. The catalog requires the cluster-wide `list imagestreams`
+permission (behaviour.md §3).
+"""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.oci.context import Ctx, Registry
+from imageregistry.oci.pagination import paginate
+
+
+async def list_tags(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.PULL)
+    tags = await ctx.run(ctx.registry.meta.list_tags, ctx.repo)
+    page, headers = paginate(ctx.request, f"/v2/{ctx.repo}/tags/list", tags)
+    return JSONResponse({"name": str(ctx.repo), "tags": page}, headers=headers)
+
+
+async def catalog(request: Request, registry: Registry) -> Response:
+    await registry.gate.authorize(request, RegistryAction.CATALOG, None)
+    names = await run_in_threadpool(registry.meta.list_repositories)
+    page, headers = paginate(request, "/v2/_catalog", names)
+    return JSONResponse({"repositories": page}, headers=headers)

@@ -1,0 +1,226 @@
+"""Blob uploads: POST (session, monolithic `?digest=`, cross-repository mount), PATCH
+(chunked with `Content-Range`, or streamed), PUT (complete), GET (status), DELETE (cancel).
+
+Session state lives in the `uploads` table and the blob store's staging area, never in
+process memory, so a session continues on another worker or replica and survives a
+restart. A chunk that does not start where the staged data ends answers 416 with the
+current `Range` and leaves the session usable (clients.md). A blob becomes visible only
+after the store verified its digest and published it atomically *and* the metadata
+transaction linked it, so a crash at any point exposes nothing partial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import uuid
+from collections.abc import AsyncIterator
+
+from starlette.responses import Response
+
+from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.content.digest import Digest, InvalidDigest
+from imageregistry.content.reference import InvalidName, parse_repository
+from imageregistry.metadata.registry import RepoKey
+from imageregistry.oci.auth import may_create_namespace
+from imageregistry.oci.context import Ctx
+from imageregistry.oci.errors import RegistryError
+from imageregistry.storage import errors as st
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+
+
+def _location(repo: RepoKey, upload_id: str) -> str:
+    return f"/v2/{repo}/blobs/uploads/{upload_id}"
+
+
+def _session_headers(repo: RepoKey, upload_id: str, size: int) -> dict[str, str]:
+    return {
+        "Location": _location(repo, upload_id),
+        "Docker-Upload-UUID": upload_id,
+        # Inclusive end of what is staged; "0-0" for an empty session (as distribution).
+        "Range": f"0-{max(size - 1, 0)}",
+        "Content-Length": "0",
+    }
+
+
+def _blob_created(repo: RepoKey, digest: Digest) -> Response:
+    return Response(
+        status_code=201,
+        headers={
+            "Location": f"/v2/{repo}/blobs/{digest}",
+            "Docker-Content-Digest": str(digest),
+            "Content-Length": "0",
+        },
+    )
+
+
+def _query_digest(ctx: Ctx) -> Digest | None:
+    raw = ctx.request.query_params.get("digest")
+    if raw is None:
+        return None
+    return Digest.parse(raw)
+
+
+async def start_upload(ctx: Ctx) -> Response:
+    user = await ctx.authorize(RegistryAction.PUSH)
+    registry = ctx.registry
+    create_ns = may_create_namespace(user)
+    mounted = await _try_mount(ctx, create_ns)
+    if mounted is not None:
+        return mounted
+    digest = _query_digest(ctx)
+    await ctx.run(registry.meta.check_push_target, ctx.repo, create_ns)
+    upload_id = str(uuid.uuid4())
+    await registry.blobs.start_upload(upload_id)
+    if digest is not None:
+        # Monolithic upload (spec "POST then PUT" collapsed): stage, verify, publish.
+        try:
+            await _append(ctx, upload_id, 0)
+        except BaseException:
+            with contextlib.suppress(st.StorageError):
+                await registry.blobs.cancel_upload(upload_id)
+            raise
+        return await _complete(ctx, upload_id, digest, create_ns, tracked=False)
+    await ctx.run(registry.meta.create_upload, upload_id, ctx.repo, registry.now())
+    return Response(status_code=202, headers=_session_headers(ctx.repo, upload_id, 0))
+
+
+async def _try_mount(ctx: Ctx, create_ns: bool) -> Response | None:
+    params = ctx.request.query_params
+    raw, source_name = params.get("mount"), params.get("from")
+    if not raw or not source_name:
+        return None  # mount without `from`: a normal session (clients.md)
+    try:
+        digest = Digest.parse(raw)
+        parsed = parse_repository(source_name)
+    except (InvalidDigest, InvalidName):
+        return None
+    source = RepoKey(parsed.namespace, parsed.stream)
+    if not await ctx.registry.gate.allowed(ctx.request, RegistryAction.PULL, source):
+        return None  # behaviour.md §3: fall back to a normal upload
+    if await ctx.registry.blobs.stat(digest) is None:
+        return None
+    size = await ctx.run(
+        ctx.registry.meta.mount_blob, source, ctx.repo, str(digest), ctx.registry.now(), create_ns
+    )
+    if size is None:
+        return None
+    return _blob_created(ctx.repo, digest)
+
+
+async def _session(ctx: Ctx) -> str:
+    session = await ctx.run(ctx.registry.meta.find_upload, ctx.arg, ctx.repo)
+    return session.id
+
+
+def _declared_chunk(ctx: Ctx, size: int) -> tuple[int, int | None]:
+    """(offset, length) the chunk claims via Content-Range/Content-Length."""
+    headers = ctx.request.headers
+    declared_length = headers.get("content-length")
+    raw = headers.get("content-range")
+    if raw is None:
+        return size, int(declared_length) if declared_length else None
+    match = _CONTENT_RANGE.match(raw.strip())
+    if match is None or int(match.group(2)) < int(match.group(1)):
+        raise _range_error(ctx, size, f"malformed Content-Range {raw[:60]!r}")
+    start, end = int(match.group(1)), int(match.group(2))
+    if declared_length is not None and int(declared_length) != end - start + 1:
+        raise _range_error(ctx, size, "Content-Length does not match Content-Range")
+    if start != size:
+        raise _range_error(ctx, size, f"chunk starts at {start} but {size} bytes are staged")
+    return start, end - start + 1
+
+
+def _range_error(ctx: Ctx, size: int, message: str) -> RegistryError:
+    return RegistryError(
+        "BLOB_UPLOAD_INVALID",
+        message,
+        status=416,
+        headers={k: v for k, v in _session_headers(ctx.repo, ctx.arg, size).items()},
+    )
+
+
+async def _body(ctx: Ctx) -> AsyncIterator[bytes]:
+    async for chunk in ctx.request.stream():
+        if chunk:
+            yield chunk
+
+
+async def _append(ctx: Ctx, upload_id: str, size: int) -> int:
+    offset, length = _declared_chunk(ctx, size)
+    store = ctx.registry.blobs
+    try:
+        new_size = await store.append_upload(upload_id, offset, _body(ctx), limit=length)
+    except st.UploadOffsetMismatch as exc:
+        raise _range_error(ctx, exc.size, str(exc)) from None
+    except st.UploadTooLarge:
+        raise RegistryError(
+            "SIZE_INVALID", "request body is longer than its Content-Length/Content-Range"
+        ) from None
+    if length is not None and new_size - offset != length:
+        raise RegistryError(
+            "SIZE_INVALID",
+            f"received {new_size - offset} bytes but the request declared {length}",
+        )
+    return new_size
+
+
+async def patch_upload(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.PUSH)
+    upload_id = await _session(ctx)
+    size = await ctx.registry.blobs.upload_size(upload_id)
+    new_size = await _append(ctx, upload_id, size)
+    await ctx.run(ctx.registry.meta.touch_upload, upload_id, ctx.registry.now())
+    return Response(status_code=202, headers=_session_headers(ctx.repo, upload_id, new_size))
+
+
+async def put_upload(ctx: Ctx) -> Response:
+    user = await ctx.authorize(RegistryAction.PUSH)
+    upload_id = await _session(ctx)
+    digest = _query_digest(ctx)
+    if digest is None:
+        raise RegistryError("DIGEST_INVALID", "the digest query parameter is required")
+    headers = ctx.request.headers
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    if has_body or "content-range" in headers:
+        size = await ctx.registry.blobs.upload_size(upload_id)
+        await _append(ctx, upload_id, size)
+    return await _complete(ctx, upload_id, digest, may_create_namespace(user), tracked=True)
+
+
+async def _complete(
+    ctx: Ctx, upload_id: str, digest: Digest, create_ns: bool, *, tracked: bool
+) -> Response:
+    registry = ctx.registry
+    try:
+        info = await registry.blobs.commit_upload(upload_id, digest)
+    except (st.DigestMismatch, st.SizeMismatch):
+        if tracked:  # the store discarded the staged data: the session is over
+            await ctx.run(registry.meta.delete_upload, upload_id)
+        raise
+    try:
+        await ctx.run(
+            registry.meta.record_blob, ctx.repo, str(digest), info.size, registry.now(), create_ns
+        )
+    finally:
+        if tracked:
+            await ctx.run(registry.meta.delete_upload, upload_id)
+    return _blob_created(ctx.repo, digest)
+
+
+async def upload_status(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.PUSH)
+    upload_id = await _session(ctx)
+    size = await ctx.registry.blobs.upload_size(upload_id)
+    return Response(status_code=204, headers=_session_headers(ctx.repo, upload_id, size))
+
+
+async def cancel_upload(ctx: Ctx) -> Response:
+    await ctx.authorize(RegistryAction.PUSH)
+    upload_id = await _session(ctx)
+    # Staged data already gone still ends the session.
+    with contextlib.suppress(st.UploadNotFound):
+        await ctx.registry.blobs.cancel_upload(upload_id)
+    await ctx.run(ctx.registry.meta.delete_upload, upload_id)
+    return Response(status_code=204, headers={"Content-Length": "0"})
