@@ -1,0 +1,296 @@
+"""SQL for image signatures (`Image.signatures[]`) and the per-namespace signature policy.
+
+Signatures are rows of the `signatures` table keyed by the image digest; their verification
+record (conditions, imageIdentity, signedClaims, issuedBy, issuedTo) is the JSON `status`.
+Every change bumps the owning Image's resourceVersion through the change log so watches
+and `-o yaml` see it. Duplicate content for one image, or a reused name, is a
+`SignatureConflict` (the extension API answers 409, the API server AlreadyExists).
+`list_for_extension` is the cheap read every skopeo pull triggers (clients.md): one indexed
+query. `signature_policy_allows` is the pull-time check of the namespace annotation
+`image.alauda.io/require-signatures: "true"` (issue 6 item 4): the image, or an index that
+contains it, must carry a signature whose `Trusted` and `ForImage` conditions are True.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import MappingProxyType
+from typing import Any
+
+from sqlalchemy import Connection, delete, exists, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from imageregistry.metadata.db import as_utc, record_change
+from imageregistry.metadata.tables import (
+    manifest_children,
+    manifests,
+    objects,
+    repositories,
+    repository_manifests,
+    signatures,
+)
+
+IMAGES_RESOURCE = "images.image.alauda.io"
+POLICY_ANNOTATION = "image.alauda.io/require-signatures"
+STATUS_KEYS = ("conditions", "imageIdentity", "signedClaims", "issuedBy", "issuedTo")
+# containers/image names extension signatures `<digest>@<32 hex>`; accept any sane suffix.
+_SIG_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+SIGNATURE_TYPES = ("atomic", "cosign")
+
+
+class SignatureError(Exception):
+    """Base class of the signature metadata errors."""
+
+
+class SignatureConflict(SignatureError):
+    """The same content (or the same name) is already stored for the image."""
+
+
+class SignatureNotFound(SignatureError):
+    """No signature of that name."""
+
+
+class ImageNotFound(SignatureError):
+    """The signed image does not exist."""
+
+
+class InvalidSignatureName(SignatureError):
+    """A name that is not `<image digest>@<signature name>`."""
+
+
+@dataclass(frozen=True)
+class SignatureRecord:
+    """One stored signature; `status` holds only the keys of `STATUS_KEYS`."""
+
+    image: str
+    name: str
+    type: str
+    content: bytes
+    created: datetime
+    status: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """`sha256:<hex>@<sig>` → (image digest, signature suffix); raise if malformed."""
+    image, sep, suffix = name.partition("@")
+    if not sep or not image.startswith(("sha256:", "sha512:")) or not _SIG_SUFFIX_RE.match(suffix):
+        raise InvalidSignatureName(
+            f"signature name {name!r} must be <image digest>@<signature name>"
+        )
+    return image, suffix
+
+
+def _record(row: Any) -> SignatureRecord:
+    status = {k: v for k, v in (row.status or {}).items() if k in STATUS_KEYS}
+    return SignatureRecord(
+        image=row.image_digest,
+        name=row.name,
+        type=row.type,
+        content=bytes(row.content),
+        created=as_utc(row.created),
+        status=MappingProxyType(status),
+    )
+
+
+def list_signatures(conn: Connection, digest: str) -> list[SignatureRecord]:
+    """The signatures of one image, oldest first."""
+    rows = conn.execute(
+        select(signatures).where(signatures.c.image_digest == digest).order_by(signatures.c.id)
+    ).all()
+    return [_record(r) for r in rows]
+
+
+def signatures_by_image(
+    conn: Connection, digests: Iterable[str]
+) -> dict[str, list[SignatureRecord]]:
+    """Signatures of many images in one query (for rendering Image lists)."""
+    wanted = sorted(set(digests))
+    result: dict[str, list[SignatureRecord]] = {d: [] for d in wanted}
+    if not wanted:
+        return result
+    rows = conn.execute(
+        select(signatures).where(signatures.c.image_digest.in_(wanted)).order_by(signatures.c.id)
+    ).all()
+    for row in rows:
+        result[row.image_digest].append(_record(row))
+    return result
+
+
+def list_for_extension(conn: Connection, digest: str) -> list[tuple[str, str, bytes]]:
+    """`(name, type, content)` of an image's signatures: the extension GET, kept cheap."""
+    rows = conn.execute(
+        select(signatures.c.name, signatures.c.type, signatures.c.content)
+        .where(signatures.c.image_digest == digest)
+        .order_by(signatures.c.id)
+    ).all()
+    return [(r.name, r.type, bytes(r.content)) for r in rows]
+
+
+def image_in_repository(conn: Connection, namespace: str, stream: str, digest: str) -> bool:
+    """Whether the image is linked to `<namespace>/<stream>`."""
+    query = (
+        select(repository_manifests.c.digest)
+        .join(repositories, repositories.c.id == repository_manifests.c.repository_id)
+        .where(
+            repositories.c.namespace == namespace,
+            repositories.c.name == stream,
+            repository_manifests.c.digest == digest,
+        )
+    )
+    return conn.execute(query).first() is not None
+
+
+def _image_exists(conn: Connection, digest: str) -> bool:
+    return (
+        conn.execute(select(manifests.c.digest).where(manifests.c.digest == digest)).first()
+        is not None
+    )
+
+
+def touch_image(conn: Connection, digest: str) -> int:
+    """Record that the Image changed (its signatures did); returns the new resourceVersion."""
+    rv = record_change(conn, IMAGES_RESOURCE, "", digest, "MODIFIED")
+    conn.execute(update(manifests).where(manifests.c.digest == digest).values(resource_version=rv))
+    return rv
+
+
+def content_sha256(content: bytes) -> str:
+    return hashlib.sha256(content).hexdigest()
+
+
+def add_signature(
+    conn: Connection,
+    name: str,
+    sig_type: str,
+    content: bytes,
+    now: datetime,
+    status: Mapping[str, Any] | None = None,
+) -> SignatureRecord:
+    """Store a new signature named `<image>@<sig>`; raise on conflict or missing image."""
+    digest, _suffix = split_name(name)
+    if not _image_exists(conn, digest):
+        raise ImageNotFound(f"image {digest} not found")
+    sha = content_sha256(content)
+    clash = conn.execute(
+        select(signatures.c.name).where(
+            (signatures.c.name == name)
+            | ((signatures.c.image_digest == digest) & (signatures.c.content_sha256 == sha))
+        )
+    ).first()
+    if clash is not None:
+        what = "name" if clash.name == name else "content"
+        raise SignatureConflict(f"a signature with the same {what} already exists: {clash.name}")
+    clean = {k: v for k, v in (status or {}).items() if k in STATUS_KEYS}
+    try:
+        with conn.begin_nested():
+            conn.execute(
+                insert(signatures).values(
+                    image_digest=digest,
+                    name=name,
+                    type=sig_type,
+                    content=content,
+                    content_sha256=sha,
+                    created=now,
+                    status=clean,
+                )
+            )
+    except IntegrityError as exc:  # a concurrent writer won the race
+        raise SignatureConflict(f"signature {name} already exists") from exc
+    touch_image(conn, digest)
+    return SignatureRecord(digest, name, sig_type, content, now, MappingProxyType(clean))
+
+
+def delete_signature(conn: Connection, name: str) -> SignatureRecord:
+    """Remove one signature by name; raise `SignatureNotFound` if absent."""
+    row = conn.execute(select(signatures).where(signatures.c.name == name)).first()
+    if row is None:
+        raise SignatureNotFound(f"signature {name} not found")
+    conn.execute(delete(signatures).where(signatures.c.id == row.id))
+    touch_image(conn, row.image_digest)
+    return _record(row)
+
+
+def delete_all(conn: Connection, digest: str) -> int:
+    """Remove every signature of an image; returns how many were removed."""
+    removed = conn.execute(delete(signatures).where(signatures.c.image_digest == digest)).rowcount
+    if removed:
+        touch_image(conn, digest)
+    return int(removed or 0)
+
+
+def update_status(conn: Connection, name: str, status: Mapping[str, Any]) -> SignatureRecord:
+    """Replace a signature's verification record (unknown keys are dropped)."""
+    row = conn.execute(select(signatures).where(signatures.c.name == name)).first()
+    if row is None:
+        raise SignatureNotFound(f"signature {name} not found")
+    clean = {k: v for k, v in status.items() if k in STATUS_KEYS}
+    if clean != (row.status or {}):
+        conn.execute(update(signatures).where(signatures.c.id == row.id).values(status=clean))
+        touch_image(conn, row.image_digest)
+    return SignatureRecord(
+        row.image_digest,
+        row.name,
+        row.type,
+        bytes(row.content),
+        as_utc(row.created),
+        MappingProxyType(clean),
+    )
+
+
+def is_trusted(status: Mapping[str, Any]) -> bool:
+    """Whether a verification record says Trusted=True and ForImage=True."""
+    conditions = status.get("conditions") or []
+    found = {c.get("type"): c.get("status") for c in conditions if isinstance(c, Mapping)}
+    return found.get("Trusted") == "True" and found.get("ForImage") == "True"
+
+
+def trusted_digests(conn: Connection, digests: Iterable[str]) -> set[str]:
+    """The subset of *digests* with at least one Trusted signature (the VERIFIED column)."""
+    by_image = signatures_by_image(conn, digests)
+    return {d for d, sigs in by_image.items() if any(is_trusted(s.status) for s in sigs)}
+
+
+def namespace_requires_signatures(conn: Connection, namespace: str) -> bool:
+    """Whether the namespace carries `image.alauda.io/require-signatures: "true"`."""
+    row = conn.execute(
+        select(objects.c.body).where(
+            objects.c.resource == "namespaces",
+            objects.c.namespace == "",
+            objects.c.name == namespace,
+        )
+    ).first()
+    if row is None or not isinstance(row.body, Mapping):
+        return False
+    annotations = (row.body.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(POLICY_ANNOTATION) if isinstance(annotations, Mapping) else None
+    return isinstance(value, str) and value.strip().lower() == "true"
+
+
+def signature_policy_allows(conn: Connection, namespace: str, digest: str) -> tuple[bool, str]:
+    """May a manifest of *digest* be pulled from *namespace*? `(allowed, reason)`.
+
+    Allowed when the policy is off, or when the image — or an image index containing it,
+    since clients pull the platform manifest after verifying the index — has a Trusted
+    signature.
+    """
+    if not namespace_requires_signatures(conn, namespace):
+        return True, ""
+    parents = select(manifest_children.c.parent_digest).where(
+        manifest_children.c.child_digest == digest
+    )
+    candidates = [digest, *conn.execute(parents).scalars()]
+    if trusted_digests(conn, candidates):
+        return True, ""
+    return False, (
+        f"image {digest} has no trusted signature and namespace {namespace!r} requires one "
+        f"(policy annotation {POLICY_ANNOTATION}=true); verify it with "
+        f"`ac adm verify-image-signature {digest} --expected-identity=... --save`"
+    )
+
+
+def has_signatures(conn: Connection, digest: str) -> bool:
+    return bool(conn.execute(select(exists().where(signatures.c.image_digest == digest))).scalar())

@@ -1,0 +1,217 @@
+"""Signature SQL behaves the same on SQLite and PostgreSQL: storage, conflicts, policy."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, select
+
+from imageregistry.metadata import signatures as sm
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.namespaces import create_namespace
+from imageregistry.metadata.tables import (
+    manifest_children,
+    manifests,
+    objects,
+    repositories,
+    repository_manifests,
+)
+from tests.support.postgres import create_database
+
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+IMG = "sha256:" + "a" * 64
+OTHER = "sha256:" + "b" * 64
+INDEX = "sha256:" + "c" * 64
+TRUSTED = {
+    "conditions": [
+        {"type": "Trusted", "status": "True", "reason": "manually verified"},
+        {"type": "ForImage", "status": "True", "reason": "manually verified"},
+    ],
+    "imageIdentity": "host/ns/demo:latest",
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'meta.db'}"
+    else:
+        server: str = request.getfixturevalue("postgres_server")
+        url = create_database(server, "sig_" + uuid.uuid4().hex[:12])
+    database = Database(open_engine(url))
+    with database.write() as conn:
+        for digest in (IMG, OTHER, INDEX):
+            _image(conn, digest)
+        repo_id = conn.execute(
+            insert(repositories).values(
+                namespace="ns",
+                name="demo",
+                uid=str(uuid.uuid4()),
+                resource_version=1,
+                generation=1,
+                created=NOW,
+                user_data={},
+            )
+        ).inserted_primary_key[0]  # type: ignore[index]
+        conn.execute(
+            insert(repository_manifests).values(repository_id=repo_id, digest=IMG, created=NOW)
+        )
+        conn.execute(
+            insert(manifest_children).values(
+                parent_digest=INDEX,
+                position=0,
+                child_digest=OTHER,
+                media_type="application/vnd.oci.image.manifest.v1+json",
+                size=10,
+            )
+        )
+        create_namespace(conn, "ns", NOW)
+    yield database
+    database.dispose()
+
+
+def _image(conn: object, digest: str) -> None:
+    conn.execute(  # type: ignore[attr-defined]
+        insert(manifests).values(
+            digest=digest,
+            media_type="application/vnd.oci.image.manifest.v1+json",
+            size=2,
+            content=b"{}",
+            uid=str(uuid.uuid4()),
+            resource_version=1,
+            created=NOW,
+            pushed=NOW,
+            image_metadata={},
+            storage_size=0,
+            layer_count=0,
+            user_data={},
+        )
+    )
+
+
+def _rv(db: Database, digest: str) -> int:
+    with db.read() as conn:
+        return int(
+            conn.execute(
+                select(manifests.c.resource_version).where(manifests.c.digest == digest)
+            ).scalar_one()
+        )
+
+
+def test_add_list_and_bump_image_version(db: Database) -> None:
+    before = _rv(db, IMG)
+    with db.write() as conn:
+        rec = sm.add_signature(conn, f"{IMG}@one", "atomic", b"\x00sig", NOW)
+    assert rec.status == {}
+    assert _rv(db, IMG) > before
+    with db.read() as conn:
+        assert sm.list_for_extension(conn, IMG) == [(f"{IMG}@one", "atomic", b"\x00sig")]
+        listed = sm.list_signatures(conn, IMG)
+        assert [s.name for s in listed] == [f"{IMG}@one"]
+        assert listed[0].created == NOW
+        assert sm.list_for_extension(conn, OTHER) == []
+        assert sm.has_signatures(conn, IMG) and not sm.has_signatures(conn, OTHER)
+
+
+def test_duplicate_content_and_name_conflict(db: Database) -> None:
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"same", NOW)
+    with pytest.raises(sm.SignatureConflict, match="same content"), db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@two", "atomic", b"same", NOW)
+    with pytest.raises(sm.SignatureConflict, match="same name"), db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"different", NOW)
+    # The same bytes on another image are a different signature.
+    with db.write() as conn:
+        sm.add_signature(conn, f"{OTHER}@one", "atomic", b"same", NOW)
+    with db.read() as conn:
+        assert len(sm.list_signatures(conn, IMG)) == 1
+
+
+def test_missing_image_and_bad_names(db: Database) -> None:
+    with pytest.raises(sm.ImageNotFound), db.write() as conn:
+        sm.add_signature(conn, "sha256:" + "d" * 64 + "@x", "atomic", b"x", NOW)
+    for bad in ("nodigest", f"{IMG}@", f"{IMG}", "foo@bar", f"{IMG}@a/b"):
+        with pytest.raises(sm.InvalidSignatureName):
+            sm.split_name(bad)
+
+
+def test_update_status_delete_and_delete_all(db: Database) -> None:
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"1", NOW)
+        sm.add_signature(conn, f"{IMG}@two", "cosign", b"2", NOW)
+    before = _rv(db, IMG)
+    with db.write() as conn:
+        sm.update_status(conn, f"{IMG}@one", {**TRUSTED, "junk": 1})
+    assert _rv(db, IMG) > before
+    with db.read() as conn:
+        one = sm.list_signatures(conn, IMG)[0]
+        assert dict(one.status) == TRUSTED
+        assert sm.trusted_digests(conn, [IMG, OTHER]) == {IMG}
+    with db.write() as conn:
+        assert sm.delete_signature(conn, f"{IMG}@one").name == f"{IMG}@one"
+    with pytest.raises(sm.SignatureNotFound), db.write() as conn:
+        sm.delete_signature(conn, f"{IMG}@one")
+    with db.write() as conn:
+        assert sm.delete_all(conn, IMG) == 1
+        assert sm.delete_all(conn, IMG) == 0
+    with db.read() as conn:
+        assert sm.list_signatures(conn, IMG) == []
+
+
+def test_image_in_repository(db: Database) -> None:
+    with db.read() as conn:
+        assert sm.image_in_repository(conn, "ns", "demo", IMG)
+        assert not sm.image_in_repository(conn, "ns", "demo", OTHER)
+        assert not sm.image_in_repository(conn, "ns", "other", IMG)
+
+
+def _set_policy(db: Database, value: str | None) -> None:
+    with db.write() as conn:
+        body = conn.execute(
+            select(objects.c.body).where(objects.c.resource == "namespaces", objects.c.name == "ns")
+        ).scalar_one()
+        meta = dict(body["metadata"])
+        meta["annotations"] = {} if value is None else {sm.POLICY_ANNOTATION: value}
+        conn.execute(
+            objects.update()
+            .where(objects.c.resource == "namespaces", objects.c.name == "ns")
+            .values(body={**body, "metadata": meta})
+        )
+
+
+def test_policy_off_by_default_and_on_by_annotation(db: Database) -> None:
+    with db.read() as conn:
+        assert sm.signature_policy_allows(conn, "ns", IMG) == (True, "")
+        assert sm.signature_policy_allows(conn, "missing-ns", IMG) == (True, "")
+    _set_policy(db, "true")
+    with db.read() as conn:
+        allowed, message = sm.signature_policy_allows(conn, "ns", IMG)
+    assert not allowed
+    assert sm.POLICY_ANNOTATION in message and IMG in message
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"1", NOW)
+    with db.read() as conn:
+        assert not sm.signature_policy_allows(conn, "ns", IMG)[0]  # present but not trusted
+    with db.write() as conn:
+        sm.update_status(conn, f"{IMG}@one", TRUSTED)
+    with db.read() as conn:
+        assert sm.signature_policy_allows(conn, "ns", IMG) == (True, "")
+    _set_policy(db, "false")
+    with db.read() as conn:
+        assert sm.signature_policy_allows(conn, "ns", OTHER) == (True, "")
+
+
+def test_policy_trusts_children_of_a_trusted_index(db: Database) -> None:
+    _set_policy(db, "true")
+    with db.read() as conn:
+        assert not sm.signature_policy_allows(conn, "ns", OTHER)[0]
+    with db.write() as conn:
+        sm.add_signature(conn, f"{INDEX}@one", "atomic", b"1", NOW, status=TRUSTED)
+    with db.read() as conn:
+        assert sm.signature_policy_allows(conn, "ns", OTHER) == (True, "")
+        assert sm.signature_policy_allows(conn, "ns", INDEX) == (True, "")
