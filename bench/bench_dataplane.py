@@ -29,6 +29,7 @@ from common import (
     WrkResult,
     curl_pull,
     curl_push,
+    loadavg,
     machine_info,
     make_blob_file,
     make_tls,
@@ -309,7 +310,8 @@ def render(results: dict[str, Any]) -> str:
         "",
         f"- Date: {m['date']}; commit `{m['commit']}`; script `bench/bench_dataplane.py`",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
-        f"Linux {m['kernel']}",
+        f"Linux {m['kernel']}; load average (1/5/15 min) {m['loadavg_start']} at start, "
+        f"{m.get('loadavg_end', '?')} at end",
         f"- Versions: {versions}",
         *_method(a),
         "",
@@ -365,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         blob_dir.mkdir()
         for mode in args.modes.split(","):
             results["pairs"][mode] = run_pair(args, workdir, blob_dir, tls=(mode == "tls"))
+    results["machine"]["loadavg_end"] = loadavg()
     path = save_result("dataplane", results)
     print()
     print(render(results))

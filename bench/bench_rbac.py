@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     Server,
+    loadavg,
     machine_info,
     median,
     push_image,
@@ -248,7 +249,8 @@ def render(results: dict[str, Any]) -> str:
             "",
             f"- Date: {m['date']}; commit `{m['commit']}`; script `bench/bench_rbac.py`",
             f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "
-            f"Linux {m['kernel']}; {m['wrk'].split(' [')[0]}",
+            f"Linux {m['kernel']}; load average (1/5/15 min) {m['loadavg_start']} at start, "
+            f"{m.get('loadavg_end', '?')} at end; {m['wrk'].split(' [')[0]}",
             f"- Database: SQLite with {a['namespaces']:,} namespaces and {a['bindings']:,} "
             "RoleBindings (users, groups and service accounts of other namespaces as subjects, "
             "bound to image-puller/pusher/view/edit), plus the bench account's own binding.",
@@ -281,13 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.reps, args.wrk_duration = 2, 3
+    machine = machine_info()
     with scratch(args.keep, args.workdir) as workdir:
         result = measure(args, workdir)
     results = {
-        "machine": machine_info(),
+        "machine": machine,
         "args": {k: v for k, v in vars(args).items() if k != "workdir"},
         "result": result,
     }
+    results["machine"]["loadavg_end"] = loadavg()
     path = save_result("rbac", results)
     print()
     print(render(results))

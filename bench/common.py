@@ -524,6 +524,7 @@ def machine_info() -> dict[str, Any]:
         )
 
     git = version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    dirty = version(["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"])
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
@@ -534,8 +535,17 @@ def machine_info() -> dict[str, Any]:
         "distribution": version([str(DISTRIBUTION_BINARY), "--version"]),
         "curl": version(["curl", "--version"]),
         "wrk": version(["wrk", "--version"]),
-        "commit": git,
+        "commit": git + ("+uncommitted src changes" if dirty else ""),
+        "loadavg_start": loadavg(),
     }
+
+
+def loadavg() -> str:
+    """Other work on the machine skews results; each run records the load around it."""
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return ""
 
 
 def save_result(kind: str, result: dict[str, Any]) -> Path:
