@@ -80,7 +80,7 @@ class Dispatcher:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         try:
             response = await self._dispatch(request)
         except RegistryError as exc:
@@ -137,6 +137,6 @@ def oci_routes(services: Services, extensions: Sequence[BaseRoute] = ()) -> list
     dispatcher = Dispatcher(Registry.build(services))
     return [
         *extensions,
-        Route("/v2", dispatcher, methods=METHODS),
-        Route("/v2/{rest:path}", dispatcher, methods=METHODS),
+        Route("/v2", dispatcher.handle, methods=METHODS),
+        Route("/v2/{rest:path}", dispatcher.handle, methods=METHODS),
     ]

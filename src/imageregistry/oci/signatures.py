@@ -1,0 +1,207 @@
+"""The registry signature extension that `skopeo copy --sign-by` speaks (behaviour.md §7).
+
+containers/image stores "atomic" signatures in the registry itself when the `/v2/` ping
+answers `X-Registry-Supports-Signatures: 1` (`SignatureHeaderMiddleware` adds it to every
+`/v2/` and `/extensions/v2/` response); it then GETs
+`/extensions/v2/<ns>/<stream>/signatures/<digest>` on every push *and pull*, so an image
+without signatures must answer 200 `{"signatures":[]}` from one indexed query, and PUTs
+`{"schemaVersion":2,"name":"<digest>@<32 hex>","type":"atomic","content":"<base64>"}`
+expecting 201 (409 when the same content is already stored, 400 when the entry is
+malformed). GET is authorized as a pull of the stream, PUT as `create imagesignatures` in
+the namespace, through the same gate as the rest of the registry; the image must be linked
+to the repository named in the path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.content.reference import parse_repository
+from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata.registry import RepoKey
+from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.errors import RegistryError, error_response, from_domain
+from imageregistry.services import Services
+
+SUPPORTS_HEADER = (b"x-registry-supports-signatures", b"1")
+SCHEMA_VERSION = 2
+ATOMIC = "atomic"
+MAX_BODY_BYTES = 1 << 20  # a signature is a few hundred bytes; refuse anything absurd
+_PATH_RE = re.compile(
+    r"^/extensions/v2/(?P<name>.+)/signatures/(?P<digest>sha(?:256|512):[a-f0-9]+)$"
+)
+_DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+
+
+class SignatureHeaderMiddleware:
+    """Pure ASGI middleware: advertise the extension on every `/v2/` response.
+
+    Written as raw ASGI (not `BaseHTTPMiddleware`) so streamed blob responses are not
+    buffered or delayed.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == "/v2" or path.startswith(("/v2/", "/extensions/v2/"))):
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_header(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers.append(SUPPORTS_HEADER)
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
+
+
+def _raw_path(request: Request) -> str:
+    raw = request.scope.get("raw_path")
+    if isinstance(raw, bytes | bytearray) and raw:
+        return bytes(raw).split(b"?", 1)[0].decode("latin-1")
+    return request.url.path
+
+
+def _target(request: Request) -> tuple[RepoKey, str]:
+    path = _raw_path(request)
+    match = _PATH_RE.match(path)
+    if match is None:
+        raise RegistryError("NAME_UNKNOWN", f"no signature endpoint at {path[:200]!r}")
+    digest = match.group("digest")
+    if not _DIGEST_RE.match(digest):
+        raise RegistryError("DIGEST_INVALID", f"{digest[:150]!r} is not a valid digest")
+    repo = parse_repository(match.group("name"))
+    return RepoKey(repo.namespace, repo.stream), digest
+
+
+def _entry(name: str, sig_type: str, content: bytes) -> dict[str, Any]:
+    return {
+        "schemaVersion": SCHEMA_VERSION,
+        "name": name,
+        "type": sig_type,
+        "content": base64.b64encode(content).decode(),
+    }
+
+
+def _bad(message: str) -> RegistryError:
+    return RegistryError("SIGNATURE_INVALID", message, status=400)
+
+
+def parse_entry(body: bytes, digest: str) -> tuple[str, str, bytes]:
+    """Validate a PUT body for *digest*; return `(name, type, content)` or raise 400."""
+    try:
+        doc = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise _bad(f"signature is not valid JSON: {exc}") from None
+    if not isinstance(doc, Mapping):
+        raise _bad("signature must be a JSON object")
+    if doc.get("schemaVersion") != SCHEMA_VERSION:
+        raise _bad(f"schemaVersion must be {SCHEMA_VERSION}")
+    name, sig_type, content_b64 = doc.get("name"), doc.get("type"), doc.get("content")
+    if not isinstance(name, str):
+        raise _bad("name must be a string <image digest>@<signature name>")
+    try:
+        image, _suffix = sigdb.split_name(name)
+    except sigdb.InvalidSignatureName as exc:
+        raise _bad(str(exc)) from None
+    if image != digest:
+        raise _bad(f"signature name {name!r} is not for image {digest}")
+    if sig_type != ATOMIC:
+        raise _bad(f"type must be {ATOMIC!r}, not {sig_type!r}")
+    if not isinstance(content_b64, str) or not content_b64:
+        raise _bad("content must be non-empty base64")
+    try:
+        content = base64.b64decode(content_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("content is not valid base64") from None
+    if not content:
+        raise _bad("content must be non-empty base64")
+    return name, sig_type, content
+
+
+class SignatureEndpoints:
+    """GET and PUT of one image's signatures inside one repository."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.gate = RegistryGate(services)
+
+    async def __call__(self, request: Request) -> Response:
+        try:
+            repo, digest = _target(request)
+            if request.method == "PUT":
+                return await self._put(request, repo, digest)
+            return await self._get(request, repo, digest)
+        except RegistryError as exc:
+            return error_response(exc)
+        except Exception as exc:
+            mapped = from_domain(exc)
+            if mapped is None:
+                raise
+            return error_response(mapped)
+
+    def _list(self, repo: RepoKey, digest: str) -> list[tuple[str, str, bytes]] | None:
+        with self.services.db.read() as conn:
+            if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
+                return None
+            return sigdb.list_for_extension(conn, digest)
+
+    async def _get(self, request: Request, repo: RepoKey, digest: str) -> Response:
+        await self.gate.authorize(request, RegistryAction.PULL, repo)
+        found = await run_in_threadpool(self._list, repo, digest)
+        if found is None:
+            raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
+        # Only atomic entries: containers/image cannot use other types from this API.
+        entries = [_entry(n, t, c) for n, t, c in found if t == ATOMIC]
+        return JSONResponse({"signatures": entries})
+
+    async def _put(self, request: Request, repo: RepoKey, digest: str) -> Response:
+        await self.gate.authorize(request, RegistryAction.SIGN, repo)
+        body = await _read_limited(request)
+        name, sig_type, content = parse_entry(body, digest)
+        await run_in_threadpool(self._store, repo, digest, name, sig_type, content)
+        return Response(status_code=201)
+
+    def _store(self, repo: RepoKey, digest: str, name: str, sig_type: str, content: bytes) -> None:
+        with self.services.db.write() as conn:
+            if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
+                raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
+            try:
+                sigdb.add_signature(conn, name, sig_type, content, self.services.clock())
+            except sigdb.SignatureConflict as exc:
+                raise RegistryError("SIGNATURE_EXISTS", str(exc), status=409) from None
+            except sigdb.ImageNotFound as exc:
+                raise RegistryError("MANIFEST_UNKNOWN", str(exc)) from None
+
+
+async def _read_limited(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > MAX_BODY_BYTES:
+            raise _bad(f"signature entry is larger than {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def signature_routes(services: Services) -> list[BaseRoute]:
+    """The `/extensions/v2/.../signatures/<digest>` route (GET, PUT)."""
+    endpoint = SignatureEndpoints(services)
+    return [Route("/extensions/v2/{rest:path}", endpoint, methods=["GET", "PUT"])]

@@ -1,0 +1,151 @@
+"""An in-process registry app for endpoint tests: SQLite in a temp dir, in-memory blobs.
+
+Authorization is the real masters-only seam: `ADMIN` (system:masters) may do anything,
+`ALICE` is authenticated but denied, and no header is the anonymous user.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from imageregistry.auth.authn import Authenticator
+from imageregistry.auth.authorizer import MastersOnlyAuthorizer
+from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_token
+from imageregistry.config import Settings
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.engine import open_engine
+from imageregistry.oci.routes import oci_routes
+from imageregistry.services import Services
+from imageregistry.storage.memory import InMemoryBlobStore
+
+ADMIN = "admin-token"
+ALICE = "alice-token"
+REPO = "team/app"
+
+
+class FakeTokens:
+    def __init__(self) -> None:
+        self.known = {
+            hash_token(ADMIN): ("system:admin", ("system:masters",)),
+            hash_token(ALICE): ("alice", ()),
+        }
+
+    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
+        return self.known.get(token_sha256)
+
+
+def build_services(tmp: Path) -> Services:
+    db = Database(open_engine(f"sqlite:///{tmp / 'registry.db'}"))
+    authn = Authenticator(FakeTokens(), TokenSigner(generate_signing_key()), "test-audience")
+    return Services(
+        settings=Settings(data_dir=tmp, plain_http=True),
+        db=db,
+        blobs=InMemoryBlobStore(),
+        authn=authn,
+        authz=MastersOnlyAuthorizer(),
+        clock=lambda: datetime.now(UTC),
+    )
+
+
+@pytest.fixture
+def services(tmp_path: Path) -> Iterator[Services]:
+    built = build_services(tmp_path)
+    yield built
+    built.db.dispose()
+
+
+@pytest.fixture
+def client(services: Services) -> Iterator[TestClient]:
+    app = Starlette(routes=oci_routes(services))
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+        yield c
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@dataclass(frozen=True)
+class Image:
+    config: bytes
+    layers: tuple[bytes, ...]
+    manifest: bytes
+
+    @property
+    def digest(self) -> str:
+        return sha(self.manifest)
+
+
+def make_image(
+    seed: str = "a", *, media_type: str = "application/vnd.oci.image.manifest.v1+json"
+) -> Image:
+    config = json.dumps(
+        {
+            "created": "2024-05-01T10:00:00.123456789Z",
+            "architecture": "amd64",
+            "os": "linux",
+            "author": "tester",
+            "config": {"Env": ["A=1"], "Cmd": ["sh"], "Labels": {"k": "v"}, "User": ""},
+            "rootfs": {"type": "layers", "diff_ids": []},
+            "seed": seed,
+        }
+    ).encode()
+    layers = (f"layer-one-{seed}".encode(), f"layer-two-{seed}".encode())
+    oci = media_type.startswith("application/vnd.oci")
+    config_type = (
+        "application/vnd.oci.image.config.v1+json"
+        if oci
+        else "application/vnd.docker.container.image.v1+json"
+    )
+    layer_type = (
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+        if oci
+        else "application/vnd.docker.image.rootfs.diff.tar.gzip"
+    )
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": media_type,
+            "config": {"mediaType": config_type, "digest": sha(config), "size": len(config)},
+            "layers": [
+                {"mediaType": layer_type, "digest": sha(layer), "size": len(layer)}
+                for layer in layers
+            ],
+            "annotations": None,
+        }
+    ).encode()
+    return Image(config, layers, manifest)
+
+
+def push_blob(client: TestClient, data: bytes, repo: str = REPO) -> None:
+    r = client.post(f"/v2/{repo}/blobs/uploads/", params={"digest": sha(data)}, content=data)
+    assert r.status_code == 201, r.text
+
+
+def push_image(
+    client: TestClient, image: Image, ref: str = "latest", repo: str = REPO
+) -> str:
+    for blob in (image.config, *image.layers):
+        push_blob(client, blob, repo)
+    media_type = json.loads(image.manifest)["mediaType"]
+    r = client.put(
+        f"/v2/{repo}/manifests/{ref}",
+        content=image.manifest,
+        headers={"Content-Type": media_type},
+    )
+    assert r.status_code == 201, r.text
+    return image.digest
