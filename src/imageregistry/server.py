@@ -21,6 +21,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
 from imageregistry.apiserver.routes import api_routes
+from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.rbac_store import build_authorizer
@@ -75,6 +76,7 @@ def build_app(services: Services) -> Starlette:
         Route("/version", version, methods=["GET"]),
     ]
     routes += oci_routes(services)
+    routes += usage_routes(services)
     routes += api_routes(services)
 
     @contextlib.asynccontextmanager
