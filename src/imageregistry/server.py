@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
@@ -31,6 +32,7 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tokens import ServiceAccountLookup, TokenStore, get_or_create_secret
 from imageregistry.oci.routes import oci_routes
+from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store
 
@@ -75,6 +77,7 @@ def build_app(services: Services) -> Starlette:
         Route("/livez", healthz, methods=["GET", "HEAD"]),
         Route("/version", version, methods=["GET"]),
     ]
+    routes += signature_routes(services)
     routes += oci_routes(services)
     routes += usage_routes(services)
     routes += api_routes(services)
@@ -84,7 +87,11 @@ def build_app(services: Services) -> Starlette:
         yield
         services.db.dispose()
 
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        middleware=[Middleware(SignatureHeaderMiddleware)],
+    )
     app.state.services = services
     return app
 

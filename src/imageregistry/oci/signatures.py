@@ -142,7 +142,7 @@ class SignatureEndpoints:
         self.services = services
         self.gate = RegistryGate(services)
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         try:
             repo, digest = _target(request)
             if request.method == "PUT":
@@ -204,4 +204,4 @@ async def _read_limited(request: Request) -> bytes:
 def signature_routes(services: Services) -> list[BaseRoute]:
     """The `/extensions/v2/.../signatures/<digest>` route (GET, PUT)."""
     endpoint = SignatureEndpoints(services)
-    return [Route("/extensions/v2/{rest:path}", endpoint, methods=["GET", "PUT"])]
+    return [Route("/extensions/v2/{rest:path}", endpoint.handle, methods=["GET", "PUT"])]
