@@ -1,0 +1,182 @@
+"""SQL for registry garbage collection: what is unreferenced, and the mark/forget steps.
+
+A blob is a candidate when its hold has expired and no remaining manifest uses it: not as
+a layer or config (`manifest_blobs`), not as the manifest's own bytes (`manifests`), not
+as a manifest an index lists (`manifest_children`). Marking runs in a write transaction:
+select candidates (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so replicas share the work
+and never wait on a push holding the row), re-check references with a fresh statement
+now that the rows are locked (a READ COMMITTED subquery only sees references committed
+before the statement began; a push that committed in between is seen by the re-check),
+then flip the survivors to `deleting`. Reference-creating paths lock the same row and
+refuse `deleting`, so after the commit nothing can start using these blobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, delete, exists, select, update
+
+from imageregistry.metadata.db import Database, as_utc
+from imageregistry.metadata.prune_runs import DONE, mark_irreversible
+from imageregistry.metadata.tables import (
+    blobs,
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    prune_runs,
+    repositories,
+    repository_blobs,
+    uploads,
+)
+from imageregistry.prune.gc import AbandonedUpload, BlobCandidate, StaleLink
+
+PRESENT, DELETING = "present", "deleting"
+
+
+def _referenced(digest: Any) -> ColumnElement[bool]:
+    return (
+        exists().where(manifest_blobs.c.blob_digest == digest)
+        | exists().where(manifests.c.digest == digest)
+        | exists().where(manifest_children.c.child_digest == digest)
+    )
+
+
+def _candidate_filter(now: datetime) -> ColumnElement[bool]:
+    return and_(blobs.c.state == PRESENT, blobs.c.hold_until <= now, ~_referenced(blobs.c.digest))
+
+
+def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class SqlGcStore:
+    """The GC steps over the metadata database (implements `prune.gc.GcStore`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def candidates(self, now: datetime) -> list[BlobCandidate]:
+        """Dry-run view: unreferenced blobs past their hold, plus unfinished deletions."""
+        query = (
+            select(blobs.c.digest, blobs.c.size)
+            .where(_candidate_filter(now) | (blobs.c.state == DELETING))
+            .order_by(blobs.c.digest)
+        )
+        with self._db.read() as conn:
+            return [BlobCandidate(d, int(s)) for d, s in conn.execute(query)]
+
+    def unfinished(self) -> list[BlobCandidate]:
+        """Blobs a crashed or concurrent GC flipped to `deleting` (safe to finish)."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(blobs.c.digest, blobs.c.size).where(blobs.c.state == DELETING)
+            )
+            return [BlobCandidate(d, int(s)) for d, s in rows]
+
+    def mark_deleting(self, now: datetime, limit: int) -> list[BlobCandidate]:
+        """Flip up to `limit` candidates to `deleting` and commit; return them."""
+        query = select(blobs.c.digest, blobs.c.size).where(_candidate_filter(now)).limit(limit)
+        if not self._db.is_sqlite:
+            query = query.with_for_update(skip_locked=True, of=blobs)
+        with self._db.write() as conn:
+            rows = {d: int(s) for d, s in conn.execute(query)}
+            if not rows:
+                return []
+            recheck = select(blobs.c.digest).where(
+                blobs.c.digest.in_(list(rows)), _referenced(blobs.c.digest)
+            )
+            for digest in conn.execute(recheck).scalars():
+                rows.pop(digest, None)
+            if rows:
+                conn.execute(
+                    update(blobs).where(blobs.c.digest.in_(list(rows))).values(state=DELETING)
+                )
+        return [BlobCandidate(d, s) for d, s in sorted(rows.items())]
+
+    def forget_blobs(self, digests: Sequence[str], now: datetime) -> list[str]:
+        """Drop rows and links of deleted blobs; return prune runs made irreversible."""
+        with self._db.write() as conn:
+            for chunk in _chunks(digests):
+                conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_(chunk)))
+                conn.execute(
+                    delete(blobs).where(blobs.c.digest.in_(chunk), blobs.c.state == DELETING)
+                )
+            return mark_irreversible(conn, digests, now)
+
+    def runs_affected(self, digests: Iterable[str]) -> list[str]:
+        """Prune runs a sweep of `digests` would make irreversible (for the dry run)."""
+        gone = set(digests)
+        with self._db.read() as conn:
+            rows = conn.execute(
+                select(prune_runs.c.id, prune_runs.c.removed).where(prune_runs.c.state == DONE)
+            ).all()
+        return [
+            r for r, removed in rows if gone.intersection((removed or {}).get("blobDigests", ()))
+        ]
+
+    def _stale_link_query(self) -> Any:
+        no_blob = ~exists().where(blobs.c.digest == repository_blobs.c.digest)
+        no_repo = ~exists().where(repositories.c.id == repository_blobs.c.repository_id)
+        return (
+            select(repository_blobs.c.repository_id, repository_blobs.c.digest)
+            .add_columns(repositories.c.namespace, repositories.c.name)
+            .select_from(
+                repository_blobs.outerjoin(
+                    repositories, repositories.c.id == repository_blobs.c.repository_id
+                )
+            )
+            .where(no_blob | no_repo)
+        )
+
+    def stale_links(self) -> list[StaleLink]:
+        with self._db.read() as conn:
+            rows = conn.execute(self._stale_link_query())
+            return [StaleLink(int(r), d, ns or "", n or "") for r, d, ns, n in rows]
+
+    def remove_stale_links(self, links: Sequence[StaleLink]) -> int:
+        removed = 0
+        with self._db.write() as conn:
+            for link in links:
+                result = conn.execute(
+                    delete(repository_blobs).where(
+                        repository_blobs.c.repository_id == link.repository_id,
+                        repository_blobs.c.digest == link.digest,
+                        ~exists().where(blobs.c.digest == repository_blobs.c.digest)
+                        | ~exists().where(repositories.c.id == repository_blobs.c.repository_id),
+                    )
+                )
+                removed += result.rowcount
+        return removed
+
+    def abandoned_uploads(self, now: datetime, max_age: timedelta) -> list[AbandonedUpload]:
+        cutoff = now - max_age
+        query = select(uploads.c.id, uploads.c.namespace, uploads.c.name, uploads.c.updated).where(
+            uploads.c.updated < cutoff
+        )
+        with self._db.read() as conn:
+            return [
+                AbandonedUpload(i, f"{ns}/{n}", as_utc(u)) for i, ns, n, u in conn.execute(query)
+            ]
+
+    def known_uploads(self) -> set[str]:
+        with self._db.read() as conn:
+            return set(conn.execute(select(uploads.c.id)).scalars())
+
+    def forget_upload(self, upload_id: str, cutoff: datetime) -> None:
+        with self._db.write() as conn:
+            conn.execute(
+                delete(uploads).where(uploads.c.id == upload_id, uploads.c.updated < cutoff)
+            )
+
+    def known_blobs(self, digests: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        with self._db.read() as conn:
+            for chunk in _chunks(digests):
+                found.update(
+                    conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(chunk))).scalars()
+                )
+        return found

@@ -1,0 +1,242 @@
+"""Prune run records: what a confirmed prune removed, restoring it, and GC's veto on undo.
+
+Every confirmed prune writes one `prune_runs` row holding the rows it deleted (see
+`prune_queries.SqlPruneDeleter`). `restore_run` puts them back as long as every blob the
+removed images used is still stored; registry GC marks a run `irreversible` when it
+reclaims such a blob (`mark_irreversible`), and the undo then refuses with that reason.
+Restoring is idempotent with respect to later pushes: an image pushed again since the
+prune is left as it is, and a tag history item keeps its original id (and thus its place
+in the history, which is ordered by id) unless that id has been reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, RowMapping, insert, select, update
+
+from imageregistry.metadata.db import as_utc, record_change
+from imageregistry.metadata.prune_queries import (
+    IMAGE_STREAMS,
+    IMAGES,
+    repository_ids,
+    row_from_json,
+)
+from imageregistry.metadata.tables import (
+    blobs,
+    manifest_blobs,
+    manifest_children,
+    manifests,
+    prune_runs,
+    repositories,
+    repository_manifests,
+    signatures,
+    tag_events,
+)
+
+DONE, UNDONE, IRREVERSIBLE = "done", "undone", "irreversible"
+
+
+@dataclass(frozen=True)
+class PruneRun:
+    id: str
+    created: datetime
+    user: str
+    state: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    removed: Mapping[str, Any] = field(default_factory=dict)
+
+
+class UndoRefused(Exception):
+    """The run cannot be restored; the message says why."""
+
+
+class RunNotFound(UndoRefused):
+    pass
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    run_id: str
+    images: int
+    tag_events: int
+    streams: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+
+def record_run(
+    conn: Connection,
+    run_id: str,
+    user: str,
+    options: Mapping[str, Any],
+    removed: Mapping[str, Any],
+    summary: Mapping[str, Any],
+    now: datetime,
+) -> None:
+    conn.execute(
+        insert(prune_runs).values(
+            id=run_id,
+            created=now,
+            user=user,
+            options=dict(options),
+            removed=dict(removed),
+            state=DONE,
+            summary=dict(summary),
+        )
+    )
+
+
+def _to_run(row: RowMapping, with_removed: bool) -> PruneRun:
+    return PruneRun(
+        id=row["id"],
+        created=as_utc(row["created"]),
+        user=row["user"],
+        state=row["state"],
+        options=row["options"] or {},
+        summary=row["summary"] or {},
+        removed=(row["removed"] or {}) if with_removed else {},
+    )
+
+
+def get_run(conn: Connection, run_id: str, with_removed: bool = True) -> PruneRun | None:
+    row = conn.execute(select(prune_runs).where(prune_runs.c.id == run_id)).mappings().first()
+    return None if row is None else _to_run(row, with_removed)
+
+
+def list_runs(conn: Connection) -> list[PruneRun]:
+    rows = conn.execute(select(prune_runs).order_by(prune_runs.c.created.desc())).mappings()
+    return [_to_run(r, False) for r in rows]
+
+
+def mark_irreversible(conn: Connection, reclaimed: Iterable[str], now: datetime) -> list[str]:
+    """Flag `done` runs whose images used any reclaimed blob; return their ids."""
+    gone = set(reclaimed)
+    if not gone:
+        return []
+    marked: list[str] = []
+    rows = conn.execute(
+        select(prune_runs.c.id, prune_runs.c.removed, prune_runs.c.summary).where(
+            prune_runs.c.state == DONE
+        )
+    )
+    for run_id, removed, summary in rows.all():
+        if gone.intersection((removed or {}).get("blobDigests", ())):
+            note = {**(summary or {}), "irreversibleSince": now.isoformat()}
+            conn.execute(
+                update(prune_runs)
+                .where(prune_runs.c.id == run_id)
+                .values(state=IRREVERSIBLE, summary=note)
+            )
+            marked.append(run_id)
+    return marked
+
+
+def _check_restorable(conn: Connection, run: PruneRun, lock: bool) -> None:
+    if run.state == UNDONE:
+        raise UndoRefused(f"prune run {run.id} has already been undone")
+    if run.state == IRREVERSIBLE:
+        raise UndoRefused(
+            f"prune run {run.id} cannot be undone: registry garbage collection has "
+            "reclaimed blobs used by the images it removed"
+        )
+    wanted = set(run.removed.get("blobDigests", ()))
+    query = select(blobs.c.digest).where(blobs.c.digest.in_(wanted), blobs.c.state == "present")
+    if lock:
+        # Same row lock the push path and GC take, so GC cannot flip these mid-restore.
+        query = query.with_for_update()
+    present = set(conn.execute(query).scalars()) if wanted else set()
+    missing = wanted - present
+    if missing:
+        raise UndoRefused(
+            f"prune run {run.id} cannot be undone: {len(missing)} blob(s) its images used "
+            "have been reclaimed by registry garbage collection"
+        )
+
+
+def _restore_image(conn: Connection, image: Mapping[str, Any], repo_ids: Mapping[Any, int]) -> bool:
+    digest = image["manifest"]["digest"]
+    exists_now = conn.execute(
+        select(manifests.c.digest).where(manifests.c.digest == digest)
+    ).first()
+    if exists_now is None:
+        version = record_change(conn, IMAGES, "", digest, "ADDED")
+        row = row_from_json(manifests, image["manifest"]) | {"resource_version": version}
+        conn.execute(insert(manifests).values(**row))
+        for table, key in ((manifest_blobs, "blobs"), (manifest_children, "children")):
+            for item in image[key]:
+                conn.execute(insert(table).values(**row_from_json(table, item)))
+        for item in image["signatures"]:
+            values = row_from_json(signatures, item)
+            values.pop("id", None)
+            conn.execute(insert(signatures).values(**values))
+    for link in image["repositories"]:
+        repo_id = repo_ids.get((link["namespace"], link["name"]))
+        if repo_id is None:
+            continue
+        linked = conn.execute(
+            select(repository_manifests.c.digest).where(
+                repository_manifests.c.repository_id == repo_id,
+                repository_manifests.c.digest == digest,
+            )
+        ).first()
+        if linked is None:
+            conn.execute(
+                insert(repository_manifests).values(
+                    repository_id=repo_id,
+                    digest=digest,
+                    created=datetime.fromisoformat(link["created"]),
+                )
+            )
+    return exists_now is None
+
+
+def _restore_event(conn: Connection, event: Mapping[str, Any], repo_id: int) -> None:
+    values = row_from_json(tag_events, event) | {"repository_id": repo_id}
+    taken = conn.execute(select(tag_events.c.id).where(tag_events.c.id == values["id"])).first()
+    if taken is not None:
+        values.pop("id")
+    conn.execute(insert(tag_events).values(**values))
+
+
+def restore_run(conn: Connection, run_id: str, now: datetime, lock: bool) -> RestoreResult:
+    run = get_run(conn, run_id)
+    if run is None:
+        raise RunNotFound(f'prune run "{run_id}" not found')
+    _check_restorable(conn, run, lock)
+    events = run.removed.get("tagEvents", [])
+    images = run.removed.get("images", [])
+    paths = [(e["namespace"], e["stream"]) for e in events]
+    paths += [(r["namespace"], r["name"]) for i in images for r in i["repositories"]]
+    repo_ids = repository_ids(conn, paths)
+    restored_images = sum(1 for image in images if _restore_image(conn, image, repo_ids))
+    skipped: list[str] = []
+    touched: set[tuple[str, str]] = set()
+    for event in events:
+        key = (event["namespace"], event["stream"])
+        if key not in repo_ids:
+            skipped.append(f"{key[0]}/{key[1]}:{event['tag']} (image stream no longer exists)")
+            continue
+        _restore_event(conn, event, repo_ids[key])
+        touched.add(key)
+    for namespace, name in sorted(touched):
+        version = record_change(conn, IMAGE_STREAMS, namespace, name, "MODIFIED")
+        conn.execute(
+            update(repositories)
+            .where(repositories.c.id == repo_ids[(namespace, name)])
+            .values(resource_version=version)
+        )
+    summary = {**run.summary, "undone": now.isoformat()}
+    conn.execute(
+        update(prune_runs).where(prune_runs.c.id == run_id).values(state=UNDONE, summary=summary)
+    )
+    return RestoreResult(
+        run_id,
+        restored_images,
+        len(events) - len(skipped),
+        tuple(f"{n}/{s}" for n, s in sorted(touched)),
+        tuple(skipped),
+    )

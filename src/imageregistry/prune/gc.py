@@ -1,0 +1,222 @@
+"""Registry garbage collection: mark from the database, then sweep through a deleter.
+
+architecture.md, "GC": decide from the reference tables, never by walking storage. The
+plan (`GcPlan`) lists blobs no remaining manifest uses whose hold has expired, repository
+links whose blob or stream is gone, and uploads idle longer than the configured age. A
+dry run describes the plan; a confirmed run sweeps in batches: flip candidates to
+`deleting` and commit (`GcStore.mark_deleting`), delete the bytes, then drop the rows.
+Blobs a previous run left in `deleting` (crash, or another replica mid-sweep) are
+finished first; deleting bytes and rows is idempotent, so two replicas may overlap.
+Prune runs whose images used a reclaimed blob become irreversible.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from imageregistry.content.digest import Digest
+from imageregistry.storage.driver import StoredUpload
+from imageregistry.storage.errors import UploadNotFound
+
+
+@dataclass(frozen=True)
+class BlobCandidate:
+    digest: str
+    size: int
+
+
+@dataclass(frozen=True)
+class StaleLink:
+    repository_id: int
+    digest: str
+    namespace: str
+    name: str
+
+
+@dataclass(frozen=True)
+class AbandonedUpload:
+    upload_id: str
+    repository: str  # ns/stream, "" when only the store knows the session
+    updated: datetime
+
+
+@dataclass(frozen=True)
+class GcResult:
+    """A dry run's plan or a confirmed run's outcome (same shape, same printing)."""
+
+    dry_run: bool
+    blobs: tuple[BlobCandidate, ...]
+    stale_links: tuple[StaleLink, ...] = ()
+    uploads: tuple[AbandonedUpload, ...] = ()
+    irreversible_runs: tuple[str, ...] = ()
+    failed: tuple[tuple[str, str], ...] = field(default=())  # (what, error)
+
+    @property
+    def size(self) -> int:
+        return sum(b.size for b in self.blobs)
+
+
+class GcStore(Protocol):
+    """The database side of GC (`metadata.gc_queries.SqlGcStore`)."""
+
+    def candidates(self, now: datetime) -> list[BlobCandidate]: ...
+    def unfinished(self) -> list[BlobCandidate]: ...
+    def mark_deleting(self, now: datetime, limit: int) -> list[BlobCandidate]: ...
+    def forget_blobs(self, digests: Sequence[str], now: datetime) -> list[str]: ...
+    def runs_affected(self, digests: Sequence[str]) -> list[str]: ...
+    def stale_links(self) -> list[StaleLink]: ...
+    def remove_stale_links(self, links: Sequence[StaleLink]) -> int: ...
+    def abandoned_uploads(self, now: datetime, max_age: timedelta) -> list[AbandonedUpload]: ...
+    def known_uploads(self) -> set[str]: ...
+    def forget_upload(self, upload_id: str, cutoff: datetime) -> None: ...
+
+
+class BlobDeleter(Protocol):
+    async def delete_blob(self, digest: str) -> None:
+        """Delete the blob's bytes (absent bytes are not an error)."""
+
+
+class UploadStore(Protocol):
+    """The part of `BlobStore` abandoned-upload cleanup needs."""
+
+    async def cancel_upload(self, upload_id: str) -> None: ...
+    def iter_uploads(self) -> AsyncIterator[StoredUpload]: ...
+
+
+class ByteDeleter(Protocol):
+    async def delete(self, digest: Digest) -> bool: ...
+
+
+class StoreBlobDeleter:
+    """Deletes bytes from a blob store."""
+
+    def __init__(self, store: ByteDeleter) -> None:
+        self._store = store
+
+    async def delete_blob(self, digest: str) -> None:
+        await self._store.delete(Digest.parse(digest))
+
+
+class DescribingBlobDeleter:
+    """Dry run: records what would be deleted."""
+
+    def __init__(self) -> None:
+        self.described: list[str] = []
+
+    async def delete_blob(self, digest: str) -> None:
+        self.described.append(digest)
+
+
+@dataclass(frozen=True)
+class GcSettings:
+    upload_max_age: timedelta
+    # Bytes the database does not know are reported only when older than this.
+    reconcile_grace: timedelta = timedelta(days=1)
+    batch: int = 500
+
+
+Progress = Callable[[str], None]
+
+
+async def _abandoned(
+    store: GcStore, uploads: UploadStore, now: datetime, max_age: timedelta
+) -> list[AbandonedUpload]:
+    found = await asyncio.to_thread(store.abandoned_uploads, now, max_age)
+    known = await asyncio.to_thread(store.known_uploads)
+    listed = {u.upload_id for u in found}
+    async for staged in uploads.iter_uploads():
+        if staged.upload_id in known or staged.upload_id in listed:
+            continue
+        if staged.modified < now - max_age:
+            found.append(AbandonedUpload(staged.upload_id, "", staged.modified))
+    return sorted(found, key=lambda u: u.upload_id)
+
+
+async def plan_gc(
+    store: GcStore, uploads: UploadStore, now: datetime, settings: GcSettings
+) -> GcResult:
+    """The dry run: what a confirmed run would do now."""
+    blobs = await asyncio.to_thread(store.candidates, now)
+    describer = DescribingBlobDeleter()
+    for blob in blobs:
+        await describer.delete_blob(blob.digest)
+    links = await asyncio.to_thread(store.stale_links)
+    abandoned = await _abandoned(store, uploads, now, settings.upload_max_age)
+    runs = await asyncio.to_thread(store.runs_affected, describer.described)
+    return GcResult(True, tuple(blobs), tuple(links), tuple(abandoned), tuple(runs))
+
+
+async def _sweep_batch(
+    store: GcStore,
+    deleter: BlobDeleter,
+    batch: Sequence[BlobCandidate],
+    now: datetime,
+    failed: list[tuple[str, str]],
+) -> tuple[list[BlobCandidate], list[str]]:
+    done: list[BlobCandidate] = []
+    for blob in batch:
+        try:
+            await deleter.delete_blob(blob.digest)
+        except Exception as exc:  # leave it `deleting`; the next run retries
+            failed.append((blob.digest, str(exc) or repr(exc)))
+            continue
+        done.append(blob)
+    runs = await asyncio.to_thread(store.forget_blobs, [b.digest for b in done], now)
+    return done, runs
+
+
+async def _sweep_uploads(
+    store: GcStore,
+    uploads: UploadStore,
+    now: datetime,
+    settings: GcSettings,
+    failed: list[tuple[str, str]],
+) -> list[AbandonedUpload]:
+    removed: list[AbandonedUpload] = []
+    cutoff = now - settings.upload_max_age
+    for upload in await _abandoned(store, uploads, now, settings.upload_max_age):
+        try:
+            with contextlib.suppress(UploadNotFound):
+                await uploads.cancel_upload(upload.upload_id)
+            await asyncio.to_thread(store.forget_upload, upload.upload_id, cutoff)
+        except Exception as exc:
+            failed.append((f"upload {upload.upload_id}", str(exc) or repr(exc)))
+            continue
+        removed.append(upload)
+    return removed
+
+
+async def run_gc(
+    store: GcStore,
+    deleter: BlobDeleter,
+    uploads: UploadStore,
+    now: datetime,
+    settings: GcSettings,
+    progress: Progress | None = None,
+) -> GcResult:
+    """A confirmed run: sweep unfinished deletions, then mark and sweep batch by batch."""
+    deleted: list[BlobCandidate] = []
+    failed: list[tuple[str, str]] = []
+    irreversible: list[str] = []
+    batch = await asyncio.to_thread(store.unfinished)
+    while True:
+        if batch:
+            done, runs = await _sweep_batch(store, deleter, batch, now, failed)
+            deleted += done
+            irreversible += runs
+            if progress:
+                progress(f"deleted {len(deleted)} blobs")
+        batch = await asyncio.to_thread(store.mark_deleting, now, settings.batch)
+        if not batch:
+            break
+    links = await asyncio.to_thread(store.stale_links)
+    await asyncio.to_thread(store.remove_stale_links, links)
+    abandoned = await _sweep_uploads(store, uploads, now, settings, failed)
+    return GcResult(
+        False, tuple(deleted), tuple(links), tuple(abandoned), tuple(irreversible), tuple(failed)
+    )

@@ -1,0 +1,123 @@
+"""Prune, undo and GC as operations on the shared services: the API resources call these.
+
+`Pruner.prune` loads the snapshot, plans and executes in one database transaction, so the
+plan the caller sees is exactly what was applied (architecture.md, "Compute first, act
+second"). A dry run reads in a read transaction and executes with describing deleters; a
+confirmed run deletes through `SqlPruneDeleter` and records a `prune_runs` row an undo can
+restore from. On PostgreSQL, confirmed prunes serialize on a transaction-scoped advisory
+lock; on SQLite the write transaction already does (BEGIN IMMEDIATE).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import text
+
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.gc_queries import SqlGcStore
+from imageregistry.metadata.prune_queries import SqlPruneDeleter, load_snapshot
+from imageregistry.metadata.prune_runs import RestoreResult, record_run, restore_run
+from imageregistry.prune.executor import (
+    DescribingImageDeleter,
+    DescribingTagEventDeleter,
+    PruneResult,
+    Step,
+    execute_prune,
+)
+from imageregistry.prune.gc import GcResult, GcSettings, StoreBlobDeleter, plan_gc, run_gc
+from imageregistry.prune.inuse import InUse, gather_in_use, host_of
+from imageregistry.prune.options import PruneOptions
+from imageregistry.prune.planner import PrunePlan, plan_prune
+from imageregistry.prune.reconcile import ReconcileResult, reconcile
+from imageregistry.storage.driver import BlobStore
+
+_PRUNE_LOCK = 0x5052554E  # "PRUN": pg_advisory_xact_lock key for confirmed prunes
+
+
+@dataclass(frozen=True)
+class PruneOutcome:
+    plan: PrunePlan
+    result: PruneResult
+    in_use: InUse
+    run_id: str = ""
+
+
+def new_run_id(now: datetime) -> str:
+    return f"prune-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+class Pruner:
+    """Image pruning, undo and registry GC over one database and blob store."""
+
+    def __init__(
+        self,
+        db: Database,
+        blobs: BlobStore,
+        clock: Callable[[], datetime],
+        gc_settings: GcSettings,
+        registry_hosts: Iterable[str] = (),
+    ) -> None:
+        self._db = db
+        self._blobs = blobs
+        self._clock = clock
+        self._gc_settings = gc_settings
+        self._hosts = tuple(registry_hosts)
+
+    def in_use(self, options: PruneOptions) -> InUse:
+        hosts = [host_of(options.registry_url)] if options.registry_url else list(self._hosts)
+        return gather_in_use(options.keep_referenced, hosts, options.ignore_invalid_refs)
+
+    def prune(
+        self,
+        options: PruneOptions,
+        user: str,
+        dry_run: bool,
+        progress: Callable[[Step], None] | None = None,
+    ) -> PruneOutcome:
+        """Plan and (unless `dry_run`) apply; raises `InvalidReferences` for bad refs."""
+        in_use = self.in_use(options)
+        now = self._clock()
+        if dry_run:
+            with self._db.read() as conn:
+                plan = plan_prune(load_snapshot(conn), options, in_use, now)
+            result = execute_prune(
+                plan, DescribingTagEventDeleter(), DescribingImageDeleter(), True, progress
+            )
+            return PruneOutcome(plan, result, in_use)
+        with self._db.write() as conn:
+            if not self._db.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PRUNE_LOCK})
+            plan = plan_prune(load_snapshot(conn), options, in_use, now)
+            deleter = SqlPruneDeleter(conn)
+            result = execute_prune(plan, deleter, deleter, False, progress)
+            run_id = ""
+            removed = deleter.removed()
+            if removed["tagEvents"] or removed["images"]:
+                run_id = new_run_id(now)
+                summary = {"line": result.summary(), "failed": len(result.failures)}
+                record_run(conn, run_id, user, options.to_spec(), removed, summary, now)
+        return PruneOutcome(plan, result, in_use, run_id)
+
+    def undo(self, run_id: str) -> RestoreResult:
+        """Restore a confirmed run; raises `UndoRefused` / `RunNotFound`."""
+        with self._db.write() as conn:
+            return restore_run(conn, run_id, self._clock(), lock=not self._db.is_sqlite)
+
+    async def gc(self, dry_run: bool) -> GcResult:
+        store = SqlGcStore(self._db)
+        now = self._clock()
+        if dry_run:
+            return await plan_gc(store, self._blobs, now, self._gc_settings)
+        return await run_gc(
+            store, StoreBlobDeleter(self._blobs), self._blobs, now, self._gc_settings
+        )
+
+    async def reconcile(self, dry_run: bool) -> ReconcileResult:
+        store = SqlGcStore(self._db)
+        return await reconcile(
+            store, self._blobs, self._clock(), self._gc_settings.reconcile_grace, dry_run
+        )
