@@ -3,7 +3,18 @@
 from __future__ import annotations
 
 from imageregistry.apiserver.resource import ResourceHandler
-from imageregistry.apiserver.resources.namespaces import Namespaces, ensure_namespace
+from imageregistry.apiserver.resources.image_views import (
+    ImageStreamImages,
+    ImageStreamMappings,
+    ImageStreamTags,
+)
+from imageregistry.apiserver.resources.images import Images, ImageStreams, namespace_cleanup
+from imageregistry.apiserver.resources.imagesignatures import ImageSignatures
+from imageregistry.apiserver.resources.namespaces import (
+    NamespaceCleanup,
+    Namespaces,
+    ensure_namespace,
+)
 from imageregistry.apiserver.resources.rbac import (
     ClusterRoleBindings,
     ClusterRoles,
@@ -46,9 +57,17 @@ def build_handlers(services: Services) -> list[ResourceHandler]:
     return handlers
 
 
-def image_namespace_cleanups() -> tuple[object, ...]:
-    return ()
+def image_namespace_cleanups() -> tuple[NamespaceCleanup, ...]:
+    return (namespace_cleanup,)
 
 
 def image_handlers(services: Services) -> list[ResourceHandler]:
-    return []
+    db, host = services.db, services.settings.registry_host
+    return [
+        Images(db, host),
+        ImageStreams(db, host),
+        ImageStreamTags(db, host),
+        ImageStreamImages(db, host),
+        ImageStreamMappings(db, host),
+        ImageSignatures(db),
+    ]

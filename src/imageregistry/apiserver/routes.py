@@ -117,8 +117,7 @@ class ApiServer:
             parts[0] == "openapi"
             or len(parts) <= 1
             or (parts[0] == "apis" and len(parts) <= 3)
-            or (parts[:2] == ["api", "v1"]
-            and len(parts) == 2)
+            or (parts[:2] == ["api", "v1"] and len(parts) == 2)
         ):
             return await self._non_resource(request, user, parts, path)
         if parts[0] == "api" and parts[1] == "v1":

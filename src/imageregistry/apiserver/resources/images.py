@@ -1,0 +1,339 @@
+"""`image.alauda.io/v1` Image, ImageStream, ImageStreamTag, ImageStreamImage, ImageStreamMapping.
+
+These are views of the typed registry tables (`metadata.images`), not rows of the generic
+object store: an ImageStream is a repository with its tag history, an ImageStreamTag is a
+tag's current item, an ImageStreamImage an image as seen in a stream. Users may edit labels,
+annotations and the ImageStream spec; everything else is the registry's. Table columns are
+those of behaviour.md §2.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection
+
+from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.resource import (
+    ListOptions,
+    ListResult,
+    RequestContext,
+    ResourceHandler,
+    ResourceInfo,
+)
+from imageregistry.apiserver.selectors import field_predicate, label_predicate
+from imageregistry.apiserver.status import (
+    FieldCause,
+    already_exists,
+    bad_request,
+    conflict,
+    invalid,
+    not_found,
+)
+from imageregistry.apiserver.store import (
+    current_resource_version,
+    decode_continue,
+    encode_continue,
+    namespace_exists,
+)
+from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, age, created_age
+from imageregistry.metadata import images as q
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
+
+GROUP = "image.alauda.io"
+_STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}$")
+Filter = Callable[[dict[str, Any]], bool]
+
+
+def _filters(opts: ListOptions) -> list[Filter]:
+    out: list[Filter] = []
+    if opts.label_selector:
+        out.append(label_predicate(opts.label_selector))
+    if opts.field_selector:
+        out.append(field_predicate(opts.field_selector))
+    return out
+
+
+def _page(objs: Iterable[dict[str, Any]], opts: ListOptions, rv: str) -> ListResult:
+    filters = _filters(opts)
+    after = decode_continue(opts.continue_token) if opts.continue_token else None
+    items: list[dict[str, Any]] = []
+    token = ""
+    for obj in objs:
+        meta = obj["metadata"]
+        key = (meta.get("namespace", ""), meta["name"])
+        if after is not None and key <= after:
+            continue
+        if not all(f(obj) for f in filters):
+            continue
+        if opts.limit and len(items) == opts.limit:
+            last = items[-1]["metadata"]
+            token = encode_continue(last.get("namespace", ""), last["name"])
+            break
+        items.append(obj)
+    return ListResult(items, rv, token)
+
+
+def _check_rv(given: Any, current: str, plural: str, name: str) -> None:
+    if given and str(given) != current:
+        raise conflict(
+            plural,
+            GROUP,
+            name,
+            "the object has been modified; please apply your changes to the latest version and try again",
+        )
+
+
+def _user_data(body: dict[str, Any], keep_spec: bool) -> dict[str, Any]:
+    meta = body.get("metadata") or {}
+    out: dict[str, Any] = {}
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is not None and (
+            not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())
+        ):
+            raise invalid(
+                body.get("kind", ""),
+                GROUP,
+                str(meta.get("name", "")),
+                [FieldCause(f"metadata.{key}", "Invalid value: must map strings to strings")],
+            )
+        if value:
+            out[key] = value
+    if keep_spec and isinstance(body.get("spec"), dict):
+        out["spec"] = body["spec"]
+    return out
+
+
+class _ImageBase(ResourceHandler):
+    def __init__(self, db: Database, host: str) -> None:
+        self.db = db
+        self.host = host
+
+
+class Images(_ImageBase):
+    info = ResourceInfo(
+        GROUP,
+        "images",
+        "image",
+        "Image",
+        False,
+        verbs=("delete", "get", "list", "patch", "update", "watch"),
+    )
+    columns = (
+        NAME_COLUMN,
+        Column("Image Reference", description="The reference to pull this image"),
+    )
+    schema = ANY
+
+    def cells(self, obj: dict[str, Any], now: datetime) -> list[Any]:
+        return [obj["metadata"]["name"], obj.get("dockerImageReference", "")]
+
+    def get(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            obj = q.get_image(conn, name, self.host)
+        if obj is None:
+            raise not_found("images", GROUP, name)
+        return obj
+
+    def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
+        with self.db.read() as conn:
+            rv = current_resource_version(conn)
+            return _page(q.list_images(conn, self.host), opts, rv)
+
+    def update(
+        self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        current = self.get(ctx, namespace, name)
+        _check_rv(
+            (body.get("metadata") or {}).get("resourceVersion"),
+            current["metadata"]["resourceVersion"],
+            "images",
+            name,
+        )
+        user = _user_data(body, keep_spec=False)
+        (user.get("annotations") or {}).pop(q.MANAGED, None)
+        if not ctx.dry_run:
+            with self.db.write() as conn:
+                q.update_image_user_data(conn, name, user)
+        return self.get(ctx, namespace, name)
+
+    def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.get(ctx, namespace, name)
+        if not ctx.dry_run:
+            with self.db.write() as conn:
+                q.delete_image(conn, name)
+        return obj
+
+    def watch_keys(self) -> Iterable[str]:
+        return (IMAGES,)
+
+
+STREAM_SCHEMA = object_schema(
+    spec={"lookupPolicy": {"local": ANY}, "tags": ANY, "dockerImageRepository": ANY},
+    status=ANY,
+)
+
+
+class ImageStreams(_ImageBase):
+    info = ResourceInfo(
+        GROUP,
+        "imagestreams",
+        "imagestream",
+        "ImageStream",
+        True,
+        short_names=("is",),
+        categories=("all",),
+    )
+    columns = (
+        NAME_COLUMN,
+        Column("Image Repository", description="Where to pull images of this stream"),
+        Column("Tags", description="Tags of the stream"),
+        Column("Updated", description="When a tag last changed"),
+    )
+    schema = STREAM_SCHEMA
+    subresources = ("layers", "status")
+
+    def cells(self, obj: dict[str, Any], now: datetime) -> list[Any]:
+        tags = (obj.get("status") or {}).get("tags") or []
+        names = sorted((t["tag"] for t in tags), key=lambda t: (t != "latest", t))
+        created = [t["items"][0]["created"] for t in tags if t.get("items")]
+        updated = age(max(created), now) if created else ""
+        return [
+            obj["metadata"]["name"],
+            obj["status"]["dockerImageRepository"],
+            ",".join(names),
+            updated,
+        ]
+
+    def get(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
+        with self.db.read() as conn:
+            row = q.stream_row(conn, namespace, name)
+            if row is None:
+                raise not_found("imagestreams", GROUP, name)
+            return q.render_stream(conn, row, self.host)
+
+    def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
+        with self.db.read() as conn:
+            rv = current_resource_version(conn)
+            objs = [
+                q.render_stream(conn, row, self.host) for row in q.list_stream_rows(conn, namespace)
+            ]
+        return _page(objs, opts, rv)
+
+    def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        if not _STREAM_NAME.match(name) or len(name) > 255:
+            raise invalid(
+                "ImageStream",
+                GROUP,
+                name,
+                [
+                    FieldCause(
+                        "metadata.name",
+                        f'Invalid value: "{name}": must be a lowercase image repository name component',
+                    )
+                ],
+            )
+        user = _user_data(body, keep_spec=True)
+        with self.db.write() as conn:
+            if not namespace_exists(conn, namespace):
+                raise not_found("namespaces", "", namespace)
+            if q.stream_row(conn, namespace, name) is not None:
+                raise already_exists("imagestreams", GROUP, name)
+            if not ctx.dry_run:
+                q.create_stream(conn, namespace, name, user, ctx.clock())
+        if ctx.dry_run:
+            return {**body, "kind": "ImageStream", "apiVersion": q.IMAGE_API}
+        return self.get(ctx, namespace, name)
+
+    def update(
+        self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        user = _user_data(body, keep_spec=True)
+        with self.db.write() as conn:
+            row = q.stream_row(conn, namespace, name)
+            if row is None:
+                raise not_found("imagestreams", GROUP, name)
+            _check_rv(
+                (body.get("metadata") or {}).get("resourceVersion"),
+                str(row.resource_version),
+                "imagestreams",
+                name,
+            )
+            if user != (row.user_data or {}) and not ctx.dry_run:
+                q.update_stream_user_data(conn, row, user)
+        return self.get(ctx, namespace, name)
+
+    def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
+        obj = self.get(ctx, namespace, name)
+        if not ctx.dry_run:
+            with self.db.write() as conn:
+                row = q.stream_row(conn, namespace, name)
+                if row is not None:
+                    q.delete_stream(conn, row)
+        return obj
+
+    def subresource(
+        self,
+        ctx: RequestContext,
+        method: str,
+        namespace: str,
+        name: str,
+        sub: str,
+        body: dict[str, Any] | None,
+    ) -> tuple[int, dict[str, Any]]:
+        if method != "GET":
+            from imageregistry.apiserver.status import method_not_allowed
+
+            raise method_not_allowed(method, f"imagestreams/{sub}")
+        stream = self.get(ctx, namespace, name)
+        if sub == "status":
+            return 200, stream
+        return 200, self._layers(stream)
+
+    def _layers(self, stream: dict[str, Any]) -> dict[str, Any]:
+        blobs: dict[str, Any] = {}
+        images: dict[str, Any] = {}
+        with self.db.read() as conn:
+            for tag in stream["status"]["tags"]:
+                for item in tag["items"]:
+                    image = q.get_image(conn, item["image"], self.host)
+                    if image is None or item["image"] in images:
+                        continue
+                    layers = [layer["name"] for layer in image["dockerImageLayers"]]
+                    for layer in image["dockerImageLayers"]:
+                        blobs[layer["name"]] = {
+                            "size": layer["size"],
+                            "mediaType": layer["mediaType"],
+                        }
+                    entry: dict[str, Any] = {
+                        "layers": layers,
+                        "config": image["dockerImageMetadata"].get("id", ""),
+                    }
+                    if image.get("dockerImageManifests"):
+                        entry["manifests"] = [m["digest"] for m in image["dockerImageManifests"]]
+                    images[item["image"]] = entry
+        meta = {
+            k: stream["metadata"][k]
+            for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+        }
+        return {
+            "kind": "ImageStreamLayers",
+            "apiVersion": q.IMAGE_API,
+            "metadata": meta,
+            "blobs": blobs,
+            "images": images,
+        }
+
+    def watch_keys(self) -> Iterable[str]:
+        return (IMAGESTREAMS,)
+
+
+def namespace_cleanup(conn: Connection, namespace: str) -> None:
+    q.delete_namespace_streams(conn, namespace)
