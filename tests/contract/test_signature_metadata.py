@@ -15,6 +15,7 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.namespaces import create_namespace
 from imageregistry.metadata.tables import (
+    manifest_blobs,
     manifest_children,
     manifests,
     objects,
@@ -215,3 +216,72 @@ def test_policy_trusts_children_of_a_trusted_index(db: Database) -> None:
     with db.read() as conn:
         assert sm.signature_policy_allows(conn, "ns", OTHER) == (True, "")
         assert sm.signature_policy_allows(conn, "ns", INDEX) == (True, "")
+
+
+def test_apply_image_signatures_edits_trust_and_membership(db: Database) -> None:
+    import base64
+
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"1", NOW)
+        sm.add_signature(conn, f"{IMG}@two", "atomic", b"2", NOW)
+    entries = [
+        {"name": f"{IMG}@one", "type": "atomic", **TRUSTED},
+        {"name": f"{IMG}@new", "type": "cosign", "content": base64.b64encode(b"3").decode()},
+    ]
+    with db.write() as conn:
+        assert sm.apply_image_signatures(conn, IMG, entries, NOW)
+        assert not sm.apply_image_signatures(conn, IMG, entries, NOW)  # idempotent
+        assert not sm.apply_image_signatures(conn, IMG, None, NOW)
+    with db.read() as conn:
+        by_name = {s.name: s for s in sm.list_signatures(conn, IMG)}
+    assert set(by_name) == {f"{IMG}@one", f"{IMG}@new"}
+    assert sm.is_trusted(by_name[f"{IMG}@one"].status)
+    assert by_name[f"{IMG}@new"].content == b"3"
+
+
+@pytest.mark.parametrize(
+    ("entry", "needle"),
+    [
+        ({"name": f"{IMG}@one", "content": "Mg=="}, "immutable"),
+        ({"name": f"{IMG}@one", "conditions": [{"type": "Trusted", "status": "True"}]}, "together"),
+        ({"name": f"{IMG}@one", "imageIdentity": "x"}, "must be empty"),
+        ({"name": f"{OTHER}@one"}, "must be"),
+        ({"name": f"{IMG}@fresh"}, "required for a new signature"),
+        ("nope", "must be an object"),
+    ],
+)
+def test_apply_image_signatures_rejects_invalid(db: Database, entry: object, needle: str) -> None:
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"1", NOW)
+    with pytest.raises(sm.InvalidSignatureUpdate, match=needle), db.write() as conn:
+        sm.apply_image_signatures(conn, IMG, [entry], NOW)
+    with db.read() as conn:
+        assert [s.status for s in sm.list_signatures(conn, IMG)] == [{}]
+
+
+def test_policy_lets_cosign_signature_artifacts_through(db: Database) -> None:
+    _set_policy(db, "true")
+    sig_manifest = "sha256:" + "9" * 64
+    with db.write() as conn:
+        _image(conn, sig_manifest)
+        conn.execute(
+            insert(manifest_blobs).values(
+                manifest_digest=sig_manifest,
+                position=0,
+                blob_digest=OTHER,
+                size=3,
+                media_type=sm.COSIGN_LAYER_MEDIA_TYPE,
+            )
+        )
+        conn.execute(
+            insert(manifest_blobs).values(
+                manifest_digest=IMG,
+                position=0,
+                blob_digest=OTHER,
+                size=3,
+                media_type="application/vnd.oci.image.layer.v1.tar+gzip",
+            )
+        )
+    with db.read() as conn:
+        assert sm.signature_policy_allows(conn, "ns", sig_manifest) == (True, "")
+        assert not sm.signature_policy_allows(conn, "ns", IMG)[0]

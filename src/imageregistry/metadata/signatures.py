@@ -26,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import as_utc, record_change
 from imageregistry.metadata.tables import (
+    manifest_blobs,
     manifest_children,
     manifests,
     objects,
@@ -40,6 +41,7 @@ STATUS_KEYS = ("conditions", "imageIdentity", "signedClaims", "issuedBy", "issue
 # containers/image names extension signatures `<digest>@<32 hex>`; accept any sane suffix.
 _SIG_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TYPES = ("atomic", "cosign")
+COSIGN_LAYER_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 
 class SignatureError(Exception):
@@ -279,6 +281,8 @@ def signature_policy_allows(conn: Connection, namespace: str, digest: str) -> tu
     """
     if not namespace_requires_signatures(conn, namespace):
         return True, ""
+    if is_signature_artifact(conn, digest):
+        return True, ""  # verifiers must be able to fetch cosign signatures themselves
     parents = select(manifest_children.c.parent_digest).where(
         manifest_children.c.child_digest == digest
     )
@@ -292,5 +296,120 @@ def signature_policy_allows(conn: Connection, namespace: str, digest: str) -> tu
     )
 
 
+def is_signature_artifact(conn: Connection, digest: str) -> bool:
+    """Whether the manifest only carries cosign simple-signing layers (a signature, not an
+    image: a runtime cannot run it, and verifiers need to pull it)."""
+    types = (
+        conn.execute(
+            select(manifest_blobs.c.media_type).where(
+                manifest_blobs.c.manifest_digest == digest, manifest_blobs.c.position >= 0
+            )
+        )
+        .scalars()
+        .all()
+    )
+    return bool(types) and all(t == COSIGN_LAYER_MEDIA_TYPE for t in types)
+
+
 def has_signatures(conn: Connection, digest: str) -> bool:
     return bool(conn.execute(select(exists().where(signatures.c.image_digest == digest))).scalar())
+
+
+class InvalidSignatureUpdate(SignatureError):
+    """An Image update whose `signatures` cannot be applied; `causes` are (field, message)."""
+
+    def __init__(self, causes: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f}: {m}" for f, m in causes))
+        self.causes = causes
+
+
+def apply_image_signatures(conn: Connection, digest: str, entries: object, now: datetime) -> bool:
+    """Make the image's signatures equal the `signatures` list of an updated Image body.
+
+    How `ac adm verify-image-signature --save` and `kubectl edit`/`apply` change trust:
+    entries are matched by name; a stored signature's `type` and `content` are immutable,
+    its verification record is replaced after `validate_signature_object`; unknown names
+    are added (content required); stored names missing from the list are deleted.
+    `entries is None` means the body did not mention signatures: nothing changes.
+    Returns whether anything changed; raises `InvalidSignatureUpdate` before writing.
+    """
+    if entries is None:
+        return False
+    from imageregistry.signatures.verify import validate_signature_object
+
+    if not isinstance(entries, list):
+        raise InvalidSignatureUpdate([("signatures", "must be a list")])
+    stored = {s.name: s for s in list_signatures(conn, digest)}
+    causes: list[tuple[str, str]] = []
+    wanted: dict[str, tuple[str, bytes, dict[str, Any]]] = {}
+    for index, entry in enumerate(entries):
+        where = f"signatures[{index}]"
+        parsed = _parse_entry(entry, where, digest, stored, causes)
+        if parsed is None:
+            continue
+        name, sig_type, content, status = parsed
+        if name in wanted:
+            causes.append((f"{where}.name", f"duplicate signature {name}"))
+        causes += [(where, m) for m in validate_signature_object(status)]
+        wanted[name] = (sig_type, content, status)
+    if causes:
+        raise InvalidSignatureUpdate(causes)
+    changed = False
+    for name in stored.keys() - wanted.keys():
+        delete_signature(conn, name)
+        changed = True
+    for name, (sig_type, content, status) in wanted.items():
+        if name not in stored:
+            add_signature(conn, name, sig_type, content, now, status)
+            changed = True
+        elif dict(stored[name].status) != status:
+            update_status(conn, name, status)
+            changed = True
+    return changed
+
+
+def _parse_entry(
+    entry: object,
+    where: str,
+    digest: str,
+    stored: Mapping[str, SignatureRecord],
+    causes: list[tuple[str, str]],
+) -> tuple[str, str, bytes, dict[str, Any]] | None:
+    import base64
+    import binascii
+
+    if not isinstance(entry, Mapping):
+        causes.append((where, "must be an object"))
+        return None
+    name = entry.get("name") or (entry.get("metadata") or {}).get("name")
+    if not isinstance(name, str) or split_name_or_none(name) != digest:
+        causes.append((f"{where}.name", f"must be {digest}@<signature name>"))
+        return None
+    old = stored.get(name)
+    sig_type = entry.get("type") or (old.type if old else "atomic")
+    content_b64 = entry.get("content")
+    try:
+        content = base64.b64decode(str(content_b64), validate=True) if content_b64 else b""
+    except (binascii.Error, ValueError):
+        causes.append((f"{where}.content", "must be base64"))
+        return None
+    if old is not None:
+        if content and content != old.content:
+            causes.append((f"{where}.content", "is immutable"))
+        if sig_type != old.type:
+            causes.append((f"{where}.type", "is immutable"))
+        content = old.content
+    elif not content:
+        causes.append((f"{where}.content", "required for a new signature"))
+    if sig_type not in SIGNATURE_TYPES:
+        causes.append((f"{where}.type", f"unsupported value {sig_type!r}"))
+    status = {k: entry[k] for k in STATUS_KEYS if k in entry and entry[k] not in (None, "", [], {})}
+    return name, str(sig_type), content, status
+
+
+def split_name_or_none(name: str) -> str | None:
+    """The image digest part of a signature name, or None if the name is malformed."""
+    try:
+        return split_name(name)[0]
+    except InvalidSignatureName:
+        return None
