@@ -72,19 +72,19 @@ def _names(server: str, username: str) -> tuple[str, str, str]:
 
 
 @click.command("login")
-@click.argument("server", required=False)
+@click.argument("server_arg", metavar="SERVER", required=False)
 @click.option("-u", "--username", help="Username (htpasswd user).")
 @click.option("-p", "--password", help="Password; prompted for when -u is given alone.")
 @common_options
 @click.pass_context
 def login(
-    ctx: click.Context, server: str | None, username: str | None, password: str | None
+    ctx: click.Context, server_arg: str | None, username: str | None, password: str | None
 ) -> None:
     """Log in to a Registry v2 server and save the session in the kubeconfig."""
     opts = global_options(ctx)
     config = Kubeconfig.load(default_kubeconfig_path(opts.kubeconfig))
     current = config.cluster(str(config.context(config.current_context).get("cluster", "")))
-    server = (server or opts.server or str(current.get("server") or "")).rstrip("/")
+    server = (server_arg or opts.server or str(current.get("server") or "")).rstrip("/")
     if not server:
         raise CliError("no server given — usage: ac login https://HOST:PORT")
     if "://" not in server:
@@ -173,11 +173,12 @@ def whoami(ctx: click.Context, show_token: bool, show_server: bool, show_context
 
 
 @click.command("project")
-@click.argument("namespace", required=False)
+@click.argument("project_name", metavar="NAMESPACE", required=False)
 @common_options
 @click.pass_context
-def project(ctx: click.Context, namespace: str | None) -> None:
+def project(ctx: click.Context, project_name: str | None) -> None:
     """Show or switch the namespace of the current context."""
+    namespace = project_name
     sess = session(ctx)
     if not namespace:
         click.echo(f'Using project "{sess.namespace}" on server "{sess.server}".')
