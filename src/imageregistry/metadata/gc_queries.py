@@ -120,7 +120,7 @@ class SqlGcStore:
 
     def _stale_link_query(self) -> Any:
         no_blob = ~exists().where(blobs.c.digest == repository_blobs.c.digest)
-        no_repo = ~exists().where(repositories.c.id == repository_blobs.c.repository_id)
+        no_repo = repositories.c.id.is_(None)  # the outer join found no stream
         return (
             select(repository_blobs.c.repository_id, repository_blobs.c.digest)
             .add_columns(repositories.c.namespace, repositories.c.name)
