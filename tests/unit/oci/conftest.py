@@ -136,9 +136,7 @@ def push_blob(client: TestClient, data: bytes, repo: str = REPO) -> None:
     assert r.status_code == 201, r.text
 
 
-def push_image(
-    client: TestClient, image: Image, ref: str = "latest", repo: str = REPO
-) -> str:
+def push_image(client: TestClient, image: Image, ref: str = "latest", repo: str = REPO) -> str:
     for blob in (image.config, *image.layers):
         push_blob(client, blob, repo)
     media_type = json.loads(image.manifest)["mediaType"]

@@ -1,0 +1,104 @@
+"""The authentication challenge, the token endpoint and the one authorization seam."""
+
+from __future__ import annotations
+
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from imageregistry.oci.routes import oci_routes
+from imageregistry.services import Services
+from tests.unit.oci.conftest import ADMIN, ALICE, REPO, basic, make_image, push_image
+
+
+def anon(services: Services) -> TestClient:
+    return TestClient(Starlette(routes=oci_routes(services)))
+
+
+def test_base_endpoint(client: TestClient, services: Services) -> None:
+    r = client.get("/v2/")
+    assert r.status_code == 200
+    assert r.headers["docker-distribution-api-version"] == "registry/2.0"
+    r = anon(services).get("/v2/")
+    assert r.status_code == 401
+    assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
+    challenge = r.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="http://testserver/v2/token"')
+    assert 'service="imageregistry"' in challenge
+
+
+def test_bad_credentials_are_401(services: Services) -> None:
+    for header in ("Bearer nope", basic("x", "nope"), "Digest abc"):
+        r = anon(services).get("/v2/", headers={"Authorization": header})
+        assert r.status_code == 401, header
+        assert "www-authenticate" in r.headers
+
+
+def test_basic_with_token_password_works(services: Services) -> None:
+    r = anon(services).get("/v2/", headers={"Authorization": basic("anyone", ADMIN)})
+    assert r.status_code == 200
+
+
+def test_anonymous_denied_is_401_with_scope_authenticated_denied_is_403(
+    client: TestClient, services: Services
+) -> None:
+    push_image(client, make_image())
+    r = anon(services).get(f"/v2/{REPO}/manifests/latest")
+    assert r.status_code == 401
+    assert f'scope="repository:{REPO}:pull"' in r.headers["www-authenticate"]
+    r = anon(services).get(
+        f"/v2/{REPO}/manifests/latest", headers={"Authorization": f"Bearer {ALICE}"}
+    )
+    assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
+    r = anon(services).post(
+        f"/v2/{REPO}/blobs/uploads/", headers={"Authorization": f"Bearer {ALICE}"}
+    )
+    assert r.status_code == 403
+    r = anon(services).get("/v2/_catalog", headers={"Authorization": f"Bearer {ALICE}"})
+    assert r.status_code == 403
+
+
+def test_token_endpoint_hands_back_a_presented_token(services: Services) -> None:
+    c = anon(services)
+    r = c.get(
+        "/v2/token",
+        params=[("scope", f"repository:{REPO}:pull"), ("scope", "repository:x/y:push")],
+        headers={"Authorization": basic("u", ADMIN)},
+    )
+    assert r.status_code == 200
+    body = r.json()
+    assert body["token"] == body["access_token"] == ADMIN
+    assert body["expires_in"] >= 60 and body["issued_at"]
+    r = c.get("/v2/token", headers={"Authorization": f"Bearer {ADMIN}"})
+    assert r.json()["token"] == ADMIN
+
+
+def test_token_endpoint_for_anonymous_and_bad_credentials(services: Services) -> None:
+    c = anon(services)
+    r = c.get("/v2/token", params={"scope": f"repository:{REPO}:pull"})
+    assert r.status_code == 200
+    token = r.json()["token"]
+    # An anonymous token authenticates as the anonymous user, who is still denied.
+    r = c.get("/v2/", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401
+    r = c.get("/v2/token", headers={"Authorization": basic("u", "wrong")})
+    assert r.status_code == 401
+
+
+def test_push_into_missing_namespace_by_non_admin_is_name_unknown(services: Services) -> None:
+    from dataclasses import replace
+
+    from imageregistry.auth.authorizer import Verdict
+    from imageregistry.auth.identity import Attributes
+
+    class AllowAll:
+        def authorize(self, attrs: Attributes) -> Verdict:
+            return Verdict(True)
+
+    permissive = replace(services, authz=AllowAll())
+    c = TestClient(
+        Starlette(routes=oci_routes(permissive)), headers={"Authorization": f"Bearer {ALICE}"}
+    )
+    r = c.post("/v2/nowhere/app/blobs/uploads/")
+    assert r.status_code == 404
+    error = r.json()["errors"][0]
+    assert error["code"] == "NAME_UNKNOWN" and "does not exist" in error["message"]

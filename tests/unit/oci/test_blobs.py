@@ -1,0 +1,91 @@
+"""Blob HEAD/GET (whole and ranged) and DELETE."""
+
+from __future__ import annotations
+
+import pytest
+from starlette.testclient import TestClient
+
+from tests.unit.oci.conftest import REPO, push_blob, sha
+
+DATA = bytes(range(256)) * 4
+
+
+@pytest.fixture
+def blob(client: TestClient) -> str:
+    push_blob(client, DATA)
+    return f"/v2/{REPO}/blobs/{sha(DATA)}"
+
+
+def test_get_and_head(client: TestClient, blob: str) -> None:
+    r = client.get(blob)
+    assert r.status_code == 200 and r.content == DATA
+    assert r.headers["docker-content-digest"] == sha(DATA)
+    head = client.head(blob)
+    assert head.status_code == 200 and head.content == b""
+    assert head.headers["content-length"] == str(len(DATA))
+    assert head.headers["docker-content-digest"] == sha(DATA)
+
+
+@pytest.mark.parametrize(
+    ("header", "start", "end"),
+    [
+        ("bytes=0-9", 0, 9),
+        ("bytes=1000-", 1000, 1023),
+        ("bytes=-4", 1020, 1023),
+        ("bytes=5-99999", 5, 1023),
+    ],
+)
+def test_range_reads(client: TestClient, blob: str, header: str, start: int, end: int) -> None:
+    r = client.get(blob, headers={"Range": header})
+    assert r.status_code == 206
+    assert r.content == DATA[start : end + 1]
+    assert r.headers["content-range"] == f"bytes {start}-{end}/{len(DATA)}"
+
+
+@pytest.mark.parametrize(
+    "header", ["bytes=2000-", "bytes=9-3", "items=0-1", "bytes=0-1,4-5", "bytes=-0"]
+)
+def test_unsatisfiable_ranges_are_416(client: TestClient, blob: str, header: str) -> None:
+    r = client.get(blob, headers={"Range": header})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{len(DATA)}"
+
+
+def test_unknown_blob_and_unknown_repository(client: TestClient, blob: str) -> None:
+    r = client.get(f"/v2/{REPO}/blobs/{sha(b'missing')}")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    r = client.get(f"/v2/team/none/blobs/{sha(DATA)}")
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "NAME_UNKNOWN"
+    assert client.head(f"/v2/{REPO}/blobs/{sha(b'missing')}").status_code == 404
+
+
+def test_invalid_digest_in_path(client: TestClient) -> None:
+    r = client.get(f"/v2/{REPO}/blobs/sha256:nothex")
+    assert r.status_code == 400 and r.json()["errors"][0]["code"] == "DIGEST_INVALID"
+
+
+def test_delete_blob_unlinks_it(client: TestClient, blob: str) -> None:
+    assert client.delete(blob).status_code == 202
+    r = client.get(blob)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    assert client.delete(blob).status_code == 404
+
+
+def test_path_tricks_are_name_invalid(client: TestClient) -> None:
+    for path in (
+        "/v2/team/%2e%2e/tags/list",
+        "/v2/team//app/tags/list",
+        "/v2/Team/app/tags/list",
+        "/v2/a/b/c/tags/list",
+        "/v2/app/tags/list",
+        f"/v2/team/{'a' * 300}/tags/list",
+    ):
+        r = client.get(path)
+        assert r.status_code == 400, path
+        assert r.json()["errors"][0]["code"] == "NAME_INVALID"
+
+
+def test_unsupported_method(client: TestClient) -> None:
+    r = client.post(f"/v2/{REPO}/tags/list")
+    assert r.status_code == 405
+    assert r.json()["errors"][0]["code"] == "UNSUPPORTED"
