@@ -161,6 +161,7 @@ def bench_rss(servers: list[Server], blob_dir: Path, size: int) -> dict[str, dic
             "baseline_total_mb": sampler.baseline_total_kib / 1024,
             "peak_total_mb": sampler.peak_total_kib / 1024,
             "peak_process_mb": sampler.peak_process_kib / 1024,
+            "peak_pss_mb": sampler.peak_pss_kib / 1024,
             "samples": sampler.samples,
         }
         print(f"  RSS {server.name}: peak {out[server.name]['peak_total_mb']:.0f} MB", flush=True)
@@ -273,6 +274,7 @@ def rss_rows(results: dict[str, Any]) -> list[list[str]]:
                     f"{r['baseline_total_mb']:.0f} MB",
                     f"{r['peak_total_mb']:.0f} MB",
                     f"{r['peak_process_mb']:.0f} MB",
+                    f"{r.get('peak_pss_mb', 0):.0f} MB",
                     f"{r['push_seconds']:.1f} s",
                     verdict,
                 ]
@@ -304,7 +306,16 @@ def render(results: dict[str, Any]) -> str:
         f"{m['distribution']}; Python {m['python']}; "
         f"{m['curl'].split(' (')[0]}; {m['wrk'].split(' [')[0]}"
     )
-    rss_headers = ["mode", "server", "idle", "peak (sum)", "peak (largest)", "push", "verdict"]
+    rss_headers = [
+        "mode",
+        "server",
+        "idle",
+        "peak (sum)",
+        "peak (largest)",
+        "peak PSS (sum)",
+        "push",
+        "verdict",
+    ]
     parts = [
         "## Data plane versus CNCF distribution (issue 2)",
         "",

@@ -254,6 +254,17 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def pss_kib(pid: int) -> int:
+    """Proportional set size: shared pages (imported libraries) counted once across workers."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 class RssSampler:
     """Samples VmRSS of a process tree in a thread; peak total and peak single process."""
 
@@ -264,17 +275,20 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.peak_total_kib = 0
         self.peak_process_kib = 0
+        self.peak_pss_kib = 0
         self.baseline_total_kib = 0
         self.samples = 0
 
-    def _sample(self) -> tuple[int, int]:
-        values = [rss_kib(p) for p in process_tree(self._pid)]
-        return sum(values), max(values, default=0)
+    def _sample(self) -> tuple[int, int, int]:
+        pids = process_tree(self._pid)
+        values = [rss_kib(p) for p in pids]
+        return sum(values), max(values, default=0), sum(pss_kib(p) for p in pids)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            total, largest = self._sample()
+            total, largest, pss = self._sample()
             self.peak_total_kib = max(self.peak_total_kib, total)
+            self.peak_pss_kib = max(self.peak_pss_kib, pss)
             self.peak_process_kib = max(self.peak_process_kib, largest)
             self.samples += 1
             self._stop.wait(self._interval)
