@@ -1,0 +1,78 @@
+"""Helpers for driving the real `kubectl` against a test server (fresh cache dir per server)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from imageregistry.auth.tokens import hash_token, new_opaque_token
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.tokens import TokenStore
+from tests.e2e.ac_images import layer, push, write_layout
+from tests.support.server import RegistryProcess
+
+
+class KubeServer(RegistryProcess):
+    """A RegistryProcess whose health probe waits for the CA file to exist."""
+
+    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
+        if not self.plain_http and not self.ca_file.exists():
+            raise httpx.ConnectError("TLS material not written yet")
+        return super().client(token, **kwargs)
+
+
+@dataclass
+class Kubectl:
+    server: RegistryProcess
+    cache_dir: Path
+
+    def run(self, *args: str, token: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        cmd = ["kubectl", "--kubeconfig", str(self.server.kubeconfig), "--cache-dir", str(self.cache_dir)]
+        if token is not None:
+            cmd.append(f"--token={token}")
+        return subprocess.run([*cmd, *args], capture_output=True, text=True, input=stdin, timeout=60)
+
+    def ok(self, *args: str, token: str | None = None, stdin: str | None = None) -> str:
+        result = self.run(*args, token=token, stdin=stdin)
+        assert result.returncode == 0, f"kubectl {' '.join(args)} failed: {result.stderr}"
+        return result.stdout
+
+    def fails(self, *args: str, token: str | None = None) -> str:
+        result = self.run(*args, token=token)
+        assert result.returncode != 0, f"kubectl {' '.join(args)} unexpectedly succeeded: {result.stdout}"
+        return result.stderr
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        cmd = ["kubectl", "--kubeconfig", str(self.server.kubeconfig), "--cache-dir", str(self.cache_dir), *args]
+        return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def add_user_token(server: RegistryProcess, username: str, groups: tuple[str, ...] = ()) -> str:
+    """An opaque token for a named user, written straight into the server's database."""
+    token = new_opaque_token()
+    db = Database(open_engine(f"sqlite:///{server.data_dir / 'registry.db'}"))
+    try:
+        TokenStore(db).add(hash_token(token), username, groups)
+    finally:
+        db.dispose()
+    return token
+
+
+def ca_dir(server: RegistryProcess, root: Path) -> Path:
+    """skopeo's --cert-dir wants only the CA certificate (a key there confuses it)."""
+    target = root / f"certs-{server.port}"
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(server.ca_file, target / "ca.crt")
+    return target
+
+
+def push_image(server: RegistryProcess, root: Path, repo: str, seed: str, token: str | None = None) -> str:
+    """Push a one-layer image built from `seed` to `<host>/<repo>`; return its digest."""
+    layout, manifest, _ = write_layout(root / f"layout-{seed}", [layer(seed, 2048)])
+    push(layout, f"{server.host}/{repo}", token or server.admin_token, ca_dir(server, root))
+    return manifest.digest
