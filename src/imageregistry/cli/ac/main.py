@@ -23,6 +23,7 @@ from imageregistry.cli.ac.options import common_options
 from imageregistry.cli.ac.policy import policy
 from imageregistry.cli.ac.tag import tag
 from imageregistry.cli.ac.top import top
+from imageregistry.cli.ac.verify import verify_image_signature
 
 
 @click.group(cls=AcGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -43,4 +44,5 @@ main.add_command(tag)
 main.add_command(image)
 main.add_command(adm)
 adm.add_command(top)
+adm.add_command(verify_image_signature)
 adm.add_command(policy)
