@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, literal_column, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -82,7 +82,8 @@ def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> 
         stmt: Any = pg_insert(table).values(**values).on_conflict_do_nothing()
     else:
         stmt = sqlite_insert(table).values(**values).on_conflict_do_nothing()
-    return bool(conn.execute(stmt).rowcount == 1)
+    # rowcount is -1 under psycopg when SQLAlchemy adds RETURNING; ask for a row instead.
+    return conn.execute(stmt.returning(literal_column("1"))).first() is not None
 
 
 def find_repository(conn: Connection, repo: RepoKey) -> int | None:

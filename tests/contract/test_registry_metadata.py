@@ -1,0 +1,233 @@
+"""The data plane's metadata queries, run on SQLite and on PostgreSQL.
+
+Covers what the registry relies on: stream and namespace creation on push, blob links
+per repository, the `deleting` guard and hold times GC depends on, tag history
+(prepend, no-op on the same image, delete), delete-by-digest refused while tagged,
+upload sessions, and referrers.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, update
+
+from imageregistry.metadata.db import Database, as_utc
+from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.registry import (
+    BlobDeleting,
+    BlobUnknown,
+    NamespaceMissing,
+    NameUnknown,
+    RegistryMetadata,
+    RepoKey,
+    TagUnknown,
+    UploadUnknown,
+)
+from imageregistry.metadata.registry_manifests import (
+    BlobRef,
+    ManifestBlobUnknown,
+    ManifestMetadata,
+    ManifestTagged,
+    ManifestUnknown,
+    NewManifest,
+)
+from imageregistry.metadata.tables import blobs, changes, repositories, tag_events
+from tests.support.postgres import create_database
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+GRACE = 3600
+REPO = RepoKey("team", "app")
+L1 = "sha256:" + "1" * 64
+L2 = "sha256:" + "2" * 64
+CFG = "sha256:" + "c" * 64
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'meta.db'}"
+    else:
+        server: str = request.getfixturevalue("postgres_server")
+        url = create_database(server, f"reg_{uuid.uuid4().hex[:12]}")
+    database = Database(open_engine(url))
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def meta(db: Database) -> RegistryMetadata:
+    return RegistryMetadata(db, GRACE)
+
+
+@pytest.fixture
+def mans(db: Database) -> ManifestMetadata:
+    return ManifestMetadata(db, GRACE)
+
+
+def image(digest_char: str, *layers: str, subject: str | None = None) -> NewManifest:
+    layer_refs = [
+        BlobRef(i, d, 100, "application/vnd.oci.image.layer.v1.tar") for i, d in enumerate(layers)
+    ]
+    refs = (BlobRef(-1, CFG, 10, "application/vnd.oci.image.config.v1+json"), *layer_refs)
+    return NewManifest(
+        digest="sha256:" + digest_char * 64,
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        content=b"{}",
+        created=NOW,
+        blobs=refs,
+        config_digest=CFG,
+        subject_digest=subject,
+        artifact_type="application/x" if subject else None,
+    )
+
+
+def push_blobs(meta: RegistryMetadata, *digests: str, repo: RepoKey = REPO) -> None:
+    for d in digests:
+        meta.record_blob(repo, d, 100, NOW, may_create_ns=True)
+
+
+def test_first_blob_creates_namespace_and_stream(meta: RegistryMetadata, db: Database) -> None:
+    with pytest.raises(NamespaceMissing):
+        meta.record_blob(REPO, L1, 100, NOW, may_create_ns=False)
+    assert not meta.repository_exists(REPO)
+    push_blobs(meta, L1)
+    assert meta.repository_exists(REPO)
+    assert meta.blob_size(REPO, L1) == 100
+    # The namespace now exists, so a non-admin push into another stream works.
+    meta.record_blob(RepoKey("team", "other"), L1, 100, NOW, may_create_ns=False)
+    with db.read() as conn:
+        events = conn.execute(select(changes.c.resource, changes.c.event)).all()
+        rv = conn.execute(select(repositories.c.resource_version)).scalars().all()
+    assert ("namespaces", "ADDED") in [tuple(e) for e in events]
+    assert ("imagestreams.image.alauda.io", "ADDED") in [tuple(e) for e in events]
+    assert all(v > 0 for v in rv)
+
+
+def test_blob_links_are_per_repository(meta: RegistryMetadata) -> None:
+    push_blobs(meta, L1)
+    push_blobs(meta, L2, repo=RepoKey("team", "other"))
+    with pytest.raises(BlobUnknown):
+        meta.blob_size(REPO, L2)
+    with pytest.raises(NameUnknown):
+        meta.blob_size(RepoKey("team", "none"), L1)
+    assert meta.mount_blob(RepoKey("team", "other"), REPO, L2, NOW, True) == 100
+    assert meta.blob_size(REPO, L2) == 100
+    assert meta.mount_blob(RepoKey("team", "none"), REPO, L1, NOW, True) is None
+    meta.unlink_blob(REPO, L2)
+    with pytest.raises(BlobUnknown):
+        meta.blob_size(REPO, L2)
+
+
+def test_reference_paths_refuse_blobs_being_deleted_and_extend_holds(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    push_blobs(meta, L1, CFG)
+    with db.write() as conn:
+        conn.execute(update(blobs).where(blobs.c.digest == L1).values(state="deleting"))
+    with pytest.raises(BlobUnknown):
+        meta.blob_size(REPO, L1)
+    with pytest.raises(BlobDeleting):
+        meta.record_blob(REPO, L1, 100, NOW, True)
+    assert meta.mount_blob(REPO, RepoKey("team", "x"), L1, NOW, True) is None
+    with pytest.raises(ManifestBlobUnknown):
+        mans.record(REPO, image("a", L1), "latest", NOW, True)
+    later = NOW + timedelta(hours=5)
+    meta.record_blob(REPO, CFG, 10, later, True)
+    with db.read() as conn:
+        hold = conn.execute(select(blobs.c.hold_until).where(blobs.c.digest == CFG)).scalar_one()
+    assert as_utc(hold) == later + timedelta(seconds=GRACE)
+
+
+def test_manifest_needs_its_blobs_linked(meta: RegistryMetadata, mans: ManifestMetadata) -> None:
+    push_blobs(meta, CFG)
+    with pytest.raises(ManifestBlobUnknown) as info:
+        mans.record(REPO, image("a", L1, L2), "latest", NOW, True)
+    assert info.value.digests == [L1, L2]
+    with pytest.raises(ManifestUnknown):
+        mans.get(REPO, None, "latest")
+
+
+def test_tag_history_prepends_and_skips_same_image(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    push_blobs(meta, CFG, L1, L2)
+    a, b = image("a", L1), image("b", L2)
+    mans.record(REPO, a, "latest", NOW, True)
+    mans.record(REPO, b, "latest", NOW, True)
+    mans.record(REPO, b, "latest", NOW, True)
+    mans.record(REPO, a, None, NOW, True)  # by digest: no event
+    with db.read() as conn:
+        history = (
+            conn.execute(select(tag_events.c.digest).order_by(tag_events.c.id.desc()))
+            .scalars()
+            .all()
+        )
+    assert history == [b.digest, a.digest]
+    assert mans.get(REPO, None, "latest").digest == b.digest
+    assert mans.get(REPO, a.digest, None).content == b"{}"
+    assert meta.list_tags(REPO) == ["latest"]
+    assert meta.resolve_tag(REPO, "latest") == b.digest
+
+
+def test_delete_by_digest_refused_while_tagged(
+    meta: RegistryMetadata, mans: ManifestMetadata
+) -> None:
+    push_blobs(meta, CFG, L1)
+    a = image("a", L1)
+    mans.record(REPO, a, "v1", NOW, True)
+    with pytest.raises(ManifestTagged) as info:
+        mans.delete(REPO, a.digest)
+    assert info.value.tags == ["v1"]
+    meta.delete_tag(REPO, "v1")
+    with pytest.raises(TagUnknown):
+        meta.delete_tag(REPO, "v1")
+    mans.delete(REPO, a.digest)
+    with pytest.raises(ManifestUnknown):
+        mans.get(REPO, a.digest, None)
+    with pytest.raises(ManifestUnknown):
+        mans.delete(REPO, a.digest)
+
+
+def test_pull_statistics_written_at_most_once_a_minute(
+    meta: RegistryMetadata, mans: ManifestMetadata
+) -> None:
+    push_blobs(meta, CFG)
+    mans.record(REPO, image("a"), "v1", NOW, True)
+    mans.mark_pulled(mans.get(REPO, None, "v1"), NOW)
+    mans.mark_pulled(mans.get(REPO, None, "v1"), NOW + timedelta(seconds=30))
+    assert mans.get(REPO, None, "v1").last_pulled == NOW
+    mans.mark_pulled(mans.get(REPO, None, "v1"), NOW + timedelta(minutes=2))
+    assert mans.get(REPO, None, "v1").last_pulled == NOW + timedelta(minutes=2)
+
+
+def test_uploads_belong_to_one_repository(meta: RegistryMetadata) -> None:
+    meta.create_upload("u-1", REPO, NOW)
+    assert meta.find_upload("u-1", REPO).id == "u-1"
+    with pytest.raises(UploadUnknown):
+        meta.find_upload("u-1", RepoKey("team", "other"))
+    meta.delete_upload("u-1")
+    with pytest.raises(UploadUnknown):
+        meta.find_upload("u-1", REPO)
+
+
+def test_referrers_are_scoped_to_the_repository(
+    meta: RegistryMetadata, mans: ManifestMetadata
+) -> None:
+    subject = "sha256:" + "5" * 64
+    push_blobs(meta, CFG)
+    push_blobs(meta, CFG, repo=RepoKey("team", "other"))
+    mans.record(REPO, image("a", subject=subject), None, NOW, True)
+    mans.record(RepoKey("team", "other"), image("b", subject=subject), None, NOW, True)
+    assert [r.digest for r in mans.referrers(REPO, subject)] == ["sha256:" + "a" * 64]
+    assert mans.referrers(RepoKey("team", "none"), subject) == []
+
+
+def test_catalog_lists_every_stream(meta: RegistryMetadata) -> None:
+    for name in ("b", "a"):
+        push_blobs(meta, L1, repo=RepoKey("team", name))
+    assert meta.list_repositories() == ["team/a", "team/b"]
