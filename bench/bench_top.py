@@ -65,7 +65,8 @@ def populate(path: Path, images: int, streams: int, events: int) -> None:
     db.executemany(
         "INSERT INTO manifests (digest, media_type, size, content, config_digest, uid, "
         "resource_version, created, pushed, last_pulled, image_metadata, storage_size, "
-        "layer_count, top_layer, user_data) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, '{}', ?, ?, ?, '{}')",
+        "layer_count, top_layer, user_data) "
+        "VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?, ?, '{}', ?, ?, ?, '{}')",
         manifest_rows(),
     )
 
