@@ -153,7 +153,7 @@ def test_top_images(admin_home: Path, pushed: dict[str, str]) -> None:
     lines = ac(admin_home, "adm", "top", "images").stdout.splitlines()
     assert lines[0].split() == ["NAME", "IMAGESTREAMTAG", "PARENTS", "USAGE", "METADATA", "STORAGE"]
     rows = {line.split()[0]: line for line in lines[1:]}
-    assert [line.split()[0] for line in lines[1:]][0] == pushed["app"]  # two tags: first
+    assert lines[1].split()[0] == pushed["app"]  # two tags: first
     assert "team-a/app (latest,v1.0)" in rows[pushed["app"]]
     assert "team-a/app (v1.1)" in rows[pushed["app2"]]
     assert pushed["base"] in rows[pushed["app"]].split("   ")[2]  # PARENTS
