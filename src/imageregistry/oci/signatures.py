@@ -46,10 +46,15 @@ _DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
 class SignatureHeaderMiddleware:
-    """Pure ASGI middleware: advertise the extension on every `/v2/` response.
+    """Pure ASGI middleware: advertise the extension on every `/v2/` response, and enforce
+    the namespace signature policy on manifest pulls.
 
     Written as raw ASGI (not `BaseHTTPMiddleware`) so streamed blob responses are not
-    buffered or delayed.
+    buffered or delayed. The policy (issue 6 item 4, `metadata.signatures.
+    signature_policy_allows`) is checked when a manifest GET/HEAD is about to answer 200:
+    the served digest is in `Docker-Content-Digest`, so tag and digest pulls are judged
+    alike after the data plane resolved them; a refused pull becomes 403 `DENIED` naming
+    the policy and the original body is dropped. The services come from `app.state`.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -60,15 +65,76 @@ class SignatureHeaderMiddleware:
         if not (path == "/v2" or path.startswith(("/v2/", "/extensions/v2/"))):
             await self.app(scope, receive, send)
             return
+        namespace = _pulled_namespace(scope)
+        services = _services(scope) if namespace else None
+        refused = False
 
         async def send_with_header(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return  # the original response was replaced by the policy refusal
             if message["type"] == "http.response.start":
+                if services is not None and namespace and message.get("status") == 200:
+                    reason = await _policy_refusal(services, namespace, message)
+                    if reason:
+                        refused = True
+                        await _send_denied(send, reason, scope.get("method") == "HEAD")
+                        return
                 headers = list(message.get("headers", []))
                 headers.append(SUPPORTS_HEADER)
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_with_header)
+
+
+_MANIFEST_PATH_RE = re.compile(r"^/v2/(?P<ns>[^/]+)/[^/]+/manifests/[^/]+$")
+
+
+def _pulled_namespace(scope: Scope) -> str | None:
+    if scope.get("method") not in ("GET", "HEAD"):
+        return None
+    match = _MANIFEST_PATH_RE.match(str(scope.get("path", "")))
+    return match.group("ns") if match else None
+
+
+def _services(scope: Scope) -> Services | None:
+    app = scope.get("app")
+    found = getattr(getattr(app, "state", None), "services", None)
+    return found if isinstance(found, Services) else None
+
+
+async def _policy_refusal(services: Services, namespace: str, start: Message) -> str:
+    digest = ""
+    for key, value in start.get("headers", []):
+        if key.lower() == b"docker-content-digest":
+            digest = value.decode("latin-1")
+    if not digest:
+        return ""
+
+    def check() -> tuple[bool, str]:
+        with services.db.read() as conn:
+            return sigdb.signature_policy_allows(conn, namespace, digest)
+
+    allowed, reason = await run_in_threadpool(check)
+    return "" if allowed else reason
+
+
+async def _send_denied(send: Send, reason: str, head: bool) -> None:
+    body = json.dumps({"errors": [{"code": "DENIED", "message": reason}]}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 403,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"docker-distribution-api-version", b"registry/2.0"),
+                SUPPORTS_HEADER,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def _raw_path(request: Request) -> str:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.testclient import TestClient
@@ -16,6 +17,8 @@ from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import MastersOnlyAuthorizer, Verdict
 from imageregistry.auth.identity import Attributes
 from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_token
+from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata.tables import objects
 from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
 from imageregistry.services import Services
@@ -48,6 +51,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
 def client(services: Services) -> Iterator[TestClient]:
     routes = signature_routes(services) + oci_routes(services)
     app = Starlette(routes=routes, middleware=[Middleware(SignatureHeaderMiddleware)])
+    app.state.services = services
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         yield c
 
@@ -157,3 +161,50 @@ def test_authorization(client: TestClient) -> None:
     assert denied.status_code == 403
     assert denied.json()["errors"][0]["code"] == "DENIED"
     assert client.get(_url(digest)).json() == {"signatures": []}
+
+
+def _require_signatures(services: Services, namespace: str) -> None:
+    with services.db.write() as conn:
+        row = conn.execute(
+            select(objects.c.id, objects.c.body).where(
+                objects.c.resource == "namespaces", objects.c.name == namespace
+            )
+        ).one()
+        meta = {**row.body["metadata"], "annotations": {sigdb.POLICY_ANNOTATION: "true"}}
+        conn.execute(
+            objects.update()
+            .where(objects.c.id == row.id)
+            .values(body={**row.body, "metadata": meta})
+        )
+
+
+def test_policy_refuses_untrusted_pulls(client: TestClient, services: Services) -> None:
+    digest = push_image(client, make_image())
+    assert client.get(f"/v2/{REPO}/manifests/latest").status_code == 200
+    _require_signatures(services, REPO.split("/")[0])
+    for ref in ("latest", digest):
+        r = client.get(f"/v2/{REPO}/manifests/{ref}")
+        assert r.status_code == 403
+        error = r.json()["errors"][0]
+        assert error["code"] == "DENIED"
+        assert sigdb.POLICY_ANNOTATION in error["message"]
+        assert r.headers["X-Registry-Supports-Signatures"] == "1"
+    assert client.head(f"/v2/{REPO}/manifests/latest").status_code == 403
+    # Signatures themselves can still be listed; blobs are not images.
+    assert client.get(_url(digest)).status_code == 200
+    client.put(_url(digest), json=_entry(digest, b"sig"))
+    assert client.get(f"/v2/{REPO}/manifests/latest").status_code == 403  # untrusted
+    with services.db.write() as conn:
+        sigdb.update_status(
+            conn,
+            f"{digest}@{'0' * 32}",
+            {
+                "conditions": [
+                    {"type": "Trusted", "status": "True"},
+                    {"type": "ForImage", "status": "True"},
+                ]
+            },
+        )
+    r = client.get(f"/v2/{REPO}/manifests/latest")
+    assert r.status_code == 200
+    assert r.content == make_image().manifest
