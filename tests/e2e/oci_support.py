@@ -1,0 +1,127 @@
+"""Helpers for the OCI end-to-end tests: a robust server start, OCI layouts, skopeo.
+
+`start_registry` works around a start-up race in `RegistryProcess.start` (its health
+poll builds an HTTPS client before the server has written its CA file) by polling
+without verification until the CA exists.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tests.support.server import RegistryProcess
+
+
+class _Process(RegistryProcess):
+    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
+        if not self.plain_http and not self.ca_file.exists():
+            return httpx.Client(base_url=self.url, verify=False, **kwargs)
+        return super().client(token, **kwargs)
+
+
+def start_registry(data_dir: Path, **kwargs: Any) -> RegistryProcess:
+    return _Process(data_dir=data_dir, **kwargs).start()
+
+
+def sha(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass(frozen=True)
+class Layout:
+    path: Path
+    manifest_digest: str
+    blobs: dict[str, bytes]
+
+
+def _tar_gz(files: dict[str, bytes]) -> tuple[bytes, str]:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return gzip.compress(raw.getvalue(), mtime=0), sha(raw.getvalue())
+
+
+def build_layout(path: Path, seed: str, tag: str = "v1", layers: int = 3) -> Layout:
+    """A multi-layer OCI image layout (image-spec image-layout.md) with one tagged image."""
+    blobs_dir = path / "blobs" / "sha256"
+    blobs_dir.mkdir(parents=True)
+    blobs: dict[str, bytes] = {}
+
+    def put(data: bytes) -> str:
+        digest = sha(data)
+        (blobs_dir / digest.split(":")[1]).write_bytes(data)
+        blobs[digest] = data
+        return digest
+
+    descriptors, diff_ids = [], []
+    for i in range(layers):
+        layer, diff_id = _tar_gz({f"file-{i}.txt": f"{seed} layer {i}\n".encode() * (i + 1)})
+        descriptors.append(
+            {
+                "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                "digest": put(layer),
+                "size": len(layer),
+            }
+        )
+        diff_ids.append(diff_id)
+    config = json.dumps(
+        {
+            "created": "2024-02-03T04:05:06Z",
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Cmd": ["/bin/sh"], "Env": [f"SEED={seed}"]},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        }
+    ).encode()
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": put(config),
+                "size": len(config),
+            },
+            "layers": descriptors,
+        }
+    ).encode()
+    digest = put(manifest)
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": digest,
+                "size": len(manifest),
+                "annotations": {"org.opencontainers.image.ref.name": tag},
+            }
+        ],
+    }
+    (path / "index.json").write_text(json.dumps(index))
+    return Layout(path, digest, blobs)
+
+
+def cert_dir(server: RegistryProcess, root: Path) -> Path:
+    """A directory with the server's CA as `ca.crt` (skopeo reads `*.crt` there)."""
+    directory = root / "certs"
+    directory.mkdir(exist_ok=True)
+    (directory / "ca.crt").write_bytes(server.ca_file.read_bytes())
+    return directory
+
+
+def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
