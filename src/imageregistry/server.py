@@ -33,6 +33,7 @@ from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tokens import ServiceAccountLookup, TokenStore, get_or_create_secret
 from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
+from imageregistry.prune.scheduler import scheduled_pruning
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store
 
@@ -84,7 +85,8 @@ def build_app(services: Services) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with scheduled_pruning(services):
+            yield
         services.db.dispose()
 
     app = Starlette(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imageregistry.apiserver.prune import prune_handlers
 from imageregistry.apiserver.resource import ResourceHandler
 from imageregistry.apiserver.resources.image_views import (
     ImageStreamImages,
@@ -52,6 +53,7 @@ def build_handlers(services: Services) -> list[ResourceHandler]:
         SelfSubjectReviews(),
         TokenReviews(services.authn),
         *image_handlers(services),
+        *prune_handlers(services),
     ]
     ensure_namespace(db, "default", services.clock)
     return handlers

@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import text
 
@@ -33,6 +33,7 @@ from imageregistry.prune.inuse import InUse, gather_in_use, host_of
 from imageregistry.prune.options import PruneOptions
 from imageregistry.prune.planner import PrunePlan, plan_prune
 from imageregistry.prune.reconcile import ReconcileResult, reconcile
+from imageregistry.services import Services
 from imageregistry.storage.driver import BlobStore
 
 _PRUNE_LOCK = 0x5052554E  # "PRUN": pg_advisory_xact_lock key for confirmed prunes
@@ -62,6 +63,7 @@ class Pruner:
         registry_hosts: Iterable[str] = (),
     ) -> None:
         self._db = db
+        self.db = db
         self._blobs = blobs
         self._clock = clock
         self._gc_settings = gc_settings
@@ -121,3 +123,14 @@ class Pruner:
         return await reconcile(
             store, self._blobs, self._clock(), self._gc_settings.reconcile_grace, dry_run
         )
+
+
+def build_pruner(services: Services) -> Pruner:
+    settings = services.settings
+    return Pruner(
+        services.db,
+        services.blobs,
+        services.clock,
+        GcSettings(upload_max_age=timedelta(seconds=settings.upload_max_age_seconds)),
+        [settings.registry_host],
+    )

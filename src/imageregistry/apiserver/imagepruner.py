@@ -1,0 +1,63 @@
+"""`ImagePruner` in `imageregistry.operator.alauda.io/v1`: the scheduled-prune configuration.
+
+A cluster-scoped singleton named `cluster` (behaviour.md §9) stored in the generic object
+table. Validation here keeps a typo from silently disabling pruning: the schedule must be
+a five-field cron expression, `keepYoungerThanDuration` a Go duration and the counts
+non-negative. The server's scheduler (`prune/scheduler.py`) reads it and writes `status`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.resource import RequestContext, ResourceInfo
+from imageregistry.apiserver.status import FieldCause
+from imageregistry.apiserver.store import StoredResource
+from imageregistry.prune.cron import CronSchedule, InvalidSchedule
+from imageregistry.prune.options import InvalidOptions, parse_duration
+from imageregistry.prune.scheduler import OPERATOR_GROUP, PRUNER_NAME
+
+_COUNTS = ("keepTagRevisions", "successfulJobsHistoryLimit", "failedJobsHistoryLimit")
+
+
+def spec_causes(spec: Any) -> list[FieldCause]:
+    if not isinstance(spec, dict):
+        return [FieldCause("spec", "Invalid value: must be an object")]
+    causes: list[FieldCause] = []
+    schedule = spec.get("schedule", "")
+    if schedule:
+        try:
+            CronSchedule.parse(str(schedule))
+        except InvalidSchedule as exc:
+            causes.append(FieldCause("spec.schedule", f"Invalid value: {schedule!r}: {exc}"))
+    duration = spec.get("keepYoungerThanDuration")
+    if duration is not None:
+        try:
+            parse_duration(str(duration))
+        except InvalidOptions as exc:
+            causes.append(FieldCause("spec.keepYoungerThanDuration", f"Invalid value: {exc}"))
+    for key in _COUNTS:
+        value = spec.get(key)
+        if value is not None and (
+            not isinstance(value, int) or isinstance(value, bool) or value < 0
+        ):
+            causes.append(
+                FieldCause(f"spec.{key}", "Invalid value: must be a non-negative integer")
+            )
+    if not isinstance(spec.get("suspend", False), bool):
+        causes.append(FieldCause("spec.suspend", "Invalid value: must be a boolean"))
+    return causes
+
+
+class ImagePruners(StoredResource):
+    info = ResourceInfo(OPERATOR_GROUP, "imagepruners", "imagepruner", "ImagePruner", False)
+    schema = object_schema(spec=ANY, status=ANY)
+
+    def validate(self, ctx: RequestContext, obj: dict[str, Any]) -> list[FieldCause]:
+        name = obj["metadata"].get("name")
+        if name != PRUNER_NAME:
+            return [
+                FieldCause("metadata.name", f'Invalid value: {name!r}: must be "{PRUNER_NAME}"')
+            ]
+        return spec_causes(obj.get("spec") or {})

@@ -1,0 +1,184 @@
+"""API resources for cleanup: `imageprunes`, `registrygcs` (create-only) and `imagepruneruns`.
+
+Creating an `ImagePrune` plans and executes a prune on the server in one transaction and
+answers with the plan and its outcome in `status`; `?dryRun=All` plans and describes
+without changing anything (behaviour.md §5). `spec.undo: RUN` restores a recorded run
+instead. Creating a `RegistryGC` runs (or with `dryRun=All`, previews) blob reclamation,
+plus the storage reconciler when `spec.reconcile` is set. Nothing is stored for either
+object; `imagepruneruns` lists the recorded runs an undo can name. The route layer has
+already authorized `create` on the resource (system:image-pruner); a confirmed prune with
+`pruneRegistry` also needs `create registrygcs`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import anyio.from_thread
+
+from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.resource import (
+    ListOptions,
+    ListResult,
+    RequestContext,
+    ResourceHandler,
+    ResourceInfo,
+)
+from imageregistry.apiserver.status import ApiError, bad_request, forbidden, not_found
+from imageregistry.apiserver.store import current_resource_version, rfc3339
+from imageregistry.auth.authorizer import IMAGE_GROUP
+from imageregistry.metadata.prune_runs import RunNotFound, UndoRefused, get_run, list_runs
+from imageregistry.prune.inuse import InvalidReferences
+from imageregistry.prune.options import InvalidOptions, PruneOptions
+from imageregistry.prune.service import Pruner, build_pruner
+from imageregistry.prune.wire import (
+    gc_status,
+    prune_status,
+    reconcile_status,
+    run_object,
+    undo_status,
+)
+from imageregistry.services import Services
+
+T = TypeVar("T")
+
+
+def run_async(factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine from a handler: on the server's loop when called from its threadpool."""
+
+    async def call() -> T:
+        return await factory()
+
+    try:
+        return anyio.from_thread.run(call)
+    except RuntimeError:  # not in an anyio worker thread (tests, scripts)
+        return asyncio.run(call())
+
+
+def _result_object(
+    kind: str, body: dict[str, Any], status: dict[str, Any], ctx: RequestContext
+) -> dict[str, Any]:
+    meta = dict(body.get("metadata") or {})
+    meta["creationTimestamp"] = rfc3339(ctx.clock())
+    if status.get("runID"):
+        meta["name"] = status["runID"]
+    return {
+        "apiVersion": f"{IMAGE_GROUP}/v1",
+        "kind": kind,
+        "metadata": meta,
+        "spec": body.get("spec") or {},
+        "status": status,
+    }
+
+
+class ImagePrunes(ResourceHandler):
+    info = ResourceInfo(
+        IMAGE_GROUP, "imageprunes", "imageprune", "ImagePrune", False, verbs=("create",)
+    )
+    schema = object_schema(spec=ANY, status=ANY)
+
+    def __init__(self, pruner: Pruner) -> None:
+        self._pruner = pruner
+
+    def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise bad_request("spec must be an object")
+        if spec.get("undo"):
+            return _result_object("ImagePrune", body, self._undo(ctx, str(spec["undo"])), ctx)
+        try:
+            options = PruneOptions.from_spec(spec)
+        except InvalidOptions as exc:
+            raise bad_request(str(exc)) from None
+        with_gc = options.prune_registry and not ctx.dry_run
+        if with_gc and not ctx.allowed("create", IMAGE_GROUP, "registrygcs"):
+            raise forbidden(
+                "registrygcs",
+                IMAGE_GROUP,
+                "",
+                f'User "{ctx.user.username}" cannot create resource "registrygcs"',
+            )
+        try:
+            outcome = self._pruner.prune(options, ctx.user.username, ctx.dry_run)
+        except InvalidReferences as exc:
+            raise bad_request(f"{exc} (use --ignore-invalid-refs to skip them)") from None
+        status = prune_status(outcome)
+        if with_gc:
+            gc = run_async(lambda: self._pruner.gc(dry_run=False))
+            status["registryGC"] = gc_status(gc)
+        return _result_object("ImagePrune", body, status, ctx)
+
+    def _undo(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
+        if ctx.dry_run:
+            with self._pruner.db.read() as conn:
+                run = get_run(conn, run_id, with_removed=False)
+            if run is None:
+                raise not_found("imagepruneruns", IMAGE_GROUP, run_id)
+            return {"undo": run_id, "dryRun": True, "state": run.state}
+        try:
+            return undo_status(self._pruner.undo(run_id))
+        except RunNotFound:
+            raise not_found("imagepruneruns", IMAGE_GROUP, run_id) from None
+        except UndoRefused as exc:
+            raise ApiError(409, "Conflict", str(exc)) from None
+
+
+class RegistryGCs(ResourceHandler):
+    info = ResourceInfo(
+        IMAGE_GROUP, "registrygcs", "registrygc", "RegistryGC", False, verbs=("create",)
+    )
+    schema = object_schema(spec=ANY, status=ANY)
+
+    def __init__(self, pruner: Pruner) -> None:
+        self._pruner = pruner
+
+    def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        spec = body.get("spec") or {}
+        if not isinstance(spec, dict):
+            raise bad_request("spec must be an object")
+        status = gc_status(run_async(lambda: self._pruner.gc(dry_run=ctx.dry_run)))
+        if spec.get("reconcile"):
+            report = run_async(lambda: self._pruner.reconcile(dry_run=ctx.dry_run))
+            status["reconcile"] = reconcile_status(report)
+        return _result_object("RegistryGC", body, status, ctx)
+
+
+class ImagePruneRuns(ResourceHandler):
+    info = ResourceInfo(
+        IMAGE_GROUP,
+        "imagepruneruns",
+        "imageprunerun",
+        "ImagePruneRun",
+        False,
+        verbs=("get", "list"),
+    )
+
+    def __init__(self, pruner: Pruner) -> None:
+        self._pruner = pruner
+
+    def get(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
+        with self._pruner.db.read() as conn:
+            run = get_run(conn, name)
+        if run is None:
+            raise not_found(self.info.plural, IMAGE_GROUP, name)
+        return run_object(run)
+
+    def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
+        with self._pruner.db.read() as conn:
+            runs = list_runs(conn)
+            version = current_resource_version(conn)
+        return ListResult([run_object(r) for r in runs], version)
+
+
+def prune_handlers(services: Services) -> list[ResourceHandler]:
+    pruner = build_pruner(services)
+    from imageregistry.apiserver.imagepruner import ImagePruners
+
+    return [
+        ImagePrunes(pruner),
+        RegistryGCs(pruner),
+        ImagePruneRuns(pruner),
+        ImagePruners(services.db),
+    ]

@@ -1,0 +1,229 @@
+"""Scheduled pruning: run the `ImagePruner` `cluster` configuration on its cron schedule.
+
+Every replica runs this loop; a row in `leases` makes sure only one of them acts at a
+time (architecture.md, "Built for more than one machine"): a replica acts only while it
+holds the unexpired `image-pruner` lease, renewing it on each tick. A tick that finds the
+schedule due for the current minute, and no run recorded for that minute in the
+pruner's status, runs a confirmed prune with the configured retention and then registry
+GC, and writes the outcome as status conditions plus a bounded run history
+(`successfulJobsHistoryLimit`, `failedJobsHistoryLimit`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import socket
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.tables import leases, objects
+from imageregistry.prune.cron import CronSchedule, InvalidSchedule
+from imageregistry.prune.options import PruneOptions, parse_duration
+from imageregistry.prune.service import Pruner, build_pruner
+from imageregistry.services import Services
+
+OPERATOR_GROUP = "imageregistry.operator.alauda.io"
+PRUNER_RESOURCE = f"imagepruners.{OPERATOR_GROUP}"
+PRUNER_NAME = "cluster"
+LEASE = "image-pruner"
+
+
+def take_lease(db: Database, holder: str, now: datetime, ttl: timedelta) -> bool:
+    """Acquire or renew the lease; False while another unexpired holder has it."""
+    try:
+        with db.write() as conn:
+            query = select(leases.c.holder, leases.c.expires).where(leases.c.name == LEASE)
+            if not db.is_sqlite:
+                query = query.with_for_update()
+            row = conn.execute(query).first()
+            if row is None:
+                conn.execute(insert(leases).values(name=LEASE, holder=holder, expires=now + ttl))
+                return True
+            if row.holder != holder and as_utc(row.expires) > now:
+                return False
+            conn.execute(
+                update(leases)
+                .where(leases.c.name == LEASE)
+                .values(holder=holder, expires=now + ttl)
+            )
+            return True
+    except IntegrityError:  # another replica inserted the row first
+        return False
+
+
+def release_lease(db: Database, holder: str) -> None:
+    with db.write() as conn:
+        conn.execute(delete(leases).where(leases.c.name == LEASE, leases.c.holder == holder))
+
+
+def _load(db: Database) -> dict[str, Any] | None:
+    with db.read() as conn:
+        body = conn.execute(
+            select(objects.c.body).where(
+                objects.c.resource == PRUNER_RESOURCE,
+                objects.c.namespace == "",
+                objects.c.name == PRUNER_NAME,
+            )
+        ).scalar()
+    return dict(body) if body else None
+
+
+def _save_status(db: Database, status: dict[str, Any]) -> None:
+    key = (objects.c.resource == PRUNER_RESOURCE, objects.c.name == PRUNER_NAME)
+    with db.write() as conn:
+        body = conn.execute(select(objects.c.body).where(*key)).scalar()
+        if not body:
+            return
+        version = record_change(conn, PRUNER_RESOURCE, "", PRUNER_NAME, "MODIFIED")
+        body = dict(body)
+        body["status"] = status
+        body.setdefault("metadata", {})["resourceVersion"] = str(version)
+        conn.execute(update(objects).where(*key).values(body=body, resource_version=version))
+
+
+def options_from_spec(spec: dict[str, Any]) -> PruneOptions:
+    return PruneOptions(
+        keep_tag_revisions=int(spec.get("keepTagRevisions", 3)),
+        keep_younger_than=parse_duration(str(spec.get("keepYoungerThanDuration", "60m"))),
+        ignore_invalid_refs=bool(spec.get("ignoreInvalidImageReferences", True)),
+        prune_registry=bool(spec.get("pruneRegistry", True)),
+    )
+
+
+def _condition(kind: str, ok: bool, reason: str, message: str, now: datetime) -> dict[str, Any]:
+    return {
+        "type": kind,
+        "status": "True" if ok else "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+class ImagePrunerScheduler:
+    """One replica's scheduler loop; `tick` is the unit tests drive with a fake clock."""
+
+    def __init__(
+        self,
+        db: Database,
+        pruner: Pruner,
+        clock: Callable[[], datetime],
+        holder: str,
+        interval: float = 20.0,
+    ) -> None:
+        self._db = db
+        self._pruner = pruner
+        self._clock = clock
+        self._holder = holder
+        self._interval = interval
+
+    def _due(self, body: dict[str, Any], minute: datetime) -> bool:
+        spec = body.get("spec") or {}
+        if spec.get("suspend") or not spec.get("schedule"):
+            return False
+        try:
+            schedule = CronSchedule.parse(str(spec["schedule"]))
+        except InvalidSchedule:
+            return False
+        last = (body.get("status") or {}).get("lastScheduledMinute", "")
+        return schedule.matches(minute) and last != minute.isoformat()
+
+    async def tick(self) -> dict[str, Any] | None:
+        """Run the pruner if due and this replica holds the lease; return the new status."""
+        now = self._clock()
+        ttl = timedelta(seconds=self._interval * 3)
+        if not await asyncio.to_thread(take_lease, self._db, self._holder, now, ttl):
+            return None
+        body = await asyncio.to_thread(_load, self._db)
+        minute = now.replace(second=0, microsecond=0)
+        if body is None or not self._due(body, minute):
+            return None
+        status = await self._run(body, now)
+        status["lastScheduledMinute"] = minute.isoformat()
+        await asyncio.to_thread(_save_status, self._db, status)
+        return status
+
+    async def _run(self, body: dict[str, Any], now: datetime) -> dict[str, Any]:
+        spec = body.get("spec") or {}
+        previous = dict(body.get("status") or {})
+        entry: dict[str, Any] = {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        try:
+            options = options_from_spec(spec)
+            outcome = await asyncio.to_thread(
+                self._pruner.prune, options, "system:image-pruner", False
+            )
+            entry.update(runID=outcome.run_id, summary=outcome.result.summary())
+            failed = len(outcome.result.failures)
+            if options.prune_registry:
+                gc = await self._pruner.gc(dry_run=False)
+                entry["registryGC"] = f"Deleted {len(gc.blobs)} blobs, freed {gc.size} bytes"
+                failed += len(gc.failed)
+            entry["succeeded"] = failed == 0
+            message = entry["summary"] + ("" if not failed else f"; {failed} step(s) failed")
+        except Exception as exc:  # recorded in status; the loop goes on
+            entry.update(succeeded=False, summary=str(exc))
+            message = str(exc)
+        return self._status(spec, previous, entry, message, now)
+
+    def _status(
+        self,
+        spec: dict[str, Any],
+        previous: dict[str, Any],
+        entry: dict[str, Any],
+        message: str,
+        now: datetime,
+    ) -> dict[str, Any]:
+        history = [entry, *(previous.get("history") or [])]
+        ok_limit = int(spec.get("successfulJobsHistoryLimit", 3))
+        failed_limit = int(spec.get("failedJobsHistoryLimit", 1))
+        ok_runs = [h for h in history if h.get("succeeded")][:ok_limit]
+        failed_runs = [h for h in history if not h.get("succeeded")][:failed_limit]
+        kept = sorted(ok_runs + failed_runs, key=lambda h: str(h["time"]), reverse=True)
+        succeeded = bool(entry.get("succeeded"))
+        return {
+            "conditions": [
+                _condition("Available", True, "Ready", "scheduled pruning is configured", now),
+                _condition(
+                    "Scheduled", not spec.get("suspend"), "Scheduled", spec.get("schedule", ""), now
+                ),
+                _condition(
+                    "Failed", not succeeded, "Failed" if not succeeded else "Complete", message, now
+                ),
+            ],
+            "lastRun": entry,
+            "history": kept,
+        }
+
+    async def run_forever(self) -> None:
+        try:
+            while True:
+                with contextlib.suppress(Exception):  # a failed tick must not end the loop
+                    await self.tick()
+                await asyncio.sleep(self._interval)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(release_lease, self._db, self._holder)
+
+
+@contextlib.asynccontextmanager
+async def scheduled_pruning(services: Services, interval: float = 20.0) -> AsyncIterator[None]:
+    """Run this replica's scheduler loop for the lifetime of the server."""
+    holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    scheduler = ImagePrunerScheduler(
+        services.db, build_pruner(services), services.clock, holder, interval
+    )
+    task = asyncio.create_task(scheduler.run_forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

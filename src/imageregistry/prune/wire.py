@@ -1,0 +1,120 @@
+"""JSON shapes of prune and GC results (the `status` of `ImagePrune` / `RegistryGC`).
+
+The server renders plan and outcome values here and the CLI reads the same keys; keeping
+both directions in one module is what keeps `ac` and the API in step. Only plain JSON
+crosses this edge: dataclass values stay on the server.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from imageregistry.metadata.prune_runs import PruneRun, RestoreResult
+from imageregistry.prune.gc import GcResult
+from imageregistry.prune.reconcile import ReconcileResult
+from imageregistry.prune.service import PruneOutcome
+
+
+def _iso(value: Any) -> str:
+    return str(value.isoformat().replace("+00:00", "Z"))
+
+
+def prune_status(outcome: PruneOutcome) -> dict[str, Any]:
+    result = outcome.result
+    return {
+        "dryRun": result.dry_run,
+        "runID": outcome.run_id,
+        "actions": [
+            {
+                "kind": s.kind,
+                "target": s.target,
+                "description": s.description,
+                "count": s.count,
+                **({"error": s.error} if s.error else {}),
+            }
+            for s in result.steps
+        ],
+        "imageStreams": [
+            {
+                "namespace": s.namespace,
+                "name": s.name,
+                "removedTags": list(s.emptied_tags),
+                "items": [
+                    {"tag": e.tag, "image": e.digest, "created": _iso(e.created)} for e in s.events
+                ],
+            }
+            for s in outcome.plan.streams
+        ],
+        "images": list(outcome.plan.images),
+        "inUse": sorted(outcome.in_use.sources),
+        "summary": result.summary(),
+        "failed": len(result.failures),
+    }
+
+
+def gc_status(result: GcResult) -> dict[str, Any]:
+    return {
+        "dryRun": result.dry_run,
+        "blobs": [{"digest": b.digest, "size": b.size} for b in result.blobs],
+        "count": len(result.blobs),
+        "size": result.size,
+        "staleLinks": [
+            {"repository": f"{link.namespace}/{link.name}".strip("/"), "digest": link.digest}
+            for link in result.stale_links
+        ],
+        "uploads": [
+            {"id": u.upload_id, "repository": u.repository, "updated": _iso(u.updated)}
+            for u in result.uploads
+        ],
+        "irreversibleRuns": list(result.irreversible_runs),
+        "failed": [{"target": t, "error": e} for t, e in result.failed],
+    }
+
+
+def reconcile_status(result: ReconcileResult) -> dict[str, Any]:
+    return {
+        "dryRun": result.dry_run,
+        "scanned": result.scanned,
+        "unknown": [
+            {"digest": str(b.digest), "size": b.size, "modified": _iso(b.modified)}
+            for b in result.unknown
+        ],
+        "size": result.size,
+    }
+
+
+def undo_status(result: RestoreResult) -> dict[str, Any]:
+    return {
+        "undone": result.run_id,
+        "restoredImages": result.images,
+        "restoredTagItems": result.tag_events,
+        "imageStreams": list(result.streams),
+        "skipped": list(result.skipped),
+        "summary": (
+            f"Summary: restored {result.images} image object(s), restored {result.tag_events} "
+            f"image stream tag item(s), updated {len(result.streams)} image stream(s)"
+        ),
+        "failed": len(result.skipped),
+    }
+
+
+def run_object(run: PruneRun) -> dict[str, Any]:
+    removed = run.removed
+    status: dict[str, Any] = {"state": run.state, "user": run.user, **dict(run.summary)}
+    if removed:
+        status["images"] = [i["manifest"]["digest"] for i in removed.get("images", [])]
+        status["tagItems"] = [
+            {
+                "imageStream": f"{e['namespace']}/{e['stream']}",
+                "tag": e["tag"],
+                "image": e["digest"],
+            }
+            for e in removed.get("tagEvents", [])
+        ]
+    return {
+        "apiVersion": "image.alauda.io/v1",
+        "kind": "ImagePruneRun",
+        "metadata": {"name": run.id, "creationTimestamp": _iso(run.created)},
+        "spec": dict(run.options),
+        "status": status,
+    }
