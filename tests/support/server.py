@@ -86,7 +86,8 @@ class RegistryProcess:
                 with self.client(timeout=1.0) as client:
                     if client.get("/healthz").status_code == 200:
                         return self
-            except httpx.HTTPError:
+            except (httpx.HTTPError, OSError):
+                # OSError: the CA file is written by the server on first start.
                 pass
             time.sleep(0.1)
         self.stop()
