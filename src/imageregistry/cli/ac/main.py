@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from imageregistry.cli.ac import login
+from imageregistry.cli.ac import gc, login, prune
 from imageregistry.cli.ac.adm import adm
 from imageregistry.cli.ac.errors import AcGroup
 from imageregistry.cli.ac.get import delete, describe, get
@@ -46,3 +46,5 @@ main.add_command(adm)
 adm.add_command(top)
 adm.add_command(verify_image_signature)
 adm.add_command(policy)
+adm.add_command(prune.prune)
+adm.add_command(gc.registry)

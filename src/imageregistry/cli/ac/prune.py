@@ -1,0 +1,179 @@
+"""`ac adm prune images`: preview or apply image pruning planned on the server.
+
+Every flag of behaviour.md §5. The command gathers in-use references on the client (a
+file and/or the workloads of a cluster, `references.py`), sends the options as an
+`ImagePrune` to the server, which plans and executes in one transaction (dry run unless
+`--confirm`), and prints the plan: one line per action, then the `Summary:` line. The
+dry-run notice and progress go to stderr so stdout stays parseable; `-o json` prints the
+server's answer. Any failed step makes the exit status non-zero after all others ran.
+`--undo RUN` restores a confirmed run until registry GC has reclaimed its blobs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from imageregistry.cli.ac.errors import CliError, from_response
+from imageregistry.cli.ac.gc import print_gc
+from imageregistry.cli.ac.options import common_options, session
+from imageregistry.cli.ac.references import gather_references
+from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_duration
+
+API = "/apis/image.alauda.io/v1"
+DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to remove images"
+
+
+@contextlib.contextmanager
+def progress(message: str) -> Iterator[None]:
+    """A spinner on stderr while the server works, only when stderr is a terminal."""
+    if not sys.stderr.isatty():
+        yield
+        return
+    from rich.console import Console
+
+    with Console(stderr=True).status(message):
+        yield
+
+
+def post_operation(ctx: click.Context, resource: str, body: dict[str, Any], dry_run: bool) -> Any:
+    sess = session(ctx)
+    path = f"{API}/{resource}" + ("?dryRun=All" if dry_run else "")
+    with sess.client(timeout=3600.0) as client, progress("Waiting for the server..."):
+        response = client.post(path, json=body)
+    if response.status_code >= 400:
+        raise from_response(response)
+    return response.json()
+
+
+def print_prune(status: dict[str, Any]) -> int:
+    failed = 0
+    for action in status.get("actions") or ():
+        line = action["description"]
+        if action.get("error"):
+            failed += 1
+            line += f" (failed: {action['error']})"
+        click.echo(line)
+    click.echo(status.get("summary", ""))
+    if status.get("runID"):
+        run = status["runID"]
+        click.echo(
+            f"Recorded prune run {run}; undo with: ac adm prune images --undo {run}", err=True
+        )
+    if status.get("registryGC") is not None:
+        failed += print_gc(status["registryGC"])
+    return failed
+
+
+def _options(kw: dict[str, Any], references: set[str]) -> PruneOptions:
+    try:
+        younger = parse_duration(kw["keep_younger_than"])
+        return PruneOptions(
+            keep_tag_revisions=kw["keep_tag_revisions"],
+            keep_younger_than=younger,
+            whitelist=tuple(kw["whitelist"]),
+            all=kw["all"],
+            prune_registry=kw["prune_registry"],
+            registry_url=kw["registry_url"] or "",
+            ignore_invalid_refs=kw["ignore_invalid_refs"],
+            keep_referenced=tuple(sorted(references)),
+            catalog_page_size=kw["catalog_page_size"] or 0,
+        )
+    except InvalidOptions as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+@click.group("prune")
+def prune() -> None:
+    """Remove unused image metadata (dry run by default)."""
+
+
+@prune.command("images")
+@click.option(
+    "--keep-tag-revisions",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Keep this many most recent items of every tag's history.",
+)
+@click.option(
+    "--keep-younger-than",
+    default="60m",
+    show_default=True,
+    help="Keep images and history items younger than this Go duration (72h, 90m).",
+)
+@click.option(
+    "--whitelist",
+    multiple=True,
+    metavar="REGEX",
+    help="Never touch repositories ns/stream matching this regex (repeatable).",
+)
+@click.option("--all", "all_", is_flag=True, help="Ignore the keep-* retention flags.")
+@click.option("--confirm", is_flag=True, help="Actually delete (default: dry run).")
+@click.option("--dry-run", is_flag=True, help="Only show what would be deleted (the default).")
+@click.option(
+    "--prune-registry",
+    is_flag=True,
+    help="After a confirmed prune, run registry garbage collection.",
+)
+@click.option("--registry-url", help="Registry host that workload references must name.")
+@click.option("--ignore-invalid-refs", is_flag=True, help="Skip unparseable image references.")
+@click.option(
+    "--keep-referenced-from",
+    "reference_files",
+    multiple=True,
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="File of image references in use, one per line (repeatable).",
+)
+@click.option(
+    "--cluster-kubeconfig",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Keep images used by workloads of this Kubernetes cluster.",
+)
+@click.option("--catalog-page-size", type=int, default=None, help="Accepted for compatibility.")
+@click.option("--undo", "undo_run", metavar="RUN", help="Restore what a confirmed prune removed.")
+@click.option("-o", "--output", type=click.Choice(["json"]), help="Print the plan as JSON.")
+@common_options
+@click.pass_context
+def images(ctx: click.Context, /, **kw: Any) -> None:
+    """Prune images: history items and Image objects nothing needs any more."""
+    if kw["confirm"] and kw["dry_run"]:
+        raise click.UsageError("--confirm and --dry-run cannot be used together")
+    dry_run = not kw["confirm"]
+    if kw["undo_run"]:
+        spec: dict[str, Any] = {"undo": kw["undo_run"]}
+    else:
+        refs = gather_references(kw["reference_files"], kw["cluster_kubeconfig"])
+        spec = _options(kw, refs).to_spec()
+    body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": spec}
+    if dry_run:
+        click.echo(DRY_RUN_NOTICE, err=True)
+    answer = post_operation(ctx, "imageprunes", body, dry_run)
+    status = answer.get("status") or {}
+    if kw["output"] == "json":
+        click.echo(json.dumps(answer, indent=2))
+        failed = int(status.get("failed") or 0)
+    elif kw["undo_run"]:
+        failed = print_undo(status)
+    else:
+        failed = print_prune(status)
+    if failed:
+        raise CliError(f"{failed} step(s) failed", exit_code=1)
+
+
+def print_undo(status: dict[str, Any]) -> int:
+    if status.get("dryRun"):
+        click.echo(f"Prune run {status.get('undo')} is {status.get('state')}")
+        return 0
+    for stream in status.get("imageStreams") or ():
+        click.echo(f"Restoring image stream {stream}")
+    for skipped in status.get("skipped") or ():
+        click.echo(f"Cannot restore {skipped}")
+    click.echo(status.get("summary", ""))
+    return len(status.get("skipped") or ())
