@@ -52,15 +52,27 @@ def binding(name: str, role: str, user: str) -> dict[str, Any]:
 
 def test_crud_resource_versions_and_conflicts(db: Database) -> None:
     namespaces = Namespaces(db)
-    created = namespaces.create(ctx(db), "", {"metadata": {"name": "team-a", "labels": {"tier": "x"}}})
+    created = namespaces.create(
+        ctx(db), "", {"metadata": {"name": "team-a", "labels": {"tier": "x"}}}
+    )
     assert created["status"]["phase"] == "Active" and created["metadata"]["uid"]
     with pytest.raises(ApiError) as exists:
         namespaces.create(ctx(db), "", {"metadata": {"name": "team-a"}})
     assert exists.value.code == 409
-    updated = namespaces.update(ctx(db), "", "team-a", {**created, "metadata": {**created["metadata"], "labels": {"tier": "y"}}})
+    updated = namespaces.update(
+        ctx(db),
+        "",
+        "team-a",
+        {**created, "metadata": {**created["metadata"], "labels": {"tier": "y"}}},
+    )
     assert int(updated["metadata"]["resourceVersion"]) > int(created["metadata"]["resourceVersion"])
     with pytest.raises(ApiError) as conflict:  # `created` now carries a stale resourceVersion
-        namespaces.update(ctx(db), "", "team-a", {**created, "metadata": {**created["metadata"], "labels": {"a": "b"}}})
+        namespaces.update(
+            ctx(db),
+            "",
+            "team-a",
+            {**created, "metadata": {**created["metadata"], "labels": {"a": "b"}}},
+        )
     assert conflict.value.code == 409
     assert namespaces.get(ctx(db), "", "team-a")["metadata"]["labels"]["tier"] == "y"
 
@@ -69,17 +81,28 @@ def test_list_pages_and_selectors(db: Database) -> None:
     Namespaces(db).create(ctx(db), "", {"metadata": {"name": "ns1"}})
     accounts = ServiceAccounts(db, TokenSigner(generate_signing_key()), "aud")
     for i in range(5):
-        accounts.create(ctx(db), "ns1", {"metadata": {"name": f"sa{i}", "labels": {"even": str(i % 2 == 0).lower()}}})
+        accounts.create(
+            ctx(db),
+            "ns1",
+            {"metadata": {"name": f"sa{i}", "labels": {"even": str(i % 2 == 0).lower()}}},
+        )
     first = accounts.list(ctx(db), "ns1", ListOptions(limit=2))
     assert [o["metadata"]["name"] for o in first.items] == ["sa0", "sa1"] and first.continue_token
     rest = accounts.list(ctx(db), "ns1", ListOptions(limit=10, continue_token=first.continue_token))
-    assert [o["metadata"]["name"] for o in rest.items] == ["sa2", "sa3", "sa4"] and not rest.continue_token
+    assert [o["metadata"]["name"] for o in rest.items] == [
+        "sa2",
+        "sa3",
+        "sa4",
+    ] and not rest.continue_token
     even = accounts.list(ctx(db), "ns1", ListOptions(label_selector="even=true"))
     assert [o["metadata"]["name"] for o in even.items] == ["sa0", "sa2", "sa4"]
     pinned = accounts.list(ctx(db), "", ListOptions(field_selector="metadata.name=sa3"))
     assert [o["metadata"]["name"] for o in pinned.items] == ["sa3"]
     generated = accounts.create(ctx(db), "ns1", {"metadata": {"generateName": "robot-"}})
-    assert generated["metadata"]["name"].startswith("robot-") and len(generated["metadata"]["name"]) == 11
+    assert (
+        generated["metadata"]["name"].startswith("robot-")
+        and len(generated["metadata"]["name"]) == 11
+    )
 
 
 def test_dry_run_and_namespace_cascade(db: Database) -> None:
@@ -99,24 +122,76 @@ def test_dry_run_and_namespace_cascade(db: Database) -> None:
 def test_rbac_authorizer_and_escalation(db: Database) -> None:
     Namespaces(db).create(ctx(db), "", {"metadata": {"name": "team-a"}})
     roles = ClusterRoles(db, build_resolver(db))
-    roles.create(ctx(db), "", {"metadata": {"name": "puller"}, "rules": [{"verbs": ["get"], "apiGroups": ["image.alauda.io"], "resources": ["imagestreams/layers"]}]})
-    roles.create(ctx(db), "", {"metadata": {"name": "rb-admin"}, "rules": [{"verbs": ["*"], "apiGroups": ["rbac.authorization.k8s.io"], "resources": ["rolebindings"]}]})
+    roles.create(
+        ctx(db),
+        "",
+        {
+            "metadata": {"name": "puller"},
+            "rules": [
+                {
+                    "verbs": ["get"],
+                    "apiGroups": ["image.alauda.io"],
+                    "resources": ["imagestreams/layers"],
+                }
+            ],
+        },
+    )
+    roles.create(
+        ctx(db),
+        "",
+        {
+            "metadata": {"name": "rb-admin"},
+            "rules": [
+                {
+                    "verbs": ["*"],
+                    "apiGroups": ["rbac.authorization.k8s.io"],
+                    "resources": ["rolebindings"],
+                }
+            ],
+        },
+    )
     bindings = RoleBindings(db, build_resolver(db))
-    bindings.create(ctx(db), "team-a", binding("pull", "puller", "system:serviceaccount:app:builder"))
-    bindings.create(ctx(db), "team-a", {**binding("sa", "puller", "x"), "subjects": [{"kind": "ServiceAccount", "name": "builder", "namespace": "app"}]})
+    bindings.create(
+        ctx(db), "team-a", binding("pull", "puller", "system:serviceaccount:app:builder")
+    )
+    bindings.create(
+        ctx(db),
+        "team-a",
+        {
+            **binding("sa", "puller", "x"),
+            "subjects": [{"kind": "ServiceAccount", "name": "builder", "namespace": "app"}],
+        },
+    )
     bindings.create(ctx(db), "team-a", binding("mgr", "rb-admin", "carol"))
     authz = build_authorizer(db)
     builder = service_account("app", "builder")
-    pull = Attributes.for_resource(builder, "get", "image.alauda.io", "imagestreams", subresource="layers", name="demo", namespace="team-a")
+    pull = Attributes.for_resource(
+        builder,
+        "get",
+        "image.alauda.io",
+        "imagestreams",
+        subresource="layers",
+        name="demo",
+        namespace="team-a",
+    )
     assert authz.authorize(pull).allowed
-    elsewhere = Attributes.for_resource(builder, "get", "image.alauda.io", "imagestreams", subresource="layers", namespace="team-b")
+    elsewhere = Attributes.for_resource(
+        builder, "get", "image.alauda.io", "imagestreams", subresource="layers", namespace="team-b"
+    )
     assert not authz.authorize(elsewhere).allowed
     carol = authenticated("carol")
     bindings.create(ctx(db, carol), "team-a", binding("share", "rb-admin", "dave"))  # held: allowed
     with pytest.raises(ApiError) as not_held:
         bindings.create(ctx(db, carol), "team-a", binding("pullme", "puller", "carol"))
     assert not_held.value.code == 403
-    roles.create(ctx(db), "", {"metadata": {"name": "cluster-admin-like"}, "rules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}]})
+    roles.create(
+        ctx(db),
+        "",
+        {
+            "metadata": {"name": "cluster-admin-like"},
+            "rules": [{"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}],
+        },
+    )
     with pytest.raises(ApiError) as refused:
         bindings.create(ctx(db, carol), "team-a", binding("grab2", "cluster-admin-like", "carol"))
     assert refused.value.code == 403 and "not currently held" in refused.value.message

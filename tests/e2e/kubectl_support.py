@@ -31,11 +31,21 @@ class Kubectl:
     server: RegistryProcess
     cache_dir: Path
 
-    def run(self, *args: str, token: str | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-        cmd = ["kubectl", "--kubeconfig", str(self.server.kubeconfig), "--cache-dir", str(self.cache_dir)]
+    def run(
+        self, *args: str, token: str | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        cmd = [
+            "kubectl",
+            "--kubeconfig",
+            str(self.server.kubeconfig),
+            "--cache-dir",
+            str(self.cache_dir),
+        ]
         if token is not None:
             cmd.append(f"--token={token}")
-        return subprocess.run([*cmd, *args], capture_output=True, text=True, input=stdin, timeout=60)
+        return subprocess.run(
+            [*cmd, *args], capture_output=True, text=True, input=stdin, timeout=60
+        )
 
     def ok(self, *args: str, token: str | None = None, stdin: str | None = None) -> str:
         result = self.run(*args, token=token, stdin=stdin)
@@ -44,11 +54,20 @@ class Kubectl:
 
     def fails(self, *args: str, token: str | None = None) -> str:
         result = self.run(*args, token=token)
-        assert result.returncode != 0, f"kubectl {' '.join(args)} unexpectedly succeeded: {result.stdout}"
+        assert result.returncode != 0, (
+            f"kubectl {' '.join(args)} unexpectedly succeeded: {result.stdout}"
+        )
         return result.stderr
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
-        cmd = ["kubectl", "--kubeconfig", str(self.server.kubeconfig), "--cache-dir", str(self.cache_dir), *args]
+        cmd = [
+            "kubectl",
+            "--kubeconfig",
+            str(self.server.kubeconfig),
+            "--cache-dir",
+            str(self.cache_dir),
+            *args,
+        ]
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -71,7 +90,9 @@ def ca_dir(server: RegistryProcess, root: Path) -> Path:
     return target
 
 
-def push_image(server: RegistryProcess, root: Path, repo: str, seed: str, token: str | None = None) -> str:
+def push_image(
+    server: RegistryProcess, root: Path, repo: str, seed: str, token: str | None = None
+) -> str:
     """Push a one-layer image built from `seed` to `<host>/<repo>`; return its digest."""
     layout, manifest, _ = write_layout(root / f"layout-{seed}", [layer(seed, 2048)])
     push(layout, f"{server.host}/{repo}", token or server.admin_token, ca_dir(server, root))

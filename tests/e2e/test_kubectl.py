@@ -13,11 +13,11 @@ import yaml
 from tests.e2e.kubectl_support import Kubectl, KubeServer, add_user_token, push_image
 
 
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
     root = tmp_path_factory.mktemp("kubectl")
-    proc = KubeServer(data_dir=root / "data").start()
+    proc = KubeServer(data_dir=root / "data")
+    proc.start()
     try:
         yield proc
     finally:
@@ -41,10 +41,34 @@ def test_seed_rolebindings_and_can_i(k: Kubectl) -> None:
     can_i = ["auth", "can-i", "get", "imagestreams/layers.image.alauda.io", "-n", "team-a"]
     before = k.run(*can_i, "--as=system:serviceaccount:app:builder")
     assert (before.stdout.strip(), before.returncode) == ("no", 1)
-    out = k.ok("create", "rolebinding", "image-puller-alice", "--clusterrole=system:image-puller", "--user=alice", "-n", "team-a")
+    out = k.ok(
+        "create",
+        "rolebinding",
+        "image-puller-alice",
+        "--clusterrole=system:image-puller",
+        "--user=alice",
+        "-n",
+        "team-a",
+    )
     assert "rolebinding.rbac.authorization.k8s.io/image-puller-alice created" in out
-    k.ok("create", "rolebinding", "image-puller-builder", "--clusterrole=system:image-puller", "--serviceaccount=app:builder", "-n", "team-a")
-    k.ok("create", "rolebinding", "image-puller-devs", "--clusterrole=system:image-puller", "--group=devs", "-n", "team-a")
+    k.ok(
+        "create",
+        "rolebinding",
+        "image-puller-builder",
+        "--clusterrole=system:image-puller",
+        "--serviceaccount=app:builder",
+        "-n",
+        "team-a",
+    )
+    k.ok(
+        "create",
+        "rolebinding",
+        "image-puller-devs",
+        "--clusterrole=system:image-puller",
+        "--group=devs",
+        "-n",
+        "team-a",
+    )
     table = k.ok("-n", "team-a", "get", "rolebinding")
     assert table.split("\n")[0].split() == ["NAME", "ROLE", "AGE"]
     assert "ClusterRole/system:image-puller" in table and "image-puller-devs" in table
@@ -53,14 +77,32 @@ def test_seed_rolebindings_and_can_i(k: Kubectl) -> None:
     assert k.ok(*can_i, "--as=system:serviceaccount:app:builder").strip() == "yes"
     other = k.run(*can_i, "--as=system:serviceaccount:app:other")
     assert (other.stdout.strip(), other.returncode) == ("no", 1)
-    elsewhere = k.run("auth", "can-i", "get", "imagestreams/layers.image.alauda.io", "-n", "app", "--as=system:serviceaccount:app:builder")
+    elsewhere = k.run(
+        "auth",
+        "can-i",
+        "get",
+        "imagestreams/layers.image.alauda.io",
+        "-n",
+        "app",
+        "--as=system:serviceaccount:app:builder",
+    )
     assert elsewhere.stdout.strip() == "no"
 
 
 def test_can_i_list_and_whoami(k: Kubectl) -> None:
     k.ok("create", "ns", "list-ns")
-    k.ok("create", "rolebinding", "p", "--clusterrole=system:image-puller", "--serviceaccount=app:lister", "-n", "list-ns")
-    listing = k.ok("auth", "can-i", "--list", "-n", "list-ns", "--as=system:serviceaccount:app:lister")
+    k.ok(
+        "create",
+        "rolebinding",
+        "p",
+        "--clusterrole=system:image-puller",
+        "--serviceaccount=app:lister",
+        "-n",
+        "list-ns",
+    )
+    listing = k.ok(
+        "auth", "can-i", "--list", "-n", "list-ns", "--as=system:serviceaccount:app:lister"
+    )
     assert "imagestreams.image.alauda.io/layers" in listing
     who = k.ok("auth", "whoami")
     assert "system:admin" in who and "system:masters" in who
@@ -100,15 +142,27 @@ def test_image_commands(k: Kubectl, server: KubeServer, work: Path) -> None:
 
 def test_apply_and_label(k: Kubectl, work: Path) -> None:
     k.ok("create", "ns", "apply-ns")
-    stream = {"apiVersion": "image.alauda.io/v1", "kind": "ImageStream", "metadata": {"name": "web", "namespace": "apply-ns"}, "spec": {"lookupPolicy": {"local": False}}}
+    stream = {
+        "apiVersion": "image.alauda.io/v1",
+        "kind": "ImageStream",
+        "metadata": {"name": "web", "namespace": "apply-ns"},
+        "spec": {"lookupPolicy": {"local": False}},
+    }
     binding = {
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "RoleBinding",
         "metadata": {"name": "pullers", "namespace": "apply-ns"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:image-puller"},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "system:image-puller",
+        },
         "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}],
     }
-    for obj, what in ((stream, "imagestream.image.alauda.io/web"), (binding, "rolebinding.rbac.authorization.k8s.io/pullers")):
+    for obj, what in (
+        (stream, "imagestream.image.alauda.io/web"),
+        (binding, "rolebinding.rbac.authorization.k8s.io/pullers"),
+    ):
         path = work / f"{obj['kind']}.yaml"
         path.write_text(yaml.safe_dump(obj))
         assert f"{what} created" in k.ok("apply", "-f", str(path))
@@ -116,21 +170,36 @@ def test_apply_and_label(k: Kubectl, work: Path) -> None:
         if obj is stream:
             stream["spec"] = {"lookupPolicy": {"local": True}}
         else:
-            binding["subjects"] = [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"}]
+            binding["subjects"] = [
+                {"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "bob"}
+            ]
         path.write_text(yaml.safe_dump(obj))
         assert f"{what} configured" in k.ok("apply", "-f", str(path))
-    assert yaml.safe_load(k.ok("get", "is", "web", "-n", "apply-ns", "-o", "yaml"))["spec"]["lookupPolicy"]["local"] is True
+    assert (
+        yaml.safe_load(k.ok("get", "is", "web", "-n", "apply-ns", "-o", "yaml"))["spec"][
+            "lookupPolicy"
+        ]["local"]
+        is True
+    )
     assert "bob" in k.ok("get", "rolebinding", "pullers", "-n", "apply-ns", "-o", "wide")
     k.ok("label", "is", "web", "-n", "apply-ns", "team=web")
     k.ok("label", "rolebinding", "pullers", "-n", "apply-ns", "team=rb")
     assert "team=web" in k.ok("get", "is", "-n", "apply-ns", "--show-labels")
     assert "pullers" in k.ok("get", "rolebinding", "-n", "apply-ns", "-l", "team=rb")
-    assert "No resources found" in k.run("get", "rolebinding", "-n", "apply-ns", "-l", "team=other").stderr
+    assert (
+        "No resources found"
+        in k.run("get", "rolebinding", "-n", "apply-ns", "-l", "team=other").stderr
+    )
 
 
 def test_strict_field_validation_rejects_unknown_fields(k: Kubectl, work: Path) -> None:
     k.ok("create", "ns", "strict-ns")
-    bad = {"apiVersion": "image.alauda.io/v1", "kind": "ImageStream", "metadata": {"name": "bad", "namespace": "strict-ns"}, "spec": {"bogusField": 1}}
+    bad = {
+        "apiVersion": "image.alauda.io/v1",
+        "kind": "ImageStream",
+        "metadata": {"name": "bad", "namespace": "strict-ns"},
+        "spec": {"bogusField": 1},
+    }
     path = work / "bad.yaml"
     path.write_text(yaml.safe_dump(bad))
     err = k.fails("create", "-f", str(path))
@@ -180,12 +249,39 @@ def test_impersonation_requires_the_verb(k: Kubectl, server: KubeServer) -> None
 
 def test_namespace_admin_cannot_grant_cluster_admin(k: Kubectl, server: KubeServer) -> None:
     k.ok("create", "ns", "owned")
-    k.ok("create", "rolebinding", "carol-admin", "--clusterrole=admin", "--user=carol", "-n", "owned")
+    k.ok(
+        "create", "rolebinding", "carol-admin", "--clusterrole=admin", "--user=carol", "-n", "owned"
+    )
     token = add_user_token(server, "carol")
-    err = k.fails("create", "rolebinding", "grab", "--clusterrole=cluster-admin", "--user=carol", "-n", "owned", token=token)
+    err = k.fails(
+        "create",
+        "rolebinding",
+        "grab",
+        "--clusterrole=cluster-admin",
+        "--user=carol",
+        "-n",
+        "owned",
+        token=token,
+    )
     assert "attempting to grant RBAC permissions not currently held" in err
-    k.ok("create", "rolebinding", "share", "--clusterrole=system:image-puller", "--user=dave", "-n", "owned", token=token)
-    err = k.fails("create", "clusterrolebinding", "grab", "--clusterrole=cluster-admin", "--user=carol", token=token)
+    k.ok(
+        "create",
+        "rolebinding",
+        "share",
+        "--clusterrole=system:image-puller",
+        "--user=dave",
+        "-n",
+        "owned",
+        token=token,
+    )
+    err = k.fails(
+        "create",
+        "clusterrolebinding",
+        "grab",
+        "--clusterrole=cluster-admin",
+        "--user=carol",
+        token=token,
+    )
     assert "forbidden" in err
 
 

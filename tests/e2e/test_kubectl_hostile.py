@@ -53,7 +53,12 @@ def _binding(**overrides: object) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     "content",
-    [b"k8s\x00\xff\xff\xff", b"k8s\x00", b"not protobuf at all", b"k8s\x00\x0a\x05\x0a\x03abc\x12\xff"],
+    [
+        b"k8s\x00\xff\xff\xff",
+        b"k8s\x00",
+        b"not protobuf at all",
+        b"k8s\x00\x0a\x05\x0a\x03abc\x12\xff",
+    ],
 )
 def test_malformed_protobuf_is_bad_request(api: httpx.Client, content: bytes) -> None:
     response = api.post(RB_PATH, content=content, headers={"Content-Type": PROTOBUF})
@@ -70,7 +75,12 @@ def test_malformed_json_is_bad_request(api: httpx.Client, content: bytes) -> Non
 
 def test_wrong_kind_is_bad_request(api: httpx.Client) -> None:
     _status(api.post(RB_PATH, json=_binding(kind="ClusterRole")), 400)
-    _status(api.post(IS_PATH, json={"apiVersion": "v1", "kind": "ImageStream", "metadata": {"name": "x"}}), 400)
+    _status(
+        api.post(
+            IS_PATH, json={"apiVersion": "v1", "kind": "ImageStream", "metadata": {"name": "x"}}
+        ),
+        400,
+    )
     _nothing_stored(api)
 
 
@@ -78,7 +88,9 @@ def test_unknown_and_duplicate_fields_are_rejected_under_strict(api: httpx.Clien
     body = _status(api.post(RB_PATH + "?fieldValidation=Strict", json=_binding(bogus=1)), 400)
     assert 'unknown field "bogus"' in str(body["message"])
     raw = json.dumps(_binding())[:-1] + ', "kind": "RoleBinding"}'
-    body = _status(api.post(RB_PATH, content=raw.encode(), headers={"Content-Type": "application/json"}), 400)
+    body = _status(
+        api.post(RB_PATH, content=raw.encode(), headers={"Content-Type": "application/json"}), 400
+    )
     assert 'duplicate field "kind"' in str(body["message"])
     _nothing_stored(api)
 
@@ -93,7 +105,14 @@ def test_unknown_field_warns_under_warn(api: httpx.Client) -> None:
 @pytest.mark.parametrize("name", ["Bad_Name", "", "a/b", "-x"])
 def test_bad_names_are_invalid(api: httpx.Client, name: str) -> None:
     code = 422
-    response = api.post(IS_PATH, json={"apiVersion": "image.alauda.io/v1", "kind": "ImageStream", "metadata": {"name": name}})
+    response = api.post(
+        IS_PATH,
+        json={
+            "apiVersion": "image.alauda.io/v1",
+            "kind": "ImageStream",
+            "metadata": {"name": name},
+        },
+    )
     _status(response, code)
     ns = api.post("/api/v1/namespaces", json={"metadata": {"name": name or "UPPER"}})
     _status(ns, 422)
@@ -110,7 +129,9 @@ def test_invalid_binding_is_unprocessable(api: httpx.Client) -> None:
 
 def test_oversized_body_is_too_large(api: httpx.Client) -> None:
     big = json.dumps(_binding(metadata={"name": "rb", "annotations": {"a": "x" * (4 << 20)}}))
-    _status(api.post(RB_PATH, content=big.encode(), headers={"Content-Type": "application/json"}), 413)
+    _status(
+        api.post(RB_PATH, content=big.encode(), headers={"Content-Type": "application/json"}), 413
+    )
     _nothing_stored(api)
 
 

@@ -95,11 +95,13 @@ class Dispatcher:
         body = decoded.body
         if body.get("apiVersion") not in (None, "", api_version):
             raise bad_request(
-                f"the API version in the data ({body.get('apiVersion')}) does not match the expected API version ({api_version})"
+                f"the API version in the data ({body.get('apiVersion')}) does not match "
+                f"the expected API version ({api_version})"
             )
         if body.get("kind") not in (None, "", kind):
             raise bad_request(
-                f"the kind in the data ({body.get('kind')}) does not match the expected kind ({kind})"
+                f"the kind in the data ({body.get('kind')}) does not match "
+                f"the expected kind ({kind})"
             )
         value, warnings = apply_field_validation(
             decoded, schema, self.query.get("fieldValidation", "")

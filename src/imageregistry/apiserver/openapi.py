@@ -80,7 +80,11 @@ def document_for(path: str, handlers: Sequence[ResourceHandler]) -> dict[str, An
     if path == "api/v1":
         return group_document("", handlers)
     parts = path.split("/")
-    if len(parts) == 3 and parts[0] == "apis" and parts[2] == "v1":
-        if any(h.info.group == parts[1] for h in handlers):
-            return group_document(parts[1], handlers)
+    if (
+        len(parts) == 3
+        and parts[0] == "apis"
+        and parts[2] == "v1"
+        and any(h.info.group == parts[1] for h in handlers)
+    ):
+        return group_document(parts[1], handlers)
     return None

@@ -89,7 +89,7 @@ def decode_continue(token: str) -> tuple[str, str]:
 class StoredResource(ResourceHandler):
     """A resource whose objects live in the `objects` table."""
 
-    name_check: NameCheck = staticmethod(dns1123_subdomain)  # type: ignore[assignment]
+    name_check: NameCheck = staticmethod(dns1123_subdomain)
 
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -251,7 +251,8 @@ class StoredResource(ResourceHandler):
         meta = obj["metadata"]
         if meta.get("name") not in (None, "", name):
             raise bad_request(
-                f"the name of the object ({meta.get('name')}) does not match the name on the URL ({name})"
+                f"the name of the object ({meta.get('name')}) does not match the name on "
+                f"the URL ({name})"
             )
         meta["name"] = name
         with self.db.write() as conn:

@@ -62,7 +62,7 @@ def _signatures(conn: Connection, digest: str) -> list[dict[str, Any]]:
 
     out = []
     for sig in list_signatures(conn, digest):
-        entry = {
+        entry: dict[str, Any] = {
             "name": sig.name,
             "type": sig.type,
             "content": base64.b64encode(sig.content).decode(),
@@ -105,7 +105,8 @@ def render_image(conn: Connection, row: Any, host: str, full: bool = True) -> di
         },
         "dockerImageMetadataVersion": "1.0",
         "dockerImageLayers": [
-            {"name": l.blob_digest, "size": l.size, "mediaType": l.media_type} for l in layers
+            {"name": layer.blob_digest, "size": layer.size, "mediaType": layer.media_type}
+            for layer in layers
         ],
         "dockerImageManifestMediaType": row.media_type,
     }

@@ -28,7 +28,6 @@ from imageregistry.apiserver.selectors import field_predicate, label_predicate
 from imageregistry.apiserver.status import (
     FieldCause,
     already_exists,
-    bad_request,
     conflict,
     invalid,
     not_found,
@@ -39,7 +38,7 @@ from imageregistry.apiserver.store import (
     encode_continue,
     namespace_exists,
 )
-from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, age, created_age
+from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.metadata import images as q
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
@@ -85,7 +84,8 @@ def _check_rv(given: Any, current: str, plural: str, name: str) -> None:
             plural,
             GROUP,
             name,
-            "the object has been modified; please apply your changes to the latest version and try again",
+            "the object has been modified; please apply your changes to the latest version "
+            "and try again",
         )
 
 
@@ -236,7 +236,8 @@ class ImageStreams(_ImageBase):
                 [
                     FieldCause(
                         "metadata.name",
-                        f'Invalid value: "{name}": must be a lowercase image repository name component',
+                        f'Invalid value: "{name}": must be a lowercase image repository '
+                        "name component",
                     )
                 ],
             )

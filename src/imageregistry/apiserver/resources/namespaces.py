@@ -8,6 +8,7 @@ wait, which this server never makes it do).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -64,7 +65,6 @@ def ensure_namespace(db: Database, name: str, clock: Callable[[], datetime]) -> 
     ctx = RequestContext(
         UserInfo("system:apiserver", groups=("system:masters",)), MastersOnlyAuthorizer(), clock
     )
-    try:
+    # Already there, possibly created by another worker at the same moment: fine.
+    with contextlib.suppress(ApiError, IntegrityError):
         Namespaces(db).create(ctx, "", {"metadata": {"name": name}})
-    except (ApiError, IntegrityError):
-        pass  # already there (possibly created by another worker at the same moment)

@@ -75,7 +75,8 @@ def _rule_causes(raw: Any, allow_urls: bool) -> tuple[list[PolicyRule], list[Fie
             causes.append(
                 FieldCause(
                     f"{where}.nonResourceURLs",
-                    "Invalid value: rules cannot apply to both regular resources and non-resource URLs",
+                    "Invalid value: rules cannot apply to both regular resources and "
+                    "non-resource URLs",
                 )
             )
         if not rule.non_resource_urls and not rule.resources:
@@ -177,7 +178,8 @@ def _subject_causes(subjects: Any, cluster_scoped: bool) -> list[FieldCause]:
             causes.append(
                 FieldCause(
                     f"{where}.kind",
-                    f'Unsupported value: "{kind}": supported values: "Group", "ServiceAccount", "User"',
+                    f'Unsupported value: "{kind}": supported values: '
+                    '"Group", "ServiceAccount", "User"',
                     "FieldValueNotSupported",
                 )
             )

@@ -79,7 +79,8 @@ def attributes_from_spec(user: UserInfo, spec: dict[str, Any], kind: str) -> Att
         [
             FieldCause(
                 "spec.resourceAttributes",
-                "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified",
+                "Required value: exactly one of nonResourceAttributes or resourceAttributes "
+                "must be specified",
                 "FieldValueRequired",
             )
         ],
