@@ -78,7 +78,7 @@ def _options(kw: dict[str, Any], references: set[str]) -> PruneOptions:
             keep_tag_revisions=kw["keep_tag_revisions"],
             keep_younger_than=younger,
             whitelist=tuple(kw["whitelist"]),
-            all=kw["all"],
+            all=kw["all_"],
             prune_registry=kw["prune_registry"],
             registry_url=kw["registry_url"] or "",
             ignore_invalid_refs=kw["ignore_invalid_refs"],
