@@ -449,3 +449,28 @@ def test_cosign_signature_verifies_with_pem_key(env: Env, referrer: bool) -> Non
     wrong = verify(env, digest, identity, key=other)
     assert wrong.returncode != 0
     assert "does not match" in wrong.stdout
+
+
+def test_imagesignature_create_clears_trust_and_refuses_duplicates(env: Env) -> None:
+    digest = push(env, "apicreate", "ns/apicreate:latest")
+    body = {
+        "apiVersion": "image.alauda.io/v1",
+        "kind": "ImageSignature",
+        "metadata": {"name": f"{digest}@" + "a" * 32},
+        "type": "atomic",
+        "content": base64.b64encode(b"opaque").decode(),
+        "conditions": [
+            {"type": "Trusted", "status": "True"},
+            {"type": "ForImage", "status": "True"},
+        ],
+        "imageIdentity": "evil/claim:latest",
+    }
+    with env.api() as client:
+        r = client.post("/apis/image.alauda.io/v1/imagesignatures", json=body)
+        assert r.status_code == 201, r.text
+        body["metadata"] = {"name": f"{digest}@" + "b" * 32}
+        dup = client.post("/apis/image.alauda.io/v1/imagesignatures", json=body)
+        assert dup.status_code == 409, dup.text
+    sigs = image(env, digest)["signatures"]
+    assert len(sigs) == 1
+    assert not sigs[0].get("conditions") and not sigs[0].get("imageIdentity")

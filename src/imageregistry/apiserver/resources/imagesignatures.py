@@ -1,8 +1,9 @@
 """`image.alauda.io/v1` ImageSignature: create and delete only, named `<image>@<signature>`.
 
 Creating one appends to the image's `signatures`, deleting removes it (behaviour.md §2, §7).
-Verification details (conditions written by `ac adm verify-image-signature`) are validated
-by the signature code; this module only stores and removes.
+Conditions and the derived fields (imageIdentity, signedClaims, issuedBy, issuedTo) given on
+create are cleared: trust is recorded only by an Image update, where
+`metadata.signatures.apply_image_signatures` validates it.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ class ImageSignatures(ResourceHandler):
             causes.append(FieldCause("metadata.name", f"Invalid value: {exc}"))
         if causes:
             raise invalid("ImageSignature", GROUP, name, causes)
-        status = {k: body[k] for k in sigs.STATUS_KEYS if k in body}
+        # Verification is recorded only by an Image update (`ac adm verify-image-signature
+        # --save`): a new signature is never born trusted (behaviour.md §7, issue 6).
+        status: dict[str, Any] = {}
         if ctx.dry_run:
             return body
         try:
