@@ -116,14 +116,14 @@ def _print(results: list[Result], as_json: bool, manifest_detail: str) -> None:
         click.echo(f"{r.signature.name} ({r.signature.type}): {verdict}: {r.outcome.reason}")
 
 
-def _entry(result: Result, user: str, now_fields: dict[str, Any] | None) -> dict[str, Any]:
+def _entry(result: Result, trust: dict[str, Any] | None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "name": result.signature.name,
         "type": result.signature.type,
         "content": base64.b64encode(result.signature.content).decode(),
     }
-    if now_fields:
-        entry.update(now_fields)
+    if trust:
+        entry.update(trust)
     return entry
 
 
@@ -132,8 +132,7 @@ def _save(api: httpx.Client, image: dict[str, Any], results: list[Result], user:
 
     now = datetime.now(UTC)
     entries = [
-        _entry(r, user, trust_fields(r.outcome, user, now) if r.outcome.ok else None)
-        for r in results
+        _entry(r, trust_fields(r.outcome, user, now) if r.outcome.ok else None) for r in results
     ]
     body = {**image, "signatures": entries}
     digest = image["metadata"]["name"]
