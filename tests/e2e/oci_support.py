@@ -7,10 +7,13 @@ without verification until the CA exists.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import json
+import os
+import signal
 import subprocess
 import tarfile
 from dataclasses import dataclass
@@ -125,3 +128,34 @@ def cert_dir(server: RegistryProcess, root: Path) -> Path:
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+
+
+def _children(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{task}/children") as handle:
+                found += [int(p) for p in handle.read().split()]
+        except FileNotFoundError:
+            continue
+    return found
+
+
+def kill_server_tree(server: RegistryProcess) -> None:
+    """SIGKILL the server *and* its Granian workers (killing only the main process leaves
+    orphaned workers serving on the socket)."""
+    if server.proc is None:
+        return
+    pids = [server.proc.pid]
+    index = 0
+    while index < len(pids):
+        pids += _children(pids[index])
+        index += 1
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    server.proc.wait()

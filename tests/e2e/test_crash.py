@@ -1,0 +1,145 @@
+"""SIGKILL during 20 concurrent pushes: after a restart on the same data dir nothing
+partial is served and every push that completed still pulls byte for byte."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.e2e.oci_support import kill_server_tree, sha, start_registry
+from tests.support.server import RegistryProcess
+
+WORKERS = 20
+CHUNK = 16 * 1024
+REPO = "crash/app"
+ROUNDS = 30  # bounds the test if the kill came late
+
+
+@dataclass(frozen=True)
+class Push:
+    tag: str
+    manifest: bytes
+    blobs: tuple[bytes, ...]
+
+
+def make_push(worker: int, round_: int) -> Push:
+    config = json.dumps({"architecture": "amd64", "os": "linux", "w": worker, "r": round_}).encode()
+    layers = (os.urandom(96 * 1024), os.urandom(40 * 1024))
+    manifest = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha(layer),
+                    "size": len(layer),
+                }
+                for layer in layers
+            ],
+        }
+    ).encode()
+    return Push(f"w{worker}-r{round_}", manifest, (config, *layers))
+
+
+def upload(client: httpx.Client, data: bytes) -> None:
+    r = client.post(f"/v2/{REPO}/blobs/uploads/")
+    r.raise_for_status()
+    location = r.headers["location"]
+    for start in range(0, len(data), CHUNK):
+        chunk = data[start : start + CHUNK]
+        r = client.patch(
+            location,
+            content=chunk,
+            headers={"Content-Range": f"{start}-{start + len(chunk) - 1}"},
+        )
+        r.raise_for_status()
+        location = r.headers["location"]
+    client.put(location, params={"digest": sha(data)}).raise_for_status()
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.lock = threading.Condition()
+        self.attempted: list[Push] = []
+        self.completed: list[Push] = []
+
+    def run(self, server: RegistryProcess, worker: int) -> None:
+        headers = {"Authorization": f"Bearer {server.admin_token}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as client:
+            for round_ in range(ROUNDS):
+                push = make_push(worker, round_)
+                with self.lock:
+                    self.attempted.append(push)
+                try:
+                    for blob in push.blobs:
+                        upload(client, blob)
+                    r = client.put(
+                        f"/v2/{REPO}/manifests/{push.tag}",
+                        content=push.manifest,
+                        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+                    )
+                    r.raise_for_status()
+                except httpx.HTTPError:
+                    return  # the server died under us
+                with self.lock:
+                    self.completed.append(push)
+                    self.lock.notify_all()
+
+
+def test_sigkill_during_concurrent_uploads(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    server = start_registry(data_dir, plain_http=True)
+    recorder = Recorder()
+    threads = [
+        threading.Thread(target=recorder.run, args=(server, i), daemon=True) for i in range(WORKERS)
+    ]
+    try:
+        for thread in threads:
+            thread.start()
+        with recorder.lock:
+            recorder.lock.wait_for(lambda: len(recorder.completed) >= WORKERS, timeout=120)
+        kill_server_tree(server)
+        for thread in threads:
+            thread.join(timeout=60)
+    finally:
+        kill_server_tree(server)
+    assert recorder.completed, "no push completed before the kill"
+    assert len(recorder.attempted) > len(recorder.completed)  # some were cut off
+
+    restarted = start_registry(data_dir, plain_http=True)
+    try:
+        with restarted.client(restarted.admin_token, timeout=30) as client:
+            for push in recorder.completed:
+                r = client.get(f"/v2/{REPO}/manifests/{push.tag}")
+                assert r.status_code == 200 and r.content == push.manifest
+                for blob in push.blobs:
+                    assert client.get(f"/v2/{REPO}/blobs/{sha(blob)}").content == blob
+            for push in recorder.attempted:
+                for blob in push.blobs:
+                    r = client.get(f"/v2/{REPO}/blobs/{sha(blob)}")
+                    assert r.status_code in (200, 404)
+                    if r.status_code == 200:
+                        assert r.content == blob  # never a partial blob
+                r = client.get(f"/v2/{REPO}/manifests/{push.tag}")
+                if r.status_code == 200:
+                    assert r.content == push.manifest
+                else:
+                    assert r.status_code == 404
+            # The registry still accepts pushes after the crash.
+            fresh = make_push(999, 0)
+            for blob in fresh.blobs:
+                upload(client, blob)
+    finally:
+        restarted.stop()
+        kill_server_tree(restarted)
