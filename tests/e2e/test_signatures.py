@@ -474,3 +474,20 @@ def test_imagesignature_create_clears_trust_and_refuses_duplicates(env: Env) -> 
     sigs = image(env, digest)["signatures"]
     assert len(sigs) == 1
     assert not sigs[0].get("conditions") and not sigs[0].get("imageIdentity")
+
+
+@NEEDS_IMAGE_UPDATE
+def test_server_validates_edited_trust(env: Env) -> None:
+    digest = push(env, "edited", "ns/edited:latest", sign=True)
+    current = image(env, digest)
+    bad_edits: list[dict[str, Any]] = [
+        {"conditions": [{"type": "Trusted", "status": "True"}]},  # ForImage missing
+        {"imageIdentity": "someone/else:latest"},  # identity without trust
+        {"content": base64.b64encode(b"swapped").decode()},  # content is immutable
+    ]
+    with env.api() as client:
+        for edit in bad_edits:
+            body = {**current, "signatures": [{**current["signatures"][0], **edit}]}
+            r = client.put(f"{IMAGES}/{digest}", json=body)
+            assert r.status_code == 422, (edit, r.text)
+    assert conditions(env, digest) == [[]]
