@@ -358,3 +358,58 @@ def test_reconcile_reports_bytes_the_database_does_not_know(db: Database) -> Non
     assert stored(seed, str(stray_digest))
     asyncio.run(pruner.reconcile(dry_run=False))
     assert not stored(seed, str(stray_digest)) and stored(seed, known)
+
+
+def _store_pruner(db: Database, spec: dict[str, object]) -> None:
+    from imageregistry.metadata.tables import objects
+    from imageregistry.prune.scheduler import PRUNER_NAME, PRUNER_RESOURCE
+
+    body = {
+        "apiVersion": "imageregistry.operator.alauda.io/v1",
+        "kind": "ImagePruner",
+        "metadata": {"name": PRUNER_NAME},
+        "spec": spec,
+    }
+    with db.write() as conn:
+        conn.execute(
+            insert(objects).values(
+                resource=PRUNER_RESOURCE,
+                namespace="",
+                name=PRUNER_NAME,
+                uid=str(uuid.uuid4()),
+                resource_version=1,
+                created=OLD,
+                labels={},
+                body=body,
+            )
+        )
+
+
+def test_scheduled_pruner_runs_once_per_due_minute_on_the_lease_holder(db: Database) -> None:
+    from imageregistry.prune.scheduler import ImagePrunerScheduler
+
+    seed = Seed(db)
+    _repo, images, uniques, _base = seed_stream(seed)
+    _store_pruner(
+        db,
+        {
+            "schedule": "0 * * * *",
+            "keepTagRevisions": 5,
+            "keepYoungerThanDuration": "72h",
+            "successfulJobsHistoryLimit": 2,
+        },
+    )
+    seed.clock_now = NOW.replace(minute=0)
+    first = ImagePrunerScheduler(db, seed.pruner(), seed.clock, "replica-a")
+    second = ImagePrunerScheduler(db, seed.pruner(), seed.clock, "replica-b")
+    status = asyncio.run(first.tick())
+    assert status is not None and status["lastRun"]["succeeded"] is True
+    assert status["lastRun"]["summary"].startswith("Summary: deleted 3 image object(s)")
+    assert seed.count(manifests) == 5
+    assert not stored(seed, uniques[0])  # GC ran after the prune
+    assert asyncio.run(second.tick()) is None  # the lease is held by replica-a
+    assert asyncio.run(first.tick()) is None  # already ran this minute
+    seed.clock_now = NOW.replace(minute=1)
+    assert asyncio.run(first.tick()) is None  # not due
+    assert [c["type"] for c in status["conditions"]] == ["Available", "Scheduled", "Failed"]
+    del images
