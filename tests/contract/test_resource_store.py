@@ -195,3 +195,40 @@ def test_rbac_authorizer_and_escalation(db: Database) -> None:
     with pytest.raises(ApiError) as refused:
         bindings.create(ctx(db, carol), "team-a", binding("grab2", "cluster-admin-like", "carol"))
     assert refused.value.code == 403 and "not currently held" in refused.value.message
+
+
+def test_rbac_decisions_follow_every_change_across_replicas(db: Database) -> None:
+    """Two authorizers (two replicas) on one database: a cached allow or deny never outlives
+    the binding or role change that decided it, whichever replica made the change."""
+    Namespaces(db).create(ctx(db), "", {"metadata": {"name": "team-a"}})
+    replica_a, replica_b = build_authorizer(db), build_authorizer(db)
+    pull = Attributes.for_resource(
+        service_account("app", "builder"),
+        "get",
+        "image.alauda.io",
+        "imagestreams",
+        subresource="layers",
+        name="demo",
+        namespace="team-a",
+    )
+    rule = {"verbs": ["get"], "apiGroups": ["image.alauda.io"], "resources": ["imagestreams/*"]}
+    roles = ClusterRoles(db, build_resolver(db))
+    role = roles.create(ctx(db), "", {"metadata": {"name": "puller"}, "rules": [rule]})
+    assert not replica_a.authorize(pull).allowed and not replica_b.authorize(pull).allowed
+    bindings = RoleBindings(db, build_resolver(db))
+    bindings.create(
+        ctx(db),
+        "team-a",
+        {
+            **binding("sa", "puller", "x"),
+            "subjects": [{"kind": "ServiceAccount", "name": "builder", "namespace": "app"}],
+        },
+    )
+    assert replica_a.authorize(pull).allowed and replica_b.authorize(pull).allowed
+    narrowed = {**rule, "resources": ["imagestreams"]}
+    role = roles.update(ctx(db), "", "puller", {**role, "rules": [narrowed]})
+    assert not replica_a.authorize(pull).allowed and not replica_b.authorize(pull).allowed
+    roles.update(ctx(db), "", "puller", {**role, "rules": [rule]})
+    assert replica_a.authorize(pull).allowed
+    bindings.delete(ctx(db), "team-a", "sa")
+    assert not replica_a.authorize(pull).allowed and not replica_b.authorize(pull).allowed

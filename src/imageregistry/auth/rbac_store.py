@@ -1,12 +1,18 @@
-"""RBAC over the generic `objects` table: the authorizer the server uses.
+"""RBAC over the generic `objects` table: the authorizer the server uses, and its cache.
 
-`ObjectsRbacStore` implements the resolver's `RoleGetter` and `BindingLister` with indexed
-lookups on (resource, namespace, name): one query for the ClusterRoleBindings (a handful),
-one for the RoleBindings of the request's namespace, and one per matching binding for its
-role, so a decision costs the same with 10,000 RoleBindings spread over 1,000 namespaces as
-with ten. Aggregated ClusterRoles are resolved when read (they are rare and small).
-`RbacAuthorizer` adapts the resolver to the `Authorizer` protocol; `system:masters` is the
-superuser group. `ObjectsServiceAccounts` lets the authenticator refuse tokens of deleted
+Every write to a Role, ClusterRole, RoleBinding or ClusterRoleBinding appends a row to the
+`changes` log, so the highest change id of those four resources is a version of "the RBAC
+data". `ObjectsRbacStore.current()` reads that version with one indexed query (four
+`max(id)` lookups on `ix_changes_resource (resource, id)`) and hands out an `RbacSnapshot`
+for it: a memo that reads bindings and roles lazily with indexed lookups on (resource,
+namespace, name) — all ClusterRoleBindings, one namespace's RoleBindings, one role per
+matching binding — parses them once, and remembers whole decisions. A snapshot is never
+used once the version moved, so replicas sharing a database stay correct and no decision
+outlives a change; data read into a snapshot is at least as new as its version. A decision
+on the registry hot path therefore costs one cheap query however many bindings exist.
+Aggregated ClusterRoles are resolved when read (they are rare and small). `RbacAuthorizer`
+adapts this to the `Authorizer` protocol; `system:masters` is the superuser group and needs
+no query at all. `ObjectsServiceAccounts` lets the authenticator refuse tokens of deleted
 service accounts.
 """
 
@@ -19,7 +25,7 @@ from sqlalchemy import select
 
 from imageregistry.auth.aggregation import ClusterRole, aggregated_rules
 from imageregistry.auth.authorizer import Verdict
-from imageregistry.auth.identity import Attributes
+from imageregistry.auth.identity import GROUP_MASTERS, Attributes
 from imageregistry.auth.rbac import Binding, PolicyRule, rules_from_json
 from imageregistry.auth.resolver import Decision, RuleResolver
 from imageregistry.metadata.db import Database
@@ -29,6 +35,16 @@ ROLES = "roles.rbac.authorization.k8s.io"
 CLUSTER_ROLES = "clusterroles.rbac.authorization.k8s.io"
 ROLE_BINDINGS = "rolebindings.rbac.authorization.k8s.io"
 CLUSTER_ROLE_BINDINGS = "clusterrolebindings.rbac.authorization.k8s.io"
+RBAC_RESOURCES = (ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS)
+
+# One scalar subquery per resource so both SQLite and PostgreSQL answer each from the end of
+# the (resource, id) index instead of scanning every change of the four resources. The keys
+# are constants of this module, never user input.
+_VERSION_SQL = "SELECT " + ", ".join(
+    f"(SELECT max(id) FROM changes WHERE resource = '{key}')" for key in RBAC_RESOURCES
+)
+MAX_REMEMBERED_DECISIONS = 10_000
+DecisionKey = tuple[Any, ...]
 
 
 def _bindings(bodies: Sequence[Any], kind: str) -> list[Binding]:
@@ -41,11 +57,45 @@ def _bindings(bodies: Sequence[Any], kind: str) -> list[Binding]:
     return out
 
 
-class ObjectsRbacStore:
-    """RoleGetter + BindingLister reading the objects table."""
+def decision_key(attrs: Attributes) -> DecisionKey:
+    """What an RBAC decision depends on (not the uid or `extra` of the user)."""
+    return (
+        attrs.user.username,
+        attrs.user.groups,
+        attrs.verb,
+        attrs.api_group,
+        attrs.resource,
+        attrs.subresource,
+        attrs.name,
+        attrs.namespace,
+        attrs.is_resource_request,
+        attrs.path,
+    )
 
-    def __init__(self, db: Database) -> None:
+
+class _Missing:
+    """Marks "looked up, not there" in the memo dicts."""
+
+
+_MISSING = _Missing()
+
+
+class RbacSnapshot:
+    """RoleGetter + BindingLister for one RBAC version, reading lazily and parsing once.
+
+    Dict reads and writes are atomic under the GIL, so concurrent worker threads may share
+    a snapshot; two threads filling the same entry both store equal values.
+    """
+
+    def __init__(self, db: Database, version: tuple[int, ...]) -> None:
         self._db = db
+        self.version = version
+        self._cluster_bindings: list[Binding] | None = None
+        self._bindings: dict[str, list[Binding]] = {}
+        self._roles: dict[tuple[str, str], Sequence[PolicyRule] | _Missing] = {}
+        self._cluster_roles: dict[str, Sequence[PolicyRule] | _Missing] = {}
+        self._decisions: dict[DecisionKey, Decision] = {}
+        self.resolver = RuleResolver(self, self)
 
     def _body(self, resource: str, namespace: str, name: str) -> Any:
         with self._db.read() as conn:
@@ -67,19 +117,19 @@ class ObjectsRbacStore:
                 ).scalars()
             )
 
-    def get_role(self, namespace: str, name: str) -> Sequence[PolicyRule] | None:
+    def _load_role(self, namespace: str, name: str) -> Sequence[PolicyRule] | _Missing:
         body = self._body(ROLES, namespace, name)
         if body is None:
-            return None
+            return _MISSING
         try:
             return rules_from_json(body.get("rules"))
         except ValueError:
             return ()
 
-    def get_cluster_role(self, name: str) -> Sequence[PolicyRule] | None:
+    def _load_cluster_role(self, name: str) -> Sequence[PolicyRule] | _Missing:
         body = self._body(CLUSTER_ROLES, "", name)
         if body is None:
-            return None
+            return _MISSING
         try:
             role = ClusterRole.from_json(body)
             if not role.is_aggregated:
@@ -89,24 +139,102 @@ class ObjectsRbacStore:
         except ValueError:
             return ()
 
+    def get_role(self, namespace: str, name: str) -> Sequence[PolicyRule] | None:
+        key = (namespace, name)
+        rules = self._roles.get(key)
+        if rules is None:
+            rules = self._roles[key] = self._load_role(namespace, name)
+        return None if isinstance(rules, _Missing) else rules
+
+    def get_cluster_role(self, name: str) -> Sequence[PolicyRule] | None:
+        rules = self._cluster_roles.get(name)
+        if rules is None:
+            rules = self._cluster_roles[name] = self._load_cluster_role(name)
+        return None if isinstance(rules, _Missing) else rules
+
     def list_role_bindings(self, namespace: str) -> list[Binding]:
-        return _bindings(self._bodies(ROLE_BINDINGS, namespace), "RoleBinding")
+        found = self._bindings.get(namespace)
+        if found is None:
+            found = _bindings(self._bodies(ROLE_BINDINGS, namespace), "RoleBinding")
+            self._bindings[namespace] = found
+        return found
 
     def list_cluster_role_bindings(self) -> list[Binding]:
-        return _bindings(self._bodies(CLUSTER_ROLE_BINDINGS, ""), "ClusterRoleBinding")
+        if self._cluster_bindings is None:
+            self._cluster_bindings = _bindings(
+                self._bodies(CLUSTER_ROLE_BINDINGS, ""), "ClusterRoleBinding"
+            )
+        return self._cluster_bindings
+
+    def authorize(self, attrs: Attributes) -> Decision:
+        key = decision_key(attrs)
+        decision = self._decisions.get(key)
+        if decision is None:
+            decision = self.resolver.authorize(attrs)
+            if len(self._decisions) >= MAX_REMEMBERED_DECISIONS:
+                self._decisions.clear()  # bounded memory; refilled by the next requests
+            self._decisions[key] = decision
+        return decision
+
+
+class ObjectsRbacStore:
+    """RoleGetter + BindingLister reading the objects table, always at the current version."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._snapshot: RbacSnapshot | None = None
+
+    def version(self) -> tuple[int, ...]:
+        """The newest change id of each RBAC resource (0 where none)."""
+        raw = self._db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(_VERSION_SQL)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            if not self._db.is_sqlite:
+                raw.rollback()  # psycopg opened a transaction for the SELECT
+        finally:
+            raw.close()
+        return tuple(int(v or 0) for v in (row or ()))
+
+    def current(self) -> RbacSnapshot:
+        """The snapshot for the RBAC data as it is now (a new one whenever it changed)."""
+        version = self.version()
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.version != version:
+            snapshot = RbacSnapshot(self._db, version)
+            self._snapshot = snapshot
+        return snapshot
+
+    def get_role(self, namespace: str, name: str) -> Sequence[PolicyRule] | None:
+        return self.current().get_role(namespace, name)
+
+    def get_cluster_role(self, name: str) -> Sequence[PolicyRule] | None:
+        return self.current().get_cluster_role(name)
+
+    def list_role_bindings(self, namespace: str) -> list[Binding]:
+        return self.current().list_role_bindings(namespace)
+
+    def list_cluster_role_bindings(self) -> list[Binding]:
+        return self.current().list_cluster_role_bindings()
 
 
 class RbacAuthorizer:
     """The `Authorizer` of the server: Kubernetes RBAC plus the system:masters superuser."""
 
-    def __init__(self, resolver: RuleResolver) -> None:
-        self.resolver = resolver
+    def __init__(self, store: ObjectsRbacStore) -> None:
+        self.store = store
 
     def decide(self, attrs: Attributes) -> Decision:
-        return self.resolver.authorize(attrs)
+        if GROUP_MASTERS in attrs.user.groups:
+            return Decision(allowed=True)
+        return self.store.current().authorize(attrs)
 
     def authorize(self, attrs: Attributes) -> Verdict:
-        decision = self.resolver.authorize(attrs)
+        decision = self.decide(attrs)
         return Verdict(decision.allowed, decision.reason)
 
 
@@ -134,4 +262,4 @@ def build_resolver(db: Database) -> RuleResolver:
 
 
 def build_authorizer(db: Database) -> RbacAuthorizer:
-    return RbacAuthorizer(build_resolver(db))
+    return RbacAuthorizer(ObjectsRbacStore(db))
