@@ -32,14 +32,6 @@ from tests.support.server import RegistryProcess
 
 AC = str(Path(sys.executable).parent / "ac")
 IMAGES = "/apis/image.alauda.io/v1/images"
-# Remove once `Images.update` applies `signatures` through
-# `metadata.signatures.apply_image_signatures` (lead wiring, see the signatures report).
-NEEDS_IMAGE_UPDATE = pytest.mark.xfail(
-    reason="Images.update does not store signature conditions yet", strict=False
-)
-pytestmark = pytest.mark.skipif(
-    shutil.which("skopeo") is None or shutil.which("gpg") is None, reason="needs skopeo and gpg"
-)
 
 
 @dataclass(frozen=True)
@@ -269,7 +261,6 @@ def test_image_without_signatures(env: Env) -> None:
     assert image(env, digest).get("signatures") in (None, [])
 
 
-@NEEDS_IMAGE_UPDATE
 def test_save_then_yaml_then_rollback(env: Env) -> None:
     host = env.server.host
     digest = push(env, "saved", "ns/saved:latest", sign=True)
@@ -363,7 +354,6 @@ def test_user_without_update_permission(env: Env) -> None:
     assert conditions(env, digest) == [[]]
 
 
-@NEEDS_IMAGE_UPDATE
 def test_policy_denies_unsigned_and_allows_verified(env: Env) -> None:
     host = env.server.host
     unsigned = push(env, "pol-unsigned", "pol/unsigned:latest")
@@ -476,7 +466,6 @@ def test_imagesignature_create_clears_trust_and_refuses_duplicates(env: Env) -> 
     assert not sigs[0].get("conditions") and not sigs[0].get("imageIdentity")
 
 
-@NEEDS_IMAGE_UPDATE
 def test_server_validates_edited_trust(env: Env) -> None:
     digest = push(env, "edited", "ns/edited:latest", sign=True)
     current = image(env, digest)

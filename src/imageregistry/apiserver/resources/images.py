@@ -40,6 +40,7 @@ from imageregistry.apiserver.store import (
 )
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.metadata import images as q
+from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
 
@@ -161,6 +162,11 @@ class Images(_ImageBase):
         if not ctx.dry_run:
             with self.db.write() as conn:
                 q.update_image_user_data(conn, name, user)
+                try:
+                    sigs.apply_image_signatures(conn, name, body.get("signatures"), ctx.clock())
+                except sigs.InvalidSignatureUpdate as exc:
+                    causes = [FieldCause(f, m) for f, m in exc.causes]
+                    raise invalid("Image", GROUP, name, causes) from None
         return self.get(ctx, namespace, name)
 
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
