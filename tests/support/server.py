@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -56,7 +57,9 @@ class RegistryProcess:
 
     def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        verify: object = False if self.plain_http else str(self.ca_file)
+        verify: object = (
+            False if self.plain_http else ssl.create_default_context(cafile=self.ca_file)
+        )
         return httpx.Client(base_url=self.url, headers=headers, verify=verify, **kwargs)  # type: ignore[arg-type]
 
     def start(self, timeout: float = 30.0) -> RegistryProcess:
