@@ -231,3 +231,14 @@ def test_catalog_lists_every_stream(meta: RegistryMetadata) -> None:
     for name in ("b", "a"):
         push_blobs(meta, L1, repo=RepoKey("team", name))
     assert meta.list_repositories() == ["team/a", "team/b"]
+
+
+def test_concurrent_first_pushes_into_a_new_namespace(meta: RegistryMetadata) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def push(i: int) -> None:
+        meta.record_blob(RepoKey("fresh", f"s{i % 3}"), L1, 100, NOW, may_create_ns=True)
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        list(pool.map(push, range(12)))
+    assert meta.list_repositories() == ["fresh/s0", "fresh/s1", "fresh/s2"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import record_change
 from imageregistry.metadata.tables import objects
@@ -28,31 +30,36 @@ def namespace_exists(conn: Connection, name: str) -> bool:
 
 
 def create_namespace(conn: Connection, name: str, now: datetime) -> None:
-    """Insert a Namespace object (caller checked it does not exist, inside the same txn)."""
-    rv = record_change(conn, RESOURCE, "", name, "ADDED")
+    """Insert a Namespace object unless it exists (a concurrent push may create it too)."""
     uid = str(uuid.uuid4())
-    body = {
+    meta = {
+        "name": name,
+        "uid": uid,
+        "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "labels": {"kubernetes.io/metadata.name": name},
+    }
+    body: dict[str, Any] = {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {
-            "name": name,
-            "uid": uid,
-            "resourceVersion": str(rv),
-            "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "labels": {"kubernetes.io/metadata.name": name},
-        },
+        "metadata": meta,
         "spec": {"finalizers": ["kubernetes"]},
         "status": {"phase": "Active"},
     }
-    conn.execute(
-        insert(objects).values(
-            resource=RESOURCE,
-            namespace="",
-            name=name,
-            uid=uid,
-            resource_version=rv,
-            created=now,
-            labels=body["metadata"]["labels"],  # type: ignore[index]
-            body=body,
-        )
-    )
+    values = {
+        "resource": RESOURCE,
+        "namespace": "",
+        "name": name,
+        "uid": uid,
+        "resource_version": 0,
+        "created": now,
+        "labels": meta["labels"],
+        "body": body,
+    }
+    try:
+        with conn.begin_nested():
+            conn.execute(insert(objects).values(**values))
+    except IntegrityError:
+        return  # created concurrently: fine
+    rv = record_change(conn, RESOURCE, "", name, "ADDED")
+    body = {**body, "metadata": {**meta, "resourceVersion": str(rv)}}
+    conn.execute(update(objects).where(objects.c.uid == uid).values(resource_version=rv, body=body))

@@ -135,7 +135,7 @@ def touch_repository(conn: Connection, repo_id: int, repo: RepoKey) -> None:
 
 def hold_blobs(conn: Connection, sizes: Mapping[str, int], now: datetime, hold: datetime) -> None:
     """Create-or-lock blob rows, refuse `deleting` ones, extend their hold."""
-    for digest, size in sizes.items():
+    for digest, size in sorted(sizes.items()):  # stable lock order across pushes
         insert_ignore(
             conn,
             blobs,
