@@ -12,7 +12,7 @@ routes (the signature extension `/extensions/v2/...` plugs in there).
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import unquote
 
 from starlette.requests import ClientDisconnect, Request
@@ -77,8 +77,9 @@ def _render(error: RegistryError, request: Request) -> Response:
 
 
 class Dispatcher:
-    def __init__(self, registry: Registry) -> None:
+    def __init__(self, registry: Registry, headers: Mapping[str, str]) -> None:
         self.registry = registry
+        self.headers = {"Docker-Distribution-API-Version": "registry/2.0", **headers}
 
     async def handle(self, request: Request) -> Response:
         try:
@@ -92,7 +93,7 @@ class Dispatcher:
             if mapped is None:
                 raise
             response = _render(mapped, request)
-        response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
+        response.headers.update(self.headers)
         return response
 
     async def _dispatch(self, request: Request) -> Response:
@@ -132,9 +133,15 @@ def _unsupported(request: Request, allow: Sequence[str] = ("GET",)) -> RegistryE
     )
 
 
-def oci_routes(services: Services, extensions: Sequence[BaseRoute] = ()) -> list[BaseRoute]:
-    """Routes of the registry: `extensions` (e.g. signature routes) then `/v2/`."""
-    dispatcher = Dispatcher(Registry.build(services))
+def oci_routes(
+    services: Services,
+    extensions: Sequence[BaseRoute] = (),
+    headers: Mapping[str, str] | None = None,
+) -> list[BaseRoute]:
+    """Routes of the registry: `extensions` (e.g. the signature extension routes) then
+    `/v2/`; `headers` are added to every `/v2/` answer (e.g.
+    `X-Registry-Supports-Signatures: 1` once that extension is mounted)."""
+    dispatcher = Dispatcher(Registry.build(services), headers or {})
     return [
         *extensions,
         Route("/v2", dispatcher.handle, methods=METHODS),

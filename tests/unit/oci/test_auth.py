@@ -102,3 +102,21 @@ def test_push_into_missing_namespace_by_non_admin_is_name_unknown(services: Serv
     assert r.status_code == 404
     error = r.json()["errors"][0]
     assert error["code"] == "NAME_UNKNOWN" and "does not exist" in error["message"]
+
+
+def test_extension_routes_and_headers_plug_in(services: Services) -> None:
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    async def hello(_request: object) -> PlainTextResponse:
+        return PlainTextResponse("ext")
+
+    routes = oci_routes(
+        services,
+        extensions=[Route("/extensions/v2/hello", hello)],
+        headers={"X-Registry-Supports-Signatures": "1"},
+    )
+    c = TestClient(Starlette(routes=routes), headers={"Authorization": f"Bearer {ADMIN}"})
+    assert c.get("/extensions/v2/hello").text == "ext"
+    r = c.get("/v2/")
+    assert r.headers["x-registry-supports-signatures"] == "1"
