@@ -143,3 +143,30 @@ def test_sigkill_during_concurrent_uploads(tmp_path: Path) -> None:
     finally:
         restarted.stop()
         kill_server_tree(restarted)
+
+
+def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
+    data = os.urandom(64 * 1024)
+    data_dir = tmp_path / "data"
+    first = start_registry(data_dir, plain_http=True)
+    try:
+        with first.client(first.admin_token) as client:
+            location = client.post(f"/v2/{REPO}/blobs/uploads/").headers["location"]
+            r = client.patch(location, content=data[:1000], headers={"Content-Range": "0-999"})
+            assert r.status_code == 202
+    finally:
+        kill_server_tree(first)
+    second = start_registry(data_dir, plain_http=True)
+    try:
+        with second.client(second.admin_token) as client:
+            r = client.get(location)
+            assert r.status_code == 204 and r.headers["range"] == "0-999"
+            r = client.patch(
+                location, content=data[1000:], headers={"Content-Range": f"1000-{len(data) - 1}"}
+            )
+            assert r.status_code == 202
+            assert client.put(location, params={"digest": sha(data)}).status_code == 201
+            assert client.get(f"/v2/{REPO}/blobs/{sha(data)}").content == data
+    finally:
+        second.stop()
+        kill_server_tree(second)
