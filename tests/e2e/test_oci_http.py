@@ -107,3 +107,11 @@ def test_truncated_upload_exposes_nothing(server: RegistryProcess) -> None:
         # Whatever arrived is still staged; it does not hash to the digest.
         assert r.status_code in (400, 404, 409)
         assert client.get(f"/v2/team/app/blobs/{sha(data)}").status_code == 404
+
+
+def test_encoded_path_tricks_are_name_invalid(server: RegistryProcess) -> None:
+    with server.client(server.admin_token) as client:
+        for path in ("/v2/team%2Fapp/tags/list", "/v2/team/%2e%2e/tags/list"):
+            r = client.get(path)
+            assert r.status_code == 400, path
+            assert r.json()["errors"][0]["code"] == "NAME_INVALID"
