@@ -141,12 +141,15 @@ async def plan_gc(
     store: GcStore, uploads: UploadStore, now: datetime, settings: GcSettings
 ) -> GcResult:
     """The dry run: what a confirmed run would do now."""
-    blobs = await asyncio.to_thread(store.candidates, now)
+    # Independent reads: run them side by side (SQLite and psycopg release the GIL).
+    blobs, links, abandoned = await asyncio.gather(
+        asyncio.to_thread(store.candidates, now),
+        asyncio.to_thread(store.stale_links),
+        _abandoned(store, uploads, now, settings.upload_max_age),
+    )
     describer = DescribingBlobDeleter()
     for blob in blobs:
         await describer.delete_blob(blob.digest)
-    links = await asyncio.to_thread(store.stale_links)
-    abandoned = await _abandoned(store, uploads, now, settings.upload_max_age)
     runs = await asyncio.to_thread(store.runs_affected, describer.described)
     return GcResult(True, tuple(blobs), tuple(links), tuple(abandoned), tuple(runs))
 
