@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
@@ -23,7 +24,7 @@ from starlette.responses import JSONResponse
 
 from imageregistry.auth.authn import Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction, registry_attributes
-from imageregistry.auth.identity import GROUP_MASTERS, UserInfo, anonymous
+from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo, anonymous
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
@@ -64,39 +65,47 @@ class RegistryGate:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    async def user(self, request: Request) -> UserInfo:
+    def _authenticate(self, header: str | None) -> UserInfo:
+        return self.services.authn.authenticate(header) if header else anonymous()
+
+    def _decide(
+        self, cached: UserInfo | None, header: str | None, attrs_for: _AttrsFor
+    ) -> tuple[UserInfo, bool]:
+        """Authenticate (unless already done) and authorize in one worker-thread hop."""
+        user = cached if cached is not None else self._authenticate(header)
+        attrs = attrs_for(user)
+        return user, attrs is None or self.services.authz.authorize(attrs).allowed
+
+    async def _run(self, request: Request, attrs_for: _AttrsFor) -> tuple[UserInfo, bool]:
         cached = getattr(request.state, "registry_user", None)
-        if isinstance(cached, UserInfo):
-            return cached
-        header = request.headers.get("authorization")
-        if not header:
-            user = anonymous()
-        else:
-            try:
-                user = await run_in_threadpool(self.services.authn.authenticate, header)
-            except Unauthenticated as exc:
-                raise RegistryError(
-                    "UNAUTHORIZED",
-                    f"authentication failed: {exc}",
-                    headers=challenge_headers(request, self.services, None, None),
-                ) from None
+        cached = cached if isinstance(cached, UserInfo) else None
+        try:
+            user, allowed = await run_in_threadpool(
+                self._decide, cached, request.headers.get("authorization"), attrs_for
+            )
+        except Unauthenticated as exc:
+            raise RegistryError(
+                "UNAUTHORIZED",
+                f"authentication failed: {exc}",
+                headers=challenge_headers(request, self.services, None, None),
+            ) from None
         request.state.registry_user = user
+        return user, allowed
+
+    async def user(self, request: Request) -> UserInfo:
+        user, _ = await self._run(request, lambda _user: None)
         return user
 
     async def allowed(self, request: Request, action: RegistryAction, repo: RepoKey | None) -> bool:
-        user = await self.user(request)
-        attrs = registry_attributes(
-            user, action, repo.namespace if repo else "", repo.name if repo else ""
-        )
-        verdict = await run_in_threadpool(self.services.authz.authorize, attrs)
-        return verdict.allowed
+        _user, allowed = await self._run(request, _attributes(action, repo))
+        return allowed
 
     async def authorize(
         self, request: Request, action: RegistryAction, repo: RepoKey | None = None
     ) -> UserInfo:
         """The one decision: (user, action, namespace, stream) → allowed, or raise."""
-        user = await self.user(request)
-        if await self.allowed(request, action, repo):
+        user, allowed = await self._run(request, _attributes(action, repo))
+        if allowed:
             return user
         if user.is_anonymous:
             raise RegistryError(
@@ -104,6 +113,17 @@ class RegistryGate:
             )
         target = f" on {repo}" if repo else ""
         raise RegistryError("DENIED", f"user {user.username!r} may not {action.value}{target}")
+
+
+_AttrsFor = Callable[[UserInfo], Attributes | None]
+
+
+def _attributes(action: RegistryAction, repo: RepoKey | None) -> _AttrsFor:
+    def build(user: UserInfo) -> Attributes:
+        namespace, stream = (repo.namespace, repo.name) if repo else ("", "")
+        return registry_attributes(user, action, namespace, stream)
+
+    return build
 
 
 def may_create_namespace(user: UserInfo) -> bool:
