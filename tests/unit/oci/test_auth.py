@@ -120,3 +120,24 @@ def test_extension_routes_and_headers_plug_in(services: Services) -> None:
     assert c.get("/extensions/v2/hello").text == "ext"
     r = c.get("/v2/")
     assert r.headers["x-registry-supports-signatures"] == "1"
+
+
+def test_non_admin_push_into_an_existing_namespace_creates_the_stream(
+    client: TestClient, services: Services
+) -> None:
+    from dataclasses import replace
+
+    from imageregistry.auth.authorizer import Verdict
+    from imageregistry.auth.identity import Attributes
+
+    class AllowAll:
+        def authorize(self, attrs: Attributes) -> Verdict:
+            return Verdict(True)
+
+    push_image(client, make_image())  # the admin's push created namespace "team"
+    permissive = replace(services, authz=AllowAll())
+    alice = TestClient(
+        Starlette(routes=oci_routes(permissive)), headers={"Authorization": f"Bearer {ALICE}"}
+    )
+    push_image(alice, make_image("b"), "v1", repo="team/new")
+    assert alice.get("/v2/team/new/tags/list").json()["tags"] == ["v1"]
