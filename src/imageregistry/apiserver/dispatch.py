@@ -116,7 +116,9 @@ class Dispatcher:
 
         h, ns, name, info = self.handler, target.namespace, target.name, self.handler.info
         status = 200
-        if target.sub:
+        if target.sub and verb == "patch":
+            result = self._patch_subresource(target, raw)
+        elif target.sub:
             body = None
             if raw:
                 sub_kind = "TokenRequest" if target.sub == "token" else info.kind
@@ -181,6 +183,19 @@ class Dispatcher:
             return dict(value)
 
         return h.patch(self.ctx, target.namespace, target.name, apply)
+
+    def _patch_subresource(self, target: Target, raw: bytes) -> dict[str, Any]:
+        """A subresource PATCH is its GET, the patch, then its PUT (e.g. `imagestreams/status`)."""
+        h, ns, name, sub = self.handler, target.namespace, target.name, target.sub
+        _, current = h.subresource(self.ctx, "GET", ns, name, sub, None)
+        patched = apply_patch(media_type(self.content_type), current, self._decoded(raw).body)
+        value, warnings = apply_field_validation(
+            decode_json(json.dumps(patched).encode()),
+            h.subresource_schema(sub),
+            self.query.get("fieldValidation", ""),
+        )
+        self.ctx.warnings.extend(warnings)
+        return h.subresource(self.ctx, "PUT", ns, name, sub, dict(value))[1]
 
     def _delete_options(self, raw: bytes) -> None:
         if not raw.strip():

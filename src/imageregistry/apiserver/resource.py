@@ -108,6 +108,7 @@ class ResourceHandler:
     schema: Schema = ANY
     columns: tuple[Column, ...] = (NAME_COLUMN, AGE_COLUMN)
     subresources: tuple[str, ...] = ()
+    derived_view: bool = False  # watch events come from `derived_objects` diffs
 
     def cells(self, obj: dict[str, Any], now: datetime) -> list[Any]:
         return default_cells(obj, now)
@@ -139,6 +140,18 @@ class ResourceHandler:
     def watch_keys(self) -> Iterable[str]:
         """`changes.resource` keys whose rows are events of this resource."""
         return (self.info.key,)
+
+    def derived_objects(
+        self, ctx: RequestContext, namespace: str, source: str
+    ) -> dict[str, dict[str, Any]] | None:
+        """For a view over another resource (ImageStreamTags over ImageStreams): every object
+        derived from the source object named in a change row, by name; watch diffs these to
+        emit ADDED/MODIFIED/DELETED. None (the default): change rows are this resource's own."""
+        return None
+
+    def source_name(self, name: str) -> str:
+        """The source object (see `derived_objects`) an object's name derives from."""
+        return name
 
     def subresource(
         self,

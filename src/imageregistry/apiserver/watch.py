@@ -78,6 +78,10 @@ class WatchStream:
         self.labels = label_predicate(opts.label_selector) if opts.label_selector else None
         self.fields = field_predicate(opts.field_selector) if opts.field_selector else None
         self.first = True
+        # derived views: (namespace, source name) -> the objects last seen, by name
+        self.derived: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+        self.seeded_at = 0
+        self.caught_up: set[tuple[str, str]] = set()
 
     def _matches(self, obj: dict[str, Any]) -> bool:
         return not (
@@ -88,6 +92,51 @@ class WatchStream:
         rendered = self.render(obj, self.first)
         self.first = False
         return json.dumps({"type": kind, "object": rendered}).encode() + b"\n"
+
+    def _seed(self, items: list[dict[str, Any]]) -> None:
+        for obj in items:
+            meta = obj["metadata"]
+            key = (meta.get("namespace", ""), self.handler.source_name(meta["name"]))
+            self.derived.setdefault(key, {})[meta["name"]] = obj
+
+    def _derived_events(self, change: Change) -> list[tuple[str, dict[str, Any]]]:
+        """Diff the objects derived from the changed source against what was last seen."""
+        key = (change.namespace, change.name)
+        before = self.derived.get(key, {})
+        after: dict[str, dict[str, Any]] = {}
+        if change.event != "DELETED":
+            after = self.handler.derived_objects(self.ctx, change.namespace, change.name) or {}
+        self.derived[key] = after
+        events: list[tuple[str, dict[str, Any]]] = []
+        for name, obj in after.items():
+            old = before.get(name)
+            if old is None:
+                events.append(("ADDED", obj))
+            elif _content(old) != _content(obj):
+                events.append(("MODIFIED", obj))
+        for name, old in before.items():
+            if name not in after:
+                meta = {**old["metadata"], "resourceVersion": str(change.id)}
+                events.append(("DELETED", {**old, "metadata": meta}))
+        return events
+
+    def _caught_up(self, change: Change) -> list[tuple[str, dict[str, Any]]]:
+        """A view resumed from an older resourceVersion was seeded with the objects as they
+        are now, so a change between that version and the seed cannot be diffed: its source's
+        current objects are sent once as MODIFIED (a tag deleted in that window is missed)."""
+        key = (change.namespace, change.name)
+        if key in self.caught_up:
+            return []
+        self.caught_up.add(key)
+        return [("MODIFIED", obj) for obj in self.derived.get(key, {}).values()]
+
+    def _events_for(self, change: Change) -> list[tuple[str, dict[str, Any]]]:
+        if self.handler.derived_view and change.id <= self.seeded_at:
+            return self._caught_up(change)
+        if self.handler.derived_view:
+            return self._derived_events(change)
+        loaded = self._load(change)
+        return [] if loaded is None else [loaded]
 
     def _load(self, change: Change) -> tuple[str, dict[str, Any]] | None:
         if change.event == "DELETED":
@@ -104,19 +153,25 @@ class WatchStream:
 
     async def events(self, timeout: float) -> AsyncIterator[bytes]:
         rv = self.opts.resource_version
-        if rv in ("", "0"):
+        replay = rv in ("", "0")
+        if replay or self.handler.derived_view:
+            # A view also lists when resuming, to know which derived objects exist already.
             listed = await run_in_threadpool(
                 self.handler.list,
                 self.ctx,
                 self.namespace,
-                ListOptions(
+                ListOptions(label_selector=self.opts.label_selector)
+                if self.handler.derived_view
+                else ListOptions(
                     label_selector=self.opts.label_selector, field_selector=self.opts.field_selector
                 ),
             )
-            for obj in listed.items:
-                yield self._event("ADDED", obj)
-            after = int(listed.resource_version)
-        else:
+            self._seed(listed.items)
+            for obj in listed.items if replay else ():
+                if self._matches(obj):
+                    yield self._event("ADDED", obj)
+            after = self.seeded_at = int(listed.resource_version)
+        if not replay:
             after = int(rv) if rv.isdigit() else 0
         keys = tuple(self.handler.watch_keys())
         loop = asyncio.get_running_loop()
@@ -125,8 +180,14 @@ class WatchStream:
             batch = await run_in_threadpool(changes_after, self.db, keys, after, self.namespace)
             for change in batch:
                 after = change.id
-                loaded = await run_in_threadpool(self._load, change)
-                if loaded is not None and self._matches(loaded[1]):
-                    yield self._event(*loaded)
+                for kind, obj in await run_in_threadpool(self._events_for, change):
+                    if self._matches(obj):
+                        yield self._event(kind, obj)
             if len(batch) < BATCH:
                 await asyncio.sleep(POLL_SECONDS)
+
+
+def _content(obj: dict[str, Any]) -> dict[str, Any]:
+    """An object without its resourceVersion (a view's version moves with its source's)."""
+    meta = {k: v for k, v in obj.get("metadata", {}).items() if k != "resourceVersion"}
+    return {**obj, "metadata": meta}

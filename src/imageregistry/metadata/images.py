@@ -314,3 +314,46 @@ def record_mapping(
         )
     )
     touch_repository(conn, repo_id, repo)
+
+
+def tag_event_rows(conn: Connection, repo_id: int) -> list[Any]:
+    """Every tag event of a stream: by tag, newest first (what `status.tags` renders)."""
+    return list(
+        conn.execute(
+            select(tag_events)
+            .where(tag_events.c.repository_id == repo_id)
+            .order_by(tag_events.c.tag, tag_events.c.id.desc())
+        ).all()
+    )
+
+
+def delete_tag_events(conn: Connection, repo_id: int, ids: Iterable[int]) -> int:
+    """Remove history items of one stream (the caller records the stream change)."""
+    wanted = list(ids)
+    if not wanted:
+        return 0
+    result = conn.execute(
+        delete(tag_events).where(tag_events.c.repository_id == repo_id, tag_events.c.id.in_(wanted))
+    )
+    return int(result.rowcount or 0)
+
+
+def image_exists(conn: Connection, digest: str) -> bool:
+    return (
+        conn.execute(select(manifests.c.digest).where(manifests.c.digest == digest)).first()
+        is not None
+    )
+
+
+def rewrite_history(
+    conn: Connection,
+    row: Any,
+    delete_ids: Iterable[int],
+    new_current: Iterable[tuple[str, str]],
+    now: datetime,
+) -> None:
+    """Apply an `imagestreams/status` update: drop events, then put new current images on top."""
+    if delete_tag_events(conn, row.id, delete_ids):
+        touch_repository(conn, row.id, RepoKey(row.namespace, row.name))
+    for tag, digest in new_current:
+        record_mapping(conn, row.namespace, row.name, tag, digest, now)

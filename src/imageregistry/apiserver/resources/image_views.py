@@ -14,7 +14,18 @@ from typing import Any
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import ListOptions, ListResult, RequestContext, ResourceInfo
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
-from imageregistry.apiserver.status import FieldCause, bad_request, invalid, not_found
+from imageregistry.apiserver.resources.tag_sources import (
+    check_resource_version,
+    resolve_tag_source,
+    split_tag_name,
+)
+from imageregistry.apiserver.status import (
+    FieldCause,
+    already_exists,
+    bad_request,
+    invalid,
+    not_found,
+)
 from imageregistry.apiserver.store import current_resource_version, namespace_exists
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.metadata import images as q
@@ -37,9 +48,11 @@ class ImageStreamTags(_ImageBase):
         "imagestreamtag",
         "ImageStreamTag",
         True,
-        verbs=("delete", "get", "list"),
+        verbs=("create", "delete", "get", "list", "patch", "update", "watch"),
         short_names=("istag",),
     )
+    derived_view = True
+    schema = object_schema(tag=ANY, image=ANY, generation=ANY, lookupPolicy=ANY, conditions=ANY)
     columns = (
         NAME_COLUMN,
         Column("Image Reference", description="The reference to pull the current image"),
@@ -104,6 +117,48 @@ class ImageStreamTags(_ImageBase):
                         objs.append(obj)
         return _page(objs, opts, rv)
 
+    def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        name = str((body.get("metadata") or {}).get("name") or "")
+        return self._write(ctx, namespace, name, body, creating=True)
+
+    def update(
+        self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        given = (body.get("metadata") or {}).get("name")
+        if given not in (None, "", name):
+            raise bad_request(
+                f"the name of the object ({given}) does not match the name on the URL ({name})"
+            )
+        return self._write(ctx, namespace, name, body, creating=False)
+
+    def _write(
+        self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any], creating: bool
+    ) -> dict[str, Any]:
+        """Point the tag at the image `tag.from` names (behaviour.md §2: like a push by tag)."""
+        stream, tag = split_tag_name(name)
+        with self.db.write() as conn:
+            if not namespace_exists(conn, namespace):
+                raise not_found("namespaces", "", namespace)
+            row = q.stream_row(conn, namespace, stream)
+            exists = row is not None and q.current_tag(conn, row.id, tag) is not None
+            if creating and exists:
+                raise already_exists("imagestreamtags", GROUP, name)
+            if exists and not creating:
+                check_resource_version(body, str(row.resource_version), name)
+            digest = resolve_tag_source(ctx, conn, self.host, namespace, name, body.get("tag"))
+            if digest is None and not exists:
+                raise invalid(
+                    "ImageStreamTag",
+                    GROUP,
+                    name,
+                    [FieldCause("tag.from", "Required value", "FieldValueRequired")],
+                )
+            if digest is not None and not ctx.dry_run:
+                q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
+        if ctx.dry_run and digest is not None:
+            return {**body, "kind": "ImageStreamTag", "apiVersion": q.IMAGE_API}
+        return self.get(ctx, namespace, name)
+
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         stream, tag = _split(name, ":", "imagestreamtags")
         obj = self.get(ctx, namespace, name)
@@ -116,6 +171,24 @@ class ImageStreamTags(_ImageBase):
 
     def watch_keys(self) -> tuple[str, ...]:
         return (IMAGESTREAMS,)
+
+    def derived_objects(
+        self, ctx: RequestContext, namespace: str, source: str
+    ) -> dict[str, dict[str, Any]]:
+        """The current tags of one stream (watch events derive from stream changes)."""
+        out: dict[str, dict[str, Any]] = {}
+        with self.db.read() as conn:
+            row = q.stream_row(conn, namespace, source)
+            if row is None:
+                return out
+            for tag in sorted({event.tag for event in q.tag_event_rows(conn, row.id)}):
+                obj = self._render(conn, row, tag)
+                if obj is not None:
+                    out[obj["metadata"]["name"]] = obj
+        return out
+
+    def source_name(self, name: str) -> str:
+        return name.partition(":")[0]
 
 
 class ImageStreamImages(_ImageBase):

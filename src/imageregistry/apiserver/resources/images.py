@@ -24,12 +24,14 @@ from imageregistry.apiserver.resource import (
     ResourceHandler,
     ResourceInfo,
 )
+from imageregistry.apiserver.resources.stream_status import TagEvent, plan_status
 from imageregistry.apiserver.selectors import field_predicate, label_predicate
 from imageregistry.apiserver.status import (
     FieldCause,
     already_exists,
     conflict,
     invalid,
+    method_not_allowed,
     not_found,
 )
 from imageregistry.apiserver.store import (
@@ -295,14 +297,50 @@ class ImageStreams(_ImageBase):
         sub: str,
         body: dict[str, Any] | None,
     ) -> tuple[int, dict[str, Any]]:
+        if sub == "status" and method == "PUT" and body is not None:
+            return 200, self._put_status(ctx, namespace, name, body)
         if method != "GET":
-            from imageregistry.apiserver.status import method_not_allowed
-
             raise method_not_allowed(method, f"imagestreams/{sub}")
         stream = self.get(ctx, namespace, name)
         if sub == "status":
             return 200, stream
         return 200, self._layers(stream)
+
+    def _put_status(
+        self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        with self.db.write() as conn:
+            row = q.stream_row(conn, namespace, name)
+            if row is None:
+                raise not_found("imagestreams", GROUP, name)
+            _check_rv(
+                (body.get("metadata") or {}).get("resourceVersion"),
+                str(row.resource_version),
+                "imagestreams",
+                name,
+            )
+            current: dict[str, list[TagEvent]] = {}
+            for event in q.tag_event_rows(conn, row.id):
+                current.setdefault(event.tag, []).append(
+                    TagEvent(event.id, event.tag, event.digest, q.ts(event.created))
+                )
+            plan = plan_status(current, body.get("status"), f"{self.host}/{namespace}/{name}")
+            causes = list(plan.causes) + [
+                FieldCause("status.tags", f"Not found: image {new.digest!r}", "FieldValueNotFound")
+                for new in plan.new_current
+                if not q.image_exists(conn, new.digest)
+            ]
+            if causes:
+                raise invalid("ImageStream", GROUP, name, causes)
+            if plan.changes and not ctx.dry_run:
+                q.rewrite_history(
+                    conn,
+                    row,
+                    plan.delete_ids,
+                    [(new.tag, new.digest) for new in plan.new_current],
+                    ctx.clock(),
+                )
+        return self.get(ctx, namespace, name)
 
     def _layers(self, stream: dict[str, Any]) -> dict[str, Any]:
         blobs: dict[str, Any] = {}
