@@ -147,7 +147,7 @@ def _check_restorable(conn: Connection, run: PruneRun, lock: bool) -> None:
     query = select(blobs.c.digest).where(blobs.c.digest.in_(wanted), blobs.c.state == "present")
     if lock:
         # Same row lock the push path and GC take, so GC cannot flip these mid-restore.
-        query = query.with_for_update()
+        query = query.order_by(blobs.c.digest).with_for_update()  # the data plane's lock order
     present = set(conn.execute(query).scalars()) if wanted else set()
     missing = wanted - present
     if missing:
