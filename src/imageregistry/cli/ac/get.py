@@ -7,12 +7,12 @@ so `ac` and `kubectl` agree); `-o yaml|json|name|jsonpath=...` render the object
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import click
 import httpx
 
+from imageregistry.cli.ac.describe import describe_object
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.printers import jsonpath, render_table, to_json, to_yaml
@@ -103,8 +103,9 @@ def _print_table(
     for d in docs:
         merged["rows"] += d.get("rows") or []
     if not merged["rows"]:
-        where = f" in {namespace} namespace" if namespace else ""
-        click.echo(f"No resources found{where}.", err=True)
+        # kubectl's wording: a period only after the namespace clause.
+        where = f" in {namespace} namespace." if namespace else ""
+        click.echo(f"No resources found{where}", err=True)
         return
     click.echo(render_table(merged, wide, all_namespaces))
 
@@ -133,59 +134,6 @@ def get(ctx: click.Context, resource: str, names: tuple[str, ...], output: str |
     _print_objects(objs, is_list, output or "", kind)
 
 
-def _title(key: str) -> str:
-    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", key)
-    return words[:1].upper() + words[1:]
-
-
-def describe_lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    lines: list[str] = []
-    if isinstance(value, dict):
-        for key in sorted(value):
-            item = value[key]
-            if isinstance(item, dict | list) and item:
-                lines.append(f"{pad}{_title(key)}:")
-                lines += describe_lines(item, indent + 2)
-            else:
-                lines.append(f"{pad}{_title(key)}:  {'' if item in ({}, []) else item}".rstrip())
-    elif isinstance(value, list):
-        for item in value:
-            sub = describe_lines(item, indent + 2)
-            lines += (
-                [f"{pad}{s.strip()}" if i == 0 else s for i, s in enumerate(sub)]
-                if isinstance(item, dict)
-                else [f"{pad}{item}"]
-            )
-    return lines
-
-
-def describe_object(obj: dict[str, Any]) -> str:
-    meta = obj.get("metadata") or {}
-
-    def pairs(values: dict[str, Any] | None) -> str:
-        if not values:
-            return "<none>"
-        return "\n              ".join(f"{k}={v}" for k, v in sorted(values.items()))
-
-    head = [
-        f"Name:         {meta.get('name', '')}",
-        f"Namespace:    {meta.get('namespace', '')}".rstrip(),
-        f"Labels:       {pairs(meta.get('labels'))}",
-        f"Annotations:  {pairs(meta.get('annotations'))}",
-        f"API Version:  {obj.get('apiVersion', '')}",
-        f"Kind:         {obj.get('kind', '')}",
-    ]
-    rest = {k: v for k, v in obj.items() if k not in ("apiVersion", "kind", "metadata")}
-    rest_meta = {
-        k: v
-        for k, v in meta.items()
-        if k not in ("name", "namespace", "labels", "annotations", "managedFields")
-    }
-    body = ["Metadata:", *describe_lines(rest_meta, 2), *describe_lines(rest, 0)]
-    return "\n".join(head + body) + "\nEvents:  <none>"
-
-
 @click.command("describe")
 @click.argument("resource")
 @click.argument("names", nargs=-1)
@@ -196,8 +144,17 @@ def describe(ctx: click.Context, resource: str, names: tuple[str, ...]) -> None:
     kind = resolve_kind(resource)
     namespace, _ = _scope(ctx, kind)
     with session(ctx).client() as client:
-        objs, _ = _objects(client, kind, namespace, names)
-    click.echo("\n\n\n".join(describe_object(o) for o in objs))
+        objs, listed = _objects(client, kind, namespace, names)
+        if listed:  # like kubectl: list for the names, then GET each full object
+            objs = [
+                _check(
+                    client.get(
+                        kind.object_path(o["metadata"].get("namespace"), o["metadata"]["name"])
+                    )
+                )
+                for o in objs
+            ]
+    click.echo("\n\n".join(describe_object(o) for o in objs), nl=False)
 
 
 @click.command("delete")

@@ -40,7 +40,11 @@ def _bindings(client: httpx.Client, ns: str) -> list[dict[str, Any]]:
 
 
 def _grant(
-    ctx: click.Context, role: str, subjects: list[dict[str, str]], role_ns: str | None
+    ctx: click.Context,
+    role: str,
+    subjects: list[dict[str, str]],
+    role_ns: str | None,
+    shown: tuple[str, ...],
 ) -> None:
     sess = session(ctx)
     ns = sess.namespace
@@ -71,7 +75,7 @@ def _grant(
             response = client.post(path, json=body)
         if response.status_code >= 400:
             raise from_response(response)
-    names = ", ".join(f'"{s["name"]}"' for s in subjects)
+    names = ", ".join(f'"{name}"' for name in shown)
     click.echo(f"{ref_kind.lower()}.{RBAC}/{role} added: {names}")
 
 
@@ -105,7 +109,8 @@ def _role_command(name: str, kind: str) -> click.Command:
         sas: tuple[str, ...],
         role_namespace: str | None,
     ) -> None:
-        _grant(ctx, role, _subjects(kind, names, sas, session(ctx).namespace), role_namespace)
+        subjects = _subjects(kind, names, sas, session(ctx).namespace)
+        _grant(ctx, role, subjects, role_namespace, names + sas)
 
     command.help = f"Bind ROLE to {kind.lower()}s in the namespace."
     return command
@@ -142,5 +147,5 @@ def remove_role_from_user(
             response = client.delete(url) if not kept else client.put(url, json=binding)
             if response.status_code >= 400:
                 raise from_response(response)
-    names_text = ", ".join(f'"{s["name"]}"' for s in subjects)
+    names_text = ", ".join(f'"{name}"' for name in names + sas)
     click.echo(f"clusterrole.{RBAC}/{role} removed: {names_text}")

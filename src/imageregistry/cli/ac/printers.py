@@ -45,18 +45,68 @@ def render_table(doc: dict[str, Any], wide: bool, namespace_column: bool) -> str
     return table(headers, rows)
 
 
+# go-yaml v2 (what kubectl's sigs.k8s.io/yaml uses) double-quotes a string exactly when
+# it would read back as something else: its YAML 1.1 booleans (including `y`/`n`), nulls,
+# numbers, base-60 floats and timestamps. Other strings are plain when the emitter allows
+# it, else single-quoted; lines fold at 80 columns; multi-line strings are literal blocks.
+_GO_SPECIAL = frozenset(
+    {
+        *("y", "Y", "yes", "Yes", "YES", "n", "N", "no", "No", "NO"),
+        *("true", "True", "TRUE", "false", "False", "FALSE"),
+        *("on", "On", "ON", "off", "Off", "OFF", "~", "null", "Null", "NULL", "<<"),
+        *(".nan", ".NaN", ".NAN", ".inf", ".Inf", ".INF", "+.inf", "+.Inf", "+.INF"),
+        *("-.inf", "-.Inf", "-.INF"),
+    }
+)
+_GO_INT = re.compile(r"^[-+]?(?:0[xX][0-9a-fA-F]+|0[oO]?[0-7]+|0[bB][01]+|[0-9]+)$")
+_GO_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?$")
+_GO_BASE60 = re.compile(r"^[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?$")
+_GO_TIME = re.compile(
+    r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+    r"(?:(?:[Tt][0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?(?:Z|[-+][0-9]{2}:[0-9]{2}))"
+    r"|(?: [0-9]{1,2}:[0-9]{1,2}:[0-9]{1,2}(?:\.[0-9]+)?))?$"
+)
+
+
+def go_yaml_needs_quotes(value: str) -> bool:
+    """Whether go-yaml v2 would read `value` unquoted as a non-string."""
+    if value == "" or value in _GO_SPECIAL:
+        return True
+    plain = value.replace("_", "")
+    return bool(
+        _GO_INT.match(plain)
+        or _GO_FLOAT.match(plain)
+        or _GO_BASE60.match(value)
+        or _GO_TIME.match(value)
+    )
+
+
 class _GoStyleDumper(yaml.SafeDumper):
-    """PyYAML tuned toward go-yaml's choices (double quotes, literal blocks)."""
+    """PyYAML steered to go-yaml v2's scalar styles (the resolver check is done by hand)."""
 
     def choose_scalar_style(self) -> str:
-        style = super().choose_scalar_style()
-        return '"' if style == "'" else style
+        event: Any = self.event
+        if self.analysis is None:
+            self.analysis = self.analyze_scalar(event.value)
+        if event.style in ('"', "|"):
+            return super().choose_scalar_style()
+        a = self.analysis
+        simple = self.simple_key_context
+        if not (simple and (a.empty or a.multiline)) and (
+            (self.flow_level and a.allow_flow_plain)
+            or (not self.flow_level and a.allow_block_plain)
+        ):
+            return ""
+        if a.allow_single_quoted and not (simple and a.multiline):
+            return "'"
+        return '"'
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     if "\n" in value:
         return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="|")
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value)
+    style = '"' if go_yaml_needs_quotes(value) else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
 _GoStyleDumper.add_representer(str, _str)
@@ -64,7 +114,7 @@ _GoStyleDumper.add_representer(str, _str)
 
 def to_yaml(obj: Any) -> str:
     return yaml.dump(
-        obj, Dumper=_GoStyleDumper, sort_keys=True, default_flow_style=False, width=1 << 30
+        obj, Dumper=_GoStyleDumper, sort_keys=True, default_flow_style=False, allow_unicode=True
     )
 
 
