@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import update
 from starlette.testclient import TestClient
 
+from imageregistry.metadata.tables import blobs
+from imageregistry.services import Services
 from tests.unit.oci.conftest import REPO, push_blob, sha
 
 DATA = bytes(range(256)) * 4
@@ -89,3 +92,18 @@ def test_unsupported_method(client: TestClient) -> None:
     r = client.post(f"/v2/{REPO}/tags/list")
     assert r.status_code == 405
     assert r.json()["errors"][0]["code"] == "UNSUPPORTED"
+
+
+def test_blobs_being_garbage_collected_are_unknown(
+    client: TestClient, services: Services, blob: str
+) -> None:
+    with services.db.write() as conn:
+        conn.execute(update(blobs).where(blobs.c.digest == sha(DATA)).values(state="deleting"))
+    r = client.get(blob)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    # Re-uploading it is refused too, so the client never relies on bytes GC is removing.
+    r = client.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(DATA)}, content=DATA)
+    assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+    # A mount of it falls back to a normal upload session.
+    r = client.post("/v2/team/other/blobs/uploads/", params={"mount": sha(DATA), "from": REPO})
+    assert r.status_code == 202
