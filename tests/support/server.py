@@ -7,6 +7,7 @@ It is stopped by PID (SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import ssl
@@ -79,7 +80,12 @@ class RegistryProcess:
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **self.env},
+            # Granian forks workers; a session of our own lets stop/kill reach them all.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,16 +103,26 @@ class RegistryProcess:
         raise RuntimeError("server did not become healthy")
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is not None:
+            self._kill_group()  # orphaned workers of a crashed main process
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+            self.kill()
+        self._kill_group()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        """SIGKILL the server and its workers (a crash, as far as the data dir can tell)."""
+        if self.proc is None:
+            return
+        self._kill_group()
+        self.proc.wait()
+
+    def _kill_group(self) -> None:
+        assert self.proc is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
