@@ -15,6 +15,7 @@ never written back on the other's clock.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -359,8 +360,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, help="scratch parent (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="render a saved result instead of running"
+    )
     parser.add_argument("--note", action="append", default=[], help="line appended to the docs")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print(render(saved))
+        if args.write_docs:
+            write_doc_section("dataplane", render(saved))
+        return 0
     if args.quick:
         args.sizes, args.reps, args.rss_size, args.wrk_duration = "32M", 2, "256M", 3
     args.sizes = [parse_size(s) for s in args.sizes.split(",")]

@@ -14,6 +14,7 @@ and with the admin (`system:masters`) token, alternating, and reports the ratio
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import uuid
 from datetime import UTC, datetime
@@ -280,7 +281,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="render a saved result instead of running"
+    )
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        print(render(saved))
+        if args.write_docs:
+            write_doc_section("rbac", render(saved))
+        return 0
     if args.quick:
         args.reps, args.wrk_duration = 2, 3
     machine = machine_info()
