@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -32,7 +33,11 @@ class Kubectl:
     cache_dir: Path
 
     def run(
-        self, *args: str, token: str | None = None, stdin: str | None = None
+        self,
+        *args: str,
+        token: str | None = None,
+        stdin: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         cmd = [
             "kubectl",
@@ -44,7 +49,12 @@ class Kubectl:
         if token is not None:
             cmd.append(f"--token={token}")
         return subprocess.run(
-            [*cmd, *args], capture_output=True, text=True, input=stdin, timeout=60
+            [*cmd, *args],
+            capture_output=True,
+            text=True,
+            input=stdin,
+            timeout=60,
+            env={**os.environ, **env} if env else None,
         )
 
     def ok(self, *args: str, token: str | None = None, stdin: str | None = None) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import select
 import time
 from collections.abc import Iterator
@@ -212,16 +213,19 @@ def _read_until(proc: object, needle: str, limit: float = 60.0) -> str:
     import subprocess
 
     assert isinstance(proc, subprocess.Popen) and proc.stdout is not None
-    seen = ""
+    # Read the pipe's fd directly: a buffered readline() may pull two lines (header and row)
+    # into Python's buffer, after which select() on the empty pipe would never fire again.
+    fd = proc.stdout.fileno()
+    seen = b""
     end = time.monotonic() + limit
-    while needle not in seen and time.monotonic() < end:
-        ready, _, _ = select.select([proc.stdout], [], [], 1.0)
+    while needle.encode() not in seen and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 1.0)
         if ready:
-            line = proc.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            seen += line
-    return seen
+            seen += chunk
+    return seen.decode("utf-8", "replace")
 
 
 def test_get_watch_receives_push_event(k: Kubectl, server: KubeServer, work: Path) -> None:
@@ -288,3 +292,45 @@ def test_namespace_admin_cannot_grant_cluster_admin(k: Kubectl, server: KubeServ
 def test_bad_token_is_unauthorized(k: Kubectl) -> None:
     err = k.fails("get", "ns", token="ir_not-a-real-token")
     assert "You must be logged in to the server" in err
+
+
+def test_edit_with_an_editor_script(k: Kubectl, work: Path) -> None:
+    """`kubectl edit` sends a strategic merge patch for a RoleBinding and a merge patch for an
+    ImageStream; the editor here is a sed script."""
+    k.ok("create", "ns", "edit-ns")
+    k.ok(
+        "create",
+        "rolebinding",
+        "editme",
+        "--clusterrole=view",
+        "--user=alice",
+        "--user=carol",
+        "-n",
+        "edit-ns",
+    )
+    editor = work / "editor.sh"
+    editor.write_text(
+        '#!/bin/sh\nsed -i -e "s/name: alice/name: bob/" -e "s/local: false/local: true/" "$1"\n'
+    )
+    editor.chmod(0o755)
+    env = {"KUBE_EDITOR": str(editor), "EDITOR": str(editor)}
+    edited = k.run("edit", "rolebinding", "editme", "-n", "edit-ns", env=env)
+    assert edited.returncode == 0, edited.stderr
+    assert "rolebinding.rbac.authorization.k8s.io/editme edited" in edited.stdout
+    binding = yaml.safe_load(k.ok("get", "rolebinding", "editme", "-n", "edit-ns", "-o", "yaml"))
+    assert [s["name"] for s in binding["subjects"]] == ["bob", "carol"]
+    assert binding["roleRef"]["name"] == "view"
+    k.ok(
+        "create",
+        "-f",
+        "-",
+        "-n",
+        "edit-ns",
+        stdin=yaml.safe_dump(
+            {"apiVersion": "image.alauda.io/v1", "kind": "ImageStream", "metadata": {"name": "web"}}
+        ),
+    )
+    edited = k.run("edit", "is", "web", "-n", "edit-ns", env=env)
+    assert edited.returncode == 0, edited.stderr
+    stream = yaml.safe_load(k.ok("get", "is", "web", "-n", "edit-ns", "-o", "yaml"))
+    assert stream["spec"]["lookupPolicy"]["local"] is True

@@ -1,8 +1,10 @@
-"""Legacy discovery documents: `/api`, `/api/v1`, `/apis`, `/apis/<group>/v1`.
+"""Discovery documents: `/api`, `/api/v1`, `/apis`, `/apis/<group>/v1`, legacy and aggregated.
 
-kubectl asks for aggregated discovery first but accepts the legacy JSON answer and then
-fetches each group-version's resource list (docs/kubectl.md §0), which is the simplest shape
-to keep right. Subresources are listed as `plural/sub` entries.
+kubectl asks for aggregated discovery (`apidiscovery.k8s.io/v2`) first: when its Accept header
+offers it, `/api` and `/apis` answer one APIGroupDiscoveryList with every resource and
+subresource, under exactly the content type kubectl checks (docs/kubectl.md §0), so discovery
+takes two requests. Other clients get the legacy JSON documents and then fetch each
+group-version's resource list, where subresources are listed as `plural/sub` entries.
 """
 
 from __future__ import annotations
@@ -82,4 +84,77 @@ def resource_list(group: str, handlers: Sequence[ResourceHandler]) -> dict[str, 
         "apiVersion": "v1",
         "groupVersion": f"{group}/v1" if group else "v1",
         "resources": resources,
+    }
+
+
+# --- aggregated discovery (apidiscovery.k8s.io/v2) ----------------------------------------
+
+AGGREGATED_TYPE = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
+
+
+def wants_aggregated(accept: str) -> bool:
+    """True when the Accept header offers the v2 APIGroupDiscoveryList (kubectl 1.30+)."""
+    for offer in accept.split(","):
+        parts = [p.strip() for p in offer.split(";")]
+        params = dict(p.partition("=")[::2] for p in parts[1:])
+        if (
+            parts[0] == "application/json"
+            and params.get("g") == "apidiscovery.k8s.io"
+            and params.get("v") == "v2"
+            and params.get("as") == "APIGroupDiscoveryList"
+        ):
+            return True
+    return False
+
+
+def _aggregated_resource(h: ResourceHandler) -> dict[str, Any]:
+    info = h.info
+    kind = {"group": info.group, "version": info.version, "kind": info.kind}
+    entry: dict[str, Any] = {
+        "resource": info.plural,
+        "responseKind": kind,
+        "scope": "Namespaced" if info.namespaced else "Cluster",
+        "singularResource": info.singular,
+        "verbs": sorted(info.verbs),
+    }
+    if info.short_names:
+        entry["shortNames"] = list(info.short_names)
+    if info.categories:
+        entry["categories"] = list(info.categories)
+    subs = []
+    for sub in h.subresources:
+        sub_kind = (
+            {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}
+            if sub == "token"
+            else kind
+        )
+        subs.append(
+            {
+                "subresource": sub,
+                "responseKind": sub_kind,
+                "verbs": SUBRESOURCE_VERBS.get(sub, ["get"]),
+            }
+        )
+    if subs:
+        entry["subresources"] = subs
+    return entry
+
+
+def aggregated(core: bool, handlers: Sequence[ResourceHandler]) -> dict[str, Any]:
+    """`/api` (core) or `/apis` (every named group) as one APIGroupDiscoveryList."""
+    names = [""] if core else groups(handlers)
+    items = []
+    for group in names:
+        resources = [_aggregated_resource(h) for h in handlers if h.info.group == group]
+        items.append(
+            {
+                "metadata": {"name": group} if group else {},
+                "versions": [{"version": "v1", "resources": resources, "freshness": "Current"}],
+            }
+        )
+    return {
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": "apidiscovery.k8s.io/v2",
+        "metadata": {},
+        "items": items,
     }

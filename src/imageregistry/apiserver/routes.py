@@ -137,6 +137,16 @@ class ApiServer:
         await run_in_threadpool(
             authorize_request, self.services.authz, Attributes.for_path(user, "get", path), "", ""
         )
+        if parts in (["api"], ["apis"]) and discovery.wants_aggregated(
+            request.headers.get("accept", "")
+        ):
+            listing = discovery.aggregated(parts == ["api"], self.handlers)
+            return Response(
+                json.dumps(listing, separators=(",", ":")),
+                200,
+                {"Vary": "Accept"},
+                media_type=discovery.AGGREGATED_TYPE,
+            )
         body = self._document(parts, request)
         if body is None:
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
