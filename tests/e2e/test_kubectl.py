@@ -240,6 +240,20 @@ def test_get_watch_receives_push_event(k: Kubectl, server: KubeServer, work: Pat
     assert "watched" in seen and f"{server.host}/watch-ns/watched" in seen
 
 
+def test_get_watch_on_imagestreamtags(k: Kubectl, server: KubeServer, work: Path) -> None:
+    k.ok("create", "ns", "istag-watch")
+    first = push_image(server, work, "istag-watch/app:v1", "istag-one")
+    proc = k.popen("get", "istag", "-n", "istag-watch", "-w", "-o", "wide")
+    try:
+        assert first in _read_until(proc, first)  # the listed tag
+        second = push_image(server, work, "istag-watch/app:v2", "istag-two")
+        seen = _read_until(proc, second)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "app:v2" in seen and second in seen
+
+
 def test_impersonation_requires_the_verb(k: Kubectl, server: KubeServer) -> None:
     token = add_user_token(server, "mallory")
     err = k.fails("get", "ns", "--as=system:admin", token=token)
