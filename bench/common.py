@@ -500,6 +500,8 @@ def run_wrk(
         f"-t{threads}",
         f"-c{connections}",
         f"-d{duration}s",
+        "--timeout",
+        "10s",
         "--latency",
         "-s",
         str(script),
