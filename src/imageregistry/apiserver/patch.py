@@ -2,9 +2,12 @@
 
 kubectl sends `application/merge-patch+json` for non-built-in kinds (`apply` of an
 ImageStream) and `application/strategic-merge-patch+json` for built-in kinds (`label`,
-`annotate`, `edit`, `apply` of a RoleBinding). Strategic merge here is simplified: maps merge
-as in RFC 7386 and lists are replaced whole (the RBAC lists of rules and subjects are atomic
-in upstream too); the `$setElementOrder/…`, `$retainKeys` and `$patch` directives are dropped.
+`annotate`, `edit`, `apply` of a RoleBinding). Strategic merge: maps merge as in RFC 7386;
+lists are replaced whole (RBAC `rules` and `subjects` are atomic in upstream too) except the
+ones the built-in kinds here declare with a patch merge key (`metadata.ownerReferences` by
+`uid`, ServiceAccount `secrets` by `name`) — merged element by element, `{"$patch":
+"delete"}` elements removed, `$setElementOrder/<field>` honoured — and `metadata.finalizers`,
+a merged set (`$deleteFromPrimitiveList/finalizers` removes). `$retainKeys` is ignored.
 """
 
 from __future__ import annotations
@@ -43,8 +46,74 @@ def _strip_directives(patch: Any) -> Any:
     return patch
 
 
+# path of dotted map keys -> merge key ("" = a list of primitives merged as a set)
+MERGE_KEYS: dict[str, str] = {
+    "metadata.ownerReferences": "uid",
+    "metadata.finalizers": "",
+    "secrets": "name",
+}
+
+
+def _merge_keyed(target: Any, patch: list[Any], key: str, order: Any, path: str) -> list[Any]:
+    result = [copy.deepcopy(e) for e in target] if isinstance(target, list) else []
+    for element in patch:
+        if not isinstance(element, dict) or key not in element:
+            raise bad_request(f"{path}: each element needs the merge key {key!r}")
+        found = next(
+            (i for i, e in enumerate(result) if isinstance(e, dict) and e.get(key) == element[key]),
+            None,
+        )
+        if element.get("$patch") == "delete":
+            if found is not None:
+                result.pop(found)
+        elif found is None:
+            result.append(_strategic(None, element, ""))
+        else:
+            result[found] = _strategic(result[found], element, "")
+    if isinstance(order, list):
+        rank = {e.get(key): i for i, e in enumerate(order) if isinstance(e, dict)}
+        result.sort(key=lambda e: rank.get(e.get(key) if isinstance(e, dict) else None, len(rank)))
+    return result
+
+
+def _merge_set(target: Any, patch: list[Any], removed: Any) -> list[Any]:
+    result = list(target) if isinstance(target, list) else []
+    result += [v for v in patch if v not in result]
+    drop = removed if isinstance(removed, list) else []
+    return [v for v in result if v not in drop]
+
+
+def _strategic(target: Any, patch: Any, path: str) -> Any:
+    if not isinstance(patch, dict):
+        return _strip_directives(patch)
+    if patch.get("$patch") == "replace":
+        return _strip_directives(patch)
+    result = dict(target) if isinstance(target, dict) else {}
+    for name, value in patch.items():
+        if name.startswith("$"):
+            continue
+        here = f"{path}.{name}" if path else name
+        if value is None or (isinstance(value, dict) and value.get("$patch") == "delete"):
+            result.pop(name, None)
+        elif here in MERGE_KEYS and isinstance(value, list):
+            key = MERGE_KEYS[here]
+            if key:
+                order = patch.get(f"$setElementOrder/{name}")
+                result[name] = _merge_keyed(result.get(name), value, key, order, here)
+            else:
+                removed = patch.get(f"$deleteFromPrimitiveList/{name}")
+                result[name] = _merge_set(result.get(name), value, removed)
+        else:
+            result[name] = _strategic(result.get(name), value, here)
+    for name, removed in patch.items():
+        field = name.removeprefix("$deleteFromPrimitiveList/")
+        if field != name and f"{path}.{field}".lstrip(".") in MERGE_KEYS and field not in patch:
+            result[field] = _merge_set(result.get(field), [], removed)
+    return result
+
+
 def strategic_merge_patch(target: Any, patch: Any) -> Any:
-    return merge_patch(target, _strip_directives(patch))
+    return _strategic(target, patch, "")
 
 
 def _pointer(path: str) -> list[str]:
