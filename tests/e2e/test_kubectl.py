@@ -348,3 +348,18 @@ def test_edit_with_an_editor_script(k: Kubectl, work: Path) -> None:
     assert edited.returncode == 0, edited.stderr
     stream = yaml.safe_load(k.ok("get", "is", "web", "-n", "edit-ns", "-o", "yaml"))
     assert stream["spec"]["lookupPolicy"]["local"] is True
+
+
+def test_create_imagestreamtag_from_another_tag(k: Kubectl, server: KubeServer, work: Path) -> None:
+    k.ok("create", "ns", "istag-create")
+    digest = push_image(server, work, "istag-create/app:v1", "istag-create")
+    istag = {
+        "apiVersion": "image.alauda.io/v1",
+        "kind": "ImageStreamTag",
+        "metadata": {"name": "release:stable", "namespace": "istag-create"},
+        "tag": {"from": {"kind": "ImageStreamTag", "name": "app:v1"}},
+    }
+    out = k.ok("create", "-f", "-", stdin=yaml.safe_dump(istag))
+    assert "imagestreamtag.image.alauda.io/release:stable created" in out
+    wide = k.ok("get", "istag", "release:stable", "-n", "istag-create", "-o", "wide")
+    assert digest in wide
