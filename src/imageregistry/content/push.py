@@ -16,7 +16,7 @@ from datetime import datetime
 import anyio.to_thread
 
 from imageregistry.content import mediatypes as mt
-from imageregistry.content.digest import Digest
+from imageregistry.content.digest import Digest, InvalidDigest
 from imageregistry.content.manifest import (
     ImageSummary,
     ParsedManifest,
@@ -30,6 +30,7 @@ from imageregistry.metadata.registry_manifests import (
     ManifestMetadata,
     NewManifest,
 )
+from imageregistry.signatures import discovery
 from imageregistry.storage.driver import BlobStore
 from imageregistry.storage.errors import BlobNotFound
 
@@ -105,4 +106,25 @@ class ManifestPusher:
         summary = await self._summary(parsed)
         new = describe_image(digest, parsed, content, summary, now)
         await anyio.to_thread.run_sync(self.manifests.record, repo, new, tag, now, may_create_ns)
+        await self._record_cosign_signatures(content, tag, now)
         return new
+
+    async def _record_cosign_signatures(
+        self, content: bytes, tag: str | None, now: datetime
+    ) -> None:
+        """A pushed cosign signature manifest (`sha256-<hex>.sig` tag or `subject`) is
+        listed on the image it signs, so one verify command covers both signature kinds."""
+        target = discovery.signature_target(content, tag)
+        wanted = discovery.payload_digests(content) if target else []
+        if not target or not wanted:
+            return
+        payloads: dict[str, bytes] = {}
+        for digest in wanted:
+            try:
+                payloads[digest] = await self.blobs.read_all(Digest.parse(digest))
+            except (BlobNotFound, InvalidDigest):
+                continue
+        found = discovery.cosign_signatures_for(content, payloads.get)
+        if found:
+            pairs = [(f.name_for(target), f.content) for f in found]
+            await anyio.to_thread.run_sync(self.manifests.record_signatures, target, pairs, now)

@@ -34,6 +34,7 @@ from imageregistry.metadata.registry import (
     lock_present_blobs,
     touch_repository,
 )
+from imageregistry.metadata.signatures import record_found_signatures
 from imageregistry.metadata.tables import (
     manifest_blobs,
     manifest_children,
@@ -239,6 +240,13 @@ class ManifestMetadata:
             )
             if history.rowcount:
                 touch_repository(conn, repo_id, repo)
+
+    def record_signatures(
+        self, image_digest: str, found: list[tuple[str, bytes]], now: datetime
+    ) -> int:
+        """List cosign signatures found in a pushed manifest on the image they sign."""
+        with self.db.write() as conn:
+            return record_found_signatures(conn, image_digest, found, now)
 
     def referrers(self, repo: RepoKey, subject: str) -> list[Referrer]:
         with self.db.read() as conn:

@@ -413,3 +413,20 @@ def split_name_or_none(name: str) -> str | None:
         return split_name(name)[0]
     except InvalidSignatureName:
         return None
+
+
+def record_found_signatures(
+    conn: Connection, image_digest: str, found: list[tuple[str, bytes]], now: datetime
+) -> int:
+    """Store cosign signatures found on push as (name, content) pairs. Already-known ones
+    and a missing image are skipped (a signature may be pushed before, or without, its
+    image; verification discovers those through the registry). Returns how many were added."""
+    added = 0
+    for name, content in found:
+        try:
+            with conn.begin_nested():
+                add_signature(conn, name, "cosign", content, now)
+        except (SignatureConflict, ImageNotFound):
+            continue
+        added += 1
+    return added

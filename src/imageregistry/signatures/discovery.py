@@ -18,11 +18,7 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 
-from sqlalchemy import Connection
-
-from imageregistry.metadata.signatures import ImageNotFound, SignatureConflict, add_signature
 from imageregistry.signatures import cosign
 
 BlobReader = Callable[[str], bytes | None]
@@ -79,19 +75,3 @@ def signature_target(manifest_bytes: bytes, tag: str | None) -> str | None:
 def payload_digests(manifest_bytes: bytes) -> list[str]:
     """The blobs `cosign_signatures_for` will ask for (so async callers can read them first)."""
     return [layer.digest for layer in cosign.cosign_signature_layers(manifest_bytes)]
-
-
-def record_found(
-    conn: Connection, image_digest: str, found: list[FoundSignature], now: datetime
-) -> int:
-    """Store found cosign signatures on the image; already-known ones and a missing image
-    are skipped (a signature may be pushed before, or without, its image). Returns how
-    many were added. Meant for the push path, inside its transaction."""
-    added = 0
-    for sig in found:
-        try:
-            add_signature(conn, sig.name_for(image_digest), "cosign", sig.content, now)
-        except (SignatureConflict, ImageNotFound):
-            continue
-        added += 1
-    return added

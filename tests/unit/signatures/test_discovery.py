@@ -77,12 +77,15 @@ def test_signature_target_from_subject_or_tag() -> None:
     assert discovery.image_for_signature_tag("sha256-xyz.sig") is None
 
 
-def test_record_found_adds_once_and_skips_missing_images(tmp_path: Path) -> None:
+def test_record_found_signatures_adds_once_and_skips_missing_images(tmp_path: Path) -> None:
     db = Database(open_engine(f"sqlite:///{tmp_path / 'm.db'}"))
     manifest, payload, _ = _signed(subject=True)
-    found = discovery.cosign_signatures_for(manifest, _blobs(payload).get)
+    found = [
+        (f.name_for(IMG), f.content)
+        for f in discovery.cosign_signatures_for(manifest, _blobs(payload).get)
+    ]
     with db.write() as conn:
-        assert discovery.record_found(conn, IMG, found, NOW) == 0  # image not pushed yet
+        assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 0  # image not pushed yet
         conn.execute(
             insert(manifests).values(
                 digest=IMG,
@@ -99,10 +102,10 @@ def test_record_found_adds_once_and_skips_missing_images(tmp_path: Path) -> None
                 user_data={},
             )
         )
-        assert discovery.record_found(conn, IMG, found, NOW) == 1
-        assert discovery.record_found(conn, IMG, found, NOW) == 0
+        assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 1
+        assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 0
         listed = sigdb.list_signatures(conn, IMG)
-    assert [(s.type, s.content) for s in listed] == [("cosign", found[0].content)]
+    assert [(s.type, s.content) for s in listed] == [("cosign", found[0][1])]
     db.dispose()
 
 
