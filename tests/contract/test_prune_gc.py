@@ -281,6 +281,9 @@ def test_gc_keeps_index_children_referrers_and_held_blobs(db: Database) -> None:
     result = asyncio.run(pruner.gc(dry_run=False))
     assert [b.digest for b in result.blobs] == [orphan]
     assert stored(seed, child_layer) and stored(seed, sig_layer) and stored(seed, held)
+    # The held blob is reported, so an operator knows why it was not reclaimed yet.
+    assert (result.held.count, result.held.size) == (1, len(b"just uploaded"))
+    assert result.held.until == NOW + timedelta(hours=1)
     with db.read() as conn:
         assert conn.execute(select(blobs.c.digest).where(blobs.c.digest == orphan)).first() is None
 

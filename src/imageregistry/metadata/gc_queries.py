@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, select, update
+from sqlalchemy import ColumnElement, and_, delete, exists, func, select, update
 
 from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.prune_runs import DONE, mark_irreversible
@@ -31,7 +31,7 @@ from imageregistry.metadata.tables import (
     repository_blobs,
     uploads,
 )
-from imageregistry.prune.gc import AbandonedUpload, BlobCandidate, StaleLink
+from imageregistry.prune.gc import AbandonedUpload, BlobCandidate, HeldBlobs, StaleLink
 
 PRESENT, DELETING = "present", "deleting"
 
@@ -68,6 +68,15 @@ class SqlGcStore:
         )
         with self._db.read() as conn:
             return [BlobCandidate(d, int(s)) for d, s in conn.execute(query)]
+
+    def held(self, now: datetime) -> HeldBlobs:
+        """Unreferenced blobs still inside their grace period (reported, never deleted)."""
+        query = select(func.count(), func.sum(blobs.c.size), func.max(blobs.c.hold_until)).where(
+            blobs.c.state == PRESENT, blobs.c.hold_until > now, ~_referenced(blobs.c.digest)
+        )
+        with self._db.read() as conn:
+            count, size, until = conn.execute(query).one()
+        return HeldBlobs(int(count or 0), int(size or 0), as_utc(until) if until else None)
 
     def unfinished(self) -> list[BlobCandidate]:
         """Blobs a crashed or concurrent GC flipped to `deleting` (safe to finish)."""

@@ -46,6 +46,15 @@ class AbandonedUpload:
 
 
 @dataclass(frozen=True)
+class HeldBlobs:
+    """Unreferenced blobs GC left alone because their hold (grace period) has not expired."""
+
+    count: int = 0
+    size: int = 0
+    until: datetime | None = None  # when the last of them becomes eligible
+
+
+@dataclass(frozen=True)
 class GcResult:
     """A dry run's plan or a confirmed run's outcome (same shape, same printing)."""
 
@@ -55,6 +64,7 @@ class GcResult:
     uploads: tuple[AbandonedUpload, ...] = ()
     irreversible_runs: tuple[str, ...] = ()
     failed: tuple[tuple[str, str], ...] = field(default=())  # (what, error)
+    held: HeldBlobs = field(default_factory=HeldBlobs)
 
     @property
     def size(self) -> int:
@@ -65,6 +75,7 @@ class GcStore(Protocol):
     """The database side of GC (`metadata.gc_queries.SqlGcStore`)."""
 
     def candidates(self, now: datetime) -> list[BlobCandidate]: ...
+    def held(self, now: datetime) -> HeldBlobs: ...
     def unfinished(self) -> list[BlobCandidate]: ...
     def mark_deleting(self, now: datetime, limit: int) -> list[BlobCandidate]: ...
     def forget_blobs(self, digests: Sequence[str], now: datetime) -> list[str]: ...
@@ -151,7 +162,8 @@ async def plan_gc(
     for blob in blobs:
         await describer.delete_blob(blob.digest)
     runs = await asyncio.to_thread(store.runs_affected, describer.described)
-    return GcResult(True, tuple(blobs), tuple(links), tuple(abandoned), tuple(runs))
+    held = await asyncio.to_thread(store.held, now)
+    return GcResult(True, tuple(blobs), tuple(links), tuple(abandoned), tuple(runs), held=held)
 
 
 async def _sweep_batch(
@@ -220,6 +232,13 @@ async def run_gc(
     links = await asyncio.to_thread(store.stale_links)
     await asyncio.to_thread(store.remove_stale_links, links)
     abandoned = await _sweep_uploads(store, uploads, now, settings, failed)
+    held = await asyncio.to_thread(store.held, now)
     return GcResult(
-        False, tuple(deleted), tuple(links), tuple(abandoned), tuple(irreversible), tuple(failed)
+        False,
+        tuple(deleted),
+        tuple(links),
+        tuple(abandoned),
+        tuple(irreversible),
+        tuple(failed),
+        held,
     )

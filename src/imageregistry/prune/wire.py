@@ -68,6 +68,13 @@ def gc_status(result: GcResult) -> dict[str, Any]:
         ],
         "irreversibleRuns": list(result.irreversible_runs),
         "failed": [{"target": t, "error": e} for t, e in result.failed],
+        "held": {
+            "count": result.held.count,
+            "size": result.held.size,
+            "until": result.held.until.strftime("%Y-%m-%dT%H:%M:%SZ")
+            if result.held.until
+            else None,
+        },
     }
 
 

@@ -33,6 +33,13 @@ def print_gc(status: dict[str, Any]) -> int:
         click.echo(f"Prune run {run} {'would no longer be' if dry else 'is no longer'} reversible")
     for failure in status.get("failed") or ():
         click.echo(f"Failed to delete {failure['target']}: {failure['error']}", err=True)
+    held = status.get("held") or {}
+    if int(held.get("count") or 0):
+        click.echo(
+            f"Kept {held['count']} unreferenced blobs ({human_size(int(held['size']))}) inside "
+            f"the grace period; they become eligible at {held['until']}",
+            err=True,
+        )
     count, size = int(status.get("count") or 0), human_size(int(status.get("size") or 0))
     if dry:
         click.echo(f"Would delete {count} blobs")
