@@ -125,8 +125,11 @@ def test_image_commands(k: Kubectl, server: KubeServer, work: Path) -> None:
     k.ok("create", "ns", "img")
     digest = push_image(server, work, "img/demo:latest", "first")
     images = k.ok("get", "images")
-    assert images.split("\n")[0].split() == ["NAME", "IMAGE", "REFERENCE"]
+    # behaviour.md §2 columns plus VERIFIED (issue 6: trusted-signature status).
+    assert images.split("\n")[0].split() == ["NAME", "IMAGE", "REFERENCE", "VERIFIED"]
     assert f"{server.host}/img/demo@{digest}" in images
+    row = next(line for line in images.splitlines() if line.startswith(digest))
+    assert row.split()[-1] == "no"
     streams = k.ok("get", "imagestreams", "-n", "img")
     assert streams.split("\n")[0].split() == ["NAME", "IMAGE", "REPOSITORY", "TAGS", "UPDATED"]
     assert f"{server.host}/img/demo" in streams and "latest" in streams

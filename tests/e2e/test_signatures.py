@@ -264,9 +264,11 @@ def test_image_without_signatures(env: Env) -> None:
 def test_save_then_yaml_then_rollback(env: Env) -> None:
     host = env.server.host
     digest = push(env, "saved", "ns/saved:latest", sign=True)
+    assert _verified_cell(env, digest) == "no"
     result = verify(env, digest, f"{host}/ns/saved:latest", "--save")
     assert result.returncode == 0, result.stderr
     assert "Saved: 1 trusted signature" in result.stdout
+    assert _verified_cell(env, digest) == "yes"
     shown = ac(env, "get", "images.image.alauda.io", digest, "-o", "yaml")
     assert shown.returncode == 0, shown.stderr
     doc = yaml.safe_load(shown.stdout)
@@ -298,6 +300,16 @@ def test_save_then_yaml_then_rollback(env: Env) -> None:
     restored = image(env, digest)["signatures"]
     assert [s["name"] for s in restored] == [sig["name"]]
     assert {c["type"] for c in restored[0]["conditions"]} == {"Trusted", "ForImage"}
+
+
+def _verified_cell(env: Env, digest: str) -> str:
+    """The VERIFIED column `ac get images` prints for the image."""
+    listed = ac(env, "get", "images")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[-1] == "VERIFIED"
+    cells = next(row.split() for row in rows if row.startswith(digest))
+    return cells[-1]
 
 
 def _limited_token(env: Env) -> str:

@@ -113,6 +113,14 @@ def _user_data(body: dict[str, Any], keep_spec: bool) -> dict[str, Any]:
     return out
 
 
+def _verified(image: dict[str, Any]) -> str:
+    for signature in image.get("signatures") or ():
+        for condition in signature.get("conditions") or ():
+            if condition.get("type") == "Trusted" and condition.get("status") == "True":
+                return "yes"
+    return "no"
+
+
 class _ImageBase(ResourceHandler):
     def __init__(self, db: Database, host: str) -> None:
         self.db = db
@@ -131,11 +139,15 @@ class Images(_ImageBase):
     columns = (
         NAME_COLUMN,
         Column("Image Reference", description="The reference to pull this image"),
+        Column(
+            "Verified",
+            description="yes when a signature of the image was verified and saved as Trusted",
+        ),
     )
     schema = ANY
 
     def cells(self, obj: dict[str, Any], now: datetime) -> list[Any]:
-        return [obj["metadata"]["name"], obj.get("dockerImageReference", "")]
+        return [obj["metadata"]["name"], obj.get("dockerImageReference", ""), _verified(obj)]
 
     def get(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         with self.db.read() as conn:
