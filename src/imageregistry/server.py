@@ -29,6 +29,7 @@ from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
+from imageregistry.metadata.engine import create as create_engine
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tokens import ServiceAccountLookup, TokenStore, get_or_create_secret
 from imageregistry.oci.routes import oci_routes
@@ -42,8 +43,10 @@ def _clock() -> datetime:
     return datetime.now(UTC)
 
 
-def build_services(settings: Settings) -> Services:
-    db = Database(open_engine(settings.database_url))
+def build_services(settings: Settings, *, migrate: bool = True) -> Services:
+    """Open everything; `migrate=False` in workers, whose supervisor already migrated."""
+    engine = open_engine(settings.database_url) if migrate else create_engine(settings.database_url)
+    db = Database(engine)
     key_pem = get_or_create_secret(db, "jwt-signing-key", lambda: generate_signing_key().decode())
     passwords = None
     if settings.htpasswd_file:
@@ -101,4 +104,4 @@ def build_app(services: Services) -> Starlette:
 def create_app_from_env() -> Starlette:
     """Granian's factory entry point (settings come from the environment)."""
     settings = load_settings({}, env=os.environ)
-    return build_app(build_services(settings))
+    return build_app(build_services(settings, migrate=False))

@@ -10,17 +10,15 @@ interrupted upload never corrupts stored content.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import sys
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import click
 
-from imageregistry.bootstrap import ensure_admin_kubeconfig, reconcile_bootstrap_objects
 from imageregistry.config import ConfigurationError, Settings, load_settings, settings_to_env
-from imageregistry.metadata.db import Database
-from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
-from imageregistry.pki import ensure_tls, wanted_sans
 
 
 @click.group()
@@ -28,10 +26,34 @@ def main() -> None:
     """Registry v2 server."""
 
 
+class PrepareError(Exception):
+    """First-start preparation failed with a message for the operator."""
+
+
+def _prepare_in_child(settings: Settings) -> tuple[str, str]:
+    """Run `_prepare` in a short-lived process: the Granian supervisor then never imports
+    SQLAlchemy, Alembic or the TLS code, and stays small (it only supervises workers)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_prepare, settings).result()
+
+
 def _prepare(settings: Settings) -> tuple[str, str]:
     """Run first-start tasks; return (cert, key) paths for TLS, or ("", "")."""
+    from sqlalchemy.exc import OperationalError
+
+    from imageregistry.bootstrap import ensure_admin_kubeconfig, reconcile_bootstrap_objects
+    from imageregistry.metadata.db import Database
+    from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
+    from imageregistry.pki import ensure_tls, wanted_sans
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(open_engine(settings.database_url))
+    try:
+        engine = open_engine(settings.database_url)
+    except DatabaseConfigurationError as exc:
+        raise PrepareError(str(exc)) from None
+    except OperationalError as exc:
+        raise PrepareError(f"cannot open the database: {exc.orig}") from None
+    db = Database(engine)
     try:
         reconcile_bootstrap_objects(db)
         cert, key, ca_pem = "", "", None
@@ -77,8 +99,8 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         flags["tls_san"] = tls_san
     try:
         settings = load_settings(flags, config_file)
-        cert, key = _prepare(settings)
-    except (ConfigurationError, DatabaseConfigurationError) as exc:
+        cert, key = _prepare_in_child(settings)
+    except (ConfigurationError, PrepareError) as exc:
         raise click.ClickException(str(exc)) from None
     os.environ.update(settings_to_env(settings))
     from granian import Granian

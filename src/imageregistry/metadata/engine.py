@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -71,6 +69,11 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
 
 def migrate(engine: Engine) -> None:
     """Upgrade the schema to the newest revision (idempotent)."""
+    # Imported here: only the `serve` preparation step migrates, so worker processes
+    # never pay alembic's import cost (~11 MB each).
+    from alembic import command
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
