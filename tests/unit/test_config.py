@@ -1,0 +1,67 @@
+"""Settings precedence (defaults < file < environment < flags) and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imageregistry.config import ConfigurationError, load_settings, settings_to_env
+
+
+def test_defaults_are_the_embedded_setup() -> None:
+    settings = load_settings({}, env={})
+    assert settings.listen == "127.0.0.1:5000"
+    assert settings.data_dir == Path("data")
+    assert settings.database_url.startswith("sqlite:///") and settings.database_url.endswith(
+        "data/registry.db"
+    )
+    assert settings.server_url == "https://127.0.0.1:5000"
+
+
+def test_file_then_environment_then_flags(tmp_path: Path) -> None:
+    config = tmp_path / "registry.yaml"
+    config.write_text("listen: 127.0.0.1:6000\nworkers: 3\nplain-http: true\ntls_san: [a, b]\n")
+    from_file = load_settings({}, str(config), env={})
+    assert (from_file.listen, from_file.workers, from_file.plain_http) == (
+        "127.0.0.1:6000",
+        3,
+        True,
+    )
+    assert from_file.tls_san == ("a", "b")
+    env = {"IMAGE_REGISTRY_WORKERS": "4", "IMAGE_REGISTRY_CONFIG": str(config)}
+    from_env = load_settings({}, env=env)
+    assert (from_env.listen, from_env.workers) == ("127.0.0.1:6000", 4)
+    flagged = load_settings({"workers": 2, "listen": None}, env=env)
+    assert (flagged.listen, flagged.workers) == ("127.0.0.1:6000", 2)
+
+
+def test_settings_round_trip_through_the_environment() -> None:
+    settings = load_settings({"tls_san": ("x", "y"), "plain_http": True}, env={})
+    assert load_settings({}, env=settings_to_env(settings)) == settings
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("listn: 1\n", "unknown option 'listn'"),
+        ("workers: many\n", "workers: expected an integer"),
+        ("plain-http: maybe\n", "plain_http: expected a boolean"),
+        ("- a\n- b\n", "must hold a mapping"),
+        ("a: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_config_files_are_refused(tmp_path: Path, content: str, message: str) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(content)
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings({}, str(config), env={})
+
+
+def test_bad_values_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="HOST:PORT"):
+        load_settings({"listen": "localhost"}, env={})
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        load_settings({"workers": 0}, env={})
+    with pytest.raises(ConfigurationError, match="cannot read config file"):
+        load_settings({}, str(tmp_path / "missing.yaml"), env={})
