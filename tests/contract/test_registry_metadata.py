@@ -18,6 +18,7 @@ from sqlalchemy import select, update
 
 from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.manifest_pull import ManifestPuller
 from imageregistry.metadata.registry import (
     BlobDeleting,
     BlobUnknown,
@@ -36,7 +37,8 @@ from imageregistry.metadata.registry_manifests import (
     ManifestUnknown,
     NewManifest,
 )
-from imageregistry.metadata.tables import blobs, changes, repositories, tag_events
+from imageregistry.metadata.signatures import POLICY_ANNOTATION
+from imageregistry.metadata.tables import blobs, changes, objects, repositories, tag_events
 from tests.support.postgres import create_database
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -242,3 +244,48 @@ def test_concurrent_first_pushes_into_a_new_namespace(meta: RegistryMetadata) ->
     with ThreadPoolExecutor(max_workers=6) as pool:
         list(pool.map(push, range(12)))
     assert meta.list_repositories() == ["fresh/s0", "fresh/s1", "fresh/s2"]
+
+
+def _annotate_namespace(db: Database, namespace: str, value: str) -> None:
+    with db.write() as conn:
+        row = conn.execute(
+            select(objects.c.id, objects.c.body).where(
+                objects.c.resource == "namespaces", objects.c.name == namespace
+            )
+        ).one()
+        meta = {**row.body["metadata"], "annotations": {POLICY_ANNOTATION: value}}
+        conn.execute(
+            update(objects)
+            .where(objects.c.id == row.id)
+            .values(body={**row.body, "metadata": meta})
+        )
+
+
+def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    puller = ManifestPuller(db)
+    push_blobs(meta, L1, L2, CFG)
+    first, second = image("a", L1), image("b", L2)
+    mans.record(REPO, first, "latest", NOW, True)
+    assert puller.find("team", "app", None, "nope") is None
+    assert puller.find("team", "none", None, "latest") is None
+    assert puller.find("team", "app", second.digest, None) is None
+    mans.record(REPO, second, "latest", NOW, True)
+    by_tag = puller.find("team", "app", None, "latest")
+    assert by_tag is not None and by_tag.digest == second.digest  # newest tag event wins
+    assert by_tag.content == b"{}" and by_tag.media_type == second.media_type
+    assert by_tag.last_pulled is None and not by_tag.requires_signatures
+    by_digest = puller.find("team", "app", first.digest, None)
+    assert by_digest is not None and by_digest.digest == first.digest
+    puller.mark_pulled(by_digest, NOW)
+    again = puller.find("team", "app", first.digest, None)
+    assert again is not None and again.last_pulled == NOW
+    _annotate_namespace(db, "team", "True")
+    pulled = puller.find("team", "app", None, "latest")
+    assert pulled is not None and pulled.requires_signatures
+    assert POLICY_ANNOTATION in puller.policy_refusal("team", pulled)
+    _annotate_namespace(db, "team", "false")
+    pulled = puller.find("team", "app", None, "latest")
+    assert pulled is not None and not pulled.requires_signatures
+    assert puller.policy_refusal("team", pulled) == ""

@@ -10,6 +10,15 @@ Accepted credentials (behaviour.md §3):
   checks are remembered briefly (keyed by a hash of the credentials) and the registry
   answers with a Bearer challenge so clients trade the password for a token once.
 No header means the anonymous user; malformed or wrong credentials raise `Unauthenticated`.
+
+Successful token authentications (opaque tokens and verified JWTs, including the
+service-account existence check) are remembered per process for `AUTH_CACHE_SECONDS`
+(5 s), keyed by the token's SHA-256 and never past the token's own expiry, in a bounded
+LRU of `AUTH_CACHE_SIZE` entries: the registry data plane authenticates the same token on
+every request, and a database round trip (or an ES256 verification) each time would cost
+more than the rest of a manifest GET. The price is that a deleted opaque token or a
+deleted service account keeps working for at most those 5 s in each server process.
+Failures are never cached.
 """
 
 from __future__ import annotations
@@ -20,11 +29,17 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import datetime
-from typing import Protocol
+from datetime import UTC, datetime
+from typing import Protocol, runtime_checkable
 
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated
-from imageregistry.auth.tokens import InvalidToken, TokenSigner, hash_token, looks_like_jwt
+from imageregistry.auth.tokens import (
+    InvalidToken,
+    TokenSigner,
+    hash_token,
+    looks_like_jwt,
+    utc_now,
+)
 
 
 class Unauthenticated(Exception):
@@ -34,6 +49,14 @@ class Unauthenticated(Exception):
 class OpaqueTokenLookup(Protocol):
     def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
         """Username and groups for a stored token hash, or None (unknown/expired)."""
+
+
+@runtime_checkable
+class ExpiringTokenLookup(Protocol):
+    def lookup_token_expiry(
+        self, token_sha256: str
+    ) -> tuple[str, tuple[str, ...], datetime | None] | None:
+        """Like `lookup_token`, plus the token's expiry (None: never expires)."""
 
 
 class PasswordChecker(Protocol):
@@ -47,6 +70,44 @@ class ServiceAccountChecker(Protocol):
 
 _PASSWORD_CACHE_SECONDS = 60.0
 _PASSWORD_CACHE_SIZE = 1024
+_NEVER_CACHED = datetime.min.replace(tzinfo=UTC)
+AUTH_CACHE_SECONDS = 5.0
+AUTH_CACHE_SIZE = 4096
+
+
+class AuthCache:
+    """Bounded LRU: token hash → (user, monotonic deadline, wall-clock expiry or None)."""
+
+    def __init__(
+        self,
+        ttl: float,
+        size: int,
+        monotonic: Callable[[], float],
+        clock: Callable[[], datetime],
+    ) -> None:
+        self.ttl = ttl
+        self.size = size
+        self._monotonic = monotonic
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[UserInfo, float, datetime | None]] = OrderedDict()
+
+    def get(self, key: str) -> UserInfo | None:
+        entry = self._entries.get(key)
+        if entry is None:
+            return None
+        user, deadline, expires = entry
+        if self._monotonic() >= deadline or (expires is not None and self._clock() >= expires):
+            self._entries.pop(key, None)
+            return None
+        return user
+
+    def put(self, key: str, user: UserInfo, expires: datetime | None) -> None:
+        if self.ttl <= 0:
+            return
+        self._entries[key] = (user, self._monotonic() + self.ttl, expires)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
 
 
 class Authenticator:
@@ -58,6 +119,8 @@ class Authenticator:
         passwords: PasswordChecker | None = None,
         service_accounts: ServiceAccountChecker | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], datetime] = utc_now,
+        cache_seconds: float = AUTH_CACHE_SECONDS,
     ) -> None:
         self._tokens = tokens
         self._signer = signer
@@ -66,6 +129,8 @@ class Authenticator:
         self._service_accounts = service_accounts
         self._monotonic = monotonic
         self._password_ok: OrderedDict[str, float] = OrderedDict()
+        self._cache = AuthCache(cache_seconds, AUTH_CACHE_SIZE, monotonic, clock)
+        self._expiring = tokens if isinstance(tokens, ExpiringTokenLookup) else None
 
     @property
     def signer(self) -> TokenSigner:
@@ -83,15 +148,28 @@ class Authenticator:
         raise Unauthenticated("unsupported authorization scheme")
 
     def authenticate_token(self, token: str) -> UserInfo:
-        if looks_like_jwt(token):
-            return self._jwt(token)
-        found = self._tokens.lookup_token(hash_token(token))
-        if found is None:
-            raise Unauthenticated("invalid or expired token")
-        username, groups = found
-        return authenticated(username, groups)
+        key = hash_token(token)
+        user = self._cache.get(key)
+        if user is not None:
+            return user
+        user, expires = self._jwt(token) if looks_like_jwt(token) else self._opaque(key)
+        self._cache.put(key, user, expires)
+        return user
 
-    def _jwt(self, token: str) -> UserInfo:
+    def _opaque(self, key: str) -> tuple[UserInfo, datetime | None]:
+        if self._expiring is not None:
+            found = self._expiring.lookup_token_expiry(key)
+            if found is None:
+                raise Unauthenticated("invalid or expired token")
+            username, groups, expires = found
+            return authenticated(username, groups), expires
+        plain = self._tokens.lookup_token(key)
+        if plain is None:
+            raise Unauthenticated("invalid or expired token")
+        # This lookup does not tell the expiry: an entry already expired is never served.
+        return authenticated(plain[0], plain[1]), _NEVER_CACHED
+
+    def _jwt(self, token: str) -> tuple[UserInfo, datetime | None]:
         try:
             claims = self._signer.verify(token, self._audience)
         except InvalidToken as exc:
@@ -103,7 +181,7 @@ class Authenticator:
             and not self._service_accounts.service_account_exists(sa.namespace, sa.name, sa.uid)
         ):
             raise Unauthenticated(f"service account {sa.namespace}/{sa.name} no longer exists")
-        return authenticated(claims.subject, claims.groups)
+        return authenticated(claims.subject, claims.groups), claims.expires_at
 
     def _basic(self, value: str) -> UserInfo:
         try:

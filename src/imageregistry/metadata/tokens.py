@@ -41,6 +41,13 @@ class TokenStore:
             )
 
     def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
+        found = self.lookup_token_expiry(token_sha256)
+        return None if found is None else (found[0], found[1])
+
+    def lookup_token_expiry(
+        self, token_sha256: str
+    ) -> tuple[str, tuple[str, ...], datetime | None] | None:
+        """Username, groups and expiry (None: never) of a live token, or None."""
         with self._db.read() as conn:
             row = conn.execute(
                 select(tokens.c.username, tokens.c.groups, tokens.c.expires).where(
@@ -49,9 +56,10 @@ class TokenStore:
             ).first()
         if row is None:
             return None
-        if row.expires is not None and as_utc(row.expires) <= self._clock():
+        expires = None if row.expires is None else as_utc(row.expires)
+        if expires is not None and expires <= self._clock():
             return None
-        return str(row.username), tuple(str(g) for g in row.groups)
+        return str(row.username), tuple(str(g) for g in row.groups), expires
 
 
 def get_or_create_secret(db: Database, key: str, make: Callable[[], str]) -> str:

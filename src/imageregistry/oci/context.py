@@ -20,6 +20,7 @@ from imageregistry.content.push import ManifestPusher
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.pull import ManifestPulls
 from imageregistry.services import Services
 from imageregistry.storage.driver import BlobStore
 
@@ -34,6 +35,7 @@ class Registry:
     meta: RegistryMetadata
     manifests: ManifestMetadata
     pusher: ManifestPusher
+    pulls: ManifestPulls
 
     @classmethod
     def build(cls, services: Services) -> Registry:
@@ -45,6 +47,7 @@ class Registry:
             meta=RegistryMetadata(services.db, grace),
             manifests=manifests,
             pusher=ManifestPusher(services.blobs, manifests),
+            pulls=ManifestPulls(services, manifests),
         )
 
     @property

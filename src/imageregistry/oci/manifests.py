@@ -25,23 +25,29 @@ from imageregistry.content.reference import parse_manifest_reference
 from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
+from imageregistry.oci.pull import FAST_TRIED
 
 MAX_MANIFEST_BYTES = 4 << 20
 
 
 async def get_manifest(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PULL)
+    """Pull: one hop when allowed and found (`oci.pull`), else step by step for the error."""
     ref = parse_manifest_reference(ctx.arg)
     digest = str(ref.digest) if ref.digest else None
-    stored = await ctx.run(ctx.registry.manifests.get, ctx.repo, digest, ref.tag)
-    if not ctx.is_head:
-        await ctx.run(ctx.registry.manifests.mark_pulled, stored, ctx.registry.now())
+    pulls, mark = ctx.registry.pulls, not ctx.is_head
+    pulled = None
+    if not ctx.request.scope.get(FAST_TRIED):
+        header = ctx.request.headers.get("authorization")
+        pulled = await ctx.run(pulls.serve, header, ctx.repo, digest, ref.tag, mark)
+    if pulled is None:
+        await ctx.authorize(RegistryAction.PULL)
+        pulled = await ctx.run(pulls.resolve, ctx.repo, digest, ref.tag, mark)
     headers = {
-        "Docker-Content-Digest": stored.digest,
-        "Content-Length": str(len(stored.content)),
+        "Docker-Content-Digest": pulled.digest,
+        "Content-Length": str(len(pulled.content)),
     }
-    body = b"" if ctx.is_head else stored.content
-    return Response(body, headers=headers, media_type=stored.media_type)
+    body = b"" if ctx.is_head else pulled.content
+    return Response(body, headers=headers, media_type=pulled.media_type)
 
 
 async def _read_body(ctx: Ctx) -> bytes:

@@ -31,11 +31,13 @@ from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.reference import parse_repository
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
+from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci.auth import RegistryGate
 from imageregistry.oci.errors import RegistryError, error_response, from_domain
+from imageregistry.oci.pull import FAST_TRIED, SUPPORTS_SIGNATURES_HEADER, FastPull, ManifestPulls
 from imageregistry.services import Services
 
-SUPPORTS_HEADER = (b"x-registry-supports-signatures", b"1")
+SUPPORTS_HEADER = SUPPORTS_SIGNATURES_HEADER
 SCHEMA_VERSION = 2
 ATOMIC = "atomic"
 MAX_BODY_BYTES = 1 << 20  # a signature is a few hundred bytes; refuse anything absurd
@@ -46,95 +48,54 @@ _DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
 class SignatureHeaderMiddleware:
-    """Pure ASGI middleware: advertise the extension on every `/v2/` response, and enforce
-    the namespace signature policy on manifest pulls.
+    """Pure ASGI middleware: advertise the extension on every `/v2/` response, and serve
+    successful manifest pulls through the one-hop fast path (`oci.pull.FastPull`).
 
     Written as raw ASGI (not `BaseHTTPMiddleware`) so streamed blob responses are not
-    buffered or delayed. The policy (issue 6 item 4, `metadata.signatures.
-    signature_policy_allows`) is checked when a manifest GET/HEAD is about to answer 200:
-    the served digest is in `Docker-Content-Digest`, so tag and digest pulls are judged
-    alike after the data plane resolved them; a refused pull becomes 403 `DENIED` naming
-    the policy and the original body is dropped. The services come from `app.state`.
+    buffered or delayed, and so a manifest GET/HEAD that is allowed and found never enters
+    the router. The namespace signature policy (issue 6 item 4, `metadata.signatures.
+    signature_policy_allows`) is enforced where the manifest is looked up (`oci.pull`), on
+    both paths; a refused pull is answered 403 `DENIED` naming the policy by the general
+    handler. The services come from `app.state`.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
+        self._fast: tuple[Services, FastPull] | None = None
+
+    def _fast_pull(self, scope: Scope) -> FastPull | None:
+        services = _services(scope)
+        if services is None:
+            return None
+        built = self._fast
+        if built is None or built[0] is not services:
+            manifests = ManifestMetadata(services.db, services.settings.gc_grace_seconds)
+            built = self._fast = (services, FastPull(ManifestPulls(services, manifests)))
+        return built[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
         if not (path == "/v2" or path.startswith(("/v2/", "/extensions/v2/"))):
             await self.app(scope, receive, send)
             return
-        namespace = _pulled_namespace(scope)
-        services = _services(scope) if namespace else None
-        refused = False
+        if "/manifests/" in path and scope.get("method") in ("GET", "HEAD"):
+            fast = self._fast_pull(scope)
+            if fast is not None and await fast.try_serve(scope, send):
+                return
+            scope = {**scope, FAST_TRIED: True}
 
         async def send_with_header(message: Message) -> None:
-            nonlocal refused
-            if refused:
-                return  # the original response was replaced by the policy refusal
             if message["type"] == "http.response.start":
-                if services is not None and namespace and message.get("status") == 200:
-                    reason = await _policy_refusal(services, namespace, message)
-                    if reason:
-                        refused = True
-                        await _send_denied(send, reason, scope.get("method") == "HEAD")
-                        return
-                headers = list(message.get("headers", []))
-                headers.append(SUPPORTS_HEADER)
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*message.get("headers", []), SUPPORTS_HEADER]}
             await send(message)
 
         await self.app(scope, receive, send_with_header)
-
-
-_MANIFEST_PATH_RE = re.compile(r"^/v2/(?P<ns>[^/]+)/[^/]+/manifests/[^/]+$")
-
-
-def _pulled_namespace(scope: Scope) -> str | None:
-    if scope.get("method") not in ("GET", "HEAD"):
-        return None
-    match = _MANIFEST_PATH_RE.match(str(scope.get("path", "")))
-    return match.group("ns") if match else None
 
 
 def _services(scope: Scope) -> Services | None:
     app = scope.get("app")
     found = getattr(getattr(app, "state", None), "services", None)
     return found if isinstance(found, Services) else None
-
-
-async def _policy_refusal(services: Services, namespace: str, start: Message) -> str:
-    digest = ""
-    for key, value in start.get("headers", []):
-        if key.lower() == b"docker-content-digest":
-            digest = value.decode("latin-1")
-    if not digest:
-        return ""
-
-    def check() -> tuple[bool, str]:
-        with services.db.read() as conn:
-            return sigdb.signature_policy_allows(conn, namespace, digest)
-
-    allowed, reason = await run_in_threadpool(check)
-    return "" if allowed else reason
-
-
-async def _send_denied(send: Send, reason: str, head: bool) -> None:
-    body = json.dumps({"errors": [{"code": "DENIED", "message": reason}]}).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 403,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-                (b"docker-distribution-api-version", b"registry/2.0"),
-                SUPPORTS_HEADER,
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 def _raw_path(request: Request) -> str:

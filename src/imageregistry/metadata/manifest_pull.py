@@ -1,0 +1,130 @@
+"""The manifest pull hot path: one SQL statement on one pooled DBAPI connection.
+
+A manifest GET by tag or digest is the most frequent registry request. `ManifestPuller`
+answers it with a single statement that resolves the repository, the tag's newest event
+(`items[0]`, behaviour.md §2) and the linked manifest row, and that also reads the
+namespace's `image.alauda.io/require-signatures` annotation, so the signature policy costs
+nothing more unless it is switched on (then `signatures.signature_policy_allows` decides,
+as before); reading it on every pull keeps it exact without any cache. The
+statement is sent as driver SQL, skipping SQLAlchemy's compilation and the explicit
+transaction of `Database.read` (one statement is one consistent snapshot). A miss returns
+None: the caller then takes the general path, which explains *why* (unknown repository,
+tag or manifest) with the right error. Pulls are recorded in `last_pulled` at most once a
+minute per manifest (`PULL_RECORD_INTERVAL`), judged from the row just read.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import update
+
+from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.registry_manifests import PULL_RECORD_INTERVAL
+from imageregistry.metadata.tables import manifests
+
+# The namespace's policy annotation, read in the same statement (dialect-specific JSON
+# access; both are answered from the (resource, namespace, name) unique index).
+_POLICY_SQLITE = (
+    "(SELECT json_extract(o.body, '$.metadata.annotations.\"{a}\"') FROM objects o "
+    "WHERE o.resource = 'namespaces' AND o.namespace = '' AND o.name = r.namespace)"
+)
+_POLICY_POSTGRES = (
+    "(SELECT o.body -> 'metadata' -> 'annotations' ->> '{a}' FROM objects o "
+    "WHERE o.resource = 'namespaces' AND o.namespace = '' AND o.name = r.namespace)"
+)
+_COLUMNS = "m.digest, m.media_type, m.content, m.last_pulled, {policy}"
+_BY_TAG = (
+    "SELECT {columns} FROM repositories r "
+    "JOIN tag_events t ON t.repository_id = r.id "
+    "JOIN repository_manifests rm ON rm.repository_id = r.id AND rm.digest = t.digest "
+    "JOIN manifests m ON m.digest = t.digest "
+    "WHERE r.namespace = {p} AND r.name = {p} AND t.id = "
+    "(SELECT max(e.id) FROM tag_events e WHERE e.repository_id = r.id AND e.tag = {p})"
+)
+_BY_DIGEST = (
+    "SELECT {columns} FROM repositories r "
+    "JOIN repository_manifests rm ON rm.repository_id = r.id "
+    "JOIN manifests m ON m.digest = rm.digest "
+    "WHERE r.namespace = {p} AND r.name = {p} AND rm.digest = {p}"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PulledManifest:
+    digest: str
+    media_type: str
+    content: bytes
+    last_pulled: datetime | None
+    requires_signatures: bool
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    """SQLite hands back the stored text, PostgreSQL a datetime; both are UTC."""
+    if value is None:
+        return None
+    parsed = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+class ManifestPuller:
+    """Reads manifests for pulls and caches the namespace signature policy per version."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        policy = (_POLICY_SQLITE if db.is_sqlite else _POLICY_POSTGRES).format(
+            a=sigdb.POLICY_ANNOTATION
+        )
+        columns = _COLUMNS.format(policy=policy)
+        placeholder = "?" if db.is_sqlite else "%s"
+        self._by_tag = _BY_TAG.format(columns=columns, p=placeholder)
+        self._by_digest = _BY_DIGEST.format(columns=columns, p=placeholder)
+
+    def find(
+        self, namespace: str, stream: str, digest: str | None, tag: str | None
+    ) -> PulledManifest | None:
+        """The manifest a pull of `tag` (or `digest`) serves, or None when anything is missing."""
+        params: tuple[str | None, ...]
+        if tag is not None:
+            sql, params = self._by_tag, (namespace, stream, tag)
+        else:
+            sql, params = self._by_digest, (namespace, stream, digest)
+        raw = self._db.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            if not self._db.is_sqlite:
+                raw.rollback()  # psycopg opened a transaction for the SELECT
+        finally:
+            raw.close()
+        if row is None:
+            return None
+        policy = row[4]
+        required = isinstance(policy, str) and policy.strip().lower() == "true"
+        return PulledManifest(
+            str(row[0]), str(row[1]), bytes(row[2]), _as_datetime(row[3]), required
+        )
+
+    def policy_refusal(self, namespace: str, pulled: PulledManifest) -> str:
+        """Why the namespace's signature policy refuses this pull ("" when allowed)."""
+        if not pulled.requires_signatures:
+            return ""
+        with self._db.read() as conn:
+            allowed, reason = sigdb.signature_policy_allows(conn, namespace, pulled.digest)
+        return "" if allowed else reason
+
+    def mark_pulled(self, pulled: PulledManifest, now: datetime) -> None:
+        """Record the pull unless one was recorded less than a minute ago."""
+        if pulled.last_pulled is not None and now - pulled.last_pulled < PULL_RECORD_INTERVAL:
+            return
+        with self._db.write() as conn:
+            conn.execute(
+                update(manifests).where(manifests.c.digest == pulled.digest).values(last_pulled=now)
+            )

@@ -1,0 +1,161 @@
+"""The per-process authentication cache: deleted tokens and accounts stop working within
+the TTL, tokens never outlive their own expiry, and failures are never remembered."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from imageregistry.auth.authn import AUTH_CACHE_SECONDS, Authenticator, Unauthenticated
+from imageregistry.auth.tokens import (
+    ServiceAccountRef,
+    TokenSigner,
+    generate_signing_key,
+    hash_token,
+)
+
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clocks:
+    """One fake time source for the monotonic clock and the wall clock."""
+
+    def __init__(self) -> None:
+        self.elapsed = 0.0
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+    def now(self) -> datetime:
+        return START + timedelta(seconds=self.elapsed)
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
+
+
+class Tokens:
+    """In-memory opaque tokens with expiry; counts lookups."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, tuple[str, ...], datetime | None]] = {}
+        self.lookups = 0
+
+    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
+        found = self.lookup_token_expiry(token_sha256)
+        return None if found is None else (found[0], found[1])
+
+    def lookup_token_expiry(
+        self, token_sha256: str
+    ) -> tuple[str, tuple[str, ...], datetime | None] | None:
+        self.lookups += 1
+        return self.rows.get(token_sha256)
+
+
+class Accounts:
+    def __init__(self) -> None:
+        self.existing = {("team", "bot")}
+        self.checks = 0
+
+    def service_account_exists(self, namespace: str, name: str, uid: str) -> bool:
+        self.checks += 1
+        return (namespace, name) in self.existing
+
+
+@pytest.fixture
+def clocks() -> Clocks:
+    return Clocks()
+
+
+def _authn(
+    clocks: Clocks, tokens: Tokens, accounts: Accounts, signer: TokenSigner
+) -> Authenticator:
+    return Authenticator(
+        tokens,
+        signer,
+        "aud",
+        service_accounts=accounts,
+        monotonic=clocks.monotonic,
+        clock=clocks.now,
+    )
+
+
+def _signer(clocks: Clocks) -> TokenSigner:
+    return TokenSigner(generate_signing_key(), clock=clocks.now)
+
+
+def test_deleted_opaque_token_stops_working_after_the_ttl(clocks: Clocks) -> None:
+    tokens = Tokens()
+    tokens.rows[hash_token("t1")] = ("alice", ("devs",), None)
+    authn = _authn(clocks, tokens, Accounts(), _signer(clocks))
+    assert authn.authenticate("Bearer t1").username == "alice"
+    assert authn.authenticate("Bearer t1").username == "alice"
+    assert tokens.lookups == 1  # the second request was served from the cache
+    del tokens.rows[hash_token("t1")]
+    clocks.advance(AUTH_CACHE_SECONDS)
+    with pytest.raises(Unauthenticated):
+        authn.authenticate("Bearer t1")
+
+
+def test_cached_opaque_token_never_outlives_its_expiry(clocks: Clocks) -> None:
+    tokens = Tokens()
+    tokens.rows[hash_token("t1")] = ("alice", (), START + timedelta(seconds=1))
+    authn = _authn(clocks, tokens, Accounts(), _signer(clocks))
+    assert authn.authenticate("Bearer t1").username == "alice"
+    tokens.rows.clear()  # the store would no longer return it once expired
+    clocks.advance(1)
+    with pytest.raises(Unauthenticated):
+        authn.authenticate("Bearer t1")
+
+
+def test_failures_are_not_cached(clocks: Clocks) -> None:
+    tokens = Tokens()
+    authn = _authn(clocks, tokens, Accounts(), _signer(clocks))
+    with pytest.raises(Unauthenticated):
+        authn.authenticate("Bearer late")
+    tokens.rows[hash_token("late")] = ("bob", (), None)
+    assert authn.authenticate("Bearer late").username == "bob"
+
+
+def test_deleted_service_account_token_stops_working_after_the_ttl(clocks: Clocks) -> None:
+    signer, accounts = _signer(clocks), Accounts()
+    authn = _authn(clocks, Tokens(), accounts, signer)
+    token, _ = signer.issue(
+        "system:serviceaccount:team:bot",
+        audiences=["aud"],
+        service_account=ServiceAccountRef("team", "bot", "uid-1"),
+    )
+    assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
+    assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
+    assert accounts.checks == 1
+    accounts.existing.clear()
+    clocks.advance(AUTH_CACHE_SECONDS / 2)
+    authn.authenticate_token(token)  # still inside the documented window
+    clocks.advance(AUTH_CACHE_SECONDS / 2)
+    with pytest.raises(Unauthenticated, match="no longer exists"):
+        authn.authenticate_token(token)
+
+
+def test_cached_jwt_never_outlives_its_expiry(clocks: Clocks) -> None:
+    signer = _signer(clocks)
+    authn = _authn(clocks, Tokens(), Accounts(), signer)
+    token, _ = signer.issue("carol", audiences=["aud"], expires_in_seconds=2)
+    assert authn.authenticate_token(token).username == "carol"
+    clocks.advance(2)
+    with pytest.raises(Unauthenticated):
+        authn.authenticate_token(token)
+
+
+def test_cache_is_bounded(clocks: Clocks) -> None:
+    tokens = Tokens()
+    authn = Authenticator(
+        tokens, _signer(clocks), "aud", monotonic=clocks.monotonic, clock=clocks.now
+    )
+    authn._cache.size = 2
+    for name in ("a", "b", "c"):
+        tokens.rows[hash_token(name)] = (name, (), None)
+        authn.authenticate(f"Bearer {name}")
+    tokens.rows.clear()
+    assert authn.authenticate("Bearer c").username == "c"
+    with pytest.raises(Unauthenticated):
+        authn.authenticate("Bearer a")  # evicted, so the (now empty) store is asked
