@@ -1,0 +1,86 @@
+"""The manifest pull fast path in front of an ASGI app (`oci.pull.oci_asgi`): allowed and
+found pulls are answered without the app behind it, everything else reaches that app."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+from starlette.types import Receive, Scope, Send
+
+from imageregistry.oci.pull import FAST_TRIED, oci_asgi
+from imageregistry.oci.routes import oci_routes
+from imageregistry.services import Services
+from tests.unit.oci.conftest import ADMIN, ALICE, REPO, make_image, push_image
+
+
+class Recording:
+    """The app behind the fast path; remembers which requests reached it."""
+
+    def __init__(self, services: Services) -> None:
+        self.app = Starlette(routes=oci_routes(services))
+        self.seen: list[tuple[str, bool]] = []
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            self.seen.append((scope["path"], bool(scope.get(FAST_TRIED))))
+        await self.app(scope, receive, send)
+
+
+@pytest.fixture
+def behind(services: Services) -> Recording:
+    return Recording(services)
+
+
+@pytest.fixture
+def fast_client(services: Services, behind: Recording) -> Iterator[TestClient]:
+    app = oci_asgi(services, behind)
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+        yield c
+
+
+def test_allowed_pulls_are_answered_in_front(fast_client: TestClient, behind: Recording) -> None:
+    image = make_image()
+    digest = push_image(fast_client, image)
+    behind.seen.clear()
+    for ref in ("latest", digest):
+        r = fast_client.get(f"/v2/{REPO}/manifests/{ref}")
+        assert r.status_code == 200
+        assert r.content == image.manifest
+        assert r.headers["Docker-Content-Digest"] == digest
+        assert r.headers["Content-Type"] == "application/vnd.oci.image.manifest.v1+json"
+        assert r.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+        assert r.headers["X-Registry-Supports-Signatures"] == "1"
+    head = fast_client.head(f"/v2/{REPO}/manifests/latest")
+    assert head.status_code == 200
+    assert head.headers["Content-Length"] == str(len(image.manifest))
+    assert behind.seen == []
+
+
+def test_refusals_and_misses_reach_the_general_path(
+    fast_client: TestClient, behind: Recording
+) -> None:
+    push_image(fast_client, make_image())
+    behind.seen.clear()
+    missing = fast_client.get(f"/v2/{REPO}/manifests/nope")
+    assert missing.status_code == 404
+    assert missing.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN"
+    anonymous = fast_client.get(f"/v2/{REPO}/manifests/latest", headers={"Authorization": ""})
+    assert anonymous.status_code == 401
+    assert "Bearer realm=" in anonymous.headers["WWW-Authenticate"]
+    denied = fast_client.get(
+        f"/v2/{REPO}/manifests/latest", headers={"Authorization": f"Bearer {ALICE}"}
+    )
+    assert denied.status_code == 403
+    assert denied.json()["errors"][0]["code"] == "DENIED"
+    bad = fast_client.get("/v2/Team/App/manifests/latest")
+    assert bad.status_code == 400
+    path = f"/v2/{REPO}/manifests/"
+    assert behind.seen == [
+        (path + "nope", True),
+        (path + "latest", True),
+        (path + "latest", True),
+        ("/v2/Team/App/manifests/latest", True),
+    ]
