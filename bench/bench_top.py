@@ -186,7 +186,10 @@ def main() -> None:
         env = {**os.environ, "KUBECONFIG": str(data / "admin.kubeconfig")}
         t0 = time.monotonic()
         out = subprocess.run(
-            [str(BIN / "ac"), "adm", "top", "images"], env=env, capture_output=True, check=True
+            [str(BIN / "ac"), "--server", url, "adm", "top", "images"],
+            env=env,
+            capture_output=True,
+            check=True,
         )
         elapsed = time.monotonic() - t0
         done.set()
