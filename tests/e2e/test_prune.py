@@ -30,7 +30,6 @@ from tests.e2e.oci_support import start_registry
 from tests.support.server import RegistryProcess
 
 AC = str(Path(sys.executable).parent / "ac")
-pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo")
 
 
 def ac(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
