@@ -11,6 +11,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
+
 
 @dataclass(frozen=True)
 class Blob:
@@ -38,18 +41,18 @@ def layer(name: str, size: int) -> Blob:
     return blob(gzip.compress(raw.getvalue(), mtime=0))
 
 
-def write_layout(
-    root: Path,
+def image_blobs(
     layers: list[Blob],
     env: list[str] | None = None,
     labels: dict[str, str] | None = None,
-) -> tuple[Path, Blob, Blob]:
-    """An OCI layout dir with one image; returns (dir, manifest, config)."""
+    arch: str = "amd64",
+) -> tuple[Blob, Blob]:
+    """The (manifest, config) of a linux image made of `layers`."""
     config = blob(
         json.dumps(
             {
                 "created": "2026-01-01T00:00:00Z",
-                "architecture": "amd64",
+                "architecture": arch,
                 "os": "linux",
                 "author": "tests",
                 "config": {
@@ -67,7 +70,7 @@ def write_layout(
         json.dumps(
             {
                 "schemaVersion": 2,
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "mediaType": MANIFEST,
                 "config": {
                     "mediaType": "application/vnd.oci.image.config.v1+json",
                     "digest": config.digest,
@@ -84,32 +87,75 @@ def write_layout(
             }
         ).encode()
     )
-    blobs = root / "blobs" / "sha256"
-    blobs.mkdir(parents=True, exist_ok=True)
-    for b in [*layers, config, manifest]:
-        (blobs / b.digest.split(":")[1]).write_bytes(b.data)
+    return manifest, config
+
+
+def _write(root: Path, blobs: list[Blob], top: Blob, media_type: str) -> None:
+    """An OCI layout dir holding `blobs`, with `top` named `img` in index.json."""
+    directory = root / "blobs" / "sha256"
+    directory.mkdir(parents=True, exist_ok=True)
+    for b in [*blobs, top]:
+        (directory / b.digest.split(":")[1]).write_bytes(b.data)
     (root / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    index = {
-        "schemaVersion": 2,
-        "manifests": [
-            {
-                "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                "digest": manifest.digest,
-                "size": manifest.size,
-                "annotations": {"org.opencontainers.image.ref.name": "img"},
-            }
-        ],
+    entry = {
+        "mediaType": media_type,
+        "digest": top.digest,
+        "size": top.size,
+        "annotations": {"org.opencontainers.image.ref.name": "img"},
     }
-    (root / "index.json").write_text(json.dumps(index))
+    (root / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [entry]}))
+
+
+def write_layout(
+    root: Path,
+    layers: list[Blob],
+    env: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> tuple[Path, Blob, Blob]:
+    """An OCI layout dir with one image; returns (dir, manifest, config)."""
+    manifest, config = image_blobs(layers, env, labels)
+    _write(root, [*layers, config], manifest, MANIFEST)
     return root, manifest, config
 
 
-def push(layout: Path, dest: str, token: str, ca_dir: Path) -> None:
+def write_index_layout(
+    root: Path, platforms: dict[str, list[Blob]]
+) -> tuple[Path, Blob, dict[str, Blob]]:
+    """An OCI layout dir with a multi-arch index of linux images keyed by architecture.
+
+    Returns (dir, index, {arch: manifest}).
+    """
+    manifests = {arch: image_blobs(layers, arch=arch) for arch, layers in platforms.items()}
+    index = blob(
+        json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": INDEX,
+                "manifests": [
+                    {
+                        "mediaType": MANIFEST,
+                        "digest": manifest.digest,
+                        "size": manifest.size,
+                        "platform": {"os": "linux", "architecture": arch},
+                    }
+                    for arch, (manifest, _) in manifests.items()
+                ],
+            }
+        ).encode()
+    )
+    blobs = [b for layers in platforms.values() for b in layers]
+    blobs += [b for pair in manifests.values() for b in pair]
+    _write(root, blobs, index, INDEX)
+    return root, index, {arch: pair[0] for arch, pair in manifests.items()}
+
+
+def push(layout: Path, dest: str, token: str, ca_dir: Path, all_platforms: bool = False) -> None:
     subprocess.run(
         [
             "skopeo",
             "copy",
             "--quiet",
+            *(["--all"] if all_platforms else []),
             "--preserve-digests",
             f"--dest-registry-token={token}",
             f"--dest-cert-dir={ca_dir}",

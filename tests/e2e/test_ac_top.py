@@ -1,7 +1,8 @@
 """`ac` against a real server: login (token and htpasswd), top images/imagestreams, image info.
 
 Three streams share base layers; `team-a/app` is built on `team-a/base`; a retag moves a
-tag to a new image. Images are pushed with skopeo.
+tag to a new image; `team-m/multi` is a two-platform index. Images are pushed with skopeo,
+which must be installed (a missing skopeo fails the tests).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
@@ -18,11 +20,10 @@ import httpx
 import pytest
 import yaml
 
-from tests.e2e.ac_images import layer, push, write_layout
+from tests.e2e.ac_images import Blob, layer, push, write_index_layout, write_layout
 from tests.support.server import RegistryProcess
 
 AC = str(Path(sys.executable).parent / "ac")
-pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="needs skopeo")
 
 
 class _Process(RegistryProcess):
@@ -70,19 +71,50 @@ def admin_home(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory
     return home
 
 
+@dataclass(frozen=True)
+class Pushed:
+    """What the tests pushed: manifest digest and blobs (config + layers) per image name."""
+
+    digests: dict[str, str]
+    blobs: dict[str, list[Blob]]
+
+    def __getitem__(self, name: str) -> str:
+        return self.digests[name]
+
+    def storage(self, *names: str) -> int:
+        """Unique layer plus config bytes of the named images (shared layers once)."""
+        unique = {b.digest: b.size for name in names for b in self.blobs[name]}
+        return sum(unique.values())
+
+
+def binary_size(size: int) -> str:
+    """behaviour.md §4: binary units, four significant digits (`12.34MiB`)."""
+    for power, unit in [(3, "GiB"), (2, "MiB"), (1, "KiB")]:
+        if size >= 1024**power:
+            return f"{size / 1024**power:.4g}{unit}"
+    return f"{size}B"
+
+
 @pytest.fixture(scope="module")
-def pushed(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def certs(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = Path(tmp_path_factory.mktemp("certs"))
+    shutil.copy(server.ca_file, directory / "ca.crt")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def pushed(
+    server: RegistryProcess, certs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Pushed:
     root = Path(tmp_path_factory.mktemp("images"))
-    certs = root / "certs"
-    certs.mkdir()
-    shutil.copy(server.ca_file, certs / "ca.crt")
     b1, b2 = layer("base-1", 300_000), layer("base-2", 200_000)
     app, tool, new = layer("app", 100_000), layer("tool", 50_000), layer("new", 10_000)
+    layers = {"base": [b1, b2], "app": [b1, b2, app], "tool": [b1, tool], "app2": [b1, b2, new]}
     images = {
-        "base": write_layout(root / "base", [b1, b2]),
-        "app": write_layout(root / "app", [b1, b2, app], env=["MODE=prod"], labels={"team": "a"}),
-        "tool": write_layout(root / "tool", [b1, tool]),
-        "app2": write_layout(root / "app2", [b1, b2, new]),
+        "base": write_layout(root / "base", layers["base"]),
+        "app": write_layout(root / "app", layers["app"], env=["MODE=prod"], labels={"team": "a"}),
+        "tool": write_layout(root / "tool", layers["tool"]),
+        "app2": write_layout(root / "app2", layers["app2"]),
     }
     host, token = server.host, server.admin_token
     for name, dest in [
@@ -94,7 +126,10 @@ def pushed(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) ->
         ("app2", "team-a/app:v1.1"),  # retag: v1.1 moves to app2
     ]:
         push(images[name][0], f"{host}/{dest}", token, certs)
-    return {name: value[1].digest for name, value in images.items()}
+    return Pushed(
+        {name: value[1].digest for name, value in images.items()},
+        {name: [images[name][2], *layers[name]] for name in images},
+    )
 
 
 def test_login_with_token_shares_the_kubeconfig_with_kubectl(
@@ -149,7 +184,7 @@ def test_login_with_htpasswd_password(server: RegistryProcess, tmp_path: Path) -
     assert bad.returncode == 1 and bad.stderr.startswith("error: login failed")
 
 
-def test_top_images(admin_home: Path, pushed: dict[str, str]) -> None:
+def test_top_images(admin_home: Path, pushed: Pushed) -> None:
     lines = ac(admin_home, "adm", "top", "images").stdout.splitlines()
     assert lines[0].split() == ["NAME", "IMAGESTREAMTAG", "PARENTS", "USAGE", "METADATA", "STORAGE"]
     rows = {line.split()[0]: line for line in lines[1:]}
@@ -158,18 +193,26 @@ def test_top_images(admin_home: Path, pushed: dict[str, str]) -> None:
     assert "team-a/app (v1.1)" in rows[pushed["app2"]]
     assert pushed["base"] in rows[pushed["app"]].split("   ")[2]  # PARENTS
     assert "<none>" in rows[pushed["base"]]
+    for name in ["base", "app", "tool", "app2"]:
+        assert rows[pushed[name]].split()[-1] == binary_size(pushed.storage(name)), name
 
 
-def test_top_imagestreams(admin_home: Path, pushed: dict[str, str]) -> None:
+def test_top_imagestreams(admin_home: Path, pushed: Pushed) -> None:
     lines = ac(admin_home, "adm", "top", "imagestreams").stdout.splitlines()
     assert lines[0].split() == ["NAME", "STORAGE", "IMAGES", "LAYERS"]
-    names = [line.split()[0] for line in lines[1:]]
-    assert set(names) == {"team-a/app", "team-a/base", "team-b/tool"}
-    app = next(line.split() for line in lines[1:] if line.startswith("team-a/app "))
-    assert app[2:] == ["2", "6"]  # two current images, 3 + 3 layers
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert {"team-a/app", "team-a/base", "team-b/tool"} <= set(rows)
+    # app and app2 share base-1 and base-2: counted once, not once per image
+    shared = pushed.storage("app", "app2")
+    assert shared < pushed.storage("app") + pushed.storage("app2")
+    assert rows["team-a/app"] == ["team-a/app", binary_size(shared), "2", "6"]
+    assert rows["team-a/base"][1] == binary_size(pushed.storage("base"))
+    assert rows["team-b/tool"][1] == binary_size(pushed.storage("tool"))
+    ours = [name for name in rows if name in {"team-a/app", "team-a/base", "team-b/tool"}]
+    assert ours == ["team-a/app", "team-a/base", "team-b/tool"]  # storage descending
 
 
-def test_image_info(server: RegistryProcess, admin_home: Path, pushed: dict[str, str]) -> None:
+def test_image_info(server: RegistryProcess, admin_home: Path, pushed: Pushed) -> None:
     out = ac(admin_home, "image", "info", f"{server.host}/team-a/app:latest").stdout
     assert f"Digest:        {pushed['app']}\n" in out
     assert "Media Type:    application/vnd.oci.image.manifest.v1+json\n" in out
@@ -177,3 +220,22 @@ def test_image_info(server: RegistryProcess, admin_home: Path, pushed: dict[str,
     assert "Environment:   MODE=prod" in out and "Labels:        team=a" in out
     missing = ac(admin_home, "image", "info", f"{server.host}/team-a/app:nope", check=False)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
+
+
+def test_image_info_on_a_multi_arch_index(
+    server: RegistryProcess, admin_home: Path, certs: Path, tmp_path: Path
+) -> None:
+    platforms = {"amd64": [layer("x86", 40_000)], "arm64": [layer("arm", 30_000)]}
+    layout, index, children = write_index_layout(tmp_path / "multi", platforms)
+    ref = f"{server.host}/team-m/multi:latest"
+    push(layout, ref, server.admin_token, certs, all_platforms=True)
+    bare = ac(admin_home, "image", "info", ref, check=False)
+    assert bare.returncode == 1 and bare.stdout == "" and bare.stderr.count("\n") == 1
+    assert "linux/amd64, linux/arm64" in bare.stderr and "--filter-by-os" in bare.stderr
+    out = ac(admin_home, "image", "info", ref, "--filter-by-os", "linux/arm64").stdout
+    assert f"Digest:        {children['arm64'].digest}\n" in out
+    assert f"Manifest List: {index.digest}\n" in out
+    assert "Arch:          arm64" in out and "in 1 layers" in out
+    both = ac(admin_home, "image", "info", ref, "--show-multiarch").stdout
+    digests = [line.split()[1] for line in both.splitlines() if line.startswith("Digest:")]
+    assert digests == [children["amd64"].digest, children["arm64"].digest]

@@ -20,6 +20,7 @@ import httpx
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, session
 from imageregistry.cli.ac.output import ago, human_size
+from imageregistry.cli.ac.progress import Progress
 from imageregistry.cli.ac.references import parse_reference
 
 INDEX_TYPES = (
@@ -141,35 +142,21 @@ def info(
         raise CliError(f"invalid image reference {reference!r} — use HOST/NAMESPACE/STREAM:TAG")
     host = ref.host or sess.registry_host
     scheme = sess.server.split("://", 1)[0] if host == sess.registry_host else "https"
-    with httpx.Client(
-        base_url=f"{scheme}://{host}", headers=sess.headers(), verify=sess.verify, timeout=60.0
-    ) as client:
-        top = fetch_manifest(client, ref.repository, ref.digest or ref.tag)
-        images: list[tuple[Fetched, str]] = [(top, "")]
-        if top.media_type in INDEX_TYPES or "manifests" in top.body:
-            entries = top.body.get("manifests") or []
-            if not filter_by_os and not show_multiarch:
-                platforms = ", ".join(platform_of(e) for e in entries)
-                raise CliError(
-                    f"the image is a manifest list with platforms {platforms} — "
-                    "use --filter-by-os=OS/ARCH or --show-multiarch"
-                )
-            chosen = [e for e in entries if show_multiarch or platform_of(e) == filter_by_os]
-            if not chosen:
-                raise CliError(f"no image for platform {filter_by_os} in {reference}")
-            images = [
-                (fetch_manifest(client, ref.repository, e["digest"]), top.digest) for e in chosen
-            ]
-        reports = []
-        for fetched, list_digest in images:
-            config_ref = (fetched.body.get("config") or {}).get("digest")
-            config: dict[str, Any] = {}
-            if config_ref:
-                response = client.get(f"/v2/{ref.repository}/blobs/{config_ref}")
-                if response.status_code >= 400:
-                    raise from_response(response)
-                config = response.json()
-            reports.append((fetched, list_digest, config))
+    # Tests hand an httpx transport in as the root context object (CliRunner `obj=`).
+    transport = ctx.find_root().obj
+    with (
+        Progress(f"fetching {reference}") as progress,
+        httpx.Client(
+            base_url=f"{scheme}://{host}",
+            headers=sess.headers(),
+            verify=sess.verify,
+            timeout=60.0,
+            transport=transport if isinstance(transport, httpx.BaseTransport) else None,
+        ) as client,
+    ):
+        reports = inspect(
+            client, ref.repository, ref.digest or ref.tag, filter_by_os, show_multiarch, progress
+        )
     if output == "json":
         docs = [
             {
@@ -185,3 +172,60 @@ def info(
         click.echo(json.dumps(docs[0] if len(docs) == 1 else docs, indent=2))
         return
     click.echo("\n\n".join(format_rows(_rows(reference, f, c, ld)) for f, ld, c in reports))
+
+
+Report = tuple[Fetched, str, dict[str, Any]]
+
+
+def choose(top: Fetched, filter_by_os: str | None, show_multiarch: bool) -> list[dict[str, Any]]:
+    """The index entries to show; without a platform choice, the platforms in the error."""
+    entries: list[dict[str, Any]] = top.body.get("manifests") or []
+    if not filter_by_os and not show_multiarch:
+        platforms = ", ".join(platform_of(e) for e in entries)
+        raise CliError(
+            f"the image is a manifest list with platforms {platforms} — "
+            "pass --filter-by-os=OS/ARCH (or --show-multiarch for all of them)"
+        )
+    chosen = [e for e in entries if show_multiarch or platform_of(e) == filter_by_os]
+    if not chosen:
+        raise CliError(f"no image for platform {filter_by_os} in {top.digest}")
+    return chosen
+
+
+def inspect(
+    client: httpx.Client,
+    repo: str,
+    ref: str,
+    filter_by_os: str | None,
+    show_multiarch: bool,
+    progress: Progress,
+) -> list[Report]:
+    """Each selected image's verified manifest, its manifest list digest (or "") and config."""
+    progress.step(f"fetching manifest {repo}:{ref}")
+    top = fetch_manifest(client, repo, ref)
+    images: list[tuple[Fetched, str]] = [(top, "")]
+    if top.media_type in INDEX_TYPES or "manifests" in top.body:
+        chosen = choose(top, filter_by_os, show_multiarch)
+        progress.total = len(chosen)
+        images = []
+        for entry in chosen:
+            progress.step(f"fetching manifest {entry['digest'][:19]}")
+            images.append((fetch_manifest(client, repo, entry["digest"]), top.digest))
+            progress.update(len(images))
+    reports: list[Report] = []
+    for fetched, list_digest in images:
+        config_ref = (fetched.body.get("config") or {}).get("digest")
+        config: dict[str, Any] = {}
+        if config_ref:
+            progress.step(f"fetching config {config_ref[:19]}")
+            response = client.get(f"/v2/{repo}/blobs/{config_ref}")
+            if response.status_code >= 400:
+                raise from_response(response)
+            if "sha256:" + hashlib.sha256(response.content).hexdigest() != config_ref:
+                raise CliError(
+                    f"config blob digest mismatch for {repo}@{config_ref}: the registry served "
+                    "bytes that hash differently — the stored blob is corrupt, do not trust it"
+                )
+            config = json.loads(response.content)
+        reports.append((fetched, list_digest, config))
+    return reports
