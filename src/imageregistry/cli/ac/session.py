@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import os
+import ssl
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,7 @@ class Session:
     server: str
     token: str
     namespace: str
-    verify: bool | str
+    verify: bool | str | ssl.SSLContext
     ca_pem: bytes | None
     as_user: str | None
     context: str
@@ -165,7 +166,7 @@ class Session:
 
 def verify_setting(
     ca_data: str | None, ca_file: str | None, insecure: bool
-) -> tuple[bool | str, bytes | None]:
+) -> tuple[bool | str | ssl.SSLContext, bytes | None]:
     """httpx `verify` plus the CA PEM (kept so `ac registry login` can report it)."""
     if insecure:
         return False, None
@@ -175,11 +176,16 @@ def verify_setting(
             raise CliError(f"certificate authority file {path} does not exist")
         return str(path), path.read_bytes()
     if ca_data:
+        # An in-memory context: a temporary CA file per command would litter /tmp.
         pem = base64.b64decode(ca_data)
-        fd, tmp = tempfile.mkstemp(prefix="ac-ca-", suffix=".crt")
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-        return tmp, pem
+        try:
+            context = ssl.create_default_context(cadata=pem.decode("ascii"))
+        except (ssl.SSLError, ValueError) as exc:
+            raise CliError(
+                f"the kubeconfig's certificate-authority-data is not a PEM certificate ({exc})"
+                " — run 'ac login' again"
+            ) from None
+        return context, pem
     return True, None
 
 
