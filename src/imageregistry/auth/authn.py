@@ -147,6 +147,17 @@ class Authenticator:
             return self._basic(value)
         raise Unauthenticated("unsupported authorization scheme")
 
+    def cached(self, authorization: str | None) -> UserInfo | None:
+        """The user for this header if that needs no I/O (no header, or a Bearer token in
+        the cache); None when `authenticate` would have to do real work."""
+        if not authorization:
+            return anonymous()
+        scheme, _, value = authorization.strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() == "bearer" and value:
+            return self._cache.get(hash_token(value))
+        return None
+
     def authenticate_token(self, token: str) -> UserInfo:
         key = hash_token(token)
         user = self._cache.get(key)

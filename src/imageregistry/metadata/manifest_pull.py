@@ -15,6 +15,7 @@ minute per manifest (`PULL_RECORD_INTERVAL`), judged from the row just read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,7 @@ class PulledManifest:
     content: bytes
     last_pulled: datetime | None
     requires_signatures: bool
+    extras: tuple[int, ...] = ()  # the values of `extra_columns`, NULL read as 0
 
 
 def _as_datetime(value: Any) -> datetime | None:
@@ -73,25 +75,61 @@ def _as_datetime(value: Any) -> datetime | None:
 class ManifestPuller:
     """Reads manifests for pulls and caches the namespace signature policy per version."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, extra_columns: Sequence[str] = ()) -> None:
+        """`extra_columns`: constant integer SQL expressions read in the same statement
+        (e.g. change-log versions a caller keys its own caches on)."""
         self._db = db
+        self._extras = len(extra_columns)
+        self._loop_connection: Any = None
         policy = (_POLICY_SQLITE if db.is_sqlite else _POLICY_POSTGRES).format(
             a=sigdb.POLICY_ANNOTATION
         )
-        columns = _COLUMNS.format(policy=policy)
+        columns = ", ".join([_COLUMNS.format(policy=policy), *extra_columns])
         placeholder = "?" if db.is_sqlite else "%s"
         self._by_tag = _BY_TAG.format(columns=columns, p=placeholder)
         self._by_digest = _BY_DIGEST.format(columns=columns, p=placeholder)
 
     def find(
-        self, namespace: str, stream: str, digest: str | None, tag: str | None
+        self,
+        namespace: str,
+        stream: str,
+        digest: str | None,
+        tag: str | None,
+        *,
+        on_loop: bool = False,
     ) -> PulledManifest | None:
-        """The manifest a pull of `tag` (or `digest`) serves, or None when anything is missing."""
+        """The manifest a pull of `tag` (or `digest`) serves, or None when anything is missing.
+
+        `on_loop`: the caller is the event loop thread (SQLite only), which then uses one
+        connection of its own instead of a pool checkout per pull; SQLite in autocommit
+        mode starts a fresh read snapshot for every statement, so it never reads stale.
+        """
         params: tuple[str | None, ...]
         if tag is not None:
             sql, params = self._by_tag, (namespace, stream, tag)
         else:
             sql, params = self._by_digest, (namespace, stream, digest)
+        if on_loop and self._db.is_sqlite:
+            row = self._loop_cursor().execute(sql, params).fetchone()
+        else:
+            row = self._pooled(sql, params)
+        if row is None:
+            return None
+        policy = row[4]
+        required = isinstance(policy, str) and policy.strip().lower() == "true"
+        extras = tuple(int(v or 0) for v in row[5 : 5 + self._extras])
+        return PulledManifest(
+            str(row[0]), str(row[1]), bytes(row[2]), _as_datetime(row[3]), required, extras
+        )
+
+    def _loop_cursor(self) -> Any:
+        if self._loop_connection is None:
+            raw = self._db.engine.raw_connection()
+            raw.detach()  # this process keeps it; the pool opens another in its place
+            self._loop_connection = raw
+        return self._loop_connection.cursor()
+
+    def _pooled(self, sql: str, params: tuple[str | None, ...]) -> Any:
         raw = self._db.engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -104,13 +142,13 @@ class ManifestPuller:
                 raw.rollback()  # psycopg opened a transaction for the SELECT
         finally:
             raw.close()
-        if row is None:
-            return None
-        policy = row[4]
-        required = isinstance(policy, str) and policy.strip().lower() == "true"
-        return PulledManifest(
-            str(row[0]), str(row[1]), bytes(row[2]), _as_datetime(row[3]), required
-        )
+        return row
+
+    def close(self) -> None:
+        """Close the event loop's own connection, if one was opened."""
+        if self._loop_connection is not None:
+            self._loop_connection.close()
+            self._loop_connection = None
 
     def policy_refusal(self, namespace: str, pulled: PulledManifest) -> str:
         """Why the namespace's signature policy refuses this pull ("" when allowed)."""
@@ -120,9 +158,14 @@ class ManifestPuller:
             allowed, reason = sigdb.signature_policy_allows(conn, namespace, pulled.digest)
         return "" if allowed else reason
 
+    @staticmethod
+    def mark_due(pulled: PulledManifest, now: datetime) -> bool:
+        """Whether this pull must be recorded (none recorded in the last minute)."""
+        return pulled.last_pulled is None or now - pulled.last_pulled >= PULL_RECORD_INTERVAL
+
     def mark_pulled(self, pulled: PulledManifest, now: datetime) -> None:
         """Record the pull unless one was recorded less than a minute ago."""
-        if pulled.last_pulled is not None and now - pulled.last_pulled < PULL_RECORD_INTERVAL:
+        if not self.mark_due(pulled, now):
             return
         with self._db.write() as conn:
             conn.execute(
