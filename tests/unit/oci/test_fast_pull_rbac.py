@@ -1,0 +1,94 @@
+"""Pulls through the fast path with the real RBAC authorizer: a RoleBinding takes effect,
+and its removal takes effect, on the very next pull (the RBAC version is read by the pull
+statement itself)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import delete, insert
+from starlette.applications import Starlette
+from starlette.testclient import TestClient
+
+from imageregistry.auth.rbac_store import CLUSTER_ROLES, ROLE_BINDINGS, build_authorizer
+from imageregistry.metadata.db import record_change
+from imageregistry.metadata.tables import objects
+from imageregistry.oci.pull import oci_asgi
+from imageregistry.oci.routes import oci_routes
+from imageregistry.services import Services
+from tests.unit.oci.conftest import ADMIN, ALICE, REPO, make_image, push_image
+
+NAMESPACE = REPO.split("/")[0]
+
+
+def _put(services: Services, resource: str, namespace: str, name: str, body: Any) -> None:
+    with services.db.write() as conn:
+        rv = record_change(conn, resource, namespace, name, "ADDED")
+        conn.execute(
+            insert(objects).values(
+                resource=resource,
+                namespace=namespace,
+                name=name,
+                uid=str(uuid.uuid4()),
+                resource_version=rv,
+                created=datetime.now(UTC),
+                labels={},
+                body=body,
+            )
+        )
+
+
+def _remove(services: Services, resource: str, namespace: str, name: str) -> None:
+    with services.db.write() as conn:
+        conn.execute(
+            delete(objects).where(
+                objects.c.resource == resource,
+                objects.c.namespace == namespace,
+                objects.c.name == name,
+            )
+        )
+        record_change(conn, resource, namespace, name, "DELETED")
+
+
+@pytest.fixture
+def rbac_client(services: Services) -> Iterator[tuple[TestClient, Services]]:
+    with_rbac = dataclasses.replace(services, authz=build_authorizer(services.db))
+    app = oci_asgi(with_rbac, Starlette(routes=oci_routes(with_rbac)))
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+        yield client, with_rbac
+
+
+def test_binding_grants_and_its_removal_revokes_at_once(
+    rbac_client: tuple[TestClient, Services],
+) -> None:
+    client, services = rbac_client
+    push_image(client, make_image())
+    url, alice = f"/v2/{REPO}/manifests/latest", {"Authorization": f"Bearer {ALICE}"}
+    assert client.get(url, headers=alice).status_code == 403
+    rule = {
+        "verbs": ["get"],
+        "apiGroups": ["image.alauda.io"],
+        "resources": ["imagestreams/layers"],
+    }
+    _put(services, CLUSTER_ROLES, "", "puller", {"metadata": {"name": "puller"}, "rules": [rule]})
+    binding = {
+        "metadata": {"name": "alice-pulls", "namespace": NAMESPACE},
+        "roleRef": {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "ClusterRole",
+            "name": "puller",
+        },
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "alice"}],
+    }
+    assert client.get(url, headers=alice).status_code == 403  # role alone grants nothing
+    _put(services, ROLE_BINDINGS, NAMESPACE, "alice-pulls", binding)
+    for _ in range(2):  # the second answer comes from the remembered decision
+        assert client.get(url, headers=alice).status_code == 200
+    _remove(services, ROLE_BINDINGS, NAMESPACE, "alice-pulls")
+    assert client.get(url, headers=alice).status_code == 403
+    assert client.get(url).status_code == 200  # system:masters needs no binding
