@@ -340,6 +340,21 @@ async def test_large_streamed_upload(store: BlobStore) -> None:
     assert read_back.hexdigest() == digest.hex
 
 
+async def test_mixed_chunk_sizes_keep_order_and_digest(store: BlobStore) -> None:
+    # Tiny, coalesced and large chunks interleaved across several 1 MiB blocks, in two
+    # appends, so kept references, coalesced copies and block boundaries all take part.
+    sizes = [1, 7, (64 << 10) - 1, 64 << 10, 3, 300_000, (1 << 20) + 5, 2, 100_000, 1 << 16]
+    parts = [os.urandom(n) for n in sizes * 2]
+    first, second = parts[: len(sizes)], parts[len(sizes) :]
+    data = b"".join(parts)
+    await store.start_upload(UPLOAD)
+    middle = await store.append_upload(UPLOAD, 0, chunks_of(*first))
+    assert middle == sum(sizes)
+    assert await store.append_upload(UPLOAD, middle, chunks_of(*second)) == len(data)
+    info = await store.commit_upload(UPLOAD, digest_of(data), expected_size=len(data))
+    assert await collect(await store.read(info.digest)) == data
+
+
 async def test_staged_upload_is_never_visible(reopen: Reopen) -> None:
     data = b"complete content, never committed"
     store = reopen()
