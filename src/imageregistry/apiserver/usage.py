@@ -2,10 +2,11 @@
 
 `GET /apis/image.alauda.io/v1/imageusages` and `.../imagestreamusages` (and the
 namespace-scoped `/namespaces/NS/...` variants) return a list whose items are computed by
-`metadata.usage` with set-based SQL. The body is streamed with one item per line, so the
-server never holds the JSON of 100,000 images in memory and the client can parse it as it
-arrives. Access: the cluster-wide report needs `list images`; a namespace report needs
-`list imagestreams` in that namespace (behaviour.md §3 roles).
+`metadata.usage` with set-based SQL (image items are arrays; the head names the columns).
+The body is streamed with one item per line, so the server never holds the JSON of 100,000
+images in memory and the client can parse it as it arrives. Access: the cluster-wide report
+needs `list images`; a namespace report needs `list imagestreams` in that namespace
+(behaviour.md §3 roles).
 """
 
 from __future__ import annotations
@@ -34,26 +35,41 @@ _EXTRA = "impersonate-extra-"
 
 
 def _time(value: datetime | None) -> str:
-    return quote(value.strftime("%Y-%m-%dT%H:%M:%SZ")) if value is not None else "null"
+    """RFC 3339 UTC to the second, quoted; `isoformat` is several times faster than
+    `strftime` and its first 19 characters are the same digits."""
+    if value is None:
+        return "null"
+    return f'"{value.isoformat(timespec="seconds")[:19]}Z"'
+
+
+IMAGE_COLUMNS = (
+    "name",
+    "imageStreamTags",
+    "parents",
+    "lastPulled",
+    "metadata",
+    "storage",
+    "layers",
+)
 
 
 def image_line(row: ImageUsage) -> str:
-    """One ImageUsage item as compact JSON.
+    """One ImageUsage item as a compact JSON array in the order of `IMAGE_COLUMNS`.
 
-    Written by hand rather than through `json.dumps(dict)`: building and encoding 100,000
-    dicts was a third of the report's server time. Strings still go through the stdlib's
-    JSON string encoder, so escaping is exactly `json.dumps`'s.
+    An array per row rather than an object: the keys were a third of a 30 MB report and of
+    the client's parse time. The List head names the columns, and each `imageStreamTags`
+    entry is `[namespace, stream, [tags]]`. Written by hand rather than through
+    `json.dumps`; strings still go through the stdlib's JSON string encoder, so escaping is
+    exactly `json.dumps`'s.
     """
     streams = ",".join(
-        f'{{"namespace":{quote(s.namespace)},"name":{quote(s.stream)},'
-        f'"tags":[{",".join(map(quote, s.tags))}]}}'
+        f"[{quote(s.namespace)},{quote(s.stream)},[{','.join(map(quote, s.tags))}]]"
         for s in row.streams
     )
     return (
-        f'{{"name":{quote(row.name)},"imageStreamTags":[{streams}],'
-        f'"parents":[{",".join(map(quote, row.parents))}],"lastPulled":{_time(row.last_pulled)},'
-        f'"metadata":{"true" if row.metadata else "false"},"storage":{row.storage},'
-        f'"layers":{row.layers}}}'
+        f"[{quote(row.name)},[{streams}],[{','.join(map(quote, row.parents))}],"
+        f"{_time(row.last_pulled)},{'true' if row.metadata else 'false'},"
+        f"{row.storage},{row.layers}]"
     )
 
 
@@ -68,16 +84,24 @@ def stream_line(row: StreamUsage) -> str:
     return json.dumps(item, separators=(",", ":"))
 
 
-def stream_list(kind: str, lines: Iterable[str], total: int | None = None) -> Iterator[bytes]:
+def stream_list(
+    kind: str,
+    lines: Iterable[str],
+    total: int | None = None,
+    columns: tuple[str, ...] | None = None,
+) -> Iterator[bytes]:
     """A Kubernetes-style List written one item per line (clients may parse by line).
 
     Every item line after the first starts with the separating comma, so a client can
     collect any run of lines, drop the first comma and parse them as one JSON array.
-    `total` (the item count, for progress bars) is written in the head when known.
+    `total` (the item count, for progress bars) is written in the head when known;
+    `columns` names the fields when items are arrays rather than objects.
     """
     head: dict[str, object] = {"kind": kind, "apiVersion": API_VERSION, "metadata": {}}
     if total is not None:
         head["total"] = total
+    if columns is not None:
+        head["columns"] = list(columns)
     yield (json.dumps(head, separators=(",", ":"))[:-1] + ',"items":[\n').encode()
     batch: list[str] = []
     first = True
@@ -134,7 +158,8 @@ class _Usage:
             # the connection closes before the first item line is written.
             with self.services.db.read() as conn:
                 rows = image_usage(conn, namespace or None)
-            yield from stream_list("ImageUsageList", map(image_line, rows), len(rows))
+            lines = map(image_line, rows)
+            yield from stream_list("ImageUsageList", lines, len(rows), IMAGE_COLUMNS)
 
         return StreamingResponse(body(), media_type="application/json")
 

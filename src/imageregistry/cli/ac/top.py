@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,16 @@ from imageregistry.cli.ac.references import ReferenceIndex, gather_references
 API = "/apis/image.alauda.io/v1"
 IMAGE_HEADERS = ("NAME", "IMAGESTREAMTAG", "PARENTS", "USAGE", "METADATA", "STORAGE")
 STREAM_HEADERS = ("NAME", "STORAGE", "IMAGES", "LAYERS")
+# The fields of an image item array (the server's `apiserver.usage.IMAGE_COLUMNS`).
+IMAGE_COLUMNS = (
+    "name",
+    "imageStreamTags",
+    "parents",
+    "lastPulled",
+    "metadata",
+    "storage",
+    "layers",
+)
 
 
 def _batch(lines: list[bytes]) -> list[dict[str, Any]]:
@@ -35,14 +46,30 @@ def _batch(lines: list[bytes]) -> list[dict[str, Any]]:
     return list(items)
 
 
-def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) -> list[Any]:
+@dataclass(frozen=True)
+class UsageList:
+    """A parsed usage List: `columns` names the fields when the items are arrays."""
+
+    columns: tuple[str, ...] | None
+    items: list[Any]
+
+
+def _whole(body: bytes) -> UsageList:
+    doc = json.loads(body or b"{}")
+    columns = doc.get("columns")
+    return UsageList(tuple(columns) if columns else None, list(doc.get("items") or []))
+
+
+def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) -> UsageList:
     """The items of a List written one item per line by the server, parsed in batches.
 
     A light parse for 100,000 rows: complete lines are collected per network chunk and
     decoded with one `json.loads` call; the head line may carry `total` for the progress
-    bar. A body of any other layout (a proxy, an old server) is parsed whole.
+    bar and `columns` for array items. A body of any other layout (a proxy, an old server)
+    is parsed whole.
     """
     items: list[Any] = []
+    columns: tuple[str, ...] | None = None
     pending = b""
     head: bytes | None = None
     stream = iter(chunks)
@@ -52,11 +79,11 @@ def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) 
         if head is None and lines:
             head = lines.pop(0)
             if not head.rstrip().endswith(b'"items":['):
-                rest = b"\n".join([head, *lines, pending]) + b"".join(stream)
-                return list(json.loads(rest or b"{}").get("items") or [])
-            total = json.loads(head + b"]}").get("total")
-            if progress is not None and isinstance(total, int):
-                progress.total = total
+                return _whole(b"\n".join([head, *lines, pending]) + b"".join(stream))
+            meta = json.loads(head + b"]}")
+            columns = tuple(meta["columns"]) if meta.get("columns") else None
+            if progress is not None and isinstance(meta.get("total"), int):
+                progress.total = meta["total"]
         if lines and lines[-1].startswith(b"]"):
             lines.pop()
         items += _batch(lines)
@@ -65,10 +92,10 @@ def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) 
     tail = pending.strip()
     if tail and not tail.startswith(b"]"):
         items += _batch([tail])
-    return items
+    return UsageList(columns, items)
 
 
-def fetch_items(ctx: click.Context, resource: str, label: str) -> list[Any]:
+def fetch_items(ctx: click.Context, resource: str, label: str) -> UsageList:
     sess = session(ctx)
     opts = global_options(ctx)
     path = f"{API}/{resource}"
@@ -88,11 +115,53 @@ def fetch_items(ctx: click.Context, resource: str, label: str) -> list[Any]:
             raise CliError(f"the server sent a malformed usage report: {exc}") from None
 
 
-def stream_tags_cell(item: dict[str, Any]) -> str:
-    streams = item.get("imageStreamTags")
+def image_arrays(report: UsageList) -> list[list[Any]]:
+    """Image items as arrays in `IMAGE_COLUMNS` order, whatever layout the server sent.
+
+    The server sends arrays (`apiserver/usage.py`); objects (an older server) and arrays in
+    another column order are rearranged, so the printers handle one shape.
+    """
+    if report.columns == IMAGE_COLUMNS:
+        return report.items
+    if report.columns is not None:
+        try:
+            where = [report.columns.index(c) for c in IMAGE_COLUMNS]
+        except ValueError:
+            raise CliError(f"the server sent usage columns {report.columns}") from None
+        return [[item[i] for i in where] for item in report.items]
+    return [
+        [
+            i["name"],
+            [[s["namespace"], s["name"], s["tags"]] for s in i.get("imageStreamTags") or ()],
+            i.get("parents") or [],
+            i.get("lastPulled"),
+            bool(i.get("metadata")),
+            int(i.get("storage") or 0),
+            int(i.get("layers") or 0),
+        ]
+        for i in report.items
+    ]
+
+
+def image_object(item: list[Any], usage: list[str]) -> dict[str, Any]:
+    """The `-o json` form of one image array."""
+    name, streams, parents, last_pulled, metadata, storage, layers = item
+    return {
+        "name": name,
+        "imageStreamTags": [{"namespace": n, "name": s, "tags": t} for n, s, t in streams],
+        "parents": parents,
+        "lastPulled": last_pulled,
+        "metadata": metadata,
+        "storage": storage,
+        "layers": layers,
+        "usage": usage,
+    }
+
+
+def stream_tags_cell(streams: list[Any]) -> str:
     if not streams:
         return NONE
-    return ", ".join(f"{s['namespace']}/{s['name']} ({','.join(s['tags'])})" for s in streams)
+    return ", ".join(f"{ns}/{name} ({','.join(tags)})" for ns, name, tags in streams)
 
 
 class UsageCells:
@@ -110,30 +179,26 @@ class UsageCells:
             text = self._ago[stamp] = f"pulled {ago(when, self.now)}"
         return text
 
-    def values(self, item: dict[str, Any]) -> list[str]:
+    def values(self, item: list[Any]) -> list[str]:
+        name, streams, _, stamp = item[:4]
         found: list[str] = []
         if self.refs:
-            keys = [
-                (f"{s['namespace']}/{s['name']}", tag)
-                for s in item.get("imageStreamTags") or ()
-                for tag in s["tags"]
-            ]
-            found = self.refs.matches(item["name"], keys)
-        stamp = item.get("lastPulled")
+            keys = [(f"{ns}/{stream}", tag) for ns, stream, tags in streams for tag in tags]
+            found = self.refs.matches(name, keys)
         if stamp:
             found.append(self.pulled(stamp))
         return found
 
 
-def image_row(item: dict[str, Any], usage: UsageCells) -> list[str]:
-    parents = item.get("parents")
+def image_row(item: list[Any], usage: UsageCells) -> list[str]:
+    name, streams, parents, _, metadata, storage, _ = item
     return [
-        item["name"],
-        stream_tags_cell(item),
+        name,
+        stream_tags_cell(streams),
         ", ".join(parents) if parents else NONE,
         join(usage.values(item)),
-        "yes" if item.get("metadata") else "no",
-        human_size(int(item.get("storage") or 0)),
+        "yes" if metadata else "no",
+        human_size(int(storage or 0)),
     ]
 
 
@@ -170,9 +235,13 @@ def top_images(
     )
     index = ReferenceIndex.build(refs, [session(ctx).registry_host])
     usage = UsageCells(index, datetime.now(UTC))
-    items = fetch_items(ctx, "imageusages", "fetching image usage")
+    report = fetch_items(ctx, "imageusages", "fetching image usage")
+    try:
+        items = image_arrays(report)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise CliError(f"the server sent a malformed usage report: {exc!r}") from None
     if output == "json":
-        rows = [{**i, "usage": usage.values(i)} for i in items]
+        rows = [image_object(i, usage.values(i)) for i in items]
         click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))
         return
     _print(IMAGE_HEADERS, items, lambda i: image_row(i, usage))
@@ -184,7 +253,7 @@ def top_images(
 @click.pass_context
 def top_imagestreams(ctx: click.Context, output: str | None) -> None:
     """NAME  STORAGE  IMAGES  LAYERS, largest first."""
-    items = fetch_items(ctx, "imagestreamusages", "fetching image stream usage")
+    items = fetch_items(ctx, "imagestreamusages", "fetching image stream usage").items
     if output == "json":
         click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": items}, indent=2))
         return
