@@ -89,6 +89,8 @@ def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) 
         items += _batch(lines)
         if progress is not None:
             progress.update(len(items))
+    if head is None:  # a body on one line: not the streamed layout
+        return _whole(pending)
     tail = pending.strip()
     if tail and not tail.startswith(b"]"):
         items += _batch([tail])
