@@ -132,7 +132,7 @@ class FilesystemBlobStore:
                 raise UploadOffsetMismatch(upload_id, offset, state.size)
             hashers = self._hashes.take(upload_id, state)
             rollback = None if hashers is None else {a: h.copy() for a, h in hashers.items()}
-            appender = StagedAppender(fd, offset, limit, hashers)
+            appender = StagedAppender(fd, offset, limit, hashers, writeback=self.fsync)
             try:
                 async for chunk in chunks:
                     await appender.feed(chunk)

@@ -20,8 +20,10 @@ under a lock, and a rolled-back chunk only truncates back to where it started).
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from imageregistry.content.digest import Hasher, new_hasher
@@ -119,14 +121,53 @@ def _hash_chunks(hasher: Hasher, chunks: Block) -> None:
         hasher.update(chunk)
 
 
+WRITEBACK_EVERY = 16 << 20
+_SYNC_FILE_RANGE_WRITE = 2
+
+
+@functools.cache
+def _sync_file_range() -> Callable[[int, int, int, int], int] | None:
+    """Linux `sync_file_range(2)` from libc, or None where there is no such call."""
+    try:
+        function = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (AttributeError, OSError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Start writing these dirty pages to disk now, without waiting; closes `fd`.
+
+    With `blob_fsync` the commit's fsync then finds most of a large blob already on disk
+    instead of flushing all of it at the end, so disk writes overlap the upload. A hint
+    only: errors are ignored, the fsync at commit is what guarantees durability. `fd` is
+    the caller's own duplicate, so this may run in a thread after the upload's descriptor
+    was closed (and its number reused) without touching another file.
+    """
+    try:
+        function = _sync_file_range()
+        if function is not None:
+            function(fd, offset, length, _SYNC_FILE_RANGE_WRITE)
+    finally:
+        os.close(fd)
+
+
 class StagedAppender:
     """Appends one chunk stream to a staged file, hashing block by block."""
 
     def __init__(
-        self, fd: int, start: int, limit: int | None, hashers: dict[str, Hasher] | None
+        self,
+        fd: int,
+        start: int,
+        limit: int | None,
+        hashers: dict[str, Hasher] | None,
+        writeback: bool = False,
     ) -> None:
         self.fd = fd
         self.size = start
+        self._writeback_from = start if writeback and _sync_file_range() else None
         self.hashers = hashers
         self._end_limit = None if limit is None else start + limit
         self._block: Block = []
@@ -169,16 +210,19 @@ class StagedAppender:
         # The block's buffers are never mutated after this, so hashing may read them later.
         block = self._take()
         self.size = write_chunks(self.fd, block, self.size)
-        if self.hashers is None:
+        hashers = list((self.hashers or {}).values())
+        start, writeback = self._writeback_from, False
+        if start is not None and self.size - start >= WRITEBACK_EVERY:
+            writeback, self._writeback_from = True, self.size
+        if not hashers and not writeback:
             return
         await self._settle()
         loop = asyncio.get_running_loop()
-        self._pending = asyncio.gather(
-            *(
-                loop.run_in_executor(None, _hash_chunks, hasher, block)
-                for hasher in self.hashers.values()
-            )
-        )
+        jobs = [loop.run_in_executor(None, _hash_chunks, hasher, block) for hasher in hashers]
+        if writeback and start is not None:
+            dup = os.dup(self.fd)
+            jobs.append(loop.run_in_executor(None, start_writeback, dup, start, self.size - start))
+        self._pending = asyncio.gather(*jobs)
 
     async def _settle(self) -> None:
         pending, self._pending = self._pending, None
