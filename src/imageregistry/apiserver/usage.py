@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
+from itertools import islice
 from json.encoder import encode_basestring_ascii as quote
 
 from starlette.concurrency import run_in_threadpool
@@ -25,6 +26,7 @@ from imageregistry.apiserver.request_context import authenticate, authorize_requ
 from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
+from imageregistry.gcpause import gc_paused
 from imageregistry.metadata.usage import ImageUsage, StreamUsage, image_usage, stream_usage
 from imageregistry.services import Services
 
@@ -103,16 +105,18 @@ def stream_list(
     if columns is not None:
         head["columns"] = list(columns)
     yield (json.dumps(head, separators=(",", ":"))[:-1] + ',"items":[\n').encode()
-    batch: list[str] = []
+    source = iter(lines)
     first = True
-    for line in lines:
-        batch.append(line if first else "," + line)
+    while True:
+        with gc_paused():  # per batch: never across the yield (gcpause.py)
+            batch = list(islice(source, _BATCH))
+            if batch and not first:
+                batch[0] = "," + batch[0]
+            chunk = ("\n,".join(batch) + "\n").encode() if batch else b""
+        if not batch:
+            break
         first = False
-        if len(batch) >= _BATCH:
-            yield ("\n".join(batch) + "\n").encode()
-            batch = []
-    if batch:
-        yield ("\n".join(batch) + "\n").encode()
+        yield chunk
     yield b"]}\n"
 
 
@@ -156,7 +160,7 @@ class _Usage:
         def body() -> Iterator[bytes]:
             # Runs in Starlette's thread pool (a synchronous body): the queries finish and
             # the connection closes before the first item line is written.
-            with self.services.db.read() as conn:
+            with self.services.db.read() as conn, gc_paused():
                 rows = image_usage(conn, namespace or None)
             lines = map(image_line, rows)
             yield from stream_list("ImageUsageList", lines, len(rows), IMAGE_COLUMNS)
@@ -171,7 +175,7 @@ class _Usage:
             return JSONResponse(err.to_status(), status_code=err.code)
 
         def rows() -> list[StreamUsage]:
-            with self.services.db.read() as conn:
+            with self.services.db.read() as conn, gc_paused():
                 return stream_usage(conn, namespace or None)
 
         found = await run_in_threadpool(rows)

@@ -23,6 +23,7 @@ from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.output import NONE, ago, human_size, join, table
 from imageregistry.cli.ac.progress import Progress
 from imageregistry.cli.ac.references import ReferenceIndex, gather_references
+from imageregistry.gcpause import gc_paused
 
 API = "/apis/image.alauda.io/v1"
 IMAGE_HEADERS = ("NAME", "IMAGESTREAMTAG", "PARENTS", "USAGE", "METADATA", "STORAGE")
@@ -54,21 +55,32 @@ class UsageList:
     items: list[Any]
 
 
-def _whole(body: bytes) -> UsageList:
+Convert = Callable[[UsageList], list[Any]]
+
+
+def _items(batch: UsageList) -> list[Any]:
+    return batch.items
+
+
+def _whole(body: bytes, convert: Convert) -> UsageList:
     doc = json.loads(body or b"{}")
-    columns = doc.get("columns")
-    return UsageList(tuple(columns) if columns else None, list(doc.get("items") or []))
+    columns = tuple(doc["columns"]) if doc.get("columns") else None
+    return UsageList(columns, convert(UsageList(columns, list(doc.get("items") or []))))
 
 
-def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) -> UsageList:
+def parse_usage_list(
+    chunks: Iterable[bytes], progress: Progress | None = None, convert: Convert = _items
+) -> UsageList:
     """The items of a List written one item per line by the server, parsed in batches.
 
     A light parse for 100,000 rows: complete lines are collected per network chunk and
     decoded with one `json.loads` call; the head line may carry `total` for the progress
-    bar and `columns` for array items. A body of any other layout (a proxy, an old server)
-    is parsed whole.
+    bar and `columns` for array items. Each batch goes through `convert` as it arrives
+    (the printers build their rows while the rest is still on the wire). A body of any
+    other layout (a proxy, an old server) is parsed whole.
     """
     items: list[Any] = []
+    count = 0
     columns: tuple[str, ...] | None = None
     pending = b""
     head: bytes | None = None
@@ -79,25 +91,29 @@ def parse_usage_list(chunks: Iterable[bytes], progress: Progress | None = None) 
         if head is None and lines:
             head = lines.pop(0)
             if not head.rstrip().endswith(b'"items":['):
-                return _whole(b"\n".join([head, *lines, pending]) + b"".join(stream))
+                return _whole(b"\n".join([head, *lines, pending]) + b"".join(stream), convert)
             meta = json.loads(head + b"]}")
             columns = tuple(meta["columns"]) if meta.get("columns") else None
             if progress is not None and isinstance(meta.get("total"), int):
                 progress.total = meta["total"]
         if lines and lines[-1].startswith(b"]"):
             lines.pop()
-        items += _batch(lines)
+        batch = _batch(lines)
+        count += len(batch)
+        items += convert(UsageList(columns, batch))
         if progress is not None:
-            progress.update(len(items))
+            progress.update(count)
     if head is None:  # a body on one line: not the streamed layout
-        return _whole(pending)
+        return _whole(pending, convert)
     tail = pending.strip()
     if tail and not tail.startswith(b"]"):
-        items += _batch([tail])
+        items += convert(UsageList(columns, _batch([tail])))
     return UsageList(columns, items)
 
 
-def fetch_items(ctx: click.Context, resource: str, label: str) -> UsageList:
+def fetch_items(
+    ctx: click.Context, resource: str, label: str, convert: Convert = _items
+) -> UsageList:
     sess = session(ctx)
     opts = global_options(ctx)
     path = f"{API}/{resource}"
@@ -112,9 +128,9 @@ def fetch_items(ctx: click.Context, resource: str, label: str) -> UsageList:
             response.read()
             raise from_response(response)
         try:
-            return parse_usage_list(response.iter_raw(1 << 20), progress)
-        except ValueError as exc:
-            raise CliError(f"the server sent a malformed usage report: {exc}") from None
+            return parse_usage_list(response.iter_raw(1 << 20), progress, convert)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CliError(f"the server sent a malformed usage report: {exc!r}") from None
 
 
 def image_arrays(report: UsageList) -> list[list[Any]]:
@@ -237,16 +253,18 @@ def top_images(
     )
     index = ReferenceIndex.build(refs, [session(ctx).registry_host])
     usage = UsageCells(index, datetime.now(UTC))
-    report = fetch_items(ctx, "imageusages", "fetching image usage")
-    try:
-        items = image_arrays(report)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CliError(f"the server sent a malformed usage report: {exc!r}") from None
-    if output == "json":
-        rows = [image_object(i, usage.values(i)) for i in items]
-        click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))
-        return
-    _print(IMAGE_HEADERS, items, lambda i: image_row(i, usage))
+
+    def convert(batch: UsageList) -> list[Any]:
+        if output == "json":
+            return [image_object(i, usage.values(i)) for i in image_arrays(batch)]
+        return [image_row(i, usage) for i in image_arrays(batch)]
+
+    with gc_paused():  # 100,000 rows of lists: collections would traverse them all
+        rows = fetch_items(ctx, "imageusages", "fetching image usage", convert).items
+        if output == "json":
+            click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))
+            return
+        _print(IMAGE_HEADERS, rows)
 
 
 @top.command("imagestreams")
@@ -255,18 +273,16 @@ def top_images(
 @click.pass_context
 def top_imagestreams(ctx: click.Context, output: str | None) -> None:
     """NAME  STORAGE  IMAGES  LAYERS, largest first."""
-    items = fetch_items(ctx, "imagestreamusages", "fetching image stream usage").items
-    if output == "json":
-        click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": items}, indent=2))
-        return
-    _print(STREAM_HEADERS, items, stream_row)
+    convert = _items if output == "json" else lambda b: [stream_row(i) for i in b.items]
+    with gc_paused():
+        rows = fetch_items(ctx, "imagestreamusages", "fetching image stream usage", convert).items
+        if output == "json":
+            click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))
+            return
+        _print(STREAM_HEADERS, rows)
 
 
-def _print(headers: tuple[str, ...], items: list[Any], row: Callable[[Any], list[str]]) -> None:
-    try:
-        rows = [row(i) for i in items]
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise CliError(f"the server sent a malformed usage report: {exc!r}") from None
+def _print(headers: tuple[str, ...], rows: list[list[str]]) -> None:
     if not rows:
         click.echo("No resources found.", err=True)
         return
