@@ -4,7 +4,8 @@ Populates a fresh SQLite database with 100,000 images (a config and three layers
 drawn from a shared pool of base layers), 10,000 streams and 1,000,000 tag events (10 tags
 per stream, 10 revisions per tag) with bulk inserts, starts `image-registry serve` on it
 over plain HTTP, then times `ac adm top images` end to end while sampling the resident
-memory of the server and its workers. Usage: `python bench/bench_top.py [--images N ...]`.
+memory of the server and its workers over `--runs` runs (median reported). Usage:
+`python bench/bench_top.py [--images N ...] [--runs 5] [--reuse DIR]`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import os
 import socket
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -134,6 +136,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--streams", type=int, default=10_000)
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--runs", type=int, default=5, help="Timed runs (the median is reported).")
     parser.add_argument(
         "--reuse", type=Path, help="A directory kept from an earlier run (skips populating)."
     )
@@ -184,18 +187,25 @@ def main() -> None:
         sampler = threading.Thread(target=sample)
         sampler.start()
         env = {**os.environ, "KUBECONFIG": str(data / "admin.kubeconfig")}
-        t0 = time.monotonic()
-        out = subprocess.run(
-            [str(BIN / "ac"), "--server", url, "adm", "top", "images"],
-            env=env,
-            capture_output=True,
-            check=True,
-        )
-        elapsed = time.monotonic() - t0
+        timings: list[float] = []
+        lines: list[str] = []
+        for _ in range(args.runs):
+            t0 = time.monotonic()
+            out = subprocess.run(
+                [str(BIN / "ac"), "--server", url, "adm", "top", "images"],
+                env=env,
+                capture_output=True,
+                check=True,
+            )
+            timings.append(time.monotonic() - t0)
+            lines = out.stdout.decode().splitlines()
         done.set()
         sampler.join()
-        lines = out.stdout.decode().splitlines()
-        print(f"ac adm top images: {elapsed:.2f}s end to end, {len(lines) - 1} rows")
+        runs = ", ".join(f"{t:.2f}" for t in timings)
+        print(
+            f"ac adm top images: median {statistics.median(timings):.2f}s end to end "
+            f"({len(timings)} runs: {runs}), {len(lines) - 1} rows"
+        )
         print(
             f"server RSS: baseline {baseline / 2**20:.0f} MiB, peak {peak / 2**20:.0f} MiB, "
             f"growth {(peak - baseline) / 2**20:.0f} MiB"
