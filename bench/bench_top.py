@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -46,7 +47,7 @@ def populate(path: Path, images: int, streams: int, events: int) -> None:
         ((i + 1, f"ns-{i % 100}", f"stream-{i}", str(uuid.uuid4()), now) for i in range(streams)),
     )
 
-    def manifest_rows():  # type: ignore[no-untyped-def]
+    def manifest_rows() -> Iterator[tuple[object, ...]]:
         for i in range(images):
             size = 1000 + (i % 7) * 1_000_000
             yield (
@@ -72,7 +73,7 @@ def populate(path: Path, images: int, streams: int, events: int) -> None:
         manifest_rows(),
     )
 
-    def blob_rows():  # type: ignore[no-untyped-def]
+    def blob_rows() -> Iterator[tuple[object, ...]]:
         for i in range(images):
             m = digest("m", i)
             yield (m, -1, digest("c", i), 1000)
@@ -88,7 +89,7 @@ def populate(path: Path, images: int, streams: int, events: int) -> None:
     tags_per_stream = 10
     revisions = max(1, events // (streams * tags_per_stream))
 
-    def event_rows():  # type: ignore[no-untyped-def]
+    def event_rows() -> Iterator[tuple[object, ...]]:
         n = 0
         for rev in range(revisions):
             for s in range(streams):
