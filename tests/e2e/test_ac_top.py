@@ -7,6 +7,7 @@ which must be installed (a missing skopeo fails the tests).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -195,6 +196,13 @@ def test_top_images(admin_home: Path, pushed: Pushed) -> None:
     assert "<none>" in rows[pushed["base"]]
     for name in ["base", "app", "tool", "app2"]:
         assert rows[pushed[name]].split()[-1] == binary_size(pushed.storage(name)), name
+    items = json.loads(ac(admin_home, "adm", "top", "images", "-o", "json").stdout)["items"]
+    app = next(i for i in items if i["name"] == pushed["app"])
+    assert app["imageStreamTags"] == [
+        {"namespace": "team-a", "name": "app", "tags": ["latest", "v1.0"]}
+    ]
+    assert app["parents"] == [pushed["base"]] and app["metadata"] is True
+    assert app["storage"] == pushed.storage("app") and app["layers"] == 3
 
 
 def test_top_imagestreams(admin_home: Path, pushed: Pushed) -> None:
