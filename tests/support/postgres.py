@@ -1,7 +1,7 @@
 """A throwaway PostgreSQL server for tests: initdb + pg_ctl on a free port.
 
 PostgreSQL refuses to run as root, so when the tests run as root the server runs as the
-`postgres` system user (created by the Debian package) via `runuser`.
+`postgres` system user (from the Debian package; `nobody` where it is missing) via `runuser`.
 """
 
 from __future__ import annotations
@@ -22,9 +22,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _db_user() -> str:
+    """The unprivileged account the server runs as when tests run as root."""
+    import pwd
+
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        return "nobody"
+    return "postgres"
+
+
 def _as_db_user(argv: list[str]) -> list[str]:
     if os.geteuid() == 0:
-        return ["runuser", "-u", "postgres", "--", *argv]
+        return ["runuser", "-u", _db_user(), "--", *argv]
     return argv
 
 
@@ -36,7 +47,7 @@ def temporary_postgres() -> Iterator[str]:
     root = Path(tempfile.mkdtemp(prefix="pgtest-"))
     data = root / "data"
     if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(root, _db_user())
         root.chmod(0o755)
     port = free_port()
     subprocess.run(
