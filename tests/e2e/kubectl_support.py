@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from imageregistry.auth.tokens import hash_token, new_opaque_token
 from imageregistry.metadata.db import Database
@@ -16,15 +13,6 @@ from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tokens import TokenStore
 from tests.e2e.ac_images import layer, push, write_layout
 from tests.support.server import RegistryProcess
-
-
-class KubeServer(RegistryProcess):
-    """A RegistryProcess whose health probe waits for the CA file to exist."""
-
-    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
-        if not self.plain_http and not self.ca_file.exists():
-            raise httpx.ConnectError("TLS material not written yet")
-        return super().client(token, **kwargs)
 
 
 @dataclass
@@ -92,18 +80,10 @@ def add_user_token(server: RegistryProcess, username: str, groups: tuple[str, ..
     return token
 
 
-def ca_dir(server: RegistryProcess, root: Path) -> Path:
-    """skopeo's --cert-dir wants only the CA certificate (a key there confuses it)."""
-    target = root / f"certs-{server.port}"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(server.ca_file, target / "ca.crt")
-    return target
-
-
 def push_image(
     server: RegistryProcess, root: Path, repo: str, seed: str, token: str | None = None
 ) -> str:
     """Push a one-layer image built from `seed` to `<host>/<repo>`; return its digest."""
     layout, manifest, _ = write_layout(root / f"layout-{seed}", [layer(seed, 2048)])
-    push(layout, f"{server.host}/{repo}", token or server.admin_token, ca_dir(server, root))
+    push(layout, f"{server.host}/{repo}", token or server.admin_token, server.cert_dir(root))
     return manifest.digest

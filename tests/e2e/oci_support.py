@@ -1,39 +1,15 @@
-"""Helpers for the OCI end-to-end tests: a robust server start, OCI layouts, skopeo.
-
-`start_registry` works around a start-up race in `RegistryProcess.start` (its health
-poll builds an HTTPS client before the server has written its CA file) by polling
-without verification until the CA exists.
-"""
+"""Helpers for the OCI end-to-end tests: OCI layouts and skopeo."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
 import json
-import os
-import signal
 import subprocess
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import httpx
-
-from tests.support.server import RegistryProcess
-
-
-class _Process(RegistryProcess):
-    def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
-        if not self.plain_http and not self.ca_file.exists():
-            return httpx.Client(base_url=self.url, verify=False, **kwargs)
-        return super().client(token, **kwargs)
-
-
-def start_registry(data_dir: Path, **kwargs: Any) -> RegistryProcess:
-    return _Process(data_dir=data_dir, **kwargs).start()
 
 
 def sha(data: bytes) -> str:
@@ -118,44 +94,5 @@ def build_layout(path: Path, seed: str, tag: str = "v1", layers: int = 3) -> Lay
     return Layout(path, digest, blobs)
 
 
-def cert_dir(server: RegistryProcess, root: Path) -> Path:
-    """A directory with the server's CA as `ca.crt` (skopeo reads `*.crt` there)."""
-    directory = root / "certs"
-    directory.mkdir(exist_ok=True)
-    (directory / "ca.crt").write_bytes(server.ca_file.read_bytes())
-    return directory
-
-
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
-
-
-def _children(pid: int) -> list[int]:
-    found: list[int] = []
-    try:
-        tasks = os.listdir(f"/proc/{pid}/task")
-    except FileNotFoundError:
-        return found
-    for task in tasks:
-        try:
-            with open(f"/proc/{pid}/task/{task}/children") as handle:
-                found += [int(p) for p in handle.read().split()]
-        except FileNotFoundError:
-            continue
-    return found
-
-
-def kill_server_tree(server: RegistryProcess) -> None:
-    """SIGKILL the server *and* its Granian workers (killing only the main process leaves
-    orphaned workers serving on the socket)."""
-    if server.proc is None:
-        return
-    pids = [server.proc.pid]
-    index = 0
-    while index < len(pids):
-        pids += _children(pids[index])
-        index += 1
-    for pid in pids:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-    server.proc.wait()

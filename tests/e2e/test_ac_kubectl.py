@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.ac_images import layer, push, write_layout
-from tests.e2e.kubectl_support import Kubectl, KubeServer, ca_dir
+from tests.e2e.kubectl_support import Kubectl
+from tests.support.server import RegistryProcess
 
 AC = str(Path(sys.executable).parent / "ac")
 pytestmark = pytest.mark.skipif(
@@ -30,24 +31,20 @@ CAN_PULL = ("auth", "can-i", "get", "imagestreams/layers.image.alauda.io", "-n",
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
-    proc = KubeServer(data_dir=tmp_path_factory.mktemp("ack") / "data")
-    proc.start()
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    with RegistryProcess(data_dir=tmp_path_factory.mktemp("ack") / "data") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def k(server: KubeServer, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+def k(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     return Kubectl(server, tmp_path_factory.mktemp("kube-cache"))
 
 
 @pytest.fixture(scope="module")
-def digests(server: KubeServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def digests(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("layouts")
-    certs = ca_dir(server, root)
+    certs = server.cert_dir(root)
     base = layer("parity-base", 4000)
     demo = write_layout(root / "demo", [base, layer("demo", 900)], labels={"x": "y"})
     other = write_layout(root / "other", [base, layer("other", 700)], env=["MODE=on"])
@@ -61,12 +58,12 @@ def digests(server: KubeServer, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {"demo": demo[1].digest, "other": other[1].digest}
 
 
-def ac(server: KubeServer, *args: str) -> subprocess.CompletedProcess[str]:
+def ac(server: RegistryProcess, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "KUBECONFIG": str(server.kubeconfig)}
     return subprocess.run([AC, *args], env=env, capture_output=True, text=True, timeout=60)
 
 
-def ac_ok(server: KubeServer, *args: str) -> str:
+def ac_ok(server: RegistryProcess, *args: str) -> str:
     result = ac(server, *args)
     assert result.returncode == 0, f"ac {' '.join(args)}: {result.stderr}"
     return result.stdout
@@ -75,7 +72,7 @@ def ac_ok(server: KubeServer, *args: str) -> str:
 _AGE = re.compile(r"(?<= )[0-9]+[smhdy](?:[0-9]+[smh])?(?= |$) *", re.MULTILINE)
 
 
-def assert_same(server: KubeServer, k: Kubectl, *args: str) -> str:
+def assert_same(server: RegistryProcess, k: Kubectl, *args: str) -> str:
     """Both print the same text; AGE/UPDATED cells (which tick between runs) are masked."""
     theirs = k.ok(*args)
     ours = ac_ok(server, *args)
@@ -103,13 +100,13 @@ def assert_same(server: KubeServer, k: Kubectl, *args: str) -> str:
     ],
 )
 def test_get_and_describe_match_kubectl(
-    server: KubeServer, k: Kubectl, digests: dict[str, str], args: tuple[str, ...]
+    server: RegistryProcess, k: Kubectl, digests: dict[str, str], args: tuple[str, ...]
 ) -> None:
     assert assert_same(server, k, *args).strip()
 
 
 def test_image_by_full_resource_name_matches_kubectl(
-    server: KubeServer, k: Kubectl, digests: dict[str, str]
+    server: RegistryProcess, k: Kubectl, digests: dict[str, str]
 ) -> None:
     name = digests["demo"]
     out = assert_same(server, k, "get", "images.image.alauda.io", name, "-o", "yaml")
@@ -120,7 +117,7 @@ def test_image_by_full_resource_name_matches_kubectl(
     assert_same(server, k, "get", "isimage", isimage, "-n", "team-a", "-o", "yaml")
 
 
-def test_tag_and_untag(server: KubeServer, k: Kubectl, digests: dict[str, str]) -> None:
+def test_tag_and_untag(server: RegistryProcess, k: Kubectl, digests: dict[str, str]) -> None:
     out = ac_ok(server, "tag", "team-a/demo:latest", "team-a/copy:stable", "-n", "team-a")
     assert out == f"Tag copy:stable set to {digests['demo']}.\n"
     jsonpath = "-o=jsonpath={.image.metadata.name}"
@@ -136,7 +133,9 @@ def test_tag_and_untag(server: KubeServer, k: Kubectl, digests: dict[str, str]) 
     assert "Traceback" not in missing.stderr
 
 
-def test_delete_istag_like_kubectl(server: KubeServer, k: Kubectl, digests: dict[str, str]) -> None:
+def test_delete_istag_like_kubectl(
+    server: RegistryProcess, k: Kubectl, digests: dict[str, str]
+) -> None:
     ours = ac_ok(server, "delete", "istag", "demo:v2", "-n", "team-a")
     assert ours == 'imagestreamtag.image.alauda.io "demo:v2" deleted\n'
     assert "NotFound" in k.fails("get", "istag", "demo:v2", "-n", "team-a")
@@ -150,7 +149,9 @@ def can_pull(k: Kubectl, who: str) -> bool:
     return result.stdout.strip() == "yes"
 
 
-def test_policy_grants_and_revokes(server: KubeServer, k: Kubectl, digests: dict[str, str]) -> None:
+def test_policy_grants_and_revokes(
+    server: RegistryProcess, k: Kubectl, digests: dict[str, str]
+) -> None:
     k.ok("create", "ns", "app")
     k.ok("create", "sa", "builder", "-n", "app")
     k.ok("create", "sa", "bot", "-n", "team-a")

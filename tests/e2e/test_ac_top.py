@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bcrypt
-import httpx
 import pytest
 import yaml
 
@@ -27,26 +26,15 @@ from tests.support.server import RegistryProcess
 AC = str(Path(sys.executable).parent / "ac")
 
 
-class _Process(RegistryProcess):
-    """Waits for health before the CA file exists (the base class reads it too early)."""
-
-    def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
-        if not self.plain_http and not self.ca_file.exists():
-            return httpx.Client(base_url=self.url, verify=False, timeout=1.0)
-        return super().client(token, **kwargs)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     root = Path(tmp_path_factory.mktemp("ac"))
     htpasswd = root / "htpasswd"
     htpasswd.write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode() + "\n")
-    proc = _Process(data_dir=root / "data", extra_args=["--htpasswd-file", str(htpasswd)])
-    proc.start()
-    try:
+    with RegistryProcess(
+        data_dir=root / "data", extra_args=["--htpasswd-file", str(htpasswd)]
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def ac(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -98,9 +86,7 @@ def binary_size(size: int) -> str:
 
 @pytest.fixture(scope="module")
 def certs(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = Path(tmp_path_factory.mktemp("certs"))
-    shutil.copy(server.ca_file, directory / "ca.crt")
-    return directory
+    return server.cert_dir(Path(tmp_path_factory.mktemp("certs")))
 
 
 @pytest.fixture(scope="module")

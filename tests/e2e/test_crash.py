@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.oci_support import kill_server_tree, sha, start_registry
+from tests.e2e.oci_support import sha
 from tests.support.server import RegistryProcess
 
 WORKERS = 20
@@ -99,7 +99,7 @@ class Recorder:
 
 def test_sigkill_during_concurrent_uploads(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    server = start_registry(data_dir, plain_http=True)
+    server = RegistryProcess(data_dir=data_dir, plain_http=True).start()
     recorder = Recorder()
     threads = [
         threading.Thread(target=recorder.run, args=(server, i), daemon=True) for i in range(WORKERS)
@@ -109,15 +109,15 @@ def test_sigkill_during_concurrent_uploads(tmp_path: Path) -> None:
             thread.start()
         with recorder.lock:
             recorder.lock.wait_for(lambda: len(recorder.completed) >= WORKERS, timeout=120)
-        kill_server_tree(server)
+        server.kill()
         for thread in threads:
             thread.join(timeout=60)
     finally:
-        kill_server_tree(server)
+        server.kill()
     assert recorder.completed, "no push completed before the kill"
     assert len(recorder.attempted) > len(recorder.completed)  # some were cut off
 
-    restarted = start_registry(data_dir, plain_http=True)
+    restarted = RegistryProcess(data_dir=data_dir, plain_http=True).start()
     try:
         with restarted.client(restarted.admin_token, timeout=30) as client:
             for push in recorder.completed:
@@ -142,21 +142,21 @@ def test_sigkill_during_concurrent_uploads(tmp_path: Path) -> None:
                 upload(client, blob)
     finally:
         restarted.stop()
-        kill_server_tree(restarted)
+        restarted.kill()
 
 
 def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
     data = os.urandom(64 * 1024)
     data_dir = tmp_path / "data"
-    first = start_registry(data_dir, plain_http=True)
+    first = RegistryProcess(data_dir=data_dir, plain_http=True).start()
     try:
         with first.client(first.admin_token) as client:
             location = client.post(f"/v2/{REPO}/blobs/uploads/").headers["location"]
             r = client.patch(location, content=data[:1000], headers={"Content-Range": "0-999"})
             assert r.status_code == 202
     finally:
-        kill_server_tree(first)
-    second = start_registry(data_dir, plain_http=True)
+        first.kill()
+    second = RegistryProcess(data_dir=data_dir, plain_http=True).start()
     try:
         with second.client(second.admin_token) as client:
             r = client.get(location)
@@ -169,4 +169,4 @@ def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
             assert client.get(f"/v2/{REPO}/blobs/{sha(data)}").content == data
     finally:
         second.stop()
-        kill_server_tree(second)
+        second.kill()

@@ -11,22 +11,19 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.kubectl_support import Kubectl, KubeServer, add_user_token, push_image
+from tests.e2e.kubectl_support import Kubectl, add_user_token, push_image
+from tests.support.server import RegistryProcess
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     root = tmp_path_factory.mktemp("kubectl")
-    proc = KubeServer(data_dir=root / "data")
-    proc.start()
-    try:
+    with RegistryProcess(data_dir=root / "data") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def k(server: KubeServer, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+def k(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     return Kubectl(server, tmp_path_factory.mktemp("kube-cache"))
 
 
@@ -121,7 +118,7 @@ def test_create_namespace_sa_and_token(k: Kubectl) -> None:
     assert "already exists" in k.fails("create", "ns", "tok-ns")
 
 
-def test_image_commands(k: Kubectl, server: KubeServer, work: Path) -> None:
+def test_image_commands(k: Kubectl, server: RegistryProcess, work: Path) -> None:
     k.ok("create", "ns", "img")
     digest = push_image(server, work, "img/demo:latest", "first")
     images = k.ok("get", "images")
@@ -231,7 +228,7 @@ def _read_until(proc: object, needle: str, limit: float = 60.0) -> str:
     return seen.decode("utf-8", "replace")
 
 
-def test_get_watch_receives_push_event(k: Kubectl, server: KubeServer, work: Path) -> None:
+def test_get_watch_receives_push_event(k: Kubectl, server: RegistryProcess, work: Path) -> None:
     k.ok("create", "ns", "watch-ns")
     proc = k.popen("get", "imagestreams", "-n", "watch-ns", "-w")
     try:
@@ -243,7 +240,7 @@ def test_get_watch_receives_push_event(k: Kubectl, server: KubeServer, work: Pat
     assert "watched" in seen and f"{server.host}/watch-ns/watched" in seen
 
 
-def test_get_watch_on_imagestreamtags(k: Kubectl, server: KubeServer, work: Path) -> None:
+def test_get_watch_on_imagestreamtags(k: Kubectl, server: RegistryProcess, work: Path) -> None:
     k.ok("create", "ns", "istag-watch")
     first = push_image(server, work, "istag-watch/app:v1", "istag-one")
     proc = k.popen("get", "istag", "-n", "istag-watch", "-w", "-o", "wide")
@@ -257,7 +254,7 @@ def test_get_watch_on_imagestreamtags(k: Kubectl, server: KubeServer, work: Path
     assert "app:v2" in seen and second in seen
 
 
-def test_impersonation_requires_the_verb(k: Kubectl, server: KubeServer) -> None:
+def test_impersonation_requires_the_verb(k: Kubectl, server: RegistryProcess) -> None:
     token = add_user_token(server, "mallory")
     err = k.fails("get", "ns", "--as=system:admin", token=token)
     assert 'User "mallory" cannot impersonate resource "users"' in err
@@ -268,7 +265,7 @@ def test_impersonation_requires_the_verb(k: Kubectl, server: KubeServer) -> None
     ) in err
 
 
-def test_namespace_admin_cannot_grant_cluster_admin(k: Kubectl, server: KubeServer) -> None:
+def test_namespace_admin_cannot_grant_cluster_admin(k: Kubectl, server: RegistryProcess) -> None:
     k.ok("create", "ns", "owned")
     k.ok(
         "create", "rolebinding", "carol-admin", "--clusterrole=admin", "--user=carol", "-n", "owned"
@@ -353,7 +350,9 @@ def test_edit_with_an_editor_script(k: Kubectl, work: Path) -> None:
     assert stream["spec"]["lookupPolicy"]["local"] is True
 
 
-def test_create_imagestreamtag_from_another_tag(k: Kubectl, server: KubeServer, work: Path) -> None:
+def test_create_imagestreamtag_from_another_tag(
+    k: Kubectl, server: RegistryProcess, work: Path
+) -> None:
     k.ok("create", "ns", "istag-create")
     digest = push_image(server, work, "istag-create/app:v1", "istag-create")
     istag = {

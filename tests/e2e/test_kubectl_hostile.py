@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.kubectl_support import KubeServer
+from tests.support.server import RegistryProcess
 
 RB_PATH = "/apis/rbac.authorization.k8s.io/v1/namespaces/hostile/rolebindings"
 IS_PATH = "/apis/image.alauda.io/v1/namespaces/hostile/imagestreams"
@@ -17,7 +17,7 @@ PROTOBUF = "application/vnd.kubernetes.protobuf"
 
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    server = KubeServer(data_dir=tmp_path_factory.mktemp("hostile") / "data").start()
+    server = RegistryProcess(data_dir=tmp_path_factory.mktemp("hostile") / "data").start()
     try:
         with server.client(server.admin_token) as client:
             created = client.post("/api/v1/namespaces", json={"metadata": {"name": "hostile"}})

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.oci_support import kill_server_tree, sha, start_registry
+from tests.e2e.oci_support import sha
 from tests.support.server import RegistryProcess
 
 BLOB = bytes(range(256)) * 1024  # 256 KiB
@@ -19,12 +19,8 @@ BLOB = bytes(range(256)) * 1024  # 256 KiB
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    process = start_registry(tmp_path_factory.mktemp("http") / "data")
-    try:
+    with RegistryProcess(data_dir=tmp_path_factory.mktemp("http") / "data") as process:
         yield process
-    finally:
-        process.stop()
-        kill_server_tree(process)
 
 
 def _basic(password: str) -> str:

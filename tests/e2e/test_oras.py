@@ -12,17 +12,13 @@ import oras.client
 import oras.oci
 import pytest
 
-from tests.e2e.oci_support import start_registry
 from tests.support.server import RegistryProcess
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    process = start_registry(tmp_path_factory.mktemp("oras") / "data")
-    try:
+    with RegistryProcess(data_dir=tmp_path_factory.mktemp("oras") / "data") as process:
         yield process
-    finally:
-        process.stop()
 
 
 def client(server: RegistryProcess) -> Any:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -26,7 +25,6 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.ac_images import Blob, layer, push, write_layout
-from tests.e2e.oci_support import start_registry
 from tests.support.server import RegistryProcess
 
 AC = str(Path(sys.executable).parent / "ac")
@@ -111,15 +109,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess
     import bcrypt
 
     htpasswd.write_text("alice:" + bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode() + "\n")
-    proc = start_registry(
-        root / "data",
+    with RegistryProcess(
+        data_dir=root / "data",
         extra_args=["--htpasswd-file", str(htpasswd)],
         env={"IMAGE_REGISTRY_GC_GRACE_SECONDS": "0"},
-    )
-    try:
+    ) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +141,7 @@ class Pushed:
 def push_revisions(
     server: RegistryProcess, root: Path, repo: str, count: int, pushed: Pushed
 ) -> list[str]:
-    certs = root / "certs"
-    certs.mkdir(exist_ok=True)
-    shutil.copy(server.ca_file, certs / "ca.crt")
+    certs = server.cert_dir(root)
     base = layer(f"{repo}-base", 40_000)
     digests = []
     for i in range(count):
@@ -186,7 +179,7 @@ def test_seed_cleanup_flow(
 ) -> None:
     pushed = Pushed()
     demo = push_revisions(server, tmp_path, "team-a/demo", 8, pushed)
-    certs = tmp_path / "certs"
+    certs = server.cert_dir(tmp_path)
     push(pushed.layouts[demo[2]], f"{server.host}/team-a/demo:stable", server.admin_token, certs)
     backdate(server)
     assert len(history(server, "team-a", "demo")["latest"]) == 8

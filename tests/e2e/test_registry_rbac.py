@@ -8,21 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.kubectl_support import Kubectl, KubeServer, add_user_token, ca_dir, push_image
+from tests.e2e.kubectl_support import Kubectl, add_user_token, push_image
+from tests.support.server import RegistryProcess
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KubeServer]:
-    proc = KubeServer(data_dir=tmp_path_factory.mktemp("rbac") / "data")
-    proc.start()
-    try:
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    with RegistryProcess(data_dir=tmp_path_factory.mktemp("rbac") / "data") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture(scope="module")
-def k(server: KubeServer, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
+def k(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Kubectl:
     return Kubectl(server, tmp_path_factory.mktemp("kube-cache"))
 
 
@@ -32,7 +29,7 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _inspect(
-    server: KubeServer, work: Path, ref: str, token: str | None
+    server: RegistryProcess, work: Path, ref: str, token: str | None
 ) -> subprocess.CompletedProcess[str]:
     creds = [f"--registry-token={token}"] if token else ["--no-creds"]
     return subprocess.run(
@@ -41,7 +38,7 @@ def _inspect(
             "inspect",
             "--raw",
             *creds,
-            f"--cert-dir={ca_dir(server, work)}",
+            f"--cert-dir={server.cert_dir(work)}",
             f"docker://{server.host}/{ref}",
         ],
         capture_output=True,
@@ -51,7 +48,7 @@ def _inspect(
 
 
 def test_service_account_pulls_only_after_binding_and_only_there(
-    k: Kubectl, server: KubeServer, work: Path
+    k: Kubectl, server: RegistryProcess, work: Path
 ) -> None:
     for ns in ("team-a", "team-b", "app"):
         k.ok("create", "ns", ns)
@@ -73,7 +70,9 @@ def test_service_account_pulls_only_after_binding_and_only_there(
     assert _inspect(server, work, "team-b/demo:latest", token).returncode != 0
 
 
-def test_pusher_pushes_into_its_namespace_only(k: Kubectl, server: KubeServer, work: Path) -> None:
+def test_pusher_pushes_into_its_namespace_only(
+    k: Kubectl, server: RegistryProcess, work: Path
+) -> None:
     k.ok("create", "ns", "push-a")
     k.ok("create", "ns", "push-b")
     k.ok(
@@ -93,7 +92,7 @@ def test_pusher_pushes_into_its_namespace_only(k: Kubectl, server: KubeServer, w
 
 
 def test_anonymous_pull_only_where_unauthenticated_is_bound(
-    k: Kubectl, server: KubeServer, work: Path
+    k: Kubectl, server: RegistryProcess, work: Path
 ) -> None:
     k.ok("create", "ns", "public")
     k.ok("create", "ns", "private")

@@ -11,7 +11,6 @@ import base64
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -83,7 +82,7 @@ class Env:
 
     @property
     def ca_dir(self) -> Path:
-        return self.work / "certs"
+        return self.server.cert_dir(self.work)
 
     def api(self, token: str | None = None) -> httpx.Client:
         return self.server.client(token or self.server.admin_token)
@@ -92,8 +91,6 @@ class Env:
 @pytest.fixture(scope="module")
 def env(registry: RegistryProcess, gpg: Gpg, tmp_path_factory: pytest.TempPathFactory) -> Env:
     work = Path(tmp_path_factory.mktemp("sigwork"))
-    (work / "certs").mkdir()
-    shutil.copy(registry.ca_file, work / "certs" / "ca.crt")
     (work / "pub.gpg").write_bytes(gpg.run("--export", gpg.key))
     (work / "wrong.gpg").write_bytes(gpg.run("--armor", "--export", gpg.other))
     return Env(registry, gpg, work, work / "pub.gpg", work / "wrong.gpg")

@@ -9,23 +9,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.oci_support import Layout, build_layout, cert_dir, skopeo, start_registry
+from tests.e2e.oci_support import Layout, build_layout, skopeo
 from tests.support.server import RegistryProcess
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
     root = tmp_path_factory.mktemp("skopeo")
-    process = start_registry(root / "data")
-    try:
+    with RegistryProcess(data_dir=root / "data") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")
 def certs(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
-    return str(cert_dir(server, tmp_path_factory.mktemp("certs")))
+    return str(server.cert_dir(tmp_path_factory.mktemp("certs")))
 
 
 @pytest.fixture(scope="module")

@@ -56,6 +56,15 @@ class RegistryProcess:
         config = yaml.safe_load(self.kubeconfig.read_text())
         return str(config["users"][0]["user"]["token"])
 
+    def cert_dir(self, root: Path) -> Path:
+        """A directory holding only this server's CA as `ca.crt`, for skopeo's
+        `--cert-dir`/`--dest-cert-dir` (it reads `*.key` there as client keys, so the
+        server's own `tls/` directory cannot be used)."""
+        directory = root / f"certs-{self.port}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / "ca.crt").write_bytes(self.ca_file.read_bytes())
+        return directory
+
     def client(self, token: str | None = None, **kwargs: object) -> httpx.Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         verify: object = (
@@ -101,6 +110,12 @@ class RegistryProcess:
             time.sleep(0.1)
         self.stop()
         raise RuntimeError("server did not become healthy")
+
+    def __enter__(self) -> RegistryProcess:
+        return self if self.proc is not None else self.start()
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
     def stop(self) -> None:
         if self.proc is None:
