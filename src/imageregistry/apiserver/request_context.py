@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from starlette.datastructures import Headers
+
 from imageregistry.apiserver.status import ApiError, bad_request, forbidden, unauthorized
 from imageregistry.auth.authn import Authenticator, Unauthenticated
 from imageregistry.auth.authorizer import Authorizer
@@ -23,6 +25,9 @@ from imageregistry.auth.identity import (
 from imageregistry.auth.resolver import forbidden_message
 
 EXTRA_PREFIX = "impersonate-extra-"
+
+
+_EXTRA_PREFIX = "impersonate-extra-"
 
 
 def authenticate(authn: Authenticator, authorization: str | None) -> UserInfo:
@@ -40,6 +45,23 @@ def _check(
     )
     if not authz.authorize(attrs).allowed:
         raise forbidden(resource, "", name, forbidden_message(attrs))
+
+
+def identify(authn: Authenticator, authz: Authorizer, headers: Headers) -> UserInfo:
+    """The identity a request acts as: its credential, then any Impersonate-* headers."""
+    user = authenticate(authn, headers.get("authorization"))
+    extra: dict[str, list[str]] = {}
+    for key, value in headers.items():
+        if key.lower().startswith(_EXTRA_PREFIX):
+            extra.setdefault(key[len(_EXTRA_PREFIX) :], []).append(value)
+    return impersonate(
+        authz,
+        user,
+        headers.get("impersonate-user"),
+        headers.getlist("impersonate-group"),
+        headers.get("impersonate-uid"),
+        extra,
+    )
 
 
 def impersonate(

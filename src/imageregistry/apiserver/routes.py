@@ -27,7 +27,7 @@ from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.codec import (
     warning_header,
 )
-from imageregistry.apiserver.request_context import authenticate, authorize_request, impersonate
+from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
 from imageregistry.apiserver.status import ApiError, bad_request, internal_error, method_not_allowed
 from imageregistry.apiserver.watch import WatchStream
@@ -64,20 +64,7 @@ class ApiServer:
     # --- identity --------------------------------------------------------------------
 
     def identify(self, request: Request) -> UserInfo:
-        user = authenticate(self.services.authn, request.headers.get("authorization"))
-        headers = request.headers
-        extra: dict[str, list[str]] = {}
-        for key, value in headers.items():
-            if key.lower().startswith("impersonate-extra-"):
-                extra.setdefault(key[len("impersonate-extra-") :], []).append(value)
-        return impersonate(
-            self.services.authz,
-            user,
-            headers.get("impersonate-user"),
-            headers.getlist("impersonate-group"),
-            headers.get("impersonate-uid"),
-            extra,
-        )
+        return identify(self.services.authn, self.services.authz, request.headers)
 
     # --- path parsing ----------------------------------------------------------------
 

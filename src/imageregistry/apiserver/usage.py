@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from imageregistry.apiserver.request_context import authenticate, authorize_request, impersonate
+from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
@@ -33,7 +33,6 @@ from imageregistry.services import Services
 PREFIX = f"/apis/{IMAGE_GROUP}/v1"
 API_VERSION = f"{IMAGE_GROUP}/v1"
 _BATCH = 1000
-_EXTRA = "impersonate-extra-"
 
 
 def _time(value: datetime | None) -> str:
@@ -128,20 +127,7 @@ class _Usage:
         self.services = services
 
     def _user(self, request: Request) -> UserInfo:
-        headers = request.headers
-        user = authenticate(self.services.authn, headers.get("authorization"))
-        extra: dict[str, list[str]] = {}
-        for key, value in headers.items():
-            if key.startswith(_EXTRA):
-                extra.setdefault(key[len(_EXTRA) :], []).append(value)
-        return impersonate(
-            self.services.authz,
-            user,
-            headers.get("impersonate-user"),
-            headers.getlist("impersonate-group"),
-            headers.get("impersonate-uid"),
-            extra,
-        )
+        return identify(self.services.authn, self.services.authz, request.headers)
 
     def _authorize(self, request: Request, resource: str, namespace: str) -> None:
         """The cluster report needs `list images`; a namespace report `list imagestreams`."""
