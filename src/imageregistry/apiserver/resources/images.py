@@ -92,6 +92,17 @@ def _check_rv(given: Any, current: str, plural: str, name: str) -> None:
         )
 
 
+def _stream_for_update(conn: Connection, namespace: str, name: str, body: dict[str, Any]) -> Any:
+    """The stream's row, inside the caller's write transaction: 404 when missing, 409 when
+    the body carries a stale resourceVersion."""
+    row = q.stream_row(conn, namespace, name)
+    if row is None:
+        raise not_found("imagestreams", GROUP, name)
+    given = (body.get("metadata") or {}).get("resourceVersion")
+    _check_rv(given, str(row.resource_version), "imagestreams", name)
+    return row
+
+
 def _user_data(body: dict[str, Any], keep_spec: bool) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     out: dict[str, Any] = {}
@@ -278,15 +289,7 @@ class ImageStreams(_ImageBase):
     ) -> dict[str, Any]:
         user = _user_data(body, keep_spec=True)
         with self.db.write() as conn:
-            row = q.stream_row(conn, namespace, name)
-            if row is None:
-                raise not_found("imagestreams", GROUP, name)
-            _check_rv(
-                (body.get("metadata") or {}).get("resourceVersion"),
-                str(row.resource_version),
-                "imagestreams",
-                name,
-            )
+            row = _stream_for_update(conn, namespace, name, body)
             if user != (row.user_data or {}) and not ctx.dry_run:
                 q.update_stream_user_data(conn, row, user)
         return self.get(ctx, namespace, name)
@@ -322,15 +325,7 @@ class ImageStreams(_ImageBase):
         self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
         with self.db.write() as conn:
-            row = q.stream_row(conn, namespace, name)
-            if row is None:
-                raise not_found("imagestreams", GROUP, name)
-            _check_rv(
-                (body.get("metadata") or {}).get("resourceVersion"),
-                str(row.resource_version),
-                "imagestreams",
-                name,
-            )
+            row = _stream_for_update(conn, namespace, name, body)
             current: dict[str, list[TagEvent]] = {}
             for event in q.tag_event_rows(conn, row.id):
                 current.setdefault(event.tag, []).append(
