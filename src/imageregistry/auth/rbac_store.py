@@ -186,18 +186,7 @@ class ObjectsRbacStore:
 
     def version(self) -> tuple[int, ...]:
         """The newest change id of each RBAC resource (0 where none)."""
-        raw = self._db.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            try:
-                cursor.execute(_VERSION_SQL)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-            if not self._db.is_sqlite:
-                raw.rollback()  # psycopg opened a transaction for the SELECT
-        finally:
-            raw.close()
+        row = self._db.fetch_one_raw(_VERSION_SQL)
         return tuple(int(v or 0) for v in (row or ()))
 
     def current(self) -> RbacSnapshot:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import Connection, Engine, insert
 
@@ -45,6 +46,23 @@ class Database:
                 conn = conn.execution_options(sqlite_immediate=True)
             with conn.begin():
                 yield conn
+
+    def fetch_one_raw(self, sql: str, params: tuple[object, ...] = ()) -> Any:
+        """One row of a read-only statement on a pooled DBAPI connection, skipping
+        SQLAlchemy's per-statement work (the hot read paths: pulls, RBAC versions)."""
+        raw = self.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                cursor.execute(sql, params)
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+            if not self.is_sqlite:
+                raw.rollback()  # psycopg opened a transaction for the SELECT
+        finally:
+            raw.close()
+        return row
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -112,7 +112,7 @@ class ManifestPuller:
         if on_loop and self._db.is_sqlite:
             row = self._loop_cursor().execute(sql, params).fetchone()
         else:
-            row = self._pooled(sql, params)
+            row = self._db.fetch_one_raw(sql, params)
         if row is None:
             return None
         policy = row[4]
@@ -128,21 +128,6 @@ class ManifestPuller:
             raw.detach()  # this process keeps it; the pool opens another in its place
             self._loop_connection = raw
         return self._loop_connection.cursor()
-
-    def _pooled(self, sql: str, params: tuple[str | None, ...]) -> Any:
-        raw = self._db.engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            try:
-                cursor.execute(sql, params)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
-            if not self._db.is_sqlite:
-                raw.rollback()  # psycopg opened a transaction for the SELECT
-        finally:
-            raw.close()
-        return row
 
     def close(self) -> None:
         """Close the event loop's own connection, if one was opened."""
