@@ -12,8 +12,7 @@ outlives a change; data read into a snapshot is at least as new as its version. 
 on the registry hot path therefore costs one cheap query however many bindings exist.
 Aggregated ClusterRoles are resolved when read (they are rare and small). `RbacAuthorizer`
 adapts this to the `Authorizer` protocol; `system:masters` is the superuser group and needs
-no query at all. `ObjectsServiceAccounts` lets the authenticator refuse tokens of deleted
-service accounts.
+no query at all.
 """
 
 from __future__ import annotations
@@ -225,24 +224,6 @@ class RbacAuthorizer:
     def authorize(self, attrs: Attributes) -> Verdict:
         decision = self.decide(attrs)
         return Verdict(decision.allowed, decision.reason)
-
-
-class ObjectsServiceAccounts:
-    """`ServiceAccountChecker` for the authenticator."""
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    def service_account_exists(self, namespace: str, name: str) -> bool:
-        with self._db.read() as conn:
-            row = conn.execute(
-                select(objects.c.id).where(
-                    objects.c.resource == "serviceaccounts",
-                    objects.c.namespace == namespace,
-                    objects.c.name == name,
-                )
-            ).first()
-        return row is not None
 
 
 def build_resolver(db: Database) -> RuleResolver:
