@@ -127,9 +127,11 @@ class Authenticator:
         self._audience = audience
         self._passwords = passwords
         self._service_accounts = service_accounts
-        self._monotonic = monotonic
-        self._password_ok: OrderedDict[str, float] = OrderedDict()
         self._cache = AuthCache(cache_seconds, AUTH_CACHE_SIZE, monotonic, clock)
+        # bcrypt is slow by design: a verified password is remembered a little longer.
+        self._password_ok = AuthCache(
+            _PASSWORD_CACHE_SECONDS, _PASSWORD_CACHE_SIZE, monotonic, clock
+        )
         self._expiring = tokens if isinstance(tokens, ExpiringTokenLookup) else None
 
     @property
@@ -202,24 +204,15 @@ class Authenticator:
         username, sep, password = decoded.partition(":")
         if not sep or not password:
             raise Unauthenticated("malformed basic credentials")
-        if self._passwords is not None and self._check_password(username, password):
-            return authenticated(username, ())
+        if self._passwords is not None:
+            key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
+            user = self._password_ok.get(key)
+            if user is None and self._passwords.verify(username, password):
+                user = authenticated(username, ())
+                self._password_ok.put(key, user, None)
+            if user is not None:
+                return user
         return self.authenticate_token(password)
-
-    def _check_password(self, username: str, password: str) -> bool:
-        assert self._passwords is not None
-        key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
-        now = self._monotonic()
-        seen = self._password_ok.get(key)
-        if seen is not None and now - seen < _PASSWORD_CACHE_SECONDS:
-            return True
-        if not self._passwords.verify(username, password):
-            return False
-        self._password_ok[key] = now
-        self._password_ok.move_to_end(key)
-        while len(self._password_ok) > _PASSWORD_CACHE_SIZE:
-            self._password_ok.popitem(last=False)
-        return True
 
     def issue_token(self, user: UserInfo, ttl_seconds: int) -> tuple[str, datetime]:
         """A JWT standing for `user` (the registry token endpoint hands these out)."""

@@ -3,6 +3,7 @@ the TTL, tokens never outlive their own expiry, and failures are never remembere
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -159,3 +160,41 @@ def test_cache_is_bounded(clocks: Clocks) -> None:
     assert authn.authenticate("Bearer c").username == "c"
     with pytest.raises(Unauthenticated):
         authn.authenticate("Bearer a")  # evicted, so the (now empty) store is asked
+
+
+class Passwords:
+    """An htpasswd stand-in that counts (slow, bcrypt) verifications."""
+
+    def __init__(self) -> None:
+        self.verifications = 0
+
+    def verify(self, username: str, password: str) -> bool:
+        self.verifications += 1
+        return (username, password) == ("alice", "s3cret")
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def test_a_verified_password_is_not_rechecked_for_a_minute() -> None:
+    clocks, passwords = Clocks(), Passwords()
+    authn = Authenticator(
+        Tokens(),
+        TokenSigner(generate_signing_key()),
+        "aud",
+        passwords=passwords,
+        monotonic=clocks.monotonic,
+        clock=clocks.now,
+    )
+    assert authn.authenticate(_basic("alice", "s3cret")).username == "alice"
+    assert authn.authenticate(_basic("alice", "s3cret")).username == "alice"
+    assert passwords.verifications == 1
+    with pytest.raises(Unauthenticated):  # a wrong password is neither cached nor accepted
+        authn.authenticate(_basic("alice", "wrong"))
+    with pytest.raises(Unauthenticated):
+        authn.authenticate(_basic("alice", "wrong"))
+    assert passwords.verifications == 3
+    clocks.advance(61)
+    authn.authenticate(_basic("alice", "s3cret"))
+    assert passwords.verifications == 4
