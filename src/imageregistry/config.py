@@ -38,6 +38,7 @@ class Settings:
     htpasswd_file: str = ""
     public_url: str = ""  # how clients reach us; default derived from listen
     blob_fsync: bool = True
+    blob_direct_io: bool = True  # stage large uploads with O_DIRECT where supported
     gc_grace_seconds: int = 3600
     upload_max_age_seconds: int = 86400
     token_ttl_seconds: int = 86400

@@ -63,7 +63,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     return Services(
         settings=settings,
         db=db,
-        blobs=open_blob_store(settings.storage_url, fsync=settings.blob_fsync),
+        blobs=open_blob_store(
+            settings.storage_url, fsync=settings.blob_fsync, direct_io=settings.blob_direct_io
+        ),
         authn=authn,
         authz=build_authorizer(db),
         clock=_clock,

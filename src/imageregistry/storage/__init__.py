@@ -41,13 +41,13 @@ __all__ = [
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def open_blob_store(url_or_path: str, *, fsync: bool = True) -> BlobStore:
+def open_blob_store(url_or_path: str, *, fsync: bool = True, direct_io: bool = True) -> BlobStore:
     """Build the driver for ``url_or_path`` (see the module docstring)."""
     if not url_or_path or not url_or_path.strip():
         raise ConfigurationError("blob storage location is empty")
     match = _SCHEME.match(url_or_path)
     if match is None:
-        return FilesystemBlobStore(Path(url_or_path), fsync=fsync)
+        return FilesystemBlobStore(Path(url_or_path), fsync=fsync, direct_io=direct_io)
     scheme = match.group(1).lower()
     parts = urlsplit(url_or_path)
     if scheme == "file":
@@ -57,7 +57,7 @@ def open_blob_store(url_or_path: str, *, fsync: bool = True) -> BlobStore:
             )
         if parts.query or parts.fragment or not parts.path:
             raise ConfigurationError(f"file URL {url_or_path!r} must be file:///abs/path only")
-        return FilesystemBlobStore(Path(unquote(parts.path)), fsync=fsync)
+        return FilesystemBlobStore(Path(unquote(parts.path)), fsync=fsync, direct_io=direct_io)
     if scheme == "memory":
         if parts.netloc or parts.path or parts.query:
             raise ConfigurationError(f"memory URL {url_or_path!r} takes no host, path or options")

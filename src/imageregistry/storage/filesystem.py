@@ -51,6 +51,7 @@ from imageregistry.storage.staging import (
     LimitExceeded,
     StagedAppender,
     hash_file,
+    open_direct,
     write_all,
 )
 
@@ -76,6 +77,7 @@ class FilesystemBlobStore:
         self,
         root: Path,
         fsync: bool = True,
+        direct_io: bool = True,
         # sha512 hashing runs at ~435 MiB/s here and would cap every push; nearly all
         # clients use sha256, so only that is hashed while streaming and a sha512 commit
         # re-hashes the staged file once.
@@ -83,6 +85,7 @@ class FilesystemBlobStore:
     ) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self.direct_io = direct_io
         self._hashes = HashCache(streaming_algorithms)
 
     # -- paths ---------------------------------------------------------------------------
@@ -126,18 +129,24 @@ class FilesystemBlobStore:
         limit: int | None = None,
     ) -> int:
         fd = self._open_staged(upload_id, os.O_WRONLY)
+        direct_fd: int | None = None
         try:
             state = FileState.of(fd)
             if offset != state.size:
                 raise UploadOffsetMismatch(upload_id, offset, state.size)
+            if self.direct_io:
+                direct_fd = open_direct(str(self._upload_dir(upload_id) / "data"))
             hashers = self._hashes.take(upload_id, state)
             rollback = None if hashers is None else {a: h.copy() for a, h in hashers.items()}
-            appender = StagedAppender(fd, offset, limit, hashers, writeback=self.fsync)
+            appender = StagedAppender(
+                fd, offset, limit, hashers, direct_fd=direct_fd, writeback=self.fsync
+            )
             try:
                 async for chunk in chunks:
                     await appender.feed(chunk)
                 await appender.finish()
             except LimitExceeded:
+                appender.discard()
                 os.ftruncate(fd, offset)
                 if rollback is not None:
                     self._hashes.put(upload_id, FileState.of(fd), rollback)
@@ -148,10 +157,14 @@ class FilesystemBlobStore:
                 with contextlib.suppress(OSError):
                     appender.flush_buffer()
                 raise
+            finally:
+                appender.close()
             if hashers is not None:
                 self._hashes.put(upload_id, FileState.of(fd), hashers)
             return appender.size
         finally:
+            if direct_fd is not None:
+                os.close(direct_fd)
             os.close(fd)
 
     async def upload_size(self, upload_id: str) -> int:
