@@ -300,8 +300,9 @@ def _method(a: dict[str, Any]) -> list[str]:
         "the same disk (ext4).",
         f"- Blobs: {sizes} of random bytes, {a['reps']} repetitions after one warm-up, median. "
         "A push is POST + one streamed monolithic `curl -T` PUT of a new digest, with `sync` "
-        "before each push; ours fsyncs the blob before the commit rename, distribution does "
-        "not fsync. A pull is a `curl` GET of the last pushed blob (warm page cache).",
+        "before each push; ours fsyncs the blob before the commit rename (staging writes use "
+        "`O_DIRECT`, the default), distribution does not fsync. A pull is a `curl` GET of the "
+        "last pushed blob after one warm-up GET (page cache warm for both).",
         f"- Manifest GET by tag: wrk `-t{a['threads']} -c{a['connections']}`, "
         f"{a['wrk_duration']} s x {a['reps']} after a 3 s warm-up, median; distribution with "
         f"htpasswd basic auth (bcrypt cost {a['bcrypt_cost']}, what `htpasswd -B` writes), "

@@ -50,6 +50,7 @@ from imageregistry.storage.staging import (
     HashCache,
     LimitExceeded,
     StagedAppender,
+    Staging,
     hash_file,
     open_direct,
     write_all,
@@ -87,6 +88,7 @@ class FilesystemBlobStore:
         self.fsync = fsync
         self.direct_io = direct_io
         self._hashes = HashCache(streaming_algorithms)
+        self._staging = Staging()
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -139,7 +141,7 @@ class FilesystemBlobStore:
             hashers = self._hashes.take(upload_id, state)
             rollback = None if hashers is None else {a: h.copy() for a, h in hashers.items()}
             appender = StagedAppender(
-                fd, offset, limit, hashers, direct_fd=direct_fd, writeback=self.fsync
+                self._staging, fd, offset, limit, hashers, direct_fd=direct_fd, writeback=self.fsync
             )
             try:
                 async for chunk in chunks:

@@ -2,7 +2,7 @@
 
 The filesystem driver appends each request body through a ``StagedAppender``. Incoming
 chunks are copied into page-aligned 2 MiB blocks (``mmap`` buffers reused from a small
-per-process pool). A full block is handed to two worker threads: one writes it, one
+pool the store owns, ``Staging``). A full block is handed to two worker threads: one writes it, one
 feeds it to the running hashers (``hashlib`` releases the GIL on large buffers). The
 event loop meanwhile fills the next block, so receiving, hashing and writing overlap.
 At most two blocks are alive per upload (one filling, one in flight), whatever the blob
@@ -45,7 +45,6 @@ from imageregistry.content.digest import Hasher, new_hasher
 BLOCK_SIZE = 2 << 20
 ALIGN = 4096  # the largest logical block size O_DIRECT may demand
 _CACHE_ENTRIES = 4096
-_POOLED_BLOCKS = 8  # idle buffers kept per process (16 MiB)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,21 +114,25 @@ def write_all(fd: int, data: bytes | bytearray | memoryview, offset: int) -> int
 # -- aligned buffers -------------------------------------------------------------------
 
 
-class _BlockPool:
-    """Reusable page-aligned buffers, so a large upload does not fault in fresh memory
-    for every block (slow on a virtual machine) and concurrent uploads share a few."""
+class Staging:
+    """What every upload of one blob store shares: a few reusable page-aligned buffers (so
+    a large upload does not fault in fresh memory for every block, which is slow on a
+    virtual machine) and the worker threads that write and hash blocks. Each upload has
+    at most one block (a write and one job per hasher) queued at a time."""
 
-    def __init__(self, size: int, keep: int) -> None:
-        self.size = size
-        self._keep = keep
+    def __init__(self, idle_blocks: int = 8, threads: int = 8) -> None:
+        self._keep = idle_blocks
         self._idle: list[mmap.mmap] = []
         self._lock = threading.Lock()
+        self.executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=threads, thread_name_prefix="staging"
+        )
 
     def acquire(self) -> mmap.mmap:
         with self._lock:
             if self._idle:
                 return self._idle.pop()
-        return mmap.mmap(-1, self.size)
+        return mmap.mmap(-1, BLOCK_SIZE)
 
     def release(self, block: mmap.mmap) -> None:
         with self._lock:
@@ -138,12 +141,6 @@ class _BlockPool:
                 return
         with contextlib.suppress(BufferError):  # a view still exists: the GC frees it
             block.close()
-
-
-_POOL = _BlockPool(BLOCK_SIZE, _POOLED_BLOCKS)
-# Writes and hash updates of every upload in this process; each upload has at most one
-# block (a write and one job per hasher) queued at a time.
-_EXECUTOR = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="staging")
 
 
 # -- writing one block ----------------------------------------------------------------
@@ -218,6 +215,7 @@ class StagedAppender:
 
     def __init__(
         self,
+        staging: Staging,
         fd: int,
         start: int,
         limit: int | None,
@@ -225,6 +223,7 @@ class StagedAppender:
         direct_fd: int | None = None,
         writeback: bool = False,
     ) -> None:
+        self._staging = staging
         self.fd = fd
         self.direct_fd = direct_fd
         self.writeback = writeback
@@ -249,7 +248,7 @@ class StagedAppender:
         view = memoryview(chunk)
         while view:
             if self._block is None:
-                self._block = _POOL.acquire()
+                self._block = self._staging.acquire()
             take = min(len(view), self._capacity - self._fill)
             self._block[self._fill : self._fill + take] = view[:take]
             self._fill += take
@@ -286,7 +285,7 @@ class StagedAppender:
         self._wait()
         for block in (self._block, self._in_flight):
             if block is not None:
-                _POOL.release(block)
+                self._staging.release(block)
         self._block = self._in_flight = None
 
     async def _dispatch(self) -> None:
@@ -299,9 +298,10 @@ class StagedAppender:
         self._fill, self._capacity = 0, BLOCK_SIZE
         view = memoryview(block)[:length]
         hashers = (self.hashers or {}).values()
-        write = _EXECUTOR.submit(write_block, self.fd, self.direct_fd, view, offset, self.writeback)
+        executor = self._staging.executor
+        write = executor.submit(write_block, self.fd, self.direct_fd, view, offset, self.writeback)
         self._jobs = [write]
-        self._jobs += [_EXECUTOR.submit(_hash_block, hasher, view) for hasher in hashers]
+        self._jobs += [executor.submit(_hash_block, hasher, view) for hasher in hashers]
 
     async def _settle(self) -> None:
         """Wait for the in-flight block; raise the first error of its jobs."""

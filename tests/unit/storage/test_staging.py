@@ -18,6 +18,7 @@ from imageregistry.storage.staging import (
     ALIGN,
     BLOCK_SIZE,
     StagedAppender,
+    Staging,
     open_direct,
     write_block,
 )
@@ -52,7 +53,7 @@ def test_appender_hashes_what_it_writes(staged: tuple[Path, int, int | None]) ->
     hasher = hashlib.sha256()
 
     async def run() -> int:
-        appender = StagedAppender(fd, 0, None, {"sha256": hasher}, direct_fd=direct_fd)
+        appender = StagedAppender(Staging(), fd, 0, None, {"sha256": hasher}, direct_fd=direct_fd)
         try:
             for i in range(0, len(data), 100_000):
                 await appender.feed(data[i : i + 100_000])
@@ -73,7 +74,7 @@ def test_interrupted_stream_keeps_every_received_byte(
     data = os.urandom(BLOCK_SIZE + 5000)
 
     async def run() -> StagedAppender:
-        appender = StagedAppender(fd, 0, None, None, direct_fd=direct_fd)
+        appender = StagedAppender(Staging(), fd, 0, None, None, direct_fd=direct_fd)
         await appender.feed(data[:BLOCK_SIZE])  # dispatched to a worker thread
         await appender.feed(data[BLOCK_SIZE:])  # still buffered
         return appender
@@ -97,7 +98,7 @@ def test_failed_block_write_cuts_the_file_back(staged: tuple[Path, int, int | No
     try:
 
         async def run() -> StagedAppender:
-            appender = StagedAppender(fd, 0, None, None, direct_fd=direct_fd)
+            appender = StagedAppender(Staging(), fd, 0, None, None, direct_fd=direct_fd)
             with pytest.raises(OSError):
                 for i in range(0, len(data), 65_536):
                     await appender.feed(data[i : i + 65_536])
