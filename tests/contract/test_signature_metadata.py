@@ -22,6 +22,7 @@ from imageregistry.metadata.tables import (
     repositories,
     repository_manifests,
 )
+from imageregistry.signatures.verify import validate_signature_object
 from tests.support.postgres import create_database
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -229,9 +230,15 @@ def test_apply_image_signatures_edits_trust_and_membership(db: Database) -> None
         {"name": f"{IMG}@new", "type": "cosign", "content": base64.b64encode(b"3").decode()},
     ]
     with db.write() as conn:
-        assert sm.apply_image_signatures(conn, IMG, entries, NOW)
-        assert not sm.apply_image_signatures(conn, IMG, entries, NOW)  # idempotent
-        assert not sm.apply_image_signatures(conn, IMG, None, NOW)
+        assert sm.apply_image_signatures(
+            conn, IMG, entries, NOW, validate=validate_signature_object
+        )
+        assert not sm.apply_image_signatures(
+            conn, IMG, entries, NOW, validate=validate_signature_object
+        )  # idempotent
+        assert not sm.apply_image_signatures(
+            conn, IMG, None, NOW, validate=validate_signature_object
+        )
     with db.read() as conn:
         by_name = {s.name: s for s in sm.list_signatures(conn, IMG)}
     assert set(by_name) == {f"{IMG}@one", f"{IMG}@new"}
@@ -254,7 +261,7 @@ def test_apply_image_signatures_rejects_invalid(db: Database, entry: object, nee
     with db.write() as conn:
         sm.add_signature(conn, f"{IMG}@one", "atomic", b"1", NOW)
     with pytest.raises(sm.InvalidSignatureUpdate, match=needle), db.write() as conn:
-        sm.apply_image_signatures(conn, IMG, [entry], NOW)
+        sm.apply_image_signatures(conn, IMG, [entry], NOW, validate=validate_signature_object)
     with db.read() as conn:
         assert [s.status for s in sm.list_signatures(conn, IMG)] == [{}]
 

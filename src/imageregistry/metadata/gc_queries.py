@@ -20,6 +20,12 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, delete, exists, func, select, update
 
 from imageregistry.metadata.db import Database, as_utc
+from imageregistry.metadata.prune_records import (
+    AbandonedUpload,
+    BlobCandidate,
+    HeldBlobs,
+    StaleLink,
+)
 from imageregistry.metadata.prune_runs import DONE, mark_irreversible
 from imageregistry.metadata.tables import (
     blobs,
@@ -31,7 +37,6 @@ from imageregistry.metadata.tables import (
     repository_blobs,
     uploads,
 )
-from imageregistry.prune.gc import AbandonedUpload, BlobCandidate, HeldBlobs, StaleLink
 
 PRESENT, DELETING = "present", "deleting"
 

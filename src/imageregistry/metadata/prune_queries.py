@@ -29,6 +29,14 @@ from sqlalchemy import (
 )
 
 from imageregistry.metadata.db import as_utc, record_change
+from imageregistry.metadata.prune_records import (
+    ImageRecord,
+    Snapshot,
+    Stream,
+    StreamPrune,
+    TagEvent,
+    TagHistory,
+)
 from imageregistry.metadata.tables import (
     manifest_blobs,
     manifest_children,
@@ -38,8 +46,6 @@ from imageregistry.metadata.tables import (
     signatures,
     tag_events,
 )
-from imageregistry.prune.planner import StreamPrune
-from imageregistry.prune.snapshot import ImageRecord, Snapshot, Stream, TagEvent, TagHistory
 
 IMAGES = "images.image.alauda.io"
 IMAGE_STREAMS = "imagestreams.image.alauda.io"

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -42,6 +42,10 @@ STATUS_KEYS = ("conditions", "imageIdentity", "signedClaims", "issuedBy", "issue
 _SIG_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TYPES = ("atomic", "cosign")
 COSIGN_LAYER_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+
+# Error messages for one verification record (none when valid). The rules are core's
+# (`signatures.verify.validate_signature_object`), passed in: metadata never imports core.
+StatusValidator = Callable[[Mapping[str, Any]], list[str]]
 
 
 class SignatureError(Exception):
@@ -323,20 +327,25 @@ class InvalidSignatureUpdate(SignatureError):
         self.causes = causes
 
 
-def apply_image_signatures(conn: Connection, digest: str, entries: object, now: datetime) -> bool:
+def apply_image_signatures(
+    conn: Connection,
+    digest: str,
+    entries: object,
+    now: datetime,
+    *,
+    validate: StatusValidator,
+) -> bool:
     """Make the image's signatures equal the `signatures` list of an updated Image body.
 
     How `ac adm verify-image-signature --save` and `kubectl edit`/`apply` change trust:
     entries are matched by name; a stored signature's `type` and `content` are immutable,
-    its verification record is replaced after `validate_signature_object`; unknown names
+    its verification record is replaced once `validate` finds no error in it; unknown names
     are added (content required); stored names missing from the list are deleted.
     `entries is None` means the body did not mention signatures: nothing changes.
     Returns whether anything changed; raises `InvalidSignatureUpdate` before writing.
     """
     if entries is None:
         return False
-    from imageregistry.signatures.verify import validate_signature_object
-
     if not isinstance(entries, list):
         raise InvalidSignatureUpdate([("signatures", "must be a list")])
     stored = {s.name: s for s in list_signatures(conn, digest)}
@@ -350,7 +359,7 @@ def apply_image_signatures(conn: Connection, digest: str, entries: object, now: 
         name, sig_type, content, status = parsed
         if name in wanted:
             causes.append((f"{where}.name", f"duplicate signature {name}"))
-        causes += [(where, m) for m in validate_signature_object(status)]
+        causes += [(where, m) for m in validate(status)]
         wanted[name] = (sig_type, content, status)
     if causes:
         raise InvalidSignatureUpdate(causes)

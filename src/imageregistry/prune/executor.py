@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from imageregistry.prune.planner import PrunePlan, StreamPrune
+from imageregistry.metadata.prune_records import StreamPrune
+from imageregistry.prune.planner import PrunePlan
 
 
 class TagEventDeleter(Protocol):

@@ -20,38 +20,14 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from imageregistry.content.digest import Digest
+from imageregistry.metadata.prune_records import (
+    AbandonedUpload,
+    BlobCandidate,
+    HeldBlobs,
+    StaleLink,
+)
 from imageregistry.storage.driver import StoredUpload
 from imageregistry.storage.errors import UploadNotFound
-
-
-@dataclass(frozen=True)
-class BlobCandidate:
-    digest: str
-    size: int
-
-
-@dataclass(frozen=True)
-class StaleLink:
-    repository_id: int
-    digest: str
-    namespace: str
-    name: str
-
-
-@dataclass(frozen=True)
-class AbandonedUpload:
-    upload_id: str
-    repository: str  # ns/stream, "" when only the store knows the session
-    updated: datetime
-
-
-@dataclass(frozen=True)
-class HeldBlobs:
-    """Unreferenced blobs GC left alone because their hold (grace period) has not expired."""
-
-    count: int = 0
-    size: int = 0
-    until: datetime | None = None  # when the last of them becomes eligible
 
 
 @dataclass(frozen=True)

@@ -18,32 +18,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
+from imageregistry.metadata.prune_records import (
+    ImageRecord,
+    RemovedTagEvent,
+    Snapshot,
+    Stream,
+    StreamPrune,
+    TagEvent,
+)
 from imageregistry.prune.inuse import InUse
 from imageregistry.prune.options import PruneOptions
-from imageregistry.prune.snapshot import ImageRecord, Snapshot, Stream, TagEvent, TagHistory
-
-
-@dataclass(frozen=True)
-class RemovedTagEvent:
-    id: int
-    tag: str
-    digest: str
-    created: datetime
-
-
-@dataclass(frozen=True)
-class StreamPrune:
-    """Tag history items to remove from one stream; `emptied_tags` disappear entirely."""
-
-    repository_id: int
-    namespace: str
-    name: str
-    events: tuple[RemovedTagEvent, ...]
-    emptied_tags: tuple[str, ...]
-
-    @property
-    def path(self) -> str:
-        return f"{self.namespace}/{self.name}"
 
 
 @dataclass(frozen=True)
@@ -149,12 +133,3 @@ def plan_prune(
     doomed = sorted(d for d in snapshot.images if d not in kept)
     stream_plans.sort(key=lambda s: s.path)
     return PrunePlan(tuple(stream_plans), tuple(doomed))
-
-
-__all__ = [
-    "PrunePlan",
-    "RemovedTagEvent",
-    "StreamPrune",
-    "TagHistory",
-    "plan_prune",
-]

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from imageregistry.metadata.prune_records import (
+    ImageRecord,
+    Snapshot,
+    Stream,
+    TagEvent,
+    TagHistory,
+)
 from imageregistry.prune.executor import (
     DescribingImageDeleter,
     DescribingTagEventDeleter,
@@ -12,7 +19,6 @@ from imageregistry.prune.executor import (
 from imageregistry.prune.inuse import InUse, gather_in_use
 from imageregistry.prune.options import PruneOptions
 from imageregistry.prune.planner import plan_prune
-from imageregistry.prune.snapshot import ImageRecord, Snapshot, Stream, TagEvent, TagHistory
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=10)

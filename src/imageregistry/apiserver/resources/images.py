@@ -45,6 +45,7 @@ from imageregistry.metadata import images as q
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
+from imageregistry.signatures.verify import validate_signature_object
 
 GROUP = "image.alauda.io"
 _STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
@@ -187,8 +188,11 @@ class Images(_ImageBase):
         if not ctx.dry_run:
             with self.db.write() as conn:
                 q.update_image_user_data(conn, name, user)
+                entries = body.get("signatures")
                 try:
-                    sigs.apply_image_signatures(conn, name, body.get("signatures"), ctx.clock())
+                    sigs.apply_image_signatures(
+                        conn, name, entries, ctx.clock(), validate=validate_signature_object
+                    )
                 except sigs.InvalidSignatureUpdate as exc:
                     causes = [FieldCause(f, m) for f, m in exc.causes]
                     raise invalid("Image", GROUP, name, causes) from None
