@@ -2,8 +2,9 @@
 
 Creating one appends to the image's `signatures`, deleting removes it (behaviour.md §2, §7).
 Conditions and the derived fields (imageIdentity, signedClaims, issuedBy, issuedTo) given on
-create are cleared: trust is recorded only by an Image update, where
-`metadata.signatures.apply_image_signatures` validates it.
+create are cleared: trust is recorded only by an Image update, which validates it with
+`signatures.verify.validate_signature_object` (passed to
+`metadata.signatures.apply_image_signatures`).
 """
 
 from __future__ import annotations
