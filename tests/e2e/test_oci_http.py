@@ -58,12 +58,22 @@ def test_upload_then_zero_copy_and_ranged_reads(server: RegistryProcess) -> None
         r = client.get(url)
         assert r.status_code == 200 and r.content == BLOB
         assert r.headers["docker-content-digest"] == sha(BLOB)
+        etag = f'"{sha(BLOB)}"'  # the digest, so every replica agrees
+        assert r.headers["etag"] == etag
         head = client.head(url)
         assert head.status_code == 200
         assert head.headers["content-length"] == str(len(BLOB))
+        assert head.headers["etag"] == etag
+        for cached in (etag, f'"sha256:{"0" * 64}", W/{etag}', "*"):
+            r = client.get(url, headers={"If-None-Match": cached, "Range": "bytes=0-9"})
+            assert r.status_code == 304 and r.content == b"", cached
+            assert r.headers["etag"] == etag
+        r = client.get(url, headers={"If-None-Match": f'"sha256:{"0" * 64}"'})
+        assert r.status_code == 200 and r.content == BLOB
         r = client.get(url, headers={"Range": "bytes=1000-1999"})
         assert r.status_code == 206 and r.content == BLOB[1000:2000]
         assert r.headers["content-range"] == f"bytes 1000-1999/{len(BLOB)}"
+        assert r.headers["etag"] == etag
         r = client.get(url, headers={"Range": f"bytes={len(BLOB)}-"})
         assert r.status_code == 416
 

@@ -4,7 +4,10 @@ A blob is served only when the metadata links it to the repository and GC is not
 deleting it (architecture.md "GC": no existence cache outside the database). A whole blob
 is sent with `FileResponse` so Granian can use ASGI pathsend (zero-copy); a single byte
 range answers 206 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110
-§14). DELETE unlinks the blob from the repository; the bytes stay until registry GC.
+§14). The entity tag is the digest itself (the same on every replica, unlike one derived
+from file metadata), and a matching `If-None-Match` answers 304 before any range is
+considered (RFC 9110 §13.1.2, §13.2.2). DELETE unlinks the blob from the repository; the
+bytes stay until registry GC.
 """
 
 from __future__ import annotations
@@ -42,12 +45,26 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an `If-None-Match` field names ``etag`` (weak comparison) or is `*`."""
+    if if_none_match is None:
+        return False
+    for candidate in if_none_match.split(","):
+        candidate = candidate.strip()
+        if candidate == "*" or candidate.removeprefix("W/") == etag:
+            return True
+    return False
+
+
 async def get_blob(ctx: Ctx) -> Response:
     await ctx.authorize(RegistryAction.PULL)
     digest = Digest.parse(ctx.arg)
     size = await ctx.run(ctx.registry.meta.blob_size, ctx.repo, str(digest))
     store = ctx.registry.blobs
-    headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes"}
+    etag = f'"{digest}"'
+    headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes", "ETag": etag}
+    if etag_matches(ctx.request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
     range_header = ctx.request.headers.get("range")
     if range_header:
         return await _ranged(ctx, digest, size, range_header, headers)
