@@ -255,7 +255,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 "req/s",
                 TARGETS["manifest"],
             )
-        for size, by_server in res["blobs"].items():
+        for size, by_server in sorted(res["blobs"].items(), key=lambda item: int(item[0])):
             add(
                 mode,
                 f"blob push {human(int(size))}",
