@@ -1,5 +1,9 @@
 """SIGKILL during 20 concurrent pushes: after a restart on the same data dir nothing
-partial is served and every push that completed still pulls byte for byte."""
+partial is served and every push that completed still pulls byte for byte.
+
+Small layers go up in 16 KiB chunks (page-cache staging); each push also streams one
+layer of several 2 MiB staging blocks in a single PATCH, so the kill can land in the
+middle of `O_DIRECT` block writes as well."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from tests.support.server import RegistryProcess
 
 WORKERS = 20
 CHUNK = 16 * 1024
+LARGE = (5 << 20) + 123  # crosses several staging blocks and ends mid-page
 REPO = "crash/app"
 ROUNDS = 30  # bounds the test if the kill came late
 
@@ -29,7 +34,7 @@ class Push:
 
 def make_push(worker: int, round_: int) -> Push:
     config = json.dumps({"architecture": "amd64", "os": "linux", "w": worker, "r": round_}).encode()
-    layers = (os.urandom(96 * 1024), os.urandom(40 * 1024))
+    layers = (os.urandom(96 * 1024), os.urandom(40 * 1024), os.urandom(LARGE))
     manifest = json.dumps(
         {
             "schemaVersion": 2,
@@ -56,6 +61,11 @@ def upload(client: httpx.Client, data: bytes) -> None:
     r = client.post(f"/v2/{REPO}/blobs/uploads/")
     r.raise_for_status()
     location = r.headers["location"]
+    if len(data) > CHUNK * 64:  # one streamed PATCH (no Content-Range)
+        r = client.patch(location, content=data)
+        r.raise_for_status()
+        client.put(r.headers["location"], params={"digest": sha(data)}).raise_for_status()
+        return
     for start in range(0, len(data), CHUNK):
         chunk = data[start : start + CHUNK]
         r = client.patch(
