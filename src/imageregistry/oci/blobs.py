@@ -4,9 +4,9 @@ A blob is served only when the metadata links it to the repository and GC is not
 deleting it (architecture.md "GC": no existence cache outside the database). A whole blob
 is sent with `FileResponse` so Granian can use ASGI pathsend (zero-copy); a single byte
 range answers 206 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110
-§14). The entity tag is the digest itself (the same on every replica, unlike one derived
-from file metadata), and a matching `If-None-Match` answers 304 before any range is
-considered (RFC 9110 §13.1.2, §13.2.2). DELETE unlinks the blob from the repository; the
+§14). The entity tag is the digest itself (`oci.conditional`; the same on every replica,
+unlike one derived from file metadata), and a matching `If-None-Match` answers 304
+before any range is considered (RFC 9110 §13.2.2). DELETE unlinks the blob from the repository; the
 bytes stay until registry GC.
 """
 
@@ -18,6 +18,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import Digest
+from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 
@@ -45,23 +46,12 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def etag_matches(if_none_match: str | None, etag: str) -> bool:
-    """Whether an `If-None-Match` field names ``etag`` (weak comparison) or is `*`."""
-    if if_none_match is None:
-        return False
-    for candidate in if_none_match.split(","):
-        candidate = candidate.strip()
-        if candidate == "*" or candidate.removeprefix("W/") == etag:
-            return True
-    return False
-
-
 async def get_blob(ctx: Ctx) -> Response:
     await ctx.authorize(RegistryAction.PULL)
     digest = Digest.parse(ctx.arg)
     size = await ctx.run(ctx.registry.meta.blob_size, ctx.repo, str(digest))
     store = ctx.registry.blobs
-    etag = f'"{digest}"'
+    etag = digest_etag(str(digest))
     headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes", "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)

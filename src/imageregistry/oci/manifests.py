@@ -23,6 +23,7 @@ from imageregistry.content.digest import digest_of
 from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import parse_manifest_reference
 from imageregistry.oci.auth import may_create_namespace
+from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 from imageregistry.oci.pull import FAST_TRIED
@@ -42,10 +43,11 @@ async def get_manifest(ctx: Ctx) -> Response:
     if pulled is None:
         await ctx.authorize(RegistryAction.PULL)
         pulled = await ctx.run(pulls.resolve, ctx.repo, digest, ref.tag, mark)
-    headers = {
-        "Docker-Content-Digest": pulled.digest,
-        "Content-Length": str(len(pulled.content)),
-    }
+    etag = digest_etag(pulled.digest)
+    headers = {"Docker-Content-Digest": pulled.digest, "ETag": etag}
+    if etag_matches(ctx.request.headers.get("if-none-match"), etag):
+        return Response(status_code=304, headers=headers)
+    headers["Content-Length"] = str(len(pulled.content))
     body = b"" if ctx.is_head else pulled.content
     return Response(body, headers=headers, media_type=pulled.media_type)
 

@@ -10,9 +10,10 @@ and found"; the general path (`manifests.get_manifest` through the Starlette rou
 then repeats the steps one by one to render the exact OCI error (401 with a challenge, 403 `DENIED`,
 `NAME_UNKNOWN`, `MANIFEST_UNKNOWN`, the policy refusal).
 
-`oci_asgi(services, next_app)` puts that fast path in front of any ASGI app: successful
-manifest GET/HEADs are answered directly (with the headers every `/v2/` answer carries),
-everything else goes to `next_app` unchanged, marked so the fast attempt is not repeated.
+`FastPull.try_serve` is that path at the ASGI level (`oci.signatures.
+SignatureHeaderMiddleware` calls it before the router): successful manifest GET/HEADs are
+answered directly, with the headers every `/v2/` answer carries; everything else goes on
+to the router, marked so the fast attempt is not repeated.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import re
 from urllib.parse import unquote
 
 from starlette.concurrency import run_in_threadpool
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Scope, Send
 
 from imageregistry.auth.authn import Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction, registry_attributes
@@ -32,6 +33,7 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import ManifestPuller, PulledManifest
 from imageregistry.metadata.registry import MetadataError, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata, ManifestUnknown
+from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
 
@@ -145,19 +147,23 @@ class ManifestPulls:
         return pulled
 
 
-def manifest_headers(pulled: PulledManifest) -> list[tuple[bytes, bytes]]:
-    return [
-        (b"content-type", pulled.media_type.encode("latin-1")),
-        (b"content-length", str(len(pulled.content)).encode()),
+def manifest_headers(pulled: PulledManifest, *, body: bool = True) -> list[tuple[bytes, bytes]]:
+    """Headers of a manifest answer; without ``body`` (a 304) no entity headers."""
+    headers = [
         (b"docker-content-digest", pulled.digest.encode("latin-1")),
+        (b"etag", digest_etag(pulled.digest).encode("latin-1")),
         API_VERSION_HEADER,
         SUPPORTS_SIGNATURES_HEADER,
     ]
+    if body:
+        headers.append((b"content-type", pulled.media_type.encode("latin-1")))
+        headers.append((b"content-length", str(len(pulled.content)).encode()))
+    return headers
 
 
-def _authorization(scope: Scope) -> str | None:
+def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", ()):
-        if key == b"authorization":
+        if key == name:
             return bytes(value).decode("latin-1")
     return None
 
@@ -199,7 +205,7 @@ class FastPull:
         if target is None:
             return False
         repo, digest, tag = target
-        head, authorization = method == "HEAD", _authorization(scope)
+        head, authorization = method == "HEAD", _header(scope, b"authorization")
         pulls = self.pulls
         user = pulls.inline_user(authorization)
         if user is None:
@@ -213,23 +219,10 @@ class FastPull:
                 await run_in_threadpool(pulls.puller.mark_pulled, pulled, now)
         if pulled is None:
             return False
-        start = {"type": "http.response.start", "status": 200, "headers": manifest_headers(pulled)}
-        await send(start)
-        await send({"type": "http.response.body", "body": b"" if head else pulled.content})
+        if etag_matches(_header(scope, b"if-none-match"), digest_etag(pulled.digest)):
+            headers, status, body = manifest_headers(pulled, body=False), 304, b""
+        else:
+            headers, status, body = manifest_headers(pulled), 200, b"" if head else pulled.content
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
         return True
-
-
-def oci_asgi(services: Services, next_app: ASGIApp) -> ASGIApp:
-    """`next_app` with successful manifest pulls answered before it is even called."""
-    fast = FastPull(
-        ManifestPulls(services, ManifestMetadata(services.db, services.settings.gc_grace_seconds))
-    )
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and await fast.try_serve(scope, send):
-            return
-        if scope["type"] == "http":
-            scope = {**scope, FAST_TRIED: True}
-        await next_app(scope, receive, send)
-
-    return app

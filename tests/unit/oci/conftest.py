@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import MastersOnlyAuthorizer
@@ -24,6 +25,8 @@ from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_to
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.registry_manifests import ManifestMetadata
+from imageregistry.oci.pull import FAST_TRIED, FastPull, ManifestPulls
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
 from imageregistry.storage.memory import InMemoryBlobStore
@@ -147,3 +150,20 @@ def push_image(client: TestClient, image: Image, ref: str = "latest", repo: str 
     )
     assert r.status_code == 201, r.text
     return image.digest
+
+
+def fast_path_in_front(services: Services, next_app: ASGIApp) -> ASGIApp:
+    """`next_app` behind the manifest pull fast path, as the server composes them
+    (`oci.signatures.SignatureHeaderMiddleware` does the same in front of the router)."""
+    fast = FastPull(
+        ManifestPulls(services, ManifestMetadata(services.db, services.settings.gc_grace_seconds))
+    )
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and await fast.try_serve(scope, send):
+            return
+        if scope["type"] == "http":
+            scope = {**scope, FAST_TRIED: True}
+        await next_app(scope, receive, send)
+
+    return app

@@ -1,4 +1,4 @@
-"""The manifest pull fast path in front of an ASGI app (`oci.pull.oci_asgi`): allowed and
+"""The manifest pull fast path in front of an ASGI app (`oci.pull.FastPull`): allowed and
 found pulls are answered without the app behind it, everything else reaches that app."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from imageregistry.oci.pull import FAST_TRIED, oci_asgi
+from imageregistry.oci.pull import FAST_TRIED
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, REPO, make_image, push_image
+from tests.unit.oci.conftest import ADMIN, ALICE, REPO, fast_path_in_front, make_image, push_image
 
 
 class Recording:
@@ -36,7 +36,7 @@ def behind(services: Services) -> Recording:
 
 @pytest.fixture
 def fast_client(services: Services, behind: Recording) -> Iterator[TestClient]:
-    app = oci_asgi(services, behind)
+    app = fast_path_in_front(services, behind)
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         yield c
 
@@ -84,3 +84,23 @@ def test_refusals_and_misses_reach_the_general_path(
         (path + "latest", True),
         ("/v2/Team/App/manifests/latest", True),
     ]
+
+
+def test_etag_is_the_digest_and_if_none_match_answers_304(
+    fast_client: TestClient, behind: Recording
+) -> None:
+    digest = push_image(fast_client, make_image())
+    etag, other = f'"{digest}"', f'"sha256:{"0" * 64}"'
+    url = f"/v2/{REPO}/manifests/latest"
+    with TestClient(behind.app, headers={"Authorization": f"Bearer {ADMIN}"}) as general:
+        for client in (fast_client, general):  # the fast path and the router answer alike
+            full = client.get(url)
+            assert full.status_code == 200 and full.headers["ETag"] == etag
+            for cached in (etag, f"{other}, W/{etag}", "*"):
+                for method in ("GET", "HEAD"):
+                    r = client.request(method, url, headers={"If-None-Match": cached})
+                    assert r.status_code == 304 and r.content == b"", (method, cached)
+                    assert r.headers["ETag"] == etag
+                    assert r.headers["Docker-Content-Digest"] == digest
+            changed = client.get(url, headers={"If-None-Match": other})
+            assert changed.status_code == 200 and changed.content == full.content

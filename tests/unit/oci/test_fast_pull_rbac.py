@@ -18,10 +18,9 @@ from starlette.testclient import TestClient
 from imageregistry.auth.rbac_store import CLUSTER_ROLES, ROLE_BINDINGS, build_authorizer
 from imageregistry.metadata.db import record_change
 from imageregistry.metadata.tables import objects
-from imageregistry.oci.pull import oci_asgi
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, REPO, make_image, push_image
+from tests.unit.oci.conftest import ADMIN, ALICE, REPO, fast_path_in_front, make_image, push_image
 
 NAMESPACE = REPO.split("/")[0]
 
@@ -58,7 +57,7 @@ def _remove(services: Services, resource: str, namespace: str, name: str) -> Non
 @pytest.fixture
 def rbac_client(services: Services) -> Iterator[tuple[TestClient, Services]]:
     with_rbac = dataclasses.replace(services, authz=build_authorizer(services.db))
-    app = oci_asgi(with_rbac, Starlette(routes=oci_routes(with_rbac)))
+    app = fast_path_in_front(with_rbac, Starlette(routes=oci_routes(with_rbac)))
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
         yield client, with_rbac
 
