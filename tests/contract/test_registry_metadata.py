@@ -37,7 +37,7 @@ from imageregistry.metadata.registry_manifests import (
     ManifestUnknown,
     NewManifest,
 )
-from imageregistry.metadata.signatures import POLICY_ANNOTATION
+from imageregistry.metadata.signature_policy import POLICY_ANNOTATION
 from imageregistry.metadata.tables import blobs, changes, objects, repositories, tag_events
 from tests.support.postgres import create_database
 

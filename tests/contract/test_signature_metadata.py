@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select
 
+from imageregistry.metadata import signature_policy as policy
 from imageregistry.metadata import signatures as sm
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
@@ -153,7 +154,7 @@ def test_update_status_delete_and_delete_all(db: Database) -> None:
     with db.read() as conn:
         one = sm.list_signatures(conn, IMG)[0]
         assert dict(one.status) == TRUSTED
-        assert sm.trusted_digests(conn, [IMG, OTHER]) == {IMG}
+        assert policy.trusted_digests(conn, [IMG, OTHER]) == {IMG}
     with db.write() as conn:
         assert sm.delete_signature(conn, f"{IMG}@one").name == f"{IMG}@one"
     with pytest.raises(sm.SignatureNotFound), db.write() as conn:
@@ -178,7 +179,7 @@ def _set_policy(db: Database, value: str | None) -> None:
             select(objects.c.body).where(objects.c.resource == "namespaces", objects.c.name == "ns")
         ).scalar_one()
         meta = dict(body["metadata"])
-        meta["annotations"] = {} if value is None else {sm.POLICY_ANNOTATION: value}
+        meta["annotations"] = {} if value is None else {policy.POLICY_ANNOTATION: value}
         conn.execute(
             objects.update()
             .where(objects.c.resource == "namespaces", objects.c.name == "ns")
@@ -188,35 +189,35 @@ def _set_policy(db: Database, value: str | None) -> None:
 
 def test_policy_off_by_default_and_on_by_annotation(db: Database) -> None:
     with db.read() as conn:
-        assert sm.signature_policy_allows(conn, "ns", IMG) == (True, "")
-        assert sm.signature_policy_allows(conn, "missing-ns", IMG) == (True, "")
+        assert policy.signature_policy_allows(conn, "ns", IMG) == (True, "")
+        assert policy.signature_policy_allows(conn, "missing-ns", IMG) == (True, "")
     _set_policy(db, "true")
     with db.read() as conn:
-        allowed, message = sm.signature_policy_allows(conn, "ns", IMG)
+        allowed, message = policy.signature_policy_allows(conn, "ns", IMG)
     assert not allowed
-    assert sm.POLICY_ANNOTATION in message and IMG in message
+    assert policy.POLICY_ANNOTATION in message and IMG in message
     with db.write() as conn:
         sm.add_signature(conn, f"{IMG}@one", "atomic", b"1", NOW)
     with db.read() as conn:
-        assert not sm.signature_policy_allows(conn, "ns", IMG)[0]  # present but not trusted
+        assert not policy.signature_policy_allows(conn, "ns", IMG)[0]  # present but not trusted
     with db.write() as conn:
         sm.update_status(conn, f"{IMG}@one", TRUSTED)
     with db.read() as conn:
-        assert sm.signature_policy_allows(conn, "ns", IMG) == (True, "")
+        assert policy.signature_policy_allows(conn, "ns", IMG) == (True, "")
     _set_policy(db, "false")
     with db.read() as conn:
-        assert sm.signature_policy_allows(conn, "ns", OTHER) == (True, "")
+        assert policy.signature_policy_allows(conn, "ns", OTHER) == (True, "")
 
 
 def test_policy_trusts_children_of_a_trusted_index(db: Database) -> None:
     _set_policy(db, "true")
     with db.read() as conn:
-        assert not sm.signature_policy_allows(conn, "ns", OTHER)[0]
+        assert not policy.signature_policy_allows(conn, "ns", OTHER)[0]
     with db.write() as conn:
         sm.add_signature(conn, f"{INDEX}@one", "atomic", b"1", NOW, status=TRUSTED)
     with db.read() as conn:
-        assert sm.signature_policy_allows(conn, "ns", OTHER) == (True, "")
-        assert sm.signature_policy_allows(conn, "ns", INDEX) == (True, "")
+        assert policy.signature_policy_allows(conn, "ns", OTHER) == (True, "")
+        assert policy.signature_policy_allows(conn, "ns", INDEX) == (True, "")
 
 
 def test_apply_image_signatures_edits_trust_and_membership(db: Database) -> None:
@@ -242,7 +243,7 @@ def test_apply_image_signatures_edits_trust_and_membership(db: Database) -> None
     with db.read() as conn:
         by_name = {s.name: s for s in sm.list_signatures(conn, IMG)}
     assert set(by_name) == {f"{IMG}@one", f"{IMG}@new"}
-    assert sm.is_trusted(by_name[f"{IMG}@one"].status)
+    assert policy.is_trusted(by_name[f"{IMG}@one"].status)
     assert by_name[f"{IMG}@new"].content == b"3"
 
 
@@ -277,7 +278,7 @@ def test_policy_lets_cosign_signature_artifacts_through(db: Database) -> None:
                 position=0,
                 blob_digest=OTHER,
                 size=3,
-                media_type=sm.COSIGN_LAYER_MEDIA_TYPE,
+                media_type=policy.COSIGN_LAYER_MEDIA_TYPE,
             )
         )
         conn.execute(
@@ -290,5 +291,5 @@ def test_policy_lets_cosign_signature_artifacts_through(db: Database) -> None:
             )
         )
     with db.read() as conn:
-        assert sm.signature_policy_allows(conn, "ns", sig_manifest) == (True, "")
-        assert not sm.signature_policy_allows(conn, "ns", IMG)[0]
+        assert policy.signature_policy_allows(conn, "ns", sig_manifest) == (True, "")
+        assert not policy.signature_policy_allows(conn, "ns", IMG)[0]

@@ -4,7 +4,7 @@ A manifest GET by tag or digest is the most frequent registry request. `Manifest
 answers it with a single statement that resolves the repository, the tag's newest event
 (`items[0]`, behaviour.md §2) and the linked manifest row, and that also reads the
 namespace's `image.alauda.io/require-signatures` annotation, so the signature policy costs
-nothing more unless it is switched on (then `signatures.signature_policy_allows` decides,
+nothing more unless it is switched on (then `signature_policy.signature_policy_allows` decides,
 as before); reading it on every pull keeps it exact without any cache. The
 statement is sent as driver SQL, skipping SQLAlchemy's compilation and the explicit
 transaction of `Database.read` (one statement is one consistent snapshot). A miss returns
@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata import signature_policy
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.registry_manifests import PULL_RECORD_INTERVAL
 from imageregistry.metadata.tables import manifests
@@ -82,7 +82,7 @@ class ManifestPuller:
         self._extras = len(extra_columns)
         self._loop_connection: Any = None
         policy = (_POLICY_SQLITE if db.is_sqlite else _POLICY_POSTGRES).format(
-            a=sigdb.POLICY_ANNOTATION
+            a=signature_policy.POLICY_ANNOTATION
         )
         columns = ", ".join([_COLUMNS.format(policy=policy), *extra_columns])
         placeholder = "?" if db.is_sqlite else "%s"
@@ -140,7 +140,9 @@ class ManifestPuller:
         if not pulled.requires_signatures:
             return ""
         with self._db.read() as conn:
-            allowed, reason = sigdb.signature_policy_allows(conn, namespace, pulled.digest)
+            allowed, reason = signature_policy.signature_policy_allows(
+                conn, namespace, pulled.digest
+            )
         return "" if allowed else reason
 
     @staticmethod

@@ -6,9 +6,7 @@ Every change bumps the owning Image's resourceVersion through the change log so 
 and `-o yaml` see it. Duplicate content for one image, or a reused name, is a
 `SignatureConflict` (the extension API answers 409, the API server AlreadyExists).
 `list_for_extension` is the cheap read every skopeo pull triggers (clients.md): one indexed
-query. `signature_policy_allows` is the pull-time check of the namespace annotation
-`image.alauda.io/require-signatures: "true"` (issue 6 item 4): the image, or an index that
-contains it, must carry a signature whose `Trusted` and `ForImage` conditions are True.
+query. The pull-time signature policy lives in `metadata.signature_policy`.
 """
 
 from __future__ import annotations
@@ -26,22 +24,17 @@ from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import as_utc, record_change
 from imageregistry.metadata.tables import (
-    manifest_blobs,
-    manifest_children,
     manifests,
-    objects,
     repositories,
     repository_manifests,
     signatures,
 )
 
 IMAGES_RESOURCE = "images.image.alauda.io"
-POLICY_ANNOTATION = "image.alauda.io/require-signatures"
 STATUS_KEYS = ("conditions", "imageIdentity", "signedClaims", "issuedBy", "issuedTo")
 # containers/image names extension signatures `<digest>@<32 hex>`; accept any sane suffix.
 _SIG_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TYPES = ("atomic", "cosign")
-COSIGN_LAYER_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 # Error messages for one verification record (none when valid). The rules are core's
 # (`signatures.verify.validate_signature_object`), passed in: metadata never imports core.
@@ -245,74 +238,6 @@ def update_status(conn: Connection, name: str, status: Mapping[str, Any]) -> Sig
         as_utc(row.created),
         MappingProxyType(clean),
     )
-
-
-def is_trusted(status: Mapping[str, Any]) -> bool:
-    """Whether a verification record says Trusted=True and ForImage=True."""
-    conditions = status.get("conditions") or []
-    found = {c.get("type"): c.get("status") for c in conditions if isinstance(c, Mapping)}
-    return found.get("Trusted") == "True" and found.get("ForImage") == "True"
-
-
-def trusted_digests(conn: Connection, digests: Iterable[str]) -> set[str]:
-    """The subset of *digests* with at least one Trusted signature (the VERIFIED column)."""
-    by_image = signatures_by_image(conn, digests)
-    return {d for d, sigs in by_image.items() if any(is_trusted(s.status) for s in sigs)}
-
-
-def namespace_requires_signatures(conn: Connection, namespace: str) -> bool:
-    """Whether the namespace carries `image.alauda.io/require-signatures: "true"`."""
-    row = conn.execute(
-        select(objects.c.body).where(
-            objects.c.resource == "namespaces",
-            objects.c.namespace == "",
-            objects.c.name == namespace,
-        )
-    ).first()
-    if row is None or not isinstance(row.body, Mapping):
-        return False
-    annotations = (row.body.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(POLICY_ANNOTATION) if isinstance(annotations, Mapping) else None
-    return isinstance(value, str) and value.strip().lower() == "true"
-
-
-def signature_policy_allows(conn: Connection, namespace: str, digest: str) -> tuple[bool, str]:
-    """May a manifest of *digest* be pulled from *namespace*? `(allowed, reason)`.
-
-    Allowed when the policy is off, or when the image — or an image index containing it,
-    since clients pull the platform manifest after verifying the index — has a Trusted
-    signature.
-    """
-    if not namespace_requires_signatures(conn, namespace):
-        return True, ""
-    if is_signature_artifact(conn, digest):
-        return True, ""  # verifiers must be able to fetch cosign signatures themselves
-    parents = select(manifest_children.c.parent_digest).where(
-        manifest_children.c.child_digest == digest
-    )
-    candidates = [digest, *conn.execute(parents).scalars()]
-    if trusted_digests(conn, candidates):
-        return True, ""
-    return False, (
-        f"image {digest} has no trusted signature and namespace {namespace!r} requires one "
-        f"(policy annotation {POLICY_ANNOTATION}=true); verify it with "
-        f"`ac adm verify-image-signature {digest} --expected-identity=... --save`"
-    )
-
-
-def is_signature_artifact(conn: Connection, digest: str) -> bool:
-    """Whether the manifest only carries cosign simple-signing layers (a signature, not an
-    image: a runtime cannot run it, and verifiers need to pull it)."""
-    types = (
-        conn.execute(
-            select(manifest_blobs.c.media_type).where(
-                manifest_blobs.c.manifest_digest == digest, manifest_blobs.c.position >= 0
-            )
-        )
-        .scalars()
-        .all()
-    )
-    return bool(types) and all(t == COSIGN_LAYER_MEDIA_TYPE for t in types)
 
 
 def has_signatures(conn: Connection, digest: str) -> bool:

@@ -53,7 +53,7 @@ class SignatureHeaderMiddleware:
 
     Written as raw ASGI (not `BaseHTTPMiddleware`) so streamed blob responses are not
     buffered or delayed, and so a manifest GET/HEAD that is allowed and found never enters
-    the router. The namespace signature policy (issue 6 item 4, `metadata.signatures.
+    the router. The namespace signature policy (issue 6 item 4, `metadata.signature_policy.
     signature_policy_allows`) is enforced where the manifest is looked up (`oci.pull`), on
     both paths; a refused pull is answered 403 `DENIED` naming the policy by the general
     handler. The services come from `app.state`.

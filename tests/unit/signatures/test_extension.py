@@ -18,6 +18,7 @@ from imageregistry.auth.authorizer import MastersOnlyAuthorizer, Verdict
 from imageregistry.auth.identity import Attributes
 from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_token
 from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata.signature_policy import POLICY_ANNOTATION
 from imageregistry.metadata.tables import objects
 from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
@@ -170,7 +171,7 @@ def _require_signatures(services: Services, namespace: str) -> None:
                 objects.c.resource == "namespaces", objects.c.name == namespace
             )
         ).one()
-        meta = {**row.body["metadata"], "annotations": {sigdb.POLICY_ANNOTATION: "true"}}
+        meta = {**row.body["metadata"], "annotations": {POLICY_ANNOTATION: "true"}}
         conn.execute(
             objects.update()
             .where(objects.c.id == row.id)
@@ -187,7 +188,7 @@ def test_policy_refuses_untrusted_pulls(client: TestClient, services: Services) 
         assert r.status_code == 403
         error = r.json()["errors"][0]
         assert error["code"] == "DENIED"
-        assert sigdb.POLICY_ANNOTATION in error["message"]
+        assert POLICY_ANNOTATION in error["message"]
         assert r.headers["X-Registry-Supports-Signatures"] == "1"
     assert client.head(f"/v2/{REPO}/manifests/latest").status_code == 403
     # Signatures themselves can still be listed; blobs are not images.
