@@ -27,7 +27,6 @@ from imageregistry.metadata.tables import (
     manifest_blobs,
     manifest_children,
     manifests,
-    repositories,
     repository_blobs,
     repository_manifests,
     tag_events,
@@ -38,6 +37,7 @@ from imageregistry.prune.options import PruneOptions
 from imageregistry.prune.service import Pruner
 from imageregistry.storage.memory import InMemoryBlobStore
 from tests.support.postgres import create_database
+from tests.support.rows import insert_manifest, insert_repository
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=10)
@@ -78,17 +78,7 @@ class Seed:
 
     def repo(self, namespace: str, name: str) -> int:
         with self.db.write() as conn:
-            result = conn.execute(
-                insert(repositories).values(
-                    namespace=namespace,
-                    name=name,
-                    uid=str(uuid.uuid4()),
-                    resource_version=1,
-                    created=OLD,
-                    user_data={},
-                )
-            )
-            return int(result.inserted_primary_key[0])  # type: ignore[index]
+            return insert_repository(conn, namespace, name, OLD)
 
     def blob(self, data: bytes, hold: datetime = OLD) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -114,20 +104,7 @@ class Seed:
         body = f"manifest-{next(_names)}".encode()
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         with self.db.write() as conn:
-            conn.execute(
-                insert(manifests).values(
-                    digest=digest,
-                    media_type="application/vnd.oci.image.manifest.v1+json",
-                    size=len(body),
-                    content=body,
-                    subject_digest=subject,
-                    uid=str(uuid.uuid4()),
-                    resource_version=1,
-                    created=created,
-                    pushed=created,
-                    image_metadata={},
-                )
-            )
+            insert_manifest(conn, digest, created, content=body, subject_digest=subject)
             for pos, layer in enumerate(layers):
                 conn.execute(
                     insert(manifest_blobs).values(

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import Connection, insert, select
 
 from imageregistry.metadata import signature_policy as policy
 from imageregistry.metadata import signatures as sm
@@ -20,11 +20,11 @@ from imageregistry.metadata.tables import (
     manifest_children,
     manifests,
     objects,
-    repositories,
     repository_manifests,
 )
 from imageregistry.signatures.verify import validate_signature_object
 from tests.support.postgres import create_database
+from tests.support.rows import insert_manifest, insert_repository
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 IMG = "sha256:" + "a" * 64
@@ -50,17 +50,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     with database.write() as conn:
         for digest in (IMG, OTHER, INDEX):
             _image(conn, digest)
-        repo_id = conn.execute(
-            insert(repositories).values(
-                namespace="ns",
-                name="demo",
-                uid=str(uuid.uuid4()),
-                resource_version=1,
-                generation=1,
-                created=NOW,
-                user_data={},
-            )
-        ).inserted_primary_key[0]  # type: ignore[index]
+        repo_id = insert_repository(conn, "ns", "demo", NOW)
         conn.execute(
             insert(repository_manifests).values(repository_id=repo_id, digest=IMG, created=NOW)
         )
@@ -78,23 +68,8 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     database.dispose()
 
 
-def _image(conn: object, digest: str) -> None:
-    conn.execute(  # type: ignore[attr-defined]
-        insert(manifests).values(
-            digest=digest,
-            media_type="application/vnd.oci.image.manifest.v1+json",
-            size=2,
-            content=b"{}",
-            uid=str(uuid.uuid4()),
-            resource_version=1,
-            created=NOW,
-            pushed=NOW,
-            image_metadata={},
-            storage_size=0,
-            layer_count=0,
-            user_data={},
-        )
-    )
+def _image(conn: Connection, digest: str) -> None:
+    insert_manifest(conn, digest, NOW)
 
 
 def _rv(db: Database, digest: str) -> int:

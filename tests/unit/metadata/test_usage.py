@@ -6,7 +6,6 @@ The scenario: a base image and a child built on it (sharing the base's layers) i
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,12 +17,11 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tables import (
     manifest_blobs,
-    manifests,
-    repositories,
     repository_manifests,
     tag_events,
 )
 from imageregistry.metadata.usage import image_usage, order_tags, stream_usage
+from tests.support.rows import insert_manifest, insert_repository
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 MIB = 1024 * 1024
@@ -45,18 +43,7 @@ class Rows:
         if ref not in self.repos:
             ns, name = ref.split("/")
             with self.db.write() as conn:
-                key = conn.execute(
-                    insert(repositories).values(
-                        namespace=ns,
-                        name=name,
-                        uid=str(uuid.uuid4()),
-                        resource_version=1,
-                        created=T0,
-                        user_data={},
-                    )
-                ).inserted_primary_key
-            assert key is not None
-            self.repos[ref] = int(key[0])
+                self.repos[ref] = insert_repository(conn, ns, name, T0)
         return self.repos[ref]
 
     def image(
@@ -65,24 +52,16 @@ class Rows:
         name = digest(label)
         config = digest("cfg-" + label)
         with self.db.write() as conn:
-            conn.execute(
-                insert(manifests).values(
-                    digest=name,
-                    media_type="application/vnd.oci.image.manifest.v1+json",
-                    size=500,
-                    content=b"{}",
-                    config_digest=config,
-                    uid=str(uuid.uuid4()),
-                    resource_version=1,
-                    created=T0,
-                    pushed=T0,
-                    image_metadata={},
-                    storage_size=sum(size for _, size in layers) + config_size,
-                    layer_count=len(layers),
-                    top_layer=digest(layers[-1][0]) if layers else None,
-                    user_data={},
-                    **extra,
-                )
+            insert_manifest(
+                conn,
+                name,
+                T0,
+                size=500,
+                config_digest=config,
+                storage_size=sum(size for _, size in layers) + config_size,
+                layer_count=len(layers),
+                top_layer=digest(layers[-1][0]) if layers else None,
+                **extra,
             )
             rows = [(-1, config, config_size)] + [
                 (i, digest(layer), size) for i, (layer, size) in enumerate(layers)

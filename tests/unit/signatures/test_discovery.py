@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from sqlalchemy import insert
 
 from imageregistry.cli.ac.verify import read_keys
 from imageregistry.cli.ac.verify_fetch import repository_of, stored_signatures
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
-from imageregistry.metadata.tables import manifests
 from imageregistry.signatures import cosign, discovery
 from imageregistry.signatures.simplesigning import COSIGN_TYPE, build_payload
 from imageregistry.signatures.verify import StoredSignature, TrustedKeys, verify_signature
+from tests.support.rows import insert_manifest
 
 IMG = "sha256:" + "a" * 64
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -86,22 +84,7 @@ def test_record_found_signatures_adds_once_and_skips_missing_images(tmp_path: Pa
     ]
     with db.write() as conn:
         assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 0  # image not pushed yet
-        conn.execute(
-            insert(manifests).values(
-                digest=IMG,
-                media_type="m",
-                size=2,
-                content=b"{}",
-                uid=str(uuid.uuid4()),
-                resource_version=1,
-                created=NOW,
-                pushed=NOW,
-                image_metadata={},
-                storage_size=0,
-                layer_count=0,
-                user_data={},
-            )
-        )
+        insert_manifest(conn, IMG, NOW, media_type="m")
         assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 1
         assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 0
         listed = sigdb.list_signatures(conn, IMG)
