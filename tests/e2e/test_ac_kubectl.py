@@ -12,17 +12,15 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.ac_images import layer, push, write_layout
+from tests.e2e.ac_support import AC
 from tests.e2e.kubectl_support import Kubectl
 from tests.support.server import RegistryProcess
 
-AC = str(Path(sys.executable).parent / "ac")
 pytestmark = pytest.mark.skipif(
     shutil.which("skopeo") is None or shutil.which("kubectl") is None,
     reason="needs skopeo and kubectl",

@@ -8,10 +8,8 @@ which must be installed (a missing skopeo fails the tests).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,9 +19,8 @@ import pytest
 import yaml
 
 from tests.e2e.ac_images import Blob, layer, push, write_index_layout, write_layout
+from tests.e2e.ac_support import ac, login_admin
 from tests.support.server import RegistryProcess
-
-AC = str(Path(sys.executable).parent / "ac")
 
 
 @pytest.fixture(scope="module")
@@ -37,27 +34,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess
         yield proc
 
 
-def ac(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(home / "kubeconfig")}
-    result = subprocess.run([AC, *args], env=env, capture_output=True, text=True)
-    if check:
-        assert result.returncode == 0, result.stderr
-    return result
-
-
 @pytest.fixture(scope="module")
 def admin_home(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = Path(tmp_path_factory.mktemp("home"))
-    ac(
-        home,
-        "login",
-        server.url,
-        "--token",
-        server.admin_token,
-        "--certificate-authority",
-        str(server.ca_file),
-    )
-    return home
+    return login_admin(server, Path(tmp_path_factory.mktemp("home")))
 
 
 @dataclass(frozen=True)

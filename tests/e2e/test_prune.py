@@ -10,10 +10,8 @@ workload lists) — a real cluster is not available to the tests.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -25,17 +23,8 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from tests.e2e.ac_images import Blob, layer, push, write_layout
+from tests.e2e.ac_support import ac, login_admin
 from tests.support.server import RegistryProcess
-
-AC = str(Path(sys.executable).parent / "ac")
-
-
-def ac(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(home / "kubeconfig")}
-    result = subprocess.run([AC, *args], env=env, capture_output=True, text=True, timeout=300)
-    if check:
-        assert result.returncode == 0, result.stdout + result.stderr
-    return result
 
 
 def backdate(server: RegistryProcess, days: int = 10) -> None:
@@ -119,17 +108,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess
 
 @pytest.fixture(scope="module")
 def home(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = Path(tmp_path_factory.mktemp("home"))
-    ac(
-        home,
-        "login",
-        server.url,
-        "--token",
-        server.admin_token,
-        "--certificate-authority",
-        str(server.ca_file),
-    )
-    return home
+    return login_admin(server, Path(tmp_path_factory.mktemp("home")))
 
 
 class Pushed:

@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from imageregistry.signatures import cosign
 from imageregistry.signatures.simplesigning import COSIGN_TYPE, build_payload
 from tests.e2e.ac_images import layer, write_layout
+from tests.e2e.ac_support import AC
 from tests.support.server import RegistryProcess
 
-AC = str(Path(sys.executable).parent / "ac")
 IMAGES = "/apis/image.alauda.io/v1/images"
 
 

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -30,10 +29,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.e2e.ac_support import AC
 from tests.support.postgres import create_database
 from tests.support.server import RegistryProcess
 
-AC = str(Path(sys.executable).parent / "ac")
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 CLIENTS = 8
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
