@@ -8,12 +8,39 @@ import io
 import json
 import subprocess
 import tarfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def image_manifest(config: bytes, layers: Sequence[bytes]) -> bytes:
+    """An OCI image manifest naming ``config`` and uncompressed tar ``layers`` by digest."""
+    return json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": sha(config),
+                "size": len(config),
+            },
+            "layers": [
+                {
+                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
+                    "digest": sha(layer),
+                    "size": len(layer),
+                }
+                for layer in layers
+            ],
+        }
+    ).encode()
 
 
 @dataclass(frozen=True)

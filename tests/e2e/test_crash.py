@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.e2e.oci_support import sha
+from tests.e2e.oci_support import image_manifest, sha
 from tests.support.server import RegistryProcess
 
 WORKERS = 20
@@ -35,25 +35,7 @@ class Push:
 def make_push(worker: int, round_: int) -> Push:
     config = json.dumps({"architecture": "amd64", "os": "linux", "w": worker, "r": round_}).encode()
     layers = (os.urandom(96 * 1024), os.urandom(40 * 1024), os.urandom(LARGE))
-    manifest = json.dumps(
-        {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": sha(config),
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": sha(layer),
-                    "size": len(layer),
-                }
-                for layer in layers
-            ],
-        }
-    ).encode()
+    manifest = image_manifest(config, layers)
     return Push(f"w{worker}-r{round_}", manifest, (config, *layers))
 
 

@@ -14,7 +14,6 @@ full run).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -30,16 +29,12 @@ import httpx
 import pytest
 
 from tests.e2e.ac_support import AC
+from tests.e2e.oci_support import OCI_MANIFEST, image_manifest, sha
 from tests.support.postgres import create_database
 from tests.support.server import RegistryProcess
 
 SECONDS = float(os.environ.get("SOAK_SECONDS", "20"))
 CLIENTS = 8
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 @dataclass
@@ -80,25 +75,7 @@ class Client:
         config = json.dumps(
             {"architecture": "amd64", "os": "linux", "n": uuid.uuid4().hex}
         ).encode()
-        manifest = json.dumps(
-            {
-                "schemaVersion": 2,
-                "mediaType": OCI_MANIFEST,
-                "config": {
-                    "mediaType": "application/vnd.oci.image.config.v1+json",
-                    "digest": sha(config),
-                    "size": len(config),
-                },
-                "layers": [
-                    {
-                        "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                        "digest": sha(b),
-                        "size": len(b),
-                    }
-                    for b in layers
-                ],
-            }
-        ).encode()
+        manifest = image_manifest(config, layers)
         for attempt in range(6):
             try:
                 for data in [*layers, config]:
