@@ -40,6 +40,17 @@ def _scope(ctx: click.Context, kind: ResourceKind) -> tuple[str | None, bool]:
     return opts.namespace or session(ctx).namespace, False
 
 
+def _names(names: tuple[str, ...]) -> tuple[str, ...]:
+    """Object names never hold `/` (a namespace goes in -n, a type in the first argument)."""
+    for name in names:
+        if "/" in name or not name:
+            raise CliError(
+                f"invalid resource name {name!r} — give the type and bare names,"
+                " the namespace with -n (ac get istag -n NS STREAM:TAG)"
+            )
+    return names
+
+
 def _objects(
     client: httpx.Client, kind: ResourceKind, namespace: str | None, names: tuple[str, ...]
 ) -> tuple[list[dict[str, Any]], bool]:
@@ -125,6 +136,7 @@ def get(ctx: click.Context, resource: str, names: tuple[str, ...], output: str |
             + ", jsonpath=..."
         )
     kind = resolve_kind(resource)
+    names = _names(names)
     namespace, all_ns = _scope(ctx, kind)
     with session(ctx).client() as client:
         if output in (None, "wide"):
@@ -142,6 +154,7 @@ def get(ctx: click.Context, resource: str, names: tuple[str, ...], output: str |
 def describe(ctx: click.Context, resource: str, names: tuple[str, ...]) -> None:
     """Show details of resources."""
     kind = resolve_kind(resource)
+    names = _names(names)
     namespace, _ = _scope(ctx, kind)
     with session(ctx).client() as client:
         objs, listed = _objects(client, kind, namespace, names)
@@ -165,6 +178,7 @@ def describe(ctx: click.Context, resource: str, names: tuple[str, ...]) -> None:
 def delete(ctx: click.Context, resource: str, names: tuple[str, ...]) -> None:
     """Delete resources by name."""
     kind = resolve_kind(resource)
+    names = _names(names)
     namespace, _ = _scope(ctx, kind)
     with session(ctx).client() as client:
         for name in names:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -136,10 +137,16 @@ def info(
     output: str | None,
 ) -> None:
     """Describe an image: digest, media type, layers and config."""
-    sess = session(ctx)
     ref = parse_reference(reference)
     if ref is None:
-        raise CliError(f"invalid image reference {reference!r} — use HOST/NAMESPACE/STREAM:TAG")
+        hint = " (no https:// in front)" if "://" in reference else ""
+        raise CliError(
+            f"invalid image reference {reference!r} — use"
+            f" [HOST/]NAMESPACE/STREAM:TAG or [HOST/]NAMESPACE/STREAM@sha256:DIGEST{hint}"
+        )
+    if filter_by_os and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(?:/[a-z0-9]+)?", filter_by_os):
+        raise CliError(f"--filter-by-os={filter_by_os!r} is not OS/ARCH[/VARIANT] (linux/amd64)")
+    sess = session(ctx)
     host = ref.host or sess.registry_host
     scheme = sess.server.split("://", 1)[0] if host == sess.registry_host else "https"
     # Tests hand an httpx transport in as the root context object (CliRunner `obj=`).

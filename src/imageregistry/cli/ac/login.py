@@ -14,6 +14,7 @@ import base64
 import json
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from imageregistry.cli.ac.session import (
     Kubeconfig,
     Session,
     default_kubeconfig_path,
+    server_url,
     verify_setting,
 )
 
@@ -65,6 +67,16 @@ def exchange_password(client: httpx.Client, username: str, password: str) -> str
     return str(token)
 
 
+def _read_password() -> str:
+    """Prompt on a terminal; read one line from a pipe (no getpass echo warning there)."""
+    if sys.stdin.isatty():
+        return str(click.prompt("Password", hide_input=True))
+    line = sys.stdin.readline()
+    if not line:
+        raise CliError("no password given — pass -p PASSWORD, or --token TOKEN")
+    return line.rstrip("\r\n")
+
+
 def _names(server: str, username: str) -> tuple[str, str, str]:
     cluster = urlsplit(server).netloc.replace(".", "-")
     user = f"{username}/{cluster}"
@@ -84,11 +96,10 @@ def login(
     opts = global_options(ctx)
     config = Kubeconfig.load(default_kubeconfig_path(opts.kubeconfig))
     current = config.cluster(str(config.context(config.current_context).get("cluster", "")))
-    server = (server_arg or opts.server or str(current.get("server") or "")).rstrip("/")
+    server = server_arg or opts.server or str(current.get("server") or "")
     if not server:
         raise CliError("no server given — usage: ac login https://HOST:PORT")
-    if "://" not in server:
-        server = "https://" + server
+    server = server_url(server)
     same = current.get("server", "").rstrip("/") == server
     verify, pem = verify_setting(
         current.get("certificate-authority-data") if same else None,
@@ -101,10 +112,18 @@ def login(
             if not username:
                 raise CliError("give -u USER -p PASSWORD or --token TOKEN")
             if password is None:
-                password = click.prompt("Password", hide_input=True)
+                password = _read_password()
             token = exchange_password(client, username, password or "")
         client.headers["Authorization"] = f"Bearer {token}"
-        user = str(whoami_user(client).get("username") or username or "")
+        try:
+            user = str(whoami_user(client).get("username") or username or "")
+        except CliError as exc:
+            # Not "run 'ac login'": that is what the user is doing.
+            if exc.status == 401 and opts.token:
+                raise CliError(
+                    f"login failed: {server} rejected the token — check it (or log in with -u)"
+                ) from None
+            raise
     cluster_name, user_name, context_name = _names(server, user)
     cluster: dict[str, Any] = {"server": server}
     if pem:

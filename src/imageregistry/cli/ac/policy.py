@@ -134,14 +134,22 @@ def remove_role_from_user(
     subjects = _subjects("User", names, sas, sess.namespace)
     path = f"/apis/{RBAC}/v1/namespaces/{sess.namespace}/rolebindings"
     with sess.client() as client:
-        for binding in _bindings(client, sess.namespace):
-            if binding.get("roleRef", {}).get("name") != role:
-                continue
+        bindings = [
+            b
+            for b in _bindings(client, sess.namespace)
+            if b.get("roleRef", {}).get("name") == role
+            and any(_same(s, x) for s in b.get("subjects") or [] for x in subjects)
+        ]
+        if not bindings:
+            # oc's answer too: a mistyped role or subject must not read as success.
+            raise CliError(
+                f'no role binding of "{role}" in namespace "{sess.namespace}" names'
+                f" {', '.join(names + sas)} — check the role, the subject and -n"
+            )
+        for binding in bindings:
             kept = [
                 s for s in binding.get("subjects") or [] if not any(_same(s, x) for x in subjects)
             ]
-            if len(kept) == len(binding.get("subjects") or []):
-                continue
             url = f"{path}/{binding['metadata']['name']}"
             binding["subjects"] = kept
             response = client.delete(url) if not kept else client.put(url, json=binding)

@@ -24,6 +24,7 @@ from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.gc import print_gc
 from imageregistry.cli.ac.options import common_options, session
 from imageregistry.cli.ac.references import gather_references
+from imageregistry.prune.inuse import parse_reference
 from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_duration
 
 API = "/apis/image.alauda.io/v1"
@@ -89,6 +90,24 @@ def _options(kw: dict[str, Any], references: set[str]) -> PruneOptions:
         raise click.UsageError(str(exc)) from None
 
 
+def _check_references(refs: set[str]) -> None:
+    """Refuse unparseable in-use references here, before anything is sent, naming a few
+    (shortened: a wrong file given to --keep-referenced-from may hold secrets)."""
+    bad = []
+    for ref in sorted(refs):
+        try:
+            parse_reference(ref)
+        except ValueError:
+            bad.append(ref)
+    if bad:
+        shown = ", ".join(repr(b if len(b) <= 20 else b[:17] + "...") for b in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        raise click.UsageError(
+            f"{len(bad)} in-use image reference(s) are not image references: {shown}{more}"
+            " — fix the references file, or pass --ignore-invalid-refs to skip them"
+        )
+
+
 @click.group("prune")
 def prune() -> None:
     """Remove unused image metadata (dry run by default)."""
@@ -136,7 +155,12 @@ def prune() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="Keep images used by workloads of this Kubernetes cluster.",
 )
-@click.option("--catalog-page-size", type=int, default=None, help="Accepted for compatibility.")
+@click.option(
+    "--catalog-page-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Accepted for compatibility.",
+)
 @click.option("--undo", "undo_run", metavar="RUN", help="Restore what a confirmed prune removed.")
 @click.option("-o", "--output", type=click.Choice(["json"]), help="Print the plan as JSON.")
 @common_options
@@ -150,6 +174,8 @@ def images(ctx: click.Context, /, **kw: Any) -> None:
         spec: dict[str, Any] = {"undo": kw["undo_run"]}
     else:
         refs = gather_references(kw["reference_files"], kw["cluster_kubeconfig"])
+        if not kw["ignore_invalid_refs"]:
+            _check_references(refs)
         spec = _options(kw, refs).to_spec()
     body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": spec}
     if dry_run:

@@ -17,7 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from imageregistry.cli.ac.errors import CliError
+from imageregistry.cli.ac.session import yaml_problem
 
 _REFERENCE = re.compile(
     r"^(?:(?P<host>[^/]+\.[^/]*|[^/]+:\d+|localhost)/)?"
@@ -85,7 +88,8 @@ def cluster_workloads(kubeconfig: Path) -> list[dict[str, Any]]:
     try:
         api_client: Any = config.new_client_from_config(config_file=str(kubeconfig))  # type: ignore[no-untyped-call]
     except Exception as exc:
-        raise CliError(f"cannot load cluster kubeconfig {kubeconfig}: {exc}") from None
+        reason = yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else str(exc)
+        raise CliError(f"cannot load cluster kubeconfig {kubeconfig}: {reason}") from None
     core, apps, batch = (
         client.CoreV1Api(api_client),
         client.AppsV1Api(api_client),

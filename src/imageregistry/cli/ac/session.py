@@ -11,6 +11,7 @@ settings survive an `ac login`. `Session` is the resolved view for one command: 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import ssl
 import tempfile
@@ -22,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from imageregistry.cli.ac.errors import LOGIN_HINT, CliError, from_response
+from imageregistry.cli.ac.errors import CliError, from_response
 
 
 def default_kubeconfig_path(flag: str | None = None) -> Path:
@@ -36,7 +37,15 @@ def default_kubeconfig_path(flag: str | None = None) -> Path:
 
 
 def _named(items: list[dict[str, Any]], name: str) -> dict[str, Any] | None:
-    return next((i for i in items if i.get("name") == name), None)
+    return next((i for i in items if isinstance(i, dict) and i.get("name") == name), None)
+
+
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """`expected ..., but found ':' at line 1, column 1` (PyYAML's own text spans lines)."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return str(exc)
 
 
 @dataclass
@@ -52,8 +61,10 @@ class Kubeconfig:
             return cls(path, {"apiVersion": "v1", "kind": "Config", "preferences": {}})
         try:
             doc = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise CliError(f"cannot read kubeconfig {path}: {exc}") from None
+        except OSError as exc:
+            raise CliError(f"cannot read kubeconfig {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise CliError(f"kubeconfig {path} is not valid YAML: {yaml_problem(exc)}") from None
         if not isinstance(doc, dict):
             raise CliError(f"kubeconfig {path} is not a mapping")
         return cls(path, doc)
@@ -69,17 +80,24 @@ class Kubeconfig:
     def current_context(self) -> str:
         return str(self.doc.get("current-context") or "")
 
+    def _inner(self, key: str, name: str, inner: str) -> dict[str, Any]:
+        entry = _named(self._list(key), name)
+        value = (entry.get(inner) or {}) if entry else {}
+        if not isinstance(value, dict):
+            raise CliError(
+                f"kubeconfig {self.path}: {key} entry {name!r} has no {inner} mapping"
+                f" — fix the file or run 'ac login' with another --kubeconfig"
+            )
+        return dict(value)
+
     def context(self, name: str) -> dict[str, Any]:
-        entry = _named(self._list("contexts"), name)
-        return dict(entry.get("context") or {}) if entry else {}
+        return self._inner("contexts", name, "context")
 
     def cluster(self, name: str) -> dict[str, Any]:
-        entry = _named(self._list("clusters"), name)
-        return dict(entry.get("cluster") or {}) if entry else {}
+        return self._inner("clusters", name, "cluster")
 
     def user(self, name: str) -> dict[str, Any]:
-        entry = _named(self._list("users"), name)
-        return dict(entry.get("user") or {}) if entry else {}
+        return self._inner("users", name, "user")
 
     def set_entry(self, key: str, name: str, inner: str, value: dict[str, Any]) -> None:
         items = self._list(key)
@@ -93,12 +111,23 @@ class Kubeconfig:
         self.doc["current-context"] = context
 
     def save(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".kubeconfig-")
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(self.doc, handle, sort_keys=False)
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, self.path)
+        """Write atomically (a temporary file renamed over the old one): never half a file."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".kubeconfig-")
+        except OSError as exc:
+            raise CliError(f"cannot write kubeconfig {self.path}: {exc.strerror}") from None
+        try:
+            with os.fdopen(fd, "w") as handle:
+                yaml.safe_dump(self.doc, handle, sort_keys=False)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            if isinstance(exc, OSError):
+                raise CliError(f"cannot write kubeconfig {self.path}: {exc.strerror}") from None
+            raise
 
 
 @dataclass(frozen=True)
@@ -172,13 +201,22 @@ def verify_setting(
         return False, None
     if ca_file:
         path = Path(ca_file).expanduser()
-        if not path.exists():
-            raise CliError(f"certificate authority file {path} does not exist")
-        return str(path), path.read_bytes()
+        try:
+            pem = path.read_bytes()
+            context = ssl.create_default_context(cadata=pem.decode("latin-1"))
+        except (ssl.SSLError, ValueError):  # before OSError: SSLError is one
+            raise CliError(
+                f"certificate authority file {path} holds no PEM certificate"
+                " — pass the server's CA certificate (ca.crt)"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror
+            raise CliError(f"cannot read certificate authority file {path}: {reason}") from None
+        return context, pem
     if ca_data:
         # An in-memory context: a temporary CA file per command would litter /tmp.
-        pem = base64.b64decode(ca_data)
         try:
+            pem = base64.b64decode(ca_data)
             context = ssl.create_default_context(cadata=pem.decode("ascii"))
         except (ssl.SSLError, ValueError) as exc:
             raise CliError(
@@ -187,6 +225,20 @@ def verify_setting(
             ) from None
         return context, pem
     return True, None
+
+
+def server_url(text: str) -> str:
+    """`text` as a base URL; like kubectl, a bare `HOST:PORT` means https."""
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        url = "https://" + url
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise CliError(f"invalid server URL {text!r} ({exc}) — use https://HOST:PORT") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise CliError(f"invalid server URL {text!r} — use https://HOST:PORT")
+    return url
 
 
 def resolve(opts: GlobalOptions) -> Session:
@@ -200,14 +252,17 @@ def resolve(opts: GlobalOptions) -> Session:
     user = config.user(str(ctx.get("user", "")))
     server = opts.server or str(cluster.get("server") or "")
     if not server:
-        raise CliError(f"no server found in {config.path} — {LOGIN_HINT} SERVER first")
+        raise CliError(
+            f"no server found in {config.path} — run 'ac login' with the server's URL (https://HOST:PORT)"
+        )
+    server = server_url(server)
     verify, pem = verify_setting(
         cluster.get("certificate-authority-data"),
         opts.certificate_authority or cluster.get("certificate-authority"),
         opts.insecure or bool(cluster.get("insecure-skip-tls-verify")),
     )
     return Session(
-        server=server.rstrip("/"),
+        server=server,
         token=opts.token or str(user.get("token") or ""),
         namespace=opts.namespace or str(ctx.get("namespace") or "default"),
         verify=verify,

@@ -7,6 +7,8 @@ each DST `[ns/]stream:tag` gets an ImageStreamMapping (the same record a push cr
 
 from __future__ import annotations
 
+import re
+
 import click
 
 from imageregistry.cli.ac.errors import CliError, from_response
@@ -15,13 +17,27 @@ from imageregistry.cli.ac.options import common_options, session
 API = "/apis/image.alauda.io/v1"
 
 
+_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+_STREAM = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+
+
 def split_ref(text: str, default_ns: str) -> tuple[str, str, str, str]:
     """(namespace, stream, tag, digest) of `[ns/]stream:tag` or `[ns/]stream@digest`."""
     path, _, digest = text.partition("@")
     path, _, tag = path.partition(":") if not digest else (path, "", "")
     ns, _, stream = path.rpartition("/")
-    if not stream or "/" in ns or (not tag and not digest):
-        raise CliError(f"invalid reference {text!r} — use [NAMESPACE/]STREAM:TAG or STREAM@DIGEST")
+    valid = (
+        _STREAM.fullmatch(stream)
+        and (not ns or _NAMESPACE.fullmatch(ns))
+        and (_TAG.fullmatch(tag) if tag else _DIGEST.fullmatch(digest))
+    )
+    if not valid:
+        raise CliError(
+            f"invalid reference {text!r} — use [NAMESPACE/]STREAM:TAG or"
+            " [NAMESPACE/]STREAM@sha256:DIGEST (lower case, no registry host)"
+        )
     return ns or default_ns, stream, tag, digest
 
 
@@ -33,27 +49,32 @@ def split_ref(text: str, default_ns: str) -> tuple[str, str, str, str]:
 def tag(ctx: click.Context, refs: tuple[str, ...], delete_tags: bool) -> None:
     """Tag an existing image into image streams, or delete tags with -d."""
     sess = session(ctx)
-    with sess.client() as client:
-        if delete_tags:
-            for ref in refs:
-                ns, stream, name, _ = split_ref(ref, sess.namespace)
+    # Every reference is checked before the first change: a typo in the third one must
+    # not leave the first two changed.
+    parsed = [split_ref(ref, sess.namespace) for ref in refs]
+    if delete_tags:
+        if any(digest for *_, digest in parsed):
+            raise CliError("-d deletes tags: give [NAMESPACE/]STREAM:TAG, not a digest")
+        with sess.client() as client:
+            for ns, stream, name, _ in parsed:
                 response = client.delete(f"{API}/namespaces/{ns}/imagestreamtags/{stream}:{name}")
                 if response.status_code >= 400:
                     raise from_response(response)
                 click.echo(f"Deleted tag {ns}/{stream}:{name}.")
-            return
-        if len(refs) < 2:
-            raise CliError("give a source and at least one destination: ac tag SRC DST")
-        ns, stream, name, digest = split_ref(refs[0], sess.namespace)
+        return
+    if len(refs) < 2:
+        raise CliError("give a source and at least one destination: ac tag SRC DST")
+    for dst, (_, _, dtag, _) in zip(refs[1:], parsed[1:], strict=True):
+        if not dtag:
+            raise CliError(f"destination {dst!r} needs a tag: [NAMESPACE/]STREAM:TAG")
+    ns, stream, name, digest = parsed[0]
+    with sess.client() as client:
         if not digest:
             response = client.get(f"{API}/namespaces/{ns}/imagestreamtags/{stream}:{name}")
             if response.status_code >= 400:
                 raise from_response(response)
             digest = str(response.json()["image"]["metadata"]["name"])
-        for dst in refs[1:]:
-            dns, dstream, dtag, _ = split_ref(dst, sess.namespace)
-            if not dtag:
-                raise CliError(f"destination {dst!r} needs a tag")
+        for dns, dstream, dtag, _ in parsed[1:]:
             mapping = {
                 "apiVersion": "image.alauda.io/v1",
                 "kind": "ImageStreamMapping",
