@@ -189,3 +189,42 @@ def test_ctrl_c_exits_130_with_one_line() -> None:
         *path_free, "image", "info", "reg.io:5000/team-a/app:v1", obj=httpx.MockTransport(interrupt)
     )
     assert_error(result, 130, "interrupted")
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["get", "images", "-o", "jsonpath="], "no template given"),
+        (["get", "images", "-o", "jsonpath={.items[0"], "unclosed action"),
+        (["adm", "verify-image-signature", "sha256:" + "a" * 64], "--expected-identity"),
+        (
+            [
+                "adm",
+                "verify-image-signature",
+                "sha256:" + "a" * 64,
+                "--expected-identity=x",
+                "--public-key=/nonexistent",
+            ],
+            "cannot read public key /nonexistent",
+        ),
+        (
+            [
+                "adm",
+                "verify-image-signature",
+                "sha256:" + "a" * 64,
+                "--expected-identity=x",
+                "--registry-url=https://[::1",
+            ],
+            "invalid server URL",
+        ),
+        (["logout", "--context", "nope"], '"nope" does not exist'),
+    ],
+)
+def test_checked_before_any_request(kc: str, args: list[str], fragment: str) -> None:
+    line = assert_error(run("--kubeconfig", kc, *args), 1, fragment)
+    assert "cannot connect" not in line
+
+
+def test_registry_login_into_an_unwritable_place(kc: str, tmp_path: Path) -> None:
+    result = run("--kubeconfig", kc, "registry", "login", "--to", str(tmp_path))
+    assert_error(result, 1, "cannot write auth file", "--to")

@@ -135,6 +135,10 @@ def get(ctx: click.Context, resource: str, names: tuple[str, ...], output: str |
             + ", ".join(OUTPUTS)
             + ", jsonpath=..."
         )
+    if output == "jsonpath=":
+        raise CliError("template format specified but no template given: -o jsonpath={.items}")
+    if output and output.startswith("jsonpath="):
+        jsonpath({}, output.split("=", 1)[1])  # a malformed template fails before any request
     kind = resolve_kind(resource)
     names = _names(names)
     namespace, all_ns = _scope(ctx, kind)

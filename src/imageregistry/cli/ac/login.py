@@ -157,6 +157,8 @@ def logout(ctx: click.Context) -> None:
     """Forget the token of the current context."""
     opts = global_options(ctx)
     config = Kubeconfig.load(default_kubeconfig_path(opts.kubeconfig))
+    if opts.context and not config.context(opts.context):
+        raise CliError(f'context "{opts.context}" does not exist in {config.path}')
     context = config.context(opts.context or config.current_context)
     user_name = str(context.get("user") or "")
     user = config.user(user_name)
@@ -255,5 +257,9 @@ def registry_login(ctx: click.Context, to_file: str | None) -> None:
     if not sess.token:
         raise CliError(f"no token in the current context — {LOGIN_HINT}")
     path = Path(to_file).expanduser() if to_file else Path.home() / ".docker" / "config.json"
-    write_auth_entry(path, sess.registry_host, registry_username(sess), sess.token)
+    try:
+        write_auth_entry(path, sess.registry_host, registry_username(sess), sess.token)
+    except OSError as exc:
+        reason = exc.strerror
+        raise CliError(f"cannot write auth file {path}: {reason} — pick another --to") from None
     click.echo(f"Saved credentials for {sess.registry_host} into {path}")

@@ -143,6 +143,8 @@ def _walk(values: list[Any], path: str) -> list[Any]:
 
 def jsonpath(obj: Any, template: str) -> str:
     """A JSONPath subset: `{.a.b}`, `{.items[*].x}`, `{.items[0]}`, literal text, `{"\\n"}`."""
+    if template.count("{") != template.count("}"):
+        raise CliError(f"unclosed action in JSONPath template {template!r} — balance {{ and }}")
     out: list[str] = []
     for literal, expr in re.findall(r"([^{]*)(?:\{([^}]*)\})?", template):
         out.append(literal)
@@ -150,7 +152,10 @@ def jsonpath(obj: Any, template: str) -> str:
             continue
         expr = expr.strip()
         if expr.startswith('"') and expr.endswith('"'):
-            out.append(json.loads(expr))
+            try:
+                out.append(str(json.loads(expr)))
+            except ValueError:
+                raise CliError(f"invalid string literal {{{expr}}} in JSONPath template") from None
             continue
         if not expr.startswith((".", "[", "$")):
             raise CliError(f"unsupported JSONPath expression {{{expr}}}")

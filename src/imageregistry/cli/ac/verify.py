@@ -25,7 +25,7 @@ import httpx
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.login import whoami_user
 from imageregistry.cli.ac.options import common_options, session
-from imageregistry.cli.ac.session import Session
+from imageregistry.cli.ac.session import Session, server_url
 from imageregistry.cli.ac.verify_fetch import (
     IMAGES_PATH,
     check_manifest,
@@ -60,15 +60,13 @@ def read_keys(paths: tuple[str, ...]) -> TrustedKeys:
         try:
             data = Path(path).read_bytes()
         except OSError as exc:
-            raise CliError(f"cannot read public key {path}: {exc}") from None
+            raise CliError(f"cannot read public key {path}: {exc.strerror}") from None
         (pem if _PEM_MARK in data else gpg).append(data)
     return TrustedKeys(tuple(gpg), tuple(pem))
 
 
 def _registry_client(sess: Session, url: str | None, insecure: bool) -> httpx.Client:
-    base = (url or sess.server).rstrip("/")
-    if "://" not in base:
-        base = "https://" + base
+    base = server_url(url) if url else sess.server
     return httpx.Client(
         base_url=base,
         headers=sess.headers(),
@@ -200,6 +198,11 @@ def verify_image_signature(
         raise CliError(f"{image_digest!r} is not an image name (sha256:<64 hex>)")
     if save and remove_all:
         raise CliError("--save and --remove-all cannot be used together")
+    if not remove_all and not expected_identity:
+        raise CliError("--expected-identity is required (e.g. HOST/NAMESPACE/STREAM:TAG)")
+    keys = read_keys(public_keys)
+    if registry_url:
+        server_url(registry_url)
     sess = session(ctx)
     with sess.client() as api:
         image = load_image(api, image_digest)
@@ -207,9 +210,7 @@ def verify_image_signature(
             removed = _remove_all(api, image)
             click.echo(f"Removed {removed} signature(s) from image {image_digest}")
             return
-        if not expected_identity:
-            raise CliError("--expected-identity is required (e.g. HOST/NAMESPACE/STREAM:TAG)")
-        keys = read_keys(public_keys)
+        assert expected_identity  # checked above, before any request
         repo = repository_of(image)
         stored = stored_signatures(image)
         with _registry_client(sess, registry_url, insecure) as registry:
