@@ -6,6 +6,10 @@ than "cannot connect") also proves the command stopped before its first request.
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -228,3 +232,36 @@ def test_checked_before_any_request(kc: str, args: list[str], fragment: str) -> 
 def test_registry_login_into_an_unwritable_place(kc: str, tmp_path: Path) -> None:
     result = run("--kubeconfig", kc, "registry", "login", "--to", str(tmp_path))
     assert_error(result, 1, "cannot write auth file", "--to")
+
+
+class _QuietPages(SimpleHTTPRequestHandler):
+    def log_message(self, *args: object) -> None:  # its log would land in ac's stderr
+        pass
+
+
+@pytest.fixture
+def web_server(tmp_path: Path) -> Iterator[str]:
+    """A plain-HTTP web server that is not a registry (every path: an HTML 404)."""
+    handler = partial(_QuietPages, directory=str(tmp_path))
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_a_server_url_that_is_not_the_registry(kc: str, web_server: str) -> None:
+    tls = run("--kubeconfig", kc, "--server", f"https://{web_server}", "get", "is")
+    assert_error(tls, 1, "TLS handshake", "use an http:// URL")
+    page = run("--kubeconfig", kc, "--server", f"http://{web_server}", "get", "is")
+    assert_error(page, 1, "with a web page", "check the server URL")
+
+
+def test_a_body_that_is_not_json(tmp_path: Path) -> None:
+    def garbage(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=b"<html>hello</html>")
+
+    args = ["--server", "https://reg.io:5000", "--kubeconfig", str(tmp_path / "kc")]
+    result = run(*args, "image", "info", "reg.io:5000/a/b:v1", obj=httpx.MockTransport(garbage))
+    assert_error(result, 1, "not JSON", "check the server URL")

@@ -59,8 +59,21 @@ def _response_error(response: httpx.Response) -> CliError:
             f"{message or 'forbidden'} — ask an administrator for a role that allows this"
         )
     reason = str(body.get("reason") or response.reason_phrase or response.status_code)
+    if not body and "html" in response.headers.get("content-type", "").lower():
+        return CliError(
+            f"{_where(response)} answered {response.status_code} {reason} with a web page, not"
+            " the Registry v2 API — check the server URL"
+        )
     text = message or response.text.strip()[:200] or "no details"
     return CliError(f"{text} ({reason})" if body.get("kind") != "Status" else text)
+
+
+def _where(response: httpx.Response) -> str:
+    try:
+        url = response.request.url
+    except RuntimeError:
+        return "the server"
+    return f"{url.scheme}://{url.netloc.decode()}"
 
 
 def _ssl_error(exc: BaseException) -> ssl.SSLError | None:
@@ -163,6 +176,8 @@ class AcGroup(click.Group):
             _fail(str(exc), exc.exit_code)
         except httpx.HTTPError as exc:
             _fail(describe_transport_error(exc, _origin(exc)), 1)
+        except json.JSONDecodeError:
+            _fail("the server answered with something that is not JSON — check the server URL", 1)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError:
