@@ -18,6 +18,10 @@ from typing import Any
 from imageregistry.content import mediatypes as mt
 from imageregistry.content.digest import Digest, InvalidDigest
 
+# Sizes are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL bigint); the
+# image spec (descriptor.md) likewise bounds `size` to int64.
+MAX_SIZE = (1 << 63) - 1
+
 
 class InvalidManifest(ValueError):
     """The manifest cannot be accepted; the message says why."""
@@ -53,12 +57,14 @@ def _media_type(doc: dict[str, Any], content_type: str) -> str:
     declared = doc.get("mediaType")
     if declared is not None and not isinstance(declared, str):
         raise InvalidManifest("mediaType must be a string")
-    if doc.get("schemaVersion") == 1 or declared in mt.SCHEMA1 or content_type in mt.SCHEMA1:
+    version = doc.get("schemaVersion")
+    version = None if isinstance(version, bool) else version  # JSON true is not 1
+    if version == 1 or declared in mt.SCHEMA1 or content_type in mt.SCHEMA1:
         raise InvalidManifest(
             "Docker schema1 manifests are not supported; push the image as a Docker schema2 "
             "or OCI manifest (e.g. skopeo copy --format v2s2 or --format oci)"
         )
-    if doc.get("schemaVersion") != 2:
+    if version != 2:
         raise InvalidManifest("schemaVersion must be 2")
     generic = content_type in ("", "application/json", "application/octet-stream")
     if declared and not generic and content_type != declared:
@@ -81,8 +87,8 @@ def _descriptor(value: Any, where: str, *, platform: bool = False) -> Descriptor
     if not isinstance(media_type, str) or not media_type:
         raise InvalidManifest(f"{where}.mediaType must be a non-empty string")
     size = value.get("size")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise InvalidManifest(f"{where}.size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise InvalidManifest(f"{where}.size must be a non-negative 64-bit integer")
     try:
         digest = Digest.parse(value.get("digest"))  # type: ignore[arg-type]
     except InvalidDigest as exc:
@@ -119,6 +125,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidManifest(f"manifest is not valid JSON: {exc}") from None
+    except RecursionError:  # hostile nesting ("[[[[..."); no manifest nests this deep
+        raise InvalidManifest("manifest JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidManifest("manifest must be a JSON object")
     media_type = _media_type(doc, mt.base_media_type(content_type))
@@ -185,7 +193,7 @@ def summarize_config(config: bytes) -> ImageSummary:
     """Summary of an image config; an unparsable config yields an empty summary."""
     try:
         doc = json.loads(config)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return ImageSummary(None, {})
     if not isinstance(doc, dict):
         return ImageSummary(None, {})

@@ -53,12 +53,12 @@ def parse_repository(name: str) -> Repository:
         )
     namespace, stream = parts
     for part in parts:
-        if not _COMPONENT.match(part):
+        if not _COMPONENT.fullmatch(part):
             raise InvalidName(
                 f"repository name component {part[:100]!r} must match "
                 "[a-z0-9]+((.|_|__|-+)[a-z0-9]+)*"
             )
-    if len(namespace) > MAX_NAMESPACE_LENGTH or not _NAMESPACE.match(namespace):
+    if len(namespace) > MAX_NAMESPACE_LENGTH or not _NAMESPACE.fullmatch(namespace):
         raise InvalidName(
             f"namespace {namespace!r} is not a valid Kubernetes namespace name (DNS-1123 label)"
         )
@@ -66,7 +66,7 @@ def parse_repository(name: str) -> Repository:
 
 
 def validate_tag(tag: str) -> str:
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise InvalidTag(f"tag {tag[:140]!r} must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")
     return tag
 

@@ -83,7 +83,10 @@ def error_response(error: RegistryError, head: bool = False) -> JSONResponse:
     entry: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.detail is not None:
         entry["detail"] = error.detail
-    response = JSONResponse({"errors": [entry]}, status_code=error.status, headers=error.headers)
+    # The envelope's own length wins: a Content-Length copied from session headers
+    # (uploads' 416) would frame the body wrongly and desynchronise a kept-alive connection.
+    headers = {k: v for k, v in error.headers.items() if k.lower() != "content-length"}
+    response = JSONResponse({"errors": [entry]}, status_code=error.status, headers=headers)
     if head:
         response.body = b""
     return response

@@ -60,7 +60,17 @@ ENDPOINTS: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
     (re.compile(_NAME + r"/referrers/" + _ARG), {"GET": referrers.list_referrers}),
 )
 
-METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+
+class PrefixRoute(Route):
+    """Every request at `prefix` or below it, whatever its method or decoded path, so the
+    endpoint answers unknown methods and paths with the OCI envelope. Starlette's
+    `{rest:path}` pattern stops at a newline (`/v2/a%0a/b` would get a plain-text 404)
+    and its method check answers a plain-text 405."""
+
+    def __init__(self, prefix: str, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        super().__init__(prefix, endpoint)
+        self.methods = None  # (Starlette defaults a function endpoint to GET only)
+        self.path_regex = re.compile(rf"^{re.escape(prefix)}(?:/.*)?$", re.DOTALL)
 
 
 def raw_path(request: Request) -> str:
@@ -99,6 +109,8 @@ class Dispatcher:
     async def _dispatch(self, request: Request) -> Response:
         path = raw_path(request)
         if path in ("/v2", "/v2/"):
+            if request.method not in ("GET", "HEAD"):
+                raise unsupported(request, allow=("GET", "HEAD"))
             if (await self.registry.gate.user(request)).is_anonymous:
                 raise RegistryError(
                     "UNAUTHORIZED",
@@ -106,10 +118,12 @@ class Dispatcher:
                 )
             return JSONResponse({})
         if path == "/v2/token":
+            if request.method not in ("GET", "HEAD", "POST"):
+                raise unsupported(request, allow=("GET", "HEAD", "POST"))
             return await token_endpoint(request, self.registry.services)
         if path == "/v2/_catalog":
             if request.method not in ("GET", "HEAD"):
-                raise _unsupported(request)
+                raise unsupported(request)
             return await tags.catalog(request, self.registry)
         for pattern, handlers in ENDPOINTS:
             match = pattern.match(path)
@@ -117,7 +131,7 @@ class Dispatcher:
                 continue
             handler = handlers.get(request.method)
             if handler is None:
-                raise _unsupported(request, allow=sorted(handlers))
+                raise unsupported(request, allow=sorted(handlers))
             repo = parse_repository(match.group("name"))
             arg = unquote(match.groupdict().get("arg") or "")
             ctx = Ctx(request, self.registry, RepoKey(repo.namespace, repo.stream), arg)
@@ -125,7 +139,7 @@ class Dispatcher:
         raise RegistryError("NAME_UNKNOWN", f"no registry endpoint at {path[:200]!r}")
 
 
-def _unsupported(request: Request, allow: Sequence[str] = ("GET",)) -> RegistryError:
+def unsupported(request: Request, allow: Sequence[str] = ("GET",)) -> RegistryError:
     return RegistryError(
         "UNSUPPORTED",
         f"method {request.method} is not supported here",
@@ -144,6 +158,5 @@ def oci_routes(
     dispatcher = Dispatcher(Registry.build(services), headers or {})
     return [
         *extensions,
-        Route("/v2", dispatcher.handle, methods=METHODS),
-        Route("/v2/{rest:path}", dispatcher.handle, methods=METHODS),
+        PrefixRoute("/v2", dispatcher.handle),
     ]

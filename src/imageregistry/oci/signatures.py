@@ -24,7 +24,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageregistry.auth.authorizer import RegistryAction
@@ -35,6 +35,7 @@ from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci.auth import RegistryGate
 from imageregistry.oci.errors import RegistryError, error_response, from_domain
 from imageregistry.oci.pull import FAST_TRIED, SUPPORTS_SIGNATURES_HEADER, FastPull, ManifestPulls
+from imageregistry.oci.routes import PrefixRoute, unsupported
 from imageregistry.services import Services
 
 SUPPORTS_HEADER = SUPPORTS_SIGNATURES_HEADER
@@ -136,6 +137,8 @@ def parse_entry(body: bytes, digest: str) -> tuple[str, str, bytes]:
         doc = json.loads(body)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise _bad(f"signature is not valid JSON: {exc}") from None
+    except RecursionError:  # hostile nesting; a signature entry is a flat object
+        raise _bad("signature JSON is nested too deeply") from None
     if not isinstance(doc, Mapping):
         raise _bad("signature must be a JSON object")
     if doc.get("schemaVersion") != SCHEMA_VERSION:
@@ -171,6 +174,8 @@ class SignatureEndpoints:
 
     async def handle(self, request: Request) -> Response:
         try:
+            if request.method not in ("GET", "HEAD", "PUT"):
+                raise unsupported(request, allow=("GET", "HEAD", "PUT"))
             repo, digest = _target(request)
             if request.method == "PUT":
                 return await self._put(request, repo, digest)
@@ -231,4 +236,4 @@ async def _read_limited(request: Request) -> bytes:
 def signature_routes(services: Services) -> list[BaseRoute]:
     """The `/extensions/v2/.../signatures/<digest>` route (GET, PUT)."""
     endpoint = SignatureEndpoints(services)
-    return [Route("/extensions/v2/{rest:path}", endpoint.handle, methods=["GET", "PUT"])]
+    return [PrefixRoute("/extensions/v2", endpoint.handle)]

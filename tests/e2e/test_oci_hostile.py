@@ -1,0 +1,205 @@
+"""Hostile and mistaken input against the `/v2/` data plane of a real server: every answer
+is a spec status with the OCI error envelope (never a 5xx, a plain-text body or a broken
+connection), and nothing a refused request carried becomes visible."""
+
+from __future__ import annotations
+
+import json
+import random
+import string
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.e2e.oci_support import image_manifest, sha
+from tests.support.server import RegistryProcess
+
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+REPO = "hostile/app"
+CONFIG = b'{"architecture":"amd64","os":"linux"}'
+LAYER = b"hostile layer\n" * 64
+TAILS: tuple[str, ...] = (
+    "/tags/list",
+    "/manifests/{a}",
+    "/blobs/{a}",
+    "/blobs/uploads/",
+    "/blobs/uploads/{a}",
+)
+TAILS += ("/referrers/{a}", "", "/")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    data = tmp_path_factory.mktemp("hostile") / "data"
+    with RegistryProcess(data_dir=data, plain_http=True) as process:
+        with process.client(process.admin_token) as client:
+            for blob in (CONFIG, LAYER):
+                r = client.post(
+                    f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(blob)}, content=blob
+                )
+                assert r.status_code == 201, r.text
+            r = client.put(
+                f"/v2/{REPO}/manifests/v1",
+                content=image_manifest(CONFIG, [LAYER]),
+                headers={"Content-Type": OCI_MANIFEST},
+            )
+            assert r.status_code == 201, r.text
+        yield process
+
+
+@pytest.fixture()
+def client(server: RegistryProcess) -> Iterator[httpx.Client]:
+    with server.client(server.admin_token) as c:
+        yield c
+
+
+def _code(r: httpx.Response) -> str:
+    """The first OCI error code; fails unless the body is the spec's error envelope."""
+    assert r.headers["content-type"].startswith("application/json"), r.text
+    assert int(r.headers["content-length"]) == len(r.content)
+    return str(r.json()["errors"][0]["code"])
+
+
+def _manifest(**changes: object) -> bytes:
+    doc = json.loads(image_manifest(CONFIG, [LAYER]))
+    doc.update(changes)
+    return json.dumps(doc).encode()
+
+
+def _put_manifest(client: httpx.Client, body: bytes, ref: str = "t") -> httpx.Response:
+    return client.put(
+        f"/v2/{REPO}/manifests/{ref}", content=body, headers={"Content-Type": OCI_MANIFEST}
+    )
+
+
+def test_out_of_order_chunk_416_is_framed_and_the_connection_stays_usable(
+    client: httpx.Client,
+) -> None:
+    # The 416 carries the session headers; their "Content-Length: 0" used to frame the
+    # JSON body wrongly, so the next answer on this kept-alive connection was garbage.
+    location = client.post(f"/v2/{REPO}/blobs/uploads/").headers["location"]
+    r = client.patch(location, content=b"abcd", headers={"Content-Range": "0-3"})
+    assert r.status_code == 202
+    for bad in ("2-5", "9-0", "bogus"):
+        r = client.patch(location, content=b"wxyz", headers={"Content-Range": bad})
+        assert r.status_code == 416, bad
+        assert _code(r) == "BLOB_UPLOAD_INVALID"
+        assert r.headers["range"] == "0-3"
+        status = client.get(location)  # same connection
+        assert status.status_code == 204 and status.headers["range"] == "0-3"
+    r = client.put(location, params={"digest": sha(b"abcd")})
+    assert r.status_code == 201
+
+
+def test_tag_with_a_trailing_newline_is_refused(client: httpx.Client) -> None:
+    # `$` in a regex also matches before a final "\n": "v2\n" used to become a tag.
+    r = _put_manifest(client, image_manifest(CONFIG, [LAYER]), ref="v2%0A")
+    assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID"
+    tags = client.get(f"/v2/{REPO}/tags/list").json()["tags"]
+    assert all("\n" not in tag for tag in tags)
+
+
+def test_unknown_methods_answer_405_with_the_envelope(client: httpx.Client) -> None:
+    digest = sha(LAYER)
+    for method, path in (
+        ("OPTIONS", f"/v2/{REPO}/manifests/v1"),
+        ("PROPFIND", f"/v2/{REPO}/blobs/{digest}"),
+        ("TRACE", f"/v2/{REPO}/tags/list"),
+        ("DELETE", "/v2/"),
+        ("PUT", "/v2/"),
+        ("POST", f"/extensions/v2/{REPO}/signatures/{digest}"),
+        ("OPTIONS", f"/extensions/v2/{REPO}/signatures/{digest}"),
+    ):
+        r = client.request(method, path)
+        assert r.status_code == 405, (method, path)
+        assert _code(r) == "UNSUPPORTED"
+        assert "allow" in r.headers
+
+
+def test_encoded_newline_in_the_name_is_name_invalid(client: httpx.Client) -> None:
+    for path in (
+        "/v2/hostile%0a/app/tags/list",
+        "/v2/hostile/app%0A/manifests/v1",
+        f"/extensions/v2/hostile%0a/app/signatures/{sha(LAYER)}",
+    ):
+        r = client.get(path)
+        assert r.status_code == 400, path
+        assert _code(r) == "NAME_INVALID"
+
+
+def test_deeply_nested_manifest_is_manifest_invalid(client: httpx.Client) -> None:
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000):
+        r = _put_manifest(client, body)
+        assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID"
+
+
+def test_deeply_nested_signature_entry_is_refused(client: httpx.Client) -> None:
+    digest = sha(image_manifest(CONFIG, [LAYER]))
+    r = client.put(
+        f"/extensions/v2/{REPO}/signatures/{digest}", content=b"[" * 100_000 + b"]" * 100_000
+    )
+    assert r.status_code == 400 and _code(r) == "SIGNATURE_INVALID"
+
+
+def test_deeply_nested_config_blob_still_pushes(client: httpx.Client) -> None:
+    config = b"[" * 100_000 + b"]" * 100_000  # not summarised, but no reason to refuse
+    r = client.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(config)}, content=config)
+    assert r.status_code == 201
+    body = _manifest(config={"mediaType": OCI_CONFIG, "digest": sha(config), "size": len(config)})
+    r = _put_manifest(client, body, ref="deep-config")
+    assert r.status_code == 201, r.text
+
+
+def test_descriptor_size_beyond_int64_is_manifest_invalid(client: httpx.Client) -> None:
+    layer = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": sha(LAYER)}
+    for size in (1 << 63, 10**30):
+        r = _put_manifest(client, _manifest(layers=[{**layer, "size": size}]), ref="huge")
+        assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID", size
+    assert client.get(f"/v2/{REPO}/manifests/huge").status_code == 404
+
+
+def test_schema_version_true_is_not_taken_for_schema1(client: httpx.Client) -> None:
+    r = _put_manifest(client, _manifest(schemaVersion=True))
+    assert r.status_code == 400
+    assert r.json()["errors"][0]["message"] == "schemaVersion must be 2"
+
+
+def _random_request(rng: random.Random, uploads: list[str]) -> tuple[str, str, dict[str, str]]:
+    junk = "".join(rng.choice(string.ascii_letters + string.digits + ":.-_%") for _ in range(12))
+    arg = rng.choice(
+        [sha(LAYER), sha(CONFIG), "v1", "sha256:" + "0" * 64, "sha512:" + "a" * 64, junk, *uploads]
+    )
+    tail = rng.choice(TAILS).format(a=arg)
+    name = rng.choice([REPO, "hostile/other", "Hostile/app", "a/b/c", "a%2fb/c", "ns/a..b"])
+    method = rng.choice(["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+    if method == "DELETE" and name == REPO:
+        name = "hostile/other"  # keep the image the final check pulls
+    headers = {}
+    if rng.random() < 0.3:
+        headers["Content-Range"] = f"{rng.randint(-3, 40)}-{rng.randint(-3, 40)}"
+    if rng.random() < 0.3:
+        headers["Range"] = rng.choice(["bytes=0-5", "bytes=-0", "bytes=9-2", f"bytes={junk}"])
+    if rng.random() < 0.3:
+        headers["Content-Type"] = rng.choice([OCI_MANIFEST, "application/json", junk])
+    return method, f"/v2/{name}{tail}", headers
+
+
+def test_seeded_random_requests_get_spec_answers(client: httpx.Client) -> None:
+    rng = random.Random(20261128)
+    uploads = [client.post(f"/v2/{REPO}/blobs/uploads/").headers["location"].rsplit("/", 1)[1]]
+    bodies = [b"", b"{", b"x" * 700, _manifest(), b"[" * 5000]
+    for _ in range(300):
+        method, path, headers = _random_request(rng, uploads)
+        params = {"digest": rng.choice([sha(b"x"), "sha256:zz", sha(LAYER)])}
+        if rng.random() < 0.2:
+            params["n"] = rng.choice(["0", "-1", "x", "99999999999999999999"])
+        body = rng.choice(bodies) if method in ("POST", "PUT", "PATCH") else None
+        r = client.request(method, path, headers=headers, params=params, content=body)
+        assert r.status_code < 500, (method, path, headers, r.text)
+        if r.status_code >= 400 and method != "HEAD":
+            _code(r)
+    # The storm left the original image intact.
+    r = client.get(f"/v2/{REPO}/manifests/v1")
+    assert r.status_code == 200 and r.content == image_manifest(CONFIG, [LAYER])
