@@ -265,3 +265,32 @@ def test_a_body_that_is_not_json(tmp_path: Path) -> None:
     args = ["--server", "https://reg.io:5000", "--kubeconfig", str(tmp_path / "kc")]
     result = run(*args, "image", "info", "reg.io:5000/a/b:v1", obj=httpx.MockTransport(garbage))
     assert_error(result, 1, "not JSON", "check the server URL")
+
+
+def test_undo_refuses_pruning_flags_it_would_ignore(kc: str) -> None:
+    result = run(
+        "--kubeconfig",
+        kc,
+        "adm",
+        "prune",
+        "images",
+        "--undo",
+        "prune-1",
+        "--confirm",
+        "--keep-tag-revisions=0",
+        "--all",
+    )
+    line = assert_error(result, 2, "--undo takes no pruning flags", "--keep-tag-revisions", "--all")
+    assert "cannot connect" not in line
+
+
+def test_an_unexpected_failure_is_one_line_unless_asked_for_the_traceback(tmp_path: Path) -> None:
+    def broken(request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("boom")
+
+    args = ["--server", "https://reg.io:5000", "--kubeconfig", str(tmp_path / "kc")]
+    ref = "reg.io:5000/a/b:v1"
+    quiet = run(*args, "image", "info", ref, obj=httpx.MockTransport(broken))
+    assert_error(quiet, 1, "unexpected RuntimeError: boom", "-v=9")
+    loud = run(*args, "-v", "9", "image", "info", ref, obj=httpx.MockTransport(broken))
+    assert loud.exit_code == 1 and "Traceback" in loud.stderr

@@ -12,6 +12,7 @@ import json
 import os
 import ssl
 import sys
+import traceback
 from typing import Any, NoReturn
 
 import click
@@ -183,8 +184,14 @@ class AcGroup(click.Group):
         except BrokenPipeError:
             _quiet_stdout()
             sys.exit(1)
-        except Exception as exc:  # the promise: never a traceback
-            _fail(f"{type(exc).__name__}: {exc} — rerun with -v=6 for details", 1)
+        except Exception as exc:  # the promise: never a traceback (unless asked for)
+            if int(ctx.meta.get("ac.global", {}).get("verbosity") or 0) >= 9:
+                traceback.print_exc()
+            _fail(
+                f"unexpected {type(exc).__name__}: {exc} — a bug in ac; rerun with -v=9 to see"
+                " where, and report it",
+                1,
+            )
 
 
 def _has_request(exc: httpx.HTTPError) -> bool:

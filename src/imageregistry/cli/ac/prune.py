@@ -46,8 +46,17 @@ def progress(message: str) -> Iterator[None]:
 def post_operation(ctx: click.Context, resource: str, body: dict[str, Any], dry_run: bool) -> Any:
     sess = session(ctx)
     path = f"{API}/{resource}" + ("?dryRun=All" if dry_run else "")
-    with sess.client(timeout=3600.0) as client, progress("Waiting for the server..."):
-        response = client.post(path, json=body)
+    try:
+        with sess.client(timeout=3600.0) as client, progress("Waiting for the server..."):
+            response = client.post(path, json=body)
+    except KeyboardInterrupt:
+        if dry_run:
+            raise
+        # The request may have reached the server, which finishes what it started.
+        raise CliError(
+            "interrupted — the server may still complete this run; check with a dry run",
+            exit_code=130,
+        ) from None
     if response.status_code >= 400:
         raise from_response(response)
     return response.json()
@@ -88,6 +97,32 @@ def _options(kw: dict[str, Any], references: set[str]) -> PruneOptions:
         )
     except InvalidOptions as exc:
         raise click.UsageError(str(exc)) from None
+
+
+def _undo_alone(ctx: click.Context) -> None:
+    """--undo restores one recorded run: pruning flags beside it would be silently ignored."""
+    given = [
+        param.opts[0]
+        for param in ctx.command.params
+        if param.name in _PRUNING_FLAGS
+        and ctx.get_parameter_source(param.name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        raise click.UsageError(f"--undo takes no pruning flags (got {', '.join(given)})")
+
+
+_PRUNING_FLAGS = (
+    "keep_tag_revisions",
+    "keep_younger_than",
+    "whitelist",
+    "all_",
+    "prune_registry",
+    "registry_url",
+    "ignore_invalid_refs",
+    "reference_files",
+    "cluster_kubeconfig",
+    "catalog_page_size",
+)
 
 
 def _check_references(refs: set[str]) -> None:
@@ -169,6 +204,8 @@ def images(ctx: click.Context, /, **kw: Any) -> None:
     """Prune images: history items and Image objects nothing needs any more."""
     if kw["confirm"] and kw["dry_run"]:
         raise click.UsageError("--confirm and --dry-run cannot be used together")
+    if kw["undo_run"]:
+        _undo_alone(ctx)
     dry_run = not kw["confirm"]
     if kw["undo_run"]:
         spec: dict[str, Any] = {"undo": kw["undo_run"]}
