@@ -2,7 +2,9 @@
 
 Commands raise `CliError` with a message that says what to do next. HTTP failures are turned
 into messages by `from_response`, which reads a Kubernetes `Status` (or an OCI error
-envelope) and words it the way kubectl does; `AcGroup` catches everything at the top.
+envelope) and words it the way kubectl does; `AcGroup` catches everything at the top,
+click's own usage errors included. Exit status: 1 for a failure, 2 for bad flags or
+arguments (click's convention), 130 for Ctrl-C; a closed stdout ends quietly with 1.
 """
 
 from __future__ import annotations
