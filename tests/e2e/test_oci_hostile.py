@@ -203,3 +203,19 @@ def test_seeded_random_requests_get_spec_answers(client: httpx.Client) -> None:
     # The storm left the original image intact.
     r = client.get(f"/v2/{REPO}/manifests/v1")
     assert r.status_code == 200 and r.content == image_manifest(CONFIG, [LAYER])
+
+
+def test_non_string_annotations_are_refused_and_referrers_stay_decodable(
+    client: httpx.Client,
+) -> None:
+    subject = image_manifest(CONFIG, [LAYER])
+    descriptor = {"mediaType": OCI_MANIFEST, "digest": sha(subject), "size": len(subject)}
+    for odd in ({"n": 1}, {"nested": {"a": "b"}}, ["x"], "x"):
+        r = _put_manifest(client, _manifest(subject=descriptor, annotations=odd), ref="odd")
+        assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID", odd
+    r = _put_manifest(client, _manifest(subject=descriptor, annotations={"org.example": "yes"}))
+    assert r.status_code == 201
+    index = client.get(f"/v2/{REPO}/referrers/{sha(subject)}").json()
+    annotations = [m.get("annotations", {}) for m in index["manifests"]]
+    assert {"org.example": "yes"} in annotations
+    assert all(isinstance(v, str) for a in annotations for v in a.values())

@@ -119,6 +119,17 @@ def _descriptor_list(value: Any, where: str, *, platform: bool = False) -> tuple
     return tuple(_descriptor(v, f"{where}[{i}]", platform=platform) for i, v in enumerate(value))
 
 
+def _annotations(value: Any) -> dict[str, str]:
+    """Annotations are a string-to-string map (image-spec annotations.md). Anything else is
+    refused: the referrers API repeats them, and Go clients decoding that index into
+    `map[string]string` would fail on every listing of the subject."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidManifest("annotations must be a map of strings to strings")
+    return dict(value)
+
+
 def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     """Parse `body` as pushed with `content_type`; raise `InvalidManifest` saying why not."""
     try:
@@ -132,10 +143,7 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     media_type = _media_type(doc, mt.base_media_type(content_type))
     subject = None if doc.get("subject") is None else _descriptor(doc["subject"], "subject")
     artifact_type = _opt_str(doc.get("artifactType"))
-    annotations = doc.get("annotations")
-    clean = (
-        {str(k): str(v) for k, v in annotations.items()} if isinstance(annotations, dict) else {}
-    )
+    clean = _annotations(doc.get("annotations"))
     if media_type in mt.INDEXES:
         if not isinstance(doc.get("manifests"), list):
             raise InvalidManifest("an index must have a manifests list")

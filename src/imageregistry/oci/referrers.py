@@ -22,10 +22,15 @@ from imageregistry.oci.context import Ctx
 def _annotations(content: bytes) -> dict[str, Any] | None:
     try:
         doc = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     value = doc.get("annotations") if isinstance(doc, dict) else None
-    return value if isinstance(value, dict) and value else None
+    if not isinstance(value, dict):
+        return None
+    # Only string values (image-spec annotations.md), even for content stored before
+    # pushes checked this: one odd value would break clients decoding the whole index.
+    strings = {k: v for k, v in value.items() if isinstance(v, str)}
+    return strings or None
 
 
 def descriptor(referrer: Referrer) -> dict[str, Any]:
