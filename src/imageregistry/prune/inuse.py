@@ -27,7 +27,21 @@ class InvalidReferences(ValueError):
 
     def __init__(self, refs: Iterable[str]) -> None:
         self.refs = tuple(refs)
-        super().__init__("invalid image references: " + ", ".join(self.refs))
+        # The message goes back to the client and into logs: a file of references given
+        # by mistake (a kubeconfig, say) must not be echoed whole, so name only a few,
+        # each cut short.
+        shown = [_shorten(ref) for ref in self.refs[:_SHOWN]]
+        more = len(self.refs) - len(shown)
+        tail = f" and {more} more" if more else ""
+        super().__init__(f"{len(self.refs)} invalid image reference(s): {', '.join(shown)}{tail}")
+
+
+_SHOWN = 3
+_SHOWN_CHARS = 40
+
+
+def _shorten(ref: str) -> str:
+    return repr(ref if len(ref) <= _SHOWN_CHARS else ref[:_SHOWN_CHARS] + "...")
 
 
 @dataclass(frozen=True)

@@ -79,3 +79,15 @@ def test_invalid_references_fail_unless_ignored() -> None:
     assert info.value.refs == ("UPPER/Case:x",)
     in_use = gather_in_use(["UPPER/Case:x", "ok/fine:1"], [], True)
     assert in_use.tag_in_use("ok", "fine", "1")
+
+
+def test_invalid_references_message_names_only_a_few_cut_short() -> None:
+    secret = "token: " + "s" * 200
+    refs = [secret, "UPPER/A", "UPPER/B", "UPPER/C", "UPPER/D"]
+    with pytest.raises(InvalidReferences) as info:
+        gather_in_use(refs, [], False)
+    message = str(info.value)
+    assert message.startswith("5 invalid image reference(s): ")
+    assert "s" * 41 not in message
+    assert "UPPER/C" not in message and message.endswith(" and 2 more")
+    assert info.value.refs == tuple(refs)
