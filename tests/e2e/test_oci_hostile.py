@@ -219,3 +219,16 @@ def test_non_string_annotations_are_refused_and_referrers_stay_decodable(
     annotations = [m.get("annotations", {}) for m in index["manifests"]]
     assert {"org.example": "yes"} in annotations
     assert all(isinstance(v, str) for a in annotations for v in a.values())
+
+
+def test_a_junk_host_header_does_not_break_the_challenge(server: RegistryProcess) -> None:
+    with server.client() as anonymous:
+        for host in ('a"b', "x y", "evil/path"):
+            r = anonymous.get("/v2/", headers={"Host": host})
+            assert r.status_code == 401 and _code(r) == "UNAUTHORIZED"
+            challenge = r.headers["www-authenticate"]
+            assert challenge == (
+                f'Bearer realm="http://{server.host}/v2/token",service="imageregistry"'
+            ), host
+        r = anonymous.get("/v2/", headers={"Host": "registry.example:5000"})
+        assert 'realm="http://registry.example:5000/v2/token"' in r.headers["www-authenticate"]

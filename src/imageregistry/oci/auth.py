@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
 from datetime import datetime
 
@@ -30,6 +31,9 @@ from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
 
 SERVICE = "imageregistry"
+# RFC 3986 host (reg-name of letters, digits, dots and dashes, or a bracketed IPv6
+# literal) with an optional port.
+_HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 _SCOPE_ACTIONS = {
     RegistryAction.PULL: "pull",
     RegistryAction.PUSH: "pull,push",
@@ -43,7 +47,11 @@ def server_url(request: Request, services: Services) -> str:
     """How this client reaches us: the configured public URL, else the request's host."""
     if services.settings.public_url:
         return services.settings.public_url.rstrip("/")
-    host = request.headers.get("host") or services.settings.listen
+    host = request.headers.get("host", "")
+    if not _HOST.fullmatch(host):
+        # The Host header is reflected into the challenge's quoted realm; a value outside
+        # RFC 3986 host[:port] (quotes, spaces, junk) would break the header's syntax.
+        host = services.settings.listen
     return f"{request.url.scheme}://{host}"
 
 
