@@ -73,12 +73,27 @@ def decode_body(raw: bytes, content_type: str, limit: int = MAX_BODY_BYTES) -> D
     kind = media_type(content_type)
     if kind == PROTOBUF:
         try:
-            return Decoded(decode_k8s_protobuf(raw))
+            decoded = Decoded(decode_k8s_protobuf(raw))
         except ProtobufDecodeError as exc:
             raise bad_request(f"the body of the request could not be decoded: {exc}") from None
-    if kind not in JSON_TYPES and not kind.endswith("+json"):
+    elif kind not in JSON_TYPES and not kind.endswith("+json"):
         raise unsupported_media_type(content_type)
-    return decode_json(raw)
+    else:
+        decoded = decode_json(raw)
+    if _has_nul(decoded.body):
+        # PostgreSQL text and jsonb cannot hold U+0000; refuse it here rather than fail there.
+        raise bad_request("the body of the request may not contain the character U+0000")
+    return decoded
+
+
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    return False
 
 
 def decode_json(raw: bytes) -> Decoded:

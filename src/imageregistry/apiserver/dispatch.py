@@ -24,7 +24,7 @@ from imageregistry.apiserver.codec import (
 )
 from imageregistry.apiserver.patch import apply_patch
 from imageregistry.apiserver.resource import ListOptions, RequestContext, ResourceHandler
-from imageregistry.apiserver.status import bad_request
+from imageregistry.apiserver.status import bad_request, conflict
 from imageregistry.apiserver.tables import render_table, wants_table
 from imageregistry.services import Services
 
@@ -47,8 +47,12 @@ class Dispatcher:
 
     def list_options(self) -> ListOptions:
         limit_text = self.query.get("limit") or "0"
-        if not limit_text.isdigit():
+        if not (limit_text.isascii() and limit_text.isdigit()):
             raise bad_request(f"invalid limit {limit_text!r}")
+        version = self.query.get("resourceVersion", "")
+        if version and not (version.isascii() and version.isdigit() and int(version) < 2**63):
+            # kube parses resourceVersion as uint64; a watch from "abc" must not replay history
+            raise bad_request(f"invalid resourceVersion {version!r}")
         return ListOptions(
             limit=int(limit_text),
             continue_token=self.query.get("continue", ""),
@@ -103,6 +107,7 @@ class Dispatcher:
                 f"the kind in the data ({body.get('kind')}) does not match "
                 f"the expected kind ({kind})"
             )
+        check_meta_types(body)
         value, warnings = apply_field_validation(
             decoded, schema, self.query.get("fieldValidation", "")
         )
@@ -155,13 +160,13 @@ class Dispatcher:
             )
             status = 201
         elif verb == "update":
-            result = h.update(
-                self.ctx, ns, name, self._object_body(raw, h.schema, info.kind, info.api_version)
-            )
+            body = self._object_body(raw, h.schema, info.kind, info.api_version)
+            check_identity(body, target, None)
+            result = h.update(self.ctx, ns, name, body)
         elif verb == "patch":
             result = self._patch(target, raw)
         elif verb == "delete":
-            self._delete_options(raw)
+            self._delete_options(raw, target)
             result = h.delete(self.ctx, ns, name)
         else:
             from imageregistry.apiserver.status import method_not_allowed
@@ -177,6 +182,8 @@ class Dispatcher:
 
         def apply(current: dict[str, Any]) -> dict[str, Any]:
             patched = apply_patch(kind, current, patch)
+            check_meta_types(patched)
+            check_identity(patched, target, current)
             encoded = json.dumps(patched).encode()
             value, warnings = apply_field_validation(decode_json(encoded), h.schema, mode)
             self.ctx.warnings.extend(warnings)
@@ -189,6 +196,7 @@ class Dispatcher:
         h, ns, name, sub = self.handler, target.namespace, target.name, target.sub
         _, current = h.subresource(self.ctx, "GET", ns, name, sub, None)
         patched = apply_patch(media_type(self.content_type), current, self._decoded(raw).body)
+        check_meta_types(patched)
         value, warnings = apply_field_validation(
             decode_json(json.dumps(patched).encode()),
             h.subresource_schema(sub),
@@ -197,12 +205,89 @@ class Dispatcher:
         self.ctx.warnings.extend(warnings)
         return h.subresource(self.ctx, "PUT", ns, name, sub, dict(value))[1]
 
-    def _delete_options(self, raw: bytes) -> None:
+    def _delete_options(self, raw: bytes, target: Target) -> None:
+        """Apply a DeleteOptions body: `dryRun` and `preconditions` (uid, resourceVersion),
+        which kube enforces with a 409 rather than deleting a different or newer object."""
         if not raw.strip():
             return
         options = decode_body(raw, self.content_type or "application/json").body
-        if isinstance(options, dict) and "All" in (options.get("dryRun") or []):
+        if not isinstance(options, dict):
+            raise bad_request("DeleteOptions must be a JSON object")
+        dry_run = options.get("dryRun") or []
+        preconditions = options.get("preconditions") or {}
+        if not isinstance(dry_run, list) or not isinstance(preconditions, dict):
+            raise bad_request("DeleteOptions.dryRun must be a list, preconditions an object")
+        if "All" in dry_run:
             object.__setattr__(self.ctx, "dry_run", True)
+        wanted = {k: preconditions.get(k) for k in ("uid", "resourceVersion")}
+        if not any(wanted.values()):
+            return
+        meta = self.handler.get(self.ctx, target.namespace, target.name).get("metadata") or {}
+        for key, value in wanted.items():
+            if value and str(value) != str(meta.get(key)):
+                info = self.handler.info
+                raise conflict(
+                    info.plural,
+                    info.group,
+                    target.name,
+                    f"Precondition failed: {key} in precondition: {value}, "
+                    f"{key} in object meta: {meta.get(key)}",
+                )
+
+
+_META_STRINGS = ("name", "generateName", "namespace", "uid", "resourceVersion")
+
+
+def check_meta_types(body: Any) -> None:
+    """400 for an object whose `metadata` has the wrong JSON types, as kube-apiserver's decoder
+    answers; handlers below read `metadata.name` etc. as strings and maps of strings."""
+    if not isinstance(body, dict):
+        raise bad_request("the object must be a JSON object")
+    meta = body.get("metadata")
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise bad_request("the body of the request could not be decoded: metadata is not an object")
+    for key in _META_STRINGS:
+        if meta.get(key) is not None and not isinstance(meta[key], str):
+            raise bad_request(
+                f"the body of the request could not be decoded: metadata.{key} must be a string"
+            )
+    for key in ("labels", "annotations"):
+        value = meta.get(key)
+        if value is not None and not (
+            isinstance(value, dict) and all(isinstance(v, str) for v in value.values())
+        ):
+            raise bad_request(
+                f"the body of the request could not be decoded: metadata.{key} must map "
+                "strings to strings"
+            )
+
+
+def check_identity(body: dict[str, Any], target: Target, current: dict[str, Any] | None) -> None:
+    """An update or patch may not rename, move or swap the object it addresses: kube answers
+    400 for a name or namespace other than the URL's and 409 for a uid other than the stored
+    object's (it is a precondition), where some handlers would silently ignore them."""
+    meta = body.get("metadata") or {}
+    name, namespace = meta.get("name"), meta.get("namespace")
+    if name not in (None, "", target.name):
+        raise bad_request(
+            f"the name of the object ({name}) does not match the name on the URL ({target.name})"
+        )
+    if target.handler.info.namespaced and namespace not in (None, "", target.namespace):
+        raise bad_request(
+            "the namespace of the provided object does not match the namespace sent on the request"
+        )
+    uid = meta.get("uid")
+    old_uid = ((current or {}).get("metadata") or {}).get("uid")
+    if uid and old_uid and uid != old_uid:
+        info = target.handler.info
+        raise conflict(
+            info.plural,
+            info.group,
+            target.name,
+            f"Precondition failed: UID in precondition: {old_uid}, UID in object meta: {uid}",
+        )
 
 
 def _method(verb: str) -> str:

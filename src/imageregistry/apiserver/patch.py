@@ -127,7 +127,7 @@ def _pointer(path: str) -> list[str]:
 def _index(container: list[Any], token: str, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(container)
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()):
         raise bad_request(f"invalid array index {token!r}")
     index = int(token)
     if index > len(container) or (index == len(container) and not allow_end):

@@ -36,6 +36,7 @@ from imageregistry.services import Services
 
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
+MAX_WATCH_SECONDS = 1800
 
 
 def json_response(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> Response:
@@ -99,6 +100,9 @@ class ApiServer:
 
     async def _dispatch(self, request: Request, user: UserInfo) -> Response:
         path = request.url.path.rstrip("/") or "/"
+        if "\x00" in path or any("\x00" in v for v in request.query_params.values()):
+            # names and selectors reach SQL, and PostgreSQL text cannot hold U+0000
+            raise bad_request("the request path and query may not contain the character U+0000")
         parts = [p for p in path.split("/") if p]
         if (
             parts[0] == "openapi"
@@ -207,9 +211,17 @@ class ApiServer:
                 dispatcher.list_options(),
                 dispatcher.watch_renderer(),
             )
-            timeout = float(query.get("timeoutSeconds") or 1800)
+            timeout = _timeout_seconds(query.get("timeoutSeconds") or "")
             return StreamingResponse(stream.events(timeout), media_type=JSON_TYPE)
         return await run_in_threadpool(dispatcher.run, verb, target, raw)
+
+
+def _timeout_seconds(text: str) -> float:
+    """A watch's `timeoutSeconds`: a non-negative integer, as in kube's ListOptions (int64);
+    0 or absent means the server default."""
+    if text and not (text.isascii() and text.isdigit()):
+        raise bad_request(f"invalid timeoutSeconds {text!r}: must be a non-negative integer")
+    return float(min(int(text or 0), MAX_WATCH_SECONDS) or MAX_WATCH_SECONDS)
 
 
 def api_routes(services: Services) -> list[BaseRoute]:

@@ -16,6 +16,7 @@ from imageregistry.apiserver.status import bad_request
 
 Predicate = Callable[[dict[str, Any]], bool]
 
+_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?\Z")
 _SET_RE = re.compile(r"^\s*(!?)([A-Za-z0-9_./-]+)\s+(in|notin)\s+\(([^)]*)\)\s*$")
 
 
@@ -46,7 +47,8 @@ def _label_requirement(term: str) -> Callable[[Mapping[str, str]], bool]:
         if op in term:
             key, _, value = term.partition(op)
             key, value = key.strip(), value.strip()
-            if not key:
+            if not key or not _LABEL_VALUE.match(value):
+                # `a===b` is key `a`, value `=b`: kube rejects the value, not matches nothing
                 break
             if op == "!=":
                 return lambda labels: labels.get(key) != value
@@ -74,6 +76,8 @@ def parse_field_selector(selector: str) -> list[tuple[str, str, str]]:
     out = []
     for term in _split_top(selector):
         op = "!=" if "!=" in term else ("==" if "==" in term else "=")
+        if op not in term:
+            raise bad_request(f"invalid selector: '{selector}'; can't understand '{term}'")
         key, _, value = term.partition(op)
         key = key.strip()
         if key not in ("metadata.name", "metadata.namespace"):

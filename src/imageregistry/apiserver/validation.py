@@ -13,8 +13,10 @@ from typing import Any
 
 from imageregistry.apiserver.status import FieldCause
 
-_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?\Z")
+_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*\Z")
+
+_QUALIFIED = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]\Z")
 
 NameCheck = Callable[[str], list[str]]
 
@@ -84,7 +86,33 @@ def label_causes(meta: dict[str, Any]) -> list[FieldCause]:
             causes.append(
                 FieldCause(f"metadata.{key}", "Invalid value: must map strings to strings")
             )
+            continue
+        for k, v in value.items():
+            causes += [FieldCause(f"metadata.{key}", f'Invalid value: "{k}": {m}') for m in _key(k)]
+            if key == "labels" and v and (len(v) > 63 or not _QUALIFIED.match(v)):
+                causes.append(
+                    FieldCause(
+                        "metadata.labels",
+                        f'Invalid value: "{v}": a valid label must be an empty string or 63 '
+                        "characters or less, consisting of alphanumeric characters, '-', '_' or "
+                        "'.', and must start and end with an alphanumeric character",
+                    )
+                )
     return causes
+
+
+def _key(key: str) -> list[str]:
+    """A label or annotation key: an optional DNS-subdomain prefix and `/`, then a name of
+    at most 63 characters (kube's IsQualifiedName)."""
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or dns1123_subdomain(prefix)):
+        return ["prefix part must be a lowercase RFC 1123 subdomain"]
+    if len(name) > 63 or not _QUALIFIED.match(name):
+        return [
+            "name part must consist of alphanumeric characters, '-', '_' or '.', must start "
+            "and end with an alphanumeric character and be at most 63 characters"
+        ]
+    return []
 
 
 def required(value: Any, path: str) -> list[FieldCause]:

@@ -172,7 +172,7 @@ class WatchStream:
                     yield self._event("ADDED", obj)
             after = self.seeded_at = int(listed.resource_version)
         if not replay:
-            after = int(rv) if rv.isdigit() else 0
+            after = int(rv) if (rv.isascii() and rv.isdigit()) else 0
         keys = tuple(self.handler.watch_keys())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout

@@ -15,6 +15,9 @@ from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import ListOptions, ListResult, RequestContext, ResourceInfo
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
 from imageregistry.apiserver.resources.tag_sources import (
+    DIGEST,
+    STREAM_NAME,
+    TAG_NAME,
     check_resource_version,
     resolve_tag_source,
     split_tag_name,
@@ -243,14 +246,29 @@ class ImageStreamMappings(_ImageBase):
         stream, tag = str(meta.get("name") or ""), body.get("tag")
         image = body.get("image") if isinstance(body.get("image"), dict) else {}
         assert isinstance(image, dict)
-        digest = str((image.get("metadata") or {}).get("name") or "")
+        image_meta = image.get("metadata")
+        digest = str(image_meta.get("name") or "") if isinstance(image_meta, dict) else ""
         causes = []
         if not stream:
             causes.append(FieldCause("metadata.name", "Required value", "FieldValueRequired"))
+        elif not STREAM_NAME.match(stream) or len(stream) > 255:
+            causes.append(
+                FieldCause(
+                    "metadata.name",
+                    f'Invalid value: "{stream}": must be a lowercase image repository name '
+                    "component",
+                )
+            )
         if not isinstance(tag, str) or not tag:
             causes.append(FieldCause("tag", "Required value", "FieldValueRequired"))
+        elif not TAG_NAME.match(tag):
+            causes.append(FieldCause("tag", f'Invalid value: "{tag}": must be a valid tag name'))
         if not digest:
             causes.append(FieldCause("image.metadata.name", "Required value", "FieldValueRequired"))
+        elif not DIGEST.match(digest):
+            causes.append(
+                FieldCause("image.metadata.name", f'Invalid value: "{digest}": must be a digest')
+            )
         if causes:
             raise invalid("ImageStreamMapping", GROUP, stream, causes)
         assert isinstance(tag, str)

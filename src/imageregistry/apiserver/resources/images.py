@@ -41,6 +41,7 @@ from imageregistry.apiserver.store import (
     namespace_exists,
 )
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
+from imageregistry.apiserver.validation import label_causes
 from imageregistry.metadata import images as q
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
@@ -48,8 +49,8 @@ from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
 from imageregistry.signatures.verify import validate_signature_object
 
 GROUP = "image.alauda.io"
-_STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}$")
+_STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+_DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}\Z")
 Filter = Callable[[dict[str, Any]], bool]
 
 
@@ -107,17 +108,11 @@ def _stream_for_update(conn: Connection, namespace: str, name: str, body: dict[s
 def _user_data(body: dict[str, Any], keep_spec: bool) -> dict[str, Any]:
     meta = body.get("metadata") or {}
     out: dict[str, Any] = {}
+    causes = label_causes(meta)
+    if causes:
+        raise invalid(body.get("kind", ""), GROUP, str(meta.get("name", "")), causes)
     for key in ("labels", "annotations"):
         value = meta.get(key)
-        if value is not None and (
-            not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values())
-        ):
-            raise invalid(
-                body.get("kind", ""),
-                GROUP,
-                str(meta.get("name", "")),
-                [FieldCause(f"metadata.{key}", "Invalid value: must map strings to strings")],
-            )
         if value:
             out[key] = value
     if keep_spec and isinstance(body.get("spec"), dict):

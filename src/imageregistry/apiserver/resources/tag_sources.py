@@ -28,9 +28,9 @@ from imageregistry.apiserver.status import (
 from imageregistry.metadata import images as q
 
 GROUP = "image.alauda.io"
-STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-TAG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}$")
+STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
+TAG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}\Z")
 
 
 def _invalid(name: str, field: str, message: str) -> ApiError:

@@ -1,0 +1,438 @@
+"""Hostile and mistaken requests to the Kubernetes-style API answer a 4xx `Status`, never a 500,
+never store what they should refuse, and never rename, move or swap an existing object.
+
+Each test pins one bug found by throwing hostile input at a running server (query values,
+object metadata of the wrong JSON type, names kube refuses, DeleteOptions preconditions,
+U+0000 that PostgreSQL cannot store); the two seeded fuzz tests mutate valid JSON and
+protobuf bodies and only require a well-formed 4xx/2xx answer.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.oci_support import image_manifest, sha
+from tests.support.server import RegistryProcess
+
+NS = "hx"
+IMG = "/apis/image.alauda.io/v1"
+IS = f"{IMG}/namespaces/{NS}/imagestreams"
+IST = f"{IMG}/namespaces/{NS}/imagestreamtags"
+ISM = f"{IMG}/namespaces/{NS}/imagestreammappings"
+RBAC = "/apis/rbac.authorization.k8s.io/v1"
+SA = f"/api/v1/namespaces/{NS}/serviceaccounts"
+PROTOBUF = "application/vnd.kubernetes.protobuf"
+MERGE = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+FIXTURES = Path(__file__).parents[1] / "unit" / "apiserver" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    server = RegistryProcess(data_dir=tmp_path_factory.mktemp("api-hostile") / "data").start()
+    try:
+        with server.client(server.admin_token) as client:
+            assert client.post("/api/v1/namespaces", json={"metadata": {"name": NS}}).is_success
+            yield client
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def digest(api: httpx.Client) -> str:
+    """One image pushed as `hx/app:v1` over the OCI API."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
+    layer = b"hostile layer" * 64
+    for blob in (config, layer):
+        location = api.post(f"/v2/{NS}/app/blobs/uploads/").headers["location"]
+        api.put(location, params={"digest": sha(blob)}, content=blob).raise_for_status()
+    manifest = image_manifest(config, [layer])
+    put = api.put(
+        f"/v2/{NS}/app/manifests/v1",
+        content=manifest,
+        headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+    )
+    assert put.status_code == 201, put.text
+    return sha(manifest)
+
+
+def _status(response: httpx.Response, code: int) -> dict[str, Any]:
+    assert response.status_code == code, response.text
+    body = response.json()
+    assert body["kind"] == "Status" and body["apiVersion"] == "v1" and body["code"] == code
+    return dict(body)
+
+
+def _well_formed(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    assert "Traceback" not in response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert body["kind"] == "Status" and body["code"] == response.status_code
+
+
+def _names(api: httpx.Client, path: str) -> list[str]:
+    return [item["metadata"]["name"] for item in api.get(path).json()["items"]]
+
+
+# --- query values ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-1", "²"])
+def test_watch_timeout_seconds_must_be_an_integer(api: httpx.Client, value: str) -> None:
+    response = api.get(IS, params={"watch": "true", "timeoutSeconds": value})
+    _status(response, 400)
+
+
+def test_watch_with_integer_timeout_still_streams(api: httpx.Client) -> None:
+    response = api.get(IS, params={"watch": "true", "timeoutSeconds": "1"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("param", "value"),
+    [
+        ("limit", "²"),
+        ("resourceVersion", "abc"),
+        ("resourceVersion", "²"),
+        ("resourceVersion", "99999999999999999999999"),
+    ],
+)
+def test_non_ascii_or_bogus_numbers_are_bad_request(
+    api: httpx.Client, param: str, value: str
+) -> None:
+    _status(api.get(IS, params={param: value}), 400)
+    _status(api.get(IS, params={param: value, "watch": "true", "timeoutSeconds": "1"}), 400)
+
+
+def test_json_patch_index_with_non_ascii_digit_is_bad_request(api: httpx.Client) -> None:
+    assert api.post(IS, json={"metadata": {"name": "digits"}}).status_code == 201
+    patch = [{"op": "add", "path": "/spec/tags/²", "value": {"name": "x"}}]
+    response = api.patch(
+        f"{IS}/digits", content=json.dumps(patch), headers={"Content-Type": JSON_PATCH}
+    )
+    _status(response, 400)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"labelSelector": "a===b"}, {"fieldSelector": "metadata.name"}],
+)
+def test_malformed_selectors_are_bad_request(api: httpx.Client, params: dict[str, str]) -> None:
+    _status(api.get(SA, params=params), 400)
+    _status(api.get(IS, params=params), 400)
+
+
+# --- object metadata -------------------------------------------------------------------
+
+
+def _bodies(digest: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (IS, {"kind": "ImageStream", "apiVersion": "image.alauda.io/v1", "metadata": {}}),
+        (IST, {"metadata": {}, "tag": {"from": {"kind": "ImageStreamTag", "name": "app:v1"}}}),
+        (ISM, {"metadata": {}, "tag": "t", "image": {"metadata": {"name": digest}}}),
+        (f"{IMG}/imagesignatures", {"metadata": {}, "type": "atomic", "content": "aGk="}),
+        ("/api/v1/namespaces", {"metadata": {}}),
+        (SA, {"metadata": {}}),
+        (
+            f"/apis/authorization.k8s.io/v1/namespaces/{NS}/localsubjectaccessreviews",
+            {"metadata": {}, "spec": {"user": "bob", "resourceAttributes": {"verb": "get"}}},
+        ),
+    ]
+
+
+@pytest.mark.parametrize("index", range(7))
+@pytest.mark.parametrize(
+    "meta",
+    [
+        "a/b",
+        [1, 2],
+        1.5,
+        {"name": {"a": 1}},
+        {"name": "ok", "labels": 1.5},
+        {"name": "ok", "annotations": {"a": 1}},
+    ],
+)
+def test_metadata_of_the_wrong_type_is_bad_request(
+    api: httpx.Client, digest: str, index: int, meta: Any
+) -> None:
+    path, body = _bodies(digest)[index]
+    before = api.get(IS).json()["items"]
+    _status(api.post(path, json={**body, "metadata": meta}), 400)
+    assert api.get(IS).json()["items"] == before
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/api/v1/namespaces", {"metadata": {"name": "abc\n"}}),
+        (IS, {"metadata": {"name": "abc\n"}}),
+        (SA, {"metadata": {"name": "abc\n"}}),
+        (
+            IST,
+            {
+                "metadata": {"name": "app:t\n"},
+                "tag": {"from": {"kind": "ImageStreamTag", "name": "app:v1"}},
+            },
+        ),
+    ],
+)
+def test_names_with_a_trailing_newline_are_invalid(
+    api: httpx.Client, digest: str, path: str, body: dict[str, Any]
+) -> None:
+    _status(api.post(path, json=body), 422)
+    assert not any(name.endswith("\n") for name in _names(api, path.replace("tags", "s")))
+
+
+@pytest.mark.parametrize(
+    ("stream", "tag", "image"),
+    [
+        ("Bad/../x", "t", None),
+        ("UPPER", "t", None),
+        ("ok", "a:b/c", None),
+        ("ok", "../t", None),
+        ("ok", "t", "not-a-digest"),
+    ],
+)
+def test_imagestreammapping_validates_its_names(
+    api: httpx.Client, digest: str, stream: str, tag: str, image: str | None
+) -> None:
+    body = {
+        "metadata": {"name": stream},
+        "tag": tag,
+        "image": {"metadata": {"name": image or digest}},
+    }
+    _status(api.post(ISM, json=body), 422)
+    assert stream not in _names(api, IS)
+
+
+def test_imagestreammapping_still_tags_with_valid_names(api: httpx.Client, digest: str) -> None:
+    body = {
+        "metadata": {"name": "ok-stream"},
+        "tag": "v1.0",
+        "image": {"metadata": {"name": digest}},
+    }
+    assert api.post(ISM, json=body).status_code == 201
+    assert api.get(f"{IST}/ok-stream:v1.0").json()["image"]["metadata"]["name"] == digest
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [{"a/b/c": "x"}, {"a": "x" * 64}, {"bad key!": "v"}, {"a": "-v"}, {"UPPER_/x": "v"}],
+)
+def test_label_keys_and_values_are_validated(api: httpx.Client, labels: dict[str, str]) -> None:
+    _status(api.post(SA, json={"metadata": {"name": "labelled", "labels": labels}}), 422)
+    _status(api.post(IS, json={"metadata": {"name": "labelled", "labels": labels}}), 422)
+    assert "labelled" not in _names(api, SA) + _names(api, IS)
+
+
+def test_valid_qualified_labels_are_accepted(api: httpx.Client) -> None:
+    labels = {"example.com/tier": "front_end-1.0", "empty": ""}
+    created = api.post(SA, json={"metadata": {"name": "ok-labels", "labels": labels}})
+    assert created.status_code == 201, created.text
+    assert created.json()["metadata"]["labels"] == labels
+
+
+def test_nul_characters_are_refused(api: httpx.Client) -> None:
+    role = {"metadata": {"name": "\u0000"}, "rules": []}
+    _status(api.post(f"{RBAC}/namespaces/{NS}/roles", json=role), 400)
+    _status(api.post(SA, json={"metadata": {"name": "n", "annotations": {"a": "x\u0000"}}}), 400)
+    _status(api.get("/api/v1/namespaces/%00"), 400)
+    _status(api.get(SA, params={"fieldSelector": "metadata.name=\u0000"}), 400)
+    assert _names(api, f"{RBAC}/namespaces/{NS}/roles") == []
+
+
+# --- identity of an existing object ----------------------------------------------------
+
+
+def test_update_and_patch_cannot_rename_move_or_swap(api: httpx.Client) -> None:
+    original = api.post(IS, json={"metadata": {"name": "pp"}}).json()
+    renamed = {**original, "metadata": {**original["metadata"], "name": "other"}}
+    _status(api.put(f"{IS}/pp", json=renamed), 400)
+    moved = {**original, "metadata": {**original["metadata"], "namespace": "default"}}
+    _status(api.put(f"{IS}/pp", json=moved), 400)
+    headers = {"Content-Type": MERGE}
+    _status(api.patch(f"{IS}/pp", json={"metadata": {"name": "other"}}, headers=headers), 400)
+    _status(api.patch(f"{IS}/pp", json={"metadata": {"uid": "swapped"}}, headers=headers), 409)
+    _status(api.patch(f"{IMG}/images/sha256:{'0' * 64}", json={}, headers=headers), 404)
+    after = api.get(f"{IS}/pp").json()["metadata"]
+    assert after["uid"] == original["metadata"]["uid"]
+    assert "other" not in _names(api, IS)
+
+
+def test_image_patch_cannot_rename_it(api: httpx.Client, digest: str) -> None:
+    path = f"{IMG}/images/{digest}"
+    patch = {"metadata": {"name": f"sha256:{'0' * 64}"}}
+    _status(api.patch(path, json=patch, headers={"Content-Type": MERGE}), 400)
+    assert api.get(path).json()["metadata"]["name"] == digest
+
+
+# --- DeleteOptions ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [b'{"dryRun": 5}', b"[]", b'"str"', b'{"preconditions": 5}'])
+def test_malformed_delete_options_are_bad_request(api: httpx.Client, options: bytes) -> None:
+    api.post(IS, json={"metadata": {"name": "dd"}})
+    response = api.request(
+        "DELETE", f"{IS}/dd", content=options, headers={"Content-Type": "application/json"}
+    )
+    _status(response, 400)
+    assert api.get(f"{IS}/dd").status_code == 200
+
+
+def test_delete_preconditions_are_enforced(api: httpx.Client) -> None:
+    created = api.post(SA, json={"metadata": {"name": "guarded"}}).json()["metadata"]
+
+    def delete(preconditions: dict[str, str]) -> httpx.Response:
+        return api.request("DELETE", f"{SA}/guarded", json={"preconditions": preconditions})
+
+    _status(delete({"uid": "someone-else"}), 409)
+    _status(delete({"resourceVersion": "1"}), 409)
+    assert api.get(f"{SA}/guarded").status_code == 200
+    matching = {"uid": created["uid"], "resourceVersion": created["resourceVersion"]}
+    assert delete(matching).status_code == 200
+    _status(api.get(f"{SA}/guarded"), 404)
+
+
+# --- seeded fuzzing --------------------------------------------------------------------
+
+HOSTILE: list[Any] = [
+    None,
+    0,
+    -1,
+    2**70,
+    1.5e308,
+    True,
+    "",
+    "x" * 300,
+    "../..",
+    "a/b",
+    "UPPER",
+    "\n",
+    [],
+    {},
+    [None],
+    [[]],
+    {"a": {"b": [1]}},
+    "é",
+]
+
+
+def _paths(obj: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    yield path
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _paths(value, (*path, key))
+    elif isinstance(obj, list):
+        for index, value in enumerate(obj):
+            yield from _paths(value, (*path, index))
+
+
+def _mutate(rng: random.Random, body: dict[str, Any]) -> Any:
+    out: Any = copy.deepcopy(body)
+    for _ in range(rng.randint(1, 3)):
+        path = rng.choice(list(_paths(out)))
+        value = copy.deepcopy(rng.choice(HOSTILE))
+        if not path:
+            out = value
+            continue
+        node = out
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = value
+    return out
+
+
+def test_seeded_json_mutations_never_fail_the_server(api: httpx.Client, digest: str) -> None:
+    rng = random.Random(20261128)
+    bases = [
+        (
+            IS,
+            {
+                "metadata": {"name": "fz", "labels": {"a": "b"}},
+                "spec": {
+                    "tags": [
+                        {"name": "t", "from": {"kind": "ImageStreamImage", "name": f"app@{digest}"}}
+                    ]
+                },
+            },
+        ),
+        (
+            IST,
+            {
+                "metadata": {"name": "fz:t"},
+                "tag": {"from": {"kind": "ImageStreamTag", "name": "app:v1"}},
+            },
+        ),
+        (ISM, {"metadata": {"name": "fz"}, "tag": "t", "image": {"metadata": {"name": digest}}}),
+        (
+            f"{RBAC}/namespaces/{NS}/roles",
+            {
+                "metadata": {"name": "fz"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}],
+            },
+        ),
+        (
+            f"{RBAC}/namespaces/{NS}/rolebindings",
+            {
+                "metadata": {"name": "fz"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "view",
+                },
+                "subjects": [{"kind": "User", "name": "u"}],
+            },
+        ),
+        (SA, {"metadata": {"name": "fz"}, "secrets": [{"name": "s"}]}),
+        (
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            {"spec": {"resourceAttributes": {"verb": "get", "resource": "pods", "namespace": NS}}},
+        ),
+    ]
+    for _ in range(250):
+        path, base = rng.choice(bases)
+        body = _mutate(rng, base)
+        response = api.post(f"{path}?dryRun=All&fieldValidation=Ignore", json=body)
+        _well_formed(response)
+
+
+FUZZ_TARGETS = {
+    "clusterrole.pb": f"{RBAC}/clusterroles",
+    "rolebinding.pb": f"{RBAC}/namespaces/{NS}/rolebindings",
+    "namespace.pb": "/api/v1/namespaces",
+    "serviceaccount.pb": SA,
+    "ssar-resource.pb": "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+}
+
+
+def test_seeded_protobuf_mutations_never_fail_the_server(api: httpx.Client) -> None:
+    rng = random.Random(42)
+    for _ in range(250):
+        name = rng.choice(sorted(FUZZ_TARGETS))
+        body = bytearray((FIXTURES / name).read_bytes())
+        for _ in range(rng.randint(1, 4)):
+            at = rng.randrange(len(body) or 1)
+            choice = rng.randrange(4)
+            if choice == 0 and body:
+                body[at] = rng.randrange(256)
+            elif choice == 1:
+                del body[at : at + rng.randint(1, 8)]
+            elif choice == 2:
+                body[at:at] = b"\xff" * 9 + b"\x01"  # a varint that overflows 64 bits
+            else:
+                body[at:at] = bytes([0x0A, 0x7F])  # a length running past the end
+        response = api.post(
+            f"{FUZZ_TARGETS[name]}?dryRun=All",
+            content=bytes(body),
+            headers={"Content-Type": PROTOBUF},
+        )
+        _well_formed(response)
