@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.e2e.kubectl_support import add_user_token
 from tests.e2e.oci_support import image_manifest, sha
 from tests.support.server import RegistryProcess
 
@@ -36,32 +37,42 @@ FIXTURES = Path(__file__).parents[1] / "unit" / "apiserver" / "fixtures"
 
 
 @pytest.fixture(scope="module")
-def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    server = RegistryProcess(data_dir=tmp_path_factory.mktemp("api-hostile") / "data").start()
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    process = RegistryProcess(data_dir=tmp_path_factory.mktemp("api-hostile") / "data").start()
     try:
-        with server.client(server.admin_token) as client:
-            assert client.post("/api/v1/namespaces", json={"metadata": {"name": NS}}).is_success
-            yield client
+        yield process
     finally:
-        server.stop()
+        process.stop()
 
 
 @pytest.fixture(scope="module")
-def digest(api: httpx.Client) -> str:
-    """One image pushed as `hx/app:v1` over the OCI API."""
-    config = json.dumps({"architecture": "amd64", "os": "linux", "rootfs": {}}).encode()
-    layer = b"hostile layer" * 64
+def api(server: RegistryProcess) -> Iterator[httpx.Client]:
+    with server.client(server.admin_token) as client:
+        assert client.post("/api/v1/namespaces", json={"metadata": {"name": NS}}).is_success
+        yield client
+
+
+def _push(api: httpx.Client, repo: str, seed: bytes) -> str:
+    """Push a one-layer image as `<repo>:v1` over the OCI API; return its digest."""
+    config = json.dumps({"architecture": "amd64", "os": "linux", "seed": seed.hex()}).encode()
+    layer = seed * 64
     for blob in (config, layer):
-        location = api.post(f"/v2/{NS}/app/blobs/uploads/").headers["location"]
+        location = api.post(f"/v2/{repo}/blobs/uploads/").headers["location"]
         api.put(location, params={"digest": sha(blob)}, content=blob).raise_for_status()
     manifest = image_manifest(config, [layer])
     put = api.put(
-        f"/v2/{NS}/app/manifests/v1",
+        f"/v2/{repo}/manifests/v1",
         content=manifest,
         headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
     )
     assert put.status_code == 201, put.text
     return sha(manifest)
+
+
+@pytest.fixture(scope="module")
+def digest(api: httpx.Client) -> str:
+    """One image pushed as `hx/app:v1`."""
+    return _push(api, f"{NS}/app", b"hostile layer")
 
 
 def _status(response: httpx.Response, code: int) -> dict[str, Any]:
@@ -222,6 +233,34 @@ def test_imagestreammapping_still_tags_with_valid_names(api: httpx.Client, diges
     }
     assert api.post(ISM, json=body).status_code == 201
     assert api.get(f"{IST}/ok-stream:v1.0").json()["image"]["metadata"]["name"] == digest
+
+
+def test_imagestreammapping_cannot_copy_an_image_the_caller_cannot_pull(
+    server: RegistryProcess, api: httpx.Client, digest: str
+) -> None:
+    assert api.post("/api/v1/namespaces", json={"metadata": {"name": "vault"}}).is_success
+    hidden = _push(api, "vault/app", b"private layer")
+    binding = {
+        "metadata": {"name": "mallory-edit"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "edit"},
+        "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": "mallory"}],
+    }
+    assert api.post(f"{RBAC}/namespaces/{NS}/rolebindings", json=binding).status_code == 201
+    with server.client(add_user_token(server, "mallory")) as mallory:
+
+        def mapping(stream: str, image: str) -> httpx.Response:
+            body = {
+                "metadata": {"name": stream},
+                "tag": "v1",
+                "image": {"metadata": {"name": image}},
+            }
+            return mallory.post(ISM, json=body)
+
+        _status(mapping("stolen", hidden), 403)
+        assert "stolen" not in _names(api, IS)
+        assert mallory.get(f"/v2/{NS}/stolen/manifests/{hidden}").status_code == 404
+        # an image the caller can pull (its own namespace's) still maps
+        assert mapping("copied", digest).status_code == 201
 
 
 @pytest.mark.parametrize(

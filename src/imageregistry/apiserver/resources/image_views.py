@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection, select
+
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import ListOptions, ListResult, RequestContext, ResourceInfo
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
@@ -26,6 +28,7 @@ from imageregistry.apiserver.status import (
     FieldCause,
     already_exists,
     bad_request,
+    forbidden,
     invalid,
     not_found,
 )
@@ -33,6 +36,7 @@ from imageregistry.apiserver.store import current_resource_version, namespace_ex
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.metadata import images as q
 from imageregistry.metadata.registry import IMAGESTREAMS
+from imageregistry.metadata.tables import repositories, repository_manifests
 
 
 def _split(name: str, sep: str, plural: str) -> tuple[str, str]:
@@ -277,6 +281,14 @@ class ImageStreamMappings(_ImageBase):
                 raise not_found("namespaces", "", namespace)
             if q.get_image(conn, digest, self.host) is None:
                 raise not_found("images", GROUP, digest)
+            if not _may_pull(ctx, conn, digest):
+                raise forbidden(
+                    "imagestreammappings",
+                    GROUP,
+                    stream,
+                    f'User "{ctx.user.username}" cannot get resource "imagestreams/layers" in '
+                    f'API group "{GROUP}" for any image stream holding image "{digest}"',
+                )
             if not ctx.dry_run:
                 q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
         return {
@@ -286,3 +298,21 @@ class ImageStreamMappings(_ImageBase):
             "status": "Success",
             "code": 201,
         }
+
+
+def _may_pull(ctx: RequestContext, conn: Connection, digest: str) -> bool:
+    """A mapping copies an image into a stream, so the caller must be able to pull it already:
+    from a stream holding it (`get imagestreams/layers` there, as a `tag.from` source needs)
+    or as a reader of every image (`get images`). Without this, anyone who may create
+    mappings in their own namespace could copy out any image whose digest they know."""
+    if ctx.allowed("get", GROUP, "images"):
+        return True
+    holders = conn.execute(
+        select(repositories.c.namespace, repositories.c.name)
+        .join(repository_manifests, repository_manifests.c.repository_id == repositories.c.id)
+        .where(repository_manifests.c.digest == digest)
+    )
+    return any(
+        ctx.allowed("get", GROUP, "imagestreams", subresource="layers", name=name, namespace=ns)
+        for ns, name in holders
+    )
