@@ -341,6 +341,50 @@ def test_delete_preconditions_are_enforced(api: httpx.Client) -> None:
     _status(api.get(f"{SA}/guarded"), 404)
 
 
+# --- prune and GC operations -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"all": "false"},
+        {"pruneRegistry": "false"},
+        {"ignoreInvalidRefs": 1},
+        {"keepTagRevisions": True},
+        {"keepTagRevisions": 1.9},
+        {"keepTagRevisions": 2**80},
+        {"keepYoungerThan": "9" * 400 + "h"},
+        {"keepYoungerThan": 5},
+        {"catalogPageSize": -1},
+        {"undo": 5},
+    ],
+)
+def test_prune_spec_of_the_wrong_type_is_bad_request(
+    api: httpx.Client, spec: dict[str, Any]
+) -> None:
+    # `"all": "false"` used to read as true and widen the prune
+    body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": spec}
+    _status(api.post(f"{IMG}/imageprunes?dryRun=All", json=body), 400)
+
+
+def test_registry_gc_spec_of_the_wrong_type_is_bad_request(api: httpx.Client) -> None:
+    body = {"apiVersion": "image.alauda.io/v1", "kind": "RegistryGC"}
+    _status(
+        api.post(f"{IMG}/registrygcs?dryRun=All", json={**body, "spec": {"reconcile": "no"}}), 400
+    )
+    _status(api.post(f"{IMG}/registrygcs?dryRun=All", json={**body, "spec": {"bogus": 1}}), 400)
+    ok = api.post(f"{IMG}/registrygcs?dryRun=All", json={**body, "spec": {"reconcile": False}})
+    assert ok.status_code == 201, ok.text
+
+
+def test_well_typed_prune_spec_still_plans(api: httpx.Client) -> None:
+    spec = {"all": False, "keepTagRevisions": 3, "keepYoungerThan": "1h", "whitelist": []}
+    body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": spec}
+    response = api.post(f"{IMG}/imageprunes?dryRun=All", json=body)
+    assert response.status_code == 201, response.text
+    assert response.json()["status"]["dryRun"] is True
+
+
 # --- seeded fuzzing --------------------------------------------------------------------
 
 HOSTILE: list[Any] = [

@@ -73,11 +73,43 @@ def _result_object(
     }
 
 
+# The JSON type of each spec field. Checked before use because Python's truthiness would
+# read `"all": "false"` as true and widen a destructive prune; kube's decoder answers 400.
+PRUNE_FIELDS: dict[str, type] = {
+    "keepTagRevisions": int,
+    "keepYoungerThan": str,
+    "whitelist": list,
+    "all": bool,
+    "pruneRegistry": bool,
+    "registryURL": str,
+    "ignoreInvalidRefs": bool,
+    "keepReferenced": list,
+    "catalogPageSize": int,
+    "undo": str,
+}
+GC_FIELDS: dict[str, type] = {"reconcile": bool}
+_MAX_INT = 2**31 - 1
+
+
+def _check_types(spec: dict[str, Any], fields: dict[str, type]) -> None:
+    for key, kind in fields.items():
+        value = spec.get(key)
+        if value is None:
+            continue
+        # bool is an int in Python but not in JSON
+        wrong = not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+        if wrong or (kind is int and not 0 <= value <= _MAX_INT):
+            want = {int: "an integer from 0 to 2147483647", bool: "a boolean"}.get(
+                kind, f"a {'list' if kind is list else 'string'}"
+            )
+            raise bad_request(f"spec.{key} must be {want}, got {value!r}"[:300])
+
+
 class ImagePrunes(ResourceHandler):
     info = ResourceInfo(
         IMAGE_GROUP, "imageprunes", "imageprune", "ImagePrune", False, verbs=("create",)
     )
-    schema = object_schema(spec=ANY, status=ANY)
+    schema = object_schema(spec=dict.fromkeys(PRUNE_FIELDS, ANY), status=ANY)
 
     def __init__(self, pruner: Pruner) -> None:
         self._pruner = pruner
@@ -86,12 +118,13 @@ class ImagePrunes(ResourceHandler):
         spec = body.get("spec") or {}
         if not isinstance(spec, dict):
             raise bad_request("spec must be an object")
+        _check_types(spec, PRUNE_FIELDS)
         if spec.get("undo"):
             return _result_object("ImagePrune", body, self._undo(ctx, str(spec["undo"])), ctx)
         try:
             options = PruneOptions.from_spec(spec)
-        except InvalidOptions as exc:
-            raise bad_request(str(exc)) from None
+        except (InvalidOptions, OverflowError) as exc:
+            raise bad_request(f"invalid prune spec: {exc}") from None
         with_gc = options.prune_registry and not ctx.dry_run
         if with_gc and not ctx.allowed("create", IMAGE_GROUP, "registrygcs"):
             raise forbidden(
@@ -129,7 +162,7 @@ class RegistryGCs(ResourceHandler):
     info = ResourceInfo(
         IMAGE_GROUP, "registrygcs", "registrygc", "RegistryGC", False, verbs=("create",)
     )
-    schema = object_schema(spec=ANY, status=ANY)
+    schema = object_schema(spec=dict.fromkeys(GC_FIELDS, ANY), status=ANY)
 
     def __init__(self, pruner: Pruner) -> None:
         self._pruner = pruner
@@ -138,6 +171,7 @@ class RegistryGCs(ResourceHandler):
         spec = body.get("spec") or {}
         if not isinstance(spec, dict):
             raise bad_request("spec must be an object")
+        _check_types(spec, GC_FIELDS)
         status = gc_status(run_async(lambda: self._pruner.gc(dry_run=ctx.dry_run)))
         if spec.get("reconcile"):
             report = run_async(lambda: self._pruner.reconcile(dry_run=ctx.dry_run))
