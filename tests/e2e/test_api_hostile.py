@@ -289,6 +289,24 @@ def test_nul_characters_are_refused(api: httpx.Client) -> None:
     assert _names(api, f"{RBAC}/namespaces/{NS}/roles") == []
 
 
+@pytest.mark.parametrize("depth", [200, 600, 5000])
+def test_deeply_nested_bodies_are_bad_request(api: httpx.Client, depth: int) -> None:
+    nested = "[" * depth + "]" * depth
+    raw = f'{{"metadata": {{"name": "deep"}}, "secrets": {nested}}}'.encode()
+    headers = {"Content-Type": "application/json"}
+    _status(api.post(f"{SA}?fieldValidation=Ignore", content=raw, headers=headers), 400)
+    assert "deep" not in _names(api, SA)
+    api.post(IS, json={"metadata": {"name": "nested"}})
+    patch = '{"spec": ' + '{"a": ' * depth + "1" + "}" * depth + "}"
+    merge = {"Content-Type": MERGE}
+    _status(api.patch(f"{IS}/nested", content=patch.encode(), headers=merge), 400)
+
+
+def test_options_answers_a_status(api: httpx.Client) -> None:
+    _status(api.request("OPTIONS", SA), 405)
+    _status(api.request("OPTIONS", "/api/v1"), 405)
+
+
 # --- identity of an existing object ----------------------------------------------------
 
 

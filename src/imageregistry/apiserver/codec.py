@@ -20,6 +20,7 @@ from imageregistry.apiserver.protobuf import ProtobufDecodeError, decode_k8s_pro
 from imageregistry.apiserver.status import bad_request, too_large, unsupported_media_type
 
 MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's default request size limit
+MAX_DEPTH = 100  # far beyond any real object; well inside Python's recursion limit
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 JSON_TYPES = (
     "application/json",
@@ -80,20 +81,27 @@ def decode_body(raw: bytes, content_type: str, limit: int = MAX_BODY_BYTES) -> D
         raise unsupported_media_type(content_type)
     else:
         decoded = decode_json(raw)
-    if _has_nul(decoded.body):
-        # PostgreSQL text and jsonb cannot hold U+0000; refuse it here rather than fail there.
-        raise bad_request("the body of the request may not contain the character U+0000")
+    _check_shape(decoded.body)
     return decoded
 
 
-def _has_nul(value: Any) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(item) for item in value)
-    return False
+def _check_shape(body: Any) -> None:
+    """400 for nesting deeper than MAX_DEPTH (everything past here walks bodies recursively)
+    or for U+0000 in any string (PostgreSQL text and jsonb cannot hold it). Iterative, so
+    the check itself cannot overflow the stack."""
+    stack: list[tuple[Any, int]] = [(body, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                raise bad_request("the body of the request may not contain the character U+0000")
+            continue
+        if not isinstance(value, dict | list):
+            continue
+        if depth > MAX_DEPTH:
+            raise bad_request(f"the body of the request is nested deeper than {MAX_DEPTH} levels")
+        items = [*value.keys(), *value.values()] if isinstance(value, dict) else value
+        stack.extend((item, depth + 1) for item in items)
 
 
 def decode_json(raw: bytes) -> Decoded:

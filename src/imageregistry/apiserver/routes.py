@@ -226,7 +226,8 @@ def _timeout_seconds(text: str) -> float:
 
 def api_routes(services: Services) -> list[BaseRoute]:
     server = ApiServer(services, build_handlers(services))
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    # HEAD and OPTIONS too, so that they get a 405 Status rather than Starlette's plain text
+    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return [
         Route("/api", server.handle, methods=methods),
         Route("/api/{rest:path}", server.handle, methods=methods),
