@@ -9,6 +9,7 @@ protobuf bodies and only require a well-formed 4xx/2xx answer.
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import random
@@ -140,6 +141,26 @@ def test_json_patch_index_with_non_ascii_digit_is_bad_request(api: httpx.Client)
 def test_malformed_selectors_are_bad_request(api: httpx.Client, params: dict[str, str]) -> None:
     _status(api.get(SA, params=params), 400)
     _status(api.get(IS, params=params), 400)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 5000,
+        b'{"ns": "hx", "name": "x", "extra": ' + b"[" * 3000 + b"]" * 3000 + b"}",
+        b'{"ns": 1, "name": 2}',
+        b'{"ns": "\\u0000", "name": "x"}',
+    ],
+)
+def test_tampered_continue_tokens_are_bad_request(api: httpx.Client, raw: bytes) -> None:
+    token = base64.urlsafe_b64encode(raw).decode()
+    for path in (SA, IS, f"{IMG}/images"):
+        _status(api.get(path, params={"continue": token, "limit": "1"}), 400)
+
+
+def test_empty_generate_name_does_not_invent_a_name(api: httpx.Client) -> None:
+    body = _status(api.post(SA, json={"metadata": {"generateName": ""}}), 422)
+    assert "name or generateName is required" in body["message"]
 
 
 # --- object metadata -------------------------------------------------------------------

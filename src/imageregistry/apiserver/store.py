@@ -81,9 +81,13 @@ def encode_continue(namespace: str, name: str) -> str:
 def decode_continue(token: str) -> tuple[str, str]:
     try:
         data = json.loads(base64.urlsafe_b64decode(token.encode()))
-        return str(data["ns"]), str(data["name"])
-    except (binascii.Error, ValueError, KeyError, TypeError):
+        ns, name = data["ns"], data["name"]
+    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
+        # RecursionError: the token is client-supplied JSON and may nest arbitrarily deep
         raise bad_request("continue key is not valid") from None
+    if not isinstance(ns, str) or not isinstance(name, str) or "\x00" in ns + name:
+        raise bad_request("continue key is not valid")
+    return ns, name
 
 
 class StoredResource(ResourceHandler):
@@ -203,9 +207,10 @@ class StoredResource(ResourceHandler):
     def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         obj = self._normalize(body, namespace)
         meta = obj["metadata"]
-        if not meta.get("name") and isinstance(meta.get("generateName"), str):
+        prefix = meta.get("generateName")
+        if not meta.get("name") and prefix and isinstance(prefix, str):
             suffix = "".join(secrets.choice(_SUFFIX_ALPHABET) for _ in range(5))
-            meta["name"] = meta["generateName"] + suffix
+            meta["name"] = prefix + suffix
         for key in (
             "uid",
             "resourceVersion",
