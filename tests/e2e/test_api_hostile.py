@@ -323,6 +323,13 @@ def test_deeply_nested_bodies_are_bad_request(api: httpx.Client, depth: int) -> 
     _status(api.patch(f"{IS}/nested", content=patch.encode(), headers=merge), 400)
 
 
+@pytest.mark.parametrize(
+    "path", [f"{IMG}/imagesignatures", f"{IMG}/namespaces/{NS}/imagestreamimages"]
+)
+def test_watch_of_an_unwatchable_resource_is_a_status(api: httpx.Client, path: str) -> None:
+    _status(api.get(path, params={"watch": "true", "timeoutSeconds": "1"}), 405)
+
+
 def test_options_answers_a_status(api: httpx.Client) -> None:
     _status(api.request("OPTIONS", SA), 405)
     _status(api.request("OPTIONS", "/api/v1"), 405)

@@ -203,6 +203,9 @@ class ApiServer:
         raw = await request.body() if request.method in ("POST", "PUT", "PATCH", "DELETE") else b""
         dispatcher = Dispatcher(target.handler, ctx, request, self.services)
         if verb == "watch":
+            if "watch" not in info.verbs:
+                # the stream would fail only after its 200 headers are sent
+                raise method_not_allowed("watch", info.plural)
             stream = WatchStream(
                 self.services.db,
                 target.handler,
