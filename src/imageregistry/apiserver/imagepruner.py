@@ -2,8 +2,9 @@
 
 A cluster-scoped singleton named `cluster` (behaviour.md §9) stored in the generic object
 table. Validation here keeps a typo from silently disabling pruning: the schedule must be
-a five-field cron expression, `keepYoungerThanDuration` a Go duration and the counts
-non-negative. The server's scheduler (`prune/scheduler.py`) reads it and writes `status`.
+a five-field cron expression, `keepYoungerThanDuration` a Go duration, the counts
+non-negative integers and the switches JSON booleans. The server's scheduler
+(`prune/scheduler.py`) reads it and writes `status`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from imageregistry.prune.options import InvalidOptions, parse_duration
 from imageregistry.prune.scheduler import OPERATOR_GROUP, PRUNER_NAME
 
 _COUNTS = ("keepTagRevisions", "successfulJobsHistoryLimit", "failedJobsHistoryLimit")
+_FLAGS = ("suspend", "pruneRegistry", "ignoreInvalidImageReferences")
 
 
 def spec_causes(spec: Any) -> list[FieldCause]:
@@ -45,8 +47,11 @@ def spec_causes(spec: Any) -> list[FieldCause]:
             causes.append(
                 FieldCause(f"spec.{key}", "Invalid value: must be a non-negative integer")
             )
-    if not isinstance(spec.get("suspend", False), bool):
-        causes.append(FieldCause("spec.suspend", "Invalid value: must be a boolean"))
+    # Python would read the string "false" as true: a scheduled prune must not start
+    # running registry GC (or stop failing on bad references) because of a quoted value.
+    for key in _FLAGS:
+        if not isinstance(spec.get(key, False), bool):
+            causes.append(FieldCause(f"spec.{key}", "Invalid value: must be a boolean"))
     return causes
 
 
