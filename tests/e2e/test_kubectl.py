@@ -233,7 +233,9 @@ def test_get_watch_receives_push_event(k: Kubectl, server: RegistryProcess, work
     proc = k.popen("get", "imagestreams", "-n", "watch-ns", "-w")
     try:
         push_image(server, work, "watch-ns/watched:v1", "watched")
-        seen = _read_until(proc, "watched")
+        # Wait for the whole row (the repository column), not only the name: a row may
+        # reach the pipe in more than one read.
+        seen = _read_until(proc, f"{server.host}/watch-ns/watched")
     finally:
         proc.kill()
         proc.wait()
