@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import random
 import string
+import threading
 from collections.abc import Iterator
 
 import httpx
@@ -232,3 +233,36 @@ def test_a_junk_host_header_does_not_break_the_challenge(server: RegistryProcess
             ), host
         r = anonymous.get("/v2/", headers={"Host": "registry.example:5000"})
         assert 'realm="http://registry.example:5000/v2/token"' in r.headers["www-authenticate"]
+
+
+def test_a_patch_cancelled_while_streaming_answers_upload_unknown(
+    server: RegistryProcess, client: httpx.Client
+) -> None:
+    r = client.post(f"/v2/{REPO}/blobs/uploads/")
+    assert r.status_code == 202, r.text
+    location = r.headers["location"]
+    first_sent, cancelled = threading.Event(), threading.Event()
+
+    def body() -> Iterator[bytes]:
+        yield b"x" * 65536
+        first_sent.set()
+        cancelled.wait(30)
+        yield b"y" * 65536
+
+    answers: list[httpx.Response] = []
+
+    def stream() -> None:
+        with server.client(server.admin_token) as own:
+            answers.append(own.patch(location, content=body()))
+
+    patcher = threading.Thread(target=stream)
+    patcher.start()
+    try:
+        assert first_sent.wait(30)
+        assert client.delete(location).status_code == 204
+    finally:
+        cancelled.set()
+        patcher.join(60)
+    # The client is told its data went nowhere instead of getting a 202 for it.
+    assert answers[0].status_code == 404 and _code(answers[0]) == "BLOB_UPLOAD_UNKNOWN"
+    assert client.get(location).status_code == 404

@@ -303,8 +303,13 @@ class RegistryMetadata:
         return UploadSession(row.id, row.namespace, row.name, as_utc(row.created))
 
     def touch_upload(self, upload_id: str, now: datetime) -> None:
+        """Mark the session active; `UploadUnknown` if it was cancelled meanwhile."""
         with self.db.write() as conn:
-            conn.execute(update(uploads).where(uploads.c.id == upload_id).values(updated=now))
+            result = conn.execute(
+                update(uploads).where(uploads.c.id == upload_id).values(updated=now)
+            )
+        if result.rowcount == 0:
+            raise UploadUnknown(f"upload {upload_id[:80]!r} was cancelled")
 
     def delete_upload(self, upload_id: str) -> None:
         with self.db.write() as conn:
