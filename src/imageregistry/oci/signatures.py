@@ -214,6 +214,9 @@ class SignatureEndpoints:
         with self.services.db.write() as conn:
             if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
                 raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
+            refusal = sigdb.list_refusal(conn, digest, sig_type, len(content))
+            if refusal is not None:  # keep the list readable by every puller
+                raise RegistryError("DENIED", refusal, status=413)
             try:
                 sigdb.add_signature(conn, name, sig_type, content, self.services.clock())
             except sigdb.SignatureConflict as exc:

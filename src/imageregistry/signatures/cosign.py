@@ -26,12 +26,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from imageregistry.signatures.errors import MalformedSignature, SignatureVerificationError
+from imageregistry.signatures.simplesigning import load_strict_json
 
 COSIGN_TYPE_NAME = "cosign"
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 OCI_MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
+# Both the registry push path and the verifier read every payload layer into memory, and
+# a manifest may name any blob; a real payload is well under 1 KiB, so bound what is read.
+MAX_PAYLOAD_BYTES = 1 << 20
+MAX_SIGNATURE_LAYERS = 32
 
 
 @dataclass(frozen=True)
@@ -103,7 +108,7 @@ def cosign_signature_layers(manifest_json: bytes) -> list[CosignLayer]:
     """Return the simple-signing layers (with their signatures) of a manifest, if any."""
     try:
         manifest = json.loads(manifest_json)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return []
     layers = manifest.get("layers") if isinstance(manifest, dict) else None
     if not isinstance(layers, list):
@@ -115,13 +120,15 @@ def cosign_signature_layers(manifest_json: bytes) -> list[CosignLayer]:
         annotations = layer.get("annotations")
         signature = annotations.get(SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
         digest, size = layer.get("digest"), layer.get("size")
-        if isinstance(signature, str) and isinstance(digest, str) and _is_size(size):
+        if isinstance(signature, str) and isinstance(digest, str) and _is_payload_size(size):
             found.append(CosignLayer(digest=digest, size=size, signature_b64=signature))
-    return found
+    return found[:MAX_SIGNATURE_LAYERS]
 
 
-def _is_size(value: object) -> TypeGuard[int]:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+def _is_payload_size(value: object) -> TypeGuard[int]:
+    return (
+        isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_PAYLOAD_BYTES
+    )
 
 
 def _digest(data: bytes) -> str:
@@ -199,10 +206,7 @@ def encode_cosign_content(payload: bytes, signature_b64: str) -> bytes:
 
 def decode_cosign_content(content: bytes) -> CosignContent:
     """Parse the stored form written by `encode_cosign_content`."""
-    try:
-        doc = json.loads(content)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedSignature("cosign signature content is not valid JSON") from exc
+    doc = load_strict_json(content, "cosign signature content")
     if not isinstance(doc, dict):
         raise MalformedSignature("cosign signature content must be a JSON object")
     payload_b64, signature_b64 = doc.get("payload"), doc.get("signature")

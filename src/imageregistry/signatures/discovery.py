@@ -46,7 +46,7 @@ def subject_of(manifest_bytes: bytes) -> str | None:
     """The `subject.digest` of a manifest, if it has one."""
     try:
         doc = json.loads(manifest_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
     subject = doc.get("subject") if isinstance(doc, dict) else None
     digest = subject.get("digest") if isinstance(subject, dict) else None
@@ -59,7 +59,9 @@ def cosign_signatures_for(manifest_bytes: bytes, read_blob: BlobReader) -> list[
     found = []
     for layer in cosign.cosign_signature_layers(manifest_bytes):
         payload = read_blob(layer.digest)
-        if payload is None or "sha256:" + hashlib.sha256(payload).hexdigest() != layer.digest:
+        if payload is None or len(payload) != layer.size:
+            continue
+        if "sha256:" + hashlib.sha256(payload).hexdigest() != layer.digest:
             continue
         content = cosign.encode_cosign_content(payload, layer.signature_b64)
         suffix = "cosign-" + hashlib.sha256(content).hexdigest()[:32]

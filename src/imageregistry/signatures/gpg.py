@@ -22,6 +22,11 @@ from pathlib import Path
 from imageregistry.signatures.errors import SignatureVerificationError
 
 GPG_TIMEOUT_SECONDS = 30.0
+# A simple-signing payload is a few hundred bytes; containers/image reads at most 4 MiB of
+# signature (`iolimits.MaxSignatureBodySize`). gpg decompresses before it can tell whether
+# the signature is good, so without a cap a small compressed message from *any* key could
+# make the verifier buffer gigabytes (`--max-output`, GnuPG manual).
+MAX_PAYLOAD_BYTES = 4 << 20
 _STATUS_PREFIX = "[GNUPG:] "
 _BASE_ARGS = ("--batch", "--no-tty", "--no-autostart", "--no-auto-key-retrieve")
 
@@ -147,10 +152,24 @@ def verify_signed_message(
     with _isolated_home(binary) as home:
         _import_keys(binary, home, trusted_keyrings)
         proc = _run(
-            [binary, *_BASE_ARGS, "--status-fd", "2", "--trust-model", "always", "--decrypt"],
+            [
+                binary,
+                *_BASE_ARGS,
+                "--status-fd",
+                "2",
+                "--max-output",
+                str(MAX_PAYLOAD_BYTES),
+                "--trust-model",
+                "always",
+                "--decrypt",
+            ],
             home,
             message,
             check=False,
+        )
+    if b"--max-output" in proc.stderr or len(proc.stdout) > MAX_PAYLOAD_BYTES:
+        raise SignatureVerificationError(
+            f"signed payload is larger than {MAX_PAYLOAD_BYTES} bytes; refusing to verify it"
         )
     return _interpret(_statuses(proc.stderr), proc.returncode, proc.stdout, proc.stderr)
 

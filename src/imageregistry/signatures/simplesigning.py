@@ -49,10 +49,7 @@ def parse_payload(
     data: bytes, accepted_types: tuple[str, ...] = (ATOMIC_TYPE,)
 ) -> SimpleSigningPayload:
     """Parse and validate *data*; raise `MalformedSignature` naming the first problem."""
-    try:
-        doc = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedSignature(f"signed payload is not valid JSON: {exc}") from exc
+    doc = load_strict_json(data, "signed payload")
     top = _object(doc, "signed payload")
     _only_keys(top, {"critical", "optional"}, "signed payload")
     critical = _object(top.get("critical"), "critical")
@@ -82,6 +79,39 @@ def parse_payload(
         creator=_creator(optional),
         timestamp=_timestamp(optional),
     )
+
+
+def load_strict_json(data: bytes, what: str) -> Any:
+    """`json.loads` that refuses duplicate object keys and hostile nesting.
+
+    Python keeps the *last* of duplicate keys while other parsers keep the first or refuse
+    (containers/image's paranoid parser refuses), so a payload naming
+    `docker-manifest-digest` twice could mean different images to different verifiers;
+    RFC 8259 §4 leaves duplicates undefined, so refusing them is the only safe reading.
+    """
+    try:
+        return json.loads(data, object_pairs_hook=_unique_keys)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise MalformedSignature(f"{what} is not valid JSON: {exc}") from exc
+    except RecursionError:
+        raise MalformedSignature(f"{what} is nested too deeply") from None
+    except _DuplicateKey as exc:
+        raise MalformedSignature(f"{what} has duplicate JSON key {exc.key[:100]!r}") from None
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
 
 
 def build_payload(

@@ -77,6 +77,16 @@ class ImageSignatures(ResourceHandler):
             return body
         try:
             with self.db.write() as conn:
+                refusal = sigs.list_refusal(
+                    conn, sigs.split_name(name)[0], str(sig_type), len(content)
+                )
+                if refusal is not None:  # the extension GET must stay readable by skopeo
+                    raise invalid(
+                        "ImageSignature",
+                        GROUP,
+                        name,
+                        [FieldCause("content", f"Too long: {refusal}")],
+                    )
                 record = sigs.add_signature(conn, name, str(sig_type), content, ctx.clock(), status)
         except sigs.ImageNotFound:
             raise not_found("images", GROUP, sigs.split_name(name)[0]) from None
