@@ -32,9 +32,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-from imageregistry.auth.identity import UserInfo, anonymous, authenticated
+from imageregistry.auth.identity import UserInfo, anonymous, authenticated, parse_service_account
 from imageregistry.auth.tokens import (
     InvalidToken,
+    ServiceAccountRef,
     TokenSigner,
     hash_token,
     looks_like_jwt,
@@ -188,6 +189,13 @@ class Authenticator:
         except InvalidToken as exc:
             raise Unauthenticated(str(exc)) from None
         sa = claims.service_account
+        named = parse_service_account(claims.subject)
+        if sa is None and named is not None:
+            # Defence in depth: a service-account identity without the kubernetes.io claim
+            # is still checked against the account store, so it cannot outlive the account.
+            sa = ServiceAccountRef(named[0], named[1])
+        elif sa is not None and named != (sa.namespace, sa.name):
+            raise Unauthenticated("token subject does not match its service account")
         if (
             sa is not None
             and self._service_accounts is not None

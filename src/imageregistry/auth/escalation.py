@@ -35,10 +35,13 @@ def _resource_covered(owned: Sequence[str], requested: str) -> bool:
     if ALL in owned or requested in owned:
         return True
     base, sep, sub = requested.partition("/")
-    if not sep:
+    if not sep or ALL in (base, sub):
+        # A requested `*/sub` or `res/*` spans many subresources; only an equal or wider
+        # pattern covers it (handled above). An owned `*/*` matches the subresource
+        # literally named `*` only, so it must not cover `res/*` or `*/sub`.
         return False
-    # `*/sub` covers `x/sub`; our `res/*` extension covers `res/x` (not `res/*`: equal above).
-    return f"{ALL}/{sub}" in owned or (sub != ALL and f"{base}/{ALL}" in owned)
+    # `*/sub` covers `x/sub`; our `res/*` extension covers `res/x`.
+    return f"{ALL}/{sub}" in owned or f"{base}/{ALL}" in owned
 
 
 def _covers_unit(owner: PolicyRule, unit: PolicyRule) -> bool:

@@ -10,6 +10,7 @@ rather than verifying on every request (behaviour.md §3).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,14 @@ _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 # bcrypt package refuses longer input instead of truncating.
 _BCRYPT_MAX_BYTES = 72
 _DEFAULT_COST = 10
+# `htpasswd -B -C` accepts costs 4 to 17. A higher cost is refused: the unknown-user dummy
+# check runs at the file's highest cost, so one cost-31 line would stall every worker at
+# start and every failed login for hours.
+_MIN_COST, _MAX_COST = 4, 17
+# Modular-crypt bcrypt: version, two-digit cost, 22 salt characters (the last one carries
+# only 2 bits, so it is one of `.Oeu`) and 31 hash characters of bcrypt's base64 alphabet.
+# Anything else makes bcrypt raise "Invalid salt" at every login instead of at load time.
+_BCRYPT_HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}")
 
 
 class HtpasswdError(ValueError):
@@ -29,10 +38,13 @@ class HtpasswdError(ValueError):
 
 
 def _cost(hashed: str) -> int:
-    parts = hashed.split("$")
-    if len(parts) < 4 or not parts[2].isdigit() or len(parts[3]) != 53:
+    match = _BCRYPT_HASH.fullmatch(hashed)
+    if match is None:
         raise ValueError("malformed bcrypt hash")
-    return int(parts[2])
+    cost = int(match.group(1))
+    if not _MIN_COST <= cost <= _MAX_COST:
+        raise ValueError(f"bcrypt cost {cost} is outside {_MIN_COST}..{_MAX_COST}")
+    return cost
 
 
 def _dummy_hash(cost: int) -> bytes:
@@ -65,8 +77,8 @@ class Htpasswd:
                 )
             try:
                 costs.append(_cost(hashed))
-            except ValueError:
-                raise HtpasswdError(f"{where}: user {user!r} has a malformed bcrypt hash") from None
+            except ValueError as exc:
+                raise HtpasswdError(f"{where}: user {user!r}: {exc}") from None
             if user in users:
                 raise HtpasswdError(f"{where}: user {user!r} appears twice")
             users[user] = hashed.encode()

@@ -46,6 +46,10 @@ RULE = {
 SUBJECT = {"kind": ANY, "apiGroup": ANY, "name": ANY, "namespace": ANY}
 ROLE_REF = {"apiGroup": ANY, "kind": ANY, "name": ANY}
 AGGREGATION = {"clusterRoleSelectors": ANY}
+FULL_AUTHORITY = (
+    PolicyRule(verbs=("*",), api_groups=("*",), resources=("*",)),
+    PolicyRule(verbs=("*",), non_resource_urls=("*",)),
+)
 
 
 def _rule_causes(raw: Any, allow_urls: bool) -> tuple[list[PolicyRule], list[FieldCause]]:
@@ -137,6 +141,19 @@ class _RoleBase(_RbacBase):
             return
         rules = _rule_causes(obj.get("rules"), True)[0]
         self._require_covered(ctx, meta["name"], namespace, rules)
+        agg = obj.get("aggregationRule")
+        if agg.get("clusterRoleSelectors") if isinstance(agg, dict) else agg:
+            # A selector can gather any role's rules (cluster-admin's included) while the
+            # role's own `rules` stay empty, so, like kube's ClusterRole storage, using it
+            # needs every permission there is, not just the listed rules.
+            held = self.resolver.rules_for(ctx.user, namespace)
+            if not covers(held, FULL_AUTHORITY)[0]:
+                raise forbidden(
+                    self.info.plural,
+                    self.info.group,
+                    meta["name"],
+                    "must have cluster-admin privileges to use the aggregationRule",
+                )
 
 
 class Roles(_RoleBase):
