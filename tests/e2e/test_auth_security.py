@@ -418,3 +418,33 @@ def test_no_secret_reaches_the_server_log(server: RegistryProcess, admin: httpx.
     leaked = [s[:12] for s in SECRETS if s in log]
     assert leaked == []
     assert "authorization:" not in log.lower()
+
+
+def test_token_review_honours_the_callers_audiences(
+    server: RegistryProcess, admin: httpx.Client
+) -> None:
+    _namespace(admin, "tr-aud")
+    sa = {"metadata": {"name": "bot"}}
+    assert admin.post("/api/v1/namespaces/tr-aud/serviceaccounts", json=sa).status_code == 201
+    token = _mint(admin, "tr-aud", "bot")
+
+    def review(audiences: list[str] | None) -> dict[str, Any]:
+        spec: dict[str, Any] = {"token": token}
+        if audiences is not None:
+            spec["audiences"] = audiences
+        body = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "spec": spec}
+        reply = admin.post("/apis/authentication.k8s.io/v1/tokenreviews", json=body)
+        assert reply.status_code == 201, reply.text
+        assert token not in reply.text
+        return dict(reply.json()["status"])
+
+    # Another service asking about its own audience must not accept a registry token.
+    assert review(["https://elsewhere"])["authenticated"] is False
+    mine = review(None)
+    assert mine["authenticated"] is True and mine["audiences"] == [DEFAULT_AUDIENCE]
+    both = review(["https://elsewhere", DEFAULT_AUDIENCE])
+    assert both["authenticated"] is True and both["audiences"] == [DEFAULT_AUDIENCE]
+    spec = {"token": token, "audiences": "x"}
+    body = {"apiVersion": "authentication.k8s.io/v1", "spec": spec}
+    reply = admin.post("/apis/authentication.k8s.io/v1/tokenreviews", json=body)
+    assert reply.status_code == 400

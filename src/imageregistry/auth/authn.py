@@ -139,6 +139,10 @@ class Authenticator:
     def signer(self) -> TokenSigner:
         return self._signer
 
+    @property
+    def audience(self) -> str:
+        return self._audience
+
     def authenticate(self, authorization: str | None) -> UserInfo:
         if not authorization:
             return anonymous()
@@ -169,6 +173,16 @@ class Authenticator:
         user, expires = self._jwt(token) if looks_like_jwt(token) else self._opaque(key)
         self._cache.put(key, user, expires)
         return user
+
+    def token_audiences(self, token: str) -> tuple[str, ...]:
+        """The audiences a token that `authenticate_token` accepts was issued for (opaque
+        tokens are only ever for this server)."""
+        if not looks_like_jwt(token):
+            return (self._audience,)
+        try:
+            return self._signer.verify(token, self._audience).audiences
+        except InvalidToken as exc:
+            raise Unauthenticated(str(exc)) from None
 
     def _opaque(self, key: str) -> tuple[UserInfo, datetime | None]:
         if self._expiring is not None:

@@ -247,9 +247,11 @@ class TokenReviews(ResourceHandler):
                 "",
                 [FieldCause("spec.token", "Required value", "FieldValueRequired")],
             )
+        wanted = spec.get("audiences") or []
+        if not isinstance(wanted, list) or not all(isinstance(a, str) for a in wanted):
+            raise bad_request("spec.audiences must be a list of strings")
         try:
-            user = with_derived_groups(self.authn.authenticate_token(token))
-            status: dict[str, Any] = {"authenticated": True, "user": user_info_json(user)}
+            status = self._review(token, wanted)
         except Unauthenticated as exc:
             status = {"authenticated": False, "error": str(exc)}
         return {
@@ -259,3 +261,14 @@ class TokenReviews(ResourceHandler):
             "spec": {k: v for k, v in spec.items() if k != "token"},
             "status": status,
         }
+
+    def _review(self, token: str, wanted: list[str]) -> dict[str, Any]:
+        """kube's TokenReview: the token must be meant for one of the audiences the caller
+        names (ours when it names none), so a service asking about its own audience is
+        not told that a token issued for this registry is good for it."""
+        user = with_derived_groups(self.authn.authenticate_token(token))
+        held = self.authn.token_audiences(token)
+        matched = [a for a in wanted or [self.authn.audience] if a in held]
+        if not matched:
+            raise Unauthenticated("token audiences are invalid for the target audiences")
+        return {"authenticated": True, "user": user_info_json(user), "audiences": matched}
