@@ -17,7 +17,9 @@ service-account existence check) are remembered per process for `AUTH_CACHE_SECO
 LRU of `AUTH_CACHE_SIZE` entries: the registry data plane authenticates the same token on
 every request, and a database round trip (or an ES256 verification) each time would cost
 more than the rest of a manifest GET. The price is that a deleted opaque token or a
-deleted service account keeps working for at most those 5 s in each server process.
+deleted service account (also one deleted with its namespace) keeps working for at most
+those 5 s in each server process that used it in the last 5 s: deletion does not purge
+the cache, because the API objects are deleted by code that holds no reference to it.
 Failures are never cached.
 """
 

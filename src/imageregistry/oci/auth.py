@@ -8,7 +8,10 @@ challenge naming the token endpoint (and Basic, which clients may also use);
 authenticated callers that are refused get 403 `DENIED`. `token_endpoint` implements that
 realm the way docker, skopeo and oras expect (clients.md): repeated `scope=` are accepted,
 a presented token is handed back unchanged, an htpasswd login is exchanged for a JWT so
-bcrypt runs once, and tokens are never narrowed to the requested scope.
+bcrypt runs once, and tokens are never narrowed to the requested scope: a token stands for
+an identity, and every request is authorized on its own, so `scope`, `account` and
+`offline_token` cannot widen anything. Such a JWT lives `token_ttl_seconds`; removing the
+user from the htpasswd file does not revoke the JWTs already handed out.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 `kubectl create token SA` POSTs a TokenRequest with an empty spec (docs/kubectl.md §6); the
 server defaults it (one hour, the server's own audience), signs a JWT whose subject is
 `system:serviceaccount:<ns>:<name>` with the service-account groups, and carries the
-`sa_namespace`/`sa_name` claims the authenticator uses to refuse tokens of deleted accounts.
+`kubernetes.io` claim (namespace, name, uid) the authenticator uses to refuse tokens of
+deleted or re-created accounts. Minting needs `create serviceaccounts/token` in the
+account's namespace (the route authorizes the subresource), which only `admin` grants.
 """
 
 from __future__ import annotations
