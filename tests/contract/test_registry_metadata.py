@@ -33,6 +33,7 @@ from imageregistry.metadata.registry_manifests import (
     BlobRef,
     ManifestBlobUnknown,
     ManifestMetadata,
+    ManifestSizeMismatch,
     ManifestTagged,
     ManifestUnknown,
     NewManifest,
@@ -90,7 +91,7 @@ def image(digest_char: str, *layers: str, subject: str | None = None) -> NewMani
 
 def push_blobs(meta: RegistryMetadata, *digests: str, repo: RepoKey = REPO) -> None:
     for d in digests:
-        meta.record_blob(repo, d, 100, NOW, may_create_ns=True)
+        meta.record_blob(repo, d, 10 if d == CFG else 100, NOW, may_create_ns=True)
 
 
 def test_first_blob_creates_namespace_and_stream(meta: RegistryMetadata, db: Database) -> None:
@@ -150,6 +151,17 @@ def test_manifest_needs_its_blobs_linked(meta: RegistryMetadata, mans: ManifestM
     with pytest.raises(ManifestBlobUnknown) as info:
         mans.record(REPO, image("a", L1, L2), "latest", NOW, True)
     assert info.value.digests == [L1, L2]
+    with pytest.raises(ManifestUnknown):
+        mans.get(REPO, None, "latest")
+
+
+def test_manifest_descriptor_sizes_must_match_the_blobs(
+    meta: RegistryMetadata, mans: ManifestMetadata
+) -> None:
+    push_blobs(meta, CFG)
+    meta.record_blob(REPO, L1, 99, NOW, may_create_ns=False)
+    with pytest.raises(ManifestSizeMismatch, match="says 100 bytes but the blob has 99"):
+        mans.record(REPO, image("a", L1), "latest", NOW, True)
     with pytest.raises(ManifestUnknown):
         mans.get(REPO, None, "latest")
 

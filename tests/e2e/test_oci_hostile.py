@@ -266,3 +266,18 @@ def test_a_patch_cancelled_while_streaming_answers_upload_unknown(
     # The client is told its data went nowhere instead of getting a 202 for it.
     assert answers[0].status_code == 404 and _code(answers[0]) == "BLOB_UPLOAD_UNKNOWN"
     assert client.get(location).status_code == 404
+
+
+def test_a_descriptor_size_that_lies_about_the_blob_is_manifest_invalid(
+    client: httpx.Client,
+) -> None:
+    manifest = json.loads(image_manifest(CONFIG, [LAYER]))
+    manifest["layers"][0]["size"] = len(LAYER) * 1000
+    r = client.put(
+        f"/v2/{REPO}/manifests/lying-size",
+        content=json.dumps(manifest).encode(),
+        headers={"Content-Type": OCI_MANIFEST},
+    )
+    assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID"
+    assert str(len(LAYER)) in r.json()["errors"][0]["message"]
+    assert client.get(f"/v2/{REPO}/manifests/lying-size").status_code == 404

@@ -62,6 +62,11 @@ class ManifestBlobUnknown(MetadataError):
         self.digests = digests
 
 
+class ManifestSizeMismatch(MetadataError):
+    """A descriptor's size differs from the stored blob's: clients would refuse the blob,
+    and usage reports and pruning decisions would count the wrong bytes."""
+
+
 class ManifestTagged(MetadataError):
     """DELETE by digest while tags still point at the image."""
 
@@ -165,6 +170,7 @@ class ManifestMetadata:
         except BlobDeleting as exc:
             raise ManifestBlobUnknown([str(exc)]) from None
         missing = sorted(wanted - present.keys())
+        _check_sizes(new.blobs, present)
         children = {c.digest for c in new.children}
         if children:
             known = {
@@ -366,3 +372,12 @@ def _tag(
         )
     )
     touch_repository(conn, repo_id, repo)
+
+
+def _check_sizes(refs: tuple[BlobRef, ...], present: dict[str, int]) -> None:
+    for ref in refs:
+        stored = present.get(ref.digest)
+        if stored is not None and stored != ref.size:
+            raise ManifestSizeMismatch(
+                f"descriptor of {ref.digest} says {ref.size} bytes but the blob has {stored}"
+            )
