@@ -281,3 +281,23 @@ def test_a_descriptor_size_that_lies_about_the_blob_is_manifest_invalid(
     assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID"
     assert str(len(LAYER)) in r.json()["errors"][0]["message"]
     assert client.get(f"/v2/{REPO}/manifests/lying-size").status_code == 404
+
+
+def test_a_layer_typed_as_a_cosign_payload_must_be_one(client: httpx.Client) -> None:
+    """Signature-required namespaces let cosign signature artifacts through unsigned, so a
+    runnable layer must not be pushed under that media type."""
+    payload = json.dumps({"critical": {"type": "cosign container image signature"}}).encode()
+    r = client.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(payload)}, content=payload)
+    assert r.status_code == 201, r.text
+    cosign_type = "application/vnd.dev.cosign.simplesigning.v1+json"
+
+    def signature_manifest(layer: bytes) -> bytes:
+        doc = json.loads(image_manifest(CONFIG, [layer]))
+        doc["layers"][0]["mediaType"] = cosign_type
+        return json.dumps(doc).encode()
+
+    r = _put_manifest(client, signature_manifest(LAYER), "disguised")  # a tar, not JSON
+    assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID"
+    assert "simple-signing" in r.json()["errors"][0]["message"]
+    assert client.get(f"/v2/{REPO}/manifests/disguised").status_code == 404
+    assert _put_manifest(client, signature_manifest(payload), "real-sig").status_code == 201

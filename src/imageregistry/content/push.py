@@ -10,6 +10,7 @@ everything in one metadata transaction.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -19,6 +20,7 @@ from imageregistry.content import mediatypes as mt
 from imageregistry.content.digest import Digest, InvalidDigest
 from imageregistry.content.manifest import (
     ImageSummary,
+    InvalidManifest,
     ParsedManifest,
     referrer_artifact_type,
     summarize_config,
@@ -30,7 +32,8 @@ from imageregistry.metadata.registry_manifests import (
     ManifestMetadata,
     NewManifest,
 )
-from imageregistry.signatures import discovery
+from imageregistry.metadata.signature_policy import COSIGN_LAYER_MEDIA_TYPE
+from imageregistry.signatures import cosign, discovery
 from imageregistry.storage.driver import BlobStore
 from imageregistry.storage.errors import BlobNotFound
 
@@ -103,11 +106,40 @@ class ManifestPusher:
         now: datetime,
         may_create_ns: bool,
     ) -> NewManifest:
+        await self._check_signature_layers(parsed)
         summary = await self._summary(parsed)
         new = describe_image(digest, parsed, content, summary, now)
         await anyio.to_thread.run_sync(self.manifests.record, repo, new, tag, now, may_create_ns)
         await self._record_cosign_signatures(content, tag, now)
         return new
+
+    async def _check_signature_layers(self, parsed: ParsedManifest) -> None:
+        """A layer typed as a cosign simple-signing payload must be one: the signature
+        policy lets such manifests through unsigned (verifiers fetch them), so a runnable
+        tar layer must not pass under that media type."""
+        for layer in parsed.layers:
+            if layer.media_type != COSIGN_LAYER_MEDIA_TYPE:
+                continue
+            if layer.size > cosign.MAX_PAYLOAD_BYTES:
+                raise InvalidManifest(
+                    f"layer {layer.digest} of type {COSIGN_LAYER_MEDIA_TYPE} is over "
+                    f"{cosign.MAX_PAYLOAD_BYTES} bytes; simple-signing payloads are small"
+                )
+            try:
+                data = await self.blobs.read_all(layer.digest)
+            except BlobNotFound:
+                continue  # the metadata transaction answers MANIFEST_BLOB_UNKNOWN
+            if len(data) != layer.size:
+                continue  # the metadata transaction answers the size mismatch
+            try:
+                payload = json.loads(data)
+            except (ValueError, RecursionError):
+                payload = None
+            if not isinstance(payload, dict):
+                raise InvalidManifest(
+                    f"layer {layer.digest} of type {COSIGN_LAYER_MEDIA_TYPE} is not a "
+                    "simple-signing JSON payload"
+                )
 
     async def _record_cosign_signatures(
         self, content: bytes, tag: str | None, now: datetime
