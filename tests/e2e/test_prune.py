@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -282,8 +281,7 @@ def test_non_pruner_is_refused_and_pruner_dry_run_needs_only_the_prune_resource(
     server: RegistryProcess,
 ) -> None:
     body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": {}}
-    verify = str(server.ca_file)
-    with httpx.Client(base_url=server.url, verify=verify, auth=("alice", "s3cret")) as alice:
+    with server.client(auth=("alice", "s3cret")) as alice:
         refused = alice.post("/apis/image.alauda.io/v1/imageprunes?dryRun=All", json=body)
         assert refused.status_code == 403
         gc = alice.post("/apis/image.alauda.io/v1/registrygcs?dryRun=All", json={"spec": {}})
@@ -302,7 +300,7 @@ def test_non_pruner_is_refused_and_pruner_dry_run_needs_only_the_prune_resource(
     with server.client(server.admin_token) as admin:
         created = admin.post("/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", json=binding)
         assert created.status_code == 201, created.text
-    with httpx.Client(base_url=server.url, verify=verify, auth=("alice", "s3cret")) as alice:
+    with server.client(auth=("alice", "s3cret")) as alice:
         allowed = alice.post("/apis/image.alauda.io/v1/imageprunes?dryRun=All", json=body)
         assert allowed.status_code == 201, allowed.text
         assert allowed.json()["status"]["dryRun"] is True
