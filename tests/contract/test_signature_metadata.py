@@ -242,6 +242,21 @@ def test_apply_image_signatures_rejects_invalid(db: Database, entry: object, nee
         assert [s.status for s in sm.list_signatures(conn, IMG)] == [{}]
 
 
+def test_apply_image_signatures_keeps_the_list_within_what_clients_read(db: Database) -> None:
+    import base64
+
+    big = base64.b64encode(b"x" * (sm.MAX_LIST_CONTENT_BYTES // 2 + 1)).decode()
+    entries = [{"name": f"{IMG}@big{i}", "type": "atomic", "content": big} for i in range(2)]
+    with pytest.raises(sm.InvalidSignatureUpdate, match="exceed"), db.write() as conn:
+        sm.apply_image_signatures(conn, IMG, entries, NOW, validate=validate_signature_object)
+    with db.write() as conn:
+        assert sm.apply_image_signatures(
+            conn, IMG, entries[:1], NOW, validate=validate_signature_object
+        )
+    with db.read() as conn:
+        assert [s.name for s in sm.list_signatures(conn, IMG)] == [f"{IMG}@big0"]
+
+
 def test_policy_lets_cosign_signature_artifacts_through(db: Database) -> None:
     _set_policy(db, "true")
     sig_manifest = "sha256:" + "9" * 64

@@ -155,6 +155,29 @@ def list_refusal(conn: Connection, digest: str, sig_type: str, size: int) -> str
     return None
 
 
+def _over_budget(entries: Iterable[tuple[str, bytes, dict[str, Any]]]) -> list[tuple[str, str]]:
+    """The `list_refusal` limits applied to a whole new signature list (an Image update)."""
+    count: dict[str, int] = {}
+    size: dict[str, int] = {}
+    for sig_type, content, _ in entries:
+        count[sig_type] = count.get(sig_type, 0) + 1
+        size[sig_type] = size.get(sig_type, 0) + len(content)
+    causes = []
+    for sig_type in count:
+        if count[sig_type] > MAX_SIGNATURES_PER_IMAGE:
+            causes.append(
+                ("signatures", f"more than {MAX_SIGNATURES_PER_IMAGE} {sig_type} signatures")
+            )
+        if size[sig_type] > MAX_LIST_CONTENT_BYTES:
+            causes.append(
+                (
+                    "signatures",
+                    f"{sig_type} signatures exceed {MAX_LIST_CONTENT_BYTES} bytes in total",
+                )
+            )
+    return causes
+
+
 def image_in_repository(conn: Connection, namespace: str, stream: str, digest: str) -> bool:
     """Whether the image is linked to `<namespace>/<stream>`."""
     query = (
@@ -312,6 +335,8 @@ def apply_image_signatures(
             causes.append((f"{where}.name", f"duplicate signature {name}"))
         causes += [(where, m) for m in validate(status)]
         wanted[name] = (sig_type, content, status)
+    if wanted.keys() - stored.keys():
+        causes += _over_budget(wanted.values())
     if causes:
         raise InvalidSignatureUpdate(causes)
     changed = False
