@@ -65,8 +65,22 @@ def parse_repository(name: str) -> Repository:
     return Repository(namespace, stream)
 
 
+def is_namespace(name: str) -> bool:
+    """Whether `name` can be the namespace half of a repository (a DNS-1123 label)."""
+    return len(name) <= MAX_NAMESPACE_LENGTH and _NAMESPACE.fullmatch(name) is not None
+
+
+def is_stream_name(name: str) -> bool:
+    """Whether `name` can be the stream half of a repository (one spec name component)."""
+    return len(name) <= MAX_NAME_LENGTH and _COMPONENT.fullmatch(name) is not None
+
+
+def is_tag(tag: str) -> bool:
+    return _TAG.fullmatch(tag) is not None
+
+
 def validate_tag(tag: str) -> str:
-    if not _TAG.fullmatch(tag):
+    if not is_tag(tag):
         raise InvalidTag(f"tag {tag[:140]!r} must match [a-zA-Z0-9_][a-zA-Z0-9._-]{{0,127}}")
     return tag
 

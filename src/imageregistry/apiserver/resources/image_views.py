@@ -18,8 +18,6 @@ from imageregistry.apiserver.resource import ListOptions, ListResult, RequestCon
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
 from imageregistry.apiserver.resources.tag_sources import (
     DIGEST,
-    STREAM_NAME,
-    TAG_NAME,
     check_resource_version,
     resolve_tag_source,
     split_tag_name,
@@ -34,6 +32,7 @@ from imageregistry.apiserver.status import (
 )
 from imageregistry.apiserver.store import current_resource_version, namespace_exists
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
+from imageregistry.content.reference import is_stream_name, is_tag
 from imageregistry.metadata import images as q
 from imageregistry.metadata.registry import IMAGESTREAMS
 from imageregistry.metadata.tables import repositories, repository_manifests
@@ -255,7 +254,7 @@ class ImageStreamMappings(_ImageBase):
         causes = []
         if not stream:
             causes.append(FieldCause("metadata.name", "Required value", "FieldValueRequired"))
-        elif not STREAM_NAME.match(stream) or len(stream) > 255:
+        elif not is_stream_name(stream):
             causes.append(
                 FieldCause(
                     "metadata.name",
@@ -265,7 +264,7 @@ class ImageStreamMappings(_ImageBase):
             )
         if not isinstance(tag, str) or not tag:
             causes.append(FieldCause("tag", "Required value", "FieldValueRequired"))
-        elif not TAG_NAME.match(tag):
+        elif not is_tag(tag):
             causes.append(FieldCause("tag", f'Invalid value: "{tag}": must be a valid tag name'))
         if not digest:
             causes.append(FieldCause("image.metadata.name", "Required value", "FieldValueRequired"))

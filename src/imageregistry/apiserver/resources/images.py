@@ -9,7 +9,6 @@ those of behaviour.md §2.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -42,6 +41,7 @@ from imageregistry.apiserver.store import (
 )
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.apiserver.validation import label_causes
+from imageregistry.content.reference import is_stream_name
 from imageregistry.metadata import images as q
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
@@ -49,8 +49,6 @@ from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
 from imageregistry.signatures.verify import validate_signature_object
 
 GROUP = "image.alauda.io"
-_STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
-_DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}\Z")
 Filter = Callable[[dict[str, Any]], bool]
 
 
@@ -258,7 +256,7 @@ class ImageStreams(_ImageBase):
 
     def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         name = str((body.get("metadata") or {}).get("name") or "")
-        if not _STREAM_NAME.match(name) or len(name) > 255:
+        if not is_stream_name(name):
             raise invalid(
                 "ImageStream",
                 GROUP,

@@ -25,11 +25,10 @@ from imageregistry.apiserver.status import (
     invalid,
     not_found,
 )
+from imageregistry.content.reference import is_stream_name, is_tag
 from imageregistry.metadata import images as q
 
 GROUP = "image.alauda.io"
-STREAM_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*\Z")
-TAG_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
 DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}\Z")
 
 
@@ -40,7 +39,7 @@ def _invalid(name: str, field: str, message: str) -> ApiError:
 def split_tag_name(name: str) -> tuple[str, str]:
     """`stream:tag` → (stream, tag), 422 when either part is not a valid name."""
     stream, _, tag = name.partition(":")
-    if not STREAM_NAME.match(stream) or len(stream) > 255 or not TAG_NAME.match(tag):
+    if not is_stream_name(stream) or not is_tag(tag):
         raise _invalid(name, "metadata.name", f'"{name}": must be <stream>:<tag>')
     return stream, tag
 

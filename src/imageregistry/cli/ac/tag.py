@@ -13,13 +13,11 @@ import click
 
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, session
+from imageregistry.content.reference import is_namespace, is_stream_name, is_tag
 
 API = "/apis/image.alauda.io/v1"
 
 
-_NAMESPACE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_STREAM = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 
@@ -29,9 +27,9 @@ def split_ref(text: str, default_ns: str) -> tuple[str, str, str, str]:
     path, _, tag = path.partition(":") if not digest else (path, "", "")
     ns, _, stream = path.rpartition("/")
     valid = (
-        _STREAM.fullmatch(stream)
-        and (not ns or _NAMESPACE.fullmatch(ns))
-        and (_TAG.fullmatch(tag) if tag else _DIGEST.fullmatch(digest))
+        is_stream_name(stream)
+        and (not ns or is_namespace(ns))
+        and (is_tag(tag) if tag else _DIGEST.fullmatch(digest))
     )
     if not valid:
         raise CliError(
