@@ -15,6 +15,7 @@ from imageregistry.metadata import signatures as sm
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.namespaces import create_namespace
+from imageregistry.metadata.signature_limits import MAX_LIST_CONTENT_BYTES
 from imageregistry.metadata.tables import (
     manifest_blobs,
     manifest_children,
@@ -245,7 +246,7 @@ def test_apply_image_signatures_rejects_invalid(db: Database, entry: object, nee
 def test_apply_image_signatures_keeps_the_list_within_what_clients_read(db: Database) -> None:
     import base64
 
-    big = base64.b64encode(b"x" * (sm.MAX_LIST_CONTENT_BYTES // 2 + 1)).decode()
+    big = base64.b64encode(b"x" * (MAX_LIST_CONTENT_BYTES // 2 + 1)).decode()
     entries = [{"name": f"{IMG}@big{i}", "type": "atomic", "content": big} for i in range(2)]
     with pytest.raises(sm.InvalidSignatureUpdate, match="exceed"), db.write() as conn:
         sm.apply_image_signatures(conn, IMG, entries, NOW, validate=validate_signature_object)

@@ -19,10 +19,11 @@ from datetime import datetime
 from types import MappingProxyType
 from typing import Any
 
-from sqlalchemy import Connection, delete, exists, func, insert, select, update
+from sqlalchemy import Connection, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import as_utc, record_change
+from imageregistry.metadata.signature_limits import over_budget
 from imageregistry.metadata.tables import (
     manifests,
     repositories,
@@ -35,8 +36,6 @@ STATUS_KEYS = ("conditions", "imageIdentity", "signedClaims", "issuedBy", "issue
 # containers/image names extension signatures `<digest>@<32 hex>`; accept any sane suffix.
 _SIG_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 SIGNATURE_TYPES = ("atomic", "cosign")
-MAX_LIST_CONTENT_BYTES = 2 << 20
-MAX_SIGNATURES_PER_IMAGE = 256
 
 # Error messages for one verification record (none when valid). The rules are core's
 # (`signatures.verify.validate_signature_object`), passed in: metadata never imports core.
@@ -129,53 +128,6 @@ def list_for_extension(conn: Connection, digest: str) -> list[tuple[str, str, by
         .order_by(signatures.c.id)
     ).all()
     return [(r.name, r.type, bytes(r.content)) for r in rows]
-
-
-def list_refusal(conn: Connection, digest: str, sig_type: str, size: int) -> str | None:
-    """Why one more *sig_type* signature of *size* bytes may not be added, or None.
-
-    containers/image reads at most 4 MiB of extension signature list
-    (`iolimits.MaxSignatureListBodySize`) and fails the whole pull beyond it, so the list
-    must stay below that: base64 grows content by 4/3 and each entry adds its name and
-    JSON framing, hence the content budget of half that and a cap on the entry count.
-    """
-    row = conn.execute(
-        select(func.count(), func.coalesce(func.sum(func.length(signatures.c.content)), 0)).where(
-            signatures.c.image_digest == digest, signatures.c.type == sig_type
-        )
-    ).one()
-    count, used = int(row[0]), int(row[1])
-    if count >= MAX_SIGNATURES_PER_IMAGE:
-        return f"image {digest} already has {count} signatures (limit {MAX_SIGNATURES_PER_IMAGE})"
-    if used + size > MAX_LIST_CONTENT_BYTES:
-        return (
-            f"the signatures of image {digest} would exceed {MAX_LIST_CONTENT_BYTES} bytes "
-            "in total, more than clients read from the signature list"
-        )
-    return None
-
-
-def _over_budget(entries: Iterable[tuple[str, bytes, dict[str, Any]]]) -> list[tuple[str, str]]:
-    """The `list_refusal` limits applied to a whole new signature list (an Image update)."""
-    count: dict[str, int] = {}
-    size: dict[str, int] = {}
-    for sig_type, content, _ in entries:
-        count[sig_type] = count.get(sig_type, 0) + 1
-        size[sig_type] = size.get(sig_type, 0) + len(content)
-    causes = []
-    for sig_type in count:
-        if count[sig_type] > MAX_SIGNATURES_PER_IMAGE:
-            causes.append(
-                ("signatures", f"more than {MAX_SIGNATURES_PER_IMAGE} {sig_type} signatures")
-            )
-        if size[sig_type] > MAX_LIST_CONTENT_BYTES:
-            causes.append(
-                (
-                    "signatures",
-                    f"{sig_type} signatures exceed {MAX_LIST_CONTENT_BYTES} bytes in total",
-                )
-            )
-    return causes
 
 
 def image_in_repository(conn: Connection, namespace: str, stream: str, digest: str) -> bool:
@@ -336,7 +288,7 @@ def apply_image_signatures(
         causes += [(where, m) for m in validate(status)]
         wanted[name] = (sig_type, content, status)
     if wanted.keys() - stored.keys():
-        causes += _over_budget(wanted.values())
+        causes += over_budget(wanted.values())
     if causes:
         raise InvalidSignatureUpdate(causes)
     changed = False

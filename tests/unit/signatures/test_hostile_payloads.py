@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from imageregistry.metadata import signature_limits as limits
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
@@ -129,19 +130,19 @@ def test_payload_whose_length_differs_from_the_descriptor_is_skipped() -> None:
 
 def test_signature_list_budget(tmp_path: Path) -> None:
     db = Database(open_engine(f"sqlite:///{tmp_path / 'm.db'}"))
-    chunk = sigdb.MAX_LIST_CONTENT_BYTES // 2
+    chunk = limits.MAX_LIST_CONTENT_BYTES // 2
     with db.write() as conn:
         insert_manifest(conn, IMG, NOW, media_type="m")
-        assert sigdb.list_refusal(conn, IMG, "atomic", chunk) is None
+        assert limits.list_refusal(conn, IMG, "atomic", chunk) is None
         sigdb.add_signature(conn, f"{IMG}@one", "atomic", b"1" * chunk, NOW)
         sigdb.add_signature(conn, f"{IMG}@two", "atomic", b"2" * chunk, NOW)
-        refusal = sigdb.list_refusal(conn, IMG, "atomic", 1)
+        refusal = limits.list_refusal(conn, IMG, "atomic", 1)
         assert refusal is not None and "exceed" in refusal
         # Other types are not served by the extension list and have their own budget.
-        assert sigdb.list_refusal(conn, IMG, "cosign", 1) is None
+        assert limits.list_refusal(conn, IMG, "cosign", 1) is None
         sigdb.delete_all(conn, IMG)
-        for i in range(sigdb.MAX_SIGNATURES_PER_IMAGE):
+        for i in range(limits.MAX_SIGNATURES_PER_IMAGE):
             sigdb.add_signature(conn, f"{IMG}@s{i}", "atomic", base64.b64encode(bytes([i])), NOW)
-        refusal = sigdb.list_refusal(conn, IMG, "atomic", 1)
+        refusal = limits.list_refusal(conn, IMG, "atomic", 1)
         assert refusal is not None and "limit" in refusal
     db.dispose()

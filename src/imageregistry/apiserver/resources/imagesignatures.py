@@ -18,6 +18,7 @@ from imageregistry.apiserver.resource import RequestContext, ResourceHandler, Re
 from imageregistry.apiserver.status import FieldCause, already_exists, invalid, not_found
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
+from imageregistry.metadata.signature_limits import list_refusal
 
 GROUP = "image.alauda.io"
 
@@ -77,9 +78,7 @@ class ImageSignatures(ResourceHandler):
             return body
         try:
             with self.db.write() as conn:
-                refusal = sigs.list_refusal(
-                    conn, sigs.split_name(name)[0], str(sig_type), len(content)
-                )
+                refusal = list_refusal(conn, sigs.split_name(name)[0], str(sig_type), len(content))
                 if refusal is not None:  # the extension GET must stay readable by skopeo
                     raise invalid(
                         "ImageSignature",
