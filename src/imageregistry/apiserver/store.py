@@ -49,6 +49,7 @@ from imageregistry.apiserver.validation import (
     name_causes,
 )
 from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.tables import changes, objects
 
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # kube's generateName alphabet
@@ -60,17 +61,6 @@ def rfc3339(value: datetime) -> str:
 
 def current_resource_version(conn: Connection) -> str:
     return str(conn.execute(select(func.max(changes.c.id))).scalar() or 0)
-
-
-def namespace_exists(conn: Connection, namespace: str) -> bool:
-    row = conn.execute(
-        select(objects.c.id).where(
-            objects.c.resource == "namespaces",
-            objects.c.namespace == "",
-            objects.c.name == namespace,
-        )
-    ).first()
-    return row is not None
 
 
 def encode_continue(namespace: str, name: str) -> str:

@@ -20,13 +20,18 @@ from imageregistry.metadata.tables import objects
 RESOURCE = "namespaces"
 
 
+def _where(name: str) -> tuple[Any, ...]:
+    return (objects.c.resource == RESOURCE, objects.c.namespace == "", objects.c.name == name)
+
+
 def namespace_exists(conn: Connection, name: str) -> bool:
-    row = conn.execute(
-        select(objects.c.id).where(
-            objects.c.resource == RESOURCE, objects.c.namespace == "", objects.c.name == name
-        )
-    ).first()
-    return row is not None
+    return conn.execute(select(objects.c.id).where(*_where(name))).first() is not None
+
+
+def namespace_body(conn: Connection, name: str) -> dict[str, Any] | None:
+    """The stored v1 Namespace object, or None."""
+    body = conn.execute(select(objects.c.body).where(*_where(name))).scalar()
+    return body if isinstance(body, dict) else None
 
 
 def create_namespace(conn: Connection, name: str, now: datetime) -> None:

@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from imageregistry.metadata.namespaces import namespace_body
 from imageregistry.metadata.signatures import signatures_by_image
-from imageregistry.metadata.tables import manifest_blobs, manifest_children, objects
+from imageregistry.metadata.tables import manifest_blobs, manifest_children
 
 POLICY_ANNOTATION = "image.alauda.io/require-signatures"
 COSIGN_LAYER_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
@@ -36,16 +37,10 @@ def trusted_digests(conn: Connection, digests: Iterable[str]) -> set[str]:
 
 def namespace_requires_signatures(conn: Connection, namespace: str) -> bool:
     """Whether the namespace carries `image.alauda.io/require-signatures: "true"`."""
-    row = conn.execute(
-        select(objects.c.body).where(
-            objects.c.resource == "namespaces",
-            objects.c.namespace == "",
-            objects.c.name == namespace,
-        )
-    ).first()
-    if row is None or not isinstance(row.body, Mapping):
+    body = namespace_body(conn, namespace)
+    if body is None:
         return False
-    annotations = (row.body.get("metadata") or {}).get("annotations") or {}
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
     value = annotations.get(POLICY_ANNOTATION) if isinstance(annotations, Mapping) else None
     return isinstance(value, str) and value.strip().lower() == "true"
 

@@ -30,10 +30,11 @@ from imageregistry.apiserver.status import (
     invalid,
     not_found,
 )
-from imageregistry.apiserver.store import current_resource_version, namespace_exists
+from imageregistry.apiserver.store import current_resource_version
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.content.reference import is_stream_name, is_tag
 from imageregistry.metadata import images as q
+from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGESTREAMS
 from imageregistry.metadata.tables import repositories, repository_manifests
 

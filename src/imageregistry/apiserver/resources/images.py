@@ -37,7 +37,6 @@ from imageregistry.apiserver.store import (
     current_resource_version,
     decode_continue,
     encode_continue,
-    namespace_exists,
 )
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.apiserver.validation import label_causes
@@ -45,6 +44,7 @@ from imageregistry.content.reference import is_stream_name
 from imageregistry.metadata import images as q
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
+from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
 from imageregistry.signatures.verify import validate_signature_object
 
