@@ -1,4 +1,4 @@
-"""Helpers for the OCI end-to-end tests: OCI layouts and skopeo."""
+"""Helpers for the OCI end-to-end tests: OCI layouts, skopeo and the pull-time policy."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
+
+from imageregistry.metadata.signature_policy import POLICY_ANNOTATION
 
 
 def sha(data: bytes) -> str:
@@ -123,3 +127,13 @@ def build_layout(path: Path, seed: str, tag: str = "v1", layers: int = 3) -> Lay
 
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+
+
+def require_signatures(admin: httpx.Client, namespace: str) -> None:
+    """Turn on the namespace's signature policy with a merge patch, as `kubectl annotate` does."""
+    r = admin.patch(
+        f"/api/v1/namespaces/{namespace}",
+        content=json.dumps({"metadata": {"annotations": {POLICY_ANNOTATION: "true"}}}),
+        headers={"Content-Type": "application/merge-patch+json"},
+    )
+    assert r.status_code == 200, r.text

@@ -39,11 +39,8 @@ FIXTURES = Path(__file__).parents[1] / "unit" / "apiserver" / "fixtures"
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
-    process = RegistryProcess(data_dir=tmp_path_factory.mktemp("api-hostile") / "data").start()
-    try:
+    with RegistryProcess(data_dir=tmp_path_factory.mktemp("api-hostile") / "data") as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

@@ -41,15 +41,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess
     root = tmp_path_factory.mktemp("auth-security")
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
     (root / "htpasswd").write_text(f"alice:{hashed}\n")
-    process = RegistryProcess(
+    with RegistryProcess(
         data_dir=root / "data",
         extra_args=["--htpasswd-file", str(root / "htpasswd"), "--log-level", "debug"],
-    ).start()
-    SECRETS.append(process.admin_token)
-    try:
+    ) as process:
+        SECRETS.append(process.admin_token)
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture(scope="module")

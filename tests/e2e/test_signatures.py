@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 import subprocess
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from imageregistry.signatures import cosign
 from imageregistry.signatures.simplesigning import COSIGN_TYPE, build_payload
 from tests.e2e.ac_images import layer, write_layout
 from tests.e2e.ac_support import AC
+from tests.e2e.oci_support import require_signatures
 from tests.support.server import RegistryProcess
 
 IMAGES = "/apis/image.alauda.io/v1/images"
@@ -367,14 +367,7 @@ def test_policy_denies_unsigned_and_allows_verified(env: Env) -> None:
     unsigned = push(env, "pol-unsigned", "pol/unsigned:latest")
     trusted = push(env, "pol-signed", "pol/signed:latest", sign=True)
     with env.api() as client:
-        r = client.patch(
-            "/api/v1/namespaces/pol",
-            content=json.dumps(
-                {"metadata": {"annotations": {"image.alauda.io/require-signatures": "true"}}}
-            ),
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        assert r.status_code == 200, r.text
+        require_signatures(client, "pol")
     pull = [
         "skopeo",
         "inspect",

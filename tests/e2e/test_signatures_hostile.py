@@ -25,6 +25,7 @@ import pytest
 
 from imageregistry.signatures.simplesigning import build_payload
 from tests.e2e.ac_support import AC
+from tests.e2e.oci_support import require_signatures
 from tests.support.server import RegistryProcess
 
 IMAGES = "/apis/image.alauda.io/v1/images"
@@ -422,14 +423,7 @@ def test_policy_refuses_badly_signed_images(env: Env) -> None:
         content = env.keys.sign(build_payload(f"{host}/{repo}:latest", names), key=key)
         assert put_signature(env, repo, digest, content).status_code == 201
     with env.api() as client:
-        r = client.patch(
-            "/api/v1/namespaces/strict",
-            content=json.dumps(
-                {"metadata": {"annotations": {"image.alauda.io/require-signatures": "true"}}}
-            ),
-            headers={"Content-Type": "application/merge-patch+json"},
-        )
-        assert r.status_code == 200, r.text
+        require_signatures(client, "strict")
     for repo, digest, ok in (
         ("strict/stranger", stranger, False),
         ("strict/wrong", wrong, False),
