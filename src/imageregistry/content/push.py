@@ -17,7 +17,7 @@ from datetime import datetime
 import anyio.to_thread
 
 from imageregistry.content import mediatypes as mt
-from imageregistry.content.digest import Digest, InvalidDigest
+from imageregistry.content.digest import Digest
 from imageregistry.content.manifest import (
     ImageSummary,
     InvalidManifest,
@@ -32,7 +32,6 @@ from imageregistry.metadata.registry_manifests import (
     ManifestMetadata,
     NewManifest,
 )
-from imageregistry.metadata.signature_policy import COSIGN_LAYER_MEDIA_TYPE
 from imageregistry.signatures import cosign, discovery
 from imageregistry.storage.driver import BlobStore
 from imageregistry.storage.errors import BlobNotFound
@@ -106,23 +105,24 @@ class ManifestPusher:
         now: datetime,
         may_create_ns: bool,
     ) -> NewManifest:
-        await self._check_signature_layers(parsed)
+        payloads = await self._signature_payloads(parsed)
         summary = await self._summary(parsed)
         new = describe_image(digest, parsed, content, summary, now)
         await anyio.to_thread.run_sync(self.manifests.record, repo, new, tag, now, may_create_ns)
-        await self._record_cosign_signatures(content, tag, now)
+        await self._record_cosign_signatures(content, tag, now, payloads)
         return new
 
-    async def _check_signature_layers(self, parsed: ParsedManifest) -> None:
-        """A layer typed as a cosign simple-signing payload must be one: the signature
-        policy lets such manifests through unsigned (verifiers fetch them), so a runnable
-        tar layer must not pass under that media type."""
+    async def _signature_payloads(self, parsed: ParsedManifest) -> dict[str, bytes]:
+        """The bytes of the layers typed as cosign simple-signing payloads, each checked to
+        be one: the signature policy lets such manifests through unsigned (verifiers fetch
+        them), so a runnable tar layer must not pass under that media type."""
+        payloads: dict[str, bytes] = {}
         for layer in parsed.layers:
-            if layer.media_type != COSIGN_LAYER_MEDIA_TYPE:
+            if layer.media_type != cosign.SIMPLESIGNING_MEDIA_TYPE:
                 continue
             if layer.size > cosign.MAX_PAYLOAD_BYTES:
                 raise InvalidManifest(
-                    f"layer {layer.digest} of type {COSIGN_LAYER_MEDIA_TYPE} is over "
+                    f"layer {layer.digest} of type {cosign.SIMPLESIGNING_MEDIA_TYPE} is over "
                     f"{cosign.MAX_PAYLOAD_BYTES} bytes; simple-signing payloads are small"
                 )
             try:
@@ -137,25 +137,21 @@ class ManifestPusher:
                 payload = None
             if not isinstance(payload, dict):
                 raise InvalidManifest(
-                    f"layer {layer.digest} of type {COSIGN_LAYER_MEDIA_TYPE} is not a "
+                    f"layer {layer.digest} of type {cosign.SIMPLESIGNING_MEDIA_TYPE} is not a "
                     "simple-signing JSON payload"
                 )
+            payloads[str(layer.digest)] = data
+        return payloads
 
     async def _record_cosign_signatures(
-        self, content: bytes, tag: str | None, now: datetime
+        self, content: bytes, tag: str | None, now: datetime, payloads: dict[str, bytes]
     ) -> None:
         """A pushed cosign signature manifest (`sha256-<hex>.sig` tag or `subject`) is
-        listed on the image it signs, so one verify command covers both signature kinds."""
+        listed on the image it signs, so one verify command covers both signature kinds.
+        `payloads` holds its layers' bytes, already read and checked by the push."""
         target = discovery.signature_target(content, tag)
-        wanted = discovery.payload_digests(content) if target else []
-        if not target or not wanted:
+        if not target or not discovery.payload_digests(content):
             return
-        payloads: dict[str, bytes] = {}
-        for digest in wanted:
-            try:
-                payloads[digest] = await self.blobs.read_all(Digest.parse(digest))
-            except (BlobNotFound, InvalidDigest):
-                continue
         found = discovery.cosign_signatures_for(content, payloads.get)
         if found:
             pairs = [(f.name_for(target), f.content) for f in found]
