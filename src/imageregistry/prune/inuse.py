@@ -12,7 +12,7 @@ a host is matched by its `ns/stream` path.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 # distribution/reference grammar, reduced to what a workload reference may contain.
@@ -27,21 +27,18 @@ class InvalidReferences(ValueError):
 
     def __init__(self, refs: Iterable[str]) -> None:
         self.refs = tuple(refs)
-        # The message goes back to the client and into logs: a file of references given
-        # by mistake (a kubeconfig, say) must not be echoed whole, so name only a few,
-        # each cut short.
-        shown = [_shorten(ref) for ref in self.refs[:_SHOWN]]
-        more = len(self.refs) - len(shown)
-        tail = f" and {more} more" if more else ""
-        super().__init__(f"{len(self.refs)} invalid image reference(s): {', '.join(shown)}{tail}")
+        shown = few_references(self.refs)
+        super().__init__(f"{len(self.refs)} invalid image reference(s): {shown}")
 
 
-_SHOWN = 3
-_SHOWN_CHARS = 40
+def few_references(refs: Sequence[str]) -> str:
+    """At most three of *refs*, each cut to 20 characters, and how many more there are.
 
-
-def _shorten(ref: str) -> str:
-    return repr(ref if len(ref) <= _SHOWN_CHARS else ref[:_SHOWN_CHARS] + "...")
+    Messages about bad references go back to clients and into logs: a file of references
+    given by mistake (a kubeconfig, say) must never be echoed whole.
+    """
+    shown = ", ".join(repr(r if len(r) <= 20 else r[:17] + "...") for r in refs[:3])
+    return shown + (f" and {len(refs) - 3} more" if len(refs) > 3 else "")
 
 
 @dataclass(frozen=True)

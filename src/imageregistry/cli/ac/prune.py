@@ -24,7 +24,7 @@ from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.gc import print_gc
 from imageregistry.cli.ac.options import common_options, session
 from imageregistry.cli.ac.references import gather_references
-from imageregistry.prune.inuse import parse_reference
+from imageregistry.prune.inuse import few_references, parse_reference
 from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_duration
 
 API = "/apis/image.alauda.io/v1"
@@ -135,10 +135,8 @@ def _check_references(refs: set[str]) -> None:
         except ValueError:
             bad.append(ref)
     if bad:
-        shown = ", ".join(repr(b if len(b) <= 20 else b[:17] + "...") for b in bad[:3])
-        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
         raise click.UsageError(
-            f"{len(bad)} in-use image reference(s) are not image references: {shown}{more}"
+            f"{len(bad)} in-use image reference(s) are not image references: {few_references(bad)}"
             " — fix the references file, or pass --ignore-invalid-refs to skip them"
         )
 
