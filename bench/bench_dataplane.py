@@ -190,7 +190,14 @@ def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool)
                 )
             )
         if "ours" in args.servers:
-            servers.append(start_ours(workdir / f"{label}-ours", tls=tls, workers=args.workers))
+            servers.append(
+                start_ours(
+                    workdir / f"{label}-ours",
+                    tls=tls,
+                    workers=args.workers,
+                    cpu_affinity=args.cpu_affinity,
+                )
+            )
         result: dict[str, Any] = {"blobs": {}}
         if "manifest" in args.only:
             result["manifest"] = bench_manifest(
@@ -304,7 +311,8 @@ def rss_rows(results: dict[str, Any]) -> list[list[str]]:
 def _method(a: dict[str, Any]) -> list[str]:
     sizes = ", ".join(human(s) for s in a["sizes"])
     return [
-        f"- Workers: ours `--workers {a['workers']}` (Granian), distribution "
+        f"- Workers: ours `--workers {a['workers']}` (Granian, `cpu_affinity: "
+        f"{a.get('cpu_affinity', 'auto')}`), distribution "
         f"`GOMAXPROCS={a['workers']}`; access logs off on both; both on loopback and on "
         "the same disk (ext4).",
         f"- Blobs: {sizes} of random bytes, {a['reps']} repetitions after one warm-up, median. "
@@ -369,6 +377,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rss-size", default="2G")
     parser.add_argument("--rss-tls", action="store_true", help="also sample RSS in TLS mode")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--cpu-affinity", default="auto", choices=("auto", "on", "off"), help="ours' setting"
+    )
     parser.add_argument(
         "--rss-workers", type=int, default=1, help="also sample RSS of ours with this many"
     )

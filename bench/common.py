@@ -181,7 +181,9 @@ def start_distribution(
     return server
 
 
-def start_ours(workdir: Path, *, tls: bool, workers: int, fsync: bool = True) -> Server:
+def start_ours(
+    workdir: Path, *, tls: bool, workers: int, fsync: bool = True, cpu_affinity: str = "auto"
+) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
@@ -198,7 +200,10 @@ def start_ours(workdir: Path, *, tls: bool, workers: int, fsync: bool = True) ->
     ]
     if not tls:
         argv.append("--plain-http")
-    env = {"IMAGE_REGISTRY_BLOB_FSYNC": "true" if fsync else "false"}
+    env = {
+        "IMAGE_REGISTRY_BLOB_FSYNC": "true" if fsync else "false",
+        "IMAGE_REGISTRY_CPU_AFFINITY": cpu_affinity,
+    }
     proc = _spawn(argv, workdir / "server.log", env)
     scheme = "https" if tls else "http"
     data = workdir / "data"

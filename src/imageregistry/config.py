@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 ENV_PREFIX = "IMAGE_REGISTRY_"
+CPU_AFFINITY_MODES = ("auto", "on", "off")
 
 
 class ConfigurationError(ValueError):
@@ -43,6 +44,7 @@ class Settings:
     upload_max_age_seconds: int = 86400
     token_ttl_seconds: int = 86400
     log_level: str = "info"
+    cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -142,6 +144,11 @@ def load_settings(
         raise ConfigurationError(f"listen: expected HOST:PORT, got {settings.listen!r}")
     if settings.workers < 1:
         raise ConfigurationError("workers must be at least 1")
+    if settings.cpu_affinity not in CPU_AFFINITY_MODES:
+        raise ConfigurationError(
+            f"cpu_affinity: expected one of {', '.join(CPU_AFFINITY_MODES)},"
+            f" got {settings.cpu_affinity!r}"
+        )
     return settings
 
 

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
+from imageregistry.affinity import runtime_affinity
 from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
@@ -90,7 +91,11 @@ def build_app(services: Services) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        async with scheduled_pruning(services):
+        settings = services.settings
+        async with (
+            runtime_affinity(settings.cpu_affinity, settings.workers, settings.data_dir / "run"),
+            scheduled_pruning(services),
+        ):
             yield
         services.db.dispose()
 

@@ -245,9 +245,15 @@ def test_token_requests_need_create_token_in_that_namespace(
     minted = _token_request(server, owner, "tr-a", "bot")
     assert minted.status_code == 201
     assert _user(server, minted.json()["status"]["token"]) == "system:serviceaccount:tr-a:bot"
-    for seconds in (599, 0.5, "3600", 365 * 24 * 3600 + 1, -1):
+    for seconds in (599, 0, 0.5, "3600", True, 365 * 24 * 3600 + 1, -1):
         spec = {"expirationSeconds": seconds}
         assert _token_request(server, owner, "tr-a", "bot", spec).status_code == 422, seconds
+    # No Pod, Secret or Node exists here to bind to: refused, not minted unbound.
+    bound = {"boundObjectRef": {"kind": "Secret", "apiVersion": "v1", "name": "s1"}}
+    refused = _token_request(server, owner, "tr-a", "bot", bound)
+    assert refused.status_code == 404 and refused.json()["message"] == 'secrets "s1" not found'
+    bound["boundObjectRef"]["kind"] = "ConfigMap"
+    assert _token_request(server, owner, "tr-a", "bot", bound).status_code == 400
     foreign = _token_request(server, owner, "tr-a", "bot", {"audiences": ["https://elsewhere"]})
     assert foreign.status_code == 201
     with server.client(foreign.json()["status"]["token"]) as client:

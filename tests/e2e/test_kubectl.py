@@ -113,6 +113,13 @@ def test_create_namespace_sa_and_token(k: Kubectl) -> None:
     assert token.count(".") == 2
     who = k.ok("auth", "whoami", token=token)
     assert "system:serviceaccount:tok-ns:robot" in who and "system:serviceaccounts:tok-ns" in who
+    short = k.fails("create", "token", "robot", "-n", "tok-ns", "--duration=1m")
+    assert "may not specify a duration less than 10 minutes" in short
+    bound = k.fails(
+        "create", "token", "robot", "-n", "tok-ns", "--bound-object-kind=Secret",
+        "--bound-object-name=s1",
+    )  # fmt: skip
+    assert 'secrets "s1" not found' in bound
     missing = k.fails("create", "sa", "x", "-n", "no-such-ns")
     assert 'namespaces "no-such-ns" not found' in missing
     assert "already exists" in k.fails("create", "ns", "tok-ns")

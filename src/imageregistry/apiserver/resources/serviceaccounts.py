@@ -6,6 +6,8 @@ server defaults it (one hour, the server's own audience), signs a JWT whose subj
 `kubernetes.io` claim (namespace, name, uid) the authenticator uses to refuse tokens of
 deleted or re-created accounts. Minting needs `create serviceaccounts/token` in the
 account's namespace (the route authorizes the subresource), which only `admin` grants.
+An explicit `expirationSeconds` outside 10 minutes..1 year is Invalid (0 included, as
+upstream); a `boundObjectRef` is refused, since no object it can name exists here.
 """
 
 from __future__ import annotations
@@ -14,10 +16,16 @@ from typing import Any
 
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceInfo
-from imageregistry.apiserver.status import FieldCause, invalid, method_not_allowed
+from imageregistry.apiserver.status import (
+    FieldCause,
+    bad_request,
+    invalid,
+    method_not_allowed,
+    not_found,
+)
 from imageregistry.apiserver.store import StoredResource, rfc3339
 from imageregistry.auth.identity import service_account_groups, service_account_username
-from imageregistry.auth.tokens import BoundObject, ServiceAccountRef, TokenSigner
+from imageregistry.auth.tokens import ServiceAccountRef, TokenSigner
 from imageregistry.metadata.db import Database
 
 DEFAULT_EXPIRATION = 3600
@@ -32,6 +40,23 @@ TOKEN_REQUEST_SCHEMA = object_schema(
     },
     status={"token": ANY, "expirationTimestamp": ANY},
 )
+
+
+BINDABLE_KINDS = {"Pod": "pods", "Secret": "secrets", "Node": "nodes"}
+
+
+def _refuse_bound_object(ref: Any) -> None:
+    """A token bound to an object must die with it, and this server stores no Pods, Secrets
+    or Nodes: like kube-apiserver asked for a missing object, answer NotFound (other kinds:
+    BadRequest) instead of minting a token whose binding nothing would ever enforce."""
+    if ref is None:
+        return
+    if not isinstance(ref, dict):
+        raise bad_request("spec.boundObjectRef must be an object")
+    kind, name = ref.get("kind"), ref.get("name")
+    if kind not in BINDABLE_KINDS:
+        raise bad_request(f"cannot bind token to object of kind {kind!r}")
+    raise not_found(BINDABLE_KINDS[kind], "", str(name or ""))
 
 
 class ServiceAccounts(StoredResource):
@@ -63,10 +88,17 @@ class ServiceAccounts(StoredResource):
         account = self.get(ctx, namespace, name)
         request = body or {}
         spec = dict(request.get("spec") or {})
-        expiration = spec.get("expirationSeconds") or DEFAULT_EXPIRATION
+        _refuse_bound_object(spec.get("boundObjectRef"))
+        expiration = spec.get("expirationSeconds")
+        if expiration is None:
+            expiration = DEFAULT_EXPIRATION
         audiences = spec.get("audiences") or [self._audience]
         causes = []
-        if not isinstance(expiration, int) or not MIN_EXPIRATION <= expiration <= MAX_EXPIRATION:
+        if (
+            isinstance(expiration, bool)
+            or not isinstance(expiration, int)
+            or not MIN_EXPIRATION <= expiration <= MAX_EXPIRATION
+        ):
             causes.append(
                 FieldCause(
                     "spec.expirationSeconds",
@@ -78,17 +110,12 @@ class ServiceAccounts(StoredResource):
             causes.append(FieldCause("spec.audiences", "Invalid value: must be a list of strings"))
         if causes:
             raise invalid("TokenRequest", "authentication.k8s.io", name, causes)
-        bound = None
-        ref = spec.get("boundObjectRef")
-        if isinstance(ref, dict) and ref.get("name"):
-            bound = BoundObject(str(ref.get("kind", "")), str(ref["name"]), str(ref.get("uid", "")))
         token, expiry = self._signer.issue(
             service_account_username(namespace, name),
             groups=service_account_groups(namespace),
             audiences=audiences,
             expires_in_seconds=expiration,
             service_account=ServiceAccountRef(namespace, name, account["metadata"].get("uid", "")),
-            bound_object=bound,
             extra_claims={"sa_namespace": namespace, "sa_name": name},
         )
         spec.update(audiences=audiences, expirationSeconds=expiration)
