@@ -4,17 +4,19 @@ Granian runs a worker's sockets on a Rust (tokio) runtime and reads the file of 
 zero-copy blob send on tokio's blocking-thread pool, one chunk at a time. Left to the
 scheduler, the runtime thread and the reading thread sit on different CPUs and every chunk
 costs a cross-CPU wake-up; pinning a worker's runtime threads to one CPU turns those into
-cheap same-CPU switches (a single 1 GiB pull went from ~0.9x to ~1.25x distribution's on
-the 2-CPU benchmark machine, docs/benchmarks.md). Python threads (database, hashing,
-fsync) are left free to run anywhere.
+cheap same-CPU switches (a single 1 GiB pull went from 0.7x-1.0x to 1.3x-1.4x
+distribution's on the 2-CPU benchmark machine, docs/benchmarks.md). Python threads
+(database, hashing, fsync) are left free to run anywhere.
 
-Modes: `auto` pins only when the server runs exactly one worker per CPU it may use (the
-operator gave the machine, or the cpuset, to the registry); `on` pins whenever there are
-at least two CPUs; `off` never pins. Under a CPU quota the allowed set is the whole host,
-so `auto` does not pin unless the workers match the host's CPU count.
+Modes: `auto` pins when the registry is the main tenant of the CPUs it may use, that is
+when they number at most two per worker (one worker on a 2-CPU machine or cpuset, two on
+four); `on` pins whenever there are at least two CPUs; `off` never pins. Under a CPU quota
+on a large host every host CPU is allowed, so `auto` leaves the scheduler free there
+rather than tie the runtime to one CPU shared with unknown neighbours.
 
 The flow is plan, claim, apply: `should_pin` decides from the mode, the worker count and
-the allowed CPUs; `claim_cpu` takes a CPU no other worker of this data dir holds (an
+the allowed CPUs; `claim_cpu` takes a CPU no other worker of this data dir holds, trying the
+CPU the worker runs on first (an
 `flock` per CPU, dropped when the process dies, so a respawned worker inherits its
 predecessor's CPU); `pin_runtime` applies it once Granian has started its runtime threads,
 which happens after the application's lifespan startup, hence the polling. Blocking-pool
@@ -39,13 +41,32 @@ RUNTIME_THREAD_PREFIX = "tokio-"  # tokio's default thread name, kept by Granian
 def should_pin(mode: str, workers: int, cpus: Collection[int]) -> bool:
     if mode == "off" or len(cpus) < 2:
         return False
-    return mode == "on" or workers == len(cpus)
+    return mode == "on" or len(cpus) <= 2 * workers
 
 
-def claim_cpu(lock_dir: Path, cpus: Iterable[int]) -> tuple[int, int] | None:
-    """The first CPU whose lock this process could take, and the lock's descriptor."""
+def current_cpu() -> int | None:
+    """The CPU this thread last ran on (field 39 of /proc/self/stat)."""
+    try:
+        stat = Path("/proc/thread-self/stat").read_text()
+        return int(stat.rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def claim_cpu(
+    lock_dir: Path, cpus: Iterable[int], start: int | None = None
+) -> tuple[int, int] | None:
+    """A CPU whose lock this process could take, and the lock's descriptor.
+
+    Candidates are tried in order from `start` (wrapping), so that separate servers on one
+    machine, which share no lock directory, spread over the CPUs instead of all taking the
+    first one."""
     lock_dir.mkdir(parents=True, exist_ok=True)
-    for cpu in sorted(cpus):
+    ordered = sorted(cpus)
+    if start in ordered:
+        at = ordered.index(start)
+        ordered = ordered[at:] + ordered[:at]
+    for cpu in ordered:
         fd = os.open(lock_dir / f"cpu-{cpu}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -91,7 +112,7 @@ async def runtime_affinity(mode: str, workers: int, lock_dir: Path) -> AsyncIter
     claim = None
     if should_pin(mode, workers, cpus):
         try:
-            claim = claim_cpu(lock_dir, cpus)
+            claim = claim_cpu(lock_dir, cpus, start=current_cpu())
         except OSError as exc:
             log.warning("cpu_affinity: cannot lock a CPU in %s (%s); not pinned", lock_dir, exc)
     if claim is None:

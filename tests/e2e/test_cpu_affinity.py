@@ -1,7 +1,7 @@
 """`cpu_affinity` on a real multi-worker server: with `on`, each Granian worker's runtime
 threads (and the blocking threads that read blobs for zero-copy sends) sit on a CPU of
-their own while its Python threads stay free; with `off`, or `auto` with fewer workers
-than CPUs, nothing is pinned."""
+their own while its Python threads stay free; `auto` pins a single worker on a machine of
+at most two CPUs; with `off` nothing is pinned."""
 
 from __future__ import annotations
 
@@ -94,11 +94,27 @@ def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> N
         assert python and all(cpus == CPUS for cpus in python)
 
 
-@pytest.mark.parametrize(("mode", "workers"), [("off", 2), ("auto", 1)])
-def test_runtime_threads_stay_free(tmp_path: Path, mode: str, workers: int) -> None:
-    with _start(tmp_path, mode, workers) as server:
+def test_off_leaves_runtime_threads_free(tmp_path: Path) -> None:
+    with _start(tmp_path, "off", 2) as server:
         assert server.proc is not None
         _pull_blob(server)
         time.sleep(1)  # longer than a pinning worker needs to pin
         for worker in _workers(server.proc.pid):
             assert _runtime_cpus(worker) == {CPUS}
+
+
+def test_auto_pins_the_default_single_worker_on_a_small_machine(tmp_path: Path) -> None:
+    with _start(tmp_path, "auto", 1) as server:
+        assert server.proc is not None
+        (worker,) = _workers(server.proc.pid)
+        _pull_blob(server)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            found = _runtime_cpus(worker)
+            if len(found) == 1 and len(next(iter(found))) == 1:
+                break
+            time.sleep(0.2)
+        if len(CPUS) == 2:
+            assert len(found) == 1 and len(next(iter(found))) == 1, found  # one CPU, all of them
+        else:
+            assert found == {CPUS}

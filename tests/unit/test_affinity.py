@@ -7,17 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from imageregistry.affinity import claim_cpu, runtime_threads, should_pin
+from imageregistry.affinity import claim_cpu, current_cpu, runtime_threads, should_pin
 
 
 @pytest.mark.parametrize(
     ("mode", "workers", "cpus", "pinned"),
     [
-        ("auto", 2, {0, 1}, True),  # one worker per CPU: the registry owns the machine
-        ("auto", 4, {0, 1, 2, 3}, True),
-        ("auto", 1, {0, 1}, False),  # fewer workers than CPUs: leave the scheduler free
+        ("auto", 1, {0, 1}, True),  # the default worker on a 2-CPU machine
+        ("auto", 2, {0, 1}, True),  # one worker per CPU
+        ("auto", 2, {0, 1, 2, 3}, True),  # at most two CPUs per worker: the main tenant
+        ("auto", 3, {0, 1}, True),  # more workers than CPUs: the first two get one each
+        ("auto", 1, {0, 1, 2}, False),
         ("auto", 2, set(range(64)), False),  # a CPU quota on a big host shows every CPU
-        ("auto", 3, {0, 1}, False),
         ("auto", 1, {5}, False),  # one CPU: nothing to choose
         ("on", 1, {0, 1}, True),
         ("on", 8, {0, 1}, True),
@@ -41,6 +42,16 @@ def test_workers_claim_distinct_cpus_and_a_freed_cpu_is_taken_again(tmp_path: Pa
     assert again is not None and again[0] == 3
     for fd in (second[1], again[1]):
         os.close(fd)
+
+
+def test_claims_start_at_the_given_cpu_and_wrap(tmp_path: Path) -> None:
+    claims = [claim_cpu(tmp_path, {0, 1, 2}, start=1) for _ in range(3)]
+    assert [c[0] for c in claims if c] == [1, 2, 0]
+    assert claim_cpu(tmp_path / "other", {0, 1}, start=7) is not None  # unknown start: in order
+    assert current_cpu() in os.sched_getaffinity(0)
+    for claim in claims:
+        assert claim is not None
+        os.close(claim[1])
 
 
 def test_runtime_threads_are_found_by_name(tmp_path: Path) -> None:
