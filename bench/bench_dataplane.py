@@ -186,7 +186,10 @@ def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool)
             tls_pair = make_tls(workdir / f"{label}-dist-tls") if tls else None
             servers.append(
                 start_distribution(
-                    workdir / f"{label}-dist", tls=tls_pair, htpasswd=htpasswd, procs=args.workers
+                    workdir / f"{label}-dist",
+                    tls=tls_pair,
+                    htpasswd=htpasswd,
+                    procs=args.dist_procs,
                 )
             )
         if "ours" in args.servers:
@@ -313,8 +316,8 @@ def _method(a: dict[str, Any]) -> list[str]:
     return [
         f"- Workers: ours `--workers {a['workers']}` (Granian, `cpu_affinity: "
         f"{a.get('cpu_affinity', 'auto')}`), distribution "
-        f"`GOMAXPROCS={a['workers']}`; access logs off on both; both on loopback and on "
-        "the same disk (ext4).",
+        f"`GOMAXPROCS={a.get('dist_procs', a['workers'])}`; access logs off on both; both on "
+        "loopback and on the same disk (ext4).",
         f"- Blobs: {sizes} of random bytes, {a['reps']} repetitions after one warm-up, median. "
         "A push is POST + one streamed monolithic `curl -T` PUT of a new digest, with `sync` "
         "before each push; ours fsyncs the blob before the commit rename (staging writes use "
@@ -376,12 +379,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rss-size", default="2G")
     parser.add_argument("--rss-tls", action="store_true", help="also sample RSS in TLS mode")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=1, help="ours (default: ours' default)")
+    parser.add_argument(
+        "--dist-procs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="distribution's GOMAXPROCS (default: its own default, every CPU)",
+    )
     parser.add_argument(
         "--cpu-affinity", default="auto", choices=("auto", "on", "off"), help="ours' setting"
     )
     parser.add_argument(
-        "--rss-workers", type=int, default=1, help="also sample RSS of ours with this many"
+        "--rss-workers", type=int, default=2, help="also sample RSS of ours with this many"
     )
     parser.add_argument("--wrk-duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
