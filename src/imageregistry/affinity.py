@@ -45,7 +45,7 @@ def should_pin(mode: str, workers: int, cpus: Collection[int]) -> bool:
 
 
 def current_cpu() -> int | None:
-    """The CPU this thread last ran on (field 39 of /proc/self/stat)."""
+    """The CPU this thread last ran on (field 39 of /proc/thread-self/stat)."""
     try:
         stat = Path("/proc/thread-self/stat").read_text()
         return int(stat.rsplit(")", 1)[1].split()[36])
