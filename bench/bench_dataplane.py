@@ -68,9 +68,10 @@ def human(size: int) -> str:
 
 
 def bench_blobs(
-    servers: list[Server], blob_dir: Path, size: int, reps: int
+    servers: list[Server], blob_dir: Path, size: int, reps: int, pull_reps: int
 ) -> dict[str, dict[str, Any]]:
-    """Push `reps`+1 new blobs of `size` to each server (first is warm-up), then pull."""
+    """Push `reps`+1 new blobs of `size` to each server (first is warm-up), then pull the
+    last one `pull_reps`+1 times (pulls are cheap, so more of them steady the median)."""
     path = blob_dir / f"blob-{size}.bin"
     make_blob_file(path, size)
     pushes: dict[str, list[float]] = {s.name: [] for s in servers}
@@ -89,7 +90,7 @@ def bench_blobs(
         print(f"  push {human(size)} #{i}{warm}: {', '.join(timings)}", flush=True)
     os.sync()
     pulls: dict[str, list[float]] = {s.name: [] for s in servers}
-    for i in range(reps + 1):
+    for i in range(pull_reps + 1):
         order = servers if i % 2 == 0 else list(reversed(servers))
         for server in order:
             seconds = curl_pull(server, REPO, digest, size)
@@ -208,7 +209,9 @@ def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool)
             )
         if "blobs" in args.only:
             for size in args.sizes:
-                result["blobs"][str(size)] = bench_blobs(servers, blob_dir, size, args.reps)
+                result["blobs"][str(size)] = bench_blobs(
+                    servers, blob_dir, size, args.reps, args.pull_reps
+                )
         if "rss" in args.only and (not tls or args.rss_tls):
             rss_servers = list(servers)
             if "ours" in args.servers and args.rss_workers != args.workers:
@@ -318,7 +321,8 @@ def _method(a: dict[str, Any]) -> list[str]:
         f"{a.get('cpu_affinity', 'auto')}`), distribution "
         f"`GOMAXPROCS={a.get('dist_procs', a['workers'])}`; access logs off on both; both on "
         "loopback and on the same disk (ext4).",
-        f"- Blobs: {sizes} of random bytes, {a['reps']} repetitions after one warm-up, median. "
+        f"- Blobs: {sizes} of random bytes, {a['reps']} pushes and "
+        f"{a.get('pull_reps', a['reps'])} pulls after one warm-up each, alternating, median. "
         "A push is POST + one streamed monolithic `curl -T` PUT of a new digest, with `sync` "
         "before each push; ours fsyncs the blob before the commit rename (staging writes use "
         "`O_DIRECT`, the default), distribution does not fsync. A pull is a `curl` GET of the "
@@ -377,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", default="manifest,blobs,rss", help="manifest,blobs,rss")
     parser.add_argument("--sizes", default="256M,1G")
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--pull-reps", type=int, default=15, help="blob pulls per size")
     parser.add_argument("--rss-size", default="2G")
     parser.add_argument("--rss-tls", action="store_true", help="also sample RSS in TLS mode")
     parser.add_argument("--workers", type=int, default=1, help="ours (default: ours' default)")
