@@ -99,8 +99,13 @@ async def pin_runtime(cpu: int, timeout: float = 10.0, step: float = 0.02) -> li
             return []
         await asyncio.sleep(step)
     for tid in threads:
-        with contextlib.suppress(ProcessLookupError):  # the thread ended meanwhile
+        try:
             os.sched_setaffinity(tid, {cpu})
+        except ProcessLookupError:  # the thread ended meanwhile
+            continue
+        except OSError as exc:  # e.g. a seccomp profile or cpuset that forbids it
+            log.warning("cpu_affinity: cannot pin thread %d to CPU %d (%s)", tid, cpu, exc)
+            return []
     log.info("cpu_affinity: worker %d runtime threads pinned to CPU %d", os.getpid(), cpu)
     return threads
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from imageregistry.affinity import claim_cpu, current_cpu, runtime_threads, should_pin
+from imageregistry.affinity import (
+    claim_cpu,
+    current_cpu,
+    pin_runtime,
+    runtime_threads,
+    should_pin,
+)
 
 
 @pytest.mark.parametrize(
@@ -60,3 +69,32 @@ def test_runtime_threads_are_found_by_name(tmp_path: Path) -> None:
         (tmp_path / str(tid) / "comm").write_text(name)
     (tmp_path / "14").mkdir()  # a thread that ended between listing and reading
     assert sorted(runtime_threads(tmp_path)) == [11, 13]
+
+
+def test_pin_runtime_pins_threads_named_like_the_runtime_and_nothing_else() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    ready, done = threading.Event(), threading.Event()
+    tids: list[int] = []
+
+    def runtime_like() -> None:
+        libc.prctl(15, b"tokio-runtime-w", 0, 0, 0)  # PR_SET_NAME, as tokio names its threads
+        tids.append(threading.get_native_id())
+        ready.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=runtime_like)
+    thread.start()
+    try:
+        assert ready.wait(5)
+        cpu = max(os.sched_getaffinity(0))
+        before = os.sched_getaffinity(0)
+        assert asyncio.run(pin_runtime(cpu, timeout=2)) == tids
+        assert os.sched_getaffinity(tids[0]) == {cpu}
+        assert os.sched_getaffinity(0) == before  # the calling (Python) thread stays free
+    finally:
+        done.set()
+        thread.join()
+
+
+def test_pin_runtime_gives_up_when_no_runtime_appears() -> None:
+    assert asyncio.run(pin_runtime(0, timeout=0.05, step=0.01)) == []
