@@ -19,6 +19,7 @@ import yaml
 
 ENV_PREFIX = "IMAGE_REGISTRY_"
 CPU_AFFINITY_MODES = ("auto", "on", "off")
+LOG_LEVELS = ("critical", "error", "warning", "warn", "info", "debug", "notset")  # Granian's
 
 
 class ConfigurationError(ValueError):
@@ -144,6 +145,10 @@ def load_settings(
         raise ConfigurationError(f"listen: expected HOST:PORT, got {settings.listen!r}")
     if settings.workers < 1:
         raise ConfigurationError("workers must be at least 1")
+    if settings.log_level not in LOG_LEVELS:
+        raise ConfigurationError(
+            f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}"
+        )
     if settings.cpu_affinity not in CPU_AFFINITY_MODES:
         raise ConfigurationError(
             f"cpu_affinity: expected one of {', '.join(CPU_AFFINITY_MODES)},"

@@ -10,6 +10,7 @@ command exported, so each worker process has its own engine and connection pool.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -108,7 +109,19 @@ def build_app(services: Services) -> Starlette:
     return app
 
 
+def configure_logging(level: str) -> None:
+    """Our loggers write to stderr beside Granian's, in its format, at `--log-level`."""
+    logger = logging.getLogger("imageregistry")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+
+
 def create_app_from_env() -> Starlette:
     """Granian's factory entry point (settings come from the environment)."""
     settings = load_settings({}, env=os.environ)
+    configure_logging(settings.log_level)
     return build_app(build_services(settings, migrate=False))

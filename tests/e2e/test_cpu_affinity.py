@@ -89,6 +89,8 @@ def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> N
     assert len(singles) == expected, per_worker
     if expected:
         assert singles[0] != singles[1]  # two workers, two different CPUs
+        log = (pinned.data_dir.parent / f"server-{pinned.port}.log").read_text()
+        assert log.count("[INFO] cpu_affinity: worker ") == 2, log
     for worker in workers:  # the Python side (event loop, thread pool) is not confined
         python = [cpus for name, cpus in _threads(worker).values() if not name.startswith("tokio-")]
         assert python and all(cpus == CPUS for cpus in python)

@@ -65,5 +65,7 @@ def test_bad_values_are_refused(tmp_path: Path) -> None:
         load_settings({"workers": 0}, env={})
     with pytest.raises(ConfigurationError, match="cpu_affinity: expected one of auto, on, off"):
         load_settings({}, env={"IMAGE_REGISTRY_CPU_AFFINITY": "always"})
+    with pytest.raises(ConfigurationError, match="log_level: expected one of critical, "):
+        load_settings({"log_level": "verbose"}, env={})
     with pytest.raises(ConfigurationError, match="cannot read config file"):
         load_settings({}, str(tmp_path / "missing.yaml"), env={})
