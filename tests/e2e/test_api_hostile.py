@@ -479,7 +479,7 @@ def _mutate(rng: random.Random, body: dict[str, Any]) -> Any:
 
 def test_seeded_json_mutations_never_fail_the_server(api: httpx.Client, digest: str) -> None:
     rng = random.Random(20261128)
-    bases = [
+    bases: list[tuple[str, dict[str, Any]]] = [
         (
             IS,
             {

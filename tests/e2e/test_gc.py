@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_prune import Pushed, ac, backdate, home, push_revisions, server, stored_bytes
+from tests.e2e.ac_support import ac
+from tests.e2e.test_prune import Pushed, backdate, home, push_revisions, server, stored_bytes
 from tests.support.server import RegistryProcess
 
 __all__ = ["home", "server"]  # module-scoped fixtures shared with test_prune

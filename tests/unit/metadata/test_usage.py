@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import insert
@@ -47,7 +48,7 @@ class Rows:
         return self.repos[ref]
 
     def image(
-        self, label: str, layers: list[tuple[str, int]], config_size: int = 1000, **extra: object
+        self, label: str, layers: list[tuple[str, int]], config_size: int = 1000, **extra: Any
     ) -> str:
         name = digest(label)
         config = digest("cfg-" + label)

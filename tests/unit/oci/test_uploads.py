@@ -14,7 +14,7 @@ def start(client: TestClient, repo: str = REPO) -> str:
     assert r.status_code == 202, r.text
     assert r.headers["range"] == "0-0"
     assert r.headers["docker-upload-uuid"]
-    location = r.headers["location"]
+    location = str(r.headers["location"])
     assert location == f"/v2/{repo}/blobs/uploads/{r.headers['docker-upload-uuid']}"
     return location
 
