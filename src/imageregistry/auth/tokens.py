@@ -2,8 +2,8 @@
 
 JWTs are ES256 (P-256 key from `cryptography`, signed and checked with PyJWT) and carry
 `iss`, `sub` (the username), `aud`, `iat`, `nbf`, `exp`, `jti`, the user's groups and, for
-service accounts, a `kubernetes.io` claim (namespace, service account name and uid, bound
-object) shaped like kube-apiserver's TokenRequest tokens so the authenticator can refuse a
+service accounts, a `kubernetes.io` claim (namespace, service account name and uid) shaped
+like kube-apiserver's TokenRequest tokens so the authenticator can refuse a
 token whose service account was deleted and re-created. `kubectl create token` sends no
 audience, so tokens default to `DEFAULT_AUDIENCE`; like Kubernetes, a token whose audiences
 do not include ours is not accepted by our API. Opaque tokens (admin/login) are random
@@ -54,16 +54,6 @@ def generate_signing_key() -> bytes:
 
 
 @dataclass(frozen=True)
-class BoundObject:
-    """TokenRequest `spec.boundObjectRef`: the token dies with this object."""
-
-    kind: str
-    name: str
-    uid: str = ""
-    api_version: str = "v1"
-
-
-@dataclass(frozen=True)
 class ServiceAccountRef:
     namespace: str
     name: str
@@ -81,7 +71,6 @@ class TokenClaims:
     expires_at: datetime
     token_id: str
     service_account: ServiceAccountRef | None = None
-    bound_object: BoundObject | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -89,14 +78,8 @@ class TokenClaims:
         return self.raw.get(key, default)
 
 
-def _kubernetes_claim(sa: ServiceAccountRef, bound: BoundObject | None) -> dict[str, Any]:
-    claim: dict[str, Any] = {
-        "namespace": sa.namespace,
-        "serviceaccount": {"name": sa.name, "uid": sa.uid},
-    }
-    if bound is not None:
-        claim[bound.kind.lower()] = {"name": bound.name, "uid": bound.uid}
-    return claim
+def _kubernetes_claim(sa: ServiceAccountRef) -> dict[str, Any]:
+    return {"namespace": sa.namespace, "serviceaccount": {"name": sa.name, "uid": sa.uid}}
 
 
 def _timestamp(claims: Mapping[str, Any], key: str) -> datetime:
@@ -108,24 +91,15 @@ def _timestamp(claims: Mapping[str, Any], key: str) -> datetime:
 
 def _parse_kubernetes_claim(
     claims: Mapping[str, Any],
-) -> tuple[ServiceAccountRef | None, BoundObject | None]:
+) -> ServiceAccountRef | None:
     kube = claims.get(KUBERNETES_CLAIM)
     if not isinstance(kube, Mapping):
-        return None, None
+        return None
     sa = kube.get("serviceaccount")
     namespace = kube.get("namespace")
     if not isinstance(sa, Mapping) or not isinstance(namespace, str):
         raise InvalidToken("malformed kubernetes.io claim")
-    ref = ServiceAccountRef(namespace, str(sa.get("name", "")), str(sa.get("uid", "")))
-    bound = None
-    for key, value in kube.items():
-        if key not in ("namespace", "serviceaccount") and isinstance(value, Mapping):
-            bound = BoundObject(
-                kind=key.capitalize(),
-                name=str(value.get("name", "")),
-                uid=str(value.get("uid", "")),
-            )
-    return ref, bound
+    return ServiceAccountRef(namespace, str(sa.get("name", "")), str(sa.get("uid", "")))
 
 
 class TokenSigner:
@@ -165,7 +139,6 @@ class TokenSigner:
         expires_in_seconds: int = 3600,
         *,
         service_account: ServiceAccountRef | None = None,
-        bound_object: BoundObject | None = None,
         extra_claims: Mapping[str, Any] | None = None,
     ) -> tuple[str, datetime]:
         """Sign a token; empty `audiences` means `[DEFAULT_AUDIENCE]`. Returns (token, expiry)."""
@@ -185,7 +158,7 @@ class TokenSigner:
             groups=list(dict.fromkeys(groups)),
         )
         if service_account is not None:
-            claims[KUBERNETES_CLAIM] = _kubernetes_claim(service_account, bound_object)
+            claims[KUBERNETES_CLAIM] = _kubernetes_claim(service_account)
         return jwt.encode(claims, self._key, algorithm=ALGORITHM), expiry
 
     def _decode(self, token: str, audience: str) -> dict[str, Any]:
@@ -225,7 +198,7 @@ class TokenSigner:
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise InvalidToken("claim 'groups' must be a list of strings")
         aud = claims["aud"]
-        sa, bound = _parse_kubernetes_claim(claims)
+        sa = _parse_kubernetes_claim(claims)
         return TokenClaims(
             subject=str(claims["sub"]),
             groups=tuple(groups),
@@ -234,7 +207,6 @@ class TokenSigner:
             expires_at=expires_at,
             token_id=str(claims.get("jti", "")),
             service_account=sa,
-            bound_object=bound,
             raw=MappingProxyType(claims),
         )
 

@@ -10,7 +10,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from imageregistry.auth.tokens import (
     DEFAULT_AUDIENCE,
-    BoundObject,
     InvalidToken,
     ServiceAccountRef,
     TokenSigner,
@@ -49,7 +48,6 @@ def test_issue_and_verify_service_account_token(key: bytes) -> None:
         ["system:serviceaccounts"],
         expires_in_seconds=600,
         service_account=ServiceAccountRef("app", "builder", "uid-1"),
-        bound_object=BoundObject("Secret", "s1", "uid-s"),
         extra_claims={"sa_namespace": "app"},
     )
     assert expiry == T0 + timedelta(seconds=600)
@@ -60,7 +58,6 @@ def test_issue_and_verify_service_account_token(key: bytes) -> None:
     assert claims.audiences == (DEFAULT_AUDIENCE,)
     assert claims.expires_at == expiry
     assert claims.service_account == ServiceAccountRef("app", "builder", "uid-1")
-    assert claims.bound_object == BoundObject("Secret", "s1", "uid-s")
     assert claims.get("sa_namespace") == "app"
 
 
