@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -162,3 +164,35 @@ def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
     finally:
         second.stop()
         second.kill()
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(child) for child in text.split()]
+
+
+def test_a_killed_worker_is_replaced_and_serves_what_was_stored(tmp_path: Path) -> None:
+    data = os.urandom(256 * 1024)
+    with RegistryProcess(data_dir=tmp_path / "data", plain_http=True) as server:
+        assert server.proc is not None
+        with server.client(server.admin_token) as client:
+            params = {"digest": sha(data)}
+            r = client.post(f"/v2/{REPO}/blobs/uploads/", params=params, content=data)
+            assert r.status_code == 201
+        (worker,) = _children(server.proc.pid)
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        replacement: list[int] = []
+        while time.monotonic() < deadline:
+            replacement = [pid for pid in _children(server.proc.pid) if pid != worker]
+            if replacement:
+                try:
+                    with server.client(server.admin_token, timeout=2) as client:
+                        r = client.get(f"/v2/{REPO}/blobs/{sha(data)}")
+                    if r.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+            time.sleep(0.2)
+        assert server.proc.poll() is None, "the supervisor exited with its worker"
+        assert replacement and r.status_code == 200 and r.content == data

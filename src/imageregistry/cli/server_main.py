@@ -120,6 +120,10 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         ssl_key=Path(key) if key else None,
         log_level=settings.log_level,  # type: ignore[arg-type]
         backlog=2048,
+        # A worker that dies (OOM kill, crash) is replaced; the supervisor only gives up
+        # when the same worker dies again within seconds (Granian's crash-loop check).
+        respawn_failed_workers=True,
+        respawn_interval=1.0,
     )
     click.echo(f"Serving on {settings.server_url}", err=True)
     server.serve()
