@@ -287,8 +287,9 @@ def test_service_account_tokens_die_with_the_account_and_the_namespace(
     assert admin.post(accounts, json={"metadata": {"name": "bot"}}).status_code == 201
     assert _works(server, old) == 401  # a re-created account is another account (uid)
     new, unused = _mint(admin, "sa-del", "bot"), _mint(admin, "sa-del", "bot")
-    assert _works(server, new) == 201
+    assert _works(server, new) == 201  # now remembered by the (single) worker's cache
     assert admin.delete("/api/v1/namespaces/sa-del").status_code == 200
+    assert _works(server, new) == 401  # the deleting process forgot it at once
     assert _works(server, unused) == 401
     with server.client(unused) as client:
         assert client.get("/v2/", headers={"Authorization": _basic("x", unused)}).status_code == 401

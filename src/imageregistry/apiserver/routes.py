@@ -34,6 +34,9 @@ from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.services import Services
 
+# Deleting these ends the tokens of the service accounts in them (authn.py's cache).
+IDENTITY_HOLDERS = {("", "serviceaccounts"), ("", "namespaces")}
+
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
 MAX_WATCH_SECONDS = 1800
@@ -216,7 +219,10 @@ class ApiServer:
             )
             timeout = _timeout_seconds(query.get("timeoutSeconds") or "")
             return StreamingResponse(stream.events(timeout), media_type=JSON_TYPE)
-        return await run_in_threadpool(dispatcher.run, verb, target, raw)
+        response = await run_in_threadpool(dispatcher.run, verb, target, raw)
+        if verb in ("delete", "deletecollection") and (info.group, info.plural) in IDENTITY_HOLDERS:
+            self.services.authn.forget_cached_identities()
+        return response
 
 
 def _timeout_seconds(text: str) -> float:

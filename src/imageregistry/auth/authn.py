@@ -16,11 +16,11 @@ service-account existence check) are remembered per process for `AUTH_CACHE_SECO
 (5 s), keyed by the token's SHA-256 and never past the token's own expiry, in a bounded
 LRU of `AUTH_CACHE_SIZE` entries: the registry data plane authenticates the same token on
 every request, and a database round trip (or an ES256 verification) each time would cost
-more than the rest of a manifest GET. The price is that a deleted opaque token or a
-deleted service account (also one deleted with its namespace) keeps working for at most
-those 5 s in each server process that used it in the last 5 s: deletion does not purge
-the cache, because the API objects are deleted by code that holds no reference to it.
-Failures are never cached.
+more than the rest of a manifest GET. Deleting a service account or a namespace through
+the API empties the cache of the process that served the deletion
+(`forget_cached_identities`), so with one worker a deleted account's token stops working
+at once; other worker processes (and other replicas) may still accept it for at most
+those 5 s if it was used there in the last 5 s. Failures are never cached.
 """
 
 from __future__ import annotations
@@ -104,6 +104,9 @@ class AuthCache:
             return None
         return user
 
+    def clear(self) -> None:
+        self._entries.clear()
+
     def put(self, key: str, user: UserInfo, expires: datetime | None) -> None:
         if self.ttl <= 0:
             return
@@ -144,6 +147,10 @@ class Authenticator:
     @property
     def audience(self) -> str:
         return self._audience
+
+    def forget_cached_identities(self) -> None:
+        """Drop every remembered authentication (an identity was just deleted)."""
+        self._cache.clear()
 
     def authenticate(self, authorization: str | None) -> UserInfo:
         if not authorization:

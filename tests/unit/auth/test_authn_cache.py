@@ -1,5 +1,6 @@
 """The per-process authentication cache: deleted tokens and accounts stop working within
-the TTL, tokens never outlive their own expiry, and failures are never remembered."""
+the TTL (at once where the deletion was served), tokens never outlive their own expiry,
+and failures are never remembered."""
 
 from __future__ import annotations
 
@@ -134,6 +135,21 @@ def test_deleted_service_account_token_stops_working_after_the_ttl(clocks: Clock
     authn.authenticate_token(token)  # still inside the documented window
     clocks.advance(AUTH_CACHE_SECONDS / 2)
     with pytest.raises(Unauthenticated, match="no longer exists"):
+        authn.authenticate_token(token)
+
+
+def test_forgetting_cached_identities_rechecks_at_once(clocks: Clocks) -> None:
+    signer, accounts = _signer(clocks), Accounts()
+    authn = _authn(clocks, Tokens(), accounts, signer)
+    token, _ = signer.issue(
+        "system:serviceaccount:team:bot",
+        audiences=["aud"],
+        service_account=ServiceAccountRef("team", "bot", "uid-1"),
+    )
+    assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
+    accounts.existing.clear()
+    authn.forget_cached_identities()  # what the API does after deleting an account
+    with pytest.raises(Unauthenticated):
         authn.authenticate_token(token)
 
 
