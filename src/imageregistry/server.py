@@ -52,9 +52,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     key_pem = get_or_create_secret(db, "jwt-signing-key", lambda: generate_signing_key().decode())
     passwords = None
     if settings.htpasswd_file:
-        from imageregistry.auth.htpasswd import Htpasswd
+        from imageregistry.auth.htpasswd import HtpasswdFile
 
-        passwords = Htpasswd.load(Path(settings.htpasswd_file))
+        passwords = HtpasswdFile(Path(settings.htpasswd_file))
     authn = Authenticator(
         TokenStore(db, _clock),
         TokenSigner(key_pem.encode()),

@@ -218,6 +218,26 @@ def test_htpasswd_login_with_unicode_password_works(server: RegistryProcess) -> 
     assert _user(server, _token(server, Authorization=header)) == "alice"
 
 
+def test_htpasswd_changes_apply_without_a_restart(server: RegistryProcess) -> None:
+    htpasswd = server.data_dir.parent / "htpasswd"
+    alice = htpasswd.read_text()
+    bob_hash = bcrypt.hashpw(b"bob-pass", bcrypt.gensalt(rounds=4)).decode()
+    htpasswd.write_text(alice + f"bob:{bob_hash}\n")  # `htpasswd -B FILE bob`
+    bob = _basic("bob", "bob-pass")
+    deadline = time.monotonic() + 10
+    with server.client() as client:
+        while client.get("/v2/", headers={"Authorization": bob}).status_code != 200:
+            assert time.monotonic() < deadline, "a user added to the file never logged in"
+            time.sleep(0.2)
+    token = _token(server, Authorization=bob)  # not used yet, so not in any cache
+    htpasswd.write_text(alice)  # `htpasswd -D FILE bob`
+    time.sleep(1.2)  # the file is looked at again at most once a second
+    with server.client() as client:
+        expected = [(bob, 401), (f"Bearer {token}", 401), (_basic("alice", PASSWORD), 200)]
+        for header, status in expected:
+            assert client.get("/v2/", headers={"Authorization": header}).status_code == status
+
+
 def _token_request(
     server: RegistryProcess, token: str, ns: str, sa: str, spec: dict[str, Any] | None = None
 ) -> httpx.Response:

@@ -8,7 +8,9 @@ Accepted credentials (behaviour.md §3):
   `docker login -u any -p $(ac whoami -t)` works;
 - `Basic` with an htpasswd user's real password. bcrypt is slow by design, so successful
   checks are remembered briefly (keyed by a hash of the credentials) and the registry
-  answers with a Bearer challenge so clients trade the password for a token once.
+  answers with a Bearer challenge so clients trade the password for a token once. Such a
+  token carries `idp: htpasswd` and, like a remembered password check, stops working as
+  soon as its user is no longer in the (re-read) file.
 No header means the anonymous user; malformed or wrong credentials raise `Unauthenticated`.
 
 Successful token authentications (opaque tokens and verified JWTs, including the
@@ -65,6 +67,8 @@ class ExpiringTokenLookup(Protocol):
 class PasswordChecker(Protocol):
     def verify(self, username: str, password: str) -> bool: ...
 
+    def has_user(self, username: str) -> bool: ...
+
 
 class ServiceAccountChecker(Protocol):
     def service_account_exists(self, namespace: str, name: str, uid: str) -> bool:
@@ -76,6 +80,11 @@ _PASSWORD_CACHE_SIZE = 1024
 _NEVER_CACHED = datetime.min.replace(tzinfo=UTC)
 AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_SIZE = 4096
+
+
+# A token the registry token endpoint issued for an htpasswd login says so; it stops
+# working when its user leaves the file.
+IDP_CLAIM, IDP_HTPASSWD = "idp", "htpasswd"
 
 
 class AuthCache:
@@ -225,6 +234,10 @@ class Authenticator:
             and not self._service_accounts.service_account_exists(sa.namespace, sa.name, sa.uid)
         ):
             raise Unauthenticated(f"service account {sa.namespace}/{sa.name} no longer exists")
+        if claims.get(IDP_CLAIM) == IDP_HTPASSWD and (
+            self._passwords is None or not self._passwords.has_user(claims.subject)
+        ):
+            raise Unauthenticated(f"user {claims.subject} is no longer in the htpasswd file")
         return authenticated(claims.subject, claims.groups), claims.expires_at
 
     def _basic(self, value: str) -> UserInfo:
@@ -238,6 +251,8 @@ class Authenticator:
         if self._passwords is not None:
             key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
             user = self._password_ok.get(key)
+            if user is not None and not self._passwords.has_user(username):
+                user = None  # removed from the file since: check again (and fail)
             if user is None and self._passwords.verify(username, password):
                 user = authenticated(username, ())
                 self._password_ok.put(key, user, None)
@@ -248,6 +263,11 @@ class Authenticator:
     def issue_token(self, user: UserInfo, ttl_seconds: int) -> tuple[str, datetime]:
         """A JWT standing for `user` (the registry token endpoint hands these out)."""
         groups = [g for g in user.groups if g != "system:authenticated"]
+        from_file = self._passwords is not None and self._passwords.has_user(user.username)
         return self._signer.issue(
-            user.username, groups=groups, audiences=[self._audience], expires_in_seconds=ttl_seconds
+            user.username,
+            groups=groups,
+            audiences=[self._audience],
+            expires_in_seconds=ttl_seconds,
+            extra_claims={IDP_CLAIM: IDP_HTPASSWD} if from_file else None,
         )

@@ -6,17 +6,28 @@ keep and silently ignoring them would lock the user out without a hint. Checking
 user still runs bcrypt against a dummy hash of the same cost, so response time does not tell
 which usernames exist. bcrypt is slow by design: callers exchange a password for a token once
 rather than verifying on every request (behaviour.md §3).
+
+`HtpasswdFile` is what the server uses: it re-reads the file when it changes (checked at
+most once a second), so `htpasswd -B FILE bob` or `htpasswd -D FILE alice` takes effect
+without a restart. A file that no longer parses fails closed: no htpasswd user is accepted
+until it is fixed, and the error is logged once per change.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import re
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
 import bcrypt
+
+log = logging.getLogger(__name__)
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
 # bcrypt only reads the first 72 bytes; Apache's htpasswd truncates the same way, and the
@@ -96,3 +107,65 @@ class Htpasswd:
             bcrypt.checkpw(candidate, self._dummy or _dummy_hash(_DEFAULT_COST))
             return False
         return bcrypt.checkpw(candidate, hashed)
+
+    def has_user(self, username: str) -> bool:
+        return username in self.users
+
+
+_NOBODY = Htpasswd(users=MappingProxyType({}))
+
+
+class HtpasswdFile:
+    """An htpasswd file that is re-read when it changes (size, mtime or inode)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        check_interval: float = 1.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._path = path
+        self._interval = check_interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._signature = self._stat()
+        self._current = Htpasswd.load(path)  # at start an unusable file is an error
+        self._checked = monotonic()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def current(self) -> Htpasswd:
+        now = self._monotonic()
+        if now - self._checked < self._interval:
+            return self._current
+        with self._lock:
+            if now - self._checked >= self._interval:
+                self._checked = now
+                signature = self._stat()
+                if signature != self._signature:
+                    self._signature = signature
+                    self._current = self._reload()
+        return self._current
+
+    def _reload(self) -> Htpasswd:
+        try:
+            loaded = Htpasswd.load(self._path)
+        except (OSError, UnicodeDecodeError, HtpasswdError) as exc:
+            log.error(
+                "htpasswd file %s is unusable, no password logins until fixed: %s", self._path, exc
+            )
+            return _NOBODY
+        log.info("htpasswd file %s reloaded: %d users", self._path, len(loaded.users))
+        return loaded
+
+    def verify(self, username: str, password: str) -> bool:
+        return self.current().verify(username, password)
+
+    def has_user(self, username: str) -> bool:
+        return self.current().has_user(username)

@@ -183,10 +183,14 @@ class Passwords:
 
     def __init__(self) -> None:
         self.verifications = 0
+        self.users = {"alice"}
 
     def verify(self, username: str, password: str) -> bool:
         self.verifications += 1
-        return (username, password) == ("alice", "s3cret")
+        return username in self.users and (username, password) == ("alice", "s3cret")
+
+    def has_user(self, username: str) -> bool:
+        return username in self.users
 
 
 def _basic(user: str, password: str) -> str:
@@ -214,3 +218,24 @@ def test_a_verified_password_is_not_rechecked_for_a_minute() -> None:
     clocks.advance(61)
     authn.authenticate(_basic("alice", "s3cret"))
     assert passwords.verifications == 4
+
+
+def test_a_user_removed_from_the_file_loses_password_and_tokens_at_once() -> None:
+    clocks, passwords = Clocks(), Passwords()
+    authn = Authenticator(
+        Tokens(),
+        TokenSigner(generate_signing_key(), clock=clocks.now),
+        "aud",
+        passwords=passwords,
+        monotonic=clocks.monotonic,
+        clock=clocks.now,
+        cache_seconds=0,
+    )
+    user = authn.authenticate(_basic("alice", "s3cret"))
+    token, _ = authn.issue_token(user, 3600)  # what the registry token endpoint hands out
+    assert authn.authenticate_token(token).username == "alice"
+    passwords.users.clear()  # `htpasswd -D FILE alice`
+    with pytest.raises(Unauthenticated, match="no longer in the htpasswd file"):
+        authn.authenticate_token(token)
+    with pytest.raises(Unauthenticated):  # the remembered password check is not trusted
+        authn.authenticate(_basic("alice", "s3cret"))

@@ -5,7 +5,7 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from imageregistry.auth.htpasswd import Htpasswd, HtpasswdError
+from imageregistry.auth.htpasswd import Htpasswd, HtpasswdError, HtpasswdFile
 
 
 def entry(user: str, password: str, prefix: bytes = b"$2y$") -> str:
@@ -55,3 +55,37 @@ def test_duplicate_user_is_an_error() -> None:
 
 def test_empty_file_knows_nobody() -> None:
     assert not Htpasswd.parse("").verify("alice", "x")
+
+
+class Ticks:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_the_file_is_reread_when_it_changes_and_fails_closed_when_broken(tmp_path: Path) -> None:
+    path, ticks = tmp_path / "htpasswd", Ticks()
+    path.write_text(entry("alice", "s3cret") + "\n")
+    users = HtpasswdFile(path, check_interval=1.0, monotonic=ticks)
+    assert users.verify("alice", "s3cret") and not users.has_user("bob")
+    path.write_text(entry("bob", "pw") + "\n")  # alice removed, bob added (new inode/size)
+    assert users.has_user("alice")  # not looked at again within the interval
+    ticks.now = 1.0
+    assert users.verify("bob", "pw") and not users.has_user("alice")
+    path.write_text("bob:{SHA}weak\n")
+    ticks.now = 2.0
+    assert not users.has_user("bob") and not users.verify("bob", "pw")  # broken: nobody
+    path.unlink()
+    ticks.now = 3.0
+    assert not users.has_user("bob")
+    path.write_text(entry("carol", "c") + "\n")
+    ticks.now = 4.0
+    assert users.verify("carol", "c")
+
+
+def test_an_unusable_file_at_start_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "htpasswd").write_text("alice:plain\n")
+    with pytest.raises(HtpasswdError):
+        HtpasswdFile(tmp_path / "htpasswd")
