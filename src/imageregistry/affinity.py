@@ -16,11 +16,11 @@ rather than tie the runtime to one CPU shared with unknown neighbours.
 
 The flow is plan, claim, apply: `should_pin` decides from the mode, the worker count and
 the allowed CPUs; `claim_cpu` takes a CPU no other worker of this data dir holds, trying the
-CPU the worker runs on first (an
-`flock` per CPU, dropped when the process dies, so a respawned worker inherits its
-predecessor's CPU); `pin_runtime` applies it once Granian has started its runtime threads,
-which happens after the application's lifespan startup, hence the polling. Blocking-pool
-threads started later by a pinned runtime thread inherit its affinity.
+CPU the worker runs on first (an `flock` per CPU, dropped when the process dies, so a
+respawned worker can take its predecessor's CPU again); `pin_runtime` applies it once
+Granian has started its runtime threads, which happens after the application's lifespan
+startup, hence the polling. Blocking-pool threads started later by a pinned runtime thread
+inherit its affinity.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import logging
 import os
 from collections.abc import AsyncIterator, Collection, Iterable
 from pathlib import Path
+
+from imageregistry.background import running
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +126,8 @@ async def runtime_affinity(mode: str, workers: int, lock_dir: Path) -> AsyncIter
         yield
         return
     cpu, fd = claim
-    task = asyncio.create_task(pin_runtime(cpu))
     try:
-        yield
+        async with running(pin_runtime(cpu)):
+            yield
     finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
         os.close(fd)

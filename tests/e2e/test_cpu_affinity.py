@@ -19,19 +19,6 @@ CPUS = frozenset(os.sched_getaffinity(0))
 BLOB = os.urandom(3 << 20)
 
 
-def _workers(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry.name))
-    return found
-
-
 def _threads(pid: int) -> dict[int, tuple[str, frozenset[int]]]:
     """tid -> (thread name, CPUs it may run on)."""
     out = {}
@@ -74,8 +61,7 @@ def pinned(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess
 
 
 def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> None:
-    assert pinned.proc is not None
-    workers = _workers(pinned.proc.pid)
+    workers = pinned.worker_pids()
     assert len(workers) == 2
     _pull_blob(pinned)
     expected = 2 if len(CPUS) >= 2 else 0  # one CPU: nothing to pin
@@ -98,17 +84,15 @@ def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> N
 
 def test_off_leaves_runtime_threads_free(tmp_path: Path) -> None:
     with _start(tmp_path, "off", 2) as server:
-        assert server.proc is not None
         _pull_blob(server)
         time.sleep(1)  # longer than a pinning worker needs to pin
-        for worker in _workers(server.proc.pid):
+        for worker in server.worker_pids():
             assert _runtime_cpus(worker) == {CPUS}
 
 
 def test_auto_pins_the_default_single_worker_on_a_small_machine(tmp_path: Path) -> None:
     with _start(tmp_path, "auto", 1) as server:
-        assert server.proc is not None
-        (worker,) = _workers(server.proc.pid)
+        (worker,) = server.worker_pids()
         _pull_blob(server)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -166,11 +166,6 @@ def test_upload_session_survives_a_restart(tmp_path: Path) -> None:
         second.kill()
 
 
-def _children(pid: int) -> list[int]:
-    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    return [int(child) for child in text.split()]
-
-
 def test_a_killed_worker_is_replaced_and_serves_what_was_stored(tmp_path: Path) -> None:
     data = os.urandom(256 * 1024)
     with RegistryProcess(data_dir=tmp_path / "data", plain_http=True) as server:
@@ -179,12 +174,12 @@ def test_a_killed_worker_is_replaced_and_serves_what_was_stored(tmp_path: Path) 
             params = {"digest": sha(data)}
             r = client.post(f"/v2/{REPO}/blobs/uploads/", params=params, content=data)
             assert r.status_code == 201
-        (worker,) = _children(server.proc.pid)
+        (worker,) = server.worker_pids()
         os.kill(worker, signal.SIGKILL)
         deadline = time.monotonic() + 30
         replacement: list[int] = []
         while time.monotonic() < deadline:
-            replacement = [pid for pid in _children(server.proc.pid) if pid != worker]
+            replacement = [pid for pid in server.worker_pids() if pid != worker]
             if replacement:
                 try:
                     with server.client(server.admin_token, timeout=2) as client:

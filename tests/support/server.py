@@ -72,6 +72,12 @@ class RegistryProcess:
         )
         return httpx.Client(base_url=self.url, headers=headers, verify=verify, **kwargs)  # type: ignore[arg-type]
 
+    def worker_pids(self) -> list[int]:
+        """The Granian worker processes (children of the server process)."""
+        assert self.proc is not None
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        return [int(pid) for pid in children.split()]
+
     def start(self, timeout: float = 30.0) -> RegistryProcess:
         args = [
             str(BIN / "image-registry"),

@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from imageregistry.background import running
 from imageregistry.metadata.db import Database, as_utc, record_change
 from imageregistry.metadata.tables import leases, objects
 from imageregistry.prune.cron import CronSchedule, InvalidSchedule
@@ -220,10 +221,5 @@ async def scheduled_pruning(services: Services, interval: float = 20.0) -> Async
     scheduler = ImagePrunerScheduler(
         services.db, build_pruner(services), services.clock, holder, interval
     )
-    task = asyncio.create_task(scheduler.run_forever())
-    try:
+    async with running(scheduler.run_forever()):
         yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task

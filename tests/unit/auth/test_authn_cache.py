@@ -119,14 +119,19 @@ def test_failures_are_not_cached(clocks: Clocks) -> None:
     assert authn.authenticate("Bearer late").username == "bob"
 
 
-def test_deleted_service_account_token_stops_working_after_the_ttl(clocks: Clocks) -> None:
-    signer, accounts = _signer(clocks), Accounts()
-    authn = _authn(clocks, Tokens(), accounts, signer)
+def _bot_token(signer: TokenSigner) -> str:
     token, _ = signer.issue(
         "system:serviceaccount:team:bot",
         audiences=["aud"],
         service_account=ServiceAccountRef("team", "bot", "uid-1"),
     )
+    return token
+
+
+def test_deleted_service_account_token_stops_working_after_the_ttl(clocks: Clocks) -> None:
+    signer, accounts = _signer(clocks), Accounts()
+    authn = _authn(clocks, Tokens(), accounts, signer)
+    token = _bot_token(signer)
     assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
     assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
     assert accounts.checks == 1
@@ -141,11 +146,7 @@ def test_deleted_service_account_token_stops_working_after_the_ttl(clocks: Clock
 def test_forgetting_cached_identities_rechecks_at_once(clocks: Clocks) -> None:
     signer, accounts = _signer(clocks), Accounts()
     authn = _authn(clocks, Tokens(), accounts, signer)
-    token, _ = signer.issue(
-        "system:serviceaccount:team:bot",
-        audiences=["aud"],
-        service_account=ServiceAccountRef("team", "bot", "uid-1"),
-    )
+    token = _bot_token(signer)
     assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
     accounts.existing.clear()
     authn.forget_cached_identities()  # what the API does after deleting an account
