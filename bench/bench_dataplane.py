@@ -48,6 +48,7 @@ from common import (
 )
 
 REPO = "bench/app"
+BLOB_PORT = "ours, blob port"  # ours with `blob_listen` set (plain HTTP only)
 TARGETS = {"push": 2.5, "pull": 1.2, "manifest": 5.0}
 RSS_LIMIT_MB = 150
 
@@ -208,9 +209,21 @@ def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool)
                 servers, workdir, args.wrk_duration, args.reps, args.connections, args.threads
             )
         if "blobs" in args.only:
+            blob_servers = list(servers)
+            if not tls and args.blob_port and "ours" in args.servers:
+                extra = start_ours(
+                    workdir / f"{label}-ours-blobport",
+                    tls=tls,
+                    workers=args.workers,
+                    cpu_affinity=args.cpu_affinity,
+                    blob_port=True,
+                )
+                extra.name = BLOB_PORT
+                servers.append(extra)  # stopped with the others
+                blob_servers.append(extra)
             for size in args.sizes:
                 result["blobs"][str(size)] = bench_blobs(
-                    servers, blob_dir, size, args.reps, args.pull_reps
+                    blob_servers, blob_dir, size, args.reps, args.pull_reps
                 )
         if "rss" in args.only and (not tls or args.rss_tls):
             rss_servers = list(servers)
@@ -227,17 +240,25 @@ def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool)
             server.stop()
 
 
-def ratio(result: dict[str, Any], key: str) -> float | None:
-    if "ours" in result and "distribution" in result:
-        return float(result["ours"][key]) / float(result["distribution"][key])
+def ratio(result: dict[str, Any], key: str, ours: str = "ours") -> float | None:
+    if ours in result and "distribution" in result:
+        return float(result[ours][key]) / float(result["distribution"][key])
     return None
 
 
 def rows(results: dict[str, Any]) -> list[list[str]]:
     out: list[list[str]] = []
 
-    def add(mode: str, what: str, res: dict[str, Any], key: str, unit: str, target: float) -> None:
-        r = ratio(res, key)
+    def add(
+        mode: str,
+        what: str,
+        res: dict[str, Any],
+        key: str,
+        unit: str,
+        target: float,
+        ours: str = "ours",
+    ) -> None:
+        r = ratio(res, key, ours)
 
         def cell(name: str) -> str:
             if name not in res:
@@ -251,7 +272,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 mode,
                 what,
                 cell("distribution"),
-                cell("ours"),
+                cell(ours),
                 "-" if r is None else f"{r:.2f}x",
                 f"≥ {target}x",
                 verdict,
@@ -285,6 +306,16 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
                 "MiB/s",
                 TARGETS["pull"],
             )
+            if BLOB_PORT in by_server:
+                add(
+                    mode,
+                    f"blob pull {human(int(size))}, blob port",
+                    by_server,
+                    "pull_mib_s",
+                    "MiB/s",
+                    TARGETS["pull"],
+                    ours=BLOB_PORT,
+                )
     return out
 
 
@@ -326,7 +357,9 @@ def _method(a: dict[str, Any]) -> list[str]:
         "A push is POST + one streamed monolithic `curl -T` PUT of a new digest, with `sync` "
         "before each push; ours fsyncs the blob before the commit rename (staging writes use "
         "`O_DIRECT`, the default), distribution does not fsync. A pull is a `curl` GET of the "
-        "last pushed blob after one warm-up GET (page cache warm for both).",
+        "last pushed blob after one warm-up GET (page cache warm for both). Rows marked "
+        '"blob port" pull from a second server of ours with `blob_listen` set (plain HTTP '
+        "only): its 307 to the blob port is followed by `curl -L` and counted in the time.",
         f"- Manifest GET by tag: wrk `-t{a['threads']} -c{a['connections']}`, "
         f"{a['wrk_duration']} s x {a['reps']} after a 3 s warm-up, median; distribution with "
         f"htpasswd basic auth (bcrypt cost {a['bcrypt_cost']}, what `htpasswd -B` writes), "
@@ -396,6 +429,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--rss-workers", type=int, default=2, help="also sample RSS of ours with this many"
+    )
+    parser.add_argument(
+        "--no-blob-port",
+        dest="blob_port",
+        action="store_false",
+        help="skip the plain-HTTP pulls through a second server of ours with `blob_listen`",
     )
     parser.add_argument("--wrk-duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)

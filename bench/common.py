@@ -182,7 +182,13 @@ def start_distribution(
 
 
 def start_ours(
-    workdir: Path, *, tls: bool, workers: int, fsync: bool = True, cpu_affinity: str = "auto"
+    workdir: Path,
+    *,
+    tls: bool,
+    workers: int,
+    fsync: bool = True,
+    cpu_affinity: str = "auto",
+    blob_port: bool = False,
 ) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -204,6 +210,8 @@ def start_ours(
         "IMAGE_REGISTRY_BLOB_FSYNC": "true" if fsync else "false",
         "IMAGE_REGISTRY_CPU_AFFINITY": cpu_affinity,
     }
+    if blob_port:
+        env["IMAGE_REGISTRY_BLOB_LISTEN"] = f"127.0.0.1:{free_port()}"
     proc = _spawn(argv, workdir / "server.log", env)
     scheme = "https" if tls else "http"
     data = workdir / "data"
@@ -435,7 +443,9 @@ def curl_push(server: Server, repo: str, path: Path, digest: str) -> float:
 
 def curl_pull(server: Server, repo: str, digest: str, expected_size: int) -> float:
     argv = _curl_base(server, "%{http_code} %{size_download}")
-    argv.append(f"{server.base_url}/v2/{repo}/blobs/{digest}")
+    # -L: ours answers 307 to its blob port when that is on (curl does not forward the
+    # Authorization header to another port; the link is signed instead).
+    argv += ["-L", f"{server.base_url}/v2/{repo}/blobs/{digest}"]
     started = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, check=False)
     elapsed = time.perf_counter() - started

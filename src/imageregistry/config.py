@@ -46,6 +46,8 @@ class Settings:
     token_ttl_seconds: int = 86400
     log_level: str = "info"
     cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
+    blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off
+    blob_public_url: str = ""  # how clients reach the blob port; default derived per request
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -154,7 +156,36 @@ def load_settings(
             f"cpu_affinity: expected one of {', '.join(CPU_AFFINITY_MODES)},"
             f" got {settings.cpu_affinity!r}"
         )
+    _check_blob_port(settings)
     return settings
+
+
+def _check_blob_port(settings: Settings) -> None:
+    if settings.blob_public_url and not settings.blob_listen:
+        raise ConfigurationError("blob_public_url is set but blob_listen is not")
+    if not settings.blob_listen:
+        return
+    host, sep, port = settings.blob_listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"blob_listen: expected HOST:PORT, got {settings.blob_listen!r}")
+    if not settings.plain_http:
+        raise ConfigurationError(
+            "blob_listen needs plain_http: the blob port sends files with sendfile(2), which"
+            " cannot encrypt, so it serves plain HTTP only (put both ports behind your TLS proxy)"
+        )
+    if int(port) == settings.port and host.strip("[]") in (
+        settings.host.strip("[]"),
+        "0.0.0.0",
+        "::",
+    ):
+        raise ConfigurationError(f"blob_listen {settings.blob_listen} is the API's own address")
+    if settings.blob_public_url and not settings.blob_public_url.startswith(
+        ("http://", "https://")
+    ):
+        raise ConfigurationError(
+            "blob_public_url: expected an http:// or https:// URL,"
+            f" got {settings.blob_public_url!r}"
+        )
 
 
 def settings_to_env(settings: Settings) -> dict[str, str]:

@@ -29,6 +29,8 @@ from imageregistry.apiserver.version import version
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
+from imageregistry.blobport.links import BlobLinks, new_link_key
+from imageregistry.blobport.server import blob_port
 from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
@@ -62,6 +64,12 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         passwords=passwords,
         service_accounts=ServiceAccountLookup(db),
     )
+    blob_links = None
+    if settings.blob_listen:
+        link_key = get_or_create_secret(db, "blob-link-key", new_link_key)
+        blob_links = BlobLinks(
+            bytes.fromhex(link_key), settings.blob_listen, settings.blob_public_url
+        )
     return Services(
         settings=settings,
         db=db,
@@ -71,6 +79,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         authn=authn,
         authz=build_authorizer(db),
         clock=_clock,
+        blob_links=blob_links,
     )
 
 
@@ -96,6 +105,7 @@ def build_app(services: Services) -> Starlette:
         async with (
             runtime_affinity(settings.cpu_affinity, settings.workers, settings.data_dir / "run"),
             scheduled_pruning(services),
+            _blob_port(services),
         ):
             yield
         services.db.dispose()
@@ -107,6 +117,12 @@ def build_app(services: Services) -> Starlette:
     )
     app.state.services = services
     return app
+
+
+def _blob_port(services: Services) -> contextlib.AbstractAsyncContextManager[None]:
+    if services.blob_links is None:
+        return contextlib.nullcontext()
+    return blob_port(services.settings.blob_listen, services.blob_links, services.blobs)
 
 
 def configure_logging(level: str) -> None:

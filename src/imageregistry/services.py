@@ -13,6 +13,7 @@ from datetime import datetime
 
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import Authorizer
+from imageregistry.blobport.links import BlobLinks
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.storage.driver import BlobStore
@@ -26,3 +27,4 @@ class Services:
     authn: Authenticator
     authz: Authorizer
     clock: Callable[[], datetime]
+    blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)

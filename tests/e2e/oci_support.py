@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import io
 import json
+import random
 import subprocess
 import tarfile
 from collections.abc import Sequence
@@ -64,8 +65,11 @@ def _tar_gz(files: dict[str, bytes]) -> tuple[bytes, str]:
     return gzip.compress(raw.getvalue(), mtime=0), sha(raw.getvalue())
 
 
-def build_layout(path: Path, seed: str, tag: str = "v1", layers: int = 3) -> Layout:
-    """A multi-layer OCI image layout (image-spec image-layout.md) with one tagged image."""
+def build_layout(
+    path: Path, seed: str, tag: str = "v1", layers: int = 3, filler: int = 0
+) -> Layout:
+    """A multi-layer OCI image layout (image-spec image-layout.md) with one tagged image;
+    `filler` adds that many incompressible bytes to each layer."""
     blobs_dir = path / "blobs" / "sha256"
     blobs_dir.mkdir(parents=True)
     blobs: dict[str, bytes] = {}
@@ -78,7 +82,10 @@ def build_layout(path: Path, seed: str, tag: str = "v1", layers: int = 3) -> Lay
 
     descriptors, diff_ids = [], []
     for i in range(layers):
-        layer, diff_id = _tar_gz({f"file-{i}.txt": f"{seed} layer {i}\n".encode() * (i + 1)})
+        files = {f"file-{i}.txt": f"{seed} layer {i}\n".encode() * (i + 1)}
+        if filler:
+            files[f"filler-{i}.bin"] = random.Random(f"{seed}-{i}").randbytes(filler)
+        layer, diff_id = _tar_gz(files)
         descriptors.append(
             {
                 "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",

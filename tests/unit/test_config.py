@@ -69,3 +69,37 @@ def test_bad_values_are_refused(tmp_path: Path) -> None:
         load_settings({"log_level": "verbose"}, env={})
     with pytest.raises(ConfigurationError, match="cannot read config file"):
         load_settings({}, str(tmp_path / "missing.yaml"), env={})
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"blob_listen": "127.0.0.1:5001"}, "blob_listen needs plain_http"),
+        ({"blob_listen": "5001", "plain_http": True}, "blob_listen: expected HOST:PORT"),
+        ({"blob_listen": "h:0", "plain_http": True}, "blob_listen: expected HOST:PORT"),
+        ({"blob_listen": "h:99999", "plain_http": True}, "blob_listen: expected HOST:PORT"),
+        ({"blob_listen": "0.0.0.0:5000", "plain_http": True}, "is the API's own address"),
+        ({"blob_public_url": "http://blobs"}, "blob_listen is not"),
+        (
+            {"blob_listen": ":5001", "plain_http": True, "blob_public_url": "blobs.example"},
+            "blob_public_url: expected an http:// or https:// URL",
+        ),
+    ],
+)
+def test_bad_blob_port_settings_are_refused(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(values, env={})
+
+
+def test_blob_port_settings_from_the_environment() -> None:
+    env = {
+        "IMAGE_REGISTRY_PLAIN_HTTP": "true",
+        "IMAGE_REGISTRY_BLOB_LISTEN": "0.0.0.0:5001",
+        "IMAGE_REGISTRY_BLOB_PUBLIC_URL": "https://blobs.example",
+    }
+    settings = load_settings({}, env=env)
+    assert (settings.blob_listen, settings.blob_public_url) == (
+        "0.0.0.0:5001",
+        "https://blobs.example",
+    )
+    assert load_settings({}, env={}).blob_listen == ""

@@ -30,6 +30,16 @@ class PrepareError(Exception):
     """First-start preparation failed with a message for the operator."""
 
 
+def _check_blob_port(settings: Settings) -> None:
+    """Fail before any worker starts when the blob port's address is taken."""
+    if settings.blob_listen:
+        from imageregistry.blobport.sockets import check_bindable
+
+        problem = check_bindable(settings.blob_listen)
+        if problem:
+            raise ConfigurationError(problem)
+
+
 def _prepare_in_child(settings: Settings) -> tuple[str, str]:
     """Run `_prepare` in a short-lived process: the Granian supervisor then never imports
     SQLAlchemy, Alembic or the TLS code, and stays small (it only supervises workers).
@@ -102,6 +112,7 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         flags["tls_san"] = tls_san
     try:
         settings = load_settings(flags, config_file)
+        _check_blob_port(settings)
         cert, key = _prepare_in_child(settings)
     except (ConfigurationError, PrepareError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -2,7 +2,8 @@
 
 A blob is served only when the metadata links it to the repository and GC is not
 deleting it (architecture.md "GC": no existence cache outside the database). A whole blob
-is sent with `FileResponse` so Granian can use ASGI pathsend (zero-copy); a single byte
+is sent with `FileResponse` so Granian can use ASGI pathsend, or, with the blob port on and
+at least `REDIRECT_MIN_SIZE` bytes, redirected there for a true sendfile(2); a single byte
 range answers 206 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110
 §14). The entity tag is the digest itself (`oci.conditional`; the same on every replica,
 unlike one derived from file metadata), and a matching `If-None-Match` answers 304
@@ -17,6 +18,7 @@ import re
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.blobport.links import REDIRECT_MIN_SIZE
 from imageregistry.content.digest import Digest
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
@@ -65,6 +67,10 @@ async def get_blob(ctx: Ctx) -> Response:
     if redirect is not None:
         return RedirectResponse(redirect, status_code=307, headers=headers)
     path = store.local_path(digest)
+    links = ctx.registry.services.blob_links
+    if path is not None and links is not None and size >= REDIRECT_MIN_SIZE:
+        location = links.url_for(digest, ctx.request.url.hostname or "")
+        return RedirectResponse(location, status_code=307, headers=headers)
     if path is not None:
         return FileResponse(path, headers=headers, media_type=OCTET)
     stream = await store.read(digest)

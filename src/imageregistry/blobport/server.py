@@ -1,0 +1,292 @@
+"""The blob port's HTTP/1.1 server: h11 for the protocol, sendfile(2) for the bytes.
+
+Each Granian worker runs one on its own event loop, bound with `SO_REUSEPORT`, so the
+kernel spreads connections over the workers as it does on the main port. It answers only
+`GET`/`HEAD /blobs/<digest>?expires=..&signature=..` (`links.BlobLinks.check`), with a
+single `Range` as on the main port, and keeps connections alive between requests. The
+socket is non-blocking: the body goes out in as few `sendfile` calls as the socket buffer
+allows, waiting for writability in between, so a slow client holds a connection, not the
+loop. Limits: `MAX_HEAD` bytes of request head, `IDLE_TIMEOUT` waiting for a request,
+`STALL_TIMEOUT` for a client that stops reading, `MAX_CONNECTIONS` per worker. Nothing here
+logs a request's query, which holds the link's signature.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+
+from imageregistry.blobport.links import BlobLinks, LinkRefused
+from imageregistry.blobport.sockets import bind
+from imageregistry.oci.blobs import OCTET, parse_range
+from imageregistry.oci.conditional import digest_etag, etag_matches
+from imageregistry.storage.driver import BlobStore
+
+log = logging.getLogger(__name__)
+
+MAX_HEAD = 16 * 1024
+MAX_CONNECTIONS = 1024
+IDLE_TIMEOUT = 30.0
+STALL_TIMEOUT = 60.0
+SHUTDOWN_GRACE = 10.0
+_RECV_SIZE = 64 * 1024
+
+
+@contextlib.asynccontextmanager
+async def blob_port(listen: str, links: BlobLinks, store: BlobStore) -> AsyncIterator[None]:
+    """Serve the blob port for as long as the block lasts; on exit stop accepting, let
+    transfers in flight finish for up to `SHUTDOWN_GRACE` seconds, then drop the rest."""
+    server = BlobPortServer(bind(listen, reuse_port=True), links, store)
+    accepting = asyncio.create_task(server.accept_forever())
+    log.info("blob port listening on %s", listen)
+    try:
+        yield
+    finally:
+        accepting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await accepting
+        await server.close(SHUTDOWN_GRACE)
+
+
+class BlobPortServer:
+    def __init__(self, listener: socket.socket, links: BlobLinks, store: BlobStore) -> None:
+        self._listener = listener
+        self._links = links
+        self._store = store
+        self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self.closing = False
+
+    async def accept_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        slots = asyncio.Semaphore(MAX_CONNECTIONS)
+        while True:
+            await slots.acquire()
+            try:
+                sock, _ = await loop.sock_accept(self._listener)
+            except OSError as exc:  # EMFILE, ENOBUFS, ECONNABORTED: back off, keep serving
+                slots.release()
+                log.warning("blob port: accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            except BaseException:
+                slots.release()
+                raise
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            connection = _Connection(sock, self)
+            task = asyncio.create_task(connection.serve())
+            self._connections[task] = connection
+            task.add_done_callback(functools.partial(self._forget, slots))
+
+    def _forget(self, slots: asyncio.Semaphore, task: asyncio.Task[None]) -> None:
+        self._connections.pop(task, None)
+        slots.release()
+
+    async def close(self, grace: float) -> None:
+        self.closing = True
+        self._listener.close()
+        for task, connection in list(self._connections.items()):
+            if not connection.busy:
+                task.cancel()
+        if self._connections:
+            await asyncio.wait(list(self._connections), timeout=grace)
+        tasks = list(self._connections)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def check(self, path: str, query: dict[str, str]) -> tuple[str | None, str]:
+        """(local file path or None, digest) for a request, or `LinkRefused`."""
+        digest = self._links.check(path, query)
+        return self._store.local_path(digest), str(digest)
+
+
+@dataclass(frozen=True)
+class _FileSpan:
+    """A body part h11 passes through untouched (`send_with_data_passthrough`)."""
+
+    fd: int
+    offset: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+class _Connection:
+    def __init__(self, sock: socket.socket, server: BlobPortServer) -> None:
+        self.sock = sock
+        self.server = server
+        self.busy = False
+        self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+
+    async def serve(self) -> None:
+        try:
+            while not self.server.closing:
+                request = await self._next_request()
+                if request is None:
+                    return
+                self.busy = True
+                await self._answer(request)
+                self.busy = False
+                if not self._request_finished():
+                    return
+                self.http.start_next_cycle()
+        except h11.RemoteProtocolError as exc:
+            if self.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                with contextlib.suppress(OSError, TimeoutError):
+                    await self._error(exc.error_status_hint, "BAD_REQUEST", str(exc), close=True)
+        except (OSError, TimeoutError, h11.LocalProtocolError):
+            pass  # the client went away, stalled or sent what cannot be answered
+        finally:
+            self.sock.close()
+
+    async def _next_request(self) -> h11.Request | None:
+        loop = asyncio.get_running_loop()
+        while True:
+            event = self.http.next_event()
+            if event is h11.NEED_DATA:
+                async with asyncio.timeout(IDLE_TIMEOUT):
+                    data = await loop.sock_recv(self.sock, _RECV_SIZE)
+                self.http.receive_data(data)  # b"" is the end of the stream
+            elif isinstance(event, h11.Request):
+                # h11 bounds a head that arrives in pieces; bound one that came whole too
+                if sum(len(name) + len(value) for name, value in event.headers) > MAX_HEAD:
+                    raise h11.RemoteProtocolError("request head too large", 431)
+                return event
+            elif isinstance(event, h11.ConnectionClosed):
+                return None
+            # anything else cannot start a request cycle; h11 raises on real garbage
+
+    def _request_finished(self) -> bool:
+        """Consume what is already buffered of the request; True if the connection can
+        serve another one (a request with a body we did not read ends the connection)."""
+        while self.http.their_state is h11.SEND_BODY:
+            event = self.http.next_event()
+            if event is h11.NEED_DATA or isinstance(event, h11.Data):
+                return False
+        return self.http.our_state is h11.DONE and self.http.their_state is h11.DONE
+
+    async def _answer(self, request: h11.Request) -> None:
+        if request.method not in (b"GET", b"HEAD"):
+            await self._error(
+                405,
+                "UNSUPPORTED",
+                "the blob port answers GET and HEAD only",
+                [("Allow", "GET, HEAD")],
+            )
+            return
+        target = urlsplit(request.target.decode("ascii", "replace"))
+        query = dict(parse_qsl(target.query, max_num_fields=16))
+        try:
+            path, digest = self.server.check(target.path, query)
+        except LinkRefused as exc:
+            await self._error(exc.status, exc.code, str(exc))
+            return
+        try:
+            if path is None:
+                raise FileNotFoundError(digest)
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:  # gone (registry GC) or never stored
+            await self._error(404, "BLOB_UNKNOWN", f"blob {digest} is not stored here")
+            return
+        try:
+            await self._send_blob(request, fd, digest)
+        finally:
+            os.close(fd)
+
+    async def _send_blob(self, request: h11.Request, fd: int, digest: str) -> None:
+        size = os.fstat(fd).st_size
+        etag = digest_etag(digest)
+        headers = [("Docker-Content-Digest", digest), ("Accept-Ranges", "bytes"), ("ETag", etag)]
+        fields = {name.decode().lower(): value.decode("latin-1") for name, value in request.headers}
+        if etag_matches(fields.get("if-none-match"), etag):
+            await self._send(self.http.send(h11.Response(status_code=304, headers=headers)))
+            await self._send(self.http.send(h11.EndOfMessage()))
+            return
+        status, offset, count = 200, 0, size
+        if "range" in fields:
+            span = parse_range(fields["range"], size)
+            if span is None:
+                await self._error(
+                    416,
+                    "RANGE_INVALID",
+                    f"range cannot be satisfied for a blob of {size} bytes",
+                    [("Content-Range", f"bytes */{size}")],
+                )
+                return
+            status, offset, count = 206, span[0], span[1] - span[0] + 1
+            headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
+        headers += [("Content-Type", OCTET), ("Content-Length", str(count))]
+        await self._send(self.http.send(h11.Response(status_code=status, headers=headers)))
+        if request.method == b"GET" and count:
+            body = _FileSpan(fd, offset, count)
+            pieces = self.http.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+            for piece in pieces or ():
+                if isinstance(piece, _FileSpan):
+                    await self._sendfile(piece)
+                else:
+                    await self._send(piece)
+        await self._send(self.http.send(h11.EndOfMessage()))
+
+    async def _error(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        extra: list[tuple[str, str]] | None = None,
+        *,
+        close: bool = False,
+    ) -> None:
+        body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        if close:
+            headers.append(("Connection", "close"))
+        await self._send(
+            self.http.send(h11.Response(status_code=status, headers=headers + (extra or [])))
+        )
+        await self._send(self.http.send(h11.Data(data=body)))
+        await self._send(self.http.send(h11.EndOfMessage()))
+
+    async def _send(self, data: bytes | None) -> None:
+        if data:
+            async with asyncio.timeout(STALL_TIMEOUT):
+                await asyncio.get_running_loop().sock_sendall(self.sock, data)
+
+    async def _sendfile(self, span: _FileSpan) -> None:
+        out, offset, left = self.sock.fileno(), span.offset, span.count
+        while left > 0:
+            try:
+                sent = os.sendfile(out, span.fd, offset, left)
+            except BlockingIOError:
+                await self._writable(out)
+                continue
+            if sent == 0:
+                raise ConnectionError("the blob file is shorter than it was when opened")
+            offset += sent
+            left -= sent
+
+    async def _writable(self, fd: int) -> None:
+        loop = asyncio.get_running_loop()
+        ready = loop.create_future()
+        loop.add_writer(fd, _resolve, ready)
+        try:
+            async with asyncio.timeout(STALL_TIMEOUT):
+                await ready
+        finally:
+            loop.remove_writer(fd)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)

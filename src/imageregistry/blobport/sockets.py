@@ -1,0 +1,36 @@
+"""The blob port's listening socket (no imports beyond `socket`, so the supervisor can
+check the address before starting workers without loading the application)."""
+
+from __future__ import annotations
+
+import socket
+
+
+def bind(listen: str, *, reuse_port: bool) -> socket.socket:
+    """A listening socket on `HOST:PORT` (an empty or bracketed host as usual)."""
+    host, _, port = listen.rpartition(":")
+    host = host.strip("[]") or "0.0.0.0"
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, int(port), type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        sock.listen(1024)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def check_bindable(listen: str) -> str | None:
+    """Why the blob port cannot listen on `listen`, or None (checked before workers start)."""
+    try:
+        bind(listen, reuse_port=False).close()
+    except OSError as exc:
+        return f"blob_listen {listen}: {exc.strerror or exc}"
+    return None
