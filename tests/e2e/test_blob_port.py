@@ -222,6 +222,9 @@ def test_hostile_clients_get_errors_and_leave_the_port_serving(
     huge_head = b"GET /blobs/x HTTP/1.1\r\nHost: a\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n"
     assert raw_exchange(port, huge_head).startswith(b"HTTP/1.1 431 ")
     url = urlsplit(link(server, big))
+    with httpx.Client() as client:
+        response = client.get(f"http://127.0.0.1:{port}{url.path}?{url.query}{'&a=1' * 40}")
+    assert response.status_code == 400  # too many query fields
     request = f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
     for _ in range(5):  # walk away in the middle of the body
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:

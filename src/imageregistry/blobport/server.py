@@ -6,7 +6,7 @@ kernel spreads connections over the workers as it does on the main port. It answ
 single `Range` as on the main port, and keeps connections alive between requests. The
 socket is non-blocking: the body goes out in as few `sendfile` calls as the socket buffer
 allows, waiting for writability in between, so a slow client holds a connection, not the
-loop. Limits: `MAX_HEAD` bytes of request head, `IDLE_TIMEOUT` waiting for a request,
+loop. Limits: `MAX_HEAD` bytes of request head, `IDLE_TIMEOUT` for a whole request head,
 `STALL_TIMEOUT` for a client that stops reading, `MAX_CONNECTIONS` per worker. Nothing here
 logs a request's query, which holds the link's signature.
 """
@@ -133,7 +133,8 @@ class _Connection:
     async def serve(self) -> None:
         try:
             while not self.server.closing:
-                request = await self._next_request()
+                async with asyncio.timeout(IDLE_TIMEOUT):  # for the whole head, not per read
+                    request = await self._next_request()
                 if request is None:
                     return
                 self.busy = True
@@ -148,6 +149,8 @@ class _Connection:
                     await self._error(exc.error_status_hint, "BAD_REQUEST", str(exc), close=True)
         except (OSError, TimeoutError, h11.LocalProtocolError):
             pass  # the client went away, stalled or sent what cannot be answered
+        except Exception:
+            log.exception("blob port: a request failed")
         finally:
             self.sock.close()
 
@@ -156,8 +159,7 @@ class _Connection:
         while True:
             event = self.http.next_event()
             if event is h11.NEED_DATA:
-                async with asyncio.timeout(IDLE_TIMEOUT):
-                    data = await loop.sock_recv(self.sock, _RECV_SIZE)
+                data = await loop.sock_recv(self.sock, _RECV_SIZE)
                 self.http.receive_data(data)  # b"" is the end of the stream
             elif isinstance(event, h11.Request):
                 # h11 bounds a head that arrives in pieces; bound one that came whole too
@@ -187,9 +189,12 @@ class _Connection:
             )
             return
         target = urlsplit(request.target.decode("ascii", "replace"))
-        query = dict(parse_qsl(target.query, max_num_fields=16))
         try:
+            query = dict(parse_qsl(target.query, max_num_fields=16))
             path, digest = self.server.check(target.path, query)
+        except ValueError:
+            await self._error(400, "BAD_REQUEST", "the query string is not a link's")
+            return
         except LinkRefused as exc:
             await self._error(exc.status, exc.code, str(exc))
             return
