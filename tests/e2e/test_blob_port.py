@@ -24,6 +24,7 @@ import pytest
 
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.content.digest import Digest
+from tests.e2e.ac_support import ac
 from tests.e2e.oci_support import build_layout, skopeo
 from tests.support.postgres import free_port
 from tests.support.server import BIN, RegistryProcess
@@ -323,3 +324,40 @@ def test_blob_port_needs_plain_http_and_a_free_address(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert f"blob_listen {busy}: Address already in use" in result.stderr
     assert not (tmp_path / "d").exists()  # refused before anything was prepared
+
+
+def test_ac_image_info_follows_the_link_for_a_large_config(
+    server: RegistryProcess, tmp_path: Path
+) -> None:
+    padding = os.urandom(700 * 1024).hex()  # a config of 1.4 MB: redirected
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "config": {"Env": ["PADDING=" + padding]},
+            "rootfs": {"type": "layers", "diff_ids": []},
+        }
+    ).encode()
+    assert len(config) > 1024 * 1024
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": push(server, config),
+            "size": len(config),
+        },
+        "layers": [],
+    }
+    with server.client(server.admin_token) as client:
+        response = client.put(
+            f"/v2/{REPO}/manifests/big-config",
+            content=json.dumps(manifest),
+            headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+    assert response.status_code == 201, response.text
+    home = tmp_path / "home"
+    ac(home, "login", server.url, "--token", server.admin_token)
+    out = ac(home, "image", "info", f"{server.host}/{REPO}:big-config").stdout
+    assert "OS:            linux" in out
+    assert "PADDING=" in out

@@ -225,7 +225,7 @@ def inspect(
         config: dict[str, Any] = {}
         if config_ref:
             progress.step(f"fetching config {config_ref[:19]}")
-            response = client.get(f"/v2/{repo}/blobs/{config_ref}")
+            response = client.get(f"/v2/{repo}/blobs/{config_ref}", follow_redirects=True)
             if response.status_code >= 400:
                 raise from_response(response)
             if "sha256:" + hashlib.sha256(response.content).hexdigest() != config_ref:
