@@ -455,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
+        saved["notes"] = [*saved.get("notes", []), *args.note]
         print(render(saved))
         if args.write_docs:
             write_doc_section("dataplane", render(saved))
