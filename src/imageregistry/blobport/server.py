@@ -38,7 +38,7 @@ MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT = 30.0
 STALL_TIMEOUT = 60.0
-SHUTDOWN_GRACE = 10.0
+SHUTDOWN_GRACE = 25.0  # inside the kubelet's default 30 s termination grace
 _RECV_SIZE = 64 * 1024
 
 
