@@ -106,7 +106,7 @@ def populate(database_url: str, namespaces: int, bindings: int) -> None:
             for i in range(namespaces):
                 name = ns_name(i)
                 rv = record_change(conn, "namespaces", "", name, "ADDED")
-                body = {
+                body: dict[str, Any] = {
                     "apiVersion": "v1",
                     "kind": "Namespace",
                     "metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}},

@@ -6,6 +6,7 @@ import asyncio
 import ctypes
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,16 @@ def test_pin_runtime_pins_threads_named_like_the_runtime_and_nothing_else() -> N
     finally:
         done.set()
         thread.join()
+        _wait_gone(tids)
+
+
+def _wait_gone(tids: list[int]) -> None:
+    """`join` returns before the kernel has reaped the thread; the next test must not see it
+    in /proc/self/task still named like a runtime thread."""
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/self/task/{tid}").exists() for tid in tids):
+        assert time.monotonic() < deadline, "the runtime-like thread did not end"
+        time.sleep(0.01)
 
 
 def test_pin_runtime_gives_up_when_no_runtime_appears() -> None:
