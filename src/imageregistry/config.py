@@ -165,7 +165,7 @@ def _check_blob_port(settings: Settings) -> None:
         raise ConfigurationError("blob_public_url is set but blob_listen is not")
     if not settings.blob_listen:
         return
-    host, sep, port = settings.blob_listen.rpartition(":")
+    _, sep, port = settings.blob_listen.rpartition(":")
     if not sep or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigurationError(f"blob_listen: expected HOST:PORT, got {settings.blob_listen!r}")
     if not settings.plain_http:
@@ -173,12 +173,10 @@ def _check_blob_port(settings: Settings) -> None:
             "blob_listen needs plain_http: the blob port sends files with sendfile(2), which"
             " cannot encrypt, so it serves plain HTTP only (put both ports behind your TLS proxy)"
         )
-    if int(port) == settings.port and host.strip("[]") in (
-        settings.host.strip("[]"),
-        "0.0.0.0",
-        "::",
-    ):
-        raise ConfigurationError(f"blob_listen {settings.blob_listen} is the API's own address")
+    if int(port) == settings.port:  # even on another address: one name may cover both
+        raise ConfigurationError(
+            f"blob_listen {settings.blob_listen}: use a port other than the API's ({port})"
+        )
     if settings.blob_public_url and not settings.blob_public_url.startswith(
         ("http://", "https://")
     ):

@@ -78,7 +78,8 @@ def test_bad_values_are_refused(tmp_path: Path) -> None:
         ({"blob_listen": "5001", "plain_http": True}, "blob_listen: expected HOST:PORT"),
         ({"blob_listen": "h:0", "plain_http": True}, "blob_listen: expected HOST:PORT"),
         ({"blob_listen": "h:99999", "plain_http": True}, "blob_listen: expected HOST:PORT"),
-        ({"blob_listen": "0.0.0.0:5000", "plain_http": True}, "is the API's own address"),
+        ({"blob_listen": "0.0.0.0:5000", "plain_http": True}, "a port other than the API's"),
+        ({"blob_listen": "10.1.2.3:5000", "plain_http": True}, "a port other than the API's"),
         ({"blob_public_url": "http://blobs"}, "blob_listen is not"),
         (
             {"blob_listen": ":5001", "plain_http": True, "blob_public_url": "blobs.example"},

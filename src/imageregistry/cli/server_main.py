@@ -30,7 +30,7 @@ class PrepareError(Exception):
     """First-start preparation failed with a message for the operator."""
 
 
-def _check_blob_port(settings: Settings) -> None:
+def _check_blob_port_free(settings: Settings) -> None:
     """Fail before any worker starts when the blob port's address is taken."""
     if settings.blob_listen:
         from imageregistry.blobport.sockets import check_bindable
@@ -112,7 +112,7 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         flags["tls_san"] = tls_san
     try:
         settings = load_settings(flags, config_file)
-        _check_blob_port(settings)
+        _check_blob_port_free(settings)
         cert, key = _prepare_in_child(settings)
     except (ConfigurationError, PrepareError) as exc:
         raise click.ClickException(str(exc)) from None
