@@ -15,6 +15,7 @@ until it is fixed, and the error is logged once per change.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -58,6 +59,7 @@ def _cost(hashed: str) -> int:
     return cost
 
 
+@functools.cache  # one per cost (4..17): a failed login never pays for making one
 def _dummy_hash(cost: int) -> bytes:
     return bcrypt.hashpw(b"no such user", bcrypt.gensalt(rounds=cost))
 

@@ -89,3 +89,24 @@ def test_an_unusable_file_at_start_is_an_error(tmp_path: Path) -> None:
     (tmp_path / "htpasswd").write_text("alice:plain\n")
     with pytest.raises(HtpasswdError):
         HtpasswdFile(tmp_path / "htpasswd")
+
+
+def test_a_refused_login_costs_one_bcrypt_check_not_a_new_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "htpasswd"
+    path.write_text("alice:" + bcrypt.hashpw(b"secret", bcrypt.gensalt(4)).decode() + "\n")
+    users = HtpasswdFile(path, check_interval=0.0)
+    path.write_text("alice:{SHA}not-bcrypt\n")  # broken on a running server: fails closed
+    made: list[bytes] = []
+    real_hashpw = bcrypt.hashpw
+
+    def counting_hashpw(password: bytes, salt: bytes) -> bytes:
+        made.append(salt)
+        return real_hashpw(password, salt)
+
+    monkeypatch.setattr(bcrypt, "hashpw", counting_hashpw)
+    for _ in range(3):
+        assert not users.verify("alice", "secret")
+        assert not users.verify("mallory", "secret")
+    assert len(made) <= 1  # at most the first dummy hash ever made for this cost
