@@ -39,17 +39,15 @@ def sha(data: bytes) -> str:
 
 
 def blob_server(root: Path, workers: int = 1) -> RegistryProcess:
-    port = free_port()
     return RegistryProcess(
         data_dir=root / "data",
         plain_http=True,
-        extra_args=["--workers", str(workers)],
-        env={"IMAGE_REGISTRY_BLOB_LISTEN": f"127.0.0.1:{port}"},
+        extra_args=["--workers", str(workers), "--blob-listen", f"127.0.0.1:{free_port()}"],
     )
 
 
 def blob_port(server: RegistryProcess) -> int:
-    return int(server.env["IMAGE_REGISTRY_BLOB_LISTEN"].rsplit(":", 1)[1])
+    return int(server.extra_args[-1].rsplit(":", 1)[1])
 
 
 def push(server: RegistryProcess, data: bytes) -> str:

@@ -106,6 +106,12 @@ def _prepare(settings: Settings) -> tuple[str, str]:
 @click.option("--htpasswd-file", default=None)
 @click.option("--public-url", default=None)
 @click.option("--log-level", default=None)
+@click.option(
+    "--blob-listen",
+    default=None,
+    help="HOST:PORT of the blob port: whole blobs of 1 MiB+ via sendfile (needs --plain-http).",
+)
+@click.option("--blob-public-url", default=None, help="How clients reach the blob port.")
 def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) -> None:
     """Run the registry and API server."""
     if tls_san:
