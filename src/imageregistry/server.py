@@ -27,6 +27,7 @@ from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
 from imageregistry.auth.authn import Authenticator
+from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.blobport.links import BlobLinks, new_link_key
@@ -63,6 +64,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         DEFAULT_AUDIENCE,
         passwords=passwords,
         service_accounts=ServiceAccountLookup(db),
+        epoch=IdentityEpoch(settings.data_dir / "run" / "identity-epoch"),
     )
     blob_links = None
     if settings.blob_listen:

@@ -20,9 +20,11 @@ LRU of `AUTH_CACHE_SIZE` entries: the registry data plane authenticates the same
 every request, and a database round trip (or an ES256 verification) each time would cost
 more than the rest of a manifest GET. Deleting a service account or a namespace through
 the API empties the cache of the process that served the deletion
-(`forget_cached_identities`), so with one worker a deleted account's token stops working
-at once; other worker processes (and other replicas) may still accept it for at most
-those 5 s if it was used there in the last 5 s. Failures are never cached.
+(`forget_cached_identities`) and bumps the data dir's identity epoch (`epoch.py`), which
+the other workers check with one `stat` before using their caches, so a deleted account's
+token stops working at once on every worker of the server; other replicas may still
+accept it for at most those 5 s if it was used there in the last 5 s. Failures are never
+cached.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
+from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated, parse_service_account
 from imageregistry.auth.tokens import (
     InvalidToken,
@@ -136,8 +139,10 @@ class Authenticator:
         monotonic: Callable[[], float] = time.monotonic,
         clock: Callable[[], datetime] = utc_now,
         cache_seconds: float = AUTH_CACHE_SECONDS,
+        epoch: IdentityEpoch | None = None,
     ) -> None:
         self._tokens = tokens
+        self._epoch = epoch
         self._signer = signer
         self._audience = audience
         self._passwords = passwords
@@ -158,8 +163,16 @@ class Authenticator:
         return self._audience
 
     def forget_cached_identities(self) -> None:
-        """Drop every remembered authentication (an identity was just deleted)."""
+        """Drop every remembered authentication (an identity was just deleted), here and,
+        through the epoch file, in the other workers of this data dir."""
         self._cache.clear()
+        if self._epoch is not None:
+            self._epoch.bump()
+
+    def _remembered(self, key: str) -> UserInfo | None:
+        if self._epoch is not None and self._epoch.changed():
+            self._cache.clear()
+        return self._cache.get(key)
 
     def authenticate(self, authorization: str | None) -> UserInfo:
         if not authorization:
@@ -180,12 +193,12 @@ class Authenticator:
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "bearer" and value:
-            return self._cache.get(hash_token(value))
+            return self._remembered(hash_token(value))
         return None
 
     def authenticate_token(self, token: str) -> UserInfo:
         key = hash_token(token)
-        user = self._cache.get(key)
+        user = self._remembered(key)
         if user is not None:
             return user
         user, expires = self._jwt(token) if looks_like_jwt(token) else self._opaque(key)

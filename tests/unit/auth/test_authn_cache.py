@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import base64
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from imageregistry.auth.authn import AUTH_CACHE_SECONDS, Authenticator, Unauthenticated
+from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.tokens import (
     ServiceAccountRef,
     TokenSigner,
@@ -152,6 +154,43 @@ def test_forgetting_cached_identities_rechecks_at_once(clocks: Clocks) -> None:
     authn.forget_cached_identities()  # what the API does after deleting an account
     with pytest.raises(Unauthenticated):
         authn.authenticate_token(token)
+
+
+def test_a_deletion_in_one_worker_empties_every_workers_cache(
+    clocks: Clocks, tmp_path: Path
+) -> None:
+    signer, accounts = _signer(clocks), Accounts()
+    epoch_file = tmp_path / "run" / "identity-epoch"
+
+    def worker() -> Authenticator:  # what each worker process builds for one data dir
+        return Authenticator(
+            Tokens(),
+            signer,
+            "aud",
+            service_accounts=accounts,
+            monotonic=clocks.monotonic,
+            clock=clocks.now,
+            epoch=IdentityEpoch(epoch_file),
+        )
+
+    deleting, other = worker(), worker()
+    token = _bot_token(signer)
+    for authn in (deleting, other):
+        assert authn.authenticate_token(token).username == "system:serviceaccount:team:bot"
+    checks = accounts.checks
+    assert other.authenticate_token(token)  # remembered: no new existence check
+    assert accounts.checks == checks
+    accounts.existing.clear()
+    deleting.forget_cached_identities()
+    with pytest.raises(Unauthenticated, match="no longer exists"):
+        other.authenticate_token(token)  # long before the cache's TTL
+    assert other.cached(f"Bearer {token}") is None
+    accounts.existing.add(("team", "bot"))  # re-created; remembered again by the other
+    assert other.authenticate_token(token)
+    accounts.existing.clear()
+    deleting.forget_cached_identities()  # a second bump moments later is seen too
+    with pytest.raises(Unauthenticated):
+        other.authenticate_token(token)
 
 
 def test_cached_jwt_never_outlives_its_expiry(clocks: Clocks) -> None:
