@@ -229,7 +229,9 @@ def test_htpasswd_changes_apply_without_a_restart(server: RegistryProcess) -> No
         while client.get("/v2/", headers={"Authorization": bob}).status_code != 200:
             assert time.monotonic() < deadline, "a user added to the file never logged in"
             time.sleep(0.2)
-    token = _token(server, Authorization=bob)  # not used yet, so not in any cache
+    token = _token(server, Authorization=bob)
+    with server.client(token) as client:
+        assert client.get("/v2/").status_code == 200  # remembered by the worker from now on
     htpasswd.write_text(alice)  # `htpasswd -D FILE bob`
     time.sleep(1.2)  # the file is looked at again at most once a second
     with server.client() as client:

@@ -23,8 +23,9 @@ the API empties the cache of the process that served the deletion
 (`forget_cached_identities`) and bumps the data dir's identity epoch (`epoch.py`), which
 the other workers check with one `stat` before using their caches, so a deleted account's
 token stops working at once on every worker of the server; other replicas may still
-accept it for at most those 5 s if it was used there in the last 5 s. Failures are never
-cached.
+accept it for at most those 5 s if it was used there in the last 5 s. A re-read htpasswd
+file (`PasswordChecker.generation`) empties the cache too, so a removed user's tokens stop
+with the re-read. Failures are never cached.
 """
 
 from __future__ import annotations
@@ -71,6 +72,9 @@ class PasswordChecker(Protocol):
     def verify(self, username: str, password: str) -> bool: ...
 
     def has_user(self, username: str) -> bool: ...
+
+    def generation(self) -> int:
+        """A number that changes whenever the set of users may have changed."""
 
 
 class ServiceAccountChecker(Protocol):
@@ -146,6 +150,7 @@ class Authenticator:
         self._signer = signer
         self._audience = audience
         self._passwords = passwords
+        self._password_generation = passwords.generation() if passwords is not None else 0
         self._service_accounts = service_accounts
         self._cache = AuthCache(cache_seconds, AUTH_CACHE_SIZE, monotonic, clock)
         # bcrypt is slow by design: a verified password is remembered a little longer.
@@ -170,7 +175,14 @@ class Authenticator:
             self._epoch.bump()
 
     def _remembered(self, key: str) -> UserInfo | None:
-        if self._epoch is not None and self._epoch.changed():
+        """A cached authentication, unless an identity may have gone since it was made: an
+        account deleted by any worker (the epoch) or a changed htpasswd file."""
+        stale = self._epoch is not None and self._epoch.changed()
+        if self._passwords is not None:
+            generation = self._passwords.generation()
+            stale = stale or generation != self._password_generation
+            self._password_generation = generation
+        if stale:
             self._cache.clear()
         return self._cache.get(key)
 

@@ -113,6 +113,9 @@ class Htpasswd:
     def has_user(self, username: str) -> bool:
         return username in self.users
 
+    def generation(self) -> int:
+        return 0  # a parsed file never changes
+
 
 _NOBODY = Htpasswd(users=MappingProxyType({}))
 
@@ -134,6 +137,7 @@ class HtpasswdFile:
         self._signature = self._stat()
         self._current = Htpasswd.load(path)  # at start an unusable file is an error
         self._checked = monotonic()
+        self._generation = 0
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -153,6 +157,7 @@ class HtpasswdFile:
                 if signature != self._signature:
                     self._signature = signature
                     self._current = self._reload()
+                    self._generation += 1
         return self._current
 
     def _reload(self) -> Htpasswd:
@@ -171,3 +176,8 @@ class HtpasswdFile:
 
     def has_user(self, username: str) -> bool:
         return self.current().has_user(username)
+
+    def generation(self) -> int:
+        """Bumped by every re-read (checked at most once per `check_interval`)."""
+        self.current()
+        return self._generation

@@ -232,6 +232,9 @@ class Passwords:
     def has_user(self, username: str) -> bool:
         return username in self.users
 
+    def generation(self) -> int:
+        return hash(frozenset(self.users))
+
 
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
@@ -279,3 +282,22 @@ def test_a_user_removed_from_the_file_loses_password_and_tokens_at_once() -> Non
         authn.authenticate_token(token)
     with pytest.raises(Unauthenticated):  # the remembered password check is not trusted
         authn.authenticate(_basic("alice", "s3cret"))
+
+
+def test_a_cached_token_of_a_removed_htpasswd_user_stops_at_once() -> None:
+    clocks, passwords = Clocks(), Passwords()
+    authn = Authenticator(
+        Tokens(),
+        TokenSigner(generate_signing_key(), clock=clocks.now),
+        "aud",
+        passwords=passwords,
+        monotonic=clocks.monotonic,
+        clock=clocks.now,
+    )
+    token, _ = authn.issue_token(authn.authenticate(_basic("alice", "s3cret")), 3600)
+    assert authn.authenticate_token(token).username == "alice"  # now remembered
+    assert authn.cached(f"Bearer {token}") is not None
+    passwords.users.clear()  # the file was re-read without alice
+    assert authn.cached(f"Bearer {token}") is None
+    with pytest.raises(Unauthenticated, match="no longer in the htpasswd file"):
+        authn.authenticate_token(token)
