@@ -181,6 +181,8 @@ def test_forged_expired_and_foreign_links_are_refused(
             response = client.get(url)
             assert response.status_code == status, url
             assert response.json()["errors"][0]["code"] == code, url
+        head = client.head(tampered)  # an error without a body, and the connection lives on
+        assert (head.status_code, head.content) == (403, b"")
         post = client.post(location, content=b"x")
         assert post.status_code == 405
         assert post.headers["allow"] == "GET, HEAD"

@@ -1,7 +1,7 @@
 """The blob port's HTTP/1.1 server: h11 for the protocol, sendfile(2) for the bytes.
 
 Each Granian worker runs one on its own event loop, bound with `SO_REUSEPORT`, so the
-kernel spreads connections over the workers as it does on the main port. It answers only
+kernel spreads connections over the workers. It answers only
 `GET`/`HEAD /blobs/<digest>?expires=..&signature=..` (`links.BlobLinks.check`), with a
 single `Range` as on the main port, and keeps connections alive between requests. The
 socket is non-blocking: the body goes out in as few `sendfile` calls as the socket buffer
@@ -128,6 +128,7 @@ class _Connection:
         self.sock = sock
         self.server = server
         self.busy = False
+        self.head = False  # the request being answered is a HEAD: no body, errors included
         self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
 
     async def serve(self) -> None:
@@ -137,7 +138,7 @@ class _Connection:
                     request = await self._next_request()
                 if request is None:
                     return
-                self.busy = True
+                self.busy, self.head = True, request.method == b"HEAD"
                 await self._answer(request)
                 self.busy = False
                 if not self._request_finished():
@@ -260,7 +261,8 @@ class _Connection:
         await self._send(
             self.http.send(h11.Response(status_code=status, headers=headers + (extra or [])))
         )
-        await self._send(self.http.send(h11.Data(data=body)))
+        if not self.head:
+            await self._send(self.http.send(h11.Data(data=body)))
         await self._send(self.http.send(h11.EndOfMessage()))
 
     async def _send(self, data: bytes | None) -> None:
