@@ -11,9 +11,12 @@ on the cache's lifetime.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 
 class IdentityEpoch:
@@ -37,9 +40,14 @@ class IdentityEpoch:
         return True
 
     def bump(self) -> None:
-        """Replace the file (new inode, so a change is seen even within one mtime tick)."""
-        self._path.parent.mkdir(parents=True, exist_ok=True)
-        fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".identity-epoch-")
-        os.close(fd)
-        os.replace(temporary, self._path)
+        """Replace the file (new inode, so a change is seen even within one mtime tick).
+        A data dir that cannot take it is logged, not raised: the deletion that asked has
+        already happened, and other workers then fall back to their caches' lifetime."""
+        try:
+            self._path.parent.mkdir(parents=True, exist_ok=True)
+            fd, temporary = tempfile.mkstemp(dir=self._path.parent, prefix=".identity-epoch-")
+            os.close(fd)
+            os.replace(temporary, self._path)
+        except OSError as exc:
+            log.warning("cannot tell other workers to forget cached identities: %s", exc)
         self._seen = self._read()

@@ -301,3 +301,11 @@ def test_a_cached_token_of_a_removed_htpasswd_user_stops_at_once() -> None:
     assert authn.cached(f"Bearer {token}") is None
     with pytest.raises(Unauthenticated, match="no longer in the htpasswd file"):
         authn.authenticate_token(token)
+
+
+def test_an_epoch_that_cannot_be_written_does_not_fail_the_deletion(tmp_path: Path) -> None:
+    blocker = tmp_path / "run"
+    blocker.write_text("a file where the run directory should be")
+    epoch = IdentityEpoch(blocker / "identity-epoch")
+    epoch.bump()  # logged, not raised
+    assert not epoch.changed()
