@@ -42,7 +42,7 @@ class LinkRefused(Exception):
 
 @dataclass(frozen=True)
 class BlobLinks:
-    key: bytes
+    key: bytes = field(repr=False)  # the HMAC secret: never in a repr or a log
     listen: str  # the blob port's HOST:PORT
     public_url: str = ""  # how clients reach it; "" = derived from each request
     clock: Callable[[], float] = field(default=time.time)

@@ -89,3 +89,7 @@ def test_links_point_where_the_client_can_reach_the_blob_port(
 ) -> None:
     url = BlobLinks(b"k", listen, public_url, clock=Clock()).url_for(DIGEST, request_host)
     assert url.startswith(f"{base}/blobs/{DIGEST}?expires=")
+
+
+def test_the_key_never_shows_in_a_repr() -> None:
+    assert "hunter2" not in repr(BlobLinks(b"hunter2", "0.0.0.0:5001"))
