@@ -132,6 +132,14 @@ def build_layout(
     return Layout(path, digest, blobs)
 
 
+def assert_copied(out: Path, layout: Layout) -> None:
+    """The OCI layout at `out` holds `layout`'s image, every blob byte for byte."""
+    index = json.loads((out / "index.json").read_text())
+    assert index["manifests"][0]["digest"] == layout.manifest_digest
+    for digest, data in layout.blobs.items():
+        assert (out / "blobs" / "sha256" / digest.split(":")[1]).read_bytes() == data
+
+
 def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
 

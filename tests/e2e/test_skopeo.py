@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.oci_support import Layout, build_layout, skopeo
+from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
 from tests.support.server import RegistryProcess
 
 
@@ -55,10 +55,7 @@ def test_copy_in_and_back_out_keeps_digests(
         f"oci:{out}:copy",
     )
     assert result.returncode == 0, result.stderr
-    index = json.loads((out / "index.json").read_text())
-    assert index["manifests"][0]["digest"] == pushed.manifest_digest
-    for digest, data in pushed.blobs.items():
-        assert (out / "blobs" / "sha256" / digest.split(":")[1]).read_bytes() == data
+    assert_copied(out, pushed)
 
 
 def test_inspect(server: RegistryProcess, certs: str, pushed: Layout) -> None:

@@ -236,20 +236,27 @@ class Passwords:
         return hash(frozenset(self.users))
 
 
+def _password_authn(
+    clocks: Clocks, passwords: Passwords, cache_seconds: float = AUTH_CACHE_SECONDS
+) -> Authenticator:
+    return Authenticator(
+        Tokens(),
+        TokenSigner(generate_signing_key(), clock=clocks.now),
+        "aud",
+        passwords=passwords,
+        monotonic=clocks.monotonic,
+        clock=clocks.now,
+        cache_seconds=cache_seconds,
+    )
+
+
 def _basic(user: str, password: str) -> str:
     return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def test_a_verified_password_is_not_rechecked_for_a_minute() -> None:
     clocks, passwords = Clocks(), Passwords()
-    authn = Authenticator(
-        Tokens(),
-        TokenSigner(generate_signing_key()),
-        "aud",
-        passwords=passwords,
-        monotonic=clocks.monotonic,
-        clock=clocks.now,
-    )
+    authn = _password_authn(clocks, passwords)
     assert authn.authenticate(_basic("alice", "s3cret")).username == "alice"
     assert authn.authenticate(_basic("alice", "s3cret")).username == "alice"
     assert passwords.verifications == 1
@@ -265,15 +272,7 @@ def test_a_verified_password_is_not_rechecked_for_a_minute() -> None:
 
 def test_a_user_removed_from_the_file_loses_password_and_tokens_at_once() -> None:
     clocks, passwords = Clocks(), Passwords()
-    authn = Authenticator(
-        Tokens(),
-        TokenSigner(generate_signing_key(), clock=clocks.now),
-        "aud",
-        passwords=passwords,
-        monotonic=clocks.monotonic,
-        clock=clocks.now,
-        cache_seconds=0,
-    )
+    authn = _password_authn(clocks, passwords, cache_seconds=0)
     user = authn.authenticate(_basic("alice", "s3cret"))
     token, _ = authn.issue_token(user, 3600)  # what the registry token endpoint hands out
     assert authn.authenticate_token(token).username == "alice"
@@ -286,14 +285,7 @@ def test_a_user_removed_from_the_file_loses_password_and_tokens_at_once() -> Non
 
 def test_a_cached_token_of_a_removed_htpasswd_user_stops_at_once() -> None:
     clocks, passwords = Clocks(), Passwords()
-    authn = Authenticator(
-        Tokens(),
-        TokenSigner(generate_signing_key(), clock=clocks.now),
-        "aud",
-        passwords=passwords,
-        monotonic=clocks.monotonic,
-        clock=clocks.now,
-    )
+    authn = _password_authn(clocks, passwords)
     token, _ = authn.issue_token(authn.authenticate(_basic("alice", "s3cret")), 3600)
     assert authn.authenticate_token(token).username == "alice"  # now remembered
     assert authn.cached(f"Bearer {token}") is not None
