@@ -124,7 +124,7 @@ def build_app(services: Services) -> Starlette:
 def _blob_port(services: Services) -> contextlib.AbstractAsyncContextManager[None]:
     if services.blob_links is None:
         return contextlib.nullcontext()
-    return blob_port(services.settings.blob_listen, services.blob_links, services.blobs)
+    return blob_port(services.blob_links, services.blobs)
 
 
 def configure_logging(level: str) -> None:

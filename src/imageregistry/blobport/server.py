@@ -43,12 +43,13 @@ _RECV_SIZE = 64 * 1024
 
 
 @contextlib.asynccontextmanager
-async def blob_port(listen: str, links: BlobLinks, store: BlobStore) -> AsyncIterator[None]:
-    """Serve the blob port for as long as the block lasts; on exit stop accepting, let
-    transfers in flight finish for up to `SHUTDOWN_GRACE` seconds, then drop the rest."""
-    server = BlobPortServer(bind(listen, reuse_port=True), links, store)
+async def blob_port(links: BlobLinks, store: BlobStore) -> AsyncIterator[None]:
+    """Serve the blob port on `links.listen` for as long as the block lasts; on exit stop
+    accepting, let transfers in flight finish for up to `SHUTDOWN_GRACE` seconds, then drop
+    the rest."""
+    server = BlobPortServer(bind(links.listen, reuse_port=True), links, store)
     accepting = asyncio.create_task(server.accept_forever())
-    log.info("blob port listening on %s", listen)
+    log.info("blob port listening on %s", links.listen)
     try:
         yield
     finally:
