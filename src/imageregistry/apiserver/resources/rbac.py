@@ -5,7 +5,9 @@ ClusterRoles only, non-resource URLs; bindings need a roleRef (immutable after c
 well-formed subjects. Escalation prevention (kube's RBAC registry): a Role may only be written
 by someone who already holds every rule in it or has `escalate` on it, and a binding only by
 someone who holds the referenced role's rules in that namespace or has `bind` on the role —
-which is what stops a namespace admin from binding `cluster-admin`.
+which is what stops a namespace admin from binding `cluster-admin`. A binding to a role that
+does not exist is NotFound unless the caller has `bind` on it, so nobody can pre-bind a role
+someone else creates later.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceInfo
-from imageregistry.apiserver.status import FieldCause, bad_request, forbidden, invalid
+from imageregistry.apiserver.status import FieldCause, bad_request, forbidden, invalid, not_found
 from imageregistry.apiserver.store import StoredResource
 from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, created_age
 from imageregistry.apiserver.validation import path_segment_name
@@ -294,7 +296,11 @@ class _BindingBase(_RbacBase):
             rules = self.roles.get_cluster_role(ref.name)
         else:
             rules = self.roles.get_role(namespace, ref.name)
-        self._require_covered(ctx, binding.name, namespace, rules or ())
+        if rules is None:
+            # A missing role grants nothing today but whatever it is created with later, so
+            # it cannot count as covered (kube answers NotFound unless the caller has `bind`).
+            raise not_found(plural, RBAC_GROUP, ref.name)
+        self._require_covered(ctx, binding.name, namespace, rules)
 
 
 class RoleBindings(_BindingBase):
