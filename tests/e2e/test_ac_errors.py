@@ -175,6 +175,11 @@ def test_closed_stdout_is_not_a_traceback(home: Path) -> None:
         assert "Traceback" not in result.stderr and "BrokenPipe" not in result.stderr
 
 
+def _default_sigint() -> None:
+    """In the forked child before exec: SIGINT back to its default disposition."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
@@ -187,7 +192,12 @@ def test_closed_stdout_is_not_a_traceback(home: Path) -> None:
     ],
 )
 def test_ctrl_c_while_waiting_exits_130(home: Path, args: tuple[str, ...], line: str) -> None:
-    """SIGINT once `ac` is waiting on a server that accepted the connection and is silent."""
+    """SIGINT once `ac` is waiting on a server that accepted the connection and is silent.
+
+    `ac` starts with SIGINT at its default, as in an interactive terminal: a shell without
+    job control starts background commands (`pytest ... &`) with SIGINT ignored, and `ac`
+    rightly keeps an inherited "ignore" (a script's background `ac` must survive a Ctrl-C
+    meant for the foreground), so the test restores the default in the child itself."""
     env = {**os.environ, "HOME": str(home), "KUBECONFIG": str(home / "kubeconfig")}
     with socket.create_server(("127.0.0.1", 0)) as silent:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
@@ -197,6 +207,7 @@ def test_ctrl_c_while_waiting_exits_130(home: Path, args: tuple[str, ...], line:
             stderr=subprocess.PIPE,
             env=env,
             text=True,
+            preexec_fn=_default_sigint,
         )
         conn, _ = silent.accept()
         with conn:
