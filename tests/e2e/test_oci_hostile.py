@@ -18,6 +18,7 @@ from tests.support.server import RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 REPO = "hostile/app"
 CONFIG = b'{"architecture":"amd64","os":"linux"}'
 LAYER = b"hostile layer\n" * 64
@@ -301,3 +302,31 @@ def test_a_layer_typed_as_a_cosign_payload_must_be_one(client: httpx.Client) -> 
     assert "simple-signing" in r.json()["errors"][0]["message"]
     assert client.get(f"/v2/{REPO}/manifests/disguised").status_code == 404
     assert _put_manifest(client, signature_manifest(payload), "real-sig").status_code == 201
+
+
+def test_an_index_whose_child_size_lies_is_manifest_invalid(client: httpx.Client) -> None:
+    """A child descriptor must state the child manifest's size (clients refuse content of
+    another length); a lying index is refused and nothing of it is stored."""
+    child = image_manifest(CONFIG, [LAYER])
+    assert _put_manifest(client, child, sha(child)).status_code == 201
+
+    def index(size: int) -> bytes:
+        entry = {"mediaType": OCI_MANIFEST, "digest": sha(child), "size": size}
+        doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}
+        return json.dumps(doc).encode()
+
+    for size in (len(child) + 1, len(child) - 1, 0):
+        r = client.put(
+            f"/v2/{REPO}/manifests/lying-index",
+            content=index(size),
+            headers={"Content-Type": OCI_INDEX},
+        )
+        assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID", (size, r.text)
+        assert str(len(child)) in r.json()["errors"][0]["message"]
+        assert client.get(f"/v2/{REPO}/manifests/lying-index").status_code == 404
+    r = client.put(
+        f"/v2/{REPO}/manifests/true-index",
+        content=index(len(child)),
+        headers={"Content-Type": OCI_INDEX},
+    )
+    assert r.status_code == 201, r.text

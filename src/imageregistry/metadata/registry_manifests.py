@@ -4,7 +4,8 @@ A push records, in one transaction, the Image (`manifests` row plus its blob and
 edges), the link from the repository to it, and for a push by tag a prepended tag event —
 unless the tag already points at that image (behaviour.md §2). The blobs a manifest
 references must be linked to the repository and not being deleted by GC; children of an
-index must be manifests of the repository (`ManifestBlobUnknown` otherwise). Manifests are
+index must be manifests of the repository (`ManifestBlobUnknown` otherwise), and every
+descriptor must state the stored size (`ManifestSizeMismatch`). Manifests are
 served only from these rows. DELETE by digest is refused while a tag's current item is the
 image (`ManifestTagged`); it unlinks the image from the stream and drops it from the
 stream's tag histories, leaving the Image itself to `ac adm prune images`.
@@ -174,15 +175,18 @@ class ManifestMetadata:
         children = {c.digest for c in new.children}
         if children:
             known = {
-                r.digest
+                r.digest: int(r.size)
                 for r in conn.execute(
-                    select(repository_manifests.c.digest).where(
+                    select(repository_manifests.c.digest, manifests.c.size)
+                    .join(manifests, manifests.c.digest == repository_manifests.c.digest)
+                    .where(
                         repository_manifests.c.repository_id == repo_id,
                         repository_manifests.c.digest.in_(list(children)),
                     )
                 )
             }
-            missing += sorted(children - known)
+            missing += sorted(children - known.keys())
+            _check_sizes(new.children, known)
         if missing:
             raise ManifestBlobUnknown(missing)
 
@@ -374,10 +378,13 @@ def _tag(
     touch_repository(conn, repo_id, repo)
 
 
-def _check_sizes(refs: tuple[BlobRef, ...], present: dict[str, int]) -> None:
+def _check_sizes(refs: tuple[BlobRef, ...] | tuple[ChildRef, ...], present: dict[str, int]) -> None:
+    """Descriptors of blobs and of index children must state the stored size: a client
+    refuses content whose length differs, and usage would count the wrong bytes."""
     for ref in refs:
         stored = present.get(ref.digest)
         if stored is not None and stored != ref.size:
+            what = "manifest" if isinstance(ref, ChildRef) else "blob"
             raise ManifestSizeMismatch(
-                f"descriptor of {ref.digest} says {ref.size} bytes but the blob has {stored}"
+                f"descriptor of {ref.digest} says {ref.size} bytes but the {what} has {stored}"
             )
