@@ -3,6 +3,7 @@ check the address before starting workers without loading the application)."""
 
 from __future__ import annotations
 
+import errno
 import socket
 
 
@@ -27,10 +28,16 @@ def bind(listen: str, *, reuse_port: bool) -> socket.socket:
     return sock
 
 
-def check_bindable(listen: str) -> str | None:
-    """Why the blob port cannot listen on `listen`, or None (checked before workers start)."""
+def check_bindable(listen: str, setting: str = "blob_listen") -> str | None:
+    """Why nothing can listen on `listen`, or None (checked before workers start).
+
+    The probe binds without SO_REUSEPORT, so an address another server holds — even one
+    that set SO_REUSEPORT itself, as Granian does — is refused instead of shared."""
     try:
         bind(listen, reuse_port=False).close()
     except OSError as exc:
-        return f"blob_listen {listen}: {exc.strerror or exc}"
+        problem = f"{setting} {listen}: {exc.strerror or exc}"
+        if exc.errno == errno.EADDRINUSE:
+            problem += " (another server, perhaps another registry, is serving there)"
+        return problem
     return None

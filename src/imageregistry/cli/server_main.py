@@ -30,12 +30,19 @@ class PrepareError(Exception):
     """First-start preparation failed with a message for the operator."""
 
 
-def _check_blob_port_free(settings: Settings) -> None:
-    """Fail before any worker starts when the blob port's address is taken."""
-    if settings.blob_listen:
-        from imageregistry.blobport.sockets import check_bindable
+def _check_addresses_free(settings: Settings) -> None:
+    """Fail before any worker starts when the main or blob port's address is taken.
 
-        problem = check_bindable(settings.blob_listen)
+    Granian binds the main port with SO_REUSEPORT, so without this check a second
+    `serve` on the same address would start and silently take a share of the connections
+    of the one already running (issue 14 finding 8)."""
+    from imageregistry.blobport.sockets import check_bindable
+
+    wanted = [("listen", settings.listen)]
+    if settings.blob_listen:
+        wanted.append(("blob_listen", settings.blob_listen))
+    for setting, listen in wanted:
+        problem = check_bindable(listen, setting)
         if problem:
             raise ConfigurationError(problem)
 
@@ -118,7 +125,7 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         flags["tls_san"] = tls_san
     try:
         settings = load_settings(flags, config_file)
-        _check_blob_port_free(settings)
+        _check_addresses_free(settings)
         cert, key = _prepare_in_child(settings)
     except (ConfigurationError, PrepareError) as exc:
         raise click.ClickException(str(exc)) from None
