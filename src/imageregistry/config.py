@@ -44,6 +44,7 @@ class Settings:
     gc_grace_seconds: int = 3600
     upload_max_age_seconds: int = 86400
     token_ttl_seconds: int = 86400
+    failed_logins_per_minute: int = 20  # per source address and per user; 0 = unlimited
     log_level: str = "info"
     cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
     blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off

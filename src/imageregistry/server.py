@@ -29,6 +29,7 @@ from imageregistry.apiserver.version import version
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
+from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.blobport.links import BlobLinks, new_link_key
 from imageregistry.blobport.server import blob_port
@@ -65,6 +66,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         passwords=passwords,
         service_accounts=ServiceAccountLookup(db),
         epoch=IdentityEpoch(settings.data_dir / "run" / "identity-epoch"),
+        throttle=LoginThrottle(settings.failed_logins_per_minute, 60.0),
     )
     blob_links = None
     if settings.blob_listen:

@@ -12,9 +12,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers
+from starlette.requests import HTTPConnection
 
-from imageregistry.apiserver.status import ApiError, bad_request, forbidden, unauthorized
-from imageregistry.auth.authn import Authenticator, Unauthenticated
+from imageregistry.apiserver.status import (
+    ApiError,
+    bad_request,
+    forbidden,
+    too_many_requests,
+    unauthorized,
+)
+from imageregistry.auth.authn import Authenticator, TooManyFailedLogins, Unauthenticated
 from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.identity import (
     Attributes,
@@ -30,9 +37,18 @@ EXTRA_PREFIX = "impersonate-extra-"
 _EXTRA_PREFIX = "impersonate-extra-"
 
 
-def authenticate(authn: Authenticator, authorization: str | None) -> UserInfo:
+def client_host(connection: HTTPConnection) -> str | None:
+    """The peer's address (the failed-password throttle's key); proxies are not trusted."""
+    return connection.client.host if connection.client else None
+
+
+def authenticate(
+    authn: Authenticator, authorization: str | None, source: str | None = None
+) -> UserInfo:
     try:
-        return authn.authenticate(authorization)
+        return authn.authenticate(authorization, source=source)
+    except TooManyFailedLogins as exc:
+        raise too_many_requests(str(exc), exc.retry_after) from None
     except Unauthenticated:
         raise unauthorized() from None
 
@@ -47,9 +63,12 @@ def _check(
         raise forbidden(resource, "", name, forbidden_message(attrs))
 
 
-def identify(authn: Authenticator, authz: Authorizer, headers: Headers) -> UserInfo:
-    """The identity a request acts as: its credential, then any Impersonate-* headers."""
-    user = authenticate(authn, headers.get("authorization"))
+def identify(
+    authn: Authenticator, authz: Authorizer, headers: Headers, source: str | None = None
+) -> UserInfo:
+    """The identity a request acts as: its credential, then any Impersonate-* headers.
+    `source` is the client's address (it keys the failed-password throttle)."""
+    user = authenticate(authn, headers.get("authorization"), source)
     extra: dict[str, list[str]] = {}
     for key, value in headers.items():
         if key.lower().startswith(_EXTRA_PREFIX):

@@ -27,7 +27,11 @@ from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.codec import (
     warning_header,
 )
-from imageregistry.apiserver.request_context import authorize_request, identify
+from imageregistry.apiserver.request_context import (
+    authorize_request,
+    client_host,
+    identify,
+)
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
 from imageregistry.apiserver.status import ApiError, bad_request, internal_error, method_not_allowed
 from imageregistry.apiserver.watch import WatchStream
@@ -42,13 +46,20 @@ JSON_TYPE = "application/json"
 MAX_WATCH_SECONDS = 1800
 
 
-def json_response(body: Any, status: int = 200, warnings: Sequence[str] = ()) -> Response:
-    headers = {"Warning": warning_header(list(warnings))} if warnings else None
+def json_response(
+    body: Any,
+    status: int = 200,
+    warnings: Sequence[str] = (),
+    headers: dict[str, str] | None = None,
+) -> Response:
+    headers = dict(headers or {})
+    if warnings:
+        headers["Warning"] = warning_header(list(warnings))
     return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type=JSON_TYPE)
 
 
 def error_response(error: ApiError) -> Response:
-    return json_response(error.to_status(), error.code)
+    return json_response(error.to_status(), error.code, headers=error.headers())
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,9 @@ class ApiServer:
     # --- identity --------------------------------------------------------------------
 
     def identify(self, request: Request) -> UserInfo:
-        return identify(self.services.authn, self.services.authz, request.headers)
+        return identify(
+            self.services.authn, self.services.authz, request.headers, client_host(request)
+        )
 
     # --- path parsing ----------------------------------------------------------------
 

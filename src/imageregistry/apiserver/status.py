@@ -47,6 +47,12 @@ class ApiError(Exception):
             body["details"] = self.details
         return body
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers the error implies: `Retry-After` when the Status carries
+        `details.retryAfterSeconds` (as kube-apiserver's 429s do)."""
+        retry = self.details.get("retryAfterSeconds")
+        return {"Retry-After": str(retry)} if retry is not None else {}
+
 
 def _qualified(resource: str, group: str) -> str:
     return f"{resource}.{group}" if group else resource
@@ -95,6 +101,10 @@ def forbidden(resource: str, group: str, name: str, why: str) -> ApiError:
 
 def unauthorized(message: str = "Unauthorized") -> ApiError:
     return ApiError(401, "Unauthorized", message)
+
+
+def too_many_requests(message: str, retry_after: int) -> ApiError:
+    return ApiError(429, "TooManyRequests", message, {"retryAfterSeconds": retry_after})
 
 
 def method_not_allowed(verb: str, resource: str) -> ApiError:

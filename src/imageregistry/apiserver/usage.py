@@ -22,7 +22,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from imageregistry.apiserver.request_context import authorize_request, identify
+from imageregistry.apiserver.request_context import (
+    authorize_request,
+    client_host,
+    identify,
+)
 from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
@@ -127,7 +131,9 @@ class _Usage:
         self.services = services
 
     def _user(self, request: Request) -> UserInfo:
-        return identify(self.services.authn, self.services.authz, request.headers)
+        return identify(
+            self.services.authn, self.services.authz, request.headers, client_host(request)
+        )
 
     def _authorize(self, request: Request, resource: str, namespace: str) -> None:
         """The cluster report needs `list images`; a namespace report `list imagestreams`."""
@@ -141,7 +147,7 @@ class _Usage:
         try:
             await run_in_threadpool(self._authorize, request, "imageusages", namespace)
         except ApiError as err:
-            return JSONResponse(err.to_status(), status_code=err.code)
+            return JSONResponse(err.to_status(), status_code=err.code, headers=err.headers())
 
         def body() -> Iterator[bytes]:
             # Runs in Starlette's thread pool (a synchronous body): the queries finish and
@@ -158,7 +164,7 @@ class _Usage:
         try:
             await run_in_threadpool(self._authorize, request, "imagestreamusages", namespace)
         except ApiError as err:
-            return JSONResponse(err.to_status(), status_code=err.code)
+            return JSONResponse(err.to_status(), status_code=err.code, headers=err.headers())
 
         def rows() -> list[StreamUsage]:
             with self.services.db.read() as conn, gc_paused():

@@ -10,7 +10,12 @@ Accepted credentials (behaviour.md §3):
   checks are remembered briefly (keyed by a hash of the credentials) and the registry
   answers with a Bearer challenge so clients trade the password for a token once. Such a
   token carries `idp: htpasswd` and, like a remembered password check, stops working as
-  soon as its user is no longer in the (re-read) file.
+  soon as its user is no longer in the (re-read) file. Failed checks are throttled per
+  source address and per username (`throttle.py`): beyond the budget the check is refused
+  with `TooManyFailedLogins` before bcrypt runs.
+A Basic password is tried as a token before bcrypt runs, so a client that sends its token
+with Basic (docker, podman and containerd do after `login -p $(ac whoami -t)`) pays what a
+Bearer client pays; `cached` answers both from memory.
 No header means the anonymous user; malformed or wrong credentials raise `Unauthenticated`.
 
 Successful token authentications (opaque tokens and verified JWTs, including the
@@ -41,6 +46,7 @@ from typing import Protocol, runtime_checkable
 
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated, parse_service_account
+from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import (
     InvalidToken,
     ServiceAccountRef,
@@ -53,6 +59,19 @@ from imageregistry.auth.tokens import (
 
 class Unauthenticated(Exception):
     """Credentials were presented but are not valid."""
+
+
+class TooManyFailedLogins(Unauthenticated):
+    """Password checks for this source or user are suspended for `retry_after` seconds.
+
+    A subclass, so a caller that does not tell it apart still refuses the request (401)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            f"too many failed password checks; try again in {retry_after} s "
+            "(tokens are not affected)"
+        )
+        self.retry_after = retry_after
 
 
 class OpaqueTokenLookup(Protocol):
@@ -144,8 +163,10 @@ class Authenticator:
         clock: Callable[[], datetime] = utc_now,
         cache_seconds: float = AUTH_CACHE_SECONDS,
         epoch: IdentityEpoch | None = None,
+        throttle: LoginThrottle | None = None,
     ) -> None:
         self._tokens = tokens
+        self._throttle = throttle
         self._epoch = epoch
         self._signer = signer
         self._audience = audience
@@ -186,7 +207,8 @@ class Authenticator:
             self._cache.clear()
         return self._cache.get(key)
 
-    def authenticate(self, authorization: str | None) -> UserInfo:
+    def authenticate(self, authorization: str | None, *, source: str | None = None) -> UserInfo:
+        """The caller; `source` (the client's address) keys the failed-password throttle."""
         if not authorization:
             return anonymous()
         scheme, _, value = authorization.strip().partition(" ")
@@ -194,18 +216,28 @@ class Authenticator:
         if scheme.lower() == "bearer" and value:
             return self.authenticate_token(value)
         if scheme.lower() == "basic" and value:
-            return self._basic(value)
+            username, password = _basic_credentials(value)
+            return self._basic(username, password, source)
         raise Unauthenticated("unsupported authorization scheme")
 
     def cached(self, authorization: str | None) -> UserInfo | None:
-        """The user for this header if that needs no I/O (no header, or a Bearer token in
-        the cache); None when `authenticate` would have to do real work."""
+        """The user for this header if that needs no I/O (no header, a Bearer token in the
+        cache, or Basic credentials that are a remembered password check or a cached
+        token); None when `authenticate` would have to do real work."""
         if not authorization:
             return anonymous()
         scheme, _, value = authorization.strip().partition(" ")
         value = value.strip()
         if scheme.lower() == "bearer" and value:
             return self._remembered(hash_token(value))
+        if scheme.lower() == "basic" and value:
+            try:
+                username, password = _basic_credentials(value)
+            except Unauthenticated:
+                return None  # `authenticate` raises it
+            return self._remembered_password(username, password) or self._remembered(
+                hash_token(password)
+            )
         return None
 
     def authenticate_token(self, token: str) -> UserInfo:
@@ -265,25 +297,38 @@ class Authenticator:
             raise Unauthenticated(f"user {claims.subject} is no longer in the htpasswd file")
         return authenticated(claims.subject, claims.groups), claims.expires_at
 
-    def _basic(self, value: str) -> UserInfo:
+    def _remembered_password(self, username: str, password: str) -> UserInfo | None:
+        if self._passwords is None:
+            return None
+        user = self._password_ok.get(_password_key(username, password))
+        if user is not None and not self._passwords.has_user(username):
+            return None  # removed from the file since: check again (and fail)
+        return user
+
+    def _basic(self, username: str, password: str, source: str | None) -> UserInfo:
+        """A remembered password check, else the password as a token, else bcrypt.
+
+        Trying the token first costs a hash lookup; trying bcrypt first would cost every
+        token-as-password request a bcrypt whenever the token is not cached."""
+        user = self._remembered_password(username, password)
+        if user is not None:
+            return user
         try:
-            decoded = base64.b64decode(value, validate=True).decode("utf-8")
-        except (binascii.Error, UnicodeDecodeError):
-            raise Unauthenticated("malformed basic credentials") from None
-        username, sep, password = decoded.partition(":")
-        if not sep or not password:
-            raise Unauthenticated("malformed basic credentials")
-        if self._passwords is not None:
-            key = hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()
-            user = self._password_ok.get(key)
-            if user is not None and not self._passwords.has_user(username):
-                user = None  # removed from the file since: check again (and fail)
-            if user is None and self._passwords.verify(username, password):
-                user = authenticated(username, ())
-                self._password_ok.put(key, user, None)
-            if user is not None:
-                return user
-        return self.authenticate_token(password)
+            return self.authenticate_token(password)
+        except Unauthenticated:
+            if self._passwords is None:
+                raise
+        throttle = self._throttle
+        wait = throttle.acquire(source, username) if throttle is not None else None
+        if wait is not None:
+            raise TooManyFailedLogins(wait)
+        if not self._passwords.verify(username, password):
+            raise Unauthenticated("invalid username or password")  # the check stays spent
+        if throttle is not None:
+            throttle.release(source, username)
+        user = authenticated(username, ())
+        self._password_ok.put(_password_key(username, password), user, None)
+        return user
 
     def issue_token(self, user: UserInfo, ttl_seconds: int) -> tuple[str, datetime]:
         """A JWT standing for `user` (the registry token endpoint hands these out)."""
@@ -296,3 +341,18 @@ class Authenticator:
             expires_in_seconds=ttl_seconds,
             extra_claims={IDP_CLAIM: IDP_HTPASSWD} if from_file else None,
         )
+
+
+def _basic_credentials(value: str) -> tuple[str, str]:
+    try:
+        decoded = base64.b64decode(value, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise Unauthenticated("malformed basic credentials") from None
+    username, sep, password = decoded.partition(":")
+    if not sep or not password:
+        raise Unauthenticated("malformed basic credentials")
+    return username, password
+
+
+def _password_key(username: str, password: str) -> str:
+    return hashlib.sha256(f"{username}\0{password}".encode()).hexdigest()

@@ -10,14 +10,17 @@ realm the way docker, skopeo and oras expect (clients.md): repeated `scope=` are
 a presented token is handed back unchanged, an htpasswd login is exchanged for a JWT so
 bcrypt runs once, and tokens are never narrowed to the requested scope: a token stands for
 an identity, and every request is authorized on its own, so `scope`, `account` and
-`offline_token` cannot widen anything. Such a JWT lives `token_ttl_seconds`; removing the
-user from the htpasswd file does not revoke the JWTs already handed out.
+`offline_token` cannot widen anything. Such a JWT lives `token_ttl_seconds` and carries
+`idp: htpasswd`: removing the user from the htpasswd file revokes it within a second (the
+file is re-read; `auth/authn.py`), and so does a deleted service account for its tokens.
+Failed password checks are throttled per source and user (`auth/throttle.py`): `429`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import re
 from collections.abc import Callable
 from datetime import datetime
@@ -26,11 +29,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from imageregistry.auth.authn import Unauthenticated
+from imageregistry.auth.authn import TooManyFailedLogins, Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction, registry_attributes
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo, anonymous
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci.errors import RegistryError
+from imageregistry.oci.pull import AUTH_FAILURE
 from imageregistry.services import Services
 
 SERVICE = "imageregistry"
@@ -76,14 +80,18 @@ class RegistryGate:
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def _authenticate(self, header: str | None) -> UserInfo:
-        return self.services.authn.authenticate(header) if header else anonymous()
+    def _authenticate(self, header: str | None, source: str | None) -> UserInfo:
+        return self.services.authn.authenticate(header, source=source) if header else anonymous()
 
     def _decide(
-        self, cached: UserInfo | None, header: str | None, attrs_for: _AttrsFor
+        self,
+        cached: UserInfo | None,
+        header: str | None,
+        source: str | None,
+        attrs_for: _AttrsFor,
     ) -> tuple[UserInfo, bool]:
         """Authenticate (unless already done) and authorize in one worker-thread hop."""
-        user = cached if cached is not None else self._authenticate(header)
+        user = cached if cached is not None else self._authenticate(header, source)
         attrs = attrs_for(user)
         return user, attrs is None or self.services.authz.authorize(attrs).allowed
 
@@ -91,9 +99,18 @@ class RegistryGate:
         cached = getattr(request.state, "registry_user", None)
         cached = cached if isinstance(cached, UserInfo) else None
         try:
+            failure = getattr(request.state, AUTH_FAILURE, None)
+            if isinstance(failure, Unauthenticated):
+                raise failure  # the pull fast path already checked these credentials
             user, allowed = await run_in_threadpool(
-                self._decide, cached, request.headers.get("authorization"), attrs_for
+                self._decide,
+                cached,
+                request.headers.get("authorization"),
+                client_host(request),
+                attrs_for,
             )
+        except TooManyFailedLogins as exc:
+            raise too_many_logins(exc) from None
         except Unauthenticated as exc:
             raise RegistryError(
                 "UNAUTHORIZED",
@@ -137,6 +154,15 @@ def _attributes(action: RegistryAction, repo: RepoKey | None) -> _AttrsFor:
     return build
 
 
+def client_host(request: Request) -> str | None:
+    """The peer's address (the failed-password throttle's key); proxies are not trusted."""
+    return request.client.host if request.client else None
+
+
+def too_many_logins(exc: TooManyFailedLogins) -> RegistryError:
+    return RegistryError("TOOMANYREQUESTS", str(exc), headers={"Retry-After": str(exc.retry_after)})
+
+
 def may_create_namespace(user: UserInfo) -> bool:
     """Only a cluster-admin's push creates a missing namespace (behaviour.md §3)."""
     return user.in_group(GROUP_MASTERS)
@@ -172,7 +198,11 @@ async def token_endpoint(request: Request, services: Services) -> JSONResponse:
             except Unauthenticated:
                 if scheme.lower() == "bearer":
                     raise
-        user = await run_in_threadpool(authn.authenticate, header or None)
+        user = await run_in_threadpool(
+            functools.partial(authn.authenticate, header or None, source=client_host(request))
+        )
+    except TooManyFailedLogins as exc:
+        raise too_many_logins(exc) from None
     except Unauthenticated as exc:
         raise RegistryError(
             "UNAUTHORIZED",

@@ -18,15 +18,16 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
+from imageregistry.auth.authn import Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import digest_of
 from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import parse_manifest_reference
-from imageregistry.oci.auth import may_create_namespace
+from imageregistry.oci.auth import client_host, may_create_namespace
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
-from imageregistry.oci.pull import FAST_TRIED
+from imageregistry.oci.pull import AUTH_FAILURE, FAST_TRIED
 
 MAX_MANIFEST_BYTES = 4 << 20
 
@@ -38,8 +39,12 @@ async def get_manifest(ctx: Ctx) -> Response:
     pulls, mark = ctx.registry.pulls, not ctx.is_head
     pulled = None
     if not ctx.request.scope.get(FAST_TRIED):
-        header = ctx.request.headers.get("authorization")
-        pulled = await ctx.run(pulls.serve, header, ctx.repo, digest, ref.tag, mark)
+        header, source = ctx.request.headers.get("authorization"), client_host(ctx.request)
+        found = await ctx.run(pulls.serve, header, source, ctx.repo, digest, ref.tag, mark)
+        if isinstance(found, Unauthenticated):
+            setattr(ctx.request.state, AUTH_FAILURE, found)  # reported by ctx.authorize
+        else:
+            pulled = found
     if pulled is None:
         await ctx.authorize(RegistryAction.PULL)
         pulled = await ctx.run(pulls.resolve, ctx.repo, digest, ref.tag, mark)

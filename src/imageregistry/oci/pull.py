@@ -38,6 +38,7 @@ from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
 
 FAST_TRIED = "imageregistry.fast_pull_tried"  # scope key: the fast path already said no
+AUTH_FAILURE = "registry_auth_failure"  # request.state: the credentials the fast path refused
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 SUPPORTS_SIGNATURES_HEADER = (b"x-registry-supports-signatures", b"1")
 _MANIFEST_PATH = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<arg>[^/]+)$")
@@ -88,16 +89,19 @@ class ManifestPulls:
     def serve(
         self,
         authorization: str | None,
+        source: str | None,
         repo: RepoKey,
         digest: str | None,
         tag: str | None,
         mark: bool,
-    ) -> PulledManifest | None:
-        """The manifest, when the caller may pull it and it exists; None otherwise."""
+    ) -> PulledManifest | Unauthenticated | None:
+        """The manifest, when the caller may pull it and it exists; the authentication
+        failure (the slow path reports it without checking the credentials again, so a
+        wrong password costs one bcrypt); None otherwise."""
         try:
-            user = self.services.authn.authenticate(authorization)
-        except Unauthenticated:
-            return None
+            user = self.services.authn.authenticate(authorization, source=source)
+        except Unauthenticated as exc:
+            return exc
         pulled = self.decide(user, repo, digest, tag)
         if pulled is not None and mark:
             self.puller.mark_pulled(pulled, self.services.clock())
@@ -209,9 +213,14 @@ class FastPull:
         pulls = self.pulls
         user = pulls.inline_user(authorization)
         if user is None:
+            client = scope.get("client")
+            source = client[0] if client else None
             pulled = await run_in_threadpool(
-                pulls.serve, authorization, repo, digest, tag, not head
+                pulls.serve, authorization, source, repo, digest, tag, not head
             )
+            if isinstance(pulled, Unauthenticated):
+                scope.setdefault("state", {})[AUTH_FAILURE] = pulled
+                return False
         else:
             pulled = pulls.decide(user, repo, digest, tag, on_loop=True)
             now = pulls.services.clock()
