@@ -32,11 +32,13 @@ from imageregistry.metadata.registry_manifests import (
     ManifestMetadata,
     NewManifest,
 )
+from imageregistry.metadata.signatures import readable_blobs
 from imageregistry.signatures import cosign, discovery
 from imageregistry.storage.driver import BlobStore
 from imageregistry.storage.errors import BlobNotFound
 
 MAX_CONFIG_BYTES = 8 << 20  # larger "configs" are artifacts we do not summarise
+SIGNING_TYPE = cosign.SIMPLESIGNING_MEDIA_TYPE
 
 
 def describe_image(
@@ -105,30 +107,48 @@ class ManifestPusher:
         now: datetime,
         may_create_ns: bool,
     ) -> NewManifest:
-        payloads = await self._signature_payloads(parsed)
+        readable = await anyio.to_thread.run_sync(self._readable, repo, parsed)
+        payloads = await self._signature_payloads(parsed, readable)
         summary = await self._summary(parsed)
         new = describe_image(digest, parsed, content, summary, now)
         await anyio.to_thread.run_sync(self.manifests.record, repo, new, tag, now, may_create_ns)
         await self._record_cosign_signatures(content, tag, now, payloads)
         return new
 
-    async def _signature_payloads(self, parsed: ParsedManifest) -> dict[str, bytes]:
+    def _readable(self, repo: RepoKey, parsed: ParsedManifest) -> set[str]:
+        """The payload blobs this push may read: those linked to its repository. (The config
+        is read regardless: its summary is discarded when the push is refused, and a config
+        that does not parse is no error, so reading it tells the pusher nothing.)"""
+        wanted = [str(d.digest) for d in parsed.layers if d.media_type == SIGNING_TYPE]
+        if not wanted:
+            return set()
+        with self.manifests.db.read() as conn:
+            return readable_blobs(conn, repo.namespace, repo.name, wanted)
+
+    async def _signature_payloads(
+        self, parsed: ParsedManifest, readable: set[str]
+    ) -> dict[str, bytes]:
         """The bytes of the layers typed as cosign simple-signing payloads, each checked to
         be one: the signature policy lets such manifests through unsigned (verifiers fetch
-        them), so a runnable tar layer must not pass under that media type."""
+        them), so a runnable tar layer must not pass under that media type. Only blobs
+        linked to the repository are read: an unreadable one, like a missing one, is left
+        to the metadata transaction (MANIFEST_BLOB_UNKNOWN), so the answer says nothing
+        about other repositories' blobs."""
         payloads: dict[str, bytes] = {}
         for layer in parsed.layers:
-            if layer.media_type != cosign.SIMPLESIGNING_MEDIA_TYPE:
+            if layer.media_type != SIGNING_TYPE or str(layer.digest) in payloads:
                 continue
             if layer.size > cosign.MAX_PAYLOAD_BYTES:
                 raise InvalidManifest(
-                    f"layer {layer.digest} of type {cosign.SIMPLESIGNING_MEDIA_TYPE} is over "
+                    f"layer {layer.digest} of type {SIGNING_TYPE} is over "
                     f"{cosign.MAX_PAYLOAD_BYTES} bytes; simple-signing payloads are small"
                 )
+            if str(layer.digest) not in readable:
+                continue  # the metadata transaction answers MANIFEST_BLOB_UNKNOWN
             try:
                 data = await self.blobs.read_all(layer.digest)
             except BlobNotFound:
-                continue  # the metadata transaction answers MANIFEST_BLOB_UNKNOWN
+                continue  # likewise
             if len(data) != layer.size:
                 continue  # the metadata transaction answers the size mismatch
             try:
@@ -137,7 +157,7 @@ class ManifestPusher:
                 payload = None
             if not isinstance(payload, dict):
                 raise InvalidManifest(
-                    f"layer {layer.digest} of type {cosign.SIMPLESIGNING_MEDIA_TYPE} is not a "
+                    f"layer {layer.digest} of type {SIGNING_TYPE} is not a "
                     "simple-signing JSON payload"
                 )
             payloads[str(layer.digest)] = data

@@ -27,6 +27,7 @@ from imageregistry.metadata.signature_limits import over_budget
 from imageregistry.metadata.tables import (
     manifests,
     repositories,
+    repository_blobs,
     repository_manifests,
     signatures,
 )
@@ -142,6 +143,27 @@ def image_in_repository(conn: Connection, namespace: str, stream: str, digest: s
         )
     )
     return conn.execute(query).first() is not None
+
+
+def readable_blobs(
+    conn: Connection, namespace: str, stream: str, digests: Iterable[str]
+) -> set[str]:
+    """The subset of *digests* linked to `<namespace>/<stream>`: the only blobs a push there
+    may look into. Reading any other blob would answer differently for another tenant's
+    existing blob and a missing one; the push refuses both alike (MANIFEST_BLOB_UNKNOWN)."""
+    wanted = sorted(set(digests))
+    if not wanted:
+        return set()
+    rows = conn.execute(
+        select(repository_blobs.c.digest)
+        .join(repositories, repositories.c.id == repository_blobs.c.repository_id)
+        .where(
+            repositories.c.namespace == namespace,
+            repositories.c.name == stream,
+            repository_blobs.c.digest.in_(wanted),
+        )
+    )
+    return set(rows.scalars())
 
 
 def _image_exists(conn: Connection, digest: str) -> bool:
