@@ -3,11 +3,13 @@
 Creating an `ImagePrune` plans and executes a prune on the server in one transaction and
 answers with the plan and its outcome in `status`; `?dryRun=All` plans and describes
 without changing anything (behaviour.md §5). `spec.undo: RUN` restores a recorded run
-instead. Creating a `RegistryGC` runs (or with `dryRun=All`, previews) blob reclamation,
-plus the storage reconciler when `spec.reconcile` is set. Nothing is stored for either
-object; `imagepruneruns` lists the recorded runs an undo can name. The route layer has
-already authorized `create` on the resource (system:image-pruner); a confirmed prune with
-`pruneRegistry` also needs `create registrygcs`.
+instead, refused with 403 unless the caller may pull every image it would put back into
+a stream (`resources.image_access`). Creating a `RegistryGC` runs (or with `dryRun=All`,
+previews) blob reclamation, plus the storage reconciler when `spec.reconcile` is set.
+Nothing is stored for either object; `imagepruneruns` lists the recorded runs an undo can
+name. The route layer has already authorized `create` on the resource
+(system:image-pruner); a confirmed prune with `pruneRegistry` also needs
+`create registrygcs`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio.from_thread
+from sqlalchemy import Connection
 
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import (
@@ -26,6 +29,7 @@ from imageregistry.apiserver.resource import (
     ResourceHandler,
     ResourceInfo,
 )
+from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.status import ApiError, bad_request, forbidden, not_found
 from imageregistry.apiserver.store import current_resource_version, rfc3339
 from imageregistry.auth.authorizer import IMAGE_GROUP
@@ -150,8 +154,17 @@ class ImagePrunes(ResourceHandler):
             if run is None:
                 raise not_found("imagepruneruns", IMAGE_GROUP, run_id)
             return {"undo": run_id, "dryRun": True, "state": run.state}
+
+        def check(conn: Connection, namespace: str, stream: str, digest: str) -> None:
+            # Restoring puts images back into streams; like every other path that makes a
+            # stream reference an image, the caller must be able to pull them.
+            target = StreamKey(namespace, stream)
+            require_image_access(
+                ctx, conn, target, digest, [target], resource="imageprunes", name=run_id
+            )
+
         try:
-            return undo_status(self._pruner.undo(run_id))
+            return undo_status(self._pruner.undo(run_id, check))
         except RunNotFound:
             raise not_found("imagepruneruns", IMAGE_GROUP, run_id) from None
         except UndoRefused as exc:

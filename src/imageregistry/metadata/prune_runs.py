@@ -11,7 +11,7 @@ in the history, which is ordered by id) unless that id has been reused.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -202,7 +202,14 @@ def _restore_event(conn: Connection, event: Mapping[str, Any], repo_id: int) -> 
     conn.execute(insert(tag_events).values(**values))
 
 
-def restore_run(conn: Connection, run_id: str, now: datetime, lock: bool) -> RestoreResult:
+# Called with (conn, namespace, stream, image digest) for every reference a restore would
+# put back, before anything is written; it raises to refuse the whole restore.
+RestoreCheck = Callable[[Connection, str, str, str], None]
+
+
+def restore_run(
+    conn: Connection, run_id: str, now: datetime, lock: bool, check: RestoreCheck | None = None
+) -> RestoreResult:
     run = get_run(conn, run_id)
     if run is None:
         raise RunNotFound(f'prune run "{run_id}" not found')
@@ -212,6 +219,16 @@ def restore_run(conn: Connection, run_id: str, now: datetime, lock: bool) -> Res
     paths = [(e["namespace"], e["stream"]) for e in events]
     paths += [(r["namespace"], r["name"]) for i in images for r in i["repositories"]]
     repo_ids = repository_ids(conn, paths)
+    if check is not None:
+        references = {(e["namespace"], e["stream"], e["digest"]) for e in events}
+        references |= {
+            (r["namespace"], r["name"], i["manifest"]["digest"])
+            for i in images
+            for r in i["repositories"]
+        }
+        for namespace, stream, digest in sorted(references):
+            if (namespace, stream) in repo_ids:
+                check(conn, namespace, stream, digest)
     restored_images = sum(1 for image in images if _restore_image(conn, image, repo_ids))
     skipped: list[str] = []
     touched: set[tuple[str, str]] = set()

@@ -20,7 +20,12 @@ from sqlalchemy import text
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.gc_queries import SqlGcStore
 from imageregistry.metadata.prune_queries import SqlPruneDeleter, load_snapshot
-from imageregistry.metadata.prune_runs import RestoreResult, record_run, restore_run
+from imageregistry.metadata.prune_runs import (
+    RestoreCheck,
+    RestoreResult,
+    record_run,
+    restore_run,
+)
 from imageregistry.prune.executor import (
     DescribingImageDeleter,
     DescribingTagEventDeleter,
@@ -104,10 +109,13 @@ class Pruner:
                 record_run(conn, run_id, user, options.to_spec(), removed, summary, now)
         return PruneOutcome(plan, result, in_use, run_id)
 
-    def undo(self, run_id: str) -> RestoreResult:
-        """Restore a confirmed run; raises `UndoRefused` / `RunNotFound`."""
+    def undo(self, run_id: str, check: RestoreCheck | None = None) -> RestoreResult:
+        """Restore a confirmed run; raises `UndoRefused` / `RunNotFound`. `check` sees every
+        (namespace, stream, digest) the restore would put back first, and may refuse."""
         with self._db.write() as conn:
-            return restore_run(conn, run_id, self._clock(), lock=not self._db.is_sqlite)
+            return restore_run(
+                conn, run_id, self._clock(), lock=not self._db.is_sqlite, check=check
+            )
 
     async def gc(self, dry_run: bool) -> GcResult:
         store = SqlGcStore(self._db)

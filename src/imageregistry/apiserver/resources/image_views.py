@@ -3,7 +3,8 @@
 An ImageStreamTag shows the current image of one tag; deleting it removes the tag and its
 history from the stream. An ImageStreamImage is an image as seen in a stream. Creating an
 ImageStreamMapping records "this tag now points at this image" exactly as a push by tag
-does (behaviour.md §2).
+does (behaviour.md §2). Both writes go through `image_access.require_image_access`: the
+caller must already be able to pull the image they put into the stream.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select
-
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import ListOptions, ListResult, RequestContext, ResourceInfo
+from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
 from imageregistry.apiserver.resources.tag_sources import (
     DIGEST,
@@ -26,7 +26,6 @@ from imageregistry.apiserver.status import (
     FieldCause,
     already_exists,
     bad_request,
-    forbidden,
     invalid,
     not_found,
 )
@@ -36,7 +35,6 @@ from imageregistry.content.reference import is_stream_name, is_tag
 from imageregistry.metadata import images as q
 from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGESTREAMS
-from imageregistry.metadata.tables import repositories, repository_manifests
 
 
 def _split(name: str, sep: str, plural: str) -> tuple[str, str]:
@@ -152,7 +150,8 @@ class ImageStreamTags(_ImageBase):
                 raise already_exists("imagestreamtags", GROUP, name)
             if exists and not creating:
                 check_resource_version(body, str(row.resource_version), name)
-            digest = resolve_tag_source(ctx, conn, self.host, namespace, name, body.get("tag"))
+            target = StreamKey(namespace, stream)
+            digest = resolve_tag_source(ctx, conn, self.host, target, name, body.get("tag"))
             if digest is None and not exists:
                 raise invalid(
                     "ImageStreamTag",
@@ -279,16 +278,18 @@ class ImageStreamMappings(_ImageBase):
         with self.db.write() as conn:
             if not namespace_exists(conn, namespace):
                 raise not_found("namespaces", "", namespace)
+            # 403 before 404: an unknown digest answers like one the caller cannot read
+            require_image_access(
+                ctx,
+                conn,
+                StreamKey(namespace, stream),
+                digest,
+                None,
+                resource="imagestreammappings",
+                name=stream,
+            )
             if q.get_image(conn, digest, self.host) is None:
                 raise not_found("images", GROUP, digest)
-            if not _may_pull(ctx, conn, digest):
-                raise forbidden(
-                    "imagestreammappings",
-                    GROUP,
-                    stream,
-                    f'User "{ctx.user.username}" cannot get resource "imagestreams/layers" in '
-                    f'API group "{GROUP}" for any image stream holding image "{digest}"',
-                )
             if not ctx.dry_run:
                 q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
         return {
@@ -298,21 +299,3 @@ class ImageStreamMappings(_ImageBase):
             "status": "Success",
             "code": 201,
         }
-
-
-def _may_pull(ctx: RequestContext, conn: Connection, digest: str) -> bool:
-    """A mapping copies an image into a stream, so the caller must be able to pull it already:
-    from a stream holding it (`get imagestreams/layers` there, as a `tag.from` source needs)
-    or as a reader of every image (`get images`). Without this, anyone who may create
-    mappings in their own namespace could copy out any image whose digest they know."""
-    if ctx.allowed("get", GROUP, "images"):
-        return True
-    holders = conn.execute(
-        select(repositories.c.namespace, repositories.c.name)
-        .join(repository_manifests, repository_manifests.c.repository_id == repositories.c.id)
-        .where(repository_manifests.c.digest == digest)
-    )
-    return any(
-        ctx.allowed("get", GROUP, "imagestreams", subresource="layers", name=name, namespace=ns)
-        for ns, name in holders
-    )

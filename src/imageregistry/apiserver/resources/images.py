@@ -23,6 +23,7 @@ from imageregistry.apiserver.resource import (
     ResourceHandler,
     ResourceInfo,
 )
+from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.resources.stream_status import TagEvent, plan_status
 from imageregistry.apiserver.selectors import field_predicate, label_predicate
 from imageregistry.apiserver.status import (
@@ -329,7 +330,21 @@ class ImageStreams(_ImageBase):
                     TagEvent(event.id, event.tag, event.digest, q.ts(event.created))
                 )
             plan = plan_status(current, body.get("status"), f"{self.host}/{namespace}/{name}")
-            causes = list(plan.causes) + [
+            if plan.causes:
+                raise invalid("ImageStream", GROUP, name, plan.causes)
+            for new in plan.new_current:
+                # A new current item copies an image into the stream: the caller must be
+                # able to pull it from somewhere already (403 also for unknown digests).
+                require_image_access(
+                    ctx,
+                    conn,
+                    StreamKey(namespace, name),
+                    new.digest,
+                    None,
+                    resource="imagestreams",
+                    name=name,
+                )
+            causes = [
                 FieldCause("status.tags", f"Not found: image {new.digest!r}", "FieldValueNotFound")
                 for new in plan.new_current
                 if not q.image_exists(conn, new.digest)

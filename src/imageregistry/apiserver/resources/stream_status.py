@@ -5,9 +5,10 @@ whole tags, drop history items, and put a new current image on top of a tag (ite
 an image the registry stores) — what an image pruner and `update imagestreams/status`
 clients need. Anything else (reordering, inventing older history, changing
 `dockerImageRepository`) is refused with 422 naming the field, because the history is the
-registry's record of pushes. Items are matched to events in order by `image` (and `created`
-when given), so a kept item keeps its original time. `plan_status` is pure; `StatusPlan` is
-what the caller applies in one transaction.
+registry's record of pushes. A new current image must be one the caller can already pull
+(`image_access.require_image_access`, checked by the caller). Items are matched to events in
+order by `image` (and `created` when given), so a kept item keeps its original time.
+`plan_status` is pure; `StatusPlan` is what the caller applies in one transaction.
 """
 
 from __future__ import annotations

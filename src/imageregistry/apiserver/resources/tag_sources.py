@@ -4,9 +4,9 @@
 OpenShift's spec tag references do: `ImageStreamTag` (`stream:tag`, its current image),
 `ImageStreamImage` (`stream@sha256:...`, an image of that stream) or `DockerImage`
 (`host/ns/stream:tag` or `host/ns/stream@digest` on this registry). Only images this registry
-stores can be tagged (nothing is imported). Reading from another namespace needs the pull
-permission there (`get imagestreams/layers`), so tagging cannot copy images out of
-namespaces the caller could not pull from.
+stores can be tagged (nothing is imported). The source must be pullable by the caller
+(`image_access.require_image_access`, in any namespace), so tagging cannot copy images out of
+streams the caller could not pull from.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 from sqlalchemy import Connection
 
 from imageregistry.apiserver.resource import RequestContext
+from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.status import (
     ApiError,
     FieldCause,
     conflict,
-    forbidden,
     invalid,
     not_found,
 )
@@ -100,32 +100,35 @@ def _source(
 
 
 def resolve_tag_source(
-    ctx: RequestContext, conn: Connection, host: str, namespace: str, name: str, tag_ref: Any
+    ctx: RequestContext,
+    conn: Connection,
+    host: str,
+    target: StreamKey,
+    name: str,
+    tag_ref: Any,
 ) -> str | None:
-    """The digest `tag.from` points at; None when the body names no source."""
+    """The digest `tag.from` points at; None when the body names no source. The caller must
+    be able to pull from the source stream (`image_access`), in any namespace: 403 before
+    404, so the answer does not tell what a stream the caller cannot read holds."""
     if tag_ref is None or (isinstance(tag_ref, dict) and tag_ref.get("from") is None):
         return None
     ref = tag_ref.get("from") if isinstance(tag_ref, dict) else None
     if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
         raise _invalid(name, "tag.from", "must be an object with kind and name")
-    source_ns = str(ref.get("namespace") or namespace)
+    source_ns = str(ref.get("namespace") or target.namespace)
     ns, stream, tag, digest = _source(ref.get("kind"), ref["name"], source_ns, host, name)
-    if ns != namespace and not ctx.allowed(
-        "get", GROUP, "imagestreams", subresource="layers", name=stream, namespace=ns
-    ):
-        raise forbidden(
-            "imagestreamtags",
-            GROUP,
-            name,
-            f'User "{ctx.user.username}" cannot get resource "imagestreams/layers" in API '
-            f'group "{GROUP}" in the namespace "{ns}"',
-        )
     row = q.stream_row(conn, ns, stream)
-    if tag:
-        event = None if row is None else q.current_tag(conn, row.id, tag)
-        if event is None:
-            raise not_found("imagestreamtags", GROUP, f"{stream}:{tag}")
-        return str(event.digest)
-    if row is None or not q.image_in_stream(conn, row.id, digest):
+    found: str | None = None
+    if row is not None and tag:
+        event = q.current_tag(conn, row.id, tag)
+        found = None if event is None else str(event.digest)
+    elif row is not None and q.image_in_stream(conn, row.id, digest):
+        found = digest
+    require_image_access(
+        ctx, conn, target, found, [StreamKey(ns, stream)], resource="imagestreamtags", name=name
+    )
+    if found is None and tag:
+        raise not_found("imagestreamtags", GROUP, f"{stream}:{tag}")
+    if found is None:
         raise not_found("imagestreamimages", GROUP, f"{stream}@{digest}")
-    return digest
+    return found
