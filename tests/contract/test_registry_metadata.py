@@ -2,7 +2,7 @@
 
 Covers what the registry relies on: stream and namespace creation on push, blob links
 per repository, the `deleting` guard and hold times GC depends on, tag history
-(prepend, no-op on the same image, delete), delete-by-digest refused while tagged,
+(prepend, no-op on the same image, delete), delete by digest (tags, image, undo),
 upload sessions, and referrers.
 """
 
@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.manifest_pull import ManifestPuller
+from imageregistry.metadata.prune_runs import get_run, restore_run
 from imageregistry.metadata.registry import (
     BlobDeleting,
     BlobUnknown,
@@ -34,12 +35,18 @@ from imageregistry.metadata.registry_manifests import (
     ManifestBlobUnknown,
     ManifestMetadata,
     ManifestSizeMismatch,
-    ManifestTagged,
     ManifestUnknown,
     NewManifest,
 )
 from imageregistry.metadata.signature_policy import POLICY_ANNOTATION
-from imageregistry.metadata.tables import blobs, changes, objects, repositories, tag_events
+from imageregistry.metadata.tables import (
+    blobs,
+    changes,
+    manifests,
+    objects,
+    repositories,
+    tag_events,
+)
 from tests.support.postgres import create_database
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
@@ -188,23 +195,86 @@ def test_tag_history_prepends_and_skips_same_image(
     assert meta.resolve_tag(REPO, "latest") == b.digest
 
 
-def test_delete_by_digest_refused_while_tagged(
+def _image_rows(db: Database, digest: str) -> int:
+    with db.read() as conn:
+        return len(
+            conn.execute(select(manifests.c.digest).where(manifests.c.digest == digest)).all()
+        )
+
+
+def test_delete_by_digest_removes_tags_and_image_and_undo_restores(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    push_blobs(meta, CFG, L1, L2)
+    a, b = image("a", L1), image("b", L2)
+    mans.record(REPO, a, "v1", NOW, True)
+    mans.record(REPO, a, "stable", NOW, True)
+    mans.record(REPO, b, "latest", NOW, True)
+    mans.record(REPO, a, "latest", NOW, True)  # latest: [a, b]
+    deleted = mans.delete(REPO, a.digest, "alice", NOW)
+    assert deleted.tags == ("latest", "stable", "v1") and deleted.tag_items == 3
+    assert deleted.image_deleted
+    with pytest.raises(ManifestUnknown):
+        mans.get(REPO, a.digest, None)
+    assert meta.list_tags(REPO) == ["latest"]
+    assert meta.resolve_tag(REPO, "latest") == b.digest  # its older item is current again
+    assert _image_rows(db, a.digest) == 0
+    with pytest.raises(ManifestUnknown):
+        mans.delete(REPO, a.digest, "alice", NOW)
+    with db.read() as conn:
+        run = get_run(conn, deleted.run_id)
+    assert run is not None and run.user == "alice" and run.state == "done"
+    assert run.options == {"deleteManifest": f"{REPO}@{a.digest}"}
+    assert sorted(run.removed["blobDigests"]) == sorted([CFG, L1])
+    with db.write() as conn:
+        restored = restore_run(conn, deleted.run_id, NOW, lock=not db.is_sqlite)
+    assert restored.images == 1 and restored.tag_events == 3
+    assert meta.list_tags(REPO) == ["latest", "stable", "v1"]
+    assert {meta.resolve_tag(REPO, t) for t in ("latest", "stable", "v1")} == {a.digest}
+    assert mans.get(REPO, a.digest, None).content == b"{}"
+
+
+def test_delete_by_digest_keeps_an_image_another_stream_uses(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    other = RepoKey("team", "other")
+    push_blobs(meta, CFG, L1)
+    push_blobs(meta, CFG, L1, repo=other)
+    a = image("a", L1)
+    mans.record(REPO, a, "v1", NOW, True)
+    mans.record(other, a, "v1", NOW, True)
+    deleted = mans.delete(REPO, a.digest, "alice", NOW)
+    assert not deleted.image_deleted
+    with pytest.raises(ManifestUnknown):
+        mans.get(REPO, a.digest, None)
+    assert mans.get(other, None, "v1").digest == a.digest
+    with db.write() as conn:
+        restore_run(conn, deleted.run_id, NOW, lock=not db.is_sqlite)
+    assert mans.get(REPO, None, "v1").digest == a.digest
+
+
+def test_delete_by_digest_of_an_untagged_image(
     meta: RegistryMetadata, mans: ManifestMetadata
 ) -> None:
     push_blobs(meta, CFG, L1)
     a = image("a", L1)
+    mans.record(REPO, a, None, NOW, True)
+    deleted = mans.delete(REPO, a.digest, "alice", NOW)
+    assert deleted.tags == () and deleted.image_deleted
+    with pytest.raises(ManifestUnknown):
+        mans.get(REPO, a.digest, None)
+    with pytest.raises(NameUnknown):
+        mans.delete(RepoKey("team", "nothing"), a.digest, "alice", NOW)
+
+
+def test_delete_tag_removes_only_the_tag(meta: RegistryMetadata, mans: ManifestMetadata) -> None:
+    push_blobs(meta, CFG, L1)
+    a = image("a", L1)
     mans.record(REPO, a, "v1", NOW, True)
-    with pytest.raises(ManifestTagged) as info:
-        mans.delete(REPO, a.digest)
-    assert info.value.tags == ["v1"]
     meta.delete_tag(REPO, "v1")
     with pytest.raises(TagUnknown):
         meta.delete_tag(REPO, "v1")
-    mans.delete(REPO, a.digest)
-    with pytest.raises(ManifestUnknown):
-        mans.get(REPO, a.digest, None)
-    with pytest.raises(ManifestUnknown):
-        mans.delete(REPO, a.digest)
+    assert mans.get(REPO, a.digest, None).digest == a.digest
 
 
 def test_pull_statistics_written_at_most_once_a_minute(

@@ -1,5 +1,6 @@
 """The `oras` Python client: push an image and an artifact whose subject is that image,
-then find the artifact through the referrers API (token auth against the challenge)."""
+then find the artifact through the referrers API (token auth against the challenge); pull
+files back, delete (by digest, as oras does) and undo the deletion with `ac`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import oras.client
 import oras.oci
 import pytest
 
+from tests.e2e.ac_support import ac, login_admin
 from tests.support.server import RegistryProcess
 
 
@@ -61,7 +63,7 @@ def test_push_artifact_with_subject_and_find_it(
         assert json.loads(http.get("/v2/team/app/tags/list").text)["tags"] == ["sbom", "v1"]
 
 
-def test_pull_back_files_and_delete_tag(
+def test_pull_back_files_delete_and_undo(
     server: RegistryProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
@@ -72,11 +74,16 @@ def test_pull_back_files_and_delete_tag(
     out = tmp_path / "out"
     files = c.pull(target=target, outdir=str(out))
     assert [Path(f).read_text() for f in files] == ["release notes\n"]
-    # oras deletes a tag by resolving it and deleting the digest, which this registry
-    # refuses while the tag still points at the image (behaviour.md §2).
-    with pytest.raises(RuntimeError, match="delete the tag"):
-        c.delete_tags(f"{server.host}/team/docs", "v1")
+    # oras deletes a tag by resolving it and deleting the digest: the image goes, with
+    # every tag of the stream that points at it (OCI distribution spec); `ac` undoes it.
+    deleted = c.delete_tags(f"{server.host}/team/docs", "v1")
+    assert deleted == ["v1"]
     with server.client(server.admin_token) as http:
-        assert http.delete("/v2/team/docs/manifests/v1").status_code == 202
         assert http.get("/v2/team/docs/manifests/v1").status_code == 404
         assert http.get("/v2/team/docs/tags/list").json()["tags"] == []
+        runs = http.get("/apis/image.alauda.io/v1/imagepruneruns").json()["items"]
+    (run,) = [r["metadata"]["name"] for r in runs if "team/docs@" in r["spec"]["deleteManifest"]]
+    home = login_admin(server, tmp_path / "home")
+    ac(home, "adm", "prune", "images", "--undo", run, "--confirm")
+    files = c.pull(target=target, outdir=str(tmp_path / "again"))
+    assert [Path(f).read_text() for f in files] == ["release notes\n"]

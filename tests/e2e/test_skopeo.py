@@ -1,14 +1,16 @@
 """skopeo against a real server: copy a multi-layer OCI layout in and back out, inspect,
-list-tags and delete (which is refused while a tag points at the image)."""
+list-tags, and delete by digest or tag (the image and its tags go; `ac` undoes it)."""
 
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
 from tests.support.server import RegistryProcess
 
@@ -106,16 +108,79 @@ def test_docker_schema2_copy_and_list_tags(
     assert r.headers["content-type"] == "application/vnd.docker.distribution.manifest.v2+json"
 
 
-def test_delete_refused_while_tagged_then_by_digest(
-    server: RegistryProcess, certs: str, pushed: Layout
+def _push(server: RegistryProcess, certs: str, layout: Layout, target: str) -> None:
+    result = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        f"x:{server.admin_token}",
+        f"oci:{layout.path}:v1",
+        f"docker://{server.host}/{target}",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def _delete_run(server: RegistryProcess, reference: str) -> str:
+    """The recorded run of a manifest deletion, as an operator finds it with kubectl."""
+    listed = subprocess.run(
+        ["kubectl", "--kubeconfig", str(server.kubeconfig), "get", "imagepruneruns", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    runs = [
+        item["metadata"]["name"]
+        for item in json.loads(listed.stdout)["items"]
+        if item["spec"].get("deleteManifest") == reference
+    ]
+    assert len(runs) == 1, listed.stdout
+    return str(runs[0])
+
+
+def test_delete_by_digest_removes_the_tagged_image_and_undo_restores_it(
+    server: RegistryProcess, certs: str, tmp_path: Path
 ) -> None:
+    layout = build_layout(tmp_path / "layout", "deleted")
+    for tag in ("v1", "also"):
+        _push(server, certs, layout, f"team/del:{tag}")
     base = ("--cert-dir", certs, "--registry-token", server.admin_token)
-    refused = skopeo("delete", *base, f"docker://{server.host}/team/app:v1")
-    assert refused.returncode != 0
-    assert "delete the tag" in refused.stderr
-    with server.client(server.admin_token) as client:
-        assert client.delete("/v2/team/app/manifests/v1").status_code == 202
-    deleted = skopeo("delete", *base, f"docker://{server.host}/team/app@{pushed.manifest_digest}")
+    at_digest = f"docker://{server.host}/team/del@{layout.manifest_digest}"
+    deleted = skopeo("delete", *base, at_digest)
     assert deleted.returncode == 0, deleted.stderr
-    gone = skopeo("inspect", *base, f"docker://{server.host}/team/app@{pushed.manifest_digest}")
-    assert gone.returncode != 0
+    for gone in (at_digest, f"docker://{server.host}/team/del:v1"):
+        assert skopeo("inspect", *base, gone).returncode != 0
+    listed = skopeo("list-tags", *base, f"docker://{server.host}/team/del")
+    assert json.loads(listed.stdout)["Tags"] == []
+
+    run = _delete_run(server, f"team/del@{layout.manifest_digest}")
+    home = login_admin(server, tmp_path / "home")
+    ac(home, "adm", "prune", "images", "--undo", run, "--confirm")
+    out = tmp_path / "out"
+    pulled = skopeo(
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-registry-token",
+        server.admin_token,
+        f"docker://{server.host}/team/del:v1",
+        f"oci:{out}:copy",
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert_copied(out, layout)
+    listed = skopeo("list-tags", *base, f"docker://{server.host}/team/del")
+    assert sorted(json.loads(listed.stdout)["Tags"]) == ["also", "v1"]
+
+
+def test_delete_by_tag_resolves_it_and_deletes_the_image(
+    server: RegistryProcess, certs: str, tmp_path: Path
+) -> None:
+    layout = build_layout(tmp_path / "layout", "by-tag")
+    _push(server, certs, layout, "team/bytag:v1")
+    base = ("--cert-dir", certs, "--registry-token", server.admin_token)
+    deleted = skopeo("delete", *base, f"docker://{server.host}/team/bytag:v1")
+    assert deleted.returncode == 0, deleted.stderr
+    at_digest = f"docker://{server.host}/team/bytag@{layout.manifest_digest}"
+    assert skopeo("inspect", *base, at_digest).returncode != 0
+    assert _delete_run(server, f"team/bytag@{layout.manifest_digest}").startswith("delete-")

@@ -178,7 +178,7 @@ class SqlPruneDeleter:
             if tagged:
                 # A push tagged it after the plan was made: keep it (safe direction).
                 raise RuntimeError(f"image {digest} is referenced by a tag again; kept")
-            record = self._capture_image(digest)
+            record = capture_image(self._conn, digest)
             self._conn.execute(
                 delete(repository_manifests).where(repository_manifests.c.digest == digest)
             )
@@ -186,46 +186,47 @@ class SqlPruneDeleter:
             record_change(self._conn, IMAGES, "", digest, "DELETED")
         self.removed_images.append(record)
 
-    def _capture_image(self, digest: str) -> dict[str, Any]:
-        conn = self._conn
-        manifest = (
-            conn.execute(select(manifests).where(manifests.c.digest == digest)).mappings().one()
-        )
-        links = conn.execute(
-            select(repository_manifests, repositories.c.namespace, repositories.c.name)
-            .join(repositories, repositories.c.id == repository_manifests.c.repository_id)
-            .where(repository_manifests.c.digest == digest)
-        ).mappings()
-
-        def rows(table: Table, column: Any) -> list[dict[str, Any]]:
-            result = conn.execute(select(table).where(column == digest)).mappings()
-            return [row_to_json(table, r) for r in result]
-
-        return {
-            "manifest": row_to_json(manifests, manifest),
-            "blobs": rows(manifest_blobs, manifest_blobs.c.manifest_digest),
-            "children": rows(manifest_children, manifest_children.c.parent_digest),
-            "signatures": rows(signatures, signatures.c.image_digest),
-            "repositories": [
-                {
-                    "namespace": r["namespace"],
-                    "name": r["name"],
-                    "created": as_utc(r["created"]).isoformat(),
-                }
-                for r in links
-            ],
-        }
-
     def removed(self) -> dict[str, Any]:
-        """The undo record: rows removed plus the layer and config blobs those images used."""
-        blob_digests: set[str] = set()
-        for image in self.removed_images:
-            blob_digests.update(b["blob_digest"] for b in image["blobs"])
-        return {
-            "tagEvents": self.removed_events,
-            "images": self.removed_images,
-            "blobDigests": sorted(blob_digests),
-        }
+        """The undo record of everything this deleter removed."""
+        return undo_record(self.removed_events, self.removed_images)
+
+
+def capture_image(conn: Connection, digest: str) -> dict[str, Any]:
+    """The rows of one Image (and every stream link to it) in the undo record's shape."""
+    manifest = conn.execute(select(manifests).where(manifests.c.digest == digest)).mappings().one()
+    links = conn.execute(
+        select(repository_manifests, repositories.c.namespace, repositories.c.name)
+        .join(repositories, repositories.c.id == repository_manifests.c.repository_id)
+        .where(repository_manifests.c.digest == digest)
+    ).mappings()
+
+    def rows(table: Table, column: Any) -> list[dict[str, Any]]:
+        result = conn.execute(select(table).where(column == digest)).mappings()
+        return [row_to_json(table, r) for r in result]
+
+    return {
+        "manifest": row_to_json(manifests, manifest),
+        "blobs": rows(manifest_blobs, manifest_blobs.c.manifest_digest),
+        "children": rows(manifest_children, manifest_children.c.parent_digest),
+        "signatures": rows(signatures, signatures.c.image_digest),
+        "repositories": [
+            {
+                "namespace": r["namespace"],
+                "name": r["name"],
+                "created": as_utc(r["created"]).isoformat(),
+            }
+            for r in links
+        ],
+    }
+
+
+def undo_record(events: list[dict[str, Any]], images: list[dict[str, Any]]) -> dict[str, Any]:
+    """The `removed` of a run: rows removed plus the layer and config blobs those images
+    used (GC marks the run irreversible when it reclaims any of them)."""
+    blob_digests: set[str] = set()
+    for image in images:
+        blob_digests.update(b["blob_digest"] for b in image["blobs"])
+    return {"tagEvents": events, "images": images, "blobDigests": sorted(blob_digests)}
 
 
 def repository_ids(

@@ -11,6 +11,7 @@ in the history, which is ordered by id) unless that id has been reused.
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +67,11 @@ class RestoreResult:
     tag_events: int
     streams: tuple[str, ...]
     skipped: tuple[str, ...]
+
+
+def new_run_id(now: datetime, kind: str = "prune") -> str:
+    """A run id: what made it (`prune`, `delete`), when, and a random suffix."""
+    return f"{kind}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 def record_run(

@@ -6,9 +6,13 @@ unless the tag already points at that image (behaviour.md §2). The blobs a mani
 references must be linked to the repository and not being deleted by GC; children of an
 index must be manifests of the repository (`ManifestBlobUnknown` otherwise), and every
 descriptor must state the stored size (`ManifestSizeMismatch`). Manifests are
-served only from these rows. DELETE by digest is refused while a tag's current item is the
-image (`ManifestTagged`); it unlinks the image from the stream and drops it from the
-stream's tag histories, leaving the Image itself to `ac adm prune images`.
+served only from these rows.
+
+DELETE by digest (`delete_manifest`, the one place an image leaves a stream by digest)
+removes the image from the stream: its link and every tag history item of the stream that
+points at it, and the Image object itself when nothing else needs it any more. It is
+recorded as a prune run, so `ac adm prune images --undo RUN` restores it until registry
+GC reclaims its blobs.
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.prune_queries import capture_image, row_to_json, undo_record
+from imageregistry.metadata.prune_runs import new_run_id, record_run
 from imageregistry.metadata.registry import (
     IMAGES,
     BlobDeleting,
@@ -37,6 +43,7 @@ from imageregistry.metadata.registry import (
 )
 from imageregistry.metadata.signatures import record_found_signatures
 from imageregistry.metadata.tables import (
+    blobs,
     manifest_blobs,
     manifest_children,
     manifests,
@@ -66,17 +73,6 @@ class ManifestBlobUnknown(MetadataError):
 class ManifestSizeMismatch(MetadataError):
     """A descriptor's size differs from the stored blob's: clients would refuse the blob,
     and usage reports and pruning decisions would count the wrong bytes."""
-
-
-class ManifestTagged(MetadataError):
-    """DELETE by digest while tags still point at the image."""
-
-    def __init__(self, digest: str, tags: list[str]) -> None:
-        super().__init__(
-            f"image {digest} is the current image of tag(s) {', '.join(tags)}; "
-            "delete the tag(s) first"
-        )
-        self.tags = tags
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +117,17 @@ class StoredManifest:
     media_type: str
     content: bytes
     last_pulled: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeletedManifest:
+    """What a DELETE by digest removed, and the prune run that can restore it."""
+
+    run_id: str
+    digest: str
+    tags: tuple[str, ...]  # tags of the stream that had the image in their history
+    tag_items: int
+    image_deleted: bool  # the Image object went too (no other stream or index needed it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,29 +234,12 @@ class ManifestMetadata:
                 .values(last_pulled=now)
             )
 
-    def delete(self, repo: RepoKey, digest: str) -> None:
+    def delete(self, repo: RepoKey, digest: str, user: str, now: datetime) -> DeletedManifest:
         with self.db.write() as conn:
             repo_id = find_repository(conn, repo)
             if repo_id is None:
                 raise NameUnknown(f"repository {repo} not found")
-            tags = _current_tags(conn, repo_id, digest)
-            if tags:
-                raise ManifestTagged(digest, tags)
-            result = conn.execute(
-                delete(repository_manifests).where(
-                    repository_manifests.c.repository_id == repo_id,
-                    repository_manifests.c.digest == digest,
-                )
-            )
-            if result.rowcount == 0:
-                raise ManifestUnknown(f"manifest {digest} not found in {repo}")
-            history = conn.execute(
-                delete(tag_events).where(
-                    tag_events.c.repository_id == repo_id, tag_events.c.digest == digest
-                )
-            )
-            if history.rowcount:
-                touch_repository(conn, repo_id, repo)
+            return delete_manifest(conn, repo_id, repo, digest, user, now)
 
     def record_signatures(
         self, image_digest: str, found: list[tuple[str, bytes]], now: datetime
@@ -284,19 +274,103 @@ class ManifestMetadata:
         ]
 
 
-def _current_tags(conn: Connection, repo_id: int, digest: str) -> list[str]:
-    newest = (
-        select(tag_events.c.tag, func.max(tag_events.c.id).label("id"))
-        .where(tag_events.c.repository_id == repo_id)
-        .group_by(tag_events.c.tag)
-        .subquery()
+def delete_manifest(
+    conn: Connection, repo_id: int, repo: RepoKey, digest: str, user: str, now: datetime
+) -> DeletedManifest:
+    """Remove image `digest` from the stream, recorded for undo; `ManifestUnknown` if the
+    stream does not have it.
+
+    The stream's link and every tag history item of the stream pointing at the image go
+    (a tag whose history holds older images then points at the newest remaining one; a
+    tag with no other item disappears). The Image object goes too when no other stream
+    links it, no tag anywhere points at it and no index lists it; otherwise only this
+    stream lets go of it. Everything removed is copied into a `prune_runs` record first.
+
+    Races: the image's blob rows (and, on PostgreSQL, its manifest row) are locked in the
+    push path's order before deciding, so a concurrent push of the same image either
+    commits first (and is seen, keeping the Image) or waits and re-creates the Image
+    after this commit. Anything that must go when a manifest is deleted (for example
+    records derived from its content) belongs in this function.
+    """
+    link = conn.execute(
+        select(repository_manifests).where(
+            repository_manifests.c.repository_id == repo_id,
+            repository_manifests.c.digest == digest,
+        )
+    ).first()
+    if link is None:
+        raise ManifestUnknown(f"manifest {digest} not found in {repo}")
+    _lock_image(conn, digest)
+    record = capture_image(conn, digest)
+    record["repositories"] = [
+        r
+        for r in record["repositories"]
+        if (r["namespace"], r["name"]) == (repo.namespace, repo.name)
+    ]
+    events = [
+        {**row_to_json(tag_events, row), "namespace": repo.namespace, "stream": repo.name}
+        for row in conn.execute(
+            select(tag_events).where(
+                tag_events.c.repository_id == repo_id, tag_events.c.digest == digest
+            )
+        ).mappings()
+    ]
+    if events:
+        conn.execute(
+            delete(tag_events).where(
+                tag_events.c.repository_id == repo_id, tag_events.c.digest == digest
+            )
+        )
+        touch_repository(conn, repo_id, repo)
+    conn.execute(
+        delete(repository_manifests).where(
+            repository_manifests.c.repository_id == repo_id,
+            repository_manifests.c.digest == digest,
+        )
     )
-    rows = conn.execute(
-        select(tag_events.c.tag)
-        .join(newest, and_(newest.c.id == tag_events.c.id))
-        .where(tag_events.c.digest == digest)
+    image_deleted = not _still_needed(conn, digest)
+    if image_deleted:
+        conn.execute(delete(manifests).where(manifests.c.digest == digest))
+        record_change(conn, IMAGES, "", digest, "DELETED")
+    run_id = new_run_id(now, "delete")
+    tags = tuple(sorted({e["tag"] for e in events}))
+    line = (
+        f"Deleted manifest {digest} from {repo}: removed {len(events)} image stream tag "
+        f"item(s) of tag(s) {', '.join(tags) or '-'}, "
+        f"{'deleted' if image_deleted else 'kept'} the image object"
+    )
+    record_run(
+        conn,
+        run_id,
+        user,
+        {"deleteManifest": f"{repo}@{digest}"},
+        undo_record(events, [record]),
+        {"line": line, "failed": 0},
+        now,
+    )
+    return DeletedManifest(run_id, digest, tags, len(events), image_deleted)
+
+
+def _lock_image(conn: Connection, digest: str) -> None:
+    """Lock the Image's blob rows (sorted, as pushes do) and its manifest row."""
+    used = select(manifest_blobs.c.blob_digest).where(manifest_blobs.c.manifest_digest == digest)
+    conn.execute(
+        select(blobs.c.digest)
+        .where(blobs.c.digest.in_(used))
+        .order_by(blobs.c.digest)
+        .with_for_update()
     ).all()
-    return sorted(r.tag for r in rows)
+    conn.execute(select(manifests.c.digest).where(manifests.c.digest == digest).with_for_update())
+
+
+def _still_needed(conn: Connection, digest: str) -> bool:
+    """Whether another stream, a tag anywhere or an index still refers to the Image."""
+    query = select(
+        exists().where(repository_manifests.c.digest == digest)
+        | exists().where(tag_events.c.digest == digest)
+        | exists().where(manifest_children.c.child_digest == digest)
+    )
+    return bool(conn.execute(query).scalar())
 
 
 def _insert_image(conn: Connection, new: NewManifest, now: datetime) -> None:

@@ -105,9 +105,6 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (regm.ManifestUnknown, "MANIFEST_UNKNOWN", None),
     (regm.ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", None),
     (regm.ManifestSizeMismatch, "MANIFEST_INVALID", None),
-    # Deleting a tagged image by digest conflicts with the tag; 409 rather than 403 so
-    # clients do not mistake it for missing credentials (behaviour.md §2).
-    (regm.ManifestTagged, "DENIED", 409),
     (st.UploadNotFound, "BLOB_UPLOAD_UNKNOWN", None),
     (st.UploadInProgress, "BLOB_UPLOAD_INVALID", 409),
     (st.DigestMismatch, "DIGEST_INVALID", None),

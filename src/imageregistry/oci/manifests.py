@@ -7,11 +7,10 @@ digest reference against the body, and answers `OCI-Subject` when the manifest h
 subject, even if that subject is not (yet) in the registry.
 
 DELETE by tag removes the tag and its history (ImageStreamTag delete). DELETE by digest
-is refused with 409 `DENIED` while the image is the current image of a tag in the stream
-(behaviour.md §2, the upstream behaviour: delete the tag first); an untagged image is
-unlinked from the stream with 202. So `skopeo delete ns/s:tag`, which resolves the tag
-and deletes by digest, fails with that message while the tag exists; delete the tag with
-`DELETE /v2/<name>/manifests/<tag>` (or `ac`/`kubectl delete imagestreamtag`) first.
+removes the image from the stream as the OCI distribution spec says, with every tag
+history item of the stream pointing at it (skopeo, oras and the conformance suite resolve
+a tag and delete by digest); the deletion is recorded as a prune run whose id the answer
+carries in `RUN_HEADER`, for `ac adm prune images --undo RUN` (docs/operations.md).
 """
 
 from __future__ import annotations
@@ -20,9 +19,9 @@ from starlette.responses import Response
 
 from imageregistry.auth.authn import Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction
-from imageregistry.content.digest import digest_of
+from imageregistry.content.digest import InvalidDigest, digest_of
 from imageregistry.content.manifest import parse_manifest
-from imageregistry.content.reference import parse_manifest_reference
+from imageregistry.content.reference import InvalidTag, parse_manifest_reference
 from imageregistry.oci.auth import client_host, may_create_namespace
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
@@ -30,11 +29,22 @@ from imageregistry.oci.errors import RegistryError
 from imageregistry.oci.pull import AUTH_FAILURE, FAST_TRIED
 
 MAX_MANIFEST_BYTES = 4 << 20
+RUN_HEADER = "X-Registry-Prune-Run"
 
 
 async def get_manifest(ctx: Ctx) -> Response:
-    """Pull: one hop when allowed and found (`oci.pull`), else step by step for the error."""
-    ref = parse_manifest_reference(ctx.arg)
+    """Pull: one hop when allowed and found (`oci.pull`), else step by step for the error.
+
+    A reference that is neither a tag nor a digest names no manifest: after the usual
+    authorization it is `404 MANIFEST_UNKNOWN`, as the OCI conformance suite expects (a
+    PUT with such a reference is still refused as invalid)."""
+    try:
+        ref = parse_manifest_reference(ctx.arg)
+    except (InvalidTag, InvalidDigest):
+        await ctx.authorize(RegistryAction.PULL)
+        raise RegistryError(
+            "MANIFEST_UNKNOWN", f"{ctx.arg[:140]!r} is neither a tag nor a digest"
+        ) from None
     digest = str(ref.digest) if ref.digest else None
     pulls, mark = ctx.registry.pulls, not ctx.is_head
     pulled = None
@@ -108,10 +118,18 @@ async def put_manifest(ctx: Ctx) -> Response:
 
 async def delete_manifest(ctx: Ctx) -> Response:
     ref = parse_manifest_reference(ctx.arg)
+    headers = {"Content-Length": "0"}
     if ref.tag is not None:
         await ctx.authorize(RegistryAction.DELETE_TAG)
         await ctx.run(ctx.registry.meta.delete_tag, ctx.repo, ref.tag)
     else:
-        await ctx.authorize(RegistryAction.DELETE_DIGEST)
-        await ctx.run(ctx.registry.manifests.delete, ctx.repo, str(ref.digest))
-    return Response(status_code=202, headers={"Content-Length": "0"})
+        user = await ctx.authorize(RegistryAction.DELETE_DIGEST)
+        deleted = await ctx.run(
+            ctx.registry.manifests.delete,
+            ctx.repo,
+            str(ref.digest),
+            user.username,
+            ctx.registry.now(),
+        )
+        headers[RUN_HEADER] = deleted.run_id
+    return Response(status_code=202, headers=headers)

@@ -10,7 +10,6 @@ lock; on SQLite the write transaction already does (BEGIN IMMEDIATE).
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,6 +22,7 @@ from imageregistry.metadata.prune_queries import SqlPruneDeleter, load_snapshot
 from imageregistry.metadata.prune_runs import (
     RestoreCheck,
     RestoreResult,
+    new_run_id,
     record_run,
     restore_run,
 )
@@ -50,10 +50,6 @@ class PruneOutcome:
     result: PruneResult
     in_use: InUse
     run_id: str = ""
-
-
-def new_run_id(now: datetime) -> str:
-    return f"prune-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
 class Pruner:

@@ -10,7 +10,7 @@ from starlette.testclient import TestClient
 from imageregistry.content import mediatypes as mt
 from imageregistry.metadata.tables import manifests, objects, repositories, tag_events
 from imageregistry.services import Services
-from tests.unit.oci.conftest import REPO, make_image, push_blob, push_image, sha
+from tests.unit.oci.conftest import ALICE, REPO, make_image, push_blob, push_image, sha
 
 
 def test_push_and_pull_by_tag_and_digest(client: TestClient) -> None:
@@ -199,26 +199,57 @@ def test_unknown_manifests(client: TestClient) -> None:
         assert client.head(f"/v2/{REPO}/manifests/{ref}").status_code == 404
 
 
-def test_delete_by_tag_then_by_digest(client: TestClient) -> None:
+def test_delete_by_digest_removes_the_tagged_image_and_its_tags(client: TestClient) -> None:
     digest = push_image(client, make_image(), "v1")
+    push_image(client, make_image(), "stable")  # a second tag on the same image
     r = client.delete(f"/v2/{REPO}/manifests/{digest}")
-    assert r.status_code == 409  # still tagged: delete the tag first (behaviour.md §2)
-    assert r.json()["errors"][0]["code"] == "DENIED"
-    assert "v1" in r.json()["errors"][0]["message"]
-    assert client.delete(f"/v2/{REPO}/manifests/v1").status_code == 202
+    assert r.status_code == 202  # OCI distribution spec: DELETE by digest removes it
+    assert r.headers["x-registry-prune-run"].startswith("delete-")
+    assert client.get(f"/v2/{REPO}/manifests/{digest}").status_code == 404
+    for tag in ("v1", "stable"):
+        assert client.get(f"/v2/{REPO}/manifests/{tag}").status_code == 404
+    assert client.get(f"/v2/{REPO}/tags/list").json()["tags"] == []
+    assert client.delete(f"/v2/{REPO}/manifests/{digest}").status_code == 404
+
+
+def test_delete_by_tag_removes_only_the_tag(client: TestClient) -> None:
+    digest = push_image(client, make_image(), "v1")
+    r = client.delete(f"/v2/{REPO}/manifests/v1")
+    assert r.status_code == 202 and "x-registry-prune-run" not in r.headers
     assert client.get(f"/v2/{REPO}/manifests/v1").status_code == 404
     assert client.get(f"/v2/{REPO}/manifests/{digest}").status_code == 200
-    assert client.delete(f"/v2/{REPO}/manifests/{digest}").status_code == 202
-    assert client.get(f"/v2/{REPO}/manifests/{digest}").status_code == 404
-    assert client.delete(f"/v2/{REPO}/manifests/{digest}").status_code == 404
     assert client.delete(f"/v2/{REPO}/manifests/v1").status_code == 404
 
 
-def test_overwriting_a_tag_frees_the_old_image_for_deletion(client: TestClient) -> None:
+def test_deleting_the_newest_image_of_a_tag_leaves_the_older_one(client: TestClient) -> None:
     old = push_image(client, make_image("1"), "latest")
-    push_image(client, make_image("2"), "latest")
-    assert client.delete(f"/v2/{REPO}/manifests/{old}").status_code == 202
+    new = push_image(client, make_image("2"), "latest")
+    assert client.delete(f"/v2/{REPO}/manifests/{new}").status_code == 202
     assert client.get(f"/v2/{REPO}/tags/list").json()["tags"] == ["latest"]
+    r = client.get(f"/v2/{REPO}/manifests/latest")
+    assert r.headers["docker-content-digest"] == old
+
+
+def test_delete_by_digest_needs_the_delete_right(client: TestClient) -> None:
+    digest = push_image(client, make_image(), "v1")
+    alice = {"Authorization": f"Bearer {ALICE}"}
+    r = client.delete(f"/v2/{REPO}/manifests/{digest}", headers=alice)
+    assert r.status_code == 403
+    assert client.get(f"/v2/{REPO}/manifests/v1").status_code == 200
+
+
+def test_references_that_are_neither_tag_nor_digest_are_unknown(client: TestClient) -> None:
+    push_image(client, make_image(), "v1")
+    for ref in (".INVALID_MANIFEST_NAME", "-bad", "sha256:short", "a" * 129):
+        r = client.get(f"/v2/{REPO}/manifests/{ref}")
+        assert r.status_code == 404 and r.json()["errors"][0]["code"] == "MANIFEST_UNKNOWN", ref
+        assert client.head(f"/v2/{REPO}/manifests/{ref}").status_code == 404
+        r = client.put(f"/v2/{REPO}/manifests/{ref}", content=b"{}")
+        assert r.status_code == 400, ref
+    anonymous = client.get(
+        f"/v2/{REPO}/manifests/.INVALID_MANIFEST_NAME", headers={"Authorization": ""}
+    )
+    assert anonymous.status_code == 401
 
 
 def test_pull_updates_last_pulled(client: TestClient, services: Services) -> None:
