@@ -45,6 +45,7 @@ class Settings:
     upload_max_age_seconds: int = 86400
     token_ttl_seconds: int = 86400
     failed_logins_per_minute: int = 20  # per source address and per user; 0 = unlimited
+    refresh_token_ttl_seconds: int = 2592000  # 30 days; refresh tokens of the token endpoint
     log_level: str = "info"
     cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
     blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off

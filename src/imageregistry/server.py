@@ -29,6 +29,7 @@ from imageregistry.apiserver.version import version
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
+from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.blobport.links import BlobLinks, new_link_key
@@ -37,7 +38,12 @@ from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
 from imageregistry.metadata.engine import open_engine
-from imageregistry.metadata.tokens import ServiceAccountLookup, TokenStore, get_or_create_secret
+from imageregistry.metadata.tokens import (
+    RefreshTokenStore,
+    ServiceAccountLookup,
+    TokenStore,
+    get_or_create_secret,
+)
 from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
 from imageregistry.prune.scheduler import scheduled_pruning
@@ -59,14 +65,26 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         from imageregistry.auth.htpasswd import HtpasswdFile
 
         passwords = HtpasswdFile(Path(settings.htpasswd_file))
+    token_store, signer = TokenStore(db, _clock), TokenSigner(key_pem.encode())
+    accounts = ServiceAccountLookup(db)
     authn = Authenticator(
-        TokenStore(db, _clock),
-        TokenSigner(key_pem.encode()),
+        token_store,
+        signer,
         DEFAULT_AUDIENCE,
         passwords=passwords,
-        service_accounts=ServiceAccountLookup(db),
+        service_accounts=accounts,
         epoch=IdentityEpoch(settings.data_dir / "run" / "identity-epoch"),
         throttle=LoginThrottle(settings.failed_logins_per_minute, 60.0),
+    )
+    refresh_tokens = RefreshTokens(
+        RefreshTokenStore(db, _clock),
+        signer,
+        DEFAULT_AUDIENCE,
+        tokens=token_store,
+        passwords=passwords,
+        service_accounts=accounts,
+        ttl_seconds=settings.refresh_token_ttl_seconds,
+        clock=_clock,
     )
     blob_links = None
     if settings.blob_listen:
@@ -84,6 +102,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         authz=build_authorizer(db),
         clock=_clock,
         blob_links=blob_links,
+        refresh_tokens=refresh_tokens,
     )
 
 

@@ -13,6 +13,7 @@ from datetime import datetime
 
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import Authorizer
+from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
@@ -28,3 +29,4 @@ class Services:
     authz: Authorizer
     clock: Callable[[], datetime]
     blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)
+    refresh_tokens: RefreshTokens | None = None  # None: no `access_type=offline` grants

@@ -7,7 +7,9 @@ like kube-apiserver's TokenRequest tokens so the authenticator can refuse a
 token whose service account was deleted and re-created. `kubectl create token` sends no
 audience, so tokens default to `DEFAULT_AUDIENCE`; like Kubernetes, a token whose audiences
 do not include ours is not accepted by our API. Opaque tokens (admin/login) are random
-strings of which the server stores only the SHA-256, compared in constant time.
+strings of which the server stores only the SHA-256, compared in constant time. Refresh
+tokens of the registry token endpoint are random strings of the same kind with a prefix
+of their own, so they are told apart (and found in a leak scan) without a lookup.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ DEFAULT_ISSUER = "https://imageregistry.local"
 ALGORITHM = "ES256"
 KUBERNETES_CLAIM = "kubernetes.io"
 OPAQUE_PREFIX = "ir_"
+REFRESH_PREFIX = "irr_"
 
 Clock = Callable[[], datetime]
 
@@ -219,6 +222,15 @@ def looks_like_jwt(token: str) -> bool:
 def new_opaque_token() -> str:
     """256 random bits, URL-safe; the prefix makes leaked tokens easy to scan for."""
     return OPAQUE_PREFIX + secrets.token_urlsafe(32)
+
+
+def new_refresh_token() -> str:
+    """A refresh token for the registry token endpoint: 256 random bits, URL-safe."""
+    return REFRESH_PREFIX + secrets.token_urlsafe(32)
+
+
+def is_refresh_token(token: str) -> bool:
+    return token.startswith(REFRESH_PREFIX)
 
 
 def hash_token(token: str) -> str:

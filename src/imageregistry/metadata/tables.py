@@ -265,6 +265,26 @@ tokens = Table(
     Column("expires", DateTime(timezone=True), nullable=True),
 )
 
+# Refresh tokens of the registry token endpoint (`access_type=offline`): only the SHA-256
+# is kept. What the identity came from is recorded so a refresh stops working with it:
+# `idp` "htpasswd" (the user must still be in the file) and the service account
+# (namespace, name, uid) of a service-account identity. `client_id` is for auditing.
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_sha256", String(64), primary_key=True),
+    Column("username", String(253), nullable=False),
+    Column("groups", JSON, nullable=False, default=list),
+    Column("idp", String(32), nullable=False, default=""),
+    Column("sa_namespace", String(253), nullable=False, default=""),
+    Column("sa_name", String(253), nullable=False, default=""),
+    Column("sa_uid", String(64), nullable=False, default=""),
+    Column("client_id", String(253), nullable=False, default=""),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=False),
+    Index("ix_refresh_tokens_username", "username"),
+)
+
 leases = Table(
     "leases",
     metadata,
@@ -290,6 +310,7 @@ __all__ = [
     "metadata",
     "objects",
     "prune_runs",
+    "refresh_tokens",
     "repositories",
     "repository_blobs",
     "repository_manifests",

@@ -1,20 +1,23 @@
-"""Opaque bearer tokens (admin bootstrap, `ac login`) and server-wide secrets.
+"""Opaque bearer tokens (admin bootstrap, `ac login`), refresh tokens and server-wide secrets.
 
-Only a SHA-256 hash of each opaque token is stored, so a database dump does not hand
-out credentials. Server secrets that every replica must share (the JWT signing key) live
-in the `settings` table and are created once, race-free, on first start.
+Only a SHA-256 hash of each opaque token and each refresh token is stored, so a database
+dump does not hand out credentials. Refresh tokens live in a table of their own: they are
+accepted only by the token endpoint, never as a Bearer credential on other requests.
+Server secrets that every replica must share (the JWT signing key) live in the `settings`
+table and are created once, race-free, on first start.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import Database, as_utc, utcnow
-from imageregistry.metadata.tables import objects, settings, tokens
+from imageregistry.metadata.tables import objects, refresh_tokens, settings, tokens
 
 
 class TokenStore:
@@ -60,6 +63,76 @@ class TokenStore:
         if expires is not None and expires <= self._clock():
             return None
         return str(row.username), tuple(str(g) for g in row.groups), expires
+
+
+@dataclass(frozen=True)
+class RefreshRecord:
+    """What a refresh token stands for; `sa_*` are empty unless it is a service account."""
+
+    username: str
+    groups: tuple[str, ...]
+    expires: datetime
+    idp: str = ""
+    sa_namespace: str = ""
+    sa_name: str = ""
+    sa_uid: str = ""
+    client_id: str = ""
+
+
+class RefreshTokenStore:
+    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+        self._db = db
+        self._clock = clock
+
+    def add(self, token_sha256: str, record: RefreshRecord) -> None:
+        """Store a new refresh token; expired ones are dropped on the way (they are
+        refused anyway, and nothing else would ever remove them)."""
+        with self._db.write() as conn:
+            conn.execute(delete(refresh_tokens).where(refresh_tokens.c.expires <= self._clock()))
+            conn.execute(
+                insert(refresh_tokens).values(
+                    token_sha256=token_sha256,
+                    username=record.username,
+                    groups=list(record.groups),
+                    idp=record.idp,
+                    sa_namespace=record.sa_namespace,
+                    sa_name=record.sa_name,
+                    sa_uid=record.sa_uid,
+                    client_id=record.client_id[:253],
+                    created=self._clock(),
+                    expires=record.expires,
+                )
+            )
+
+    def lookup(self, token_sha256: str) -> RefreshRecord | None:
+        """The record of a live refresh token, or None (unknown, revoked or expired)."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                select(refresh_tokens).where(refresh_tokens.c.token_sha256 == token_sha256)
+            ).first()
+        if row is None:
+            return None
+        expires = as_utc(row.expires)
+        if expires <= self._clock():
+            return None
+        return RefreshRecord(
+            username=str(row.username),
+            groups=tuple(str(g) for g in row.groups),
+            expires=expires,
+            idp=str(row.idp),
+            sa_namespace=str(row.sa_namespace),
+            sa_name=str(row.sa_name),
+            sa_uid=str(row.sa_uid),
+            client_id=str(row.client_id),
+        )
+
+    def revoke(self, token_sha256: str) -> bool:
+        """Forget one refresh token; True if it existed."""
+        with self._db.write() as conn:
+            result = conn.execute(
+                delete(refresh_tokens).where(refresh_tokens.c.token_sha256 == token_sha256)
+            )
+        return bool(result.rowcount)
 
 
 def get_or_create_secret(db: Database, key: str, make: Callable[[], str]) -> str:

@@ -5,29 +5,20 @@ password is a token or an htpasswd password), turns the request into access-revi
 attributes with `registry_attributes` (behaviour.md §3) and asks the configured
 `Authorizer`. Anonymous callers that are refused get 401 with a `WWW-Authenticate` Bearer
 challenge naming the token endpoint (and Basic, which clients may also use);
-authenticated callers that are refused get 403 `DENIED`. `token_endpoint` implements that
-realm the way docker, skopeo and oras expect (clients.md): repeated `scope=` are accepted,
-a presented token is handed back unchanged, an htpasswd login is exchanged for a JWT so
-bcrypt runs once, and tokens are never narrowed to the requested scope: a token stands for
-an identity, and every request is authorized on its own, so `scope`, `account` and
-`offline_token` cannot widen anything. Such a JWT lives `token_ttl_seconds` and carries
-`idp: htpasswd`: removing the user from the htpasswd file revokes it within a second (the
-file is re-read; `auth/authn.py`), and so does a deleted service account for its tokens.
-Failed password checks are throttled per source and user (`auth/throttle.py`): `429`.
+authenticated callers that are refused get 403 `DENIED`. The realm itself, `/v2/token`
+(GET and the OAuth2 POST), is `oci/token.py`. Failed password checks are throttled per
+source and user (`auth/throttle.py`): `429`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import re
 from collections.abc import Callable
-from datetime import datetime
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from imageregistry.auth.authn import TooManyFailedLogins, Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction, registry_attributes
@@ -168,7 +159,8 @@ def may_create_namespace(user: UserInfo) -> bool:
     return user.in_group(GROUP_MASTERS)
 
 
-def _basic_password(header: str) -> str | None:
+def basic_password(header: str) -> str | None:
+    """The password of a well-formed `Basic` header, else None."""
     scheme, _, value = header.strip().partition(" ")
     if scheme.lower() != "basic":
         return None
@@ -179,46 +171,5 @@ def _basic_password(header: str) -> str | None:
     return decoded.partition(":")[2] or None
 
 
-async def token_endpoint(request: Request, services: Services) -> JSONResponse:
-    """`GET /v2/token`: the realm of the Bearer challenge."""
-    header = request.headers.get("authorization", "")
-    authn = services.authn
-    ttl = max(60, services.settings.token_ttl_seconds)
-    presented: str | None = None
-    scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        presented = value.strip()
-    else:
-        presented = _basic_password(header) if header else None
-    try:
-        if presented is not None:
-            try:
-                await run_in_threadpool(authn.authenticate_token, presented)
-                return _token_json(presented, ttl, services.clock())
-            except Unauthenticated:
-                if scheme.lower() == "bearer":
-                    raise
-        user = await run_in_threadpool(
-            functools.partial(authn.authenticate, header or None, source=client_host(request))
-        )
-    except TooManyFailedLogins as exc:
-        raise too_many_logins(exc) from None
-    except Unauthenticated as exc:
-        raise RegistryError(
-            "UNAUTHORIZED",
-            f"authentication failed: {exc}",
-            headers=challenge_headers(request, services, None, None),
-        ) from None
-    token, _expires = await run_in_threadpool(authn.issue_token, user, ttl)
-    return _token_json(token, ttl, services.clock())
-
-
-def _token_json(token: str, ttl: int, now: datetime) -> JSONResponse:
-    return JSONResponse(
-        {
-            "token": token,
-            "access_token": token,
-            "expires_in": ttl,
-            "issued_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        }
-    )
+def basic_header(username: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()

@@ -22,9 +22,10 @@ from starlette.routing import BaseRoute, Route
 from imageregistry.content.reference import parse_repository
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci import blobs, manifests, referrers, tags, uploads
-from imageregistry.oci.auth import challenge_headers, token_endpoint
+from imageregistry.oci.auth import challenge_headers
 from imageregistry.oci.context import Ctx, Registry
 from imageregistry.oci.errors import RegistryError, error_response, from_domain
+from imageregistry.oci.token import token_endpoint
 from imageregistry.services import Services
 
 Handler = Callable[[Ctx], Awaitable[Response]]
