@@ -18,9 +18,11 @@ from sqlalchemy import select, update
 
 from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.gc_queries import SqlBlobChecks, SqlGcStore
 from imageregistry.metadata.manifest_pull import ManifestPuller
 from imageregistry.metadata.prune_runs import get_run, restore_run
 from imageregistry.metadata.registry import (
+    BlobCorrupt,
     BlobDeleting,
     BlobUnknown,
     NamespaceMissing,
@@ -371,3 +373,39 @@ def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
     pulled = puller.find("team", "app", None, "latest")
     assert pulled is not None and not pulled.requires_signatures
     assert puller.policy_refusal("team", pulled) == ""
+
+
+def test_a_blob_marked_corrupt_is_refused_until_an_upload_repairs_it(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    push_blobs(meta, CFG, L1)
+    checks = SqlBlobChecks(db)
+    assert [b.digest for b in checks.page("", 10)] == sorted([CFG, L1])
+    assert [b.digest for b in checks.page(min(CFG, L1), 10)] == [max(CFG, L1)]
+    assert not checks.set_corrupt(L1, 99, corrupt=True)  # recorded size changed: no mark
+    assert checks.set_corrupt(L1, 100, corrupt=True)
+    assert not checks.set_corrupt(L1, 100, corrupt=True)  # already marked
+    assert meta.blob_is_corrupt(L1) and not meta.blob_is_corrupt(CFG)
+    with pytest.raises(BlobCorrupt, match="corrupt"):
+        meta.blob_size(REPO, L1)
+    with pytest.raises(ManifestBlobUnknown, match="corrupt"):
+        mans.record(REPO, image("a", L1), "v1", NOW, True)
+    assert meta.mount_blob(REPO, RepoKey("team", "other"), L1, NOW, True) is None
+    with pytest.raises(BlobCorrupt):  # an upload that did not replace the bytes
+        meta.record_blob(REPO, L1, 100, NOW, True)
+    meta.record_blob(REPO, L1, 100, NOW, True, repaired=True)
+    assert meta.blob_size(REPO, L1) == 100
+    mans.record(REPO, image("a", L1), "v1", NOW, True)
+
+
+def test_a_mount_of_a_blob_stored_with_another_size_falls_back(meta: RegistryMetadata) -> None:
+    push_blobs(meta, L1)
+    assert meta.mount_blob(REPO, RepoKey("team", "other"), L1, NOW, True, stored_size=7) is None
+    assert meta.mount_blob(REPO, RepoKey("team", "other"), L1, NOW, True, stored_size=100) == 100
+
+
+def test_gc_collects_unreferenced_corrupt_blobs(meta: RegistryMetadata, db: Database) -> None:
+    push_blobs(meta, L1)
+    assert SqlBlobChecks(db).set_corrupt(L1, 100, corrupt=True)
+    later = NOW + timedelta(seconds=GRACE + 1)
+    assert [c.digest for c in SqlGcStore(db).mark_deleting(later, 10)] == [L1]

@@ -19,6 +19,7 @@ import pytest
 
 from imageregistry.content.digest import Digest, digest_of
 from imageregistry.storage import (
+    BlobInfo,
     BlobStore,
     ConfigurationError,
     FilesystemBlobStore,
@@ -164,6 +165,54 @@ async def test_same_content_twice_is_stored_once(store: BlobStore) -> None:
     assert await all_blobs(store) == {digest_of(data): len(data)}
     assert await all_uploads(store) == {}
     assert await store.read_all(digest_of(data)) == data
+
+
+def damage(store: BlobStore, digest: Digest, data: bytes) -> None:
+    """Replace the stored bytes of ``digest`` behind the driver's back (a failing disk)."""
+    if isinstance(store, InMemoryBlobStore):
+        _, modified = store.backend.blobs[digest]
+        store.backend.blobs[digest] = (data, modified)
+    else:
+        assert isinstance(store, FilesystemBlobStore)
+        (store.root / "blobs" / digest.algorithm / digest.hex[:2] / digest.hex).write_bytes(data)
+
+
+async def test_a_commit_replaces_a_stored_copy_of_another_size(store: BlobStore) -> None:
+    data = os.urandom(300_000)
+    digest = digest_of(data)
+    await upload(store, UPLOAD, data, digest)
+    damage(store, digest, data[:100])
+    assert (await store.hash_blob(digest)).size == 100
+    await upload(store, OTHER, data, digest)
+    assert await store.read_all(digest) == data
+    assert await store.hash_blob(digest) == BlobInfo(digest, len(data))
+    damage(store, digest, data + b"extra")
+    assert (await store.put_blob(data, digest)).size == len(data)
+    assert await store.read_all(digest) == data
+
+
+async def test_a_same_size_copy_is_replaced_only_when_known_corrupt(store: BlobStore) -> None:
+    data = os.urandom(300_000)
+    digest = digest_of(data)
+    await upload(store, UPLOAD, data, digest)
+    flipped = bytes([data[0] ^ 1]) + data[1:]
+    damage(store, digest, flipped)
+    assert await store.hash_blob(digest) == BlobInfo(digest_of(flipped), len(data))
+    await upload(store, OTHER, data, digest)  # dedup: an intact-looking copy stays
+    assert await store.read_all(digest) == flipped
+    await store.start_upload(OTHER)
+    await store.append_upload(OTHER, 0, chunks_of(data))
+    await store.commit_upload(OTHER, digest, replace=True)
+    assert await store.read_all(digest) == data
+    damage(store, digest, flipped)
+    await store.put_blob(data, digest, replace=True)
+    assert await store.hash_blob(digest) == BlobInfo(digest, len(data))
+    assert await all_uploads(store) == {}
+
+
+async def test_hash_blob_of_a_missing_blob(store: BlobStore) -> None:
+    with pytest.raises(BlobNotFound):
+        await store.hash_blob(digest_of(b"never stored"))
 
 
 async def test_empty_blob(store: BlobStore) -> None:

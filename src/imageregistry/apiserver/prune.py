@@ -222,10 +222,12 @@ class ImagePruneRuns(ResourceHandler):
 def prune_handlers(services: Services) -> list[ResourceHandler]:
     pruner = build_pruner(services)
     from imageregistry.apiserver.imagepruner import ImagePruners
+    from imageregistry.apiserver.verify import RegistryVerifications
 
     return [
         ImagePrunes(pruner),
         RegistryGCs(pruner),
+        RegistryVerifications(pruner),
         ImagePruneRuns(pruner),
         ImagePruners(services.db),
     ]

@@ -35,7 +35,7 @@ DISCOVERY = "system:discovery"
 BASIC_USER = "system:basic-user"
 
 # Resources the prune / registry-GC operations are exposed as (prune issue).
-PRUNE_OPERATIONS = ("imageprunes", "registrygcs")
+PRUNE_OPERATIONS = ("imageprunes", "registrygcs", "registryverifications")
 PRUNE_RUNS = "imagepruneruns"
 
 DISCOVERY_URLS = (

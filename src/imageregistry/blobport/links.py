@@ -5,6 +5,9 @@ secret kept in the metadata database, so every worker (and every replica on the 
 database) mints and accepts the same links. A link is a bearer capability for that blob
 until it expires, like an object store's presigned URL: it is handed out only after the
 main port authorized the pull, it lives `LINK_TTL_SECONDS`, and it grants nothing else.
+A link also carries the blob's recorded size (signed with the rest), so the blob port,
+which has no database, can refuse a stored file whose size differs instead of sending
+short or extra bytes.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ REDIRECT_MIN_SIZE = 1024 * 1024  # smaller blobs are cheaper to send than to red
 PATH_PREFIX = "/blobs/"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 _EXPIRES = re.compile(r"[0-9]{1,12}")
+_SIZE = re.compile(r"[0-9]{1,19}")
 
 
 def new_link_key() -> str:
@@ -47,11 +51,14 @@ class BlobLinks:
     public_url: str = ""  # how clients reach it; "" = derived from each request
     clock: Callable[[], float] = field(default=time.time)
 
-    def url_for(self, digest: Digest, request_host: str) -> str:
-        """A link to `digest`, for a client that reached the main port as `request_host`."""
+    def url_for(self, digest: Digest, request_host: str, size: int | None = None) -> str:
+        """A link to `digest` (of `size` recorded bytes, when given), for a client that
+        reached the main port as `request_host`."""
         expires = int(self.clock()) + LINK_TTL_SECONDS
-        signature = self._sign(str(digest), expires)
+        signature = self._sign(str(digest), expires, size)
         query = f"expires={expires}&signature={signature}"
+        if size is not None:
+            query += f"&size={size}"
         return f"{self.base_url(request_host)}{PATH_PREFIX}{digest}?{query}"
 
     def base_url(self, request_host: str) -> str:
@@ -67,6 +74,11 @@ class BlobLinks:
 
     def check(self, path: str, query: Mapping[str, str]) -> Digest:
         """The digest a link at `path?query` grants, or `LinkRefused`."""
+        return self.grant(path, query)[0]
+
+    def grant(self, path: str, query: Mapping[str, str]) -> tuple[Digest, int | None]:
+        """The digest a link grants and the size it records (None for a link without
+        one), or `LinkRefused`."""
         if not path.startswith(PATH_PREFIX):
             raise LinkRefused(404, "NOT_FOUND", "the blob port serves /blobs/<digest> only")
         try:
@@ -77,13 +89,18 @@ class BlobLinks:
         if not _EXPIRES.fullmatch(expires_text) or not signature:
             raise LinkRefused(403, "DENIED", "the link has no valid expires and signature")
         expires = int(expires_text)
-        expected = self._sign(str(digest), expires)
+        size_text = query.get("size")
+        if size_text is not None and not _SIZE.fullmatch(size_text):
+            raise LinkRefused(403, "DENIED", "the link's size is not a number")
+        size = None if size_text is None else int(size_text)
+        expected = self._sign(str(digest), expires, size)
         if not hmac.compare_digest(expected.encode(), signature.encode()):
             raise LinkRefused(403, "DENIED", "the link's signature does not match")
         if expires < self.clock():
             raise LinkRefused(403, "DENIED", "the link has expired; ask the registry again")
-        return digest
+        return digest, size
 
-    def _sign(self, digest: str, expires: int) -> str:
-        mac = hmac.new(self.key, f"{digest}\n{expires}".encode(), hashlib.sha256).digest()
+    def _sign(self, digest: str, expires: int, size: int | None = None) -> str:
+        message = f"{digest}\n{expires}" + ("" if size is None else f"\n{size}")
+        mac = hmac.new(self.key, message.encode(), hashlib.sha256).digest()
         return base64.urlsafe_b64encode(mac).rstrip(b"=").decode()

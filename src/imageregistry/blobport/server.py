@@ -106,10 +106,11 @@ class BlobPortServer:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    def check(self, path: str, query: dict[str, str]) -> tuple[str | None, str]:
-        """(local file path or None, digest) for a request, or `LinkRefused`."""
-        digest = self._links.check(path, query)
-        return self._store.local_path(digest), str(digest)
+    def check(self, path: str, query: dict[str, str]) -> tuple[str | None, str, int | None]:
+        """(local file path or None, digest, recorded size or None) for a request, or
+        `LinkRefused`."""
+        digest, size = self._links.grant(path, query)
+        return self._store.local_path(digest), str(digest), size
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ class _Connection:
         target = urlsplit(request.target.decode("ascii", "replace"))
         try:
             query = dict(parse_qsl(target.query, max_num_fields=16))
-            path, digest = self.server.check(target.path, query)
+            path, digest, recorded = self.server.check(target.path, query)
         except ValueError:
             await self._error(400, "BAD_REQUEST", "the query string is not a link's")
             return
@@ -208,12 +209,27 @@ class _Connection:
             await self._error(404, "BLOB_UNKNOWN", f"blob {digest} is not stored here")
             return
         try:
-            await self._send_blob(request, fd, digest)
+            size = os.fstat(fd).st_size
+            if recorded is not None and size != recorded:
+                # Damaged in storage: never short (or extra) bytes under the digest's name.
+                log.error(
+                    "blob port: blob %s has %d bytes in storage but %d recorded; refused "
+                    "(push it again to repair it; `ac adm registry verify` finds others)",
+                    digest,
+                    size,
+                    recorded,
+                )
+                await self._error(
+                    404,
+                    "BLOB_UNKNOWN",
+                    f"blob {digest} is damaged in the registry's storage; push it again",
+                )
+                return
+            await self._send_blob(request, fd, digest, size)
         finally:
             os.close(fd)
 
-    async def _send_blob(self, request: h11.Request, fd: int, digest: str) -> None:
-        size = os.fstat(fd).st_size
+    async def _send_blob(self, request: h11.Request, fd: int, digest: str, size: int) -> None:
         etag = digest_etag(digest)
         headers = [("Docker-Content-Digest", digest), ("Accept-Ranges", "bytes"), ("ETag", etag)]
         fields = {name.decode().lower(): value.decode("latin-1") for name, value in request.headers}

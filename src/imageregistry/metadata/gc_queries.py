@@ -8,12 +8,17 @@ and never wait on a push holding the row), re-check references with a fresh stat
 now that the rows are locked (a READ COMMITTED subquery only sees references committed
 before the statement began; a push that committed in between is seen by the re-check),
 then flip the survivors to `deleting`. Reference-creating paths lock the same row and
-refuse `deleting`, so after the commit nothing can start using these blobs.
+refuse `deleting`, so after the commit nothing can start using these blobs. Blobs
+marked `corrupt` by verify are collected like present ones once nothing uses them.
+
+`SqlBlobChecks` serves `ac adm registry verify`: blob rows in digest order after a
+continue token, and the compare-and-set marking of corrupt (or repaired) blobs.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -27,6 +32,7 @@ from imageregistry.metadata.prune_records import (
     StaleLink,
 )
 from imageregistry.metadata.prune_runs import DONE, mark_irreversible
+from imageregistry.metadata.registry import CORRUPT, DELETING, PRESENT
 from imageregistry.metadata.tables import (
     blobs,
     manifest_blobs,
@@ -38,7 +44,7 @@ from imageregistry.metadata.tables import (
     uploads,
 )
 
-PRESENT, DELETING = "present", "deleting"
+_COLLECTABLE = (PRESENT, CORRUPT)
 
 
 def _referenced(digest: Any) -> ColumnElement[bool]:
@@ -50,7 +56,9 @@ def _referenced(digest: Any) -> ColumnElement[bool]:
 
 
 def _candidate_filter(now: datetime) -> ColumnElement[bool]:
-    return and_(blobs.c.state == PRESENT, blobs.c.hold_until <= now, ~_referenced(blobs.c.digest))
+    return and_(
+        blobs.c.state.in_(_COLLECTABLE), blobs.c.hold_until <= now, ~_referenced(blobs.c.digest)
+    )
 
 
 def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
@@ -77,7 +85,9 @@ class SqlGcStore:
     def held(self, now: datetime) -> HeldBlobs:
         """Unreferenced blobs still inside their grace period (reported, never deleted)."""
         query = select(func.count(), func.sum(blobs.c.size), func.max(blobs.c.hold_until)).where(
-            blobs.c.state == PRESENT, blobs.c.hold_until > now, ~_referenced(blobs.c.digest)
+            blobs.c.state.in_(_COLLECTABLE),
+            blobs.c.hold_until > now,
+            ~_referenced(blobs.c.digest),
         )
         with self._db.read() as conn:
             count, size, until = conn.execute(query).one()
@@ -194,3 +204,49 @@ class SqlGcStore:
                     conn.execute(select(blobs.c.digest).where(blobs.c.digest.in_(chunk))).scalars()
                 )
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedBlob:
+    """A blob row as verify sees it."""
+
+    digest: str
+    size: int
+    corrupt: bool
+
+
+class SqlBlobChecks:
+    """Blob rows for verify (implements `prune.verify.BlobChecks`)."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    def page(self, after: str, limit: int) -> list[RecordedBlob]:
+        """Up to `limit` present or corrupt blobs whose digest sorts after `after`."""
+        query = (
+            select(blobs.c.digest, blobs.c.size, blobs.c.state)
+            .where(blobs.c.state.in_(_COLLECTABLE), blobs.c.digest > after)
+            .order_by(blobs.c.digest)
+            .limit(limit)
+        )
+        with self._db.read() as conn:
+            return [RecordedBlob(d, int(s), st == CORRUPT) for d, s, st in conn.execute(query)]
+
+    def totals(self) -> tuple[int, int]:
+        """(count, bytes) of the blobs verify checks, for progress."""
+        query = select(func.count(), func.sum(blobs.c.size)).where(blobs.c.state.in_(_COLLECTABLE))
+        with self._db.read() as conn:
+            count, size = conn.execute(query).one()
+        return int(count or 0), int(size or 0)
+
+    def set_corrupt(self, digest: str, size: int, corrupt: bool) -> bool:
+        """Flip `digest` (still of `size` recorded bytes) between present and corrupt;
+        True if this call changed it (not deleted, repaired or re-marked meanwhile)."""
+        old, new = (PRESENT, CORRUPT) if corrupt else (CORRUPT, PRESENT)
+        with self._db.write() as conn:
+            result = conn.execute(
+                update(blobs)
+                .where(blobs.c.digest == digest, blobs.c.size == size, blobs.c.state == old)
+                .values(state=new)
+            )
+        return bool(result.rowcount)

@@ -7,6 +7,11 @@ that was just referenced cannot be collected before its grace period ends
 (architecture.md, "GC"). A repository may read only the blobs linked to it
 (`repository_blobs`). Repositories are ImageStreams: creating one, or changing its tags,
 records a change so watches and resourceVersions follow.
+
+A blob row is `present`, `deleting` (GC) or `corrupt` (`ac adm registry verify --confirm`
+found its stored bytes damaged). A corrupt blob is not served and cannot be referenced;
+the next upload of the same digest replaces the stored bytes and flips it back to
+`present` (`record_blob(repaired=True)`).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from imageregistry.metadata.tables import (
 
 IMAGESTREAMS = "imagestreams.image.alauda.io"
 IMAGES = "images.image.alauda.io"
+PRESENT, DELETING, CORRUPT = "present", "deleting", "corrupt"
 
 
 class MetadataError(Exception):
@@ -53,6 +59,15 @@ class BlobUnknown(MetadataError):
 
 class BlobDeleting(BlobUnknown):
     """GC is deleting the blob; the client must upload it again."""
+
+
+class BlobCorrupt(BlobDeleting):
+    """The stored bytes are known to be damaged; uploading the blob again repairs them."""
+
+    def __init__(self, digest: str) -> None:
+        super().__init__(
+            f"blob {digest} is corrupt in the registry's storage; push it again to repair it"
+        )
 
 
 class UploadUnknown(MetadataError):
@@ -142,7 +157,7 @@ def hold_blobs(conn: Connection, sizes: Mapping[str, int], now: datetime, hold: 
             {
                 "digest": digest,
                 "size": size,
-                "state": "present",
+                "state": PRESENT,
                 "hold_until": hold,
                 "created": now,
             },
@@ -168,7 +183,10 @@ def lock_present_blobs(
         .order_by(blobs.c.digest)
         .with_for_update()
     ).all()
-    deleting = [r.digest for r in rows if r.state != "present"]
+    corrupt = [r.digest for r in rows if r.state == CORRUPT]
+    if corrupt:
+        raise BlobCorrupt(corrupt[0])
+    deleting = [r.digest for r in rows if r.state != PRESENT]
     if deleting:
         raise BlobDeleting(f"blob {deleting[0]} is being garbage-collected; upload it again")
     if not missing_ok and len(rows) != len(wanted):
@@ -217,31 +235,66 @@ class RegistryMetadata:
             if repo_id is None:
                 raise NameUnknown(f"repository {repo} not found")
             row = conn.execute(
-                select(blobs.c.size)
+                select(blobs.c.size, blobs.c.state)
                 .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
                 .where(
                     repository_blobs.c.repository_id == repo_id,
                     blobs.c.digest == digest,
-                    blobs.c.state == "present",
+                    blobs.c.state.in_((PRESENT, CORRUPT)),
                 )
             ).first()
         if row is None:
             raise BlobUnknown(f"blob {digest} unknown to repository {repo}")
+        if row.state == CORRUPT:
+            raise BlobCorrupt(digest)
         return int(row.size)
 
+    def blob_is_corrupt(self, digest: str) -> bool:
+        """True when verify marked the stored bytes of `digest` corrupt (a commit of the
+        same digest must then replace them)."""
+        with self.db.read() as conn:
+            state = conn.execute(select(blobs.c.state).where(blobs.c.digest == digest)).scalar()
+        return state == CORRUPT
+
     def record_blob(
-        self, repo: RepoKey, digest: str, size: int, now: datetime, may_create_ns: bool
+        self,
+        repo: RepoKey,
+        digest: str,
+        size: int,
+        now: datetime,
+        may_create_ns: bool,
+        *,
+        repaired: bool = False,
     ) -> None:
-        """Link a just-committed blob to `repo` (creating the stream when needed)."""
+        """Link a just-committed blob to `repo` (creating the stream when needed).
+
+        `repaired`: the commit replaced stored bytes marked corrupt, so the row is
+        `present` again. Without it a corrupt row (marked while this upload ran) refuses
+        the link with `BlobCorrupt`, and the client's retry repairs it.
+        """
         with self.db.write() as conn:
+            if repaired:
+                conn.execute(
+                    update(blobs)
+                    .where(blobs.c.digest == digest, blobs.c.state == CORRUPT)
+                    .values(state=PRESENT, size=size)
+                )
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
             hold_blobs(conn, {digest: size}, now, now + self.grace)
             link_blob(conn, repo_id, digest, now)
 
     def mount_blob(
-        self, source: RepoKey, target: RepoKey, digest: str, now: datetime, may_create_ns: bool
+        self,
+        source: RepoKey,
+        target: RepoKey,
+        digest: str,
+        now: datetime,
+        may_create_ns: bool,
+        stored_size: int | None = None,
     ) -> int | None:
-        """Link a blob readable in `source` to `target`; its size, or None to fall back."""
+        """Link a blob readable in `source` to `target`; its size, or None to fall back
+        (also when `stored_size`, what the store holds, is not the recorded size: the
+        client then uploads the blob, which repairs the stored copy)."""
         with self.db.write() as conn:
             source_id = find_repository(conn, source)
             if source_id is None:
@@ -258,7 +311,7 @@ class RegistryMetadata:
                 sizes = lock_present_blobs(conn, [digest])
             except BlobDeleting:
                 return None
-            if digest not in sizes:
+            if digest not in sizes or stored_size not in (None, sizes[digest]):
                 return None
             target_id = ensure_repository(conn, target, now, may_create_ns)
             hold_blobs(conn, sizes, now, now + self.grace)

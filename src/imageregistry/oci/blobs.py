@@ -9,10 +9,16 @@ range answers 206 with `Content-Range`, an unsatisfiable or malformed one 416 (R
 unlike one derived from file metadata), and a matching `If-None-Match` answers 304
 before any range is considered (RFC 9110 §13.2.2). DELETE unlinks the blob from the repository; the
 bytes stay until registry GC.
+
+Every HEAD and GET compares the stored size with the recorded one first: a blob damaged
+in storage (or marked corrupt by `ac adm registry verify`) answers 404 `BLOB_UNKNOWN` with
+a message saying so, and is logged, never sent short. The 404 is deliberate: a client
+pushing the same blob then uploads it again, and that upload repairs the stored copy.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
@@ -23,6 +29,8 @@ from imageregistry.content.digest import Digest
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
+
+log = logging.getLogger(__name__)
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 OCTET = "application/octet-stream"
@@ -57,6 +65,7 @@ async def get_blob(ctx: Ctx) -> Response:
     headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes", "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
+    await _check_stored_size(ctx, digest, size)
     range_header = ctx.request.headers.get("range")
     if range_header:
         return await _ranged(ctx, digest, size, range_header, headers)
@@ -69,13 +78,31 @@ async def get_blob(ctx: Ctx) -> Response:
     path = store.local_path(digest)
     links = ctx.registry.services.blob_links
     if path is not None and links is not None and size >= REDIRECT_MIN_SIZE:
-        location = links.url_for(digest, ctx.request.url.hostname or "")
+        location = links.url_for(digest, ctx.request.url.hostname or "", size)
         return RedirectResponse(location, status_code=307, headers=headers)
     if path is not None:
         return FileResponse(path, headers=headers, media_type=OCTET)
     stream = await store.read(digest)
     headers["Content-Length"] = str(size)
     return StreamingResponse(stream, headers=headers, media_type=OCTET)
+
+
+async def _check_stored_size(ctx: Ctx, digest: Digest, recorded: int) -> None:
+    """Refuse (404, logged) a blob whose stored size is not the recorded size."""
+    stored = await ctx.registry.blobs.stat(digest)
+    if stored == recorded:
+        return
+    found = "is missing" if stored is None else f"has {stored} bytes"
+    log.error(
+        "blob %s %s in storage but %d bytes are recorded; refused "
+        "(push it again to repair it; `ac adm registry verify` finds others)",
+        digest,
+        found,
+        recorded,
+    )
+    raise RegistryError(
+        "BLOB_UNKNOWN", f"blob {digest} is damaged in the registry's storage; push it again"
+    )
 
 
 async def _ranged(

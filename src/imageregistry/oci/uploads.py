@@ -99,10 +99,17 @@ async def _try_mount(ctx: Ctx, create_ns: bool) -> Response | None:
     source = RepoKey(parsed.namespace, parsed.stream)
     if not await ctx.registry.gate.allowed(ctx.request, RegistryAction.PULL, source):
         return None  # behaviour.md §3: fall back to a normal upload
-    if await ctx.registry.blobs.stat(digest) is None:
+    stored = await ctx.registry.blobs.stat(digest)
+    if stored is None:
         return None
     size = await ctx.run(
-        ctx.registry.meta.mount_blob, source, ctx.repo, str(digest), ctx.registry.now(), create_ns
+        ctx.registry.meta.mount_blob,
+        source,
+        ctx.repo,
+        str(digest),
+        ctx.registry.now(),
+        create_ns,
+        stored,
     )
     if size is None:
         return None
@@ -193,15 +200,24 @@ async def _complete(
     ctx: Ctx, upload_id: str, digest: Digest, create_ns: bool, *, tracked: bool
 ) -> Response:
     registry = ctx.registry
+    # A blob marked corrupt is replaced by this upload (the store replaces one of another
+    # size by itself); the metadata then marks it present again.
+    repair = await ctx.run(registry.meta.blob_is_corrupt, str(digest))
     try:
-        info = await registry.blobs.commit_upload(upload_id, digest)
+        info = await registry.blobs.commit_upload(upload_id, digest, replace=repair)
     except (st.DigestMismatch, st.SizeMismatch):
         if tracked:  # the store discarded the staged data: the session is over
             await ctx.run(registry.meta.delete_upload, upload_id)
         raise
     try:
         await ctx.run(
-            registry.meta.record_blob, ctx.repo, str(digest), info.size, registry.now(), create_ns
+            registry.meta.record_blob,
+            ctx.repo,
+            str(digest),
+            info.size,
+            registry.now(),
+            create_ns,
+            repaired=repair,
         )
     finally:
         if tracked:

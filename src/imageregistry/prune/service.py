@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.gc_queries import SqlGcStore
+from imageregistry.metadata.gc_queries import SqlBlobChecks, SqlGcStore
 from imageregistry.metadata.prune_queries import SqlPruneDeleter, load_snapshot
 from imageregistry.metadata.prune_runs import (
     RestoreCheck,
@@ -38,6 +38,7 @@ from imageregistry.prune.inuse import InUse, gather_in_use, host_of
 from imageregistry.prune.options import PruneOptions
 from imageregistry.prune.planner import PrunePlan, plan_prune
 from imageregistry.prune.reconcile import ReconcileResult, reconcile
+from imageregistry.prune.verify import VerifyPage, verify_page
 from imageregistry.services import Services
 from imageregistry.storage.driver import BlobStore
 
@@ -121,6 +122,10 @@ class Pruner:
         return await run_gc(
             store, StoreBlobDeleter(self._blobs), self._blobs, now, self._gc_settings
         )
+
+    async def verify(self, after: str, limit: int, dry_run: bool) -> VerifyPage:
+        """One page of `ac adm registry verify` (see `prune.verify`)."""
+        return await verify_page(SqlBlobChecks(self._db), self._blobs, after, limit, not dry_run)
 
     async def reconcile(self, dry_run: bool) -> ReconcileResult:
         store = SqlGcStore(self._db)

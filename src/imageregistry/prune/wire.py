@@ -13,6 +13,7 @@ from imageregistry.metadata.prune_runs import PruneRun, RestoreResult
 from imageregistry.prune.gc import GcResult
 from imageregistry.prune.reconcile import ReconcileResult
 from imageregistry.prune.service import PruneOutcome
+from imageregistry.prune.verify import VerifyPage
 
 
 def _iso(value: Any) -> str:
@@ -87,6 +88,34 @@ def reconcile_status(result: ReconcileResult) -> dict[str, Any]:
             for b in result.unknown
         ],
         "size": result.size,
+    }
+
+
+def verify_status(page: VerifyPage) -> dict[str, Any]:
+    """`RegistryVerification.status`: one page; `continue` names where the next starts."""
+    return {
+        "dryRun": page.dry_run,
+        "checked": page.checked,
+        "checkedBytes": page.checked_bytes,
+        "corrupt": [
+            {
+                "digest": f.digest,
+                "size": f.size,
+                "storedSize": f.stored_size,
+                "storedDigest": f.actual,
+                "problem": f.problem,
+                "marked": f.marked,
+            }
+            for f in page.findings
+            if not f.intact
+        ],
+        "intact": [
+            {"digest": f.digest, "size": f.size, "unmarked": f.marked}
+            for f in page.findings
+            if f.intact
+        ],
+        "continue": page.next_token,
+        "total": {"count": page.total_count, "size": page.total_bytes},
     }
 
 

@@ -71,7 +71,8 @@ class BlobStore(Protocol):
     """Content-addressed blob storage with resumable, verified uploads."""
 
     async def start_upload(self, upload_id: str) -> None:
-        """Create an empty upload session (``UploadExists`` if the id is taken)."""
+        """Create an empty upload session (``UploadExists`` if the id is taken,
+        ``StorageFull`` with nothing left behind if the store has no room)."""
 
     async def append_upload(
         self,
@@ -81,6 +82,9 @@ class BlobStore(Protocol):
         limit: int | None = None,
     ) -> int:
         """Append ``chunks`` at ``offset`` and return the new staged size.
+
+        ``StorageFull`` when the store has no room: what was written before stays staged
+        (``upload_size`` says how much), so the client can resume once there is space.
 
         ``UploadOffsetMismatch`` (nothing written) when ``offset`` is not the staged size;
         ``UploadTooLarge`` (chunk rolled back) when the stream carries more than ``limit``
@@ -95,20 +99,37 @@ class BlobStore(Protocol):
         ...
 
     async def commit_upload(
-        self, upload_id: str, expected: Digest, expected_size: int | None = None
+        self,
+        upload_id: str,
+        expected: Digest,
+        expected_size: int | None = None,
+        *,
+        replace: bool = False,
     ) -> BlobInfo:
         """Verify and publish the staged content as a blob; the session ends either way.
 
         ``DigestMismatch``/``SizeMismatch`` discard the staged data and publish nothing.
-        Committing content that is already stored just drops the staged copy.
+        Committing content that is already stored just drops the staged copy, unless the
+        stored copy has another size (truncated or grown on disk) or ``replace`` is set
+        (the caller knows the stored copy is corrupt): the verified staged content then
+        takes its place, which is how a push heals a damaged blob. ``StorageFull`` keeps
+        the session and its staged data, so the commit can be retried.
         """
         ...
 
     async def cancel_upload(self, upload_id: str) -> None:
         """Discard a session and its staged data (``UploadNotFound`` if absent)."""
 
-    async def put_blob(self, data: bytes, expected: Digest) -> BlobInfo:
-        """Store a small blob in one call, verified like ``commit_upload``."""
+    async def put_blob(self, data: bytes, expected: Digest, *, replace: bool = False) -> BlobInfo:
+        """Store a small blob in one call, verified (and healing) like ``commit_upload``."""
+        ...
+
+    async def hash_blob(self, digest: Digest) -> BlobInfo:
+        """Digest (under ``digest``'s algorithm) and size of the bytes actually stored.
+
+        Reads the whole blob (``BlobNotFound`` if absent); ``ac adm registry verify``
+        compares the answer with the name to find blobs damaged in storage.
+        """
         ...
 
     async def stat(self, digest: Digest) -> int | None:

@@ -104,3 +104,14 @@ class InvalidRange(StorageError):
         self.start = start
         self.end = end
         self.size = size
+
+
+class StorageFull(StorageError):
+    """The store has no room (ENOSPC, EDQUOT); nothing partial was published.
+
+    An upload keeps the bytes staged before the failure, so the client may resume or
+    retry once space is freed; the OCI layer answers 507 with ``Retry-After``.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"blob storage is full: {detail}")

@@ -9,6 +9,12 @@ Nothing is ever written inside ``blobs/`` except by that rename, so a crash can 
 garbage only under ``uploads/`` and a staged upload is never visible through ``stat``.
 Per-upload ``flock`` keeps two requests (in this process or another) from appending to
 or committing the same session at once.
+
+A commit whose blob already exists keeps the stored file only when it has the staged
+size and the caller does not know it to be corrupt; otherwise the verified staged file
+replaces it by the same rename, so pushing a blob again heals a damaged copy. A full
+filesystem (ENOSPC, EDQUOT) becomes ``StorageFull``, logged once until a commit succeeds
+again; staged bytes written before it stay, so the upload can resume.
 """
 
 from __future__ import annotations
@@ -16,10 +22,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,6 +45,7 @@ from imageregistry.storage.errors import (
     DigestMismatch,
     InvalidRange,
     SizeMismatch,
+    StorageFull,
     UploadExists,
     UploadInProgress,
     UploadNotFound,
@@ -56,7 +64,34 @@ from imageregistry.storage.staging import (
     write_all,
 )
 
+log = logging.getLogger(__name__)
+
 _HEX2 = frozenset(f"{i:02x}" for i in range(256))
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+class _FullReport:
+    """Logs a full filesystem once per episode (not per chunk or per request): the first
+    failure warns, later ones stay quiet until a commit succeeds again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.full = False
+
+    def failed(self, what: str, exc: OSError) -> None:
+        if not self.full:
+            self.full = True
+            log.error(
+                "blob storage %s is full (%s while %s); uploads answer 507 until space is freed",
+                self.root,
+                exc.strerror or exc,
+                what,
+            )
+
+    def succeeded(self) -> None:
+        if self.full:
+            self.full = False
+            log.warning("blob storage %s accepts writes again", self.root)
 
 
 def _mtime(st: os.stat_result) -> datetime:
@@ -89,6 +124,18 @@ class FilesystemBlobStore:
         self.direct_io = direct_io
         self._hashes = HashCache(streaming_algorithms)
         self._staging = Staging()
+        self._full = _FullReport(self.root)
+
+    @contextlib.contextmanager
+    def _room(self, what: str) -> Iterator[None]:
+        """Turn ENOSPC/EDQUOT inside the block into ``StorageFull`` (logged once)."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.errno not in _FULL_ERRNOS:
+                raise
+            self._full.failed(what, exc)
+            raise StorageFull(f"{exc.strerror or exc} while {what}") from exc
 
     # -- paths ---------------------------------------------------------------------------
 
@@ -116,12 +163,17 @@ class FilesystemBlobStore:
 
     async def start_upload(self, upload_id: str) -> None:
         directory = self._upload_dir(upload_id)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            directory.mkdir()
-        except FileExistsError:
-            raise UploadExists(upload_id) from None
-        os.close(os.open(directory / "data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        with self._room("starting an upload"):
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                directory.mkdir()
+            except FileExistsError:
+                raise UploadExists(upload_id) from None
+            try:
+                os.close(os.open(directory / "data", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except OSError:
+                shutil.rmtree(directory, ignore_errors=True)  # no half-made session
+                raise
 
     async def append_upload(
         self,
@@ -129,6 +181,12 @@ class FilesystemBlobStore:
         offset: int,
         chunks: AsyncIterator[bytes],
         limit: int | None = None,
+    ) -> int:
+        with self._room("staging an upload"):
+            return await self._append(upload_id, offset, chunks, limit)
+
+    async def _append(
+        self, upload_id: str, offset: int, chunks: AsyncIterator[bytes], limit: int | None
     ) -> int:
         fd = self._open_staged(upload_id, os.O_WRONLY)
         direct_fd: int | None = None
@@ -176,7 +234,12 @@ class FilesystemBlobStore:
             raise UploadNotFound(upload_id) from None
 
     async def commit_upload(
-        self, upload_id: str, expected: Digest, expected_size: int | None = None
+        self,
+        upload_id: str,
+        expected: Digest,
+        expected_size: int | None = None,
+        *,
+        replace: bool = False,
     ) -> BlobInfo:
         fd = self._open_staged(upload_id, os.O_RDONLY)
         try:
@@ -195,10 +258,14 @@ class FilesystemBlobStore:
                 self._discard(upload_id)
                 raise DigestMismatch(expected, actual)
             staged = self._upload_dir(upload_id) / "data"
-            await anyio.to_thread.run_sync(self._publish, fd, staged, expected)
+            with self._room("committing an upload"):
+                await anyio.to_thread.run_sync(
+                    self._publish, fd, staged, expected, state.size, replace
+                )
         finally:
             os.close(fd)
         self._discard(upload_id)
+        self._full.succeeded()
         return BlobInfo(expected, state.size)
 
     async def cancel_upload(self, upload_id: str) -> None:
@@ -213,11 +280,19 @@ class FilesystemBlobStore:
         self._hashes.drop(upload_id)
         shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)
 
-    def _publish(self, fd: int, staged: Path, digest: Digest) -> None:
-        """Make verified staged bytes the blob ``digest`` (blocking: run in a thread)."""
+    def _publish(self, fd: int, staged: Path, digest: Digest, size: int, replace: bool) -> None:
+        """Make verified staged bytes (``size`` of them) the blob ``digest``, unless an
+        intact copy is already stored (blocking: run in a thread)."""
         target = self._blob_path(digest)
-        if target.is_file():
+        try:
+            stored: int | None = target.stat().st_size
+        except FileNotFoundError:
+            stored = None
+        if stored == size and not replace:
             return  # Dedup: identical content is already stored; the caller drops ours.
+        if stored is not None:
+            why = "it is marked corrupt" if stored == size else f"it has {stored} bytes"
+            log.warning("replacing stored blob %s (%d bytes): %s", digest, size, why)
         if self.fsync:
             os.fsync(fd)
         self._make_dirs(target.parent)
@@ -239,22 +314,37 @@ class FilesystemBlobStore:
             for path in missing:
                 _fsync_dir(path.parent)
 
-    async def put_blob(self, data: bytes, expected: Digest) -> BlobInfo:
+    async def put_blob(self, data: bytes, expected: Digest, *, replace: bool = False) -> BlobInfo:
         actual = digest_of(data, expected.algorithm)
         if actual != expected:
             raise DigestMismatch(expected, actual)
-        if await self.stat(expected) is None:
+        if replace or await self.stat(expected) != len(data):
             staging_id = str(uuid.uuid4())
             await self.start_upload(staging_id)
             fd = self._open_staged(staging_id, os.O_WRONLY)
             try:
-                write_all(fd, data, 0)
-                staged = self._upload_dir(staging_id) / "data"
-                await anyio.to_thread.run_sync(self._publish, fd, staged, expected)
+                with self._room("storing a blob"):
+                    write_all(fd, data, 0)
+                    staged = self._upload_dir(staging_id) / "data"
+                    await anyio.to_thread.run_sync(
+                        self._publish, fd, staged, expected, len(data), replace
+                    )
             finally:
                 os.close(fd)
                 self._discard(staging_id)
         return BlobInfo(expected, len(data))
+
+    async def hash_blob(self, digest: Digest) -> BlobInfo:
+        try:
+            fd = os.open(self._blob_path(digest), os.O_RDONLY)
+        except FileNotFoundError:
+            raise BlobNotFound(digest) from None
+        try:
+            hexes = await anyio.to_thread.run_sync(hash_file, fd, (digest.algorithm,))
+            size = os.fstat(fd).st_size
+        finally:
+            os.close(fd)
+        return BlobInfo(Digest(digest.algorithm, hexes[digest.algorithm]), size)
 
     # -- blobs ---------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """In-memory ``BlobStore`` fake for unit tests of the layers above storage.
 
 It follows the same contract as the filesystem driver (the shared driver suite runs
-against both) but keeps everything in dictionaries held by a ``MemoryBackend``. Several
+against both) but keeps everything in dictionaries held by a ``MemoryBackend``. Tests
+damage a stored blob by rewriting ``backend.blobs[digest]``; a commit heals it exactly as
+on disk (another size, or ``replace``). Several
 store instances may share one backend, which stands in for several replicas sharing one
 object store: upload state lives in the backend, never in the store instance.
 """
@@ -89,7 +91,12 @@ class InMemoryBlobStore:
         return len(self._upload(upload_id).data)
 
     async def commit_upload(
-        self, upload_id: str, expected: Digest, expected_size: int | None = None
+        self,
+        upload_id: str,
+        expected: Digest,
+        expected_size: int | None = None,
+        *,
+        replace: bool = False,
     ) -> BlobInfo:
         upload = self._upload(upload_id)
         if upload.busy:
@@ -98,18 +105,24 @@ class InMemoryBlobStore:
         data = bytes(upload.data)
         if expected_size is not None and len(data) != expected_size:
             raise SizeMismatch(expected_size, len(data))
-        return await self.put_blob(data, expected)
+        return await self.put_blob(data, expected, replace=replace)
 
     async def cancel_upload(self, upload_id: str) -> None:
         self._upload(upload_id)
         del self.backend.uploads[upload_id]
 
-    async def put_blob(self, data: bytes, expected: Digest) -> BlobInfo:
+    async def put_blob(self, data: bytes, expected: Digest, *, replace: bool = False) -> BlobInfo:
         actual = digest_of(data, expected.algorithm)
         if actual != expected:
             raise DigestMismatch(expected, actual)
-        self.backend.blobs.setdefault(expected, (bytes(data), datetime.now(UTC)))
+        stored = self.backend.blobs.get(expected)
+        if replace or stored is None or len(stored[0]) != len(data):
+            self.backend.blobs[expected] = (bytes(data), datetime.now(UTC))
         return BlobInfo(expected, len(data))
+
+    async def hash_blob(self, digest: Digest) -> BlobInfo:
+        data = await self.read_all(digest)
+        return BlobInfo(digest_of(data, digest.algorithm), len(data))
 
     async def stat(self, digest: Digest) -> int | None:
         entry = self.backend.blobs.get(digest)

@@ -63,6 +63,22 @@ def test_a_link_grants_nothing_else() -> None:
         links(clock, key=b"another key").check(path, query)
 
 
+def test_a_link_carries_its_signed_recorded_size() -> None:
+    clock = Clock()
+    path, query = split(links(clock).url_for(DIGEST, "h", 3_000_000))
+    assert links(clock).grant(path, query) == (DIGEST, 3_000_000)
+    assert links(clock).grant(*split(links(clock).url_for(DIGEST, "h"))) == (DIGEST, None)
+    for forged in (
+        {**query, "size": "100"},  # a size the main port never recorded
+        {k: v for k, v in query.items() if k != "size"},
+        {**query, "size": "9" * 5000},
+        {**query, "size": "-1"},
+    ):
+        with pytest.raises(LinkRefused) as refused:
+            links(clock).grant(path, forged)
+        assert refused.value.status == 403, forged
+
+
 @pytest.mark.parametrize(
     "path",
     ["/", "/v2/", "/blobs/", "/blobs/sha256:xyz", "/blobs/../etc/passwd", "/blobs/md5:abc"],

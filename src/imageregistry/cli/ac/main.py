@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import click
 
-from imageregistry.cli.ac import gc, login, prune
+from imageregistry.cli.ac import blob_verify, gc, login, prune
 from imageregistry.cli.ac.adm import adm
 from imageregistry.cli.ac.errors import AcGroup
 from imageregistry.cli.ac.get import delete, describe, get
@@ -48,3 +48,4 @@ adm.add_command(verify_image_signature)
 adm.add_command(policy)
 adm.add_command(prune.prune)
 adm.add_command(gc.registry)
+gc.registry.add_command(blob_verify.verify)
