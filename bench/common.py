@@ -189,6 +189,7 @@ def start_ours(
     fsync: bool = True,
     cpu_affinity: str = "auto",
     blob_port: bool = False,
+    htpasswd: Path | None = None,
 ) -> Server:
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -206,6 +207,8 @@ def start_ours(
     ]
     if not tls:
         argv.append("--plain-http")
+    if htpasswd is not None:
+        argv += ["--htpasswd-file", str(htpasswd)]
     env = {
         "IMAGE_REGISTRY_BLOB_FSYNC": "true" if fsync else "false",
         "IMAGE_REGISTRY_CPU_AFFINITY": cpu_affinity,
