@@ -110,6 +110,7 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (st.DigestMismatch, "DIGEST_INVALID", None),
     (st.SizeMismatch, "SIZE_INVALID", None),
     (st.BlobNotFound, "BLOB_UNKNOWN", None),
+    (st.StorageFull, "UNKNOWN", 507),  # uploads add Retry-After and the session's Range
 )
 
 

@@ -7,6 +7,10 @@ restart. A chunk that does not start where the staged data ends answers 416 with
 current `Range` and leaves the session usable (clients.md). A blob becomes visible only
 after the store verified its digest and published it atomically *and* the metadata
 transaction linked it, so a crash at any point exposes nothing partial.
+
+A full blob store (`StorageFull`) answers 507 with `Retry-After`: a session keeps the
+bytes staged before the failure and the answer carries its `Range`, so the client
+resumes (or retries the PUT) once space is freed; a monolithic upload is discarded.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 from imageregistry.storage import errors as st
 
+STORAGE_FULL_RETRY_SECONDS = 60
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 
@@ -72,16 +77,19 @@ async def start_upload(ctx: Ctx) -> Response:
     digest = _query_digest(ctx)
     await ctx.run(registry.meta.check_push_target, ctx.repo, create_ns)
     upload_id = str(uuid.uuid4())
-    await registry.blobs.start_upload(upload_id)
+    try:
+        await registry.blobs.start_upload(upload_id)
+    except st.StorageFull as exc:
+        raise _storage_full(ctx, exc, None) from None
     if digest is not None:
         # Monolithic upload (spec "POST then PUT" collapsed): stage, verify, publish.
         try:
-            await _append(ctx, upload_id, 0)
+            await _append(ctx, upload_id, 0, tracked=False)
+            return await _complete(ctx, upload_id, digest, create_ns, tracked=False)
         except BaseException:
             with contextlib.suppress(st.StorageError):
                 await registry.blobs.cancel_upload(upload_id)
             raise
-        return await _complete(ctx, upload_id, digest, create_ns, tracked=False)
     await ctx.run(registry.meta.create_upload, upload_id, ctx.repo, registry.now())
     return Response(status_code=202, headers=_session_headers(ctx.repo, upload_id, 0))
 
@@ -139,6 +147,17 @@ def _declared_chunk(ctx: Ctx, size: int) -> tuple[int, int | None]:
     return start, end - start + 1
 
 
+def _storage_full(ctx: Ctx, exc: st.StorageFull, staged: int | None) -> RegistryError:
+    """507 for a full store; with `staged` (a session's size), where to resume."""
+    headers = {"Retry-After": str(STORAGE_FULL_RETRY_SECONDS)}
+    if staged is None:
+        hint = "nothing was stored; retry once space is freed"
+    else:
+        headers.update(_session_headers(ctx.repo, ctx.arg, staged))
+        hint = f"{staged} bytes stay staged (see Range); resume once space is freed"
+    return RegistryError("UNKNOWN", f"{exc}; {hint}", status=507, headers=headers)
+
+
 def _range_error(ctx: Ctx, size: int, message: str) -> RegistryError:
     return RegistryError(
         "BLOB_UPLOAD_INVALID",
@@ -154,11 +173,14 @@ async def _body(ctx: Ctx) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _append(ctx: Ctx, upload_id: str, size: int) -> int:
+async def _append(ctx: Ctx, upload_id: str, size: int, *, tracked: bool = True) -> int:
     offset, length = _declared_chunk(ctx, size)
     store = ctx.registry.blobs
     try:
         new_size = await store.append_upload(upload_id, offset, _body(ctx), limit=length)
+    except st.StorageFull as exc:
+        staged = await store.upload_size(upload_id) if tracked else None
+        raise _storage_full(ctx, exc, staged) from None
     except st.UploadOffsetMismatch as exc:
         raise _range_error(ctx, exc.size, str(exc)) from None
     except st.UploadTooLarge:
@@ -209,6 +231,9 @@ async def _complete(
         if tracked:  # the store discarded the staged data: the session is over
             await ctx.run(registry.meta.delete_upload, upload_id)
         raise
+    except st.StorageFull as exc:  # the staged data stays: the PUT can be retried
+        staged = await registry.blobs.upload_size(upload_id) if tracked else None
+        raise _storage_full(ctx, exc, staged) from None
     try:
         await ctx.run(
             registry.meta.record_blob,

@@ -91,7 +91,7 @@ class _FullReport:
     def succeeded(self) -> None:
         if self.full:
             self.full = False
-            log.warning("blob storage %s accepts writes again", self.root)
+            log.info("blob storage %s accepts writes again", self.root)
 
 
 def _mtime(st: os.stat_result) -> datetime:
