@@ -256,3 +256,23 @@ def test_a_deleted_service_accounts_refresh_token_stops_working(server: Registry
     reply = _post(server, grant_type="refresh_token", refresh_token=refresh)
     assert reply.status_code == 401 and reply.json()["error"] == "invalid_grant"
     assert _status(server, access) == 401
+
+
+def test_failed_password_grants_are_throttled(tmp_path: Path) -> None:
+    (tmp_path / "htpasswd").write_text(_htpasswd("alice"))
+    with RegistryProcess(
+        data_dir=tmp_path / "data",
+        plain_http=True,
+        extra_args=["--htpasswd-file", str(tmp_path / "htpasswd")],
+        env={"IMAGE_REGISTRY_FAILED_LOGINS_PER_MINUTE": "2"},
+    ) as throttled:
+        statuses = []
+        for _ in range(4):
+            reply = _post(throttled, grant_type="password", username="alice", password="guess")
+            statuses.append(reply.status_code)
+            if reply.status_code == 429:
+                break
+        assert statuses[0] == 401 and statuses[-1] == 429, statuses
+        assert reply.json()["error"] == "temporarily_unavailable"
+        assert reply.json()["errors"][0]["code"] == "TOOMANYREQUESTS"
+        assert int(reply.headers["retry-after"]) > 0
