@@ -22,6 +22,7 @@ import pytest
 
 from tests.e2e.kubectl_support import add_user_token
 from tests.e2e.oci_support import image_manifest, sha
+from tests.support.bigbody import MIB, body_headers, memory_mib, stream
 from tests.support.server import RegistryProcess
 
 NS = "hx"
@@ -562,3 +563,61 @@ def test_seeded_protobuf_mutations_never_fail_the_server(api: httpx.Client) -> N
             headers={"Content-Type": PROTOBUF},
         )
         _well_formed(response)
+
+
+# --- large bodies (issue 14, finding 4) ---------------------------------------------------
+
+BIG = 400 * MIB
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+@pytest.fixture(scope="module")
+def big_body_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """A server of its own, so that the peak memory measured is the large bodies' alone."""
+    root = tmp_path_factory.mktemp("api-big-body")
+    with RegistryProcess(data_dir=root / "data", plain_http=True) as process:
+        with process.client(process.admin_token) as client:
+            assert client.post("/api/v1/namespaces", json={"metadata": {"name": NS}}).is_success
+            assert client.post(IS, json={"metadata": {"name": "big"}}).status_code == 201
+        yield process
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    ("method", "path", "content_type", "who"),
+    [
+        ("POST", SSAR, "application/json", "mallory"),  # any authenticated user may review
+        ("POST", SSAR, PROTOBUF, "mallory"),
+        ("PATCH", f"{IS}/big", MERGE, "admin"),
+        ("PUT", f"{IS}/big", "application/json", "admin"),
+    ],
+)
+def test_a_huge_body_is_refused_while_it_streams(
+    big_body_server: RegistryProcess,
+    method: str,
+    path: str,
+    content_type: str,
+    who: str,
+    declared: bool,
+) -> None:
+    """The API used to read a body whole before its size check: 400 MiB to
+    SelfSubjectAccessReview grew the worker by 700 MB. Now a Content-Length over the 3 MiB
+    limit is refused before reading and a chunked body as soon as it passes it."""
+    server = big_body_server
+    token = server.admin_token if who == "admin" else add_user_token(server, who)
+    (worker,) = server.worker_pids()
+    before = memory_mib(worker)
+    with server.client(token, timeout=300) as client:
+        response = client.request(
+            method,
+            path,
+            content=stream(BIG),
+            headers=body_headers(BIG, declared, content_type),
+        )
+        body = _status(response, 413)
+        assert body["reason"] == "RequestEntityTooLarge"
+        assert body["message"] == "the request body is larger than the limit of 3145728 bytes"
+        review = {"spec": {"resourceAttributes": {"verb": "get", "resource": "imagestreams"}}}
+        assert client.post(SSAR, json=review).status_code == 201  # the server still answers
+    grown = memory_mib(worker, "VmHWM") - before
+    assert grown < 100, f"the worker's peak memory grew by {grown:.0f} MiB"

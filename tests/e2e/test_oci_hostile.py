@@ -14,6 +14,8 @@ import httpx
 import pytest
 
 from tests.e2e.oci_support import image_manifest, sha
+from tests.support.bigbody import MIB, body_headers, memory_mib, stream
+from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -330,3 +332,50 @@ def test_an_index_whose_child_size_lies_is_manifest_invalid(client: httpx.Client
         headers={"Content-Type": OCI_INDEX},
     )
     assert r.status_code == 201, r.text
+
+
+# --- large bodies (issue 14, finding 4) ---------------------------------------------------
+
+BIG = 400 * MIB
+BIG_BLOB = b"blob-port layer\n" * 65536  # 1 MiB: fetched through the blob port
+
+
+@pytest.fixture(scope="module")
+def own_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    """A server of its own (peak memory measured is this section's alone) with the blob
+    port on, holding `BIG_BLOB` in REPO."""
+    root = tmp_path_factory.mktemp("hostile-own")
+    blob_listen = f"127.0.0.1:{free_port()}"
+    process = RegistryProcess(
+        data_dir=root / "data", plain_http=True, extra_args=["--blob-listen", blob_listen]
+    )
+    with process, process.client(process.admin_token) as client:
+        r = client.post(
+            f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(BIG_BLOB)}, content=BIG_BLOB
+        )
+        assert r.status_code == 201, r.text
+        yield process
+
+
+@pytest.mark.parametrize("declared", [True, False], ids=["content-length", "chunked"])
+@pytest.mark.parametrize("target", ["manifest", "signature"])
+def test_a_huge_body_is_refused_while_it_streams(
+    own_server: RegistryProcess, target: str, declared: bool
+) -> None:
+    """400 MiB to a manifest PUT or the signature extension answers 413 `SIZE_INVALID`
+    without the worker holding the body: a Content-Length over the limit is refused before
+    reading, a chunked body as soon as it passes the limit."""
+    digest = sha(b"no such image")
+    path, content_type = {
+        "manifest": (f"/v2/{REPO}/manifests/big", OCI_MANIFEST),
+        "signature": (f"/extensions/v2/{REPO}/signatures/{digest}", "application/json"),
+    }[target]
+    (worker,) = own_server.worker_pids()
+    before = memory_mib(worker)
+    with own_server.client(own_server.admin_token, timeout=300) as client:
+        r = client.put(path, content=stream(BIG), headers=body_headers(BIG, declared, content_type))
+        assert r.status_code == 413 and _code(r) == "SIZE_INVALID", r.text
+        assert client.get(f"/v2/{REPO}/blobs/{sha(BIG_BLOB)}").status_code == 307  # still served
+        assert client.get(f"/v2/{REPO}/manifests/big").status_code == 404  # nothing stored
+    grown = memory_mib(worker, "VmHWM") - before
+    assert grown < 100, f"the worker's peak memory grew by {grown:.0f} MiB"

@@ -1,4 +1,4 @@
-"""Request bodies: JSON or Kubernetes protobuf in, field validation, size limits.
+"""Request bodies: JSON or Kubernetes protobuf in, field validation.
 
 kubectl sends protobuf for built-in kinds and JSON for everything else (docs/kubectl.md §0);
 both decode to the same JSON-shaped dict here, and nothing past this module sees raw bytes.
@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from imageregistry.apiserver.protobuf import ProtobufDecodeError, decode_k8s_protobuf
-from imageregistry.apiserver.status import bad_request, too_large, unsupported_media_type
+from imageregistry.apiserver.status import bad_request, unsupported_media_type
 
-MAX_BODY_BYTES = 3 * 1024 * 1024  # kube-apiserver's default request size limit
+# kube-apiserver's default request size limit; routes.py reads no more (httpinput.read_body)
+MAX_BODY_BYTES = 3 * 1024 * 1024
 MAX_DEPTH = 100  # far beyond any real object; well inside Python's recursion limit
 PROTOBUF = "application/vnd.kubernetes.protobuf"
 JSON_TYPES = (
@@ -67,10 +68,9 @@ def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def decode_body(raw: bytes, content_type: str, limit: int = MAX_BODY_BYTES) -> Decoded:
-    """Parse a request body; 413 above `limit`, 400 when malformed, 415 for unknown types."""
-    if len(raw) > limit:
-        raise too_large(limit)
+def decode_body(raw: bytes, content_type: str) -> Decoded:
+    """Parse a request body (already bounded by `read_body`); 400 when malformed, 415 for
+    unknown types."""
     kind = media_type(content_type)
     if kind == PROTOBUF:
         try:

@@ -24,18 +24,23 @@ from starlette.routing import BaseRoute, Route
 
 from imageregistry.apiserver import discovery, openapi
 from imageregistry.apiserver.catalog import build_handlers
-from imageregistry.apiserver.codec import (
-    warning_header,
-)
+from imageregistry.apiserver.codec import MAX_BODY_BYTES, warning_header
 from imageregistry.apiserver.request_context import (
     authorize_request,
     client_host,
     identify,
 )
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
-from imageregistry.apiserver.status import ApiError, bad_request, internal_error, method_not_allowed
+from imageregistry.apiserver.status import (
+    ApiError,
+    bad_request,
+    internal_error,
+    method_not_allowed,
+    too_large,
+)
 from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
+from imageregistry.httpinput import BodyTooLarge, InputError, read_body
 from imageregistry.services import Services
 
 # Deleting these ends the tokens of the service accounts in them (authn.py's cache).
@@ -110,6 +115,8 @@ class ApiServer:
             return await self._dispatch(request, user)
         except ApiError as error:
             return error_response(error)
+        except InputError as exc:  # a number or body out of httpinput's bounds
+            return error_response(input_error(exc))
         except Exception as exc:
             log.exception("API request failed")
             return error_response(internal_error(type(exc).__name__))
@@ -216,7 +223,8 @@ class ApiServer:
         ctx = RequestContext(
             user, self.services.authz, self.services.clock, dry_run, query.get("fieldManager", "")
         )
-        raw = await request.body() if request.method in ("POST", "PUT", "PATCH", "DELETE") else b""
+        has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
+        raw = await read_body(request, MAX_BODY_BYTES) if has_body else b""
         dispatcher = Dispatcher(target.handler, ctx, request, self.services)
         if verb == "watch":
             if "watch" not in info.verbs:
@@ -244,6 +252,14 @@ def _timeout_seconds(text: str) -> float:
     if text and not (text.isascii() and text.isdigit()):
         raise bad_request(f"invalid timeoutSeconds {text!r}: must be a non-negative integer")
     return float(min(int(text or 0), MAX_WATCH_SECONDS) or MAX_WATCH_SECONDS)
+
+
+def input_error(exc: InputError) -> ApiError:
+    """The Status for a number, JSON document or body `httpinput` refused: 413 for a body
+    over the limit (kube's RequestEntityTooLarge), 400 BadRequest for the rest."""
+    if isinstance(exc, BodyTooLarge):
+        return too_large(exc.limit)
+    return bad_request(str(exc))
 
 
 def api_routes(services: Services) -> list[BaseRoute]:

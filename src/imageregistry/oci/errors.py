@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse
 from imageregistry.content.digest import InvalidDigest
 from imageregistry.content.manifest import InvalidManifest
 from imageregistry.content.reference import InvalidName, InvalidTag
+from imageregistry.httpinput import BodyTooLarge, InputError
 from imageregistry.metadata import registry as reg
 from imageregistry.metadata import registry_manifests as regm
 from imageregistry.storage import errors as st
@@ -111,6 +112,10 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (st.SizeMismatch, "SIZE_INVALID", None),
     (st.BlobNotFound, "BLOB_UNKNOWN", None),
     (st.StorageFull, "UNKNOWN", 507),  # uploads add Retry-After and the session's Range
+    # httpinput: a body over its surface's limit; any other number or JSON document out of
+    # bounds that its handler did not word itself ("invalid set of parameters", spec)
+    (BodyTooLarge, "SIZE_INVALID", 413),
+    (InputError, "UNSUPPORTED", 400),
 )
 
 

@@ -22,6 +22,7 @@ from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import InvalidDigest, digest_of
 from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import InvalidTag, parse_manifest_reference
+from imageregistry.httpinput import BodyTooLarge, read_body
 from imageregistry.oci.auth import client_host, may_create_namespace
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
@@ -68,21 +69,12 @@ async def get_manifest(ctx: Ctx) -> Response:
 
 
 async def _read_body(ctx: Ctx) -> bytes:
-    declared = ctx.request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
-        raise _too_large()
-    body = bytearray()
-    async for chunk in ctx.request.stream():
-        body += chunk
-        if len(body) > MAX_MANIFEST_BYTES:
-            raise _too_large()
-    return bytes(body)
-
-
-def _too_large() -> RegistryError:
-    return RegistryError(
-        "SIZE_INVALID", f"manifest is larger than {MAX_MANIFEST_BYTES} bytes", status=413
-    )
+    try:
+        return await read_body(ctx.request, MAX_MANIFEST_BYTES)
+    except BodyTooLarge:
+        raise RegistryError(
+            "SIZE_INVALID", f"manifest is larger than {MAX_MANIFEST_BYTES} bytes", status=413
+        ) from None
 
 
 async def put_manifest(ctx: Ctx) -> Response:

@@ -29,6 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.reference import parse_repository
+from imageregistry.httpinput import read_body
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
@@ -206,7 +207,7 @@ class SignatureEndpoints:
 
     async def _put(self, request: Request, repo: RepoKey, digest: str) -> Response:
         await self.gate.authorize(request, RegistryAction.SIGN, repo)
-        body = await _read_limited(request)
+        body = await read_body(request, MAX_BODY_BYTES)  # 413 SIZE_INVALID above it
         name, sig_type, content = parse_entry(body, digest)
         await run_in_threadpool(self._store, repo, digest, name, sig_type, content)
         return Response(status_code=201)
@@ -224,17 +225,6 @@ class SignatureEndpoints:
                 raise RegistryError("SIGNATURE_EXISTS", str(exc), status=409) from None
             except sigdb.ImageNotFound as exc:
                 raise RegistryError("MANIFEST_UNKNOWN", str(exc)) from None
-
-
-async def _read_limited(request: Request) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_BODY_BYTES:
-            raise _bad(f"signature entry is larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 def signature_routes(services: Services) -> list[BaseRoute]:
