@@ -146,7 +146,7 @@ def write_ours(url: str, content: dict[str, Any]) -> Database:
     db = Database(open_engine(url))
     old = NOW - timedelta(days=30)
     blob_rows = [
-        {"digest": d, "size": len(b), "state": "present", "hold_until": old, "created": old}
+        {"digest": d, "size": len(b), "state": "present", "referenced": old, "created": old}
         for d, b in content["blobs"].items()
     ]
     with db.write() as conn:

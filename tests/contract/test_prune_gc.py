@@ -72,7 +72,7 @@ class Seed:
             self.db,
             self.store,
             self.clock,
-            GcSettings(upload_max_age=timedelta(days=1)),
+            GcSettings(upload_max_age=timedelta(days=1), blob_grace=grace),
             ["reg.test"],
         )
 
@@ -80,14 +80,18 @@ class Seed:
         with self.db.write() as conn:
             return insert_repository(conn, namespace, name, OLD)
 
-    def blob(self, data: bytes, hold: datetime = OLD) -> str:
+    def blob(self, data: bytes, referenced: datetime = OLD) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         asyncio.run(self.store.put_blob(data, Digest.parse(digest)))
         with self.db.write() as conn:
             if conn.execute(select(blobs.c.digest).where(blobs.c.digest == digest)).first() is None:
                 conn.execute(
                     insert(blobs).values(
-                        digest=digest, size=len(data), state="present", hold_until=hold, created=OLD
+                        digest=digest,
+                        size=len(data),
+                        state="present",
+                        referenced=referenced,
+                        created=OLD,
                     )
                 )
         return digest
@@ -250,9 +254,9 @@ def test_gc_keeps_index_children_referrers_and_held_blobs(db: Database) -> None:
     child = seed.image(repo, [child_layer])
     index = seed.image(repo, [], tag="latest", children=[child])
     seed.image(repo, [sig_layer], subject=index)
-    held = seed.blob(b"just uploaded", hold=NOW + timedelta(hours=1))
+    held = seed.blob(b"just uploaded", referenced=NOW)
     orphan = seed.blob(b"orphan")
-    pruner = seed.pruner()
+    pruner = seed.pruner(grace=timedelta(hours=1))
 
     assert pruner.prune(PruneOptions(), "admin", dry_run=True).plan.is_empty
     result = asyncio.run(pruner.gc(dry_run=False))
@@ -263,6 +267,29 @@ def test_gc_keeps_index_children_referrers_and_held_blobs(db: Database) -> None:
     assert result.held.until == NOW + timedelta(hours=1)
     with db.read() as conn:
         assert conn.execute(select(blobs.c.digest).where(blobs.c.digest == orphan)).first() is None
+
+
+def test_gc_applies_the_current_grace_setting_to_blobs_already_stored(db: Database) -> None:
+    """Lowering gc_grace_seconds makes blobs referenced long enough ago eligible at once;
+    a blob referenced within the (new) grace period is still never collected."""
+    seed = Seed(db)
+    older = seed.blob(b"referenced 30 minutes ago", referenced=NOW - timedelta(minutes=30))
+    recent = seed.blob(b"referenced 5 minutes ago", referenced=NOW - timedelta(minutes=5))
+    kept = asyncio.run(seed.pruner(grace=timedelta(hours=1)).gc(dry_run=False))
+    assert kept.blobs == () and kept.held.count == 2
+    assert kept.held.until == NOW - timedelta(minutes=5) + timedelta(hours=1)
+    lowered = seed.pruner(grace=timedelta(minutes=10))
+    preview = asyncio.run(lowered.gc(dry_run=True))
+    assert [b.digest for b in preview.blobs] == [older]
+    assert preview.held.until == NOW + timedelta(minutes=5)
+    result = asyncio.run(lowered.gc(dry_run=False))
+    assert [b.digest for b in result.blobs] == [older]
+    assert not stored(seed, older) and stored(seed, recent)
+    # Raising it again protects what is left for longer, from its last reference.
+    raised = asyncio.run(seed.pruner(grace=timedelta(days=1)).gc(dry_run=True))
+    assert raised.blobs == () and raised.held.until == NOW - timedelta(minutes=5) + timedelta(
+        days=1
+    )
 
 
 def test_gc_finishes_blobs_left_deleting_and_removes_their_links(db: Database) -> None:
@@ -319,7 +346,7 @@ def test_mark_skips_blobs_referenced_after_the_candidate_query(db: Database) -> 
     seed = Seed(db)
     repo = seed.repo("ns", "s")
     layer = seed.blob(b"about to be referenced")
-    store = SqlGcStore(db)
+    store = SqlGcStore(db, timedelta(0))
     assert [b.digest for b in store.candidates(NOW)] == [layer]
     seed.image(repo, [layer], tag="v1")
     assert store.mark_deleting(NOW, 100) == []

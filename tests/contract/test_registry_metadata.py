@@ -1,7 +1,7 @@
 """The data plane's metadata queries, run on SQLite and on PostgreSQL.
 
 Covers what the registry relies on: stream and namespace creation on push, blob links
-per repository, the `deleting` guard and hold times GC depends on, tag history
+per repository, the `deleting` guard and the reference times GC depends on, tag history
 (prepend, no-op on the same image, delete), delete by digest (tags, image, undo),
 upload sessions, and referrers.
 """
@@ -73,12 +73,12 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 @pytest.fixture
 def meta(db: Database) -> RegistryMetadata:
-    return RegistryMetadata(db, GRACE)
+    return RegistryMetadata(db)
 
 
 @pytest.fixture
 def mans(db: Database) -> ManifestMetadata:
-    return ManifestMetadata(db, GRACE)
+    return ManifestMetadata(db)
 
 
 def image(digest_char: str, *layers: str, subject: str | None = None) -> NewManifest:
@@ -135,7 +135,7 @@ def test_blob_links_are_per_repository(meta: RegistryMetadata) -> None:
         meta.blob_size(REPO, L2)
 
 
-def test_reference_paths_refuse_blobs_being_deleted_and_extend_holds(
+def test_reference_paths_refuse_blobs_being_deleted_and_record_the_reference_time(
     meta: RegistryMetadata, mans: ManifestMetadata, db: Database
 ) -> None:
     push_blobs(meta, L1, CFG)
@@ -151,8 +151,12 @@ def test_reference_paths_refuse_blobs_being_deleted_and_extend_holds(
     later = NOW + timedelta(hours=5)
     meta.record_blob(REPO, CFG, 10, later, True)
     with db.read() as conn:
-        hold = conn.execute(select(blobs.c.hold_until).where(blobs.c.digest == CFG)).scalar_one()
-    assert as_utc(hold) == later + timedelta(seconds=GRACE)
+        seen = conn.execute(select(blobs.c.referenced).where(blobs.c.digest == CFG)).scalar_one()
+    assert as_utc(seen) == later
+    meta.record_blob(REPO, CFG, 10, NOW, True)  # an out-of-order clock never moves it back
+    with db.read() as conn:
+        seen = conn.execute(select(blobs.c.referenced).where(blobs.c.digest == CFG)).scalar_one()
+    assert as_utc(seen) == later
 
 
 def test_manifest_needs_its_blobs_linked(meta: RegistryMetadata, mans: ManifestMetadata) -> None:
@@ -408,4 +412,5 @@ def test_gc_collects_unreferenced_corrupt_blobs(meta: RegistryMetadata, db: Data
     push_blobs(meta, L1)
     assert SqlBlobChecks(db).set_corrupt(L1, 100, corrupt=True)
     later = NOW + timedelta(seconds=GRACE + 1)
-    assert [c.digest for c in SqlGcStore(db).mark_deleting(later, 10)] == [L1]
+    grace = timedelta(seconds=GRACE)
+    assert [c.digest for c in SqlGcStore(db, grace).mark_deleting(later, 10)] == [L1]

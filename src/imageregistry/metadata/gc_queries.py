@@ -1,15 +1,18 @@
 """SQL for registry garbage collection: what is unreferenced, and the mark/forget steps.
 
-A blob is a candidate when its hold has expired and no remaining manifest uses it: not as
-a layer or config (`manifest_blobs`), not as the manifest's own bytes (`manifests`), not
-as a manifest an index lists (`manifest_children`). Marking runs in a write transaction:
-select candidates (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so replicas share the work
-and never wait on a push holding the row), re-check references with a fresh statement
-now that the rows are locked (a READ COMMITTED subquery only sees references committed
-before the statement began; a push that committed in between is seen by the re-check),
-then flip the survivors to `deleting`. Reference-creating paths lock the same row and
-refuse `deleting`, so after the commit nothing can start using these blobs. Blobs
-marked `corrupt` by verify are collected like present ones once nothing uses them.
+A blob is a candidate when its grace period is over — it was last referenced (uploaded,
+mounted, linked, or used by a pushed manifest) longer than the *current* grace setting
+ago, so changing `gc_grace_seconds` applies to every stored blob — and no remaining
+manifest uses it: not as a layer or config (`manifest_blobs`), not as the manifest's own
+bytes (`manifests`), not as a manifest an index lists (`manifest_children`). Marking runs
+in a write transaction: select candidates (on PostgreSQL `FOR UPDATE SKIP LOCKED`, so
+replicas share the work and never wait on a push holding the row), re-check references
+with a fresh statement now that the rows are locked (a READ COMMITTED subquery only sees
+references committed before the statement began; a push that committed in between is seen
+by the re-check), then flip the survivors to `deleting`. Reference-creating paths lock
+the same row and refuse `deleting`, so after the commit nothing can start using these
+blobs. Blobs marked `corrupt` by verify are collected like present ones once nothing uses
+them.
 
 `SqlBlobChecks` serves `ac adm registry verify`: blob rows in digest order after a
 continue token, and the compare-and-set marking of corrupt (or repaired) blobs.
@@ -55,9 +58,10 @@ def _referenced(digest: Any) -> ColumnElement[bool]:
     )
 
 
-def _candidate_filter(now: datetime) -> ColumnElement[bool]:
+def _candidate_filter(cutoff: datetime) -> ColumnElement[bool]:
+    """Collectable, last referenced at or before `cutoff` (now - grace), used by nothing."""
     return and_(
-        blobs.c.state.in_(_COLLECTABLE), blobs.c.hold_until <= now, ~_referenced(blobs.c.digest)
+        blobs.c.state.in_(_COLLECTABLE), blobs.c.referenced <= cutoff, ~_referenced(blobs.c.digest)
     )
 
 
@@ -69,14 +73,15 @@ def _chunks(items: Sequence[str], size: int = 500) -> Iterable[Sequence[str]]:
 class SqlGcStore:
     """The GC steps over the metadata database (implements `prune.gc.GcStore`)."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, grace: timedelta) -> None:
         self._db = db
+        self._grace = grace  # the current `gc_grace_seconds`, applied at every decision
 
     def candidates(self, now: datetime) -> list[BlobCandidate]:
-        """Dry-run view: unreferenced blobs past their hold, plus unfinished deletions."""
+        """Dry-run view: unreferenced blobs past their grace, plus unfinished deletions."""
         query = (
             select(blobs.c.digest, blobs.c.size)
-            .where(_candidate_filter(now) | (blobs.c.state == DELETING))
+            .where(_candidate_filter(now - self._grace) | (blobs.c.state == DELETING))
             .order_by(blobs.c.digest)
         )
         with self._db.read() as conn:
@@ -84,14 +89,15 @@ class SqlGcStore:
 
     def held(self, now: datetime) -> HeldBlobs:
         """Unreferenced blobs still inside their grace period (reported, never deleted)."""
-        query = select(func.count(), func.sum(blobs.c.size), func.max(blobs.c.hold_until)).where(
+        query = select(func.count(), func.sum(blobs.c.size), func.max(blobs.c.referenced)).where(
             blobs.c.state.in_(_COLLECTABLE),
-            blobs.c.hold_until > now,
+            blobs.c.referenced > now - self._grace,
             ~_referenced(blobs.c.digest),
         )
         with self._db.read() as conn:
-            count, size, until = conn.execute(query).one()
-        return HeldBlobs(int(count or 0), int(size or 0), as_utc(until) if until else None)
+            count, size, last = conn.execute(query).one()
+        until = as_utc(last) + self._grace if last else None
+        return HeldBlobs(int(count or 0), int(size or 0), until)
 
     def unfinished(self) -> list[BlobCandidate]:
         """Blobs a crashed or concurrent GC flipped to `deleting` (safe to finish)."""
@@ -103,7 +109,8 @@ class SqlGcStore:
 
     def mark_deleting(self, now: datetime, limit: int) -> list[BlobCandidate]:
         """Flip up to `limit` candidates to `deleting` and commit; return them."""
-        query = select(blobs.c.digest, blobs.c.size).where(_candidate_filter(now)).limit(limit)
+        cutoff = now - self._grace
+        query = select(blobs.c.digest, blobs.c.size).where(_candidate_filter(cutoff)).limit(limit)
         if not self._db.is_sqlite:
             query = query.with_for_update(skip_locked=True, of=blobs)
         with self._db.write() as conn:

@@ -2,11 +2,12 @@
 
 Every method is one transaction. Reference-creating paths (upload commit, mount, and the
 manifest push in `registry_manifests`) lock the blob row, refuse a blob GC has flipped to
-`deleting` (`BlobDeleting` → the client re-uploads), and extend `hold_until` so a blob
-that was just referenced cannot be collected before its grace period ends
-(architecture.md, "GC"). A repository may read only the blobs linked to it
-(`repository_blobs`). Repositories are ImageStreams: creating one, or changing its tags,
-records a change so watches and resourceVersions follow.
+`deleting` (`BlobDeleting` → the client re-uploads), and move the blob's `referenced`
+time forward, so a blob that was just referenced cannot be collected before the grace
+period GC applies to that time ends (architecture.md, "Garbage collection"). A repository
+may read only the blobs linked to it (`repository_blobs`). Repositories are ImageStreams:
+creating one, or changing its tags, records a change so watches and resourceVersions
+follow.
 
 A blob row is `present`, `deleting` (GC) or `corrupt` (`ac adm registry verify --confirm`
 found its stored bytes damaged). A corrupt blob is not served and cannot be referenced;
@@ -19,7 +20,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Table, delete, func, insert, literal_column, select, update
@@ -148,8 +149,8 @@ def touch_repository(conn: Connection, repo_id: int, repo: RepoKey) -> None:
     )
 
 
-def hold_blobs(conn: Connection, sizes: Mapping[str, int], now: datetime, hold: datetime) -> None:
-    """Create-or-lock blob rows, refuse `deleting` ones, extend their hold."""
+def hold_blobs(conn: Connection, sizes: Mapping[str, int], now: datetime) -> None:
+    """Create-or-lock blob rows, refuse `deleting` ones, record `now` as their last reference."""
     for digest, size in sorted(sizes.items()):  # stable lock order across pushes
         insert_ignore(
             conn,
@@ -158,15 +159,15 @@ def hold_blobs(conn: Connection, sizes: Mapping[str, int], now: datetime, hold: 
                 "digest": digest,
                 "size": size,
                 "state": PRESENT,
-                "hold_until": hold,
+                "referenced": now,
                 "created": now,
             },
         )
     lock_present_blobs(conn, sizes.keys(), missing_ok=False)
     conn.execute(
         update(blobs)
-        .where(blobs.c.digest.in_(list(sizes)), blobs.c.hold_until < hold)
-        .values(hold_until=hold)
+        .where(blobs.c.digest.in_(list(sizes)), blobs.c.referenced < now)
+        .values(referenced=now)
     )
 
 
@@ -203,9 +204,8 @@ def link_blob(conn: Connection, repo_id: int, digest: str, now: datetime) -> Non
 class RegistryMetadata:
     """Blob links, uploads, tags and catalog queries over one `Database`."""
 
-    def __init__(self, db: Database, grace_seconds: int) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.grace = timedelta(seconds=grace_seconds)
 
     # -- repositories and namespaces ----------------------------------------------------
 
@@ -280,7 +280,7 @@ class RegistryMetadata:
                     .values(state=PRESENT, size=size)
                 )
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
-            hold_blobs(conn, {digest: size}, now, now + self.grace)
+            hold_blobs(conn, {digest: size}, now)
             link_blob(conn, repo_id, digest, now)
 
     def mount_blob(
@@ -314,7 +314,7 @@ class RegistryMetadata:
             if digest not in sizes or stored_size not in (None, sizes[digest]):
                 return None
             target_id = ensure_repository(conn, target, now, may_create_ns)
-            hold_blobs(conn, sizes, now, now + self.grace)
+            hold_blobs(conn, sizes, now)
             link_blob(conn, target_id, digest, now)
             return sizes[digest]
 

@@ -140,9 +140,8 @@ class Referrer:
 
 
 class ManifestMetadata:
-    def __init__(self, db: Database, grace_seconds: int) -> None:
+    def __init__(self, db: Database) -> None:
         self.db = db
-        self.grace = timedelta(seconds=grace_seconds)
 
     def record(
         self, repo: RepoKey, new: NewManifest, tag: str | None, now: datetime, may_create_ns: bool
@@ -152,7 +151,7 @@ class ManifestMetadata:
             self._check_references(conn, repo_id, new)
             sizes = {b.digest: b.size for b in new.blobs}
             if sizes:
-                hold_blobs(conn, sizes, now, now + self.grace)
+                hold_blobs(conn, sizes, now)
             _insert_image(conn, new, now)
             insert_ignore(
                 conn,

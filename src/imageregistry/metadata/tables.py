@@ -90,9 +90,11 @@ blobs = Table(
     Column("size", BigInteger, nullable=False),
     # "present" or "deleting" (GC flipped it; reference-creating paths refuse it).
     Column("state", String(16), nullable=False, default="present"),
-    Column("hold_until", DateTime(timezone=True), nullable=False),
+    # Last time an upload, mount, link or manifest push referenced the blob; GC leaves it
+    # alone until `referenced + gc_grace_seconds` (the current setting) has passed.
+    Column("referenced", DateTime(timezone=True), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
-    Index("ix_blobs_state_hold", "state", "hold_until"),
+    Index("ix_blobs_state_referenced", "state", "referenced"),
 )
 
 repository_blobs = Table(

@@ -39,12 +39,11 @@ class Registry:
 
     @classmethod
     def build(cls, services: Services) -> Registry:
-        grace = services.settings.gc_grace_seconds
-        manifests = ManifestMetadata(services.db, grace)
+        manifests = ManifestMetadata(services.db)
         return cls(
             services=services,
             gate=RegistryGate(services),
-            meta=RegistryMetadata(services.db, grace),
+            meta=RegistryMetadata(services.db),
             manifests=manifests,
             pusher=ManifestPusher(services.blobs, manifests),
             pulls=ManifestPulls(services, manifests),

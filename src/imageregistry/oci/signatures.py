@@ -72,7 +72,7 @@ class SignatureHeaderMiddleware:
             return None
         built = self._fast
         if built is None or built[0] is not services:
-            manifests = ManifestMetadata(services.db, services.settings.gc_grace_seconds)
+            manifests = ManifestMetadata(services.db)
             built = self._fast = (services, FastPull(ManifestPulls(services, manifests)))
         return built[1]
 

@@ -1,7 +1,8 @@
 """Registry garbage collection: mark from the database, then sweep through a deleter.
 
 architecture.md, "GC": decide from the reference tables, never by walking storage. The
-plan (`GcPlan`) lists blobs no remaining manifest uses whose hold has expired, repository
+plan (`GcPlan`) lists blobs no remaining manifest uses whose grace period (the current
+`gc_grace_seconds` after their last reference) is over, repository
 links whose blob or stream is gone, and uploads idle longer than the configured age. A
 dry run describes the plan; a confirmed run sweeps in batches: flip candidates to
 `deleting` and commit (`GcStore.mark_deleting`), delete the bytes, then drop the rows.
@@ -102,6 +103,8 @@ class DescribingBlobDeleter:
 @dataclass(frozen=True)
 class GcSettings:
     upload_max_age: timedelta
+    # `gc_grace_seconds`: an unreferenced blob last referenced less than this ago is kept.
+    blob_grace: timedelta = timedelta(hours=1)
     # Bytes the database does not know are reported only when older than this.
     reconcile_grace: timedelta = timedelta(days=1)
     batch: int = 500

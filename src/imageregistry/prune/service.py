@@ -115,7 +115,7 @@ class Pruner:
             )
 
     async def gc(self, dry_run: bool) -> GcResult:
-        store = SqlGcStore(self._db)
+        store = SqlGcStore(self._db, self._gc_settings.blob_grace)
         now = self._clock()
         if dry_run:
             return await plan_gc(store, self._blobs, now, self._gc_settings)
@@ -128,7 +128,7 @@ class Pruner:
         return await verify_page(SqlBlobChecks(self._db), self._blobs, after, limit, not dry_run)
 
     async def reconcile(self, dry_run: bool) -> ReconcileResult:
-        store = SqlGcStore(self._db)
+        store = SqlGcStore(self._db, self._gc_settings.blob_grace)
         return await reconcile(
             store, self._blobs, self._clock(), self._gc_settings.reconcile_grace, dry_run
         )
@@ -140,6 +140,9 @@ def build_pruner(services: Services) -> Pruner:
         services.db,
         services.blobs,
         services.clock,
-        GcSettings(upload_max_age=timedelta(seconds=settings.upload_max_age_seconds)),
+        GcSettings(
+            upload_max_age=timedelta(seconds=settings.upload_max_age_seconds),
+            blob_grace=timedelta(seconds=settings.gc_grace_seconds),
+        ),
         [settings.registry_host],
     )

@@ -155,9 +155,7 @@ def push_image(client: TestClient, image: Image, ref: str = "latest", repo: str 
 def fast_path_in_front(services: Services, next_app: ASGIApp) -> ASGIApp:
     """`next_app` behind the manifest pull fast path, as the server composes them
     (`oci.signatures.SignatureHeaderMiddleware` does the same in front of the router)."""
-    fast = FastPull(
-        ManifestPulls(services, ManifestMetadata(services.db, services.settings.gc_grace_seconds))
-    )
+    fast = FastPull(ManifestPulls(services, ManifestMetadata(services.db)))
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and await fast.try_serve(scope, send):
