@@ -22,6 +22,7 @@ from imageregistry.metadata.tables import (
     manifests,
     objects,
     repository_manifests,
+    signatures,
 )
 from imageregistry.signatures.verify import validate_signature_object
 from tests.support.postgres import create_database
@@ -284,3 +285,97 @@ def test_policy_lets_cosign_signature_artifacts_through(db: Database) -> None:
     with db.read() as conn:
         assert policy.signature_policy_allows(conn, "ns", sig_manifest) == (True, "")
         assert not policy.signature_policy_allows(conn, "ns", IMG)[0]
+
+
+SIG = "sha256:" + "e" * 64  # a pushed cosign signature manifest
+
+
+def _repo_with_signature_manifest(db: Database) -> int:
+    with db.write() as conn:
+        repo_id = int(
+            conn.execute(
+                select(repository_manifests.c.repository_id).where(
+                    repository_manifests.c.digest == IMG
+                )
+            ).scalar_one()
+        )
+        _image(conn, SIG)
+        conn.execute(
+            insert(repository_manifests).values(repository_id=repo_id, digest=SIG, created=NOW)
+        )
+    return repo_id
+
+
+def _pushed(image: str, *contents: bytes, may_sign: bool = True) -> sm.PushedSignatures:
+    found = tuple((f"{image}@cosign-{c.hex()[:16]}", c) for c in contents)
+    return sm.PushedSignatures(image, found, may_sign)
+
+
+def test_pushed_signatures_need_the_image_here_the_right_and_room(db: Database) -> None:
+    repo_id = _repo_with_signature_manifest(db)
+    with db.write() as conn:  # OTHER is not in the repository pushed to: nothing recorded
+        assert sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(OTHER, b"s1"), NOW) == 0
+    with pytest.raises(sm.SignatureDenied, match="create imagesignatures"), db.write() as conn:
+        sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(IMG, b"s1", may_sign=False), NOW)
+    big = MAX_LIST_CONTENT_BYTES // 2 + 1
+    with pytest.raises(sm.SignatureLimitExceeded, match="would exceed"), db.write() as conn:
+        pushed = _pushed(IMG, b"\x01" * big, b"\x02" * big)
+        sm.record_pushed_signatures(conn, repo_id, SIG, pushed, NOW)
+    with db.read() as conn:
+        assert sm.list_signatures(conn, IMG) == [] and sm.list_signatures(conn, OTHER) == []
+    with db.write() as conn:
+        assert sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(IMG, b"s1"), NOW) == 1
+        assert sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(IMG, b"s1"), NOW) == 0
+    # Already stored: a pusher without the right re-pushing it is not refused.
+    with db.write() as conn:
+        again = _pushed(IMG, b"s1", may_sign=False)
+        assert sm.record_pushed_signatures(conn, repo_id, SIG, again, NOW) == 0
+
+
+def test_every_way_of_adding_a_signature_is_held_to_the_limits(db: Database) -> None:
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@one", "atomic", b"\x01" * MAX_LIST_CONTENT_BYTES, NOW)
+    with pytest.raises(sm.SignatureLimitExceeded), db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@two", "atomic", b"\x02", NOW)
+    with db.write() as conn:  # the budget is per type
+        sm.add_signature(conn, f"{IMG}@three", "cosign", b"\x03", NOW)
+
+
+def test_pushed_signatures_leave_with_their_manifest(db: Database) -> None:
+    repo_id = _repo_with_signature_manifest(db)
+    with db.write() as conn:
+        sm.add_signature(conn, f"{IMG}@atomic", "atomic", b"extension", NOW)
+        sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(IMG, b"s1", b"s2"), NOW)
+    before = _rv(db, IMG)
+    with db.write() as conn:
+        assert sm.drop_pushed_signatures(conn, repo_id, SIG) == 2
+        assert sm.drop_pushed_signatures(conn, repo_id, SIG) == 0
+    assert _rv(db, IMG) > before
+    with db.read() as conn:
+        assert [s.name for s in sm.list_signatures(conn, IMG)] == [f"{IMG}@atomic"]
+    # Paths that unlink the manifest without the hook (prune, stream delete): the foreign key.
+    with db.write() as conn:
+        sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(IMG, b"s3"), NOW)
+        conn.execute(
+            repository_manifests.delete().where(
+                repository_manifests.c.repository_id == repo_id,
+                repository_manifests.c.digest == SIG,
+            )
+        )
+    with db.read() as conn:
+        assert [s.name for s in sm.list_signatures(conn, IMG)] == [f"{IMG}@atomic"]
+
+
+def test_prune_undo_restores_a_pushed_signature_only_with_its_manifest(db: Database) -> None:
+    repo_id = _repo_with_signature_manifest(db)
+    with db.write() as conn:
+        sm.record_pushed_signatures(conn, repo_id, SIG, _pushed(IMG, b"s1"), NOW)
+        saved = [dict(r) for r in conn.execute(select(signatures)).mappings()]
+        conn.execute(signatures.delete())
+    with db.write() as conn:  # the signature manifest is back in its repository
+        assert sm.restore_signature_rows(conn, saved) == 1
+        conn.execute(signatures.delete())
+        conn.execute(repository_manifests.delete().where(repository_manifests.c.digest == SIG))
+    with db.write() as conn:  # it is not: the signature would have gone with it
+        assert sm.restore_signature_rows(conn, saved) == 0
+        assert sm.list_signatures(conn, IMG) == []

@@ -186,3 +186,116 @@ def test_payload_check_answers_alike_for_unreadable_and_missing_blobs(tenants: T
         answers.append((status, code, message.replace(sha(blob), "<digest>")))
     assert answers[0] == answers[1], answers
     assert answers[0][:2] == (400, "MANIFEST_BLOB_UNKNOWN")
+
+
+MIB = 1 << 20
+
+
+def big_payloads(tenants: Tenants, repo: str, image: str, count: int = 32) -> list[bytes]:
+    """`count` distinct simple-signing payloads of just under 1 MiB each (the largest a
+    push accepts under that media type)."""
+    return [payload_for(tenants, repo, image, pad=MIB - 64 - i) for i in range(count)]
+
+
+@pytest.mark.parametrize("referrer", [True, False], ids=["subject", "sig-tag"])
+def test_a_tenant_cannot_attach_signatures_to_another_namespaces_image(
+    tenants: Tenants, referrer: bool
+) -> None:
+    """The attack of issue 14: bob, who may push and sign only in team-b, pushes a cosign
+    signature manifest of 32 x 1 MiB payloads naming a team-a image. The push is an
+    ordinary artifact in team-b (OCI lets a referrer precede its subject, and the answer
+    must not reveal whether team-a has the image), but nothing is recorded on the image,
+    and the owner can still sign it afterwards."""
+    name = "victim-ref" if referrer else "victim-tag"
+    image = push_image(tenants, f"team-a/{name}", name, token=tenants.alice)
+    payloads = big_payloads(tenants, f"team-a/{name}", image)
+    r, _ = push_signature(tenants, tenants.bob, "team-b/sigs", image, payloads, referrer=referrer)
+    assert r.status_code == 201, r.text
+    assert signatures_of(tenants, image) == []
+    with tenants.client() as admin:
+        listed = admin.get(IMAGES)
+    assert listed.status_code == 200 and len(listed.content) < MIB
+    # The owner's legitimate signature, by push and through the extension, still lands.
+    own = [payload_for(tenants, f"team-a/{name}", image)]
+    r, _ = push_signature(tenants, tenants.alice, f"team-a/{name}", image, own, referrer=referrer)
+    assert r.status_code == 201, r.text
+    entry = {
+        "schemaVersion": 2,
+        "name": f"{image}@{'a' * 32}",
+        "type": "atomic",
+        "content": "b3duZXI=",
+    }
+    with tenants.client(tenants.alice) as alice:
+        put = alice.put(f"/extensions/v2/team-a/{name}/signatures/{image}", json=entry)
+    assert put.status_code == 201, put.text
+    assert sorted(s["type"] for s in signatures_of(tenants, image)) == ["atomic", "cosign"]
+
+
+def test_a_pusher_without_the_signing_right_is_refused_and_nothing_stays(
+    tenants: Tenants,
+) -> None:
+    """carol may push to team-a but not sign there: her signature manifest for a team-a
+    image would record a signature, so the whole push is refused, as the extension's PUT
+    refuses her."""
+    image = push_image(tenants, "team-a/unsigned", "unsigned", token=tenants.alice)
+    own = [payload_for(tenants, "team-a/unsigned", image)]
+    for referrer in (True, False):
+        r, digest = push_signature(
+            tenants, tenants.carol, "team-a/unsigned", image, own, referrer=referrer
+        )
+        assert (r.status_code, _error(r)[1]) == (403, "DENIED"), r.text
+        assert "create imagesignatures" in _error(r)[2]
+        with tenants.client(tenants.alice) as alice:
+            assert alice.get(f"/v2/team-a/unsigned/manifests/{digest}").status_code == 404
+            tags = alice.get("/v2/team-a/unsigned/tags/list").json()["tags"]
+        assert tags == ["latest"]
+    assert signatures_of(tenants, image) == []
+
+
+def test_signature_limits_hold_for_pushed_signatures(tenants: Tenants) -> None:
+    """Even the owner cannot push more than the image's signature list may hold (what
+    skopeo and podman read): 32 x 1 MiB is refused whole with 413, nothing is recorded
+    or stored, and a normal signature is accepted afterwards."""
+    image = push_image(tenants, "team-a/limits", "limits", token=tenants.alice)
+    payloads = big_payloads(tenants, "team-a/limits", image)
+    r, digest = push_signature(tenants, tenants.alice, "team-a/limits", image, payloads)
+    assert (r.status_code, _error(r)[1]) == (413, "DENIED"), r.text
+    assert "would exceed" in _error(r)[2]
+    assert signatures_of(tenants, image) == []
+    with tenants.client(tenants.alice) as alice:
+        assert alice.get(f"/v2/team-a/limits/manifests/{digest}").status_code == 404
+        referrers = alice.get(f"/v2/team-a/limits/referrers/{image}").json()
+    assert referrers["manifests"] == []
+    own = [payload_for(tenants, "team-a/limits", image)]
+    r, _ = push_signature(tenants, tenants.alice, "team-a/limits", image, own)
+    assert r.status_code == 201, r.text
+    assert [s["type"] for s in signatures_of(tenants, image)] == ["cosign"]
+
+
+def test_deleting_the_signature_manifest_removes_its_signatures(tenants: Tenants) -> None:
+    """A signature recorded from a push lives as long as the pushed manifest: deleting
+    the manifest (referrer by digest; `.sig` tag, then its digest) removes it, and leaves
+    signatures that came another way alone."""
+    image = push_image(tenants, "team-a/deleted", "deleted", token=tenants.alice)
+    entry = {"schemaVersion": 2, "name": f"{image}@{'b' * 32}", "type": "atomic"}
+    with tenants.client(tenants.alice) as alice:
+        put = alice.put(
+            f"/extensions/v2/team-a/deleted/signatures/{image}",
+            json={**entry, "content": "ZXh0ZW5zaW9u"},
+        )
+    assert put.status_code == 201, put.text
+    for referrer in (True, False):
+        own = [payload_for(tenants, "team-a/deleted", image, pad=300 + referrer)]
+        r, digest = push_signature(
+            tenants, tenants.alice, "team-a/deleted", image, own, referrer=referrer
+        )
+        assert r.status_code == 201, r.text
+        assert sorted(s["type"] for s in signatures_of(tenants, image)) == ["atomic", "cosign"]
+        with tenants.client() as admin:  # deleting needs system:image-deleter
+            if not referrer:
+                tag = cosign.signature_tag(image)
+                r = admin.delete(f"/v2/team-a/deleted/manifests/{tag}")
+                assert r.status_code == 202, r.text
+            r = admin.delete(f"/v2/team-a/deleted/manifests/{digest}")
+            assert r.status_code == 202, r.text
+        assert [s["type"] for s in signatures_of(tenants, image)] == ["atomic"]

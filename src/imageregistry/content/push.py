@@ -11,6 +11,7 @@ everything in one metadata transaction.
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -32,13 +33,15 @@ from imageregistry.metadata.registry_manifests import (
     ManifestMetadata,
     NewManifest,
 )
-from imageregistry.metadata.signatures import readable_blobs
+from imageregistry.metadata.signatures import PushedSignatures, readable_blobs
 from imageregistry.signatures import cosign, discovery
 from imageregistry.storage.driver import BlobStore
 from imageregistry.storage.errors import BlobNotFound
 
 MAX_CONFIG_BYTES = 8 << 20  # larger "configs" are artifacts we do not summarise
 SIGNING_TYPE = cosign.SIMPLESIGNING_MEDIA_TYPE
+# Whether the pusher may create imagesignatures in the pushed repository's namespace.
+SignRight = Callable[[], Awaitable[bool]]
 
 
 def describe_image(
@@ -106,13 +109,22 @@ class ManifestPusher:
         tag: str | None,
         now: datetime,
         may_create_ns: bool,
+        may_sign: SignRight | None = None,
     ) -> NewManifest:
+        """Record the manifest. A cosign signature manifest (`sha256-<hex>.sig` tag or
+        `subject`) also lists its signatures on the image it signs when that image is in
+        this repository, so one verify command covers both signature kinds. That takes
+        the signing right (`may_sign`, asked only then; none given means denied) and fits
+        the image's signature limits, or the push is refused whole
+        (`metadata.signatures.record_pushed_signatures`)."""
         readable = await anyio.to_thread.run_sync(self._readable, repo, parsed)
         payloads = await self._signature_payloads(parsed, readable)
+        signatures = await _pushed_signatures(content, tag, payloads, may_sign)
         summary = await self._summary(parsed)
         new = describe_image(digest, parsed, content, summary, now)
-        await anyio.to_thread.run_sync(self.manifests.record, repo, new, tag, now, may_create_ns)
-        await self._record_cosign_signatures(content, tag, now, payloads)
+        await anyio.to_thread.run_sync(
+            self.manifests.record, repo, new, tag, now, may_create_ns, signatures
+        )
         return new
 
     def _readable(self, repo: RepoKey, parsed: ParsedManifest) -> set[str]:
@@ -163,16 +175,18 @@ class ManifestPusher:
             payloads[str(layer.digest)] = data
         return payloads
 
-    async def _record_cosign_signatures(
-        self, content: bytes, tag: str | None, now: datetime, payloads: dict[str, bytes]
-    ) -> None:
-        """A pushed cosign signature manifest (`sha256-<hex>.sig` tag or `subject`) is
-        listed on the image it signs, so one verify command covers both signature kinds.
-        `payloads` holds its layers' bytes, already read and checked by the push."""
-        target = discovery.signature_target(content, tag)
-        if not target or not discovery.payload_digests(content):
-            return
-        found = discovery.cosign_signatures_for(content, payloads.get)
-        if found:
-            pairs = [(f.name_for(target), f.content) for f in found]
-            await anyio.to_thread.run_sync(self.manifests.record_signatures, target, pairs, now)
+
+async def _pushed_signatures(
+    content: bytes, tag: str | None, payloads: dict[str, bytes], may_sign: SignRight | None
+) -> PushedSignatures | None:
+    """The cosign signatures the manifest carries (its payload layers, already read and
+    checked by the push) and the image they sign, or None for any other manifest."""
+    target = discovery.signature_target(content, tag)
+    if not target or not discovery.payload_digests(content):
+        return None
+    found = discovery.cosign_signatures_for(content, payloads.get)
+    if not found:
+        return None
+    pairs = tuple((f.name_for(target), f.content) for f in found)
+    allowed = may_sign is not None and await may_sign()  # deny by default
+    return PushedSignatures(target, pairs, allowed)

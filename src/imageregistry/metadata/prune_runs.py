@@ -26,6 +26,7 @@ from imageregistry.metadata.prune_queries import (
     repository_ids,
     row_from_json,
 )
+from imageregistry.metadata.signatures import restore_signature_rows
 from imageregistry.metadata.tables import (
     blobs,
     manifest_blobs,
@@ -175,10 +176,6 @@ def _restore_image(conn: Connection, image: Mapping[str, Any], repo_ids: Mapping
         for table, key in ((manifest_blobs, "blobs"), (manifest_children, "children")):
             for item in image[key]:
                 conn.execute(insert(table).values(**row_from_json(table, item)))
-        for item in image["signatures"]:
-            values = row_from_json(signatures, item)
-            values.pop("id", None)
-            conn.execute(insert(signatures).values(**values))
     for link in image["repositories"]:
         repo_id = repo_ids.get((link["namespace"], link["name"]))
         if repo_id is None:
@@ -235,7 +232,12 @@ def restore_run(
         for namespace, stream, digest in sorted(references):
             if (namespace, stream) in repo_ids:
                 check(conn, namespace, stream, digest)
-    restored_images = sum(1 for image in images if _restore_image(conn, image, repo_ids))
+    restored = [image for image in images if _restore_image(conn, image, repo_ids)]
+    restored_images = len(restored)
+    # After every image and link is back: a signature recorded from a pushed manifest
+    # needs that manifest in its repository (foreign key).
+    saved = [row_from_json(signatures, s) for image in restored for s in image["signatures"]]
+    restore_signature_rows(conn, saved)
     skipped: list[str] = []
     touched: set[tuple[str, str]] = set()
     for event in events:

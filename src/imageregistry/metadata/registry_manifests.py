@@ -41,7 +41,11 @@ from imageregistry.metadata.registry import (
     lock_present_blobs,
     touch_repository,
 )
-from imageregistry.metadata.signatures import record_found_signatures
+from imageregistry.metadata.signatures import (
+    PushedSignatures,
+    drop_pushed_signatures,
+    record_pushed_signatures,
+)
 from imageregistry.metadata.tables import (
     blobs,
     manifest_blobs,
@@ -144,8 +148,16 @@ class ManifestMetadata:
         self.db = db
 
     def record(
-        self, repo: RepoKey, new: NewManifest, tag: str | None, now: datetime, may_create_ns: bool
+        self,
+        repo: RepoKey,
+        new: NewManifest,
+        tag: str | None,
+        now: datetime,
+        may_create_ns: bool,
+        signatures: PushedSignatures | None = None,
     ) -> None:
+        """Record a push; `signatures` (cosign signatures the manifest carries) are listed on
+        the image they sign in the same transaction, or refuse the whole push."""
         with self.db.write() as conn:
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
             self._check_references(conn, repo_id, new)
@@ -160,6 +172,8 @@ class ManifestMetadata:
             )
             if tag is not None:
                 _tag(conn, repo, repo_id, tag, new.digest, now)
+            if signatures is not None:
+                record_pushed_signatures(conn, repo_id, new.digest, signatures, now)
 
     def _check_references(self, conn: Connection, repo_id: int, new: NewManifest) -> None:
         wanted = {b.digest for b in new.blobs}
@@ -240,13 +254,6 @@ class ManifestMetadata:
                 raise NameUnknown(f"repository {repo} not found")
             return delete_manifest(conn, repo_id, repo, digest, user, now)
 
-    def record_signatures(
-        self, image_digest: str, found: list[tuple[str, bytes]], now: datetime
-    ) -> int:
-        """List cosign signatures found in a pushed manifest on the image they sign."""
-        with self.db.write() as conn:
-            return record_found_signatures(conn, image_digest, found, now)
-
     def referrers(self, repo: RepoKey, subject: str) -> list[Referrer]:
         with self.db.read() as conn:
             repo_id = find_repository(conn, repo)
@@ -300,6 +307,7 @@ def delete_manifest(
     if link is None:
         raise ManifestUnknown(f"manifest {digest} not found in {repo}")
     _lock_image(conn, digest)
+    drop_pushed_signatures(conn, repo_id, digest)  # cosign signatures recorded from it
     record = capture_image(conn, digest)
     record["repositories"] = [
         r

@@ -23,7 +23,7 @@ from sqlalchemy import Connection, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import as_utc, record_change
-from imageregistry.metadata.signature_limits import over_budget
+from imageregistry.metadata.signature_limits import list_refusal, over_budget
 from imageregistry.metadata.tables import (
     manifests,
     repositories,
@@ -61,6 +61,15 @@ class ImageNotFound(SignatureError):
 
 class InvalidSignatureName(SignatureError):
     """A name that is not `<image digest>@<signature name>`."""
+
+
+class SignatureLimitExceeded(SignatureError):
+    """One more signature would make the image's list longer than clients read
+    (`metadata.signature_limits`)."""
+
+
+class SignatureDenied(SignatureError):
+    """A pushed signature manifest would record signatures its pusher may not create."""
 
 
 @dataclass(frozen=True)
@@ -184,6 +193,21 @@ def content_sha256(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
+def _clash(conn: Connection, name: str, digest: str, sha: str) -> Any:
+    """The stored signature with this name, or with this content on the image, if any."""
+    return conn.execute(
+        select(
+            signatures.c.id,
+            signatures.c.name,
+            signatures.c.source_repository_id,
+            signatures.c.source_manifest,
+        ).where(
+            (signatures.c.name == name)
+            | ((signatures.c.image_digest == digest) & (signatures.c.content_sha256 == sha))
+        )
+    ).first()
+
+
 def add_signature(
     conn: Connection,
     name: str,
@@ -191,22 +215,27 @@ def add_signature(
     content: bytes,
     now: datetime,
     status: Mapping[str, Any] | None = None,
+    *,
+    source: tuple[int, str] | None = None,
 ) -> SignatureRecord:
-    """Store a new signature named `<image>@<sig>`; raise on conflict or missing image."""
+    """Store a new signature named `<image>@<sig>`; raise on conflict, missing image, or
+    when the image's list would exceed what clients read (`SignatureLimitExceeded`: every
+    way of adding a signature passes here, so every way is held to the limits).
+    `source` is the (repository id, manifest digest) of the pushed signature manifest it
+    was found in; the signature is removed with that manifest."""
     digest, _suffix = split_name(name)
     if not _image_exists(conn, digest):
         raise ImageNotFound(f"image {digest} not found")
     sha = content_sha256(content)
-    clash = conn.execute(
-        select(signatures.c.name).where(
-            (signatures.c.name == name)
-            | ((signatures.c.image_digest == digest) & (signatures.c.content_sha256 == sha))
-        )
-    ).first()
+    clash = _clash(conn, name, digest, sha)
     if clash is not None:
         what = "name" if clash.name == name else "content"
         raise SignatureConflict(f"a signature with the same {what} already exists: {clash.name}")
+    refusal = list_refusal(conn, digest, sig_type, len(content))
+    if refusal is not None:
+        raise SignatureLimitExceeded(refusal)
     clean = {k: v for k, v in (status or {}).items() if k in STATUS_KEYS}
+    repo_id, manifest = source if source is not None else (None, None)
     try:
         with conn.begin_nested():
             conn.execute(
@@ -218,6 +247,8 @@ def add_signature(
                     content_sha256=sha,
                     created=now,
                     status=clean,
+                    source_repository_id=repo_id,
+                    source_manifest=manifest,
                 )
             )
     except IntegrityError as exc:  # a concurrent writer won the race
@@ -374,18 +405,97 @@ def split_name_or_none(name: str) -> str | None:
         return None
 
 
-def record_found_signatures(
-    conn: Connection, image_digest: str, found: list[tuple[str, bytes]], now: datetime
+@dataclass(frozen=True)
+class PushedSignatures:
+    """The cosign signatures a pushed manifest carries for `image`, as (name, content)
+    pairs, and whether the pusher holds the signing right in the pushed repository's
+    namespace (`create imagesignatures`, what the extension's PUT needs)."""
+
+    image: str
+    found: tuple[tuple[str, bytes], ...]
+    may_sign: bool
+
+
+def record_pushed_signatures(
+    conn: Connection,
+    repo_id: int,
+    manifest_digest: str,
+    pushed: PushedSignatures,
+    now: datetime,
 ) -> int:
-    """Store cosign signatures found on push as (name, content) pairs. Already-known ones
-    and a missing image are skipped (a signature may be pushed before, or without, its
-    image; verification discovers those through the registry). Returns how many were added."""
+    """List the cosign signatures of a manifest just pushed to repository `repo_id` on the
+    image they sign, inside the push's transaction. Returns how many were added.
+
+    Like the extension's PUT, a signature is recorded only on an image of the repository
+    pushed to; for any other image (another namespace's, or one not pushed yet) nothing is
+    recorded and the push goes on, answering the same whether that image exists or not.
+    For an image of the repository, a new signature the pusher may not create raises
+    `SignatureDenied`, and one over the image's limits `SignatureLimitExceeded`: the push
+    is refused whole and nothing of it stays. Signatures already stored are skipped; one
+    recorded from an earlier push to this repository moves to this manifest (cosign adds
+    a layer to the `.sig` manifest per signing, so the newest manifest carries them all).
+    """
+    if not _manifest_linked(conn, repo_id, pushed.image):
+        return 0
     added = 0
-    for name, content in found:
-        try:
-            with conn.begin_nested():
-                add_signature(conn, name, "cosign", content, now)
-        except (SignatureConflict, ImageNotFound):
+    for name, content in pushed.found:
+        clash = _clash(conn, name, pushed.image, content_sha256(content))
+        if clash is not None:
+            if pushed.may_sign and clash.source_repository_id == repo_id:
+                conn.execute(
+                    update(signatures)
+                    .where(signatures.c.id == clash.id)
+                    .values(source_manifest=manifest_digest)
+                )
             continue
+        if not pushed.may_sign:
+            raise SignatureDenied(
+                f"the manifest carries a cosign signature for image {pushed.image}; recording "
+                "it needs `create imagesignatures` in this namespace (role system:image-signer)"
+            )
+        add_signature(conn, name, "cosign", content, now, source=(repo_id, manifest_digest))
         added += 1
     return added
+
+
+def drop_pushed_signatures(conn: Connection, repo_id: int, manifest_digest: str) -> int:
+    """Remove the signatures recorded from a signature manifest leaving repository
+    `repo_id`, bumping each signed Image so watches see it. Call before unlinking; the
+    foreign key removes them anyway on paths that do not call this (prune, stream delete)."""
+    source = (signatures.c.source_repository_id == repo_id) & (
+        signatures.c.source_manifest == manifest_digest
+    )
+    images = sorted(set(conn.execute(select(signatures.c.image_digest).where(source)).scalars()))
+    if not images:
+        return 0
+    removed = int(conn.execute(delete(signatures).where(source)).rowcount or 0)
+    for digest in images:
+        touch_image(conn, digest)
+    return removed
+
+
+def restore_signature_rows(conn: Connection, rows: Iterable[Mapping[str, Any]]) -> int:
+    """Re-insert signature rows saved by a prune run, after its images and links are back.
+    A row recorded from a pushed manifest that is no longer in its repository is left out:
+    it would have been removed with that manifest. Returns how many were restored."""
+    restored = 0
+    for row in rows:
+        values = {k: v for k, v in row.items() if k != "id"}
+        repo_id, manifest = values.get("source_repository_id"), values.get("source_manifest")
+        if manifest is not None and not _manifest_linked(conn, repo_id, manifest):
+            continue
+        conn.execute(insert(signatures).values(**values))
+        restored += 1
+    return restored
+
+
+def _manifest_linked(conn: Connection, repo_id: object, digest: str) -> bool:
+    return (
+        conn.execute(
+            select(repository_manifests.c.digest).where(
+                repository_manifests.c.repository_id == repo_id,
+                repository_manifests.c.digest == digest,
+            )
+        ).first()
+        is not None
+    )

@@ -23,6 +23,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     ForeignKey,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -240,8 +241,19 @@ signatures = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     # conditions, imageIdentity, signedClaims, issuedBy, issuedTo
     Column("status", JSON, nullable=False, default=dict),
+    # A cosign signature recorded from a pushed signature manifest lives as long as that
+    # manifest stays in the repository it was pushed to (NULL: added through the API).
+    Column("source_repository_id", BigId, nullable=True),
+    Column("source_manifest", String(DIGEST), nullable=True),
     UniqueConstraint("name", name="uq_signatures_name"),
     UniqueConstraint("image_digest", "content_sha256", name="uq_signatures_content"),
+    ForeignKeyConstraint(
+        ["source_repository_id", "source_manifest"],
+        ["repository_manifests.repository_id", "repository_manifests.digest"],
+        ondelete="CASCADE",
+        name="fk_signatures_source",
+    ),
+    Index("ix_signatures_source", "source_repository_id", "source_manifest"),
 )
 
 prune_runs = Table(

@@ -19,6 +19,7 @@ from imageregistry.content.reference import InvalidName, InvalidTag
 from imageregistry.httpinput import BodyTooLarge, InputError
 from imageregistry.metadata import registry as reg
 from imageregistry.metadata import registry_manifests as regm
+from imageregistry.metadata import signatures as sigdb
 from imageregistry.storage import errors as st
 
 STATUS: dict[str, int] = {
@@ -106,6 +107,9 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (regm.ManifestUnknown, "MANIFEST_UNKNOWN", None),
     (regm.ManifestBlobUnknown, "MANIFEST_BLOB_UNKNOWN", None),
     (regm.ManifestSizeMismatch, "MANIFEST_INVALID", None),
+    # A pushed cosign signature manifest whose signatures may not be recorded.
+    (sigdb.SignatureDenied, "DENIED", None),
+    (sigdb.SignatureLimitExceeded, "DENIED", 413),
     (st.UploadNotFound, "BLOB_UPLOAD_UNKNOWN", None),
     (st.UploadInProgress, "BLOB_UPLOAD_INVALID", 409),
     (st.DigestMismatch, "DIGEST_INVALID", None),

@@ -97,6 +97,7 @@ async def put_manifest(ctx: Ctx) -> Response:
         ref.tag,
         ctx.registry.now(),
         may_create_namespace(user),
+        lambda: ctx.registry.gate.allowed(ctx.request, RegistryAction.SIGN, ctx.repo),
     )
     headers = {
         "Location": f"/v2/{ctx.repo}/manifests/{digest}",

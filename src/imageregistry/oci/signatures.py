@@ -33,7 +33,6 @@ from imageregistry.httpinput import read_body
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
-from imageregistry.metadata.signature_limits import list_refusal
 from imageregistry.oci.auth import RegistryGate
 from imageregistry.oci.errors import RegistryError, error_response, from_domain
 from imageregistry.oci.pull import FAST_TRIED, SUPPORTS_SIGNATURES_HEADER, FastPull, ManifestPulls
@@ -216,11 +215,10 @@ class SignatureEndpoints:
         with self.services.db.write() as conn:
             if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
                 raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
-            refusal = list_refusal(conn, digest, sig_type, len(content))
-            if refusal is not None:  # keep the list readable by every puller
-                raise RegistryError("DENIED", refusal, status=413)
             try:
                 sigdb.add_signature(conn, name, sig_type, content, self.services.clock())
+            except sigdb.SignatureLimitExceeded as exc:  # keep the list readable by pullers
+                raise RegistryError("DENIED", str(exc), status=413) from None
             except sigdb.SignatureConflict as exc:
                 raise RegistryError("SIGNATURE_EXISTS", str(exc), status=409) from None
             except sigdb.ImageNotFound as exc:

@@ -11,13 +11,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from imageregistry.cli.ac.verify import read_keys
 from imageregistry.cli.ac.verify_fetch import repository_of, stored_signatures
-from imageregistry.metadata import signatures as sigdb
-from imageregistry.metadata.db import Database
-from imageregistry.metadata.engine import open_engine
 from imageregistry.signatures import cosign, discovery
 from imageregistry.signatures.simplesigning import COSIGN_TYPE, build_payload
 from imageregistry.signatures.verify import StoredSignature, TrustedKeys, verify_signature
-from tests.support.rows import insert_manifest
 
 IMG = "sha256:" + "a" * 64
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -73,23 +69,6 @@ def test_signature_target_from_subject_or_tag() -> None:
     assert discovery.signature_target(tagged, "latest") is None
     assert discovery.image_for_signature_tag("sha256-" + "b" * 64 + ".sig") == "sha256:" + "b" * 64
     assert discovery.image_for_signature_tag("sha256-xyz.sig") is None
-
-
-def test_record_found_signatures_adds_once_and_skips_missing_images(tmp_path: Path) -> None:
-    db = Database(open_engine(f"sqlite:///{tmp_path / 'm.db'}"))
-    manifest, payload, _ = _signed(subject=True)
-    found = [
-        (f.name_for(IMG), f.content)
-        for f in discovery.cosign_signatures_for(manifest, _blobs(payload).get)
-    ]
-    with db.write() as conn:
-        assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 0  # image not pushed yet
-        insert_manifest(conn, IMG, NOW, media_type="m")
-        assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 1
-        assert sigdb.record_found_signatures(conn, IMG, found, NOW) == 0
-        listed = sigdb.list_signatures(conn, IMG)
-    assert [(s.type, s.content) for s in listed] == [("cosign", found[0][1])]
-    db.dispose()
 
 
 def test_cli_key_files_and_image_fields(tmp_path: Path) -> None:

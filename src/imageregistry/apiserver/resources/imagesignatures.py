@@ -18,7 +18,6 @@ from imageregistry.apiserver.resource import RequestContext, ResourceHandler, Re
 from imageregistry.apiserver.status import FieldCause, already_exists, invalid, not_found
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.signature_limits import list_refusal
 
 GROUP = "image.alauda.io"
 
@@ -78,15 +77,11 @@ class ImageSignatures(ResourceHandler):
             return body
         try:
             with self.db.write() as conn:
-                refusal = list_refusal(conn, sigs.split_name(name)[0], str(sig_type), len(content))
-                if refusal is not None:  # the extension GET must stay readable by skopeo
-                    raise invalid(
-                        "ImageSignature",
-                        GROUP,
-                        name,
-                        [FieldCause("content", f"Too long: {refusal}")],
-                    )
                 record = sigs.add_signature(conn, name, str(sig_type), content, ctx.clock(), status)
+        except sigs.SignatureLimitExceeded as exc:  # the extension GET must stay readable
+            raise invalid(
+                "ImageSignature", GROUP, name, [FieldCause("content", f"Too long: {exc}")]
+            ) from None
         except sigs.ImageNotFound:
             raise not_found("images", GROUP, sigs.split_name(name)[0]) from None
         except sigs.SignatureConflict:
