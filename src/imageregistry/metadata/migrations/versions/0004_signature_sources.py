@@ -1,7 +1,7 @@
 """signatures remember the pushed manifest they were recorded from
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0004
+Revises: 0003
 Create Date: 2026-12-04 20:45:00
 
 A cosign signature recorded from a pushed signature manifest is removed with that manifest
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0004"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 
