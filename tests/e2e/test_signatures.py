@@ -10,7 +10,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -481,3 +483,180 @@ def test_server_validates_edited_trust(env: Env) -> None:
             r = client.put(f"{IMAGES}/{digest}", json=body)
             assert r.status_code == 422, (edit, r.text)
     assert conditions(env, digest) == [[]]
+
+
+# --- the administrator page as written (issue 15, item 3) -------------------------------------
+
+REMOVE_TRUSTED = """#!/usr/bin/env python3
+import sys
+
+import yaml
+
+path = sys.argv[-1]
+with open(path) as f:
+    doc = yaml.safe_load(f)
+for sig in doc.get("signatures") or []:
+    sig["conditions"] = [c for c in sig.get("conditions") or [] if c["type"] != "Trusted"]
+with open(path, "w") as f:
+    yaml.safe_dump(doc, f)
+"""
+
+
+def _kubectl(env: Env, *args: str, editor: Path | None = None) -> subprocess.CompletedProcess[str]:
+    extra = {"KUBE_EDITOR": f"{sys.executable} {editor}"} if editor else {}
+    return subprocess.run(
+        ["kubectl", "--kubeconfig", str(env.server.kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **extra},
+    )
+
+
+def test_rollback_by_removing_the_trusted_condition_with_kubectl_edit(env: Env) -> None:
+    """The page's rollback: edit the Image and remove the saved condition. That one removal
+    clears everything only a verification sets (ForImage, identity, claims, issuer)."""
+    digest = push(env, "editback", "ns/editback:latest", sign=True)
+    saved = verify(env, digest, f"{env.server.host}/ns/editback:latest", "--save")
+    assert saved.returncode == 0, saved.stderr
+    assert _verified_cell(env, digest) == "yes"
+    editor = env.work / "remove-trusted.py"
+    editor.write_text(REMOVE_TRUSTED)
+
+    edited = _kubectl(env, "edit", f"images.image.alauda.io/{digest}", editor=editor)
+    assert edited.returncode == 0, edited.stderr
+    assert "edited" in edited.stdout
+    sig = image(env, digest)["signatures"][0]
+    assert not sig.get("conditions")
+    for key in ("imageIdentity", "signedClaims", "issuedBy"):
+        assert not sig.get(key), (key, sig)
+    assert base64.b64decode(sig["content"])  # the signature itself stays
+    assert _verified_cell(env, digest) == "no"
+    # verifying again restores trust
+    again = verify(env, digest, f"{env.server.host}/ns/editback:latest", "--save")
+    assert again.returncode == 0, again.stderr
+    assert _verified_cell(env, digest) == "yes"
+
+
+CLAIM_IDENTITY = """#!/usr/bin/env python3
+import sys
+
+import yaml
+
+path = sys.argv[-1]
+with open(path) as f:
+    text = f.read()
+doc = yaml.safe_load(text)
+for sig in doc.get("signatures") or []:
+    sig["imageIdentity"] = "someone/else:latest"
+with open(path, "w") as f:
+    f.write("".join(line + "\\n" for line in text.splitlines() if line.startswith("#")))
+    yaml.safe_dump(doc, f)
+"""
+
+
+def test_invalid_trust_edit_names_what_is_invalid(env: Env) -> None:
+    """An identity claimed without trust stays refused, and kubectl shows which field and
+    why: `replace` in its error, `edit` in the reasons it puts above the re-opened object."""
+    digest = push(env, "badedit", "ns/badedit:latest", sign=True)
+    cause = 'signatures[0].imageIdentity: Invalid value: "someone/else:latest"'
+    current = image(env, digest)
+    current["signatures"][0]["imageIdentity"] = "someone/else:latest"
+    path = env.work / "badedit.yaml"
+    path.write_text(yaml.safe_dump(current))
+    replaced = _kubectl(env, "replace", "-f", str(path))
+    assert replaced.returncode != 0
+    assert cause in replaced.stderr
+    assert "must be empty unless the Trusted condition is True" in replaced.stderr
+
+    editor = env.work / "claim-identity.py"
+    editor.write_text(CLAIM_IDENTITY)
+    edited = _kubectl(env, "edit", f"images.image.alauda.io/{digest}", editor=editor)
+    assert edited.returncode != 0
+    copy = re.search(r'A copy of your changes has been stored to "([^"]+)"', edited.stderr)
+    assert copy, edited.stderr
+    kept = Path(copy.group(1)).read_text()
+    Path(copy.group(1)).unlink()
+    assert cause in kept
+    assert conditions(env, digest) == [[]]
+    assert not image(env, digest)["signatures"][0].get("imageIdentity")
+
+
+def _tree(home: Path) -> dict[str, bytes | None]:
+    """Every entry under `home`: file bytes, None for directories and sockets."""
+    return {
+        str(p.relative_to(home)): p.read_bytes() if p.is_file() else None
+        for p in sorted(home.rglob("*"))
+    }
+
+
+def _keyring(env: Env, home: Path, key: Path) -> Path:
+    """A GnuPG home holding one imported public key, as an administrator's would (the
+    agent gpg starts for the import is stopped again)."""
+    home.mkdir(mode=0o700)
+    try:
+        Gpg(home, "", "").run("--import", str(key))
+    finally:
+        gpg_env = {**os.environ, "GNUPGHOME": str(home)}
+        subprocess.run(["gpgconf", "--kill", "all"], env=gpg_env, check=False, timeout=60)
+    return home
+
+
+def _verify_with_keyring(
+    env: Env, digest: str, identity: str, gnupghome: Path | None, home: Path
+) -> subprocess.CompletedProcess[str]:
+    """`ac adm verify-image-signature` exactly as the administrator page writes it: no
+    `--public-key`; GNUPGHOME set or not, HOME as given."""
+    base = {k: v for k, v in os.environ.items() if k != "GNUPGHOME"}
+    extra = {"GNUPGHOME": str(gnupghome)} if gnupghome else {}
+    kubeconfig = str(env.server.kubeconfig)
+    return subprocess.run(
+        [
+            *(AC, "adm", "verify-image-signature", digest),
+            f"--expected-identity={identity}",
+            "--kubeconfig",
+            kubeconfig,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**base, "HOME": str(home), **extra},
+    )
+
+
+def test_verify_without_public_key_uses_the_callers_keyring_read_only(
+    env: Env, signed: str
+) -> None:
+    identity = f"{env.server.host}/ns/demo:latest"
+    keyring = _keyring(env, env.work / "admin-gnupg", env.pub)
+    before = _tree(keyring)
+    result = _verify_with_keyring(env, signed, identity, keyring, env.work)
+    assert result.returncode == 0, result.stderr
+    assert "Verified" in result.stdout and env.gpg.key[-16:] in result.stdout
+    assert f"GnuPG keyring in {keyring} (read only)" in result.stderr
+    assert _tree(keyring) == before  # byte-identical, nothing added
+
+    # Without GNUPGHOME the keyring is ~/.gnupg; there a keyring of the wrong key fails.
+    home = env.work / "admin-home"
+    home.mkdir()
+    dot = _keyring(env, home / ".gnupg", env.wrong_pub)
+    before = _tree(dot)
+    wrong = _verify_with_keyring(env, signed, identity, None, home)
+    assert wrong.returncode != 0
+    assert "not in the trusted keyring" in wrong.stdout
+    assert f"GnuPG keyring in {dot}" in wrong.stderr
+    assert _tree(dot) == before
+
+
+def test_verify_without_any_key_names_both_options(env: Env, signed: str) -> None:
+    identity = f"{env.server.host}/ns/demo:latest"
+    empty = env.work / "empty-gnupg"
+    empty.mkdir(mode=0o700)
+    for gnupghome, home in ((empty, env.work), (None, env.work / "no-such-home")):
+        result = _verify_with_keyring(env, signed, identity, gnupghome, home)
+        assert result.returncode != 0
+        assert "--public-key" in result.stderr and "GnuPG keyring" in result.stderr
+        assert "$GNUPGHOME, else ~/.gnupg" in result.stderr
+    assert list(empty.iterdir()) == []
+    assert not (env.work / "no-such-home").exists()
+    assert conditions(env, signed) == [[]]

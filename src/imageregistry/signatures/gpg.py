@@ -110,6 +110,40 @@ def _import_keys(gpg: str, home: Path, keyrings: Sequence[bytes]) -> None:
             )
 
 
+# The public keyring gpg 2.2 reads in a home directory: the keybox, else the legacy file.
+KEYRING_FILES = ("pubring.kbx", "pubring.gpg")
+
+
+def user_home() -> Path:
+    """The caller's own GnuPG home: `$GNUPGHOME`, else `~/.gnupg` (as gpg itself decides)."""
+    return Path(os.environ.get("GNUPGHOME") or Path.home() / ".gnupg")
+
+
+def export_keyring(home: Path, *, gpg: str | None = None) -> bytes:
+    """Every public key of the GnuPG home `home` (binary OpenPGP), b"" when it has none.
+
+    The home is only read, never handed to gpg: even a listing may create a trustdb, take
+    lock files next to the keyring, migrate a legacy keyring or start an agent there. The
+    keyring file gpg would read is copied into a throwaway home and exported from that."""
+    source = next((home / name for name in KEYRING_FILES if (home / name).is_file()), None)
+    if source is None:
+        if (home / "public-keys.d").is_dir():
+            raise SignatureVerificationError(
+                f"the keyring in {home} is kept by keyboxd, which is not read here; export "
+                "the signer's key (gpg --export KEYID > key.gpg) and pass it as a key file"
+            )
+        return b""
+    binary = _gpg_binary(gpg)
+    with _isolated_home(binary) as copy:
+        try:
+            data = source.read_bytes()
+        except OSError as exc:
+            raise SignatureVerificationError(f"cannot read {source}: {exc.strerror}") from None
+        (copy / source.name).write_bytes(data)
+        proc = _run([binary, *_BASE_ARGS, "--export"], copy, b"")
+    return proc.stdout
+
+
 def key_ids_in(public_keys: bytes, *, gpg: str | None = None) -> list[GpgKey]:
     """List the primary keys (long id, fingerprint, user ids) in an armored/binary keyring."""
     binary = _gpg_binary(gpg)

@@ -11,6 +11,7 @@ the bottom produce the `Trusted`/`ForImage` conditions and derived fields that
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -193,6 +194,42 @@ def trust_fields(outcome: SignatureOutcome, verifying_user: str, now: datetime) 
     }
 
 
+# What only a verification (`--save`) writes on a signature, beside its Trusted condition.
+VERIFICATION_FIELDS = ("imageIdentity", "signedClaims", "issuedBy")
+
+
+def _is_trusted(conditions: object) -> bool:
+    return isinstance(conditions, list) and any(
+        isinstance(c, Mapping) and c.get("type") == TRUSTED and c.get("status") == "True"
+        for c in conditions
+    )
+
+
+def drop_revoked_trust(entry: Mapping[str, Any], stored: Mapping[str, Any]) -> dict[str, Any]:
+    """An edited signature entry with the verification record it no longer has a claim to
+    removed: when the stored signature is Trusted and the edit takes the Trusted condition
+    away (or makes it other than True), the ForImage condition and the derived fields that
+    still hold their stored values go too.
+
+    Removing the one condition is how an administrator rolls back a saved verification
+    (`kubectl edit`); without this the server refused the edit until four more fields were
+    removed by hand. Values the edit changed are kept, so validation still refuses an
+    identity claimed without trust."""
+    out = dict(entry)
+    if not _is_trusted(stored.get("conditions")) or _is_trusted(entry.get("conditions")):
+        return out
+    for key in VERIFICATION_FIELDS:
+        if key in out and out[key] == stored.get(key):
+            out[key] = None
+    conditions = out.get("conditions")
+    if isinstance(conditions, list) and not any(
+        isinstance(c, Mapping) and c.get("type") == TRUSTED for c in conditions
+    ):
+        old = [c for c in stored.get("conditions") or () if c.get("type") == FOR_IMAGE]
+        out["conditions"] = [c for c in conditions if c not in old]
+    return out
+
+
 def untrusted_fields() -> dict[str, Any]:
     """The field values that clear a signature's verification status."""
     return {"conditions": [], "imageIdentity": "", "signedClaims": {}, "issuedBy": None}
@@ -222,9 +259,15 @@ def validate_signature_object(sig: Mapping[str, Any]) -> list[str]:
     if trusted and statuses.get(FOR_IMAGE) != "True":
         errors.append("conditions: a Trusted signature must also be ForImage=True")
     if not trusted:
-        for key in ("imageIdentity", "signedClaims", "issuedBy"):
-            if _non_empty(sig.get(key)):
-                errors.append(f"{key}: must be empty unless the Trusted condition is True")
+        for key in VERIFICATION_FIELDS:
+            value = sig.get(key)
+            if _non_empty(value):
+                shown = json.dumps(value, sort_keys=True)
+                shown = shown if len(shown) <= 120 else shown[:117] + "..."
+                errors.append(
+                    f"{key}: Invalid value: {shown}: only a verification sets this field; it "
+                    "must be empty unless the Trusted condition is True"
+                )
     return errors
 
 

@@ -14,6 +14,7 @@ from imageregistry.signatures.verify import (
     SignatureOutcome,
     StoredSignature,
     TrustedKeys,
+    drop_revoked_trust,
     trust_fields,
     trusted_conditions,
     validate_signature_object,
@@ -152,12 +153,12 @@ def _cond(kind: str, status: str = "True") -> dict[str, str]:
     [
         ({"conditions": [_cond("Trusted")]}, "Trusted and ForImage must be set together"),
         ({"conditions": [_cond("ForImage")]}, "Trusted and ForImage must be set together"),
-        ({"conditions": [], "imageIdentity": "x"}, "imageIdentity: must be empty"),
-        ({"signedClaims": {"a": "b"}}, "signedClaims: must be empty"),
-        ({"issuedBy": {"commonName": "K"}}, "issuedBy: must be empty"),
+        ({"conditions": [], "imageIdentity": "x"}, 'imageIdentity: Invalid value: "x": only'),
+        ({"signedClaims": {"a": "b"}}, 'signedClaims: Invalid value: {"a": "b"}: only'),
+        ({"issuedBy": {"commonName": "K"}}, 'issuedBy: Invalid value: {"commonName": "K"}'),
         (
             {"conditions": [_cond("Trusted", "False"), _cond("ForImage")], "imageIdentity": "x"},
-            "imageIdentity: must be empty",
+            "must be empty unless the Trusted condition is True",
         ),
         ({"conditions": [_cond("Trusted"), _cond("ForImage", "Maybe")]}, "status: must be"),
         ({"conditions": [_cond("Trusted"), _cond("ForImage", "False")]}, "ForImage=True"),
@@ -170,3 +171,45 @@ def test_validation_errors(sig: dict[str, object], error: str) -> None:
 def test_validation_accepts_empty_and_cleared() -> None:
     assert validate_signature_object({}) == []
     assert validate_signature_object({"conditions": [], "issuedBy": {"commonName": ""}}) == []
+
+
+SAVED = {
+    "name": "sha256:abc@sig",
+    "conditions": [_cond("Trusted"), _cond("ForImage")],
+    "imageIdentity": "reg/ns/demo:latest",
+    "signedClaims": {"docker-reference": "reg/ns/demo:latest"},
+    "issuedBy": {"commonName": "K"},
+}
+
+
+def test_removing_trusted_drops_what_only_a_verification_set() -> None:
+    edited = {**SAVED, "conditions": [_cond("ForImage")]}
+    cleared = drop_revoked_trust(edited, SAVED)
+    assert cleared["conditions"] == []
+    assert all(cleared[k] is None for k in ("imageIdentity", "signedClaims", "issuedBy"))
+    assert validate_signature_object(cleared) == []
+
+
+def test_trusted_false_keeps_for_image_and_clears_derived_fields() -> None:
+    edited = {**SAVED, "conditions": [_cond("Trusted", "False"), _cond("ForImage")]}
+    cleared = drop_revoked_trust(edited, SAVED)
+    assert cleared["conditions"] == edited["conditions"]
+    assert validate_signature_object(cleared) == []
+
+
+@pytest.mark.parametrize(
+    ("edited", "stored"),
+    [
+        # still trusted: nothing to drop
+        ({**SAVED, "imageIdentity": "other"}, SAVED),
+        # was not trusted: an identity claimed now is not a leftover
+        ({**SAVED, "conditions": []}, {**SAVED, "conditions": []}),
+        # trust removed but the identity changed in the same edit: kept, so refused
+        ({**SAVED, "conditions": [], "imageIdentity": "someone/else"}, SAVED),
+    ],
+)
+def test_edits_that_are_not_a_plain_revocation_keep_their_values(
+    edited: dict[str, object], stored: dict[str, object]
+) -> None:
+    result = drop_revoked_trust(edited, stored)
+    assert result["imageIdentity"] == edited["imageIdentity"]

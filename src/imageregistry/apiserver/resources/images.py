@@ -9,6 +9,7 @@ those of behaviour.md §2.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
@@ -47,7 +48,7 @@ from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
-from imageregistry.signatures.verify import validate_signature_object
+from imageregistry.signatures.verify import drop_revoked_trust, validate_signature_object
 
 GROUP = "image.alauda.io"
 Filter = Callable[[dict[str, Any]], bool]
@@ -127,6 +128,36 @@ def _verified(image: dict[str, Any]) -> str:
     return "no"
 
 
+def _without_revoked_trust(entries: Any, current: Any) -> Any:
+    """The edited `signatures`, where taking a stored signature's Trusted condition away
+    also clears what only a verification set (`signatures.verify.drop_revoked_trust`)."""
+    if not isinstance(entries, list) or not isinstance(current, list):
+        return entries
+    stored = {s.get("name"): s for s in current if isinstance(s, dict)}
+    out = []
+    for entry in entries:
+        name = None
+        if isinstance(entry, dict):
+            name = entry.get("name") or (entry.get("metadata") or {}).get("name")
+        old = stored.get(name) if isinstance(name, str) else None
+        out.append(drop_revoked_trust(entry, old) if old is not None else entry)
+    return out
+
+
+_FIELD_PREFIX = re.compile(
+    r"^([A-Za-z][A-Za-z0-9]*(?:\[[0-9]+\])?(?:\.[A-Za-z][A-Za-z0-9]*)*): (.*)\Z", re.S
+)
+
+
+def _signature_cause(where: str, message: str) -> FieldCause:
+    """`signatures[0]` + `imageIdentity: Invalid value: ...` → one cause whose field is the
+    full path (`signatures[0].imageIdentity`), as kubectl prints `field: message`."""
+    match = _FIELD_PREFIX.match(message)
+    if match is None or not where.startswith("signatures["):
+        return FieldCause(where, message)
+    return FieldCause(f"{where}.{match.group(1)}", match.group(2))
+
+
 class _ImageBase(ResourceHandler):
     def __init__(self, db: Database, host: str) -> None:
         self.db = db
@@ -179,16 +210,16 @@ class Images(_ImageBase):
         )
         user = _user_data(body, keep_spec=False)
         (user.get("annotations") or {}).pop(q.MANAGED, None)
+        entries = _without_revoked_trust(body.get("signatures"), current.get("signatures"))
         if not ctx.dry_run:
             with self.db.write() as conn:
                 q.update_image_user_data(conn, name, user)
-                entries = body.get("signatures")
                 try:
                     sigs.apply_image_signatures(
                         conn, name, entries, ctx.clock(), validate=validate_signature_object
                     )
                 except sigs.InvalidSignatureUpdate as exc:
-                    causes = [FieldCause(f, m) for f, m in exc.causes]
+                    causes = [_signature_cause(f, m) for f, m in exc.causes]
                     raise invalid("Image", GROUP, name, causes) from None
         return self.get(ctx, namespace, name)
 

@@ -4,7 +4,9 @@ behaviour.md §7. Every signature of the image — the stored ones plus cosign s
 found in the registry — is checked cryptographically (OpenPGP through `gpg` in a throwaway
 keyring, cosign ECDSA with `cryptography`), then its signed digest against the image (whose
 manifest is re-hashed, see `verify_fetch`), then its signed identity against
-`--expected-identity`. `--save` writes the result through an Image update (Trusted/ForImage
+`--expected-identity`. The trusted keys are the `--public-key` files, else the public keys
+of the caller's own GnuPG keyring (`$GNUPGHOME`, else `~/.gnupg`), read without being
+modified. `--save` writes the result through an Image update (Trusted/ForImage
 conditions and derived fields for verified signatures, an empty verification record for the
 others); `--remove-all` deletes every ImageSignature of the image; otherwise nothing is
 written and the command says so. The exit status is non-zero unless a signature verified.
@@ -34,6 +36,8 @@ from imageregistry.cli.ac.verify_fetch import (
     repository_of,
     stored_signatures,
 )
+from imageregistry.signatures import gpg
+from imageregistry.signatures.errors import SignatureError
 from imageregistry.signatures.verify import (
     SignatureOutcome,
     StoredSignature,
@@ -63,6 +67,25 @@ def read_keys(paths: tuple[str, ...]) -> TrustedKeys:
             raise CliError(f"cannot read public key {path}: {exc.strerror}") from None
         (pem if _PEM_MARK in data else gpg).append(data)
     return TrustedKeys(tuple(gpg), tuple(pem))
+
+
+def keyring_keys() -> TrustedKeys:
+    """Without `--public-key`: the public keys of the caller's own GnuPG keyring, as
+    `oc adm verify-image-signature` does; read only (`gpg.export_keyring` works on a copy)."""
+    home = gpg.user_home()
+    try:
+        exported = gpg.export_keyring(home)
+    except SignatureError as exc:
+        raise CliError(str(exc)) from None
+    if not exported:
+        raise CliError(
+            "no public key to verify with: pass --public-key FILE (an OpenPGP public key or "
+            "keyring, or a PEM key for cosign signatures), or import the signer's OpenPGP key "
+            "into your GnuPG keyring ($GNUPGHOME, else ~/.gnupg), which is read when "
+            f"--public-key is not given; {home} holds no public keys"
+        )
+    click.echo(f"Using the public keys of the GnuPG keyring in {home} (read only)", err=True)
+    return TrustedKeys((exported,), ())
 
 
 def _registry_client(sess: Session, url: str | None, insecure: bool) -> httpx.Client:
@@ -173,7 +196,8 @@ def _remove_all(api: httpx.Client, image: dict[str, Any]) -> int:
     "--public-key",
     "public_keys",
     multiple=True,
-    help="Trusted key: OpenPGP keyring/armored key, or PEM for cosign (repeatable).",
+    help="Trusted key: OpenPGP keyring/armored key, or PEM for cosign (repeatable). "
+    "Default: the public keys of your GnuPG keyring ($GNUPGHOME, else ~/.gnupg), read only.",
 )
 @click.option("--save", is_flag=True, help="Store the verification result on the image.")
 @click.option("--remove-all", is_flag=True, help="Remove every signature of the image.")
@@ -200,9 +224,9 @@ def verify_image_signature(
         raise CliError("--save and --remove-all cannot be used together")
     if not remove_all and not expected_identity:
         raise CliError("--expected-identity is required (e.g. HOST/NAMESPACE/STREAM:TAG)")
-    keys = read_keys(public_keys)
     if registry_url:
         server_url(registry_url)
+    keys = read_keys(public_keys) if public_keys or remove_all else keyring_keys()
     sess = session(ctx)
     with sess.client() as api:
         image = load_image(api, image_digest)
