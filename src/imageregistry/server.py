@@ -9,6 +9,7 @@ command exported, so each worker process has its own engine and connection pool.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -38,6 +39,7 @@ from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
 from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.manifest_pull import PULL_FLUSH_SECONDS, PullTimes
 from imageregistry.metadata.tokens import (
     RefreshTokenStore,
     ServiceAccountLookup,
@@ -129,6 +131,7 @@ def build_app(services: Services) -> Starlette:
             runtime_affinity(settings.cpu_affinity, settings.workers, settings.data_dir / "run"),
             scheduled_pruning(services),
             _blob_port(services),
+            flushing_pull_times(services.pull_times, PULL_FLUSH_SECONDS),
         ):
             yield
         services.db.dispose()
@@ -140,6 +143,26 @@ def build_app(services: Services) -> Starlette:
     )
     app.state.services = services
     return app
+
+
+@contextlib.asynccontextmanager
+async def flushing_pull_times(pull_times: PullTimes, interval: float) -> AsyncIterator[None]:
+    """Write the buffered pull times every `interval` seconds and once more on the way out
+    (a graceful shutdown loses none; a crash loses at most the last interval's)."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            await asyncio.to_thread(pull_times.flush)
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.to_thread(pull_times.flush)
 
 
 def _blob_port(services: Services) -> contextlib.AbstractAsyncContextManager[None]:

@@ -2,13 +2,15 @@
 
 There are no module-level singletons: `server.build_app` constructs one `Services` value
 and hands it to the route builders of each surface (`oci`, `apiserver`). Tests build
-their own with in-memory fakes where that is enough.
+their own with in-memory fakes where that is enough. Each `Services` keeps the process's
+one `PullTimes` buffer over its database (`metadata.manifest_pull`), which the server's
+lifespan flushes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from imageregistry.auth.authn import Authenticator
@@ -17,6 +19,7 @@ from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
+from imageregistry.metadata.manifest_pull import PullTimes
 from imageregistry.storage.driver import BlobStore
 
 
@@ -30,3 +33,7 @@ class Services:
     clock: Callable[[], datetime]
     blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)
     refresh_tokens: RefreshTokens | None = None  # None: no `access_type=offline` grants
+    pull_times: PullTimes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pull_times", PullTimes(self.db))

@@ -19,7 +19,7 @@ from sqlalchemy import select, update
 from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.gc_queries import SqlBlobChecks, SqlGcStore
-from imageregistry.metadata.manifest_pull import ManifestPuller
+from imageregistry.metadata.manifest_pull import ManifestPuller, PullTimes
 from imageregistry.metadata.prune_runs import get_run, restore_run
 from imageregistry.metadata.registry import (
     BlobCorrupt,
@@ -352,7 +352,7 @@ def _annotate_namespace(db: Database, namespace: str, value: str) -> None:
 def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
     meta: RegistryMetadata, mans: ManifestMetadata, db: Database
 ) -> None:
-    puller = ManifestPuller(db)
+    puller = ManifestPuller(db, PullTimes(db))
     push_blobs(meta, L1, L2, CFG)
     first, second = image("a", L1), image("b", L2)
     mans.record(REPO, first, "latest", NOW, True)
@@ -367,6 +367,9 @@ def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
     by_digest = puller.find("team", "app", first.digest, None)
     assert by_digest is not None and by_digest.digest == first.digest
     puller.mark_pulled(by_digest, NOW)
+    noted = puller.find("team", "app", first.digest, None)
+    assert noted is not None and noted.last_pulled is None  # noted, written by the flush
+    assert puller.pull_times.flush() == 1
     again = puller.find("team", "app", first.digest, None)
     assert again is not None and again.last_pulled == NOW
     _annotate_namespace(db, "team", "True")
@@ -414,3 +417,23 @@ def test_gc_collects_unreferenced_corrupt_blobs(meta: RegistryMetadata, db: Data
     later = NOW + timedelta(seconds=GRACE + 1)
     grace = timedelta(seconds=GRACE)
     assert [c.digest for c in SqlGcStore(db, grace).mark_deleting(later, 10)] == [L1]
+
+
+def test_pull_times_coalesce_and_never_move_back(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    push_blobs(meta, L1, L2, CFG)
+    first, second = image("a", L1), image("b", L2)
+    mans.record(REPO, first, "v1", NOW, True)
+    mans.record(REPO, second, "v2", NOW, True)
+    times = PullTimes(db)
+    assert times.flush() == 0  # nothing noted: no write
+    for seconds in (5, 30, 10):  # repeated pulls of one manifest: one row, newest time
+        times.record(first.digest, NOW + timedelta(seconds=seconds))
+    times.record(second.digest, NOW + timedelta(minutes=5))
+    assert times.pending() == 2
+    assert times.flush() == 2 and times.pending() == 0
+    assert mans.get(REPO, first.digest, None).last_pulled == NOW + timedelta(seconds=30)
+    times.record(second.digest, NOW)  # a late, older note (another worker's buffer)
+    times.flush()
+    assert mans.get(REPO, second.digest, None).last_pulled == NOW + timedelta(minutes=5)

@@ -36,11 +36,13 @@ from imageregistry.apiserver.status import (
     bad_request,
     internal_error,
     method_not_allowed,
+    service_unavailable,
     too_large,
 )
 from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.httpinput import BodyTooLarge, InputError, read_body
+from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.services import Services
 
 # Deleting these ends the tokens of the service accounts in them (authn.py's cache).
@@ -117,6 +119,11 @@ class ApiServer:
             return error_response(error)
         except InputError as exc:  # a number or body out of httpinput's bounds
             return error_response(input_error(exc))
+        except DatabaseUnavailable as exc:  # read-only, or a write conflict: retryable
+            response = error_response(service_unavailable(str(exc), exc.retry_after))
+            if exc.retry_after is not None:
+                response.headers["Retry-After"] = str(exc.retry_after)
+            return response
         except Exception as exc:
             log.exception("API request failed")
             return error_response(internal_error(type(exc).__name__))

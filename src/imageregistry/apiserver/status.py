@@ -148,6 +148,12 @@ def invalid(kind: str, group: str, name: str, causes: Sequence[FieldCause]) -> A
     )
 
 
+def service_unavailable(message: str, retry_after: int | None = None) -> ApiError:
+    """503 ServiceUnavailable; `retryAfterSeconds` as Kubernetes sends it for a retry."""
+    details = {"retryAfterSeconds": retry_after} if retry_after is not None else {}
+    return ApiError(503, "ServiceUnavailable", message, details)
+
+
 def internal_error(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}")
 

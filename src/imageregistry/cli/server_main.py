@@ -26,6 +26,12 @@ def main() -> None:
     """Registry v2 server."""
 
 
+READ_ONLY_NOTICE = (
+    "The database is read-only: serving pulls and other reads; pushes and other changes"
+    " are answered 503 until it takes writes again (bootstrap RBAC not reconciled)."
+)
+
+
 class PrepareError(Exception):
     """First-start preparation failed with a message for the operator."""
 
@@ -62,7 +68,7 @@ def _prepare(settings: Settings) -> tuple[str, str]:
     from sqlalchemy.exc import OperationalError
 
     from imageregistry.bootstrap import ensure_admin_kubeconfig, reconcile_bootstrap_objects
-    from imageregistry.metadata.db import Database
+    from imageregistry.metadata.db import Database, DatabaseReadOnly
     from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
     from imageregistry.pki import ensure_tls, wanted_sans
 
@@ -75,7 +81,10 @@ def _prepare(settings: Settings) -> tuple[str, str]:
         raise PrepareError(f"cannot open the database: {exc.orig}") from None
     db = Database(engine)
     try:
-        reconcile_bootstrap_objects(db)
+        if db.refuses_writes():
+            click.echo(READ_ONLY_NOTICE, err=True)
+        else:
+            reconcile_bootstrap_objects(db)
         cert, key, ca_pem = "", "", None
         if not settings.plain_http:
             if settings.tls_cert_file and settings.tls_private_key_file:
@@ -86,7 +95,13 @@ def _prepare(settings: Settings) -> tuple[str, str]:
                 )
                 cert, key = str(files.cert), str(files.key)
                 ca_pem = files.ca_cert.read_bytes()
-        written = ensure_admin_kubeconfig(db, settings.data_dir, settings.server_url, ca_pem)
+        try:
+            written = ensure_admin_kubeconfig(db, settings.data_dir, settings.server_url, ca_pem)
+        except DatabaseReadOnly:
+            raise PrepareError(
+                "the database is read-only, so the first start cannot record the"
+                " cluster-admin identity: start once with a writable database"
+            ) from None
         if written is not None:
             click.echo(
                 f"Created the cluster-admin identity system:admin.\n"

@@ -9,21 +9,32 @@ as before); reading it on every pull keeps it exact without any cache. The
 statement is sent as driver SQL, skipping SQLAlchemy's compilation and the explicit
 transaction of `Database.read` (one statement is one consistent snapshot). A miss returns
 None: the caller then takes the general path, which explains *why* (unknown repository,
-tag or manifest) with the right error. Pulls are recorded in `last_pulled` at most once a
-minute per manifest (`PULL_RECORD_INTERVAL`), judged from the row just read.
+tag or manifest) with the right error.
+
+Pulls are recorded in `last_pulled` at most once a minute per manifest
+(`PULL_RECORD_INTERVAL`, judged from the row just read), and never by the pull itself: a
+pull only notes the time in `PullTimes`, an in-process buffer that keeps the newest time
+per manifest, and the server writes the buffer in one transaction every
+`PULL_FLUSH_SECONDS` and once more on shutdown. So the bookkeeping costs a pull no write,
+repeated pulls of one manifest cost one row update, and a database that refuses writes (or
+is busy) never fails a pull: the times stay buffered and go in with a later flush. A
+crash (SIGKILL, power loss) loses the pull times of the last few seconds.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import and_, bindparam, or_, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from imageregistry.metadata import signature_policy
-from imageregistry.metadata.db import Database
+from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.registry_manifests import PULL_RECORD_INTERVAL
 from imageregistry.metadata.tables import manifests
 
@@ -54,6 +65,80 @@ _BY_DIGEST = (
 )
 
 
+log = logging.getLogger(__name__)
+PULL_FLUSH_SECONDS = 2.0
+PENDING_LIMIT = 100_000  # distinct manifests buffered while the database refuses writes
+
+
+class PullTimes:
+    """Pull times waiting to be written: the newest per manifest digest, thread-safe."""
+
+    def __init__(self, db: Database, limit: int = PENDING_LIMIT) -> None:
+        self._db = db
+        self._limit = limit
+        self._pending: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+        self._failing = False  # the last flush failed (logged once, until one succeeds)
+        self._statement = (
+            update(manifests)
+            .where(
+                and_(
+                    manifests.c.digest == bindparam("pulled_digest"),
+                    or_(
+                        manifests.c.last_pulled.is_(None),
+                        manifests.c.last_pulled < bindparam("pulled_at"),
+                    ),
+                )
+            )
+            .values(last_pulled=bindparam("pulled_at"))
+        )
+
+    def record(self, digest: str, when: datetime) -> None:
+        """Note a pull (no I/O; safe on the event loop)."""
+        with self._lock:
+            self._merge({digest: when})
+
+    def _merge(self, times: dict[str, datetime]) -> None:
+        pending = self._pending
+        for digest, when in times.items():
+            known = pending.get(digest)
+            if known is None:
+                if len(pending) >= self._limit:
+                    continue  # bounded: during a long outage, further manifests go unrecorded
+                pending[digest] = when
+            elif when > known:
+                pending[digest] = when
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+    def flush(self) -> int:
+        """Write the buffered times in one transaction; the number of manifests written.
+
+        Never raises: when the database refuses (read-only, busy, gone) the times go back
+        into the buffer for the next flush and the failure is logged once."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        rows = [{"pulled_digest": d, "pulled_at": t} for d, t in sorted(batch.items())]
+        try:
+            with self._db.write() as conn:
+                conn.execute(self._statement, rows)
+        except (DatabaseUnavailable, SQLAlchemyError) as exc:
+            with self._lock:
+                self._merge(batch)
+            if not self._failing:
+                self._failing = True
+                log.warning("pull times not recorded yet, kept for the next try: %s", exc)
+            return 0
+        if self._failing:
+            self._failing = False
+            log.info("pull times recorded again")
+        return len(rows)
+
+
 @dataclass(frozen=True, slots=True)
 class PulledManifest:
     digest: str
@@ -75,10 +160,14 @@ def _as_datetime(value: Any) -> datetime | None:
 class ManifestPuller:
     """Reads manifests for pulls and caches the namespace signature policy per version."""
 
-    def __init__(self, db: Database, extra_columns: Sequence[str] = ()) -> None:
-        """`extra_columns`: constant integer SQL expressions read in the same statement
+    def __init__(
+        self, db: Database, pull_times: PullTimes, extra_columns: Sequence[str] = ()
+    ) -> None:
+        """`pull_times`: where pulls are noted (shared by every puller of the process).
+        `extra_columns`: constant integer SQL expressions read in the same statement
         (e.g. change-log versions a caller keys its own caches on)."""
         self._db = db
+        self.pull_times = pull_times
         self._extras = len(extra_columns)
         self._loop_connection: Any = None
         policy = (_POLICY_SQLITE if db.is_sqlite else _POLICY_POSTGRES).format(
@@ -151,10 +240,7 @@ class ManifestPuller:
         return pulled.last_pulled is None or now - pulled.last_pulled >= PULL_RECORD_INTERVAL
 
     def mark_pulled(self, pulled: PulledManifest, now: datetime) -> None:
-        """Record the pull unless one was recorded less than a minute ago."""
-        if not self.mark_due(pulled, now):
-            return
-        with self._db.write() as conn:
-            conn.execute(
-                update(manifests).where(manifests.c.digest == pulled.digest).values(last_pulled=now)
-            )
+        """Note the pull for the next flush unless one was recorded less than a minute
+        ago (no I/O: safe on the event loop, and never fails the pull)."""
+        if self.mark_due(pulled, now):
+            self.pull_times.record(pulled.digest, now)

@@ -20,6 +20,7 @@ from imageregistry.httpinput import BodyTooLarge, InputError
 from imageregistry.metadata import registry as reg
 from imageregistry.metadata import registry_manifests as regm
 from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.storage import errors as st
 
 STATUS: dict[str, int] = {
@@ -39,6 +40,7 @@ STATUS: dict[str, int] = {
     "TOOMANYREQUESTS": 429,
     "PAGINATION_NUMBER_INVALID": 400,
     "RANGE_INVALID": 416,
+    "UNAVAILABLE": 503,
 }
 
 MESSAGES: dict[str, str] = {
@@ -58,6 +60,7 @@ MESSAGES: dict[str, str] = {
     "TOOMANYREQUESTS": "too many requests",
     "PAGINATION_NUMBER_INVALID": "invalid number of results requested",
     "RANGE_INVALID": "invalid content range",
+    "UNAVAILABLE": "service unavailable",
 }
 
 
@@ -120,6 +123,8 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     # bounds that its handler did not word itself ("invalid set of parameters", spec)
     (BodyTooLarge, "SIZE_INVALID", 413),
     (InputError, "UNSUPPORTED", 400),
+    # The database takes no writes (read-only) or lost a write conflict: retryable.
+    (DatabaseUnavailable, "UNAVAILABLE", None),
 )
 
 
@@ -127,5 +132,7 @@ def from_domain(exc: BaseException) -> RegistryError | None:
     """The RegistryError for a domain exception, or None if it is not one of ours."""
     for kind, code, status in _TABLE:
         if isinstance(exc, kind):
-            return RegistryError(code, str(exc), status=status)
+            retry = getattr(exc, "retry_after", None)
+            headers = {"Retry-After": str(retry)} if retry is not None else None
+            return RegistryError(code, str(exc), status=status, headers=headers)
     return None

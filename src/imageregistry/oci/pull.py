@@ -3,7 +3,8 @@
 `ManifestPulls.serve` does everything a successful pull needs — authentication (cached
 per process by `auth.authn`), the RBAC decision, the manifest lookup (one statement, see
 `metadata.manifest_pull`, which also reads the namespace signature policy and the RBAC
-version), the signature policy (issue 6 item 4) and the throttled `last_pulled` write —
+version), the signature policy (issue 6 item 4) and noting the pull time (written later,
+in batches, by `metadata.manifest_pull.PullTimes`) —
 in one synchronous call, so a pull costs at most one hop off the event loop (none on the
 common path, see `FastPull`). It answers None whenever anything is not simply "allowed
 and found"; the general path (`manifests.get_manifest` through the Starlette router)
@@ -81,10 +82,10 @@ class ManifestPulls:
         authz = services.authz
         if isinstance(authz, RbacAuthorizer):
             self.rbac: RbacAtVersion | None = RbacAtVersion(authz, services.db)
-            self.puller = ManifestPuller(services.db, RBAC_VERSION_COLUMNS)
+            self.puller = ManifestPuller(services.db, services.pull_times, RBAC_VERSION_COLUMNS)
         else:
             self.rbac = None
-            self.puller = ManifestPuller(services.db)
+            self.puller = ManifestPuller(services.db, services.pull_times)
 
     def serve(
         self,
@@ -194,8 +195,8 @@ class FastPull:
     per RBAC version) and one indexed read statement, and WAL-mode readers never wait for
     writers, so that costs less than handing the work to a thread and back (measured: twice
     the requests per second). Everything that may wait — authenticating unseen credentials
-    (database, ES256, bcrypt), PostgreSQL round trips, the `last_pulled` write — runs in a
-    worker thread.
+    (database, ES256, bcrypt) and PostgreSQL round trips — runs in a worker thread; the pull
+    time is only noted in memory here (`PullTimes`, flushed in batches).
     """
 
     def __init__(self, pulls: ManifestPulls) -> None:
@@ -223,9 +224,8 @@ class FastPull:
                 return False
         else:
             pulled = pulls.decide(user, repo, digest, tag, on_loop=True)
-            now = pulls.services.clock()
-            if pulled is not None and not head and pulls.puller.mark_due(pulled, now):
-                await run_in_threadpool(pulls.puller.mark_pulled, pulled, now)
+            if pulled is not None and not head:
+                pulls.puller.mark_pulled(pulled, pulls.services.clock())  # no I/O
         if pulled is None:
             return False
         if etag_matches(_header(scope, b"if-none-match"), digest_etag(pulled.digest)):
