@@ -232,9 +232,14 @@ def test_delete_by_digest_removes_tags_and_image_and_undo_restores(
     assert run is not None and run.user == "alice" and run.state == "done"
     assert run.options == {"deleteManifest": f"{REPO}@{a.digest}"}
     assert sorted(run.removed["blobDigests"]) == sorted([CFG, L1])
+    with db.read() as conn:  # the dry run only reads
+        preview = restore_run(conn, deleted.run_id, NOW, lock=False, dry_run=True)
+    assert preview.dry_run and preview.image_digests == (a.digest,)
+    assert sorted(i.tag for i in preview.items) == ["latest", "stable", "v1"]
+    assert meta.list_tags(REPO) == ["latest"] and _image_rows(db, a.digest) == 0
     with db.write() as conn:
         restored = restore_run(conn, deleted.run_id, NOW, lock=not db.is_sqlite)
-    assert restored.images == 1 and restored.tag_events == 3
+    assert restored.images == 1 and restored.tag_events == 3 and not restored.dry_run
     assert meta.list_tags(REPO) == ["latest", "stable", "v1"]
     assert {meta.resolve_tag(REPO, t) for t in ("latest", "stable", "v1")} == {a.digest}
     assert mans.get(REPO, a.digest, None).content == b"{}"

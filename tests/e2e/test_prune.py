@@ -182,8 +182,29 @@ def test_seed_cleanup_flow(
     again = ac(home, "adm", "prune", "images", *flags)
     assert "Deleting" not in again.stdout and "Summary: deleted 0 objects" in again.stdout
 
+    # Undo without --confirm is a dry run: it lists what it would restore, changes nothing.
+    preview_undo = ac(home, "adm", "prune", "images", "--undo", first_run)
+    assert (
+        "Dry run enabled" in preview_undo.stderr and "--confirm to restore" in preview_undo.stderr
+    )
+    assert f"Would restore image {demo[0]}" in preview_undo.stdout
+    assert f"Would restore tag item team-a/demo:latest -> {demo[1]}" in preview_undo.stdout
+    assert (
+        "would restore 2 image object(s), would restore 3 image stream tag item(s), "
+        "would update 1 image stream(s)" in preview_undo.stdout
+    )
+    as_json = json.loads(
+        ac(home, "adm", "prune", "images", "--undo", first_run, "-o", "json").stdout
+    )
+    assert as_json["status"]["dryRun"] is True
+    assert sorted(as_json["status"]["images"]) == sorted([demo[0], demo[1]])
+    assert len(as_json["status"]["tagItems"]) == 3
+    assert history(server, "team-a", "demo")["latest"] == demo[3:][::-1]
+    assert {demo[0], demo[1]}.isdisjoint(image_names(server))
+
     # Undo restores the tags and images; then prune again for real.
-    undo = ac(home, "adm", "prune", "images", "--undo", first_run, "--confirm")
+    undo = ac(home, "adm", "prune", "images", "--undo", first_run, "--confirm", "-o", "json")
+    assert json.loads(undo.stdout)["status"]["dryRun"] is False
     assert "restored 2 image object(s), restored 3 image stream tag item(s)" in undo.stdout
     assert history(server, "team-a", "demo")["latest"] == demo[::-1]
     assert {demo[0], demo[1]} <= image_names(server)

@@ -148,13 +148,6 @@ class ImagePrunes(ResourceHandler):
         return _result_object("ImagePrune", body, status, ctx)
 
     def _undo(self, ctx: RequestContext, run_id: str) -> dict[str, Any]:
-        if ctx.dry_run:
-            with self._pruner.db.read() as conn:
-                run = get_run(conn, run_id, with_removed=False)
-            if run is None:
-                raise not_found("imagepruneruns", IMAGE_GROUP, run_id)
-            return {"undo": run_id, "dryRun": True, "state": run.state}
-
         def check(conn: Connection, namespace: str, stream: str, digest: str) -> None:
             # Restoring puts images back into streams; like every other path that makes a
             # stream reference an image, the caller must be able to pull them.
@@ -164,7 +157,7 @@ class ImagePrunes(ResourceHandler):
             )
 
         try:
-            return undo_status(self._pruner.undo(run_id, check))
+            return undo_status(self._pruner.undo(run_id, check, dry_run=ctx.dry_run))
         except RunNotFound:
             raise not_found("imagepruneruns", IMAGE_GROUP, run_id) from None
         except UndoRefused as exc:

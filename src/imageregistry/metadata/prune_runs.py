@@ -1,7 +1,9 @@
 """Prune run records: what a confirmed prune removed, restoring it, and GC's veto on undo.
 
 Every confirmed prune writes one `prune_runs` row holding the rows it deleted (see
-`prune_queries.SqlPruneDeleter`). `restore_run` puts them back as long as every blob the
+`prune_queries.SqlPruneDeleter`), and so does every manifest delete by digest
+(`registry_manifests.delete_manifest`). `restore_run` puts them back (or, as a dry run,
+says what it would put back) as long as every blob the
 removed images used is still stored; registry GC marks a run `irreversible` when it
 reclaims such a blob (`mark_irreversible`), and the undo then refuses with that reason.
 Restoring is idempotent with respect to later pushes: an image pushed again since the
@@ -62,12 +64,26 @@ class RunNotFound(UndoRefused):
 
 
 @dataclass(frozen=True)
+class RestoreItem:
+    """A tag history item a restore puts back: `stream` is `namespace/name`."""
+
+    stream: str
+    tag: str
+    digest: str
+
+
+@dataclass(frozen=True)
 class RestoreResult:
+    """What an undo restored, or with `dry_run` what it would restore (same shape)."""
+
     run_id: str
     images: int
     tag_events: int
     streams: tuple[str, ...]
     skipped: tuple[str, ...]
+    dry_run: bool = False
+    image_digests: tuple[str, ...] = ()  # Image objects re-created (missing before)
+    items: tuple[RestoreItem, ...] = ()
 
 
 def new_run_id(now: datetime, kind: str = "prune") -> str:
@@ -210,9 +226,26 @@ def _restore_event(conn: Connection, event: Mapping[str, Any], repo_id: int) -> 
 RestoreCheck = Callable[[Connection, str, str, str], None]
 
 
+def _missing_images(conn: Connection, images: list[Mapping[str, Any]]) -> list[str]:
+    wanted = [image["manifest"]["digest"] for image in images]
+    if not wanted:
+        return []
+    present = set(
+        conn.execute(select(manifests.c.digest).where(manifests.c.digest.in_(wanted))).scalars()
+    )
+    return [d for d in wanted if d not in present]
+
+
 def restore_run(
-    conn: Connection, run_id: str, now: datetime, lock: bool, check: RestoreCheck | None = None
+    conn: Connection,
+    run_id: str,
+    now: datetime,
+    lock: bool,
+    check: RestoreCheck | None = None,
+    dry_run: bool = False,
 ) -> RestoreResult:
+    """Restore run `run_id`; with `dry_run` only decide and describe (read-only, so it can
+    run in a read transaction) — the same checks refuse it the same way either way."""
     run = get_run(conn, run_id)
     if run is None:
         raise RunNotFound(f'prune run "{run_id}" not found')
@@ -232,22 +265,39 @@ def restore_run(
         for namespace, stream, digest in sorted(references):
             if (namespace, stream) in repo_ids:
                 check(conn, namespace, stream, digest)
-    restored = [image for image in images if _restore_image(conn, image, repo_ids)]
-    restored_images = len(restored)
-    # After every image and link is back: a signature recorded from a pushed manifest
-    # needs that manifest in its repository (foreign key).
-    saved = [row_from_json(signatures, s) for image in restored for s in image["signatures"]]
-    restore_signature_rows(conn, saved)
+    new_images = _missing_images(conn, images)
     skipped: list[str] = []
-    touched: set[tuple[str, str]] = set()
+    restored: list[tuple[Mapping[str, Any], int]] = []
     for event in events:
         key = (event["namespace"], event["stream"])
         if key not in repo_ids:
             skipped.append(f"{key[0]}/{key[1]}:{event['tag']} (image stream no longer exists)")
             continue
-        _restore_event(conn, event, repo_ids[key])
-        touched.add(key)
-    for namespace, name in sorted(touched):
+        restored.append((event, repo_ids[key]))
+    touched = sorted({(e["namespace"], e["stream"]) for e, _ in restored})
+    result = RestoreResult(
+        run_id,
+        len(new_images),
+        len(restored),
+        tuple(f"{n}/{s}" for n, s in touched),
+        tuple(skipped),
+        dry_run,
+        tuple(new_images),
+        tuple(
+            RestoreItem(f"{e['namespace']}/{e['stream']}", e["tag"], e["digest"])
+            for e, _ in restored
+        ),
+    )
+    if dry_run:
+        return result
+    recreated = [image for image in images if _restore_image(conn, image, repo_ids)]
+    # After every image and link is back: a signature recorded from a pushed manifest
+    # needs that manifest in its repository (foreign key).
+    saved = [row_from_json(signatures, s) for image in recreated for s in image["signatures"]]
+    restore_signature_rows(conn, saved)
+    for event, repo_id in restored:
+        _restore_event(conn, event, repo_id)
+    for namespace, name in touched:
         version = record_change(conn, IMAGE_STREAMS, namespace, name, "MODIFIED")
         conn.execute(
             update(repositories)
@@ -258,10 +308,4 @@ def restore_run(
     conn.execute(
         update(prune_runs).where(prune_runs.c.id == run_id).values(state=UNDONE, summary=summary)
     )
-    return RestoreResult(
-        run_id,
-        restored_images,
-        len(events) - len(skipped),
-        tuple(f"{n}/{s}" for n, s in sorted(touched)),
-        tuple(skipped),
-    )
+    return result

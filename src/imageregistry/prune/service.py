@@ -106,9 +106,15 @@ class Pruner:
                 record_run(conn, run_id, user, options.to_spec(), removed, summary, now)
         return PruneOutcome(plan, result, in_use, run_id)
 
-    def undo(self, run_id: str, check: RestoreCheck | None = None) -> RestoreResult:
-        """Restore a confirmed run; raises `UndoRefused` / `RunNotFound`. `check` sees every
+    def undo(
+        self, run_id: str, check: RestoreCheck | None = None, dry_run: bool = False
+    ) -> RestoreResult:
+        """Restore a confirmed run (or with `dry_run` say what would be restored, changing
+        nothing); raises `UndoRefused` / `RunNotFound` either way. `check` sees every
         (namespace, stream, digest) the restore would put back first, and may refuse."""
+        if dry_run:
+            with self._db.read() as conn:
+                return restore_run(conn, run_id, self._clock(), False, check, dry_run=True)
         with self._db.write() as conn:
             return restore_run(
                 conn, run_id, self._clock(), lock=not self._db.is_sqlite, check=check

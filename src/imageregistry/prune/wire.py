@@ -120,15 +120,24 @@ def verify_status(page: VerifyPage) -> dict[str, Any]:
 
 
 def undo_status(result: RestoreResult) -> dict[str, Any]:
+    """An undo's outcome; a dry run has the same keys and `dryRun: true` (nothing changed)."""
+    verb = "would restore" if result.dry_run else "restored"
+    streams_verb = "would update" if result.dry_run else "updated"
     return {
-        "undone": result.run_id,
+        "undo": result.run_id,
+        **({} if result.dry_run else {"undone": result.run_id}),
+        "dryRun": result.dry_run,
         "restoredImages": result.images,
         "restoredTagItems": result.tag_events,
+        "images": list(result.image_digests),
+        "tagItems": [
+            {"imageStream": i.stream, "tag": i.tag, "image": i.digest} for i in result.items
+        ],
         "imageStreams": list(result.streams),
         "skipped": list(result.skipped),
         "summary": (
-            f"Summary: restored {result.images} image object(s), restored {result.tag_events} "
-            f"image stream tag item(s), updated {len(result.streams)} image stream(s)"
+            f"Summary: {verb} {result.images} image object(s), {verb} {result.tag_events} "
+            f"image stream tag item(s), {streams_verb} {len(result.streams)} image stream(s)"
         ),
         "failed": len(result.skipped),
     }

@@ -6,7 +6,8 @@ file and/or the workloads of a cluster, `references.py`), sends the options as a
 `--confirm`), and prints the plan: one line per action, then the `Summary:` line. The
 dry-run notice and progress go to stderr so stdout stays parseable; `-o json` prints the
 server's answer. Any failed step makes the exit status non-zero after all others ran.
-`--undo RUN` restores a confirmed run until registry GC has reclaimed its blobs.
+`--undo RUN` shows what a recorded run (a confirmed prune or a manifest delete by digest)
+would restore, and with `--confirm` restores it, until registry GC has reclaimed its blobs.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_dura
 
 API = "/apis/image.alauda.io/v1"
 DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to remove images"
+UNDO_DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to restore"
 
 
 @contextlib.contextmanager
@@ -194,7 +196,12 @@ def prune() -> None:
     default=None,
     help="Accepted for compatibility.",
 )
-@click.option("--undo", "undo_run", metavar="RUN", help="Restore what a confirmed prune removed.")
+@click.option(
+    "--undo",
+    "undo_run",
+    metavar="RUN",
+    help="Restore what a recorded run removed (dry run unless --confirm).",
+)
 @click.option("-o", "--output", type=click.Choice(["json"]), help="Print the plan as JSON.")
 @common_options
 @click.pass_context
@@ -214,7 +221,7 @@ def images(ctx: click.Context, /, **kw: Any) -> None:
         spec = _options(kw, refs).to_spec()
     body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": spec}
     if dry_run:
-        click.echo(DRY_RUN_NOTICE, err=True)
+        click.echo(UNDO_DRY_RUN_NOTICE if kw["undo_run"] else DRY_RUN_NOTICE, err=True)
     answer = post_operation(ctx, "imageprunes", body, dry_run)
     status = answer.get("status") or {}
     if kw["output"] == "json":
@@ -229,11 +236,15 @@ def images(ctx: click.Context, /, **kw: Any) -> None:
 
 
 def print_undo(status: dict[str, Any]) -> int:
-    if status.get("dryRun"):
-        click.echo(f"Prune run {status.get('undo')} is {status.get('state')}")
-        return 0
+    """One line per Image object and tag history item the undo restores (a dry run: would
+    restore), the streams it updates, what it cannot restore, then the summary."""
+    verb = "Would restore" if status.get("dryRun") else "Restored"
+    for digest in status.get("images") or ():
+        click.echo(f"{verb} image {digest}")
+    for item in status.get("tagItems") or ():
+        click.echo(f"{verb} tag item {item['imageStream']}:{item['tag']} -> {item['image']}")
     for stream in status.get("imageStreams") or ():
-        click.echo(f"Restoring image stream {stream}")
+        click.echo(f"{'Would update' if status.get('dryRun') else 'Updated'} image stream {stream}")
     for skipped in status.get("skipped") or ():
         click.echo(f"Cannot restore {skipped}")
     click.echo(status.get("summary", ""))
