@@ -379,3 +379,100 @@ def test_a_huge_body_is_refused_while_it_streams(
         assert client.get(f"/v2/{REPO}/manifests/big").status_code == 404  # nothing stored
     grown = memory_mib(worker, "VmHWM") - before
     assert grown < 100, f"the worker's peak memory grew by {grown:.0f} MiB"
+
+
+# --- numbers beyond Python's 4300-digit int() limit (issue 14, finding 9) -------------------
+
+HUGE = "9" * 5000
+
+
+@pytest.mark.parametrize(
+    ("method", "tail", "params", "headers", "body", "status", "code"),
+    [
+        pytest.param(
+            "GET", "/tags/list", {"n": HUGE}, {}, "", 400, "PAGINATION_NUMBER_INVALID", id="n"
+        ),
+        pytest.param(
+            "GET", "/tags/list", {"n": "-" + HUGE}, {}, "", 400, "PAGINATION_NUMBER_INVALID",
+            id="negative-n",
+        ),
+        pytest.param(
+            "GET", "/blobs/LAYER", {}, {"Range": f"bytes={HUGE}-"}, "", 416, "RANGE_INVALID",
+            id="range-start",
+        ),
+        pytest.param(
+            "GET", "/blobs/LAYER", {}, {"Range": f"bytes=0-{HUGE}"}, "", 416, "RANGE_INVALID",
+            id="range-end",
+        ),
+        pytest.param(
+            "GET", "/blobs/LAYER", {}, {"Range": f"bytes=-{HUGE}"}, "", 416, "RANGE_INVALID",
+            id="range-suffix",
+        ),
+        pytest.param(
+            "PUT", "/manifests/huge", {}, {"Content-Type": OCI_MANIFEST},
+            'MANIFEST,"x":HUGE}', 400, "MANIFEST_INVALID", id="manifest",
+        ),
+        pytest.param(
+            "PUT", "/manifests/huge", {}, {"Content-Type": OCI_MANIFEST},
+            'MANIFEST,"x":NaN}', 400, "MANIFEST_INVALID", id="manifest-NaN",
+        ),
+        pytest.param(
+            "PUT", "/manifests/huge", {}, {"Content-Type": OCI_MANIFEST},
+            'MANIFEST,"x":1e999}', 400, "MANIFEST_INVALID", id="manifest-1e999",
+        ),
+        pytest.param(
+            "PUT", "SIGNATURES", {}, {}, '{"schemaVersion":HUGE}', 400, "SIGNATURE_INVALID",
+            id="signature",
+        ),
+    ],
+)  # fmt: skip
+def test_a_5000_digit_number_gets_the_envelope(
+    client: httpx.Client,
+    method: str,
+    tail: str,
+    params: dict[str, str],
+    headers: dict[str, str],
+    body: str,
+    status: int,
+    code: str,
+) -> None:
+    """Every number a `/v2/` request carries is parsed within bounds: the spec's status with
+    the error envelope (416 for a range, as Go's net/http answers a position beyond 64
+    bits), never a 500 or a dropped connection, and nothing stored."""
+    path = f"/v2/{REPO}{tail.replace('LAYER', sha(LAYER))}"
+    if tail == "SIGNATURES":
+        path = f"/extensions/v2/{REPO}/signatures/{sha(image_manifest(CONFIG, [LAYER]))}"
+    # MANIFEST: a manifest that is valid but for the extra field that follows
+    valid = image_manifest(CONFIG, [LAYER]).decode().rstrip().removesuffix("}")
+    content = body.replace("MANIFEST", valid).replace("HUGE", HUGE).encode()
+    r = client.request(method, path, params=params, headers=headers, content=content)
+    assert r.status_code == status and _code(r) == code, r.text
+    assert len(r.text) < 1000  # the number is cut, not echoed
+    if code == "RANGE_INVALID":
+        assert r.headers["content-range"] == f"bytes */{len(LAYER)}"
+    assert client.get(f"/v2/{REPO}/manifests/huge").status_code == 404
+
+
+@pytest.mark.parametrize("content_range", [f"0-{HUGE}", f"{HUGE}-{HUGE}", f"-{HUGE}-0"])
+def test_a_5000_digit_content_range_is_416_and_the_session_survives(
+    client: httpx.Client, content_range: str
+) -> None:
+    location = client.post(f"/v2/{REPO}/blobs/uploads/").headers["location"]
+    assert client.patch(location, content=b"abcd").status_code == 202
+    r = client.patch(location, content=b"wxyz", headers={"Content-Range": content_range})
+    assert r.status_code == 416 and _code(r) == "BLOB_UPLOAD_INVALID", r.text
+    assert r.headers["range"] == "0-3" and len(r.text) < 1000
+    assert client.put(location, params={"digest": sha(b"abcd")}).status_code == 201
+
+
+@pytest.mark.parametrize("spec", [f"bytes={HUGE}-", f"bytes=0-{HUGE}", f"bytes=-{HUGE}"])
+def test_a_5000_digit_range_on_the_blob_port_is_416(own_server: RegistryProcess, spec: str) -> None:
+    """The blob port used to drop the connection without an answer."""
+    with own_server.client(own_server.admin_token) as client:
+        location = client.get(f"/v2/{REPO}/blobs/{sha(BIG_BLOB)}").headers["location"]
+    with httpx.Client() as blob_port:
+        r = blob_port.get(location, headers={"Range": spec})
+        assert r.status_code == 416 and _code(r) == "RANGE_INVALID", r.text
+        assert r.headers["content-range"] == f"bytes */{len(BIG_BLOB)}"
+        whole = blob_port.get(location, headers={"Range": "bytes=-4"})  # the port still serves
+        assert whole.status_code == 206 and whole.content == BIG_BLOB[-4:]

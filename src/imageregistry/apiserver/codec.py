@@ -11,13 +11,13 @@ to sub-schema, a one-element list for arrays, and `ANY` where anything goes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from imageregistry.apiserver.protobuf import ProtobufDecodeError, decode_k8s_protobuf
 from imageregistry.apiserver.status import bad_request, unsupported_media_type
+from imageregistry.httpinput import InvalidJSON, load_json
 
 # kube-apiserver's default request size limit; routes.py reads no more (httpinput.read_body)
 MAX_BODY_BYTES = 3 * 1024 * 1024
@@ -116,8 +116,9 @@ def decode_json(raw: bytes) -> Decoded:
         return out
 
     try:
-        body = json.loads(raw.decode("utf-8"), object_pairs_hook=pairs)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        body = load_json(raw.decode("utf-8"), object_pairs_hook=pairs)
+    except (UnicodeDecodeError, InvalidJSON) as exc:
+        # InvalidJSON also covers integers beyond 64 bits, 1e999 and NaN (httpinput)
         raise bad_request(f"the body of the request could not be decoded as JSON: {exc}") from None
     return Decoded(body, tuple(duplicates))
 

@@ -26,6 +26,7 @@ from imageregistry.apiserver.patch import apply_patch
 from imageregistry.apiserver.resource import ListOptions, RequestContext, ResourceHandler
 from imageregistry.apiserver.status import bad_request, conflict
 from imageregistry.apiserver.tables import render_table, wants_table
+from imageregistry.httpinput import parse_int
 from imageregistry.services import Services
 
 if TYPE_CHECKING:
@@ -46,15 +47,13 @@ class Dispatcher:
     # --- options ---------------------------------------------------------------------
 
     def list_options(self) -> ListOptions:
-        limit_text = self.query.get("limit") or "0"
-        if not (limit_text.isascii() and limit_text.isdigit()):
-            raise bad_request(f"invalid limit {limit_text!r}")
+        limit = parse_int(self.query.get("limit") or "0", "limit")
         version = self.query.get("resourceVersion", "")
-        if version and not (version.isascii() and version.isdigit() and int(version) < 2**63):
+        if version:
             # kube parses resourceVersion as uint64; a watch from "abc" must not replay history
-            raise bad_request(f"invalid resourceVersion {version!r}")
+            parse_int(version, "resourceVersion")
         return ListOptions(
-            limit=int(limit_text),
+            limit=limit,
             continue_token=self.query.get("continue", ""),
             label_selector=self.query.get("labelSelector", ""),
             field_selector=self.query.get("fieldSelector", ""),

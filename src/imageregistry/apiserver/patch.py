@@ -16,6 +16,7 @@ import copy
 from typing import Any
 
 from imageregistry.apiserver.status import ApiError, bad_request
+from imageregistry.httpinput import parse_int
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -127,9 +128,7 @@ def _pointer(path: str) -> list[str]:
 def _index(container: list[Any], token: str, allow_end: bool) -> int:
     if token == "-" and allow_end:
         return len(container)
-    if not (token.isascii() and token.isdigit()):
-        raise bad_request(f"invalid array index {token!r}")
-    index = int(token)
+    index = parse_int(token, "array index")
     if index > len(container) or (index == len(container) and not allow_end):
         raise bad_request(f"array index {index} out of range")
     return index

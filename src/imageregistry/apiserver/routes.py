@@ -41,7 +41,7 @@ from imageregistry.apiserver.status import (
 )
 from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
-from imageregistry.httpinput import BodyTooLarge, InputError, read_body
+from imageregistry.httpinput import BodyTooLarge, InputError, parse_int, read_body
 from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.services import Services
 
@@ -256,9 +256,8 @@ class ApiServer:
 def _timeout_seconds(text: str) -> float:
     """A watch's `timeoutSeconds`: a non-negative integer, as in kube's ListOptions (int64);
     0 or absent means the server default."""
-    if text and not (text.isascii() and text.isdigit()):
-        raise bad_request(f"invalid timeoutSeconds {text!r}: must be a non-negative integer")
-    return float(min(int(text or 0), MAX_WATCH_SECONDS) or MAX_WATCH_SECONDS)
+    seconds = parse_int(text or "0", "timeoutSeconds")
+    return float(min(seconds, MAX_WATCH_SECONDS) or MAX_WATCH_SECONDS)
 
 
 def input_error(exc: InputError) -> ApiError:

@@ -48,6 +48,7 @@ from imageregistry.apiserver.validation import (
     label_causes,
     name_causes,
 )
+from imageregistry.httpinput import load_json
 from imageregistry.metadata.db import Database, as_utc, record_change
 from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.tables import changes, objects
@@ -70,10 +71,10 @@ def encode_continue(namespace: str, name: str) -> str:
 
 def decode_continue(token: str) -> tuple[str, str]:
     try:
-        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        data = load_json(base64.urlsafe_b64decode(token.encode()))
         ns, name = data["ns"], data["name"]
-    except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
-        # RecursionError: the token is client-supplied JSON and may nest arbitrarily deep
+    except (binascii.Error, ValueError, KeyError, TypeError):
+        # the token is client-supplied JSON: load_json raises InvalidJSON (a ValueError)
         raise bad_request("continue key is not valid") from None
     if not isinstance(ns, str) or not isinstance(name, str) or "\x00" in ns + name:
         raise bad_request("continue key is not valid")

@@ -17,6 +17,7 @@ from typing import Any
 
 from imageregistry.content import mediatypes as mt
 from imageregistry.content.digest import Digest, InvalidDigest
+from imageregistry.httpinput import InvalidJSON, load_json
 
 # Sizes are stored as signed 64-bit integers (SQLite INTEGER, PostgreSQL bigint); the
 # image spec (descriptor.md) likewise bounds `size` to int64.
@@ -133,11 +134,9 @@ def _annotations(value: Any) -> dict[str, str]:
 def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     """Parse `body` as pushed with `content_type`; raise `InvalidManifest` saying why not."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        doc = load_json(body)  # bounded: hostile nesting, integers beyond 64 bits, NaN
+    except InvalidJSON as exc:
         raise InvalidManifest(f"manifest is not valid JSON: {exc}") from None
-    except RecursionError:  # hostile nesting ("[[[[..."); no manifest nests this deep
-        raise InvalidManifest("manifest JSON is nested too deeply") from None
     if not isinstance(doc, dict):
         raise InvalidManifest("manifest must be a JSON object")
     media_type = _media_type(doc, mt.base_media_type(content_type))

@@ -26,6 +26,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.blobport.links import REDIRECT_MIN_SIZE
 from imageregistry.content.digest import Digest
+from imageregistry.httpinput import InputError, parse_int
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
@@ -44,13 +45,16 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
     first, last = match.groups()
     if first == "" and last == "":
         return None
-    if first == "":  # suffix range: the last N bytes
-        length = int(last)
-        if length == 0 or size == 0:
-            return None
-        return max(0, size - length), size - 1
-    start = int(first)
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    try:
+        if first == "":  # suffix range: the last N bytes
+            length = parse_int(last, "Range")
+            if length == 0 or size == 0:
+                return None
+            return max(0, size - length), size - 1
+        start = parse_int(first, "Range")
+        end = size - 1 if last == "" else min(parse_int(last, "Range"), size - 1)
+    except InputError:  # beyond 64 bits: unsatisfiable (416), as Go's net/http answers
+        return None
     if start >= size or end < start:
         return None
     return start, end

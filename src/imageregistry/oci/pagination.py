@@ -7,6 +7,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
+from imageregistry.httpinput import InputError, parse_int
 from imageregistry.oci.errors import RegistryError
 
 MAX_PAGE = 10_000
@@ -17,13 +18,9 @@ def page_size(request: Request) -> int | None:
     if raw is None or raw == "":
         return None
     try:
-        n = int(raw)
-    except ValueError:
-        raise RegistryError(
-            "PAGINATION_NUMBER_INVALID", f"n={raw[:20]!r} is not a number"
-        ) from None
-    if n < 0:
-        raise RegistryError("PAGINATION_NUMBER_INVALID", "n must not be negative")
+        n = parse_int(raw, "n")
+    except InputError as exc:
+        raise RegistryError("PAGINATION_NUMBER_INVALID", str(exc)) from None
     return min(n, MAX_PAGE)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -29,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.reference import parse_repository
-from imageregistry.httpinput import read_body
+from imageregistry.httpinput import InvalidJSON, load_json, read_body
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
@@ -135,11 +134,9 @@ def _bad(message: str) -> RegistryError:
 def parse_entry(body: bytes, digest: str) -> tuple[str, str, bytes]:
     """Validate a PUT body for *digest*; return `(name, type, content)` or raise 400."""
     try:
-        doc = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = load_json(body)
+    except InvalidJSON as exc:  # malformed, hostile nesting, numbers out of bounds
         raise _bad(f"signature is not valid JSON: {exc}") from None
-    except RecursionError:  # hostile nesting; a signature entry is a flat object
-        raise _bad("signature JSON is nested too deeply") from None
     if not isinstance(doc, Mapping):
         raise _bad("signature must be a JSON object")
     if doc.get("schemaVersion") != SCHEMA_VERSION:

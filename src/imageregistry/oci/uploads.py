@@ -25,6 +25,7 @@ from starlette.responses import Response
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import Digest, InvalidDigest
 from imageregistry.content.reference import InvalidName, parse_repository
+from imageregistry.httpinput import InputError, parse_int
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.context import Ctx
@@ -132,15 +133,19 @@ async def _session(ctx: Ctx) -> str:
 def _declared_chunk(ctx: Ctx, size: int) -> tuple[int, int | None]:
     """(offset, length) the chunk claims via Content-Range/Content-Length."""
     headers = ctx.request.headers
-    declared_length = headers.get("content-length")
+    try:
+        text = headers.get("content-length")
+        declared_length = parse_int(text, "Content-Length") if text else None
+    except InputError as exc:
+        raise RegistryError("SIZE_INVALID", str(exc)) from None
     raw = headers.get("content-range")
     if raw is None:
-        return size, int(declared_length) if declared_length else None
-    match = _CONTENT_RANGE.match(raw.strip())
-    if match is None or int(match.group(2)) < int(match.group(1)):
+        return size, declared_length
+    span = _content_range(raw)
+    if span is None:
         raise _range_error(ctx, size, f"malformed Content-Range {raw[:60]!r}")
-    start, end = int(match.group(1)), int(match.group(2))
-    if declared_length is not None and int(declared_length) != end - start + 1:
+    start, end = span
+    if declared_length is not None and declared_length != end - start + 1:
         raise _range_error(ctx, size, "Content-Length does not match Content-Range")
     if start != size:
         raise _range_error(ctx, size, f"chunk starts at {start} but {size} bytes are staged")
@@ -156,6 +161,19 @@ def _storage_full(ctx: Ctx, exc: st.StorageFull, staged: int | None) -> Registry
         headers.update(_session_headers(ctx.repo, ctx.arg, staged))
         hint = f"{staged} bytes stay staged (see Range); resume once space is freed"
     return RegistryError("UNKNOWN", f"{exc}; {hint}", status=507, headers=headers)
+
+
+def _content_range(raw: str) -> tuple[int, int] | None:
+    """Inclusive (start, end) of a chunk's `Content-Range`, or None when malformed (numbers
+    beyond 64 bits included: no upload is that large)."""
+    match = _CONTENT_RANGE.match(raw.strip())
+    if match is None:
+        return None
+    try:
+        start, end = (parse_int(match.group(i), "Content-Range") for i in (1, 2))
+    except InputError:
+        return None
+    return (start, end) if end >= start else None
 
 
 def _range_error(ctx: Ctx, size: int, message: str) -> RegistryError:

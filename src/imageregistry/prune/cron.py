@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from imageregistry.httpinput import InputError, parse_int
+
 _BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _NAMES = ("minute", "hour", "day of month", "month", "day of week")
 
@@ -20,11 +22,19 @@ class InvalidSchedule(ValueError):
     pass
 
 
+def _int(text: str, name: str) -> int:
+    """A number of a field (the schedule comes from an API request: httpinput's bounds)."""
+    try:
+        return parse_int(text, f"number in the {name} field")
+    except InputError as exc:
+        raise InvalidSchedule(str(exc)) from None
+
+
 def _field(text: str, low: int, high: int, name: str) -> frozenset[int]:
     values: set[int] = set()
     for part in text.split(","):
         base, _, step_text = part.partition("/")
-        step = int(step_text) if step_text.isdigit() and int(step_text) > 0 else 0
+        step = _int(step_text, name) if step_text.isdigit() else 0
         if step_text and not step:
             raise InvalidSchedule(f"invalid step in {name} field: {part!r}")
         if base == "*":
@@ -33,9 +43,9 @@ def _field(text: str, low: int, high: int, name: str) -> frozenset[int]:
             a, _, b = base.partition("-")
             if not (a.isdigit() and b.isdigit()):
                 raise InvalidSchedule(f"invalid range in {name} field: {part!r}")
-            start, end = int(a), int(b)
+            start, end = _int(a, name), _int(b, name)
         elif base.isdigit():
-            start = end = int(base)
+            start = end = _int(base, name)
             if step:
                 end = high
         else:

@@ -53,7 +53,10 @@ def parse_duration(text: str) -> timedelta:
             )
         total_ns += float(match.group(1)) * _UNITS_NS[match.group(2)]
         pos = match.end()
-    return timedelta(microseconds=total_ns / 1000)
+    try:  # a huge number of hours (from an API request) is inf or beyond timedelta
+        return timedelta(microseconds=total_ns / 1000)
+    except OverflowError:
+        raise InvalidOptions(f"invalid duration {text[:40]!r}: out of range") from None
 
 
 def format_duration(value: timedelta) -> str:

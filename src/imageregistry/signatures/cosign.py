@@ -25,6 +25,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from imageregistry.httpinput import InvalidJSON, load_json
 from imageregistry.signatures.errors import MalformedSignature, SignatureVerificationError
 from imageregistry.signatures.simplesigning import load_strict_json
 
@@ -107,8 +108,8 @@ def sign_cosign(payload: bytes, private_key: ec.EllipticCurvePrivateKey) -> str:
 def cosign_signature_layers(manifest_json: bytes) -> list[CosignLayer]:
     """Return the simple-signing layers (with their signatures) of a manifest, if any."""
     try:
-        manifest = json.loads(manifest_json)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        manifest = load_json(manifest_json)
+    except InvalidJSON:
         return []
     layers = manifest.get("layers") if isinstance(manifest, dict) else None
     if not isinstance(layers, list):

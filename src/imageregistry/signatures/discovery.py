@@ -14,11 +14,11 @@ signature twice yields the same name and the duplicate is refused rather than re
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from imageregistry.httpinput import InvalidJSON, load_json
 from imageregistry.signatures import cosign
 
 BlobReader = Callable[[str], bytes | None]
@@ -45,8 +45,8 @@ def image_for_signature_tag(tag: str) -> str | None:
 def subject_of(manifest_bytes: bytes) -> str | None:
     """The `subject.digest` of a manifest, if it has one."""
     try:
-        doc = json.loads(manifest_bytes)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        doc = load_json(manifest_bytes)
+    except InvalidJSON:
         return None
     subject = doc.get("subject") if isinstance(doc, dict) else None
     digest = subject.get("digest") if isinstance(subject, dict) else None

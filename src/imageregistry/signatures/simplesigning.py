@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from imageregistry.httpinput import InvalidJSON, load_json
 from imageregistry.signatures.errors import MalformedSignature
 
 ATOMIC_TYPE = "atomic container signature"
@@ -82,7 +83,7 @@ def parse_payload(
 
 
 def load_strict_json(data: bytes, what: str) -> Any:
-    """`json.loads` that refuses duplicate object keys and hostile nesting.
+    """`httpinput.load_json` that also refuses duplicate object keys.
 
     Python keeps the *last* of duplicate keys while other parsers keep the first or refuse
     (containers/image's paranoid parser refuses), so a payload naming
@@ -90,11 +91,9 @@ def load_strict_json(data: bytes, what: str) -> Any:
     RFC 8259 §4 leaves duplicates undefined, so refusing them is the only safe reading.
     """
     try:
-        return json.loads(data, object_pairs_hook=_unique_keys)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return load_json(data, object_pairs_hook=_unique_keys)
+    except InvalidJSON as exc:  # malformed, nested too deeply, numbers out of bounds
         raise MalformedSignature(f"{what} is not valid JSON: {exc}") from exc
-    except RecursionError:
-        raise MalformedSignature(f"{what} is nested too deeply") from None
     except _DuplicateKey as exc:
         raise MalformedSignature(f"{what} has duplicate JSON key {exc.key[:100]!r}") from None
 
