@@ -156,7 +156,7 @@ async def _post(request: Request, services: Services) -> JSONResponse:
     grant_type = _one(form, "grant_type")
     access_type = _one(form, "access_type") or "online"
     if access_type not in ("online", "offline"):
-        raise _invalid_request(f"access_type must be online or offline, not {access_type!r}")
+        raise _invalid_request(f"access_type must be online or offline, not {access_type[:64]!r}")
     offline = access_type == "offline"
     client_id = _one(form, "client_id")
     scopes = [s for value in form.get("scope", []) for s in value.split()]
