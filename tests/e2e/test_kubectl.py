@@ -378,3 +378,39 @@ def test_create_imagestreamtag_from_another_tag(
     assert "imagestreamtag.image.alauda.io/release:stable created" in out
     wide = k.ok("get", "istag", "release:stable", "-n", "istag-create", "-o", "wide")
     assert digest in wide
+
+
+def test_can_i_type_slash_name_checks_a_stream_named_so_and_subresource_the_pull_right(
+    k: Kubectl, server: RegistryProcess, work: Path
+) -> None:
+    """docs/operations.md shows both `can-i` forms: `imagestreams/layers.image.alauda.io`
+    is TYPE/NAME (a stream *named* layers.image.alauda.io), `--subresource=layers` is the
+    right a pull or push is authorized with."""
+    k.ok("create", "ns", "cani")
+    k.ok("create", "role", "stream-reader", "--verb=get", "--resource=imagestreams", "-n", "cani")
+    k.ok("create", "rolebinding", "reader", "--role=stream-reader", "--user=carol", "-n", "cani")
+    k.ok(
+        "create",
+        "rolebinding",
+        "pusher",
+        "--clusterrole=system:image-pusher",
+        "--user=dave",
+        "-n",
+        "cani",
+    )
+    named = ("auth", "can-i", "get", "imagestreams/layers.image.alauda.io", "-n", "cani")
+    pull = ("auth", "can-i", "get", "imagestreams.image.alauda.io", "--subresource=layers")
+    push_right = ("auth", "can-i", "update", "imagestreams", "--subresource=layers")
+    assert k.run(*named, "--as=carol").stdout.strip() == "yes"  # may read the stream object
+    assert k.run(*pull, "-n", "cani", "--as=carol").stdout.strip() == "no"  # may not pull
+    assert k.run(*push_right, "-n", "cani", "--as=carol").stdout.strip() == "no"
+    assert k.run(*pull, "-n", "cani", "--as=dave").stdout.strip() == "yes"
+    assert k.run(*push_right, "-n", "cani", "--as=dave").stdout.strip() == "yes"
+    assert k.run(*push_right, "-n", "team-a", "--as=dave").stdout.strip() == "no"
+    # What the registry does agrees with the subresource form.
+    push_image(server, work, "cani/app:v1", "cani")
+    carol, dave = add_user_token(server, "carol"), add_user_token(server, "dave")
+    with server.client(carol) as client:
+        assert client.get("/v2/cani/app/manifests/v1").status_code in (401, 403)
+    with server.client(dave) as client:
+        assert client.get("/v2/cani/app/manifests/v1").status_code == 200

@@ -184,3 +184,19 @@ def test_delete_by_tag_resolves_it_and_deletes_the_image(
     at_digest = f"docker://{server.host}/team/bytag@{layout.manifest_digest}"
     assert skopeo("inspect", *base, at_digest).returncode != 0
     assert _delete_run(server, f"team/bytag@{layout.manifest_digest}").startswith("delete-")
+
+
+def test_a_push_to_a_one_component_name_shows_the_rule(
+    server: RegistryProcess, certs: str, pushed: Layout
+) -> None:
+    result = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        f"x:{server.admin_token}",
+        f"oci:{pushed.path}:v1",
+        f"docker://{server.host}/demo:latest",
+    )
+    assert result.returncode != 0
+    assert "repository name must be <namespace>/<stream>" in result.stderr, result.stderr

@@ -49,7 +49,8 @@ def parse_repository(name: str) -> Repository:
     parts = name.split("/")
     if len(parts) != 2:
         raise InvalidName(
-            f"repository name {shown!r} must have exactly two components: <namespace>/<stream>"
+            "repository name must be <namespace>/<stream>, exactly two components such as "
+            f"team-a/demo (the namespace is a Kubernetes namespace); got {shown!r}"
         )
     namespace, stream = parts
     for part in parts:

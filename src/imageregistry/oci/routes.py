@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from imageregistry.content.reference import parse_repository
+from imageregistry.content.reference import InvalidName, Repository, parse_repository
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci import blobs, manifests, referrers, tags, uploads
 from imageregistry.oci.auth import challenge_headers
@@ -31,6 +31,7 @@ from imageregistry.services import Services
 Handler = Callable[[Ctx], Awaitable[Response]]
 _NAME = r"^/v2/(?P<name>.+)"
 _ARG = r"(?P<arg>[^/]+)$"
+_BLOB = re.compile(_NAME + r"/blobs/" + _ARG)
 
 # Order matters: `blobs/uploads/` must win over `blobs/<digest>`.
 ENDPOINTS: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
@@ -54,10 +55,7 @@ ENDPOINTS: tuple[tuple[re.Pattern[str], dict[str, Handler]], ...] = (
             "DELETE": uploads.cancel_upload,
         },
     ),
-    (
-        re.compile(_NAME + r"/blobs/" + _ARG),
-        {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob},
-    ),
+    (_BLOB, {"GET": blobs.get_blob, "HEAD": blobs.get_blob, "DELETE": blobs.delete_blob}),
     (re.compile(_NAME + r"/referrers/" + _ARG), {"GET": referrers.list_referrers}),
 )
 
@@ -133,11 +131,24 @@ class Dispatcher:
             handler = handlers.get(request.method)
             if handler is None:
                 raise unsupported(request, allow=sorted(handlers))
-            repo = parse_repository(match.group("name"))
+            repo = _repository(request, match.group("name"), pattern)
             arg = unquote(match.groupdict().get("arg") or "")
             ctx = Ctx(request, self.registry, RepoKey(repo.namespace, repo.stream), arg)
             return await handler(ctx)
         raise RegistryError("NAME_UNKNOWN", f"no registry endpoint at {path[:200]!r}")
+
+
+def _repository(request: Request, name: str, pattern: re.Pattern[str]) -> Repository:
+    """The validated repository; a bad name is `NAME_INVALID` (400, the message naming the
+    rule) — except on a blob HEAD, which answers 404: an answer to HEAD has no body to
+    carry the message, and a push client treats 404 as "upload it", so its next request
+    (the upload POST) shows the user the rule instead of a bare "400 Bad Request"."""
+    try:
+        return parse_repository(name)
+    except InvalidName as exc:
+        if request.method == "HEAD" and pattern is _BLOB:
+            raise RegistryError("NAME_INVALID", str(exc), status=404) from None
+        raise
 
 
 def unsupported(request: Request, allow: Sequence[str] = ("GET",)) -> RegistryError:

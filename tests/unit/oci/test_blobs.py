@@ -88,6 +88,35 @@ def test_path_tricks_are_name_invalid(client: TestClient) -> None:
         assert r.json()["errors"][0]["code"] == "NAME_INVALID"
 
 
+def test_a_one_or_three_component_name_is_refused_naming_the_rule(client: TestClient) -> None:
+    """Every answer that may carry a body says the rule; a blob HEAD (a push client's
+    existence probe) answers 404 so the client goes on to the upload POST and shows it."""
+    blob = f"blobs/{sha(b'x')}"
+    for name in ("app", "team/sub/app"):
+        for method, tail in (
+            ("GET", "tags/list"),
+            ("GET", "manifests/v1"),
+            ("PUT", "manifests/v1"),
+            ("DELETE", "manifests/v1"),
+            ("GET", blob),
+            ("DELETE", blob),
+            ("POST", "blobs/uploads/"),
+            ("PATCH", "blobs/uploads/some-id"),
+            ("PUT", "blobs/uploads/some-id"),
+            ("GET", "blobs/uploads/some-id"),
+            ("DELETE", "blobs/uploads/some-id"),
+            ("GET", f"referrers/{sha(b'x')}"),
+        ):
+            r = client.request(method, f"/v2/{name}/{tail}")
+            assert r.status_code == 400, (method, name, tail)
+            error = r.json()["errors"][0]
+            assert error["code"] == "NAME_INVALID"
+            assert error["message"].startswith("repository name must be <namespace>/<stream>")
+            assert repr(name) in error["message"]
+        assert client.head(f"/v2/{name}/{blob}").status_code == 404
+        assert client.head(f"/v2/{name}/manifests/v1").status_code == 400
+
+
 def test_unsupported_method(client: TestClient) -> None:
     r = client.post(f"/v2/{REPO}/tags/list")
     assert r.status_code == 405
