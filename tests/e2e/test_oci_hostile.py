@@ -303,6 +303,13 @@ def test_a_layer_typed_as_a_cosign_payload_must_be_one(client: httpx.Client) -> 
     assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID"
     assert "simple-signing" in r.json()["errors"][0]["message"]
     assert client.get(f"/v2/{REPO}/manifests/disguised").status_code == 404
+    for number in (b"NaN", b"1e999", b"9" * 5000):  # JSON that `ac verify` cannot read
+        odd = b'{"critical": {"type": "cosign container image signature"}, "n": ' + number + b"}"
+        r = client.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(odd)}, content=odd)
+        assert r.status_code == 201, r.text
+        r = _put_manifest(client, signature_manifest(odd), "odd-sig")
+        assert r.status_code == 400 and _code(r) == "MANIFEST_INVALID", number[:10]
+        assert client.get(f"/v2/{REPO}/manifests/odd-sig").status_code == 404
     assert _put_manifest(client, signature_manifest(payload), "real-sig").status_code == 201
 
 

@@ -10,7 +10,6 @@ everything in one metadata transaction.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +25,7 @@ from imageregistry.content.manifest import (
     referrer_artifact_type,
     summarize_config,
 )
+from imageregistry.httpinput import InvalidJSON, load_json
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.metadata.registry_manifests import (
     BlobRef,
@@ -164,8 +164,8 @@ class ManifestPusher:
             if len(data) != layer.size:
                 continue  # the metadata transaction answers the size mismatch
             try:
-                payload = json.loads(data)
-            except (ValueError, RecursionError):
+                payload = load_json(data)  # as `ac verify` reads it: no NaN, 64-bit numbers
+            except InvalidJSON:
                 payload = None
             if not isinstance(payload, dict):
                 raise InvalidManifest(
