@@ -43,6 +43,8 @@ class Settings:
     blob_direct_io: bool = True  # stage large uploads with O_DIRECT where supported
     gc_grace_seconds: int = 3600
     upload_max_age_seconds: int = 86400
+    upload_max_open_per_user: int = 100  # open upload sessions per identity; 0 = no cap
+    upload_max_staged_bytes_per_user: int = 100 << 30  # staged bytes per identity; 0 = no cap
     token_ttl_seconds: int = 86400
     failed_logins_per_minute: int = 20  # per source address and per user; 0 = unlimited
     refresh_token_ttl_seconds: int = 2592000  # 30 days; refresh tokens of the token endpoint
@@ -149,6 +151,9 @@ def load_settings(
         raise ConfigurationError(f"listen: expected HOST:PORT, got {settings.listen!r}")
     if settings.workers < 1:
         raise ConfigurationError("workers must be at least 1")
+    for name in ("upload_max_open_per_user", "upload_max_staged_bytes_per_user"):
+        if getattr(settings, name) < 0:
+            raise ConfigurationError(f"{name} must be 0 (no cap) or more")
     if settings.log_level not in LOG_LEVELS:
         raise ConfigurationError(
             f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}"

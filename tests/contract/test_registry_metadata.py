@@ -30,6 +30,7 @@ from imageregistry.metadata.registry import (
     RegistryMetadata,
     RepoKey,
     TagUnknown,
+    UploadLimitReached,
     UploadUnknown,
 )
 from imageregistry.metadata.registry_manifests import (
@@ -442,3 +443,23 @@ def test_pull_times_coalesce_and_never_move_back(
     times.record(second.digest, NOW)  # a late, older note (another worker's buffer)
     times.flush()
     assert mans.get(REPO, second.digest, None).last_pulled == NOW + timedelta(minutes=5)
+
+
+def test_upload_caps_count_sessions_and_staged_bytes_per_owner(meta: RegistryMetadata) -> None:
+    for i in range(2):
+        meta.create_upload(f"m{i}", REPO, NOW, "mallory", max_open=2)
+    with pytest.raises(UploadLimitReached, match="2 uploads open"):
+        meta.create_upload("m2", REPO, NOW, "mallory", max_open=2)
+    meta.create_upload("a0", REPO, NOW, "alice", max_open=2)
+    meta.create_upload("m2", REPO, NOW, "mallory", max_open=0)  # 0 = no cap
+    assert meta.reserve_upload_bytes("m0", "mallory", 0, 600, 1000) == 600
+    with pytest.raises(UploadLimitReached, match="600 bytes staged"):
+        meta.reserve_upload_bytes("m1", "mallory", 0, 600, 1000)  # m0's room is reserved
+    assert meta.reserve_upload_bytes("m1", "mallory", 0, None, 1000) == 400  # what is left
+    meta.settle_upload("m1", 0)
+    meta.touch_upload("m0", NOW, staged=100)
+    assert meta.reserve_upload_bytes("m1", "mallory", 0, 900, 1000) == 900
+    assert meta.reserve_upload_bytes(None, "alice", 0, 1000, 1000) == 1000  # monolithic
+    meta.delete_upload("m1")
+    assert meta.reserve_upload_bytes("m0", "mallory", 100, 900, 1000) == 900
+    assert meta.find_upload("m0", REPO).owner == "mallory"

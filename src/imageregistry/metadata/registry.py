@@ -23,7 +23,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, delete, func, insert, literal_column, select, update
+from sqlalchemy import (
+    Connection,
+    Table,
+    delete,
+    func,
+    insert,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -75,6 +85,10 @@ class UploadUnknown(MetadataError):
     """No such upload session in this repository."""
 
 
+class UploadLimitReached(MetadataError):
+    """An identity has as many upload sessions open, or bytes staged, as it may."""
+
+
 @dataclass(frozen=True, slots=True)
 class RepoKey:
     namespace: str
@@ -90,6 +104,14 @@ class UploadSession:
     namespace: str
     name: str
     created: datetime
+    owner: str = ""
+
+
+def _lock_owner(conn: Connection, owner: str) -> None:
+    """Serialize the upload-cap checks of one identity. SQLite's write transaction
+    already does (BEGIN IMMEDIATE); PostgreSQL takes a transaction-scoped advisory lock."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(hashtext(:o))"), {"o": f"upload:{owner}"})
 
 
 def insert_ignore(conn: Connection, table: Table, values: Mapping[str, Any]) -> bool:
@@ -334,8 +356,23 @@ class RegistryMetadata:
 
     # -- uploads --------------------------------------------------------------------------
 
-    def create_upload(self, upload_id: str, repo: RepoKey, now: datetime) -> None:
+    def create_upload(
+        self, upload_id: str, repo: RepoKey, now: datetime, owner: str = "", max_open: int = 0
+    ) -> None:
+        """Record a session of `owner`; `UploadLimitReached` when `owner` already has
+        `max_open` sessions (0 = no cap)."""
         with self.db.write() as conn:
+            if max_open > 0:
+                _lock_owner(conn, owner)
+                count = conn.execute(
+                    select(func.count()).select_from(uploads).where(uploads.c.owner == owner)
+                ).scalar_one()
+                if count >= max_open:
+                    raise UploadLimitReached(
+                        f"{owner} has {count} uploads open, the most allowed "
+                        "(upload_max_open_per_user); finish or cancel one first "
+                        "(abandoned uploads expire after upload_max_age_seconds)"
+                    )
             conn.execute(
                 insert(uploads).values(
                     id=upload_id,
@@ -344,8 +381,51 @@ class RegistryMetadata:
                     name=repo.name,
                     created=now,
                     updated=now,
+                    owner=owner,
+                    staged=0,
                 )
             )
+
+    def reserve_upload_bytes(
+        self, upload_id: str | None, owner: str, staged: int, wanted: int | None, max_bytes: int
+    ) -> int | None:
+        """Room for the next chunk (`wanted` bytes, None = unknown) of `owner`'s session
+        `upload_id`, which has `staged` bytes (None: a monolithic upload, no session);
+        returns the chunk's byte limit (None = no cap). `UploadLimitReached` when it does
+        not fit under `max_bytes` (0 = no cap) with everything else `owner` has staged.
+
+        The room is reserved on the session row until `touch_upload` or `settle_upload`
+        records what was really staged, so parallel chunks of one identity share one cap.
+        """
+        if max_bytes <= 0:
+            return wanted
+        with self.db.write() as conn:
+            _lock_owner(conn, owner)
+            used_query = select(func.coalesce(func.sum(uploads.c.staged), 0)).where(
+                uploads.c.owner == owner
+            )
+            if upload_id is not None:
+                used_query = used_query.where(uploads.c.id != upload_id)
+            used = int(conn.execute(used_query).scalar_one()) + staged
+            room = max_bytes - used
+            if (wanted is None and room <= 0) or (wanted is not None and wanted > max(room, 0)):
+                raise UploadLimitReached(
+                    f"{owner} has {used} bytes staged in unfinished uploads; "
+                    f"{'this chunk' if wanted else 'more'} would pass the limit of "
+                    f"{max_bytes} (upload_max_staged_bytes_per_user); finish or cancel "
+                    "uploads first"
+                )
+            limit = room if wanted is None else wanted
+            if upload_id is not None:
+                conn.execute(
+                    update(uploads).where(uploads.c.id == upload_id).values(staged=staged + limit)
+                )
+            return limit
+
+    def settle_upload(self, upload_id: str, staged: int) -> None:
+        """Record what a session really has staged (after a chunk failed)."""
+        with self.db.write() as conn:
+            conn.execute(update(uploads).where(uploads.c.id == upload_id).values(staged=staged))
 
     def find_upload(self, upload_id: str, repo: RepoKey) -> UploadSession:
         """The session, which must belong to `repo` (`UploadUnknown` otherwise)."""
@@ -353,14 +433,16 @@ class RegistryMetadata:
             row = conn.execute(select(uploads).where(uploads.c.id == upload_id)).first()
         if row is None or (row.namespace, row.name) != (repo.namespace, repo.name):
             raise UploadUnknown(f"upload {upload_id[:80]!r} unknown to repository {repo}")
-        return UploadSession(row.id, row.namespace, row.name, as_utc(row.created))
+        return UploadSession(row.id, row.namespace, row.name, as_utc(row.created), row.owner)
 
-    def touch_upload(self, upload_id: str, now: datetime) -> None:
-        """Mark the session active; `UploadUnknown` if it was cancelled meanwhile."""
+    def touch_upload(self, upload_id: str, now: datetime, staged: int | None = None) -> None:
+        """Mark the session active (and record its staged bytes); `UploadUnknown` if it
+        was cancelled meanwhile."""
+        values: dict[str, Any] = {"updated": now}
+        if staged is not None:
+            values["staged"] = staged
         with self.db.write() as conn:
-            result = conn.execute(
-                update(uploads).where(uploads.c.id == upload_id).values(updated=now)
-            )
+            result = conn.execute(update(uploads).where(uploads.c.id == upload_id).values(values))
         if result.rowcount == 0:
             raise UploadUnknown(f"upload {upload_id[:80]!r} was cancelled")
 

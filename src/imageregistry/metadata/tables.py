@@ -222,6 +222,11 @@ uploads = Table(
     Column("name", String(253), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
+    # Who started the session, and its staged bytes (plus the room reserved for a chunk
+    # while one streams): the per-identity upload caps count these.
+    Column("owner", String(253), nullable=False, server_default=""),
+    Column("staged", BigInteger, nullable=False, server_default="0"),
+    Index("ix_uploads_owner", "owner"),
 )
 
 signatures = Table(

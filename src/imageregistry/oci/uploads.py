@@ -8,6 +8,11 @@ current `Range` and leaves the session usable (clients.md). A blob becomes visib
 after the store verified its digest and published it atomically *and* the metadata
 transaction linked it, so a crash at any point exposes nothing partial.
 
+Each identity may have `upload_max_open_per_user` sessions open and
+`upload_max_staged_bytes_per_user` bytes staged in them (room for a chunk is reserved
+before it streams); beyond either, 429 `TOOMANYREQUESTS` with `Retry-After`, so
+abandoned sessions cannot pile up without bound.
+
 A full blob store (`StorageFull`) answers 507 with `Retry-After`: a session keeps the
 bytes staged before the failure and the answer carries its `Range`, so the client
 resumes (or retries the PUT) once space is freed; a monolithic upload is discarded.
@@ -26,13 +31,14 @@ from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import Digest, InvalidDigest
 from imageregistry.content.reference import InvalidName, parse_repository
 from imageregistry.httpinput import InputError, parse_int
-from imageregistry.metadata.registry import RepoKey
+from imageregistry.metadata.registry import RepoKey, UploadLimitReached, UploadSession
 from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 from imageregistry.storage import errors as st
 
 STORAGE_FULL_RETRY_SECONDS = 60
+UPLOAD_LIMIT_RETRY_SECONDS = 60
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
 
@@ -85,13 +91,27 @@ async def start_upload(ctx: Ctx) -> Response:
     if digest is not None:
         # Monolithic upload (spec "POST then PUT" collapsed): stage, verify, publish.
         try:
-            await _append(ctx, upload_id, 0, tracked=False)
+            await _append(ctx, upload_id, 0, user.username, tracked=False)
             return await _complete(ctx, upload_id, digest, create_ns, tracked=False)
         except BaseException:
             with contextlib.suppress(st.StorageError):
                 await registry.blobs.cancel_upload(upload_id)
             raise
-    await ctx.run(registry.meta.create_upload, upload_id, ctx.repo, registry.now())
+    try:
+        await ctx.run(
+            registry.meta.create_upload,
+            upload_id,
+            ctx.repo,
+            registry.now(),
+            user.username,
+            registry.services.settings.upload_max_open_per_user,
+        )
+    except BaseException as exc:
+        with contextlib.suppress(st.StorageError):
+            await registry.blobs.cancel_upload(upload_id)
+        if isinstance(exc, UploadLimitReached):
+            raise _limit_reached(exc) from None
+        raise
     return Response(status_code=202, headers=_session_headers(ctx.repo, upload_id, 0))
 
 
@@ -125,9 +145,14 @@ async def _try_mount(ctx: Ctx, create_ns: bool) -> Response | None:
     return _blob_created(ctx.repo, digest)
 
 
-async def _session(ctx: Ctx) -> str:
-    session = await ctx.run(ctx.registry.meta.find_upload, ctx.arg, ctx.repo)
-    return session.id
+async def _session(ctx: Ctx) -> UploadSession:
+    return await ctx.run(ctx.registry.meta.find_upload, ctx.arg, ctx.repo)
+
+
+def _limit_reached(exc: UploadLimitReached) -> RegistryError:
+    return RegistryError(
+        "TOOMANYREQUESTS", str(exc), headers={"Retry-After": str(UPLOAD_LIMIT_RETRY_SECONDS)}
+    )
 
 
 def _declared_chunk(ctx: Ctx, size: int) -> tuple[int, int | None]:
@@ -191,20 +216,48 @@ async def _body(ctx: Ctx) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _append(ctx: Ctx, upload_id: str, size: int, *, tracked: bool = True) -> int:
+async def _append(ctx: Ctx, upload_id: str, size: int, owner: str, *, tracked: bool = True) -> int:
+    """Stage the request body as the next chunk of `owner`'s upload (`tracked`: a session
+    with a row, whose staged bytes count against the identity's cap)."""
     offset, length = _declared_chunk(ctx, size)
-    store = ctx.registry.blobs
+    registry = ctx.registry
+    store = registry.blobs
+    cap = registry.services.settings.upload_max_staged_bytes_per_user
     try:
-        new_size = await store.append_upload(upload_id, offset, _body(ctx), limit=length)
-    except st.StorageFull as exc:
-        staged = await store.upload_size(upload_id) if tracked else None
-        raise _storage_full(ctx, exc, staged) from None
-    except st.UploadOffsetMismatch as exc:
-        raise _range_error(ctx, exc.size, str(exc)) from None
-    except st.UploadTooLarge:
-        raise RegistryError(
-            "SIZE_INVALID", "request body is longer than its Content-Length/Content-Range"
-        ) from None
+        limit = await ctx.run(
+            registry.meta.reserve_upload_bytes,
+            upload_id if tracked else None,
+            owner,
+            offset,
+            length,
+            cap,
+        )
+    except UploadLimitReached as exc:
+        raise _limit_reached(exc) from None
+    try:
+        new_size = await store.append_upload(upload_id, offset, _body(ctx), limit=limit)
+    except BaseException as exc:
+        if tracked and cap > 0:  # give back the room reserved but not used
+            with contextlib.suppress(Exception):
+                kept = await store.upload_size(upload_id)
+                await ctx.run(registry.meta.settle_upload, upload_id, kept)
+        if isinstance(exc, st.StorageFull):
+            staged = await store.upload_size(upload_id) if tracked else None
+            raise _storage_full(ctx, exc, staged) from None
+        if isinstance(exc, st.UploadOffsetMismatch):
+            raise _range_error(ctx, exc.size, str(exc)) from None
+        if isinstance(exc, st.UploadTooLarge):
+            if length is None:  # the limit was the identity's room, not the request's own
+                raise _limit_reached(
+                    UploadLimitReached(
+                        f"{owner}'s staged uploads would pass the limit of {cap} bytes "
+                        "(upload_max_staged_bytes_per_user); the chunk was not kept"
+                    )
+                ) from None
+            raise RegistryError(
+                "SIZE_INVALID", "request body is longer than its Content-Length/Content-Range"
+            ) from None
+        raise
     if length is not None and new_size - offset != length:
         raise RegistryError(
             "SIZE_INVALID",
@@ -215,16 +268,18 @@ async def _append(ctx: Ctx, upload_id: str, size: int, *, tracked: bool = True) 
 
 async def patch_upload(ctx: Ctx) -> Response:
     await ctx.authorize(RegistryAction.PUSH)
-    upload_id = await _session(ctx)
+    session = await _session(ctx)
+    upload_id = session.id
     size = await ctx.registry.blobs.upload_size(upload_id)
-    new_size = await _append(ctx, upload_id, size)
-    await ctx.run(ctx.registry.meta.touch_upload, upload_id, ctx.registry.now())
+    new_size = await _append(ctx, upload_id, size, session.owner)
+    await ctx.run(ctx.registry.meta.touch_upload, upload_id, ctx.registry.now(), new_size)
     return Response(status_code=202, headers=_session_headers(ctx.repo, upload_id, new_size))
 
 
 async def put_upload(ctx: Ctx) -> Response:
     user = await ctx.authorize(RegistryAction.PUSH)
-    upload_id = await _session(ctx)
+    session = await _session(ctx)
+    upload_id = session.id
     digest = _query_digest(ctx)
     if digest is None:
         raise RegistryError("DIGEST_INVALID", "the digest query parameter is required")
@@ -232,7 +287,7 @@ async def put_upload(ctx: Ctx) -> Response:
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
     if has_body or "content-range" in headers:
         size = await ctx.registry.blobs.upload_size(upload_id)
-        await _append(ctx, upload_id, size)
+        await _append(ctx, upload_id, size, session.owner)
     return await _complete(ctx, upload_id, digest, may_create_namespace(user), tracked=True)
 
 
@@ -270,14 +325,14 @@ async def _complete(
 
 async def upload_status(ctx: Ctx) -> Response:
     await ctx.authorize(RegistryAction.PUSH)
-    upload_id = await _session(ctx)
+    upload_id = (await _session(ctx)).id
     size = await ctx.registry.blobs.upload_size(upload_id)
     return Response(status_code=204, headers=_session_headers(ctx.repo, upload_id, size))
 
 
 async def cancel_upload(ctx: Ctx) -> Response:
     await ctx.authorize(RegistryAction.PUSH)
-    upload_id = await _session(ctx)
+    upload_id = (await _session(ctx)).id
     # Staged data already gone still ends the session.
     with contextlib.suppress(st.UploadNotFound):
         await ctx.registry.blobs.cancel_upload(upload_id)
