@@ -52,6 +52,9 @@ class Settings:
     cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
     blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off
     blob_public_url: str = ""  # how clients reach the blob port; default derived per request
+    watch_max_per_user: int = 100  # concurrent watches per user and process; 429 beyond
+    watch_max_total: int = 1000  # concurrent watches per process; 429 beyond
+    watch_history_seconds: int = 3600  # change log kept for watches to resume; 0 = all
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -164,7 +167,16 @@ def load_settings(
             f" got {settings.cpu_affinity!r}"
         )
     _check_blob_port(settings)
+    _check_watches(settings)
     return settings
+
+
+def _check_watches(settings: Settings) -> None:
+    for name in ("watch_max_per_user", "watch_max_total"):
+        if getattr(settings, name) < 1:
+            raise ConfigurationError(f"{name} must be at least 1")
+    if settings.watch_history_seconds < 0:
+        raise ConfigurationError("watch_history_seconds must be 0 (keep all) or more")
 
 
 def _check_blob_port(settings: Settings) -> None:

@@ -35,6 +35,8 @@ from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.blobport.links import BlobLinks, new_link_key
 from imageregistry.blobport.server import blob_port
+from imageregistry.changefeed import ChangeFeed, WatchSlots
+from imageregistry.compaction import compacting_change_log
 from imageregistry.config import Settings, load_settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
@@ -103,6 +105,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         authn=authn,
         authz=build_authorizer(db),
         clock=_clock,
+        changes=ChangeFeed(db),
+        watches=WatchSlots(settings.watch_max_per_user, settings.watch_max_total),
         blob_links=blob_links,
         refresh_tokens=refresh_tokens,
     )
@@ -130,6 +134,8 @@ def build_app(services: Services) -> Starlette:
         async with (
             runtime_affinity(settings.cpu_affinity, settings.workers, settings.data_dir / "run"),
             scheduled_pruning(services),
+            services.changes.running(),
+            compacting_change_log(services),
             _blob_port(services),
             flushing_pull_times(services.pull_times, PULL_FLUSH_SECONDS),
         ):

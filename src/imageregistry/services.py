@@ -17,6 +17,7 @@ from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.blobport.links import BlobLinks
+from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import PullTimes
@@ -31,6 +32,8 @@ class Services:
     authn: Authenticator
     authz: Authorizer
     clock: Callable[[], datetime]
+    changes: ChangeFeed  # the process's one change-log poller (watches)
+    watches: WatchSlots  # caps on concurrent watches
     blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)
     refresh_tokens: RefreshTokens | None = None  # None: no `access_type=offline` grants
     pull_times: PullTimes = field(init=False, repr=False, compare=False)

@@ -104,3 +104,30 @@ def test_blob_port_settings_from_the_environment() -> None:
         "https://blobs.example",
     )
     assert load_settings({}, env={}).blob_listen == ""
+
+
+def test_watch_settings_from_file_and_environment(tmp_path: Path) -> None:
+    defaults = load_settings({}, env={})
+    assert (
+        defaults.watch_max_per_user,
+        defaults.watch_max_total,
+        defaults.watch_history_seconds,
+    ) == (100, 1000, 3600)
+    config = tmp_path / "registry.yaml"
+    config.write_text("watch-max-per-user: 5\nwatch_history_seconds: 0\n")
+    env = {"IMAGE_REGISTRY_WATCH_MAX_TOTAL": "50"}
+    settings = load_settings({}, str(config), env=env)
+    assert (
+        settings.watch_max_per_user,
+        settings.watch_max_total,
+        settings.watch_history_seconds,
+    ) == (5, 50, 0)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("watch_max_per_user", "0"), ("watch_max_total", "-1"), ("watch_history_seconds", "-5")],
+)
+def test_bad_watch_settings_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        load_settings({}, env={f"IMAGE_REGISTRY_{name.upper()}": value})

@@ -10,13 +10,13 @@ asking, dry run, the clock, the authorizer) that handlers receive instead of the
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from imageregistry.apiserver.codec import ANY, Schema
-from imageregistry.apiserver.status import method_not_allowed
+from imageregistry.apiserver.status import ApiError, method_not_allowed
 from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, default_cells
 from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.identity import Attributes, UserInfo
@@ -118,6 +118,20 @@ class ResourceHandler:
 
     def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
         raise method_not_allowed("list", self.info.plural)
+
+    def get_many(
+        self, ctx: RequestContext, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """The objects that exist of these (namespace, name) keys, for a page of watch events.
+        This default gets them one by one; a handler that can read them in one query
+        (the object store) overrides it."""
+        found: dict[tuple[str, str], dict[str, Any]] = {}
+        for namespace, name in keys:
+            try:
+                found[(namespace, name)] = self.get(ctx, namespace, name)
+            except ApiError:
+                continue
+        return found
 
     def create(self, ctx: RequestContext, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
         raise method_not_allowed("create", self.info.plural)

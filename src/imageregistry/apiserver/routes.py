@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from imageregistry.apiserver import discovery, openapi
@@ -38,9 +38,11 @@ from imageregistry.apiserver.status import (
     method_not_allowed,
     service_unavailable,
     too_large,
+    too_many_requests,
 )
-from imageregistry.apiserver.watch import WatchStream
+from imageregistry.apiserver.watch import WatchResponse, WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
+from imageregistry.changefeed import WatchLimitExceeded
 from imageregistry.httpinput import BodyTooLarge, InputError, parse_int, read_body
 from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.services import Services
@@ -51,6 +53,7 @@ IDENTITY_HOLDERS = {("", "serviceaccounts"), ("", "namespaces")}
 log = logging.getLogger(__name__)
 JSON_TYPE = "application/json"
 MAX_WATCH_SECONDS = 1800
+WATCH_RETRY_AFTER = 5  # seconds a client over a watch cap is asked to wait
 
 
 def json_response(
@@ -234,23 +237,38 @@ class ApiServer:
         raw = await read_body(request, MAX_BODY_BYTES) if has_body else b""
         dispatcher = Dispatcher(target.handler, ctx, request, self.services)
         if verb == "watch":
-            if "watch" not in info.verbs:
-                # the stream would fail only after its 200 headers are sent
-                raise method_not_allowed("watch", info.plural)
-            stream = WatchStream(
-                self.services.db,
-                target.handler,
-                ctx,
-                target.namespace,
-                dispatcher.list_options(),
-                dispatcher.watch_renderer(),
-            )
-            timeout = _timeout_seconds(query.get("timeoutSeconds") or "")
-            return StreamingResponse(stream.events(timeout), media_type=JSON_TYPE)
+            return self._watch(target, ctx, dispatcher, request)
         response = await run_in_threadpool(dispatcher.run, verb, target, raw)
         if verb in ("delete", "deletecollection") and (info.group, info.plural) in IDENTITY_HOLDERS:
             self.services.authn.forget_cached_identities()
         return response
+
+    def _watch(
+        self, target: Target, ctx: RequestContext, dispatcher: Any, request: Request
+    ) -> Response:
+        info = target.handler.info
+        if "watch" not in info.verbs:
+            # the stream would fail only after its 200 headers are sent
+            raise method_not_allowed("watch", info.plural)
+        query = request.query_params
+        stream = WatchStream(
+            self.services.db,
+            self.services.changes,
+            target.handler,
+            ctx,
+            target.namespace,
+            dispatcher.list_options(),
+            dispatcher.watch_renderer(),
+            bookmarks=query.get("allowWatchBookmarks") in ("true", "1"),
+        )
+        timeout = _timeout_seconds(query.get("timeoutSeconds") or "")
+        if not self.services.changes.is_running:
+            raise service_unavailable("watch is not available while the server starts or stops")
+        try:  # the last step: nothing may fail between taking the slot and the response
+            slot = self.services.watches.admit(ctx.user.username)
+        except WatchLimitExceeded as exc:
+            raise too_many_requests(str(exc), WATCH_RETRY_AFTER) from None
+        return WatchResponse(stream.events(timeout), slot)
 
 
 def _timeout_seconds(text: str) -> float:

@@ -148,6 +148,11 @@ def invalid(kind: str, group: str, name: str, causes: Sequence[FieldCause]) -> A
     )
 
 
+def expired(message: str) -> ApiError:
+    """410 Expired: a resourceVersion older than the history the server keeps."""
+    return ApiError(410, "Expired", message)
+
+
 def service_unavailable(message: str, retry_after: int | None = None) -> ApiError:
     """503 ServiceUnavailable; `retryAfterSeconds` as Kubernetes sends it for a retry."""
     details = {"retryAfterSeconds": retry_after} if retry_after is not None else {}

@@ -17,10 +17,11 @@ import copy
 import json
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, or_, select, tuple_, update
 
 from imageregistry.apiserver.resource import (
     ListOptions,
@@ -160,6 +161,19 @@ class StoredResource(ResourceHandler):
         if row is None:
             raise self._not_found(name)
         return dict(row.body)
+
+    def get_many(
+        self, ctx: RequestContext, keys: Sequence[tuple[str, str]]
+    ) -> dict[tuple[str, str], dict[str, Any]]:
+        """One query for a whole page of watch events."""
+        if not keys:
+            return {}
+        query = select(objects.c.namespace, objects.c.name, objects.c.body).where(
+            objects.c.resource == self.info.key,
+            tuple_(objects.c.namespace, objects.c.name).in_(list(keys)),
+        )
+        with self.db.read() as conn:
+            return {(row.namespace, row.name): dict(row.body) for row in conn.execute(query)}
 
     def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
         labels = label_predicate(opts.label_selector) if opts.label_selector else None

@@ -20,12 +20,12 @@ from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, update
 
 from imageregistry.background import running
-from imageregistry.metadata.db import Database, as_utc, record_change
-from imageregistry.metadata.tables import leases, objects
+from imageregistry.metadata.db import Database, record_change
+from imageregistry.metadata.leases import release_lease, take_lease
+from imageregistry.metadata.tables import objects
 from imageregistry.prune.cron import CronSchedule, InvalidSchedule
 from imageregistry.prune.options import PruneOptions, parse_duration
 from imageregistry.prune.service import Pruner, build_pruner
@@ -35,34 +35,6 @@ OPERATOR_GROUP = "imageregistry.operator.alauda.io"
 PRUNER_RESOURCE = f"imagepruners.{OPERATOR_GROUP}"
 PRUNER_NAME = "cluster"
 LEASE = "image-pruner"
-
-
-def take_lease(db: Database, holder: str, now: datetime, ttl: timedelta) -> bool:
-    """Acquire or renew the lease; False while another unexpired holder has it."""
-    try:
-        with db.write() as conn:
-            query = select(leases.c.holder, leases.c.expires).where(leases.c.name == LEASE)
-            if not db.is_sqlite:
-                query = query.with_for_update()
-            row = conn.execute(query).first()
-            if row is None:
-                conn.execute(insert(leases).values(name=LEASE, holder=holder, expires=now + ttl))
-                return True
-            if row.holder != holder and as_utc(row.expires) > now:
-                return False
-            conn.execute(
-                update(leases)
-                .where(leases.c.name == LEASE)
-                .values(holder=holder, expires=now + ttl)
-            )
-            return True
-    except IntegrityError:  # another replica inserted the row first
-        return False
-
-
-def release_lease(db: Database, holder: str) -> None:
-    with db.write() as conn:
-        conn.execute(delete(leases).where(leases.c.name == LEASE, leases.c.holder == holder))
 
 
 def _load(db: Database) -> dict[str, Any] | None:
@@ -141,7 +113,7 @@ class ImagePrunerScheduler:
         """Run the pruner if due and this replica holds the lease; return the new status."""
         now = self._clock()
         ttl = timedelta(seconds=self._interval * 3)
-        if not await asyncio.to_thread(take_lease, self._db, self._holder, now, ttl):
+        if not await asyncio.to_thread(take_lease, self._db, LEASE, self._holder, now, ttl):
             return None
         body = await asyncio.to_thread(_load, self._db)
         minute = now.replace(second=0, microsecond=0)
@@ -211,7 +183,7 @@ class ImagePrunerScheduler:
                 await asyncio.sleep(self._interval)
         finally:
             with contextlib.suppress(Exception):
-                await asyncio.to_thread(release_lease, self._db, self._holder)
+                await asyncio.to_thread(release_lease, self._db, LEASE, self._holder)
 
 
 @contextlib.asynccontextmanager

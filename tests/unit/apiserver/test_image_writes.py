@@ -34,7 +34,10 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
-    app = Starlette(routes=[*oci_routes(services), *api_routes(services)])
+    app = Starlette(
+        routes=[*oci_routes(services), *api_routes(services)],
+        lifespan=lambda _app: services.changes.running(),
+    )
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         yield c
 
@@ -229,16 +232,23 @@ def live_events(
     handler = next(h for h in build_handlers(services) if h.info.plural == "imagestreamtags")
     ctx = RequestContext(authenticated("root", ("system:masters",)), services.authz, services.clock)
     stream = WatchStream(
-        services.db, handler, ctx, "team", ListOptions(resource_version="0"), lambda o, _: o
+        services.db,
+        services.changes,
+        handler,
+        ctx,
+        "team",
+        ListOptions(resource_version="0"),
+        lambda o, _: o,
     )
 
     async def consume() -> list[tuple[str, str, str]]:
         out: list[tuple[str, str, str]] = []
-        async for line in stream.events(timeout=1.0):
-            event = json.loads(line)
-            if not out:
-                during()
-            out.append(summary(event))
+        async with services.changes.running():
+            async for line in stream.events(timeout=1.0):
+                event = json.loads(line)
+                if not out:
+                    during()
+                out.append(summary(event))
         return out
 
     return asyncio.run(consume())

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import MastersOnlyAuthorizer
 from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_token
+from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
@@ -57,6 +58,8 @@ def build_services(tmp: Path) -> Services:
         authn=authn,
         authz=MastersOnlyAuthorizer(),
         clock=lambda: datetime.now(UTC),
+        changes=ChangeFeed(db),
+        watches=WatchSlots(per_user=100, total=1000),
     )
 
 
