@@ -399,28 +399,41 @@ class RegistryMetadata:
         """
         if max_bytes <= 0:
             return wanted
+        if upload_id is None:  # nothing to reserve on: a read suffices
+            with self.db.read() as conn:
+                return self._room(conn, None, owner, staged, wanted, max_bytes)
         with self.db.write() as conn:
             _lock_owner(conn, owner)
-            used_query = select(func.coalesce(func.sum(uploads.c.staged), 0)).where(
-                uploads.c.owner == owner
+            limit = self._room(conn, upload_id, owner, staged, wanted, max_bytes)
+            conn.execute(
+                update(uploads).where(uploads.c.id == upload_id).values(staged=staged + limit)
             )
-            if upload_id is not None:
-                used_query = used_query.where(uploads.c.id != upload_id)
-            used = int(conn.execute(used_query).scalar_one()) + staged
-            room = max_bytes - used
-            if (wanted is None and room <= 0) or (wanted is not None and wanted > max(room, 0)):
-                raise UploadLimitReached(
-                    f"{owner} has {used} bytes staged in unfinished uploads; "
-                    f"{'this chunk' if wanted else 'more'} would pass the limit of "
-                    f"{max_bytes} (upload_max_staged_bytes_per_user); finish or cancel "
-                    "uploads first"
-                )
-            limit = room if wanted is None else wanted
-            if upload_id is not None:
-                conn.execute(
-                    update(uploads).where(uploads.c.id == upload_id).values(staged=staged + limit)
-                )
             return limit
+
+    @staticmethod
+    def _room(
+        conn: Connection,
+        upload_id: str | None,
+        owner: str,
+        staged: int,
+        wanted: int | None,
+        max_bytes: int,
+    ) -> int:
+        used_query = select(func.coalesce(func.sum(uploads.c.staged), 0)).where(
+            uploads.c.owner == owner
+        )
+        if upload_id is not None:
+            used_query = used_query.where(uploads.c.id != upload_id)
+        used = int(conn.execute(used_query).scalar_one()) + staged
+        room = max_bytes - used
+        if (wanted is None and room <= 0) or (wanted is not None and wanted > max(room, 0)):
+            raise UploadLimitReached(
+                f"{owner} has {used} bytes staged in unfinished uploads; "
+                f"{'this chunk' if wanted else 'more'} would pass the limit of "
+                f"{max_bytes} (upload_max_staged_bytes_per_user); finish or cancel "
+                "uploads first"
+            )
+        return room if wanted is None else wanted
 
     def settle_upload(self, upload_id: str, staged: int) -> None:
         """Record what a session really has staged (after a chunk failed)."""

@@ -36,10 +36,10 @@ class _Run:
     """The pages of one run, and what they found so far."""
 
     def __init__(
-        self, client: httpx.Client, confirm: bool, page_size: int, token: str, quiet: bool
+        self, client: httpx.Client, confirm: bool, page_size: int, token: str, bar: Progress
     ) -> None:
         self.client = client
-        self.quiet = quiet  # -o json: no lines per blob
+        self.bar = bar
         self.confirm = confirm
         self.page_size = page_size
         self.token = token
@@ -49,8 +49,8 @@ class _Run:
         self.intact: list[dict[str, Any]] = []
         self.total: dict[str, Any] = {}
 
-    def next_page(self) -> bool:
-        """Verify one page; False once the server says every blob was checked."""
+    def next_page(self) -> dict[str, Any]:
+        """Verify one page; its status (`continue` is "" once every blob was checked)."""
         spec: dict[str, Any] = {"limit": self.page_size}
         if self.token:
             spec["continue"] = self.token
@@ -65,13 +65,18 @@ class _Run:
         self.corrupt += status.get("corrupt") or []
         self.intact += status.get("intact") or []
         self.total = status.get("total") or self.total
-        for blob in () if self.quiet else status.get("corrupt") or ():
-            _print_corrupt(blob, self.confirm)
-        for blob in () if self.quiet else status.get("intact") or ():
-            done = "unmarked" if blob.get("unmarked") else "would be unmarked"
-            click.echo(f"Intact again: blob {blob['digest']} (marked corrupt, {done})")
         self.token = str(status.get("continue") or "")
-        return bool(self.token)
+        self.bar.total = int(self.total.get("count") or 0) or None
+        self.bar.update(self.checked)
+        return status
+
+    def lines(self, status: dict[str, Any]) -> list[str]:
+        """One line per damaged (or repaired) blob of a page."""
+        found = [_corrupt_line(blob, self.confirm) for blob in status.get("corrupt") or ()]
+        for blob in status.get("intact") or ():
+            done = "unmarked" if blob.get("unmarked") else "would be unmarked"
+            found.append(f"Intact again: blob {blob['digest']} (marked corrupt, {done})")
+        return found
 
     def result(self) -> dict[str, Any]:
         return {
@@ -84,7 +89,7 @@ class _Run:
         }
 
 
-def _print_corrupt(blob: dict[str, Any], confirm: bool) -> None:
+def _corrupt_line(blob: dict[str, Any], confirm: bool) -> str:
     if not confirm:
         state = "would be marked corrupt"
     elif blob.get("marked"):
@@ -92,7 +97,7 @@ def _print_corrupt(blob: dict[str, Any], confirm: bool) -> None:
     else:
         state = "not marked: repaired or changed meanwhile"
     size = human_size(int(blob["size"]))
-    click.echo(f"Corrupt blob {blob['digest']} ({size}): {blob['problem']} ({state})")
+    return f"Corrupt blob {blob['digest']} ({size}): {blob['problem']} ({state})"
 
 
 @click.command("verify")
@@ -122,16 +127,17 @@ def verify(
         click.echo(DRY_RUN_NOTICE, err=True)
     sess = session(ctx)
     quiet = output == "json"
-    with sess.client(timeout=3600.0) as client:
-        run = _Run(client, confirm, page_size, resume, quiet)
+    with sess.client(timeout=3600.0) as client, Progress("Verifying blobs") as bar:
+        run = _Run(client, confirm, page_size, resume, bar)
         try:
-            with Progress("Verifying blobs") as bar:
-                while True:
-                    more = run.next_page()
-                    bar.total = int(run.total.get("count") or 0) or None
-                    bar.update(run.checked)
-                    if not more:
-                        break
+            while True:
+                status = run.next_page()
+                lines = [] if quiet else run.lines(status)
+                if lines:
+                    bar.clear()
+                    click.echo("\n".join(lines))
+                if not run.token:
+                    break
         except KeyboardInterrupt:
             hint = f"; {_resume_hint(run.token, confirm)}" if run.token else ""
             raise CliError(f"interrupted{hint}", exit_code=130) from None

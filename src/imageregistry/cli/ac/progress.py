@@ -36,6 +36,15 @@ class Progress:
             self.stream.write("\r\x1b[2K")
             self.stream.flush()
 
+    def clear(self) -> None:
+        """Erase the bar (before printing a line to the same terminal); the next
+        `update` draws it again."""
+        if self.enabled and self._shown:
+            self.stream.write("\r\x1b[2K")
+            self.stream.flush()
+            self._shown = False
+            self._drawn = 0.0
+
     def update(self, done: int) -> None:
         self.done = done
         self._draw()
