@@ -1,7 +1,8 @@
-"""The README's quick start and the first-start commands of docs/operations.md, run as
-written against a server the test starts, so the documents cannot rot.
+"""The README's quick start and the marked blocks of docs/operations.md (first start,
+first push, permissions, usage, delete and undo, prune, GC), run as written against a
+server the test starts, so the documents cannot rot.
 
-Each block is the ```sh block after a `<!-- quick start ... -->` / `<!-- first start ... -->`
+Each block is the ```sh block after a `<!-- NAME: tests/e2e/test_readme.py ... -->`
 marker. It runs under `bash -euo pipefail` (any failing line fails the test) in a
 directory laid out like a checkout after `./scripts/install-and-serve`: `data/` is the
 running server's data dir, `.venv` and `scripts` are this checkout's, HOME is a fresh
@@ -103,12 +104,13 @@ def test_readme_quick_start_runs_as_written(
     assert ignored.stdout.split() == ["ca/", "my-image/", "image/", "data/"]
 
 
-def test_operations_first_start_push_delete_and_undo_run_as_written(
+def test_operations_blocks_run_as_written(
     checkout: tuple[Path, RegistryProcess], tmp_path: Path
 ) -> None:
     work, server = checkout
     operations = ROOT / "docs" / "operations.md"
-    blocks = [shell_block(operations, m) for m in ("first start", "first push", "undo a delete")]
+    markers = ("first start", "first push", "permissions", "usage", "undo a delete", "prune", "gc")
+    blocks = [shell_block(operations, m) for m in markers]
     script = "\n".join(blocks)
     assert "/var/lib/registry" in script and DOCUMENTED_LISTEN in script
     script = script.replace("/var/lib/registry", str(work / "data"))
@@ -120,4 +122,5 @@ def test_operations_first_start_push_delete_and_undo_run_as_written(
         result.stdout
     )
     assert '"Name": "127.0.0.1' in result.stdout  # skopeo inspect after the undo
+    assert "Would delete 0 blobs" in result.stdout  # gc: the pushed image is in use
     assert (work / "image" / "index.json").is_file()
