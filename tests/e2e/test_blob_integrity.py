@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.e2e.ac_support import ac
+from tests.e2e.kubectl_support import add_user_token
 from tests.e2e.test_blob_port import REPO, blob_server, push, sha
 from tests.support.server import RegistryProcess
 
@@ -150,3 +151,30 @@ def test_verify_resumes_after_a_continue_token(server: RegistryProcess, home: Pa
     ac(home, "adm", "registry", "verify", "--confirm", "--continue", blobs[1], check=False)
     assert get(server, blobs[2]).status_code == 404
     assert get(server, blobs[0]).status_code == 200  # before the token: not visited
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"limit": 0}, {"limit": 10_001}, {"limit": "5"}, {"continue": 5}, {"continue": "x" * 201}],
+)
+def test_a_bad_verification_spec_is_a_400(server: RegistryProcess, spec: dict[str, object]) -> None:
+    body = {"apiVersion": "image.alauda.io/v1", "kind": "RegistryVerification", "spec": spec}
+    with server.client(server.admin_token) as client:
+        answer = client.post(
+            "/apis/image.alauda.io/v1/registryverifications",
+            params={"dryRun": "All"},
+            json=body,
+        )
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["kind"] == "Status"
+
+
+def test_verification_needs_the_pruner_role(server: RegistryProcess) -> None:
+    token = add_user_token(server, "nobody")
+    with server.client(token) as client:
+        answer = client.post(
+            "/apis/image.alauda.io/v1/registryverifications",
+            params={"dryRun": "All"},
+            json={"spec": {}},
+        )
+    assert answer.status_code == 403, answer.text

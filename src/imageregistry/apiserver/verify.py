@@ -47,7 +47,9 @@ class RegistryVerifications(ResourceHandler):
         after = spec.get("continue") or ""
         if len(after) > _MAX_TOKEN:
             raise bad_request("spec.continue is not a token this server handed out")
-        limit = spec.get("limit") or DEFAULT_PAGE
+        limit = spec.get("limit")
+        if limit is None:
+            limit = DEFAULT_PAGE
         if not 1 <= limit <= MAX_PAGE:
             raise bad_request(f"spec.limit must be from 1 to {MAX_PAGE}, got {limit}")
         page = run_async(lambda: self._pruner.verify(after, limit, dry_run=ctx.dry_run))
