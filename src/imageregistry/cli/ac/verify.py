@@ -226,7 +226,9 @@ def verify_image_signature(
         raise CliError("--expected-identity is required (e.g. HOST/NAMESPACE/STREAM:TAG)")
     if registry_url:
         server_url(registry_url)
-    keys = read_keys(public_keys) if public_keys or remove_all else keyring_keys()
+    # Named key files are checked before any request; the keyring only once the image is
+    # known to exist and to have signatures, so those errors come first.
+    keys = read_keys(public_keys) if public_keys or remove_all else None
     sess = session(ctx)
     with sess.client() as api:
         image = load_image(api, image_digest)
@@ -244,7 +246,12 @@ def verify_image_signature(
         if not signatures:
             raise CliError(f"image {image_digest} has no signatures; nothing to verify")
         results = _verify_all(
-            image_digest, signatures, expected_identity, keys, check.ok, check.detail
+            image_digest,
+            signatures,
+            expected_identity,
+            keys if keys is not None else keyring_keys(),
+            check.ok,
+            check.detail,
         )
         _print(results, output == "json", check.detail)
         if save:
