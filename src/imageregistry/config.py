@@ -55,6 +55,7 @@ class Settings:
     watch_max_per_user: int = 100  # concurrent watches per user and process; 429 beyond
     watch_max_total: int = 1000  # concurrent watches per process; 429 beyond
     watch_history_seconds: int = 3600  # change log kept for watches to resume; 0 = all
+    shutdown_delay_seconds: int = 0  # on SIGTERM: /readyz 503 and keep serving this long first
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -157,6 +158,8 @@ def load_settings(
     for name in ("upload_max_open_per_user", "upload_max_staged_bytes_per_user"):
         if getattr(settings, name) < 0:
             raise ConfigurationError(f"{name} must be 0 (no cap) or more")
+    if settings.shutdown_delay_seconds < 0:
+        raise ConfigurationError("shutdown_delay_seconds must not be negative")
     if settings.log_level not in LOG_LEVELS:
         raise ConfigurationError(
             f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}"

@@ -19,8 +19,6 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
 from imageregistry.affinity import runtime_affinity
@@ -38,6 +36,8 @@ from imageregistry.blobport.server import blob_port
 from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.compaction import compacting_change_log
 from imageregistry.config import Settings, load_settings
+from imageregistry.draining import Draining, draining_marker
+from imageregistry.health import health_routes
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
 from imageregistry.metadata.engine import open_engine
@@ -112,15 +112,10 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
 
 
-async def healthz(_request: Request) -> PlainTextResponse:
-    return PlainTextResponse("ok")
-
-
 def build_app(services: Services) -> Starlette:
+    draining = Draining(draining_marker(services.settings.data_dir / "run", os.getppid()))
     routes: list[BaseRoute] = [
-        Route("/healthz", healthz, methods=["GET", "HEAD"]),
-        Route("/readyz", healthz, methods=["GET", "HEAD"]),
-        Route("/livez", healthz, methods=["GET", "HEAD"]),
+        *health_routes(services.db, services.blobs, draining),
         Route("/version", version, methods=["GET"]),
     ]
     routes += signature_routes(services)

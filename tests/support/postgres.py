@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -39,9 +40,51 @@ def _as_db_user(argv: list[str]) -> list[str]:
     return argv
 
 
+@dataclass
+class PostgresCluster:
+    """A running throwaway cluster that a test may stop and start again (an outage)."""
+
+    url: str
+    data: Path
+    opts: str
+    log: Path
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_db_user(["pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+        )
+
+    def start(self) -> None:
+        subprocess.run(
+            _as_db_user(
+                [
+                    "pg_ctl",
+                    "-D",
+                    str(self.data),
+                    "-o",
+                    self.opts,
+                    "-w",
+                    "-l",
+                    str(self.log),
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
+
+
 @contextmanager
 def temporary_postgres() -> Iterator[str]:
     """Yield a SQLAlchemy-ready URL of a fresh PostgreSQL cluster; stop it afterwards."""
+    with postgres_cluster() as cluster:
+        yield cluster.url
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """A fresh PostgreSQL cluster on a free port, removed afterwards."""
     if shutil.which("initdb") is None:
         raise RuntimeError("initdb not on PATH: install PostgreSQL 15 server binaries")
     root = Path(tempfile.mkdtemp(prefix="pgtest-"))
@@ -56,20 +99,14 @@ def temporary_postgres() -> Iterator[str]:
         capture_output=True,
     )
     opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300"
-    subprocess.run(
-        _as_db_user(
-            ["pg_ctl", "-D", str(data), "-o", opts, "-w", "-l", str(root / "log"), "start"]
-        ),
-        check=True,
-        capture_output=True,
+    cluster = PostgresCluster(
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", data, opts, root / "log"
     )
+    cluster.start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield cluster
     finally:
-        subprocess.run(
-            _as_db_user(["pg_ctl", "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
+        cluster.stop()
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -3,18 +3,25 @@
 The main process migrates the schema, reconciles bootstrap RBAC, creates TLS material
 and the admin kubeconfig on first start, then hands the settings to Granian workers via
 the environment (each worker builds its own app with `server.create_app_from_env`).
-SIGTERM is handled by Granian: it stops accepting connections and lets in-flight
-requests finish; uploads are staged and only become visible on an atomic commit, so an
-interrupted upload never corrupts stored content.
+SIGTERM (or SIGINT) first marks the server as draining, so `/readyz` answers 503 while
+everything else is still served for `shutdown_delay_seconds` (time for a Kubernetes
+Service's endpoints and kube-proxy to drop the pod, like kube-apiserver's
+`--shutdown-delay-duration`); then Granian stops accepting connections and lets in-flight
+requests, uploads included, finish. A second signal skips the delay. Uploads are staged
+and only become visible on an atomic commit, so one cut off by a SIGKILL after the
+termination grace never corrupts stored content and can be resumed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import sys
+import threading
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -145,10 +152,16 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
     except (ConfigurationError, PrepareError) as exc:
         raise click.ClickException(str(exc)) from None
     os.environ.update(settings_to_env(settings))
-    from granian import Granian
     from granian.constants import Interfaces
 
-    server = Granian(
+    from imageregistry.draining import draining_marker
+
+    marker = draining_marker(settings.data_dir / "run", os.getpid())
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.unlink(missing_ok=True)  # a container restarts with the same pid
+    server = _draining_server()(
+        marker,
+        settings.shutdown_delay_seconds,
         "imageregistry.server:create_app_from_env",
         factory=True,
         address=settings.host,
@@ -157,7 +170,7 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         workers=settings.workers,
         ssl_cert=Path(cert) if cert else None,
         ssl_key=Path(key) if key else None,
-        log_level=settings.log_level,  # type: ignore[arg-type]
+        log_level=settings.log_level,
         backlog=2048,
         # A worker that dies (OOM kill, crash) is replaced; the supervisor only gives up
         # when the same worker dies again within seconds (Granian's crash-loop check).
@@ -165,5 +178,45 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         respawn_interval=1.0,
     )
     click.echo(f"Serving on {settings.server_url}", err=True)
-    server.serve()
+    try:
+        server.serve()
+    finally:
+        marker.unlink(missing_ok=True)
     sys.exit(0)
+
+
+def _draining_server() -> type[Any]:
+    """Granian's server class with the stop sequence described in the module docstring.
+
+    Built in a function so the supervisor imports Granian only when it serves."""
+    from granian import Granian
+
+    class DrainingServer(Granian):  # type: ignore[misc,valid-type]
+        def __init__(self, marker: Path, delay: int, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._draining_marker = marker
+            self._shutdown_delay = delay
+            self._draining = False
+
+        def signal_handler_interrupt(self, *args: Any, **kwargs: Any) -> None:
+            stop = super().signal_handler_interrupt
+            if self._draining or self._shutdown_delay <= 0:
+                self._mark_draining()
+                stop()
+                return
+            self._mark_draining()
+            click.echo(
+                f"Stopping: /readyz answers 503 now; no new connections after"
+                f" {self._shutdown_delay} s, then in-flight requests finish",
+                err=True,
+            )
+            timer = threading.Timer(self._shutdown_delay, stop)
+            timer.daemon = True
+            timer.start()
+
+        def _mark_draining(self) -> None:
+            self._draining = True
+            with contextlib.suppress(OSError):  # readiness is best effort; stopping is not
+                self._draining_marker.touch()
+
+    return DrainingServer
