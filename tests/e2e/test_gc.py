@@ -1,4 +1,5 @@
-"""`--prune-registry`, `-o json`, exit status on refusal, and the storage reconciler, end to end."""
+"""`--prune-registry`, `-o json`, exit status on refusal, the storage reconciler, and a
+lowered `gc_grace_seconds` applying to blobs already stored, end to end."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.ac_support import ac
+from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.test_prune import Pushed, backdate, home, push_revisions, server, stored_bytes
 from tests.support.server import RegistryProcess
 
@@ -67,3 +68,26 @@ def test_reconcile_reports_bytes_the_database_does_not_know(
     assert path.exists()  # dry run by default
     ac(home, "adm", "registry", "gc", "--reconcile", "--confirm")
     assert not path.exists()
+
+
+def test_lowering_gc_grace_applies_to_blobs_already_stored(tmp_path: Path) -> None:
+    """A blob uploaded under the default one-hour grace is kept; after a restart with
+    `gc_grace_seconds` lowered (to 0) the next GC reclaims it, without touching it again."""
+    data = b"uploaded, never referenced by a manifest\n"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    process = RegistryProcess(data_dir=tmp_path / "data")
+    with process, process.client(process.admin_token) as client:
+        r = client.post("/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data)
+        assert r.status_code == 201, r.text
+        home = login_admin(process, tmp_path / "home")
+        kept = json.loads(ac(home, "adm", "registry", "gc", "--confirm", "-o", "json").stdout)
+        assert kept["status"]["count"] == 0 and kept["status"]["held"]["count"] == 1
+    lowered = RegistryProcess(
+        data_dir=tmp_path / "data",
+        port=process.port,  # the address `ac login` saved
+        env={"IMAGE_REGISTRY_GC_GRACE_SECONDS": "0"},
+    )
+    with lowered, lowered.client(lowered.admin_token) as client:
+        done = json.loads(ac(home, "adm", "registry", "gc", "--confirm", "-o", "json").stdout)
+        assert [b["digest"] for b in done["status"]["blobs"]] == [digest]
+        assert client.head(f"/v2/team/app/blobs/{digest}").status_code == 404
