@@ -130,7 +130,8 @@ class Database:
 
     def transaction(self, work: Callable[[Connection], T]) -> T:
         """`work(conn)` in a write transaction, run again from the start when it loses a
-        conflict (up to `TRANSACTION_ATTEMPTS` times, with a short random pause between).
+        conflict on PostgreSQL (up to `TRANSACTION_ATTEMPTS` times, with a short random
+        pause between); what still fails raises `DatabaseBusy` (503 with Retry-After).
 
         Idempotent by construction: a conflict rolls the whole transaction back, so every
         attempt starts from what is committed; `work` must therefore keep its effects to
@@ -141,7 +142,8 @@ class Database:
                 with self.write() as conn:
                     return work(conn)
             except DatabaseBusy:
-                if attempt == TRANSACTION_ATTEMPTS:
+                # SQLite answers busy only after its 30 s busy timeout: no point waiting more.
+                if attempt == TRANSACTION_ATTEMPTS or self.is_sqlite:
                     raise
                 log.info("write conflict, retrying the transaction (attempt %d)", attempt)
                 time.sleep(random.uniform(0.01, 0.05) * attempt)

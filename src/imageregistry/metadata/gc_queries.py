@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Connection, and_, delete, exists, func, select, update
 
 from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.prune_records import (
@@ -113,10 +113,11 @@ class SqlGcStore:
         query = select(blobs.c.digest, blobs.c.size).where(_candidate_filter(cutoff)).limit(limit)
         if not self._db.is_sqlite:
             query = query.with_for_update(skip_locked=True, of=blobs)
-        with self._db.write() as conn:
+
+        def work(conn: Connection) -> dict[str, int]:
             rows = {d: int(s) for d, s in conn.execute(query)}
             if not rows:
-                return []
+                return {}
             recheck = select(blobs.c.digest).where(
                 blobs.c.digest.in_(list(rows)), _referenced(blobs.c.digest)
             )
@@ -126,17 +127,32 @@ class SqlGcStore:
                 conn.execute(
                     update(blobs).where(blobs.c.digest.in_(list(rows))).values(state=DELETING)
                 )
+            return rows
+
+        rows = self._db.transaction(work)
         return [BlobCandidate(d, s) for d, s in sorted(rows.items())]
 
     def forget_blobs(self, digests: Sequence[str], now: datetime) -> list[str]:
         """Drop rows and links of deleted blobs; return prune runs made irreversible."""
-        with self._db.write() as conn:
-            for chunk in _chunks(digests):
+
+        def work(conn: Connection) -> list[str]:
+            for chunk in _chunks(sorted(digests)):
+                # Lock the rows in digest order first, as pushes do (`lock_present_blobs`):
+                # a DELETE alone locks them in the order it finds them on disk, and a push
+                # holding two of them in digest order would deadlock with it.
+                conn.execute(
+                    select(blobs.c.digest)
+                    .where(blobs.c.digest.in_(chunk))
+                    .order_by(blobs.c.digest)
+                    .with_for_update()
+                ).all()
                 conn.execute(delete(repository_blobs).where(repository_blobs.c.digest.in_(chunk)))
                 conn.execute(
                     delete(blobs).where(blobs.c.digest.in_(chunk), blobs.c.state == DELETING)
                 )
             return mark_irreversible(conn, digests, now)
+
+        return self._db.transaction(work)
 
     def runs_affected(self, digests: Iterable[str]) -> list[str]:
         """Prune runs a sweep of `digests` would make irreversible (for the dry run)."""

@@ -294,7 +294,8 @@ class RegistryMetadata:
         `present` again. Without it a corrupt row (marked while this upload ran) refuses
         the link with `BlobCorrupt`, and the client's retry repairs it.
         """
-        with self.db.write() as conn:
+
+        def work(conn: Connection) -> None:
             if repaired:
                 conn.execute(
                     update(blobs)
@@ -304,6 +305,8 @@ class RegistryMetadata:
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
             hold_blobs(conn, {digest: size}, now)
             link_blob(conn, repo_id, digest, now)
+
+        self.db.transaction(work)  # again from the start if it loses a deadlock
 
     def mount_blob(
         self,
@@ -317,7 +320,8 @@ class RegistryMetadata:
         """Link a blob readable in `source` to `target`; its size, or None to fall back
         (also when `stored_size`, what the store holds, is not the recorded size: the
         client then uploads the blob, which repairs the stored copy)."""
-        with self.db.write() as conn:
+
+        def work(conn: Connection) -> int | None:
             source_id = find_repository(conn, source)
             if source_id is None:
                 return None
@@ -339,6 +343,8 @@ class RegistryMetadata:
             hold_blobs(conn, sizes, now)
             link_blob(conn, target_id, digest, now)
             return sizes[digest]
+
+        return self.db.transaction(work)  # again from the start if it loses a deadlock
 
     def unlink_blob(self, repo: RepoKey, digest: str) -> None:
         with self.db.write() as conn:

@@ -158,7 +158,8 @@ class ManifestMetadata:
     ) -> None:
         """Record a push; `signatures` (cosign signatures the manifest carries) are listed on
         the image they sign in the same transaction, or refuse the whole push."""
-        with self.db.write() as conn:
+
+        def work(conn: Connection) -> None:
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
             self._check_references(conn, repo_id, new)
             sizes = {b.digest: b.size for b in new.blobs}
@@ -174,6 +175,9 @@ class ManifestMetadata:
                 _tag(conn, repo, repo_id, tag, new.digest, now)
             if signatures is not None:
                 record_pushed_signatures(conn, repo_id, new.digest, signatures, now)
+
+        # Run again from the start if it loses a deadlock (e.g. with GC's sweep).
+        self.db.transaction(work)
 
     def _check_references(self, conn: Connection, repo_id: int, new: NewManifest) -> None:
         wanted = {b.digest for b in new.blobs}
