@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from imageregistry.background import running
 from imageregistry.metadata.changelog import compact
-from imageregistry.metadata.db import Database
+from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.leases import release_lease, take_lease
 from imageregistry.services import Services
 
@@ -70,9 +70,10 @@ class ChangeLogCompactor:
             while True:
                 try:
                     await self.tick()
-                except Exception:  # a failed tick must not end the loop
-                    if not failing:
-                        log.warning("change-log compaction failed", exc_info=True)
+                except Exception as exc:  # a failed tick must not end the loop
+                    if not failing:  # a refusing database needs no traceback: it says why
+                        expected = isinstance(exc, DatabaseUnavailable)
+                        log.warning("change-log compaction failed: %s", exc, exc_info=not expected)
                     failing = True
                 else:
                     if failing:
