@@ -8,6 +8,7 @@ upload sessions, and referrers.
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -277,6 +278,39 @@ def test_delete_by_digest_of_an_untagged_image(
         mans.get(REPO, a.digest, None)
     with pytest.raises(NameUnknown):
         mans.delete(RepoKey("team", "nothing"), a.digest, "alice", NOW)
+
+
+def test_concurrent_deletes_and_pushes_never_leave_a_tag_without_its_image(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    """Pushes of an image (with and without blobs) racing deletes of it: afterwards every
+    tag of the stream resolves to a manifest the stream serves."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    push_blobs(meta, CFG, L1)
+    with_blobs = image("a", L1)
+    index = NewManifest(
+        digest="sha256:" + "f" * 64,
+        media_type="application/vnd.oci.image.index.v1+json",
+        content=b"{}",
+        created=NOW,
+    )
+
+    def push(new: NewManifest) -> None:
+        mans.record(REPO, new, "v1", NOW, True)
+
+    def remove(new: NewManifest) -> None:
+        with contextlib.suppress(ManifestUnknown):  # another delete was first
+            mans.delete(REPO, new.digest, "alice", NOW)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for new in (with_blobs, index) * 10:
+            push(new)
+            list(pool.map(lambda step, new=new: step(new), (remove, push, remove, push)))
+            tagged = meta.resolve_tag(REPO, "v1")
+            if tagged is not None:
+                assert mans.get(REPO, tagged, None).digest == tagged
+                assert _image_rows(db, tagged) == 1
 
 
 def test_delete_tag_removes_only_the_tag(meta: RegistryMetadata, mans: ManifestMetadata) -> None:

@@ -302,15 +302,17 @@ def delete_manifest(
     after this commit. Anything that must go when a manifest is deleted (for example
     records derived from its content) belongs in this function.
     """
+    # Lock first, then look: a concurrent delete of the same image that held the locks has
+    # committed by now, and these fresh statements see what it left.
+    image_row = _lock_image(conn, digest)
     link = conn.execute(
         select(repository_manifests).where(
             repository_manifests.c.repository_id == repo_id,
             repository_manifests.c.digest == digest,
         )
     ).first()
-    if link is None:
+    if link is None or not image_row:
         raise ManifestUnknown(f"manifest {digest} not found in {repo}")
-    _lock_image(conn, digest)
     drop_pushed_signatures(conn, repo_id, digest)  # cosign signatures recorded from it
     record = capture_image(conn, digest)
     record["repositories"] = [
@@ -362,8 +364,9 @@ def delete_manifest(
     return DeletedManifest(run_id, digest, tags, len(events), image_deleted)
 
 
-def _lock_image(conn: Connection, digest: str) -> None:
-    """Lock the Image's blob rows (sorted, as pushes do) and its manifest row."""
+def _lock_image(conn: Connection, digest: str) -> bool:
+    """Lock the Image's blob rows (sorted, as pushes do) and its manifest row; whether
+    the manifest row exists."""
     used = select(manifest_blobs.c.blob_digest).where(manifest_blobs.c.manifest_digest == digest)
     conn.execute(
         select(blobs.c.digest)
@@ -371,7 +374,10 @@ def _lock_image(conn: Connection, digest: str) -> None:
         .order_by(blobs.c.digest)
         .with_for_update()
     ).all()
-    conn.execute(select(manifests.c.digest).where(manifests.c.digest == digest).with_for_update())
+    row = conn.execute(
+        select(manifests.c.digest).where(manifests.c.digest == digest).with_for_update()
+    ).first()
+    return row is not None
 
 
 def _still_needed(conn: Connection, digest: str) -> bool:
@@ -385,8 +391,12 @@ def _still_needed(conn: Connection, digest: str) -> bool:
 
 
 def _insert_image(conn: Connection, new: NewManifest, now: datetime) -> None:
+    # FOR SHARE on PostgreSQL: a concurrent `delete_manifest` (FOR UPDATE) either commits
+    # first, and this sees no row and inserts it again, or waits until this push commits.
     exists = conn.execute(
-        select(manifests.c.digest).where(manifests.c.digest == new.digest)
+        select(manifests.c.digest)
+        .where(manifests.c.digest == new.digest)
+        .with_for_update(read=True)
     ).first()
     if exists is not None:
         return  # Image already exists: fine (behaviour.md §2)
