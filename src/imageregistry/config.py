@@ -43,6 +43,7 @@ class Settings:
     blob_direct_io: bool = True  # stage large uploads with O_DIRECT where supported
     gc_grace_seconds: int = 3600
     upload_max_age_seconds: int = 86400
+    pull_times_flush_seconds: int = 2  # pull times are written this often (and on stop)
     upload_max_open_per_user: int = 100  # open upload sessions per identity; 0 = no cap
     upload_max_staged_bytes_per_user: int = 100 << 30  # staged bytes per identity; 0 = no cap
     token_ttl_seconds: int = 86400
@@ -155,6 +156,8 @@ def load_settings(
         raise ConfigurationError(f"listen: expected HOST:PORT, got {settings.listen!r}")
     if settings.workers < 1:
         raise ConfigurationError("workers must be at least 1")
+    if settings.pull_times_flush_seconds < 1:
+        raise ConfigurationError("pull_times_flush_seconds must be at least 1")
     for name in ("upload_max_open_per_user", "upload_max_staged_bytes_per_user"):
         if getattr(settings, name) < 0:
             raise ConfigurationError(f"{name} must be 0 (no cap) or more")

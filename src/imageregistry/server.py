@@ -41,7 +41,7 @@ from imageregistry.health import health_routes
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
 from imageregistry.metadata.engine import open_engine
-from imageregistry.metadata.manifest_pull import PULL_FLUSH_SECONDS, PullTimes
+from imageregistry.metadata.manifest_pull import PullTimes
 from imageregistry.metadata.tokens import (
     RefreshTokenStore,
     ServiceAccountLookup,
@@ -132,7 +132,7 @@ def build_app(services: Services) -> Starlette:
             services.changes.running(),
             compacting_change_log(services),
             _blob_port(services),
-            flushing_pull_times(services.pull_times, PULL_FLUSH_SECONDS),
+            flushing_pull_times(services.pull_times, settings.pull_times_flush_seconds),
         ):
             yield
         services.db.dispose()

@@ -131,3 +131,14 @@ def test_watch_settings_from_file_and_environment(tmp_path: Path) -> None:
 def test_bad_watch_settings_are_refused(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
         load_settings({}, env={f"IMAGE_REGISTRY_{name.upper()}": value})
+
+
+def test_pull_times_flush_interval(tmp_path: Path) -> None:
+    assert load_settings({}, env={}).pull_times_flush_seconds == 2
+    config = tmp_path / "c.yaml"
+    config.write_text("pull_times_flush_seconds: 10\n")
+    assert load_settings({}, str(config), env={}).pull_times_flush_seconds == 10
+    env = {"IMAGE_REGISTRY_PULL_TIMES_FLUSH_SECONDS": "30"}
+    assert load_settings({}, str(config), env=env).pull_times_flush_seconds == 30
+    with pytest.raises(ConfigurationError, match="pull_times_flush_seconds must be at least 1"):
+        load_settings({}, env={"IMAGE_REGISTRY_PULL_TIMES_FLUSH_SECONDS": "0"})

@@ -15,10 +15,11 @@ Pulls are recorded in `last_pulled` at most once a minute per manifest
 (`PULL_RECORD_INTERVAL`, judged from the row just read), and never by the pull itself: a
 pull only notes the time in `PullTimes`, an in-process buffer that keeps the newest time
 per manifest, and the server writes the buffer in one transaction every
-`PULL_FLUSH_SECONDS` and once more on shutdown. So the bookkeeping costs a pull no write,
-repeated pulls of one manifest cost one row update, and a database that refuses writes (or
-is busy) never fails a pull: the times stay buffered and go in with a later flush. A
-crash (SIGKILL, power loss) loses the pull times of the last few seconds.
+`pull_times_flush_seconds` (2 by default) and once more on shutdown. So the bookkeeping
+costs a pull no write, repeated pulls of one manifest cost one row update, and a database
+that refuses writes (or is busy) never fails a pull: the times stay buffered and go in
+with a later flush. A crash (SIGKILL, power loss) loses the pull times of the last flush
+interval.
 """
 
 from __future__ import annotations
@@ -66,7 +67,6 @@ _BY_DIGEST = (
 
 
 log = logging.getLogger(__name__)
-PULL_FLUSH_SECONDS = 2.0
 PENDING_LIMIT = 100_000  # distinct manifests buffered while the database refuses writes
 
 
