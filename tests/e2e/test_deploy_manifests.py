@@ -1,0 +1,349 @@
+"""deploy/kubernetes: the overlays render, validate, and the pod they describe serves (issue 19).
+
+No cluster can run here, so each overlay is checked in the three ways that are possible
+without one: the real `kubectl kustomize` renders it; every rendered object validates
+against the Kubernetes 1.32 OpenAPI schemas offline (`kubernetes-validate`, strict: an
+unknown field fails); and the server is started with exactly the command, arguments,
+environment and config file the rendered Deployment and ConfigMap give the container. Where
+the pod would have volumes the test gives local directories (the mount paths are replaced
+in the arguments and the config file), the Secrets are filled from the test (a throwaway
+PostgreSQL for `ha`, a certificate it makes), the container port becomes a free one, and
+`ha`'s placeholder `public_url` becomes the local address (the test is the client).
+The probes' paths must then answer as the kubelet would want, and an image is pushed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import kubernetes_validate
+import pytest
+import yaml
+
+from imageregistry.pki import ensure_tls
+from tests.e2e.oci_support import build_layout, skopeo
+from tests.support.postgres import create_database, free_port
+from tests.support.server import BIN
+
+ROOT = Path(__file__).resolve().parents[2]
+OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
+K8S_VERSION = "1.32.0"
+
+
+def render(overlay: str) -> list[dict[str, Any]]:
+    result = subprocess.run(
+        ["kubectl", "kustomize", str(OVERLAYS / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind]
+    assert len(found) == 1, f"{len(found)} {kind} objects"
+    return found[0]
+
+
+@pytest.mark.parametrize("overlay", ["single", "ha"])
+def test_overlay_renders_and_validates_against_kubernetes_1_32(overlay: str) -> None:
+    objects = render(overlay)
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+    kinds = sorted(o["kind"] for o in objects)
+    expected = [
+        "ConfigMap",
+        "Deployment",
+        "Namespace",
+        "NetworkPolicy",
+        "PersistentVolumeClaim",
+        "Service",
+        "ServiceAccount",
+    ]
+    if overlay == "ha":
+        expected.append("PodDisruptionBudget")
+    assert kinds == sorted(expected)
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"]["namespace"] == "image-registry", obj["kind"]
+
+
+@pytest.mark.parametrize("overlay", ["single", "ha"])
+def test_pod_is_locked_down_and_probes_are_distinct(overlay: str) -> None:
+    objects = render(overlay)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/livez"
+    for kind in ("requests", "limits"):
+        assert set(container["resources"][kind]) == {"cpu", "memory"}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert {"/tmp", "/var/lib/image-registry"} <= mounts  # the only writable places
+    policy = one(objects, "NetworkPolicy")["spec"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["ingress"] == [{"ports": [{"port": "registry", "protocol": "TCP"}]}]
+    egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
+    assert egress_ports == ({53, 5432} if overlay == "ha" else {53})
+
+
+def test_ha_spreads_three_replicas_and_takes_secrets() -> None:
+    objects = render("ha")
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    pod = deployment["spec"]["template"]["spec"]
+    anti = pod["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "topology.kubernetes.io/zone"
+    budget = one(objects, "PodDisruptionBudget")["spec"]
+    assert budget["minAvailable"] == 2
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert budget["selector"]["matchLabels"] == selector
+    (env,) = pod["containers"][0]["env"]
+    assert env["name"] == "IMAGE_REGISTRY_DATABASE"
+    assert env["valueFrom"]["secretKeyRef"] == {"name": "image-registry-database", "key": "url"}
+    claim = one(objects, "PersistentVolumeClaim")["spec"]
+    assert claim["accessModes"] == ["ReadWriteMany"]
+
+
+def test_single_keeps_everything_on_one_volume() -> None:
+    objects = render("single")
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    claim = one(objects, "PersistentVolumeClaim")
+    assert volumes["data"]["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"]
+    assert "emptyDir" not in volumes["data"]
+
+
+# ---------------------------------------------------------------- the pod, run locally
+
+
+@dataclass
+class LocalPod:
+    """What the rendered Deployment gives its container, mapped onto this machine."""
+
+    argv: list[str]
+    env: dict[str, str]
+    port: int
+    mounts: dict[str, Path]  # mountPath -> local directory
+    probes: dict[str, tuple[str, str]]  # readiness/liveness -> (scheme, path)
+    proc: subprocess.Popen[bytes] | None = field(default=None)
+
+    def local(self, pod_path: str) -> Path:
+        for mount in sorted(self.mounts, key=len, reverse=True):
+            if pod_path == mount or pod_path.startswith(mount + "/"):
+                return self.mounts[mount] / pod_path[len(mount) :].lstrip("/")
+        raise AssertionError(f"{pod_path} is on no volume: the root filesystem is read-only")
+
+
+def localize(text: str, mounts: dict[str, Path], port: int) -> str:
+    """Mount paths (longest first, whole path components, in one pass) to local dirs."""
+    pattern = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
+    text = re.sub(f"(?<![\\w/.-])({pattern})(?=/|\\s|$)", lambda m: str(mounts[m[1]]), text)
+    # The listen address, and public_url: the test is the client (`ha` names a placeholder).
+    for address in ("0.0.0.0:5000", "127.0.0.1:5000", "registry.example.com:5000"):
+        text = text.replace(address, f"127.0.0.1:{port}")
+    return text
+
+
+def local_pod(
+    overlay: str, root: Path, secrets: dict[str, dict[str, bytes]]
+) -> tuple[LocalPod, dict[str, Any]]:
+    objects = render(overlay)
+    config_map = one(objects, "ConfigMap")
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert [p["containerPort"] for p in container["ports"]] == [5000]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    port = free_port()
+    mounts = {m["mountPath"]: root / m["name"] for m in container["volumeMounts"]}
+    for mount in container["volumeMounts"]:
+        directory = root / mount["name"]
+        directory.mkdir(parents=True)
+        volume = volumes[mount["name"]]
+        if "configMap" in volume:
+            assert volume["configMap"]["name"] == config_map["metadata"]["name"]
+            for name, data in config_map["data"].items():
+                (directory / name).write_text(localize(data, mounts, port))
+        elif "secret" in volume:
+            for name, data in secrets[volume["secret"]["secretName"]].items():
+                (directory / name).write_bytes(data)
+        else:
+            assert set(volume) & {"emptyDir", "persistentVolumeClaim"}, volume
+    env = {"PATH": os.environ["PATH"]}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            ref = item["valueFrom"]["secretKeyRef"]
+            env[item["name"]] = secrets[ref["name"]][ref["key"]].decode()
+    argv = [localize(a, mounts, port) for a in container["command"] + container["args"]]
+    argv[0] = str(BIN / argv[0])  # the image's PATH holds the package's venv first
+    probes = {
+        kind: (container[kind]["httpGet"]["scheme"].lower(), container[kind]["httpGet"]["path"])
+        for kind in ("readinessProbe", "livenessProbe")
+    }
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["port"] == "registry"
+    return LocalPod(argv, env, port, mounts, probes), yaml.safe_load(
+        config_map["data"]["config.yaml"]
+    )
+
+
+def run_pod(pod: LocalPod, root: Path) -> subprocess.Popen[bytes]:
+    log = open(root / "server.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        pod.argv,
+        env=pod.env,
+        cwd=root,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    pod.proc = proc
+    return proc
+
+
+def probe(pod: LocalPod, kind: str, timeout: float = 60.0) -> httpx.Response:
+    """GET the probe's path as the kubelet does (HTTPS without verifying the certificate)."""
+    scheme, path = pod.probes[kind]
+    deadline = time.monotonic() + timeout
+    while True:
+        assert pod.proc is not None
+        if pod.proc.poll() is not None:
+            raise AssertionError(f"the server exited with {pod.proc.returncode}")
+        try:
+            return httpx.get(f"{scheme}://127.0.0.1:{pod.port}{path}", verify=False, timeout=10)
+        except httpx.TransportError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def stop(pod: LocalPod) -> int:
+    assert pod.proc is not None
+    pod.proc.send_signal(signal.SIGTERM)  # what the kubelet sends
+    try:
+        return pod.proc.wait(60)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pod.proc.pid, signal.SIGKILL)
+
+
+def kubectl(kubeconfig: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, f"kubectl {' '.join(args)}: {result.stderr}"
+    return result.stdout
+
+
+def test_single_pod_serves_and_a_service_account_pushes(tmp_path: Path) -> None:
+    """The steps of docs/operations.md, "Running in a cluster", against the pod."""
+    pod, config = local_pod("single", tmp_path / "pod", secrets={})
+    run_pod(pod, tmp_path)
+    try:
+        ready = probe(pod, "readinessProbe")
+        assert ready.status_code == 200, ready.text
+        assert probe(pod, "livenessProbe").status_code == 200
+        data = pod.local(config["data_dir"])
+        # The first start wrote its CA and admin.kubeconfig onto the data volume.
+        admin = data / "admin.kubeconfig"
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        shutil.copy(data / "tls" / "ca.crt", certs / "ca.crt")
+        kubectl(admin, "create", "namespace", "team-a")
+        kubectl(admin, "create", "serviceaccount", "ci", "-n", "team-a")
+        kubectl(
+            admin,
+            "create",
+            "rolebinding",
+            "ci-pusher",
+            "--clusterrole=system:image-pusher",
+            "--serviceaccount=team-a:ci",
+            "-n",
+            "team-a",
+        )
+        token = kubectl(admin, "create", "token", "ci", "-n", "team-a").strip()
+        layout = build_layout(tmp_path / "layout", "deploy-single")
+        copied = skopeo(
+            "copy",
+            "--dest-cert-dir",
+            str(certs),
+            "--dest-creds",
+            f"ci:{token}",
+            f"oci:{layout.path}:v1",
+            f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
+        )
+        assert copied.returncode == 0, copied.stderr
+        assert (pod.local(config["data_dir"]) / "registry.db").exists()  # SQLite on the volume
+    finally:
+        assert stop(pod) == 0
+
+
+def test_ha_pod_serves_from_postgresql_and_the_shared_volume(
+    tmp_path: Path, postgres_server: str
+) -> None:
+    url = create_database(postgres_server, "deploy_ha")
+    tls = ensure_tls(tmp_path / "made-by-cert-manager", ["127.0.0.1", "localhost"])
+    secrets = {
+        "image-registry-database": {"url": url.encode()},
+        "image-registry-tls": {"tls.crt": tls.cert.read_bytes(), "tls.key": tls.key.read_bytes()},
+    }
+    pod, config = local_pod("ha", tmp_path / "pod", secrets)
+    run_pod(pod, tmp_path)
+    try:
+        ready = probe(pod, "readinessProbe")
+        assert ready.status_code == 200, ready.text
+        assert probe(pod, "livenessProbe").status_code == 200
+        admin = yaml.safe_load((pod.local(config["data_dir"]) / "admin.kubeconfig").read_text())
+        token = admin["users"][0]["user"]["token"]
+        certs = tmp_path / "certs"
+        certs.mkdir()
+        shutil.copy(tls.ca_cert, certs / "ca.crt")
+        layout = build_layout(tmp_path / "layout", "deploy-ha")
+        copied = skopeo(
+            "copy",
+            "--dest-cert-dir",
+            str(certs),
+            "--dest-creds",
+            f"admin:{token}",
+            f"oci:{layout.path}:v1",
+            f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
+        )
+        assert copied.returncode == 0, copied.stderr
+        # The blobs went to the shared volume, the metadata to PostgreSQL.
+        blobs = pod.local(config["storage"])
+        stored = {p.name for p in blobs.rglob("*") if p.is_file()}
+        layers = {d.split(":")[1] for d in layout.blobs if d != layout.manifest_digest}
+        assert layers <= stored
+        assert not (pod.local(config["data_dir"]) / "registry.db").exists()
+    finally:
+        assert stop(pod) == 0
