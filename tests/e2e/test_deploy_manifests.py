@@ -20,6 +20,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,10 +216,10 @@ def local_pod(
     )
 
 
-def run_pod(pod: LocalPod, root: Path) -> subprocess.Popen[bytes]:
+def run_pod(pod: LocalPod, root: Path, wrapper: list[str] | None = None) -> subprocess.Popen[bytes]:
     log = open(root / "server.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        pod.argv,
+        [*(wrapper or []), *pod.argv],
         env=pod.env,
         cwd=root,
         stdout=log,
@@ -347,3 +349,88 @@ def test_ha_pod_serves_from_postgresql_and_the_shared_volume(
         assert not (pod.local(config["data_dir"]) / "registry.db").exists()
     finally:
         assert stop(pod) == 0
+
+
+# The pod's user on a read-only root filesystem: a mount namespace of the test's own whose
+# root mount is read-only, with only the pod's volumes writable, and the server run as the
+# pod's uid/gid. The interpreter may live under a directory other users cannot enter (pyenv
+# under /root here): that directory is replaced by a tmpfs holding only the interpreter's
+# tree, so the server can run it without being given anything else there.
+CONFINE = r"""
+set -eu
+pod=$1 uid=$2 gid=$3 hidden=$4 keep=$5; shift 5
+mount --make-rprivate /
+mount --bind "$pod" "$pod"
+if [ -n "$hidden" ]; then
+    mkdir "$pod/.interpreter"
+    mount --bind "$hidden/$keep" "$pod/.interpreter"
+    mount -t tmpfs -o mode=755 tmpfs "$hidden"
+    mkdir "$hidden/$keep"
+    mount --bind "$pod/.interpreter" "$hidden/$keep"
+fi
+mount --bind "$pod/tmp" /tmp
+mount -o remount,bind,ro /
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
+"""
+
+
+def hidden_interpreter_dir() -> tuple[str, str]:
+    """(a directory other users cannot enter on the way to the interpreter, the child of
+    it that holds the interpreter), or ("", "")."""
+    real = Path(os.path.realpath(sys.base_prefix))
+    for parent in reversed(real.parents):
+        if parent != real and not parent.stat().st_mode & 0o001:
+            return str(parent), real.relative_to(parent).parts[0]
+    return "", ""
+
+
+def test_single_pod_runs_as_its_user_on_a_read_only_root(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to make a mount namespace and switch to the pod's user")
+    objects = render("single")
+    pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
+    uid = pod_spec["securityContext"]["runAsUser"]
+    gid = pod_spec["securityContext"]["runAsGroup"]
+    # Outside /tmp: the pod's own /tmp volume is mounted over it.
+    root = Path(tempfile.mkdtemp(prefix="deploy-ro-", dir="/var/tmp"))
+    root.chmod(0o755)  # the kubelet's volume directories are reachable by the pod's user
+    try:
+        pod, config = local_pod("single", root / "pod", secrets={})
+        pod.env["PYTHONDONTWRITEBYTECODE"] = "1"  # the image's ENV
+        subprocess.run(["chown", "-R", f"{uid}:{gid}", str(root / "pod")], check=True)
+        hidden, keep = hidden_interpreter_dir()
+        confine = ["unshare", "--mount", "sh", "-c", CONFINE, "confine"]
+        run_pod(pod, root, [*confine, str(root / "pod"), str(uid), str(gid), hidden, keep])
+        try:
+            ready = probe(pod, "readinessProbe")
+            assert ready.status_code == 200, ready.text
+            assert pod.proc is not None  # unshare, sh and setpriv exec'd into the server
+            status = Path(f"/proc/{pod.proc.pid}/status").read_text()
+            (uids,) = [line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")]
+            assert set(uids) == {str(uid)}
+            mounts = Path(f"/proc/{pod.proc.pid}/mountinfo").read_text().splitlines()
+            (root_mount,) = [m.split() for m in mounts if m.split()[4] == "/"]
+            assert "ro" in root_mount[5].split(",")
+            data = pod.local(config["data_dir"])
+            admin = yaml.safe_load((data / "admin.kubeconfig").read_text())
+            token = admin["users"][0]["user"]["token"]
+            certs = tmp_path / "certs"
+            certs.mkdir()
+            shutil.copy(data / "tls" / "ca.crt", certs / "ca.crt")
+            layout = build_layout(tmp_path / "layout", "deploy-read-only")
+            copied = skopeo(
+                "copy",
+                "--dest-cert-dir",
+                str(certs),
+                "--dest-creds",
+                f"admin:{token}",
+                f"oci:{layout.path}:v1",
+                f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
+            )
+            assert copied.returncode == 0, copied.stderr
+            owners = {p.stat().st_uid for p in data.rglob("*")}
+            assert owners == {uid}  # everything it wrote, it wrote as the pod's user
+        finally:
+            assert stop(pod) == 0, (root / "server.log").read_text()[-3000:]
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
