@@ -11,6 +11,7 @@ still finishes with 201.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import socket
@@ -22,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.postgres import postgres_cluster
+from tests.support.postgres import PostgresCluster, postgres_cluster
 from tests.support.server import RegistryProcess
 
 REPO = "team-a/drain"
@@ -46,6 +47,41 @@ def test_readyz_fails_while_the_database_is_down_and_livez_does_not(tmp_path: Pa
         assert client.get("/healthz").status_code == 200
         cluster.start()
         assert client.get("/readyz").status_code == 200
+
+
+def postgres_processes(cluster: PostgresCluster) -> list[int]:
+    """The postmaster and its children (the backends holding the server's connections)."""
+    postmaster = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    children = Path(f"/proc/{postmaster}/task/{postmaster}/children").read_text().split()
+    return [postmaster, *map(int, children)]
+
+
+def test_readyz_answers_503_when_the_database_hangs(tmp_path: Path) -> None:
+    """A database that stops answering (a dead host, a partition: here, stopped processes)
+    makes /readyz answer 503 after its own timeout instead of hanging the probe, and probes
+    meanwhile do not pile up more stuck checks."""
+    with (
+        postgres_cluster() as cluster,
+        RegistryProcess(data_dir=tmp_path / "data", database=cluster.url) as server,
+        server.client(timeout=60) as client,
+    ):
+        assert client.get("/readyz").status_code == 200
+        stopped = postgres_processes(cluster)
+        for pid in stopped:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            hung = client.get("/readyz")
+            assert hung.status_code == 503, hung.text
+            assert hung.text == "database: no answer within 2 s\n"
+            again = client.get("/readyz")
+            assert again.status_code == 503, again.text
+            assert again.text == "database: the previous check has not answered yet\n"
+            assert client.get("/livez").status_code == 200
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+        while (ready := client.get("/readyz")).status_code != 200:
+            assert "database" in ready.text  # the stuck check finishes, then one succeeds
 
 
 def test_readyz_fails_while_the_blob_store_is_gone(tmp_path: Path) -> None:
