@@ -9,6 +9,7 @@ than silently ignored, so a typo never leaves a server running with defaults.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,8 @@ class Settings:
     watch_max_total: int = 1000  # concurrent watches per process; 429 beyond
     watch_history_seconds: int = 3600  # change log kept for watches to resume; 0 = all
     shutdown_delay_seconds: int = 0  # on SIGTERM: /readyz 503 and keep serving this long first
+    # The storage_s3: block (storage/s3config.py); JSON/YAML mapping in the environment.
+    storage_s3: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -112,6 +115,21 @@ def _coerce(name: str, value: Any) -> Any:
             raise ConfigurationError(f"{name}: expected an integer, got {value!r}") from None
     if kind == "Path":
         return Path(str(value))
+    if kind == "Mapping[str, Any]":
+        from imageregistry.storage.errors import ConfigurationError as StorageConfigError
+        from imageregistry.storage.s3config import validate_block
+
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value) if value.strip() else {}
+            except yaml.YAMLError:
+                raise ConfigurationError(f"{name}: expected a mapping, got {value!r}") from None
+        if not isinstance(value, Mapping):
+            raise ConfigurationError(f"{name}: expected a mapping, got {value!r}")
+        try:
+            return validate_block(value)
+        except StorageConfigError as exc:
+            raise ConfigurationError(str(exc)) from None
     if kind == "tuple[str, ...]":
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -218,5 +236,7 @@ def settings_to_env(settings: Settings) -> dict[str, str]:
         value = getattr(settings, name)
         if isinstance(value, tuple):
             value = ",".join(value)
+        elif isinstance(value, Mapping):
+            value = json.dumps(dict(value))
         out[ENV_PREFIX + name.upper()] = str(value)
     return out

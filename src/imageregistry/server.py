@@ -100,7 +100,10 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         settings=settings,
         db=db,
         blobs=open_blob_store(
-            settings.storage_url, fsync=settings.blob_fsync, direct_io=settings.blob_direct_io
+            settings.storage_url,
+            fsync=settings.blob_fsync,
+            direct_io=settings.blob_direct_io,
+            s3=settings.storage_s3,
         ),
         authn=authn,
         authz=build_authorizer(db),

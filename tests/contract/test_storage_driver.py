@@ -11,10 +11,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
+import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
+import httpx
+import obstore
 import pytest
 
 from imageregistry.content.digest import Digest, digest_of
@@ -24,6 +27,7 @@ from imageregistry.storage import (
     ConfigurationError,
     FilesystemBlobStore,
     InMemoryBlobStore,
+    blob_key,
     open_blob_store,
 )
 from imageregistry.storage.errors import (
@@ -39,6 +43,9 @@ from imageregistry.storage.errors import (
     UploadTooLarge,
 )
 from imageregistry.storage.memory import MemoryBackend
+from imageregistry.storage.s3 import S3BlobStore
+from imageregistry.storage.s3config import S3Settings
+from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
 
 pytestmark = pytest.mark.anyio
 
@@ -52,12 +59,49 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(params=["filesystem", "filesystem-buffered", "memory"])
+@pytest.fixture(scope="module")
+def moto() -> Iterator[S3Server]:
+    """moto in server mode: an *emulator* of AWS S3, not a real store (see Swift below)."""
+    with moto_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def swift() -> Iterator[S3Server]:
+    """OpenStack Swift's proxy with s3api: a real S3 implementation on loopback."""
+    with swift_server() as server:
+        yield server
+
+
+_buckets = itertools.count()
+
+
+def s3_reopen(server: S3Server) -> Reopen:
+    """A fresh bucket per test; each ``reopen()`` is a new driver instance over it."""
+    bucket = f"contract-{os.getpid()}-{next(_buckets)}"
+    create_bucket(server, bucket)
+    settings = S3Settings(
+        bucket=bucket,
+        prefix="registry/blobs",
+        endpoint=server.endpoint,
+        region=server.region,
+        access_key_id=server.access_key,
+        secret_access_key=server.secret_key,
+        part_size=5 << 20,
+    )
+    return lambda: S3BlobStore(settings)
+
+
+@pytest.fixture(params=["filesystem", "filesystem-buffered", "memory", "s3-moto", "s3-swift"])
 def reopen(request: pytest.FixtureRequest, tmp_path: Path) -> Reopen:
     if request.param == "filesystem":  # O_DIRECT staging where the filesystem supports it
         return lambda: FilesystemBlobStore(tmp_path / "store")
     if request.param == "filesystem-buffered":
         return lambda: FilesystemBlobStore(tmp_path / "store", direct_io=False)
+    if request.param == "s3-moto":
+        return s3_reopen(request.getfixturevalue("moto"))
+    if request.param == "s3-swift":
+        return s3_reopen(request.getfixturevalue("swift"))
     backend = MemoryBackend()
     return lambda: InMemoryBlobStore(backend)
 
@@ -172,6 +216,8 @@ def damage(store: BlobStore, digest: Digest, data: bytes) -> None:
     if isinstance(store, InMemoryBlobStore):
         _, modified = store.backend.blobs[digest]
         store.backend.blobs[digest] = (data, modified)
+    elif isinstance(store, S3BlobStore):  # rewrite the object with a plain PUT
+        obstore.put(store._store, blob_key(digest), data)
     else:
         assert isinstance(store, FilesystemBlobStore)
         (store.root / "blobs" / digest.algorithm / digest.hex[:2] / digest.hex).write_bytes(data)
@@ -504,7 +550,14 @@ async def test_local_path(store: BlobStore) -> None:
     else:
         assert path is None
     assert store.local_path(digest_of(b"absent")) is None
-    assert await store.redirect_url(digest) is None
+    if isinstance(store, S3BlobStore):  # a presigned GET any HTTP client can follow
+        url = await store.redirect_url(digest)
+        assert url is not None
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(url)).content == b"zero-copy"
+        assert await store.redirect_url(digest_of(b"absent")) is None
+    else:
+        assert await store.redirect_url(digest) is None
 
 
 async def test_stray_files_are_not_blobs(tmp_path: Path) -> None:
@@ -530,9 +583,60 @@ def test_open_blob_store_selects_driver(tmp_path: Path) -> None:
     assert isinstance(open_blob_store("memory://"), InMemoryBlobStore)
 
 
+def test_open_blob_store_selects_s3() -> None:
+    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_REGION": "eu-west-3"}
+    store = open_blob_store("s3://bucket/some/prefix/", s3={"part_size": 6 << 20}, env=env)
+    assert isinstance(store, S3BlobStore)
+    assert (store.settings.bucket, store.settings.prefix) == ("bucket", "some/prefix")
+    assert (store.settings.endpoint, store.settings.region) == ("http://127.0.0.1:9", "eu-west-3")
+    assert (store.settings.part_size, store.settings.path_style) == (6 << 20, True)
+
+
 @pytest.mark.parametrize(
-    "location", ["s3://bucket/prefix", "gcs://x", "file://otherhost/x", "file:///x?fsync=0", ""]
+    "location",
+    [
+        "s3://bucket?region=x",
+        "s3://user:pw@bucket/x",
+        "s3://b/a/../c",
+        "s3:///x",
+        "gcs://x",
+        "file://otherhost/x",
+        "file:///x?fsync=0",
+        "",
+    ],
 )
 def test_open_blob_store_refuses_unknown(location: str) -> None:
     with pytest.raises(ConfigurationError):
         open_blob_store(location)
+
+
+async def test_s3_failures_leave_no_multipart_upload_behind(reopen: Reopen) -> None:
+    """A stream that dies, and a multi-segment commit with the wrong digest, abort their
+    multipart uploads: the bucket holds no incomplete upload and no object afterwards."""
+    store = reopen()
+    if not isinstance(store, S3BlobStore):
+        pytest.skip("S3 only: multipart uploads")
+    first, second = os.urandom(7 << 20), os.urandom(6 << 20)
+
+    async def dies() -> AsyncIterator[bytes]:
+        yield first
+        yield second
+        raise ConnectionResetError("client went away")
+
+    await store.start_upload(UPLOAD)
+    with pytest.raises(ConnectionResetError):
+        await store.append_upload(UPLOAD, 0, dies())
+    await store.append_upload(UPLOAD, 0, chunks_of(first))
+    await store.append_upload(UPLOAD, len(first), chunks_of(second))
+    with pytest.raises(DigestMismatch):
+        await store.commit_upload(UPLOAD, digest_of(b"not this"))
+    settings = store.settings
+    client = boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+    )
+    assert client.list_multipart_uploads(Bucket=settings.bucket).get("Uploads", []) == []
+    assert client.list_objects_v2(Bucket=settings.bucket).get("Contents", []) == []

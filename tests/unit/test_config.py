@@ -142,3 +142,45 @@ def test_pull_times_flush_interval(tmp_path: Path) -> None:
     assert load_settings({}, str(config), env=env).pull_times_flush_seconds == 30
     with pytest.raises(ConfigurationError, match="pull_times_flush_seconds must be at least 1"):
         load_settings({}, env={"IMAGE_REGISTRY_PULL_TIMES_FLUSH_SECONDS": "0"})
+
+
+def test_storage_s3_block_from_file_and_environment(tmp_path: Path) -> None:
+    config = tmp_path / "registry.yaml"
+    config.write_text(
+        "storage: s3://images/registry\n"
+        "storage_s3:\n  endpoint: https://s3.example\n  part-size: 16777216\n"
+        "  addressing: virtual\n  create_bucket: yes\n  credentials_file: /run/secrets/s3\n"
+    )
+    settings = load_settings({}, str(config), env={})
+    assert settings.storage == "s3://images/registry"
+    assert settings.storage_s3 == {
+        "endpoint": "https://s3.example",
+        "part_size": 16 << 20,
+        "addressing": "virtual",
+        "create_bucket": True,
+        "credentials_file": "/run/secrets/s3",
+    }
+    # Workers receive the block through the environment and parse it back unchanged.
+    again = load_settings({}, env=settings_to_env(settings))
+    assert again.storage_s3 == settings.storage_s3
+    from_env = load_settings({}, env={"IMAGE_REGISTRY_STORAGE_S3": '{"region": "eu-west-1"}'})
+    assert from_env.storage_s3 == {"region": "eu-west-1"}
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ("storage_s3:\n  secret_access_key: hunter2\n", "credentials do not belong"),
+        ("storage_s3:\n  access-key-id: AKIA\n", "credentials do not belong"),
+        ("storage_s3:\n  endpont: http://x\n", "unknown option 'endpont'"),
+        ("storage_s3:\n  part_size: 1024\n", "part_size"),
+        ("storage_s3:\n  addressing: sideways\n", "addressing"),
+        ("storage_s3: [1, 2]\n", "expected a mapping"),
+    ],
+)
+def test_bad_storage_s3_blocks_are_refused(tmp_path: Path, block: str, message: str) -> None:
+    config = tmp_path / "registry.yaml"
+    config.write_text(block)
+    with pytest.raises(ConfigurationError, match=message) as caught:
+        load_settings({}, str(config), env={})
+    assert "hunter2" not in str(caught.value)

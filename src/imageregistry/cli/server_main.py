@@ -78,8 +78,15 @@ def _prepare(settings: Settings) -> tuple[str, str]:
     from imageregistry.metadata.db import Database, DatabaseReadOnly
     from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
     from imageregistry.pki import ensure_tls, wanted_sans
+    from imageregistry.storage import check_blob_store, open_blob_store
+    from imageregistry.storage.errors import ConfigurationError as StorageConfigurationError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if settings.storage_url.lower().startswith("s3://"):  # a remote store is checked now
+        try:
+            check_blob_store(open_blob_store(settings.storage_url, s3=settings.storage_s3))
+        except StorageConfigurationError as exc:
+            raise PrepareError(str(exc)) from None
     try:
         engine = open_engine(settings.database_url)
     except DatabaseConfigurationError as exc:

@@ -1,0 +1,553 @@
+"""The ``s3`` storage driver: blobs in an S3-compatible bucket, through ``obstore``.
+
+``obstore`` (Rust ``object_store``) was chosen after measuring it against ``aiobotocore``
+(docs/benchmarks.md, "S3 client library"). Layout under ``s3://BUCKET/PREFIX``:
+
+- ``blobs/<alg>/<2 hex>/<hex>``: committed, verified blobs (content-addressed).
+- ``uploads/<id>/started``: an empty marker; the session exists while it does.
+- ``uploads/<id>/data/<offset, 20 digits>``: one *segment* per append, holding the bytes
+  appended at that offset. Each append streams into its segment with a multipart upload
+  of ``part_size`` parts, one part in flight, so memory per upload stays bounded whatever
+  the blob size. A failed or oversized append aborts its multipart upload: nothing of it
+  is staged, and ``upload_size`` (the sum of the segments) says exactly what is.
+- ``uploads/<id>/digests/<end, 20 digits>``: the sha256 and sha512 of bytes ``[0, end)``,
+  written after an append by the process that hashed every byte from 0 to ``end``.
+
+All upload state lives in the bucket, so a chunked upload may continue on another
+replica. Hash state cannot be persisted (Python's hashlib cannot export it), so commit
+uses the ``digests`` record when the segments end exactly at a recorded ``end`` (the
+usual single-process push) and otherwise **re-reads the staged bytes** to hash them
+(a chunked upload that moved between processes). Publishing copies a single segment
+server-side (``CopyObject``) after the digest is known to match; several segments (or
+one larger than 5 GiB, CopyObject's limit) are streamed into the blob key with a
+multipart upload whose last step, completion, is never sent when the digest does not
+match. A mismatch therefore publishes nothing and the session's keys are deleted.
+
+Concurrent appends to one session are refused within a process (``UploadInProgress``);
+two replicas appending to the same session at the same moment are not serialized (a
+client drives its upload one request at a time).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import obstore
+from obstore.exceptions import NotFoundError
+from obstore.store import S3Store
+
+from imageregistry.content.digest import Digest
+from imageregistry.storage.driver import BlobInfo, StoredBlob, StoredUpload, blob_key
+from imageregistry.storage.driver import validate_upload_id as _valid
+from imageregistry.storage.errors import (
+    BlobNotFound,
+    ConfigurationError,
+    DigestMismatch,
+    InvalidRange,
+    SizeMismatch,
+    UploadExists,
+    UploadInProgress,
+    UploadNotFound,
+    UploadOffsetMismatch,
+    UploadTooLarge,
+)
+from imageregistry.storage.s3config import S3Settings
+
+if TYPE_CHECKING:
+    from obstore.store import ClientConfig, S3Config
+
+_ALGORITHMS = ("sha256", "sha512")
+_HEX_LEN = {"sha256": 64, "sha512": 128}
+_COPY_LIMIT = 5 << 30  # CopyObject's maximum source size
+_READ_CHUNK = 1 << 20
+_NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
+_BLOB_KEY = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{2})/([0-9a-f]+)")
+_UPLOAD_KEY = re.compile(r"uploads/([A-Za-z0-9-]{1,64})/(started|data/\d{20}|digests/\d{20})")
+
+
+class S3StartupError(ConfigurationError):
+    """The bucket cannot be used (missing, refused credentials, unreachable)."""
+
+
+def build_store(settings: S3Settings) -> S3Store:
+    """The obstore client for ``settings`` (no network traffic)."""
+    config: S3Config = {
+        "region": settings.region,
+        "virtual_hosted_style_request": not settings.path_style,
+    }
+    if settings.endpoint:
+        config["endpoint"] = settings.endpoint
+    if settings.access_key_id:
+        config["access_key_id"] = settings.access_key_id
+        config["secret_access_key"] = settings.secret_access_key
+        if settings.session_token:
+            config["session_token"] = settings.session_token
+    if settings.sse:
+        config["server_side_encryption"] = settings.sse
+        if settings.sse_kms_key_id:
+            config["sse_kms_key_id"] = settings.sse_kms_key_id
+    client: ClientConfig = {
+        "allow_http": settings.endpoint.startswith("http://"),
+        "allow_invalid_certificates": not settings.tls_verify,
+    }
+    if settings.ca_bundle:
+        try:
+            with open(settings.ca_bundle, "rb") as handle:
+                client["root_certificate"] = handle.read()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"storage_s3.ca_bundle {settings.ca_bundle}: {exc.strerror}"
+            ) from None
+    return S3Store(
+        settings.bucket, prefix=settings.prefix or None, config=config, client_options=client
+    )
+
+
+async def create_bucket_async(settings: S3Settings) -> None:
+    """Create the bucket with a SigV4-presigned ``PUT /bucket/`` (CreateBucket).
+
+    obstore has no bucket API; a presigned PUT on the empty key is CreateBucket.
+    "Already owned by you" counts as success.
+    """
+    import httpx
+
+    bare = build_store(
+        S3Settings(**{**settings.__dict__, "prefix": ""})  # the bucket's own URL
+    )
+    url = await obstore.sign_async(bare, "PUT", "", timedelta(minutes=5))
+    verify: bool | str = settings.ca_bundle or settings.tls_verify
+    async with httpx.AsyncClient(verify=verify, timeout=60) as client:
+        response = await client.put(url)
+    if response.status_code >= 300 and "BucketAlreadyOwnedByYou" not in response.text:
+        code = re.search(r"<Code>([^<]+)</Code>", response.text)
+        raise S3StartupError(
+            f"cannot create bucket {settings.bucket!r}: HTTP {response.status_code}"
+            f" {code.group(1) if code else ''}".rstrip()
+        )
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    for code in (
+        "NoSuchBucket",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "AccessDenied",
+        "AuthorizationHeaderMalformed",
+    ):
+        if code in text:
+            return code
+    if "error sending request" in text or "Connection refused" in text:
+        return "endpoint unreachable"
+    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+    return first[:200]
+
+
+@dataclass
+class _Hashers:
+    """Hashes of bytes ``[0, end)`` of one upload, kept by the process that saw them."""
+
+    end: int
+    hashers: dict[str, Any]
+
+    @classmethod
+    def fresh(cls) -> _Hashers:
+        return cls(0, {alg: hashlib.new(alg) for alg in _ALGORITHMS})
+
+
+class S3BlobStore:
+    """``BlobStore`` over one S3 bucket/prefix (see the module docstring)."""
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self._store = build_store(settings)
+        self._busy: set[str] = set()
+        self._hashers: dict[str, _Hashers] = {}
+
+    def __repr__(self) -> str:
+        return f"S3BlobStore({self.settings.where})"
+
+    # -- start-up check ---------------------------------------------------------------
+
+    async def check(self) -> None:
+        """List the prefix once: refuses a missing bucket or bad credentials clearly.
+
+        With ``create_bucket`` a missing bucket is created first.
+        """
+        try:
+            await self._store.list_with_delimiter_async("uploads/")
+            return
+        except Exception as exc:
+            problem = _describe(exc)
+            if not (problem == "NoSuchBucket" and self.settings.create_bucket):
+                raise S3StartupError(
+                    f"storage {self.settings.where}: bucket {self.settings.bucket!r} failed the"
+                    f" start-up check (list objects): {problem}"
+                ) from None
+        await create_bucket_async(self.settings)
+        await self.check()
+
+    # -- keys -------------------------------------------------------------------------
+
+    @staticmethod
+    def _dir(upload_id: str) -> str:
+        return f"uploads/{_valid(upload_id)}/"
+
+    async def _segments(self, upload_id: str) -> tuple[list[tuple[int, int, str]], list[str]]:
+        """(offset, size, key) of each data segment in order, and every key of the session.
+
+        ``UploadNotFound`` when the session marker is absent.
+        """
+        prefix = self._dir(upload_id)
+        metas = await obstore.list(self._store, prefix).collect_async()
+        keys = [meta["path"] for meta in metas]
+        if prefix + "started" not in keys:
+            raise UploadNotFound(upload_id)
+        segments = sorted(
+            (int(meta["path"].rsplit("/", 1)[1]), int(meta["size"]), meta["path"])
+            for meta in metas
+            if meta["path"].startswith(prefix + "data/")
+        )
+        return segments, keys
+
+    @staticmethod
+    def _staged(segments: list[tuple[int, int, str]]) -> int:
+        """Bytes staged: the contiguous run of segments from offset 0."""
+        end = 0
+        for offset, size, _ in segments:
+            if offset != end:
+                break
+            end += size
+        return end
+
+    async def _head_size(self, key: str) -> int | None:
+        try:
+            meta = await obstore.head_async(self._store, key)
+        except _NOT_FOUND:
+            return None
+        return int(meta["size"])
+
+    async def _delete_keys(self, keys: list[str]) -> None:
+        for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
+            await obstore.delete_async(self._store, keys[start : start + 1000])
+
+    async def _put_stream(self, key: str, stream: AsyncIterator[bytes]) -> None:
+        """Stream into ``key`` as a multipart upload, one part in flight.
+
+        An exception raised by ``stream`` (a client gone, a limit, a digest mismatch)
+        aborts the upload, so nothing appears at ``key``; it is re-raised as itself
+        rather than as the client library's wrapper.
+        """
+        attributes: dict[str, str] = {}
+        if self.settings.storage_class:
+            attributes["Storage-Class"] = self.settings.storage_class
+        failure: BaseException | None = None
+
+        async def watched() -> AsyncIterator[bytes]:
+            nonlocal failure
+            try:
+                async for piece in stream:
+                    yield piece
+            except BaseException as exc:
+                failure = exc
+                raise
+
+        try:
+            await obstore.put_async(
+                self._store,
+                key,
+                watched(),
+                attributes=attributes or None,
+                chunk_size=self.settings.part_size,
+                max_concurrency=1,
+            )
+        except Exception:
+            if failure is not None:
+                raise failure from None
+            raise
+
+    def _claim(self, upload_id: str) -> Callable[[], None]:
+        if upload_id in self._busy:
+            raise UploadInProgress(upload_id)
+        self._busy.add(upload_id)
+        return lambda: self._busy.discard(upload_id)
+
+    # -- uploads ----------------------------------------------------------------------
+
+    async def start_upload(self, upload_id: str) -> None:
+        marker = self._dir(upload_id) + "started"
+        if await self._head_size(marker) is not None:
+            raise UploadExists(upload_id)
+        await obstore.put_async(self._store, marker, b"")
+
+    async def append_upload(
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterator[bytes],
+        limit: int | None = None,
+    ) -> int:
+        prefix = self._dir(upload_id)
+        release = self._claim(upload_id)
+        try:
+            segments, _ = await self._segments(upload_id)
+            staged = self._staged(segments)
+            if offset != staged:
+                raise UploadOffsetMismatch(upload_id, offset, staged)
+            known = self._hashers.pop(upload_id, None)
+            if offset == 0:
+                known = _Hashers.fresh()
+            elif known is not None and known.end != offset:
+                known = None  # another process appended since: our hash state is stale
+            hashers = None if known is None else {a: h.copy() for a, h in known.hashers.items()}
+            written = 0
+
+            async def counted() -> AsyncIterator[bytes]:
+                nonlocal written
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    written += len(chunk)
+                    if limit is not None and written > limit:
+                        raise UploadTooLarge(upload_id, limit)
+                    if hashers is not None:
+                        for hasher in hashers.values():
+                            hasher.update(chunk)
+                    yield chunk
+
+            # A stream that fails part-way aborts the segment's multipart upload, so
+            # nothing of this append is staged (the contract allows keeping a prefix).
+            await self._put_stream(f"{prefix}data/{offset:020d}", counted())
+            end = offset + written
+            if hashers is not None:
+                record = "\n".join(f"{alg} {h.hexdigest()}" for alg, h in hashers.items())
+                await obstore.put_async(self._store, f"{prefix}digests/{end:020d}", record.encode())
+                self._hashers[upload_id] = _Hashers(end, hashers)
+            return end
+        finally:
+            release()
+
+    async def upload_size(self, upload_id: str) -> int:
+        segments, _ = await self._segments(upload_id)
+        return self._staged(segments)
+
+    async def _recorded_digest(self, upload_id: str, end: int, algorithm: str) -> str | None:
+        try:
+            result = await obstore.get_async(
+                self._store, f"{self._dir(upload_id)}digests/{end:020d}"
+            )
+        except _NOT_FOUND:
+            return None
+        for line in bytes(await result.bytes_async()).decode().splitlines():
+            alg, _, hexdigest = line.partition(" ")
+            if alg == algorithm:
+                return hexdigest
+        return None
+
+    async def _read_segments(
+        self, segments: list[tuple[int, int, str]], hasher: Any
+    ) -> AsyncIterator[bytes]:
+        for _, size, key in segments:
+            if size == 0:
+                continue
+            result = await obstore.get_async(self._store, key)
+            async for piece in result.stream(min_chunk_size=_READ_CHUNK):
+                data = bytes(piece)
+                hasher.update(data)
+                yield data
+
+    async def commit_upload(
+        self,
+        upload_id: str,
+        expected: Digest,
+        expected_size: int | None = None,
+        *,
+        replace: bool = False,
+    ) -> BlobInfo:
+        release = self._claim(upload_id)
+        try:
+            segments, keys = await self._segments(upload_id)
+            segments = [s for s in segments if s[1] > 0]
+            size = self._staged(segments)
+            self._hashers.pop(upload_id, None)
+            try:
+                if expected_size is not None and size != expected_size:
+                    raise SizeMismatch(expected_size, size)
+                await self._publish(upload_id, segments, size, expected, replace)
+            finally:
+                await self._delete_keys(keys)
+            return BlobInfo(expected, size)
+        finally:
+            release()
+
+    async def _publish(
+        self,
+        upload_id: str,
+        segments: list[tuple[int, int, str]],
+        size: int,
+        expected: Digest,
+        replace: bool,
+    ) -> None:
+        key = blob_key(expected)
+        recorded = await self._recorded_digest(upload_id, size, expected.algorithm)
+        stored = await self._head_size(key)
+        keep_stored = stored == size and not replace
+        if recorded is None and (keep_stored or (len(segments) < 2 and size <= _COPY_LIMIT)):
+            hasher = hashlib.new(expected.algorithm)
+            async for _ in self._read_segments(segments, hasher):
+                pass
+            recorded = hasher.hexdigest()
+        if recorded is not None:
+            if recorded != expected.hex:
+                raise DigestMismatch(expected, Digest(expected.algorithm, recorded))
+            if keep_stored:
+                return
+            if not segments:
+                await obstore.put_async(self._store, key, b"")
+                return
+            if len(segments) == 1 and size <= _COPY_LIMIT:
+                await obstore.copy_async(self._store, segments[0][2], key)
+                return
+        # Several segments: concatenate by streaming; completion is withheld on mismatch.
+        hasher = hashlib.new(expected.algorithm)
+
+        async def verified() -> AsyncIterator[bytes]:
+            async for piece in self._read_segments(segments, hasher):
+                yield piece
+            if hasher.hexdigest() != expected.hex:
+                raise DigestMismatch(expected, Digest(expected.algorithm, hasher.hexdigest()))
+
+        await self._put_stream(key, verified())
+
+    async def cancel_upload(self, upload_id: str) -> None:
+        release = self._claim(upload_id)
+        try:
+            _, keys = await self._segments(upload_id)
+            self._hashers.pop(upload_id, None)
+            await self._delete_keys(keys)
+        finally:
+            release()
+
+    # -- blobs ------------------------------------------------------------------------
+
+    async def put_blob(self, data: bytes, expected: Digest, *, replace: bool = False) -> BlobInfo:
+        actual = hashlib.new(expected.algorithm, data).hexdigest()
+        if actual != expected.hex:
+            raise DigestMismatch(expected, Digest(expected.algorithm, actual))
+        key = blob_key(expected)
+        if replace or await self._head_size(key) != len(data):
+            await obstore.put_async(self._store, key, data)
+        return BlobInfo(expected, len(data))
+
+    async def hash_blob(self, digest: Digest) -> BlobInfo:
+        hasher = hashlib.new(digest.algorithm)
+        size = 0
+        async for piece in await self.read(digest):
+            hasher.update(piece)
+            size += len(piece)
+        return BlobInfo(Digest(digest.algorithm, hasher.hexdigest()), size)
+
+    async def stat(self, digest: Digest) -> int | None:
+        return await self._head_size(blob_key(digest))
+
+    def local_path(self, digest: Digest) -> str | None:
+        return None
+
+    async def redirect_url(self, digest: Digest) -> str | None:
+        """A presigned GET of the blob (``redirect: false`` turns this off)."""
+        if not self.settings.redirect or await self.stat(digest) is None:
+            return None
+        expiry = timedelta(seconds=self.settings.presign_expiry_seconds)
+        return await obstore.sign_async(self._store, "GET", blob_key(digest), expiry)
+
+    async def read(
+        self, digest: Digest, start: int = 0, end: int | None = None
+    ) -> AsyncIterator[bytes]:
+        key = blob_key(digest)
+        size = await self._head_size(key)
+        if size is None:
+            raise BlobNotFound(digest)
+        stop = size if end is None else end
+        if not 0 <= start <= stop <= size:
+            raise InvalidRange(start, end, size)
+        if start == stop:
+            return _empty()
+        return self._stream(digest, key, start, stop)
+
+    async def _stream(
+        self, digest: Digest, key: str, start: int, stop: int
+    ) -> AsyncIterator[bytes]:
+        try:
+            result = await obstore.get_async(self._store, key, options={"range": (start, stop)})
+        except _NOT_FOUND:
+            raise BlobNotFound(digest) from None
+        async for piece in result.stream(min_chunk_size=_READ_CHUNK):
+            yield bytes(piece)
+
+    async def read_all(self, digest: Digest) -> bytes:
+        try:
+            result = await obstore.get_async(self._store, blob_key(digest))
+        except _NOT_FOUND:
+            raise BlobNotFound(digest) from None
+        return bytes(await result.bytes_async())
+
+    async def delete(self, digest: Digest) -> bool:
+        key = blob_key(digest)
+        if await self._head_size(key) is None:
+            return False
+        await obstore.delete_async(self._store, key)
+        return True
+
+    async def iter_blobs(self) -> AsyncIterator[StoredBlob]:
+        async for batch in obstore.list(self._store, "blobs/"):
+            for meta in batch:
+                match = _BLOB_KEY.fullmatch(meta["path"])
+                if match is None:
+                    continue
+                algorithm, head, hexdigest = match.groups()
+                if len(hexdigest) != _HEX_LEN[algorithm] or not hexdigest.startswith(head):
+                    continue
+                yield StoredBlob(
+                    Digest(algorithm, hexdigest), int(meta["size"]), _utc(meta["last_modified"])
+                )
+
+    async def iter_uploads(self) -> AsyncIterator[StoredUpload]:
+        found: dict[str, list[tuple[int, int]]] = {}
+        modified: dict[str, datetime] = {}
+        started: set[str] = set()
+        async for batch in obstore.list(self._store, "uploads/"):
+            for meta in batch:
+                match = _UPLOAD_KEY.fullmatch(meta["path"])
+                if match is None:
+                    continue
+                upload_id, rest = match.groups()
+                when = _utc(meta["last_modified"])
+                modified[upload_id] = max(modified.get(upload_id, when), when)
+                if rest == "started":
+                    started.add(upload_id)
+                elif rest.startswith("data/"):
+                    found.setdefault(upload_id, []).append(
+                        (int(rest.split("/")[1]), int(meta["size"]))
+                    )
+        for upload_id in sorted(started):
+            segments = [(o, s, "") for o, s in sorted(found.get(upload_id, []))]
+            yield StoredUpload(upload_id, self._staged(segments), modified[upload_id])
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def _empty() -> AsyncIterator[bytes]:
+    return
+    yield b""  # pragma: no cover - makes this an async generator
+
+
+def run_check(store: S3BlobStore) -> Awaitable[None]:
+    """The start-up check of ``serve`` (kept as a function for the CLI)."""
+    return store.check()
