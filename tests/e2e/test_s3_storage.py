@@ -1,0 +1,190 @@
+"""The registry on S3 storage, end to end: a server subprocess with ``--storage s3://...``
+over OpenStack Swift's s3api (a real S3 implementation on loopback), real skopeo.
+
+Push and pull keep every digest, the blobs land in the bucket under the prefix, a whole-blob
+GET answers 307 to a presigned URL only after authorization, and ``serve`` refuses to start
+on wrong credentials or a missing bucket with one line naming the bucket and the check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
+import httpx
+import pytest
+
+from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
+from tests.support.postgres import free_port
+from tests.support.s3servers import S3Server, create_bucket, swift_server
+from tests.support.server import RegistryProcess
+
+BUCKET = "registry-e2e"
+PREFIX = "team-a/registry"
+
+
+@pytest.fixture(scope="module")
+def swift() -> Iterator[S3Server]:
+    with swift_server() as server:
+        create_bucket(server, BUCKET)
+        yield server
+
+
+def _s3_env(swift: S3Server, **block: object) -> dict[str, str]:
+    # The storage_s3 block travels as JSON in the environment, like the workers get it.
+    return {**swift.env(), "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"part_size": 5 << 20, **block})}
+
+
+@pytest.fixture(scope="module")
+def server(swift: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RegistryProcess]:
+    root = tmp_path_factory.mktemp("s3e2e")
+    process = RegistryProcess(
+        data_dir=root / "data",
+        extra_args=["--storage", f"s3://{BUCKET}/{PREFIX}"],
+        env=_s3_env(swift),
+    )
+    with process.start(timeout=90):
+        yield process
+
+
+@pytest.fixture(scope="module")
+def certs(server: RegistryProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(server.cert_dir(tmp_path_factory.mktemp("certs")))
+
+
+@pytest.fixture(scope="module")
+def pushed(server: RegistryProcess, certs: str, tmp_path_factory: pytest.TempPathFactory) -> Layout:
+    # 6 MiB of filler per layer: each layer is a multipart upload of more than one part.
+    layout = build_layout(tmp_path_factory.mktemp("src") / "layout", "s3", filler=6 << 20)
+    result = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        certs,
+        "--dest-creds",
+        f"x:{server.admin_token}",
+        f"oci:{layout.path}:v1",
+        f"docker://{server.host}/team/app:v1",
+    )
+    assert result.returncode == 0, result.stderr
+    return layout
+
+
+def _bucket_keys(swift: S3Server) -> list[str]:
+    client = boto3.client(
+        "s3",
+        endpoint_url=swift.endpoint,
+        region_name=swift.region,
+        aws_access_key_id=swift.access_key,
+        aws_secret_access_key=swift.secret_key,
+    )
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def test_skopeo_push_and_pull_keep_digests(
+    server: RegistryProcess, certs: str, pushed: Layout, swift: S3Server, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    result = skopeo(
+        "copy",
+        "--src-cert-dir",
+        certs,
+        "--src-registry-token",
+        server.admin_token,
+        f"docker://{server.host}/team/app:v1",
+        f"oci:{out}:copy",
+    )
+    assert result.returncode == 0, result.stderr
+    assert_copied(out, pushed)
+    keys = _bucket_keys(swift)
+    for digest in set(pushed.blobs) - {pushed.manifest_digest}:  # manifests live in the DB
+        hexdigest = digest.split(":")[1]
+        assert f"{PREFIX}/blobs/sha256/{hexdigest[:2]}/{hexdigest}" in keys
+    assert not [key for key in keys if "/uploads/" in key]  # no staged upload left behind
+    assert all(key.startswith(PREFIX + "/") for key in keys)
+
+
+def test_blob_get_redirects_to_a_presigned_url_after_authorization(
+    server: RegistryProcess, pushed: Layout, swift: S3Server
+) -> None:
+    digest, data = max(pushed.blobs.items(), key=lambda item: len(item[1]))
+    path = f"/v2/team/app/blobs/{digest}"
+    with server.client() as anonymous:
+        refused = anonymous.get(path)
+        assert refused.status_code == 401
+        assert "location" not in refused.headers
+    with server.client(server.admin_token) as client:
+        answer = client.get(path)
+        assert answer.status_code == 307
+        location = answer.headers["location"]
+        assert location.startswith(swift.endpoint + f"/{BUCKET}/{PREFIX}/blobs/sha256/")
+        assert "X-Amz-Signature=" in location
+        head = client.head(path)
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(data))
+        ranged = client.get(path, headers={"Range": "bytes=10-19"})
+        assert ranged.status_code == 206
+        assert ranged.content == data[10:20]
+    fetched = httpx.get(location, timeout=60)  # no registry credentials: the URL carries them
+    assert fetched.status_code == 200
+    assert "sha256:" + hashlib.sha256(fetched.content).hexdigest() == digest
+
+
+def _serve_once(tmp: Path, storage: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Start ``serve`` and expect it to refuse (it must exit on its own)."""
+    command = [
+        str(Path(sys.executable).parent / "image-registry"),
+        "serve",
+        "--data-dir",
+        str(tmp / "data"),
+        "--listen",
+        f"127.0.0.1:{free_port()}",
+        "--storage",
+        storage,
+    ]
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=120, env={**os.environ, **env}
+    )
+
+
+def test_serve_refuses_wrong_credentials_and_a_missing_bucket(
+    swift: S3Server, tmp_path: Path
+) -> None:
+    wrong = {**_s3_env(swift), "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
+    refused = _serve_once(tmp_path / "a", f"s3://{BUCKET}/x", wrong)
+    assert refused.returncode != 0
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1, refused.stderr
+    assert f"bucket '{BUCKET}'" in lines[0] and "SignatureDoesNotMatch" in lines[0]
+    assert "not-the-secret" not in refused.stderr
+
+    missing = _serve_once(tmp_path / "b", "s3://no-such-bucket/x", _s3_env(swift))
+    assert missing.returncode != 0
+    lines = missing.stderr.strip().splitlines()
+    assert len(lines) == 1, missing.stderr
+    assert "bucket 'no-such-bucket'" in lines[0] and "NoSuchBucket" in lines[0]
+
+
+def test_create_bucket_creates_a_missing_bucket(swift: S3Server, tmp_path: Path) -> None:
+    process = RegistryProcess(
+        data_dir=tmp_path / "data",
+        extra_args=["--storage", "s3://created-by-serve/p"],
+        env=_s3_env(swift, create_bucket=True),
+    )
+    with process.start(timeout=90), process.client(process.admin_token) as client:
+        assert client.get("/v2/").status_code == 200
+    client_s3 = boto3.client(
+        "s3",
+        endpoint_url=swift.endpoint,
+        region_name=swift.region,
+        aws_access_key_id=swift.access_key,
+        aws_secret_access_key=swift.secret_key,
+    )
+    names = [bucket["Name"] for bucket in client_s3.list_buckets()["Buckets"]]
+    assert "created-by-serve" in names
