@@ -271,12 +271,15 @@ class RegistryMetadata:
             raise BlobCorrupt(digest)
         return int(row.size)
 
-    def blob_is_corrupt(self, digest: str) -> bool:
-        """True when verify marked the stored bytes of `digest` corrupt (a commit of the
-        same digest must then replace them)."""
+    def blob_state(self, digest: str) -> str | None:
+        """`present`, `deleting` (a GC sweep has it), `corrupt` (verify marked the stored
+        bytes; a commit of the same digest must replace them) or None (no row)."""
         with self.db.read() as conn:
             state = conn.execute(select(blobs.c.state).where(blobs.c.digest == digest)).scalar()
-        return state == CORRUPT
+        return None if state is None else str(state)
+
+    def blob_is_corrupt(self, digest: str) -> bool:
+        return self.blob_state(digest) == CORRUPT
 
     def record_blob(
         self,

@@ -13,6 +13,12 @@ Each identity may have `upload_max_open_per_user` sessions open and
 before it streams); beyond either, 429 `TOOMANYREQUESTS` with `Retry-After`, so
 abandoned sessions cannot pile up without bound.
 
+An upload of a blob that a GC sweep is deleting at that moment waits for the sweep to
+finish with it (at most `SWEEP_WAIT_SECONDS`) before publishing its bytes: published
+earlier, they would be deleted by the sweep and the client told to upload again (which
+clients other than a registry's own tests do not do). The sweep deletes bytes, then rows,
+and the next commit of the digest starts from no row, which GC never touches.
+
 A full blob store (`StorageFull`) answers 507 with `Retry-After`: a session keeps the
 bytes staged before the failure and the answer carries its `Range`, so the client
 resumes (or retries the PUT) once space is freed; a monolithic upload is discarded.
@@ -20,8 +26,10 @@ resumes (or retries the PUT) once space is freed; a monolithic upload is discard
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator
 
@@ -31,13 +39,20 @@ from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import Digest, InvalidDigest
 from imageregistry.content.reference import InvalidName, parse_repository
 from imageregistry.httpinput import InputError, parse_int
-from imageregistry.metadata.registry import RepoKey, UploadLimitReached, UploadSession
+from imageregistry.metadata.registry import (
+    CORRUPT,
+    DELETING,
+    RepoKey,
+    UploadLimitReached,
+    UploadSession,
+)
 from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 from imageregistry.storage import errors as st
 
 STORAGE_FULL_RETRY_SECONDS = 60
+SWEEP_WAIT_SECONDS, SWEEP_POLL_SECONDS = 15.0, 0.05
 UPLOAD_LIMIT_RETRY_SECONDS = 60
 _CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
 
@@ -297,7 +312,7 @@ async def _complete(
     registry = ctx.registry
     # A blob marked corrupt is replaced by this upload (the store replaces one of another
     # size by itself); the metadata then marks it present again.
-    repair = await ctx.run(registry.meta.blob_is_corrupt, str(digest))
+    repair = await _state_after_any_sweep(ctx, digest) == CORRUPT
     try:
         info = await registry.blobs.commit_upload(upload_id, digest, replace=repair)
     except (st.DigestMismatch, st.SizeMismatch):
@@ -321,6 +336,17 @@ async def _complete(
         if tracked:
             await ctx.run(registry.meta.delete_upload, upload_id)
     return _blob_created(ctx.repo, digest)
+
+
+async def _state_after_any_sweep(ctx: Ctx, digest: Digest) -> str | None:
+    """The blob row's state once no GC sweep holds it (or after `SWEEP_WAIT_SECONDS`,
+    when the commit goes ahead and `record_blob` refuses it as before: `BLOB_UNKNOWN`)."""
+    deadline = time.monotonic() + SWEEP_WAIT_SECONDS
+    while True:
+        state = await ctx.run(ctx.registry.meta.blob_state, str(digest))
+        if state != DELETING or time.monotonic() >= deadline:
+            return state
+        await asyncio.sleep(SWEEP_POLL_SECONDS)
 
 
 async def upload_status(ctx: Ctx) -> Response:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
 from starlette.testclient import TestClient
 
+from imageregistry.content.digest import Digest
+from imageregistry.metadata.gc_queries import SqlGcStore
+from imageregistry.services import Services
 from tests.unit.oci.conftest import REPO, sha
 
 DATA = b"0123456789abcdef" * 64
@@ -179,3 +187,32 @@ def test_blob_pushed_in_one_repository_is_not_readable_in_another(client: TestCl
     client.post("/v2/team/dst/blobs/uploads/", params={"digest": sha(b"x")}, content=b"x")
     r = client.get(f"/v2/team/dst/blobs/{sha(DATA)}")
     assert r.status_code == 404 and r.json()["errors"][0]["code"] == "BLOB_UNKNOWN"
+
+
+def test_an_upload_during_a_gc_sweep_of_the_same_blob_waits_for_it(
+    client: TestClient, services: Services
+) -> None:
+    """A GC sweep has marked the blob `deleting` and not yet deleted its bytes and row
+    when a client uploads the same digest again: the commit waits for the sweep, then
+    publishes the new bytes, instead of answering BLOB_UNKNOWN (the upload would have
+    been lost to the sweep)."""
+    blob = sha(DATA)
+    r = client.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": blob}, content=DATA)
+    assert r.status_code == 201
+    gc = SqlGcStore(services.db, timedelta(0))
+    now = datetime.now(UTC) + timedelta(seconds=1)
+    assert [c.digest for c in gc.mark_deleting(now, 100)] == [blob]
+
+    def finish_sweep() -> None:  # what the sweep does next: bytes, then rows
+        time.sleep(0.5)
+        asyncio.run(services.blobs.delete(Digest.parse(blob)))
+        gc.forget_blobs([blob], now)
+
+    sweeper = threading.Thread(target=finish_sweep)
+    sweeper.start()
+    try:
+        again = client.post(f"/v2/{REPO}/blobs/uploads/", params={"digest": blob}, content=DATA)
+    finally:
+        sweeper.join()
+    assert again.status_code == 201, again.text
+    assert client.get(f"/v2/{REPO}/blobs/{blob}").content == DATA
