@@ -9,11 +9,13 @@ server says so at start-up.
 Each case fills a real server's database, restarts the server on the same data dir with
 the database read-only and replays what users do: SQLite opened read-only (`mode=ro`; a
 `chmod` would not stop the root user these tests may run as), and a real PostgreSQL with
-`ALTER DATABASE ... SET default_transaction_read_only = on`.
+`ALTER DATABASE ... SET default_transaction_read_only = on`, and a real hot standby (a
+streaming replica made with `pg_basebackup -R`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from collections.abc import Callable
@@ -23,7 +25,7 @@ import httpx
 import psycopg
 
 from tests.e2e.oci_support import OCI_MANIFEST, image_manifest, sha
-from tests.support.postgres import create_database
+from tests.support.postgres import create_database, hot_standby, postgres_cluster
 from tests.support.server import RegistryProcess
 
 REPO = "team-a/app"
@@ -126,3 +128,16 @@ def test_postgres_default_transaction_read_only(postgres_server: str, tmp_path: 
         return url
 
     run_case(tmp_path / "data", url, make_read_only)
+
+
+def test_postgres_hot_standby(tmp_path: Path) -> None:
+    with postgres_cluster() as primary:
+        url = create_database(primary.url, f"hs_{uuid.uuid4().hex[:10]}")
+        name = url.rsplit("/", 1)[1]
+        with contextlib.ExitStack() as stack:
+
+            def make_read_only() -> str:  # a replica of what the writable server stored
+                standby = stack.enter_context(hot_standby(primary))
+                return standby.url.rsplit("/", 1)[0] + "/" + name
+
+            run_case(tmp_path / "data", url, make_read_only)

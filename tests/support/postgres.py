@@ -118,3 +118,45 @@ def create_database(url: str, name: str) -> str:
     with psycopg.connect(base, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.rsplit("/", 1)[0] + "/" + name
+
+
+@contextmanager
+def hot_standby(primary: PostgresCluster) -> Iterator[PostgresCluster]:
+    """A streaming replica of `primary` (pg_basebackup -R), read-only as every hot standby
+    is; same databases, its own port. Removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="pgstandby-"))
+    data = root / "data"
+    if os.geteuid() == 0:
+        shutil.chown(root, _db_user())
+        root.chmod(0o755)
+    port = free_port()
+    primary_port = primary.url.rsplit(":", 1)[1].split("/", 1)[0]
+    source = ["-h", "127.0.0.1", "-p", primary_port, "-U", "postgres"]
+    subprocess.run(
+        _as_db_user(
+            [
+                "pg_basebackup",
+                *source,
+                "-D",
+                str(data),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ]
+        ),
+        check=True,
+        capture_output=True,
+    )
+    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c max_connections=300"
+    standby = PostgresCluster(
+        f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres", data, opts, root / "log"
+    )
+    standby.start()
+    try:
+        yield standby
+    finally:
+        standby.stop()
+        shutil.rmtree(root, ignore_errors=True)
