@@ -64,6 +64,7 @@ if TYPE_CHECKING:
 _ALGORITHMS = ("sha256", "sha512")
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 _COPY_LIMIT = 5 << 30  # CopyObject's maximum source size
+_MAX_HASHERS = 10_000  # in-process hash states kept (abandoned uploads must not pile up)
 _READ_CHUNK = 1 << 20
 _NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
 _BLOB_KEY = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{2})/([0-9a-f]+)")
@@ -328,6 +329,8 @@ class S3BlobStore:
                 record = "\n".join(f"{alg} {h.hexdigest()}" for alg, h in hashers.items())
                 await obstore.put_async(self._store, f"{prefix}digests/{end:020d}", record.encode())
                 self._hashers[upload_id] = _Hashers(end, hashers)
+                while len(self._hashers) > _MAX_HASHERS:  # oldest first: commit re-reads
+                    del self._hashers[next(iter(self._hashers))]
             return end
         finally:
             release()
@@ -372,8 +375,10 @@ class S3BlobStore:
         release = self._claim(upload_id)
         try:
             segments, keys = await self._segments(upload_id)
-            segments = [s for s in segments if s[1] > 0]
             size = self._staged(segments)
+            # Only the contiguous run from offset 0 is the upload (a gap cannot arise from
+            # this driver's appends, but a stray object must never be concatenated in).
+            segments = [s for s in segments if s[1] > 0 and s[0] + s[1] <= size]
             self._hashers.pop(upload_id, None)
             try:
                 if expected_size is not None and size != expected_size:
