@@ -47,7 +47,7 @@ def server(swift: S3Server, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process = RegistryProcess(
         data_dir=root / "data",
         extra_args=["--storage", f"s3://{BUCKET}/{PREFIX}"],
-        env=_s3_env(swift),
+        env=_s3_env(swift, presign_expiry_seconds=120),
     )
     with process.start(timeout=90):
         yield process
@@ -125,6 +125,7 @@ def test_blob_get_redirects_to_a_presigned_url_after_authorization(
         location = answer.headers["location"]
         assert location.startswith(swift.endpoint + f"/{BUCKET}/{PREFIX}/blobs/sha256/")
         assert "X-Amz-Signature=" in location
+        assert "X-Amz-Expires=120&" in location  # storage_s3.presign_expiry_seconds
         head = client.head(path)
         assert head.status_code == 200
         assert head.headers["content-length"] == str(len(data))
@@ -188,3 +189,21 @@ def test_create_bucket_creates_a_missing_bucket(swift: S3Server, tmp_path: Path)
     )
     names = [bucket["Name"] for bucket in client_s3.list_buckets()["Buckets"]]
     assert "created-by-serve" in names
+
+
+def test_redirect_false_streams_through_the_server(
+    server: RegistryProcess, pushed: Layout, swift: S3Server, tmp_path: Path
+) -> None:
+    digest, data = max(pushed.blobs.items(), key=lambda item: len(item[1]))
+    streaming = RegistryProcess(
+        data_dir=tmp_path / "data",
+        extra_args=["--storage", f"s3://{BUCKET}/{PREFIX}"],
+        env=_s3_env(swift, redirect=False),
+    )
+    with streaming.start(timeout=90), streaming.client(streaming.admin_token) as client:
+        # Same bucket, another database: push the blob here too, then pull it.
+        start = client.post("/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data)
+        assert start.status_code == 201, start.text
+        answer = client.get(f"/v2/team/app/blobs/{digest}")
+        assert answer.status_code == 200
+        assert answer.content == data
