@@ -20,6 +20,7 @@ import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspe
 import httpx
 import pytest
 
+from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
 from tests.support.postgres import free_port
 from tests.support.s3servers import S3Server, create_bucket, swift_server
@@ -207,3 +208,43 @@ def test_redirect_false_streams_through_the_server(
         answer = client.get(f"/v2/team/app/blobs/{digest}")
         assert answer.status_code == 200
         assert answer.content == data
+
+
+def test_gc_deletes_from_the_bucket_and_reconcile_walks_it(swift: S3Server, tmp_path: Path) -> None:
+    """Registry GC works through the driver on a bucket: an unreferenced blob is deleted
+    there; the storage reconciler walks the bucket's objects."""
+    prefix = "gc-test"
+    data = b"uploaded, never referenced by a manifest\n"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    stray = b"bytes written behind the registry's back"
+    stray_hex = hashlib.sha256(stray).hexdigest()
+    stray_key = f"{prefix}/blobs/sha256/{stray_hex[:2]}/{stray_hex}"
+    client_s3 = boto3.client(
+        "s3",
+        endpoint_url=swift.endpoint,
+        region_name=swift.region,
+        aws_access_key_id=swift.access_key,
+        aws_secret_access_key=swift.secret_key,
+    )
+    client_s3.put_object(Bucket=BUCKET, Key=stray_key, Body=stray)
+    process = RegistryProcess(
+        data_dir=tmp_path / "data",
+        extra_args=["--storage", f"s3://{BUCKET}/{prefix}"],
+        env={**_s3_env(swift), "IMAGE_REGISTRY_GC_GRACE_SECONDS": "0"},
+    )
+    with process.start(timeout=90), process.client(process.admin_token) as client:
+        pushed = client.post("/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data)
+        assert pushed.status_code == 201, pushed.text
+        key = f"{prefix}/blobs/sha256/{digest[7:9]}/{digest[7:]}"
+        assert key in _bucket_keys(swift)
+        home = login_admin(process, tmp_path / "home")
+        done = json.loads(ac(home, "adm", "registry", "gc", "--confirm", "-o", "json").stdout)
+        assert [b["digest"] for b in done["status"]["blobs"]] == [digest]
+        assert key not in _bucket_keys(swift)
+        assert client.head(f"/v2/team/app/blobs/{digest}").status_code == 404
+        # The reconciler walks the bucket (it sees the stray object) but reports unknown
+        # objects only after a day (a younger one may be an upload's commit in flight);
+        # S3 cannot backdate an object, so here the stray is scanned and kept.
+        report = ac(home, "adm", "registry", "gc", "--reconcile", "--confirm")
+        assert "of 1 scanned" in report.stdout, report.stdout
+        assert stray_key in _bucket_keys(swift)
