@@ -15,6 +15,7 @@ The probes' paths must then answer as the kubelet would want, and an image is pu
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -22,6 +23,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +37,7 @@ import yaml
 from imageregistry.pki import ensure_tls
 from tests.e2e.oci_support import build_layout, skopeo
 from tests.support.postgres import create_database, free_port
-from tests.support.server import BIN
+from tests.support.server import BIN, RegistryProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
@@ -434,3 +436,53 @@ def test_single_pod_runs_as_its_user_on_a_read_only_root(tmp_path: Path) -> None
             assert stop(pod) == 0, (root / "server.log").read_text()[-3000:]
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_ha_replicas_started_together_all_come_up(tmp_path: Path, postgres_server: str) -> None:
+    """`kubectl apply -k overlays/ha` starts three replicas at once on an empty database.
+
+    They used to race to migrate it and to create the bootstrap RBAC objects, and one or
+    two of them exited (a duplicate table or row) until the kubelet restarted them; now
+    they prepare the database one after the other. Then a push through one replica is
+    pulled through another (one database, one blob volume)."""
+    url = create_database(postgres_server, "deploy_ha_together")
+    blobs = tmp_path / "blobs"
+    replicas = [
+        RegistryProcess(
+            data_dir=tmp_path / f"replica-{i}", database=url, extra_args=["--storage", str(blobs)]
+        )
+        for i in range(3)
+    ]
+    failures: list[BaseException] = []
+
+    def start(replica: RegistryProcess) -> None:
+        try:
+            replica.start(timeout=120)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=start, args=(r,)) for r in replicas]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join(180)
+        assert not failures, failures
+        for replica in replicas:
+            with replica.client(timeout=30) as client:
+                assert client.get("/readyz").status_code == 200
+        first, second = replicas[0], replicas[1]
+        data = b"a layer pushed through one replica"
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        with first.client(first.admin_token, timeout=60) as client:
+            started = client.post("/v2/team-a/shared/blobs/uploads/")
+            assert started.status_code == 202, started.text
+            done = client.put(started.headers["location"], params={"digest": digest}, content=data)
+            assert done.status_code == 201, done.text
+        with second.client(second.admin_token, timeout=60) as client:
+            pulled = client.get(f"/v2/team-a/shared/blobs/{digest}")
+            assert pulled.status_code == 200, pulled.text
+            assert pulled.content == data
+    finally:
+        for replica in replicas:
+            replica.stop()

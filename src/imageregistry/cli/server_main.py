@@ -71,7 +71,23 @@ def _prepare_in_child(settings: Settings) -> tuple[str, str]:
 
 
 def _prepare(settings: Settings) -> tuple[str, str]:
-    """Run first-start tasks; return (cert, key) paths for TLS, or ("", "")."""
+    """Run first-start tasks; return (cert, key) paths for TLS, or ("", "").
+
+    Replicas sharing one PostgreSQL database take turns (`preparation_lock`)."""
+    from sqlalchemy.exc import OperationalError
+
+    from imageregistry.metadata.engine import DatabaseConfigurationError, preparation_lock
+
+    try:
+        with preparation_lock(settings.database_url):
+            return _prepare_locked(settings)
+    except DatabaseConfigurationError as exc:
+        raise PrepareError(str(exc)) from None
+    except OperationalError as exc:
+        raise PrepareError(f"cannot open the database: {exc.orig}") from None
+
+
+def _prepare_locked(settings: Settings) -> tuple[str, str]:
     from sqlalchemy.exc import OperationalError
 
     from imageregistry.bootstrap import ensure_admin_kubeconfig, reconcile_bootstrap_objects

@@ -8,10 +8,12 @@ SQLite defaults them off. PostgreSQL URLs use psycopg 3.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, NullPool, create_engine, event, text
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -65,6 +67,36 @@ def _disable_pysqlite_autobegin(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
+
+
+# pg_advisory_lock key of the start-up preparation ("imgregv2" as a 64-bit integer).
+PREPARATION_LOCK = 0x696D677265677632
+
+
+@contextmanager
+def preparation_lock(url: str) -> Iterator[None]:
+    """Hold a database-wide lock while one server prepares the database (migrations,
+    bootstrap objects), so replicas started together on one PostgreSQL database prepare
+    one after the other instead of racing to create the same tables and rows (the second
+    would fail with a duplicate and its pod restart). A session-level advisory lock: it
+    goes with the connection if the process dies. SQLite serves one machine's processes,
+    whose `serve` commands do not start together: no lock."""
+    url = normalize_url(url)
+    if not url.startswith("postgresql"):
+        yield
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": PREPARATION_LOCK})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": PREPARATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def migrate(engine: Engine) -> None:
