@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ import yaml
 from imageregistry.pki import ensure_tls
 from tests.e2e.oci_support import build_layout, skopeo
 from tests.support.postgres import create_database, free_port
+from tests.support.s3servers import create_bucket, swift_server
 from tests.support.server import BIN, RegistryProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,17 +72,10 @@ def test_overlay_renders_and_validates_against_kubernetes_1_32(overlay: str) -> 
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
     kinds = sorted(o["kind"] for o in objects)
-    expected = [
-        "ConfigMap",
-        "Deployment",
-        "Namespace",
-        "NetworkPolicy",
-        "PersistentVolumeClaim",
-        "Service",
-        "ServiceAccount",
-    ]
-    if overlay == "ha":
-        expected.append("PodDisruptionBudget")
+    expected = ["ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "Service"]
+    expected.append("ServiceAccount")
+    # single: a volume for everything; ha: PostgreSQL and a bucket, and a disruption budget
+    expected.append("PersistentVolumeClaim" if overlay == "single" else "PodDisruptionBudget")
     assert kinds == sorted(expected)
     for obj in objects:
         if obj["kind"] != "Namespace":
@@ -110,7 +105,7 @@ def test_pod_is_locked_down_and_probes_are_distinct(overlay: str) -> None:
     assert policy["policyTypes"] == ["Ingress", "Egress"]
     assert policy["ingress"] == [{"ports": [{"port": "registry", "protocol": "TCP"}]}]
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
-    assert egress_ports == ({53, 5432} if overlay == "ha" else {53})
+    assert egress_ports == ({53, 5432, 443} if overlay == "ha" else {53})
 
 
 def test_ha_spreads_three_replicas_and_takes_secrets() -> None:
@@ -125,11 +120,15 @@ def test_ha_spreads_three_replicas_and_takes_secrets() -> None:
     assert budget["minAvailable"] == 2
     selector = deployment["spec"]["selector"]["matchLabels"]
     assert budget["selector"]["matchLabels"] == selector
-    (env,) = pod["containers"][0]["env"]
-    assert env["name"] == "IMAGE_REGISTRY_DATABASE"
-    assert env["valueFrom"]["secretKeyRef"] == {"name": "image-registry-database", "key": "url"}
-    claim = one(objects, "PersistentVolumeClaim")["spec"]
-    assert claim["accessModes"] == ["ReadWriteMany"]
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in pod["containers"][0]["env"]}
+    assert env == {
+        "IMAGE_REGISTRY_DATABASE": {"name": "image-registry-database", "key": "url"},
+        "AWS_ACCESS_KEY_ID": {"name": "image-registry-s3", "key": "access-key-id"},
+        "AWS_SECRET_ACCESS_KEY": {"name": "image-registry-s3", "key": "secret-access-key"},
+    }
+    config = yaml.safe_load(one(objects, "ConfigMap")["data"]["config.yaml"])
+    assert config["storage"].startswith("s3://")
+    assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
 
 
 def test_single_keeps_everything_on_one_volume() -> None:
@@ -164,18 +163,20 @@ class LocalPod:
         raise AssertionError(f"{pod_path} is on no volume: the root filesystem is read-only")
 
 
-def localize(text: str, mounts: dict[str, Path], port: int) -> str:
+def localize(text: str, mounts: dict[str, Path], port: int, s3_endpoint: str = "") -> str:
     """Mount paths (longest first, whole path components, in one pass) to local dirs."""
     pattern = "|".join(re.escape(m) for m in sorted(mounts, key=len, reverse=True))
     text = re.sub(f"(?<![\\w/.-])({pattern})(?=/|\\s|$)", lambda m: str(mounts[m[1]]), text)
     # The listen address, and public_url: the test is the client (`ha` names a placeholder).
     for address in ("0.0.0.0:5000", "127.0.0.1:5000", "registry.example.com:5000"):
         text = text.replace(address, f"127.0.0.1:{port}")
+    if s3_endpoint:  # `ha`'s placeholder object store: the test's own
+        text = text.replace("https://s3.example.com", s3_endpoint)
     return text
 
 
 def local_pod(
-    overlay: str, root: Path, secrets: dict[str, dict[str, bytes]]
+    overlay: str, root: Path, secrets: dict[str, dict[str, bytes]], s3_endpoint: str = ""
 ) -> tuple[LocalPod, dict[str, Any]]:
     objects = render(overlay)
     config_map = one(objects, "ConfigMap")
@@ -192,7 +193,7 @@ def local_pod(
         if "configMap" in volume:
             assert volume["configMap"]["name"] == config_map["metadata"]["name"]
             for name, data in config_map["data"].items():
-                (directory / name).write_text(localize(data, mounts, port))
+                (directory / name).write_text(localize(data, mounts, port, s3_endpoint))
         elif "secret" in volume:
             for name, data in secrets[volume["secret"]["secretName"]].items():
                 (directory / name).write_bytes(data)
@@ -312,43 +313,74 @@ def test_single_pod_serves_and_a_service_account_pushes(tmp_path: Path) -> None:
         assert stop(pod) == 0
 
 
-def test_ha_pod_serves_from_postgresql_and_the_shared_volume(
-    tmp_path: Path, postgres_server: str
-) -> None:
+def test_ha_pod_serves_from_postgresql_and_the_bucket(tmp_path: Path, postgres_server: str) -> None:
+    """`ha` against a throwaway PostgreSQL and a real S3 implementation on loopback
+    (OpenStack Swift's s3api, tests/support/s3servers.py); then the object store goes
+    away and /readyz says so."""
     url = create_database(postgres_server, "deploy_ha")
     tls = ensure_tls(tmp_path / "made-by-cert-manager", ["127.0.0.1", "localhost"])
-    secrets = {
-        "image-registry-database": {"url": url.encode()},
-        "image-registry-tls": {"tls.crt": tls.cert.read_bytes(), "tls.key": tls.key.read_bytes()},
-    }
-    pod, config = local_pod("ha", tmp_path / "pod", secrets)
-    run_pod(pod, tmp_path)
+    with swift_server() as swift:
+        secrets = {
+            "image-registry-database": {"url": url.encode()},
+            "image-registry-s3": {
+                "access-key-id": swift.access_key.encode(),
+                "secret-access-key": swift.secret_key.encode(),
+            },
+            "image-registry-tls": {
+                "tls.crt": tls.cert.read_bytes(),
+                "tls.key": tls.key.read_bytes(),
+            },
+        }
+        pod, config = local_pod("ha", tmp_path / "pod", secrets, s3_endpoint=swift.endpoint)
+        create_bucket(swift, config["storage"].removeprefix("s3://").split("/")[0])
+        run_pod(pod, tmp_path)
+        try:
+            ready = probe(pod, "readinessProbe")
+            assert ready.status_code == 200, ready.text
+            assert probe(pod, "livenessProbe").status_code == 200
+            data = pod.local(config["data_dir"])
+            admin = yaml.safe_load((data / "admin.kubeconfig").read_text())
+            token = admin["users"][0]["user"]["token"]
+            certs = tmp_path / "certs"
+            certs.mkdir()
+            shutil.copy(tls.ca_cert, certs / "ca.crt")
+            layout = build_layout(tmp_path / "layout", "deploy-ha")
+            copied = skopeo(
+                "copy",
+                "--dest-cert-dir",
+                str(certs),
+                "--dest-creds",
+                f"admin:{token}",
+                f"oci:{layout.path}:v1",
+                f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
+            )
+            assert copied.returncode == 0, copied.stderr
+            # The layers are in the bucket (a pull is sent there), the metadata in PostgreSQL.
+            layer = next(d for d in layout.blobs if d != layout.manifest_digest)
+            with httpx.Client(
+                base_url=f"https://127.0.0.1:{pod.port}",
+                verify=ssl.create_default_context(cafile=tls.ca_cert),
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=60,
+            ) as client:
+                pulled = client.get(f"/v2/team-a/demo/blobs/{layer}")
+                assert pulled.status_code == 307, pulled.text
+                assert pulled.headers["location"].startswith(swift.endpoint)
+                assert (
+                    httpx.get(pulled.headers["location"], timeout=60).content
+                    == (layout.blobs[layer])
+                )
+            assert not (data / "registry.db").exists()
+            assert not (data / "blobs").exists()
+        except BaseException:
+            stop(pod)
+            raise
+    # The object store is gone: the pod is taken out of its Service, not restarted.
     try:
-        ready = probe(pod, "readinessProbe")
-        assert ready.status_code == 200, ready.text
+        down = probe(pod, "readinessProbe")
+        assert down.status_code == 503, down.text
+        assert down.text.startswith("blob store: "), down.text
         assert probe(pod, "livenessProbe").status_code == 200
-        admin = yaml.safe_load((pod.local(config["data_dir"]) / "admin.kubeconfig").read_text())
-        token = admin["users"][0]["user"]["token"]
-        certs = tmp_path / "certs"
-        certs.mkdir()
-        shutil.copy(tls.ca_cert, certs / "ca.crt")
-        layout = build_layout(tmp_path / "layout", "deploy-ha")
-        copied = skopeo(
-            "copy",
-            "--dest-cert-dir",
-            str(certs),
-            "--dest-creds",
-            f"admin:{token}",
-            f"oci:{layout.path}:v1",
-            f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
-        )
-        assert copied.returncode == 0, copied.stderr
-        # The blobs went to the shared volume, the metadata to PostgreSQL.
-        blobs = pod.local(config["storage"])
-        stored = {p.name for p in blobs.rglob("*") if p.is_file()}
-        layers = {d.split(":")[1] for d in layout.blobs if d != layout.manifest_digest}
-        assert layers <= stored
-        assert not (pod.local(config["data_dir"]) / "registry.db").exists()
     finally:
         assert stop(pod) == 0
 
