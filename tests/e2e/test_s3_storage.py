@@ -23,7 +23,7 @@ import pytest
 from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
 from tests.support.postgres import free_port
-from tests.support.s3servers import S3Server, create_bucket, swift_server
+from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
 from tests.support.server import RegistryProcess
 
 BUCKET = "registry-e2e"
@@ -248,3 +248,39 @@ def test_gc_deletes_from_the_bucket_and_reconcile_walks_it(swift: S3Server, tmp_
         report = ac(home, "adm", "registry", "gc", "--reconcile", "--confirm")
         assert "of 1 scanned" in report.stdout, report.stdout
         assert stray_key in _bucket_keys(swift)
+
+
+def test_an_unreachable_store_answers_503_with_retry_after(tmp_path: Path) -> None:
+    """The object store goes away under a running server (moto, an emulator, stopped by
+    its PID): blob requests answer 503 UNAVAILABLE with Retry-After, never a 500, and the
+    log names the operation; the database side (manifests, tags) is not involved."""
+    data = b"stored before the outage"
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with moto_server() as moto:
+        create_bucket(moto, "outage")
+        process = RegistryProcess(
+            data_dir=tmp_path / "data",
+            extra_args=["--storage", "s3://outage/r"],
+            env=moto.env(),
+        )
+        process.start(timeout=90)
+        with process.client(process.admin_token, timeout=120) as client:
+            pushed = client.post(
+                "/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data
+            )
+            assert pushed.status_code == 201, pushed.text
+    try:  # moto is stopped now
+        with process.client(process.admin_token, timeout=120) as client:
+            for answer in (
+                client.head(f"/v2/team/app/blobs/{digest}"),
+                client.post("/v2/team/app/blobs/uploads/"),
+                client.post("/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data),
+            ):
+                assert answer.status_code == 503, answer.text
+                assert answer.headers["retry-after"] == "10"
+                if answer.request.method != "HEAD":
+                    assert answer.json()["errors"][0]["code"] == "UNAVAILABLE"
+    finally:
+        process.stop()
+    log = (tmp_path / f"server-{process.port}.log").read_text()
+    assert "object store s3://outage/r failed during " in log

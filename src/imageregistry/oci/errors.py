@@ -119,6 +119,7 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (st.SizeMismatch, "SIZE_INVALID", None),
     (st.BlobNotFound, "BLOB_UNKNOWN", None),
     (st.StorageFull, "UNKNOWN", 507),  # uploads add Retry-After and the session's Range
+    (st.StorageUnavailable, "UNAVAILABLE", None),  # object store unreachable: 503, Retry-After
     # httpinput: a body over its surface's limit; any other number or JSON document out of
     # bounds that its handler did not word itself ("invalid set of parameters", spec)
     (BodyTooLarge, "SIZE_INVALID", 413),

@@ -115,3 +115,16 @@ class StorageFull(StorageError):
 
     def __init__(self, detail: str) -> None:
         super().__init__(f"blob storage is full: {detail}")
+
+
+class StorageUnavailable(StorageError):
+    """The store did not answer or failed (object store unreachable, 5xx after retries).
+
+    Nothing was published; the OCI layer answers 503 ``UNAVAILABLE`` with ``Retry-After``.
+    """
+
+    retry_after = 10
+
+    def __init__(self, operation: str, detail: str) -> None:
+        super().__init__(f"blob storage unavailable during {operation}: {detail}")
+        self.operation = operation

@@ -30,15 +30,17 @@ client drives its upload one request at a time).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import obstore
-from obstore.exceptions import NotFoundError
+from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from imageregistry.content.digest import Digest
@@ -50,6 +52,7 @@ from imageregistry.storage.errors import (
     DigestMismatch,
     InvalidRange,
     SizeMismatch,
+    StorageUnavailable,
     UploadExists,
     UploadInProgress,
     UploadNotFound,
@@ -61,6 +64,10 @@ from imageregistry.storage.s3config import S3Settings
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
 
+log = logging.getLogger(__name__)
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
 _ALGORITHMS = ("sha256", "sha512")
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 _COPY_LIMIT = 5 << 30  # CopyObject's maximum source size
@@ -69,6 +76,29 @@ _READ_CHUNK = 1 << 20
 _NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
 _BLOB_KEY = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{2})/([0-9a-f]+)")
 _UPLOAD_KEY = re.compile(r"uploads/([A-Za-z0-9-]{1,64})/(started|data/\d{20}|digests/\d{20})")
+
+
+def _unavailable(
+    method: Callable[_P, Coroutine[Any, Any, _T]],
+) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Turn a failing object store (unreachable, 5xx after the client's retries) into
+    ``StorageUnavailable`` and one log line naming the operation; "not found" answers and
+    the caller's own stream errors pass through unchanged."""
+
+    @functools.wraps(method)
+    async def guarded(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await method(*args, **kwargs)
+        except _NOT_FOUND:
+            raise
+        except BaseError as exc:
+            store = args[0]
+            where = store.settings.where if isinstance(store, S3BlobStore) else "s3"
+            detail = _describe(exc)
+            log.warning("object store %s failed during %s: %s", where, method.__name__, detail)
+            raise StorageUnavailable(method.__name__, detail) from None
+
+    return guarded
 
 
 class S3StartupError(ConfigurationError):
@@ -104,8 +134,15 @@ def build_store(settings: S3Settings) -> S3Store:
             raise ConfigurationError(
                 f"storage_s3.ca_bundle {settings.ca_bundle}: {exc.strerror}"
             ) from None
+    client["connect_timeout"] = timedelta(seconds=5)
+    # A few retries within 15 s, not the library's default of 10 over 3 minutes: a client
+    # waiting on an unreachable store gets its 503 and Retry-After in seconds.
     return S3Store(
-        settings.bucket, prefix=settings.prefix or None, config=config, client_options=client
+        settings.bucket,
+        prefix=settings.prefix or None,
+        config=config,
+        client_options=client,
+        retry_config={"max_retries": 3, "retry_timeout": timedelta(seconds=15)},
     )
 
 
@@ -280,12 +317,14 @@ class S3BlobStore:
 
     # -- uploads ----------------------------------------------------------------------
 
+    @_unavailable
     async def start_upload(self, upload_id: str) -> None:
         marker = self._dir(upload_id) + "started"
         if await self._head_size(marker) is not None:
             raise UploadExists(upload_id)
         await obstore.put_async(self._store, marker, b"")
 
+    @_unavailable
     async def append_upload(
         self,
         upload_id: str,
@@ -335,6 +374,7 @@ class S3BlobStore:
         finally:
             release()
 
+    @_unavailable
     async def upload_size(self, upload_id: str) -> int:
         segments, _ = await self._segments(upload_id)
         return self._staged(segments)
@@ -364,6 +404,7 @@ class S3BlobStore:
                 hasher.update(data)
                 yield data
 
+    @_unavailable
     async def commit_upload(
         self,
         upload_id: str,
@@ -429,6 +470,7 @@ class S3BlobStore:
 
         await self._put_stream(key, verified())
 
+    @_unavailable
     async def cancel_upload(self, upload_id: str) -> None:
         release = self._claim(upload_id)
         try:
@@ -440,6 +482,7 @@ class S3BlobStore:
 
     # -- blobs ------------------------------------------------------------------------
 
+    @_unavailable
     async def put_blob(self, data: bytes, expected: Digest, *, replace: bool = False) -> BlobInfo:
         actual = hashlib.new(expected.algorithm, data).hexdigest()
         if actual != expected.hex:
@@ -457,12 +500,14 @@ class S3BlobStore:
             size += len(piece)
         return BlobInfo(Digest(digest.algorithm, hasher.hexdigest()), size)
 
+    @_unavailable
     async def stat(self, digest: Digest) -> int | None:
         return await self._head_size(blob_key(digest))
 
     def local_path(self, digest: Digest) -> str | None:
         return None
 
+    @_unavailable
     async def redirect_url(self, digest: Digest) -> str | None:
         """A presigned GET of the blob (``redirect: false`` turns this off)."""
         if not self.settings.redirect or await self.stat(digest) is None:
@@ -470,6 +515,7 @@ class S3BlobStore:
         expiry = timedelta(seconds=self.settings.presign_expiry_seconds)
         return await obstore.sign_async(self._store, "GET", blob_key(digest), expiry)
 
+    @_unavailable
     async def read(
         self, digest: Digest, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
@@ -494,6 +540,7 @@ class S3BlobStore:
         async for piece in result.stream(min_chunk_size=_READ_CHUNK):
             yield bytes(piece)
 
+    @_unavailable
     async def read_all(self, digest: Digest) -> bytes:
         try:
             result = await obstore.get_async(self._store, blob_key(digest))
@@ -501,6 +548,7 @@ class S3BlobStore:
             raise BlobNotFound(digest) from None
         return bytes(await result.bytes_async())
 
+    @_unavailable
     async def delete(self, digest: Digest) -> bool:
         key = blob_key(digest)
         if await self._head_size(key) is None:
