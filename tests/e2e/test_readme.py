@@ -1,14 +1,16 @@
 """The README's quick start and the marked blocks of docs/operations.md (first start,
-first push, permissions, usage, delete and undo, prune, GC), run as written against a
-server the test starts, so the documents cannot rot.
+first push, permissions, usage, delete and undo, signing and verifying a signature, a
+puller's token, prune, GC, blob verification), run as written against a server the test
+starts, so the documents cannot rot. Every other ```sh block of docs/operations.md is
+listed in NOT_RUN with the reason it cannot run here.
 
 Each block is the ```sh block after a `<!-- NAME: tests/e2e/test_readme.py ... -->`
 marker. It runs under `bash -euo pipefail` (any failing line fails the test) in a
 directory laid out like a checkout after `./scripts/install-and-serve`: `data/` is the
 running server's data dir, `.venv` and `scripts` are this checkout's, HOME is a fresh
-directory. The only edits to the text are the server's address (the documented
-127.0.0.1:5000 becomes the test server's free port) and, for operations.md, its data dir
-(/var/lib/registry becomes the test's).
+directory (so the GnuPG keyring is fresh too). The only edits to the text are the server's
+address (the documented 127.0.0.1:5000 becomes the test server's free port) and, for
+operations.md, its data dir (/var/lib/registry becomes the test's).
 """
 
 from __future__ import annotations
@@ -28,6 +30,39 @@ from tests.support.server import RegistryProcess
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent
 DOCUMENTED_LISTEN = "127.0.0.1:5000"
+MARKER = re.compile(r"<!-- ([^:>]+): tests/e2e/test_readme.py runs this block as written -->\n$")
+SH_BLOCK = re.compile(r"^```sh\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+# The marked blocks of docs/operations.md, in the order they run as one script.
+OPERATIONS_MARKERS = (
+    "first start",
+    "first push",
+    "permissions",
+    "usage",
+    "undo a delete",
+    "signatures",
+    "puller token",
+    "prune",
+    "gc",
+    "verify",
+)
+
+# The ```sh blocks of docs/operations.md that the test cannot run, each named by a line
+# it contains, with the reason: everything else must be marked and run.
+NOT_RUN = {
+    "./scripts/install-and-serve --data-dir": "starts the server in the foreground (the test "
+    "starts its own)",
+    "image-registry serve --plain-http --blob-listen": "starts a second server in the foreground",
+    "# on a containerd host": "needs containerd configured under /etc/containerd",
+    "# on the cluster that runs the pods": "needs a Kubernetes cluster",
+    "image-registry serve --storage s3://": "needs an S3 endpoint and credentials",
+    "podman build": "needs the base image from a registry the test machines cannot reach",
+    "kubectl apply -k deploy/kubernetes/overlays/single": "needs a Kubernetes cluster",
+    "export KUBECONFIG=$PWD/registry-admin.kubeconfig": "needs the registry deployed in a "
+    "Kubernetes cluster",
+    "kubectl create namespace image-registry": "needs a Kubernetes cluster, PostgreSQL and a "
+    "bucket",
+}
 
 
 def shell_block(document: Path, marker: str) -> str:
@@ -55,7 +90,7 @@ def run_block(block: str, cwd: Path, home: Path) -> subprocess.CompletedProcess[
     env = {
         key: value
         for key, value in os.environ.items()
-        if not key.startswith(("KUBECONFIG", "REGISTRY_AUTH_FILE", "XDG_"))
+        if not key.startswith(("KUBECONFIG", "REGISTRY_AUTH_FILE", "XDG_", "GNUPGHOME"))
     }
     env["HOME"] = str(home)
     return subprocess.run(
@@ -109,12 +144,20 @@ def test_operations_blocks_run_as_written(
 ) -> None:
     work, server = checkout
     operations = ROOT / "docs" / "operations.md"
-    markers = ("first start", "first push", "permissions", "usage", "undo a delete", "prune", "gc")
-    blocks = [shell_block(operations, m) for m in markers]
+    blocks = [shell_block(operations, m) for m in OPERATIONS_MARKERS]
     script = "\n".join(blocks)
     assert "/var/lib/registry" in script and DOCUMENTED_LISTEN in script
     script = script.replace("/var/lib/registry", str(work / "data"))
-    result = run_block(script.replace(DOCUMENTED_LISTEN, server.host), work, tmp_path / "home")
+    home = tmp_path / "home"
+    try:
+        result = run_block(script.replace(DOCUMENTED_LISTEN, server.host), work, home)
+    finally:  # skopeo's gpgme started an agent for the fresh keyring in HOME: stop it
+        subprocess.run(
+            ["gpgconf", "--kill", "all"],
+            env={**{k: v for k, v in os.environ.items() if k != "GNUPGHOME"}, "HOME": str(home)},
+            check=False,
+            timeout=60,
+        )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "system:admin" in result.stdout
     assert "Would restore tag item team-a/demo:latest -> sha256:" in result.stdout
@@ -123,4 +166,36 @@ def test_operations_blocks_run_as_written(
     )
     assert '"Name": "127.0.0.1' in result.stdout  # skopeo inspect after the undo
     assert "Would delete 0 blobs" in result.stdout  # gc: the pushed image is in use
+    # Signatures: skopeo signed with the fresh key; both verifications (the keyring's
+    # keys, then pub.gpg) confirmed it, the second saved it and the listing shows it.
+    confirmed = f"Verified: identity {server.host}/team-a/demo:signed confirmed, signed by key"
+    assert result.stdout.count(confirmed) == 2
+    assert "Saved: 1 trusted signature(s) recorded on image sha256:" in result.stdout
+    assert "type: Trusted" in result.stdout
+    assert re.search(r"^sha256:\S+ +\S+/team-a/demo@sha256:\S+ +yes$", result.stdout, re.M)
+    assert "serviceaccount/puller created" in result.stdout
+    assert "Found 0 damaged blobs, marked 0 corrupt" in result.stdout  # verify --confirm
+    assert '"dryRun": true' in result.stdout  # verify -o json
     assert (work / "image" / "index.json").is_file()
+
+
+def test_every_operations_shell_block_runs_or_says_why_not() -> None:
+    """A new ```sh block in docs/operations.md is either marked (and then run above) or
+    listed in NOT_RUN with the reason, so no unrunnable example slips in unnoticed."""
+    text = (ROOT / "docs" / "operations.md").read_text()
+    marked: list[str] = []
+    unlisted: list[str] = []
+    used = dict.fromkeys(NOT_RUN, 0)
+    for block in SH_BLOCK.finditer(text):
+        marker = MARKER.search(text, 0, block.start())
+        if marker is not None:
+            marked.append(marker.group(1))
+            continue
+        reasons = [key for key in NOT_RUN if key in block.group(1)]
+        for key in reasons:
+            used[key] += 1
+        if len(reasons) != 1:
+            unlisted.append(block.group(1))
+    assert unlisted == [], "mark these blocks or list them in NOT_RUN:\n" + "\n".join(unlisted)
+    assert sorted(marked) == sorted(OPERATIONS_MARKERS)
+    assert all(count == 1 for count in used.values()), used  # no stale or ambiguous entry
