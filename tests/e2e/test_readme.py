@@ -1,8 +1,8 @@
 """The README's quick start and the marked blocks of docs/operations.md (first start,
 first push, permissions, usage, delete and undo, signing and verifying a signature, a
 puller's token, prune, GC, blob verification), run as written against a server the test
-starts, so the documents cannot rot. Every other ```sh block of docs/operations.md is
-listed in NOT_RUN with the reason it cannot run here.
+starts, so the documents cannot rot. Every other ```sh block of either document is
+listed (NOT_RUN, README_NOT_RUN) with the reason it cannot run here.
 
 Each block is the ```sh block after a `<!-- NAME: tests/e2e/test_readme.py ... -->`
 marker. It runs under `bash -euo pipefail` (any failing line fails the test) in a
@@ -62,6 +62,10 @@ NOT_RUN = {
     "Kubernetes cluster",
     "kubectl create namespace image-registry": "needs a Kubernetes cluster, PostgreSQL and a "
     "bucket",
+}
+README_NOT_RUN = {
+    "./scripts/test": "installs system packages, runs the whole suite and then serves in the "
+    "foreground",
 }
 
 
@@ -179,23 +183,32 @@ def test_operations_blocks_run_as_written(
     assert (work / "image" / "index.json").is_file()
 
 
-def test_every_operations_shell_block_runs_or_says_why_not() -> None:
-    """A new ```sh block in docs/operations.md is either marked (and then run above) or
-    listed in NOT_RUN with the reason, so no unrunnable example slips in unnoticed."""
-    text = (ROOT / "docs" / "operations.md").read_text()
+@pytest.mark.parametrize(
+    ("document", "markers", "not_run"),
+    [
+        ("docs/operations.md", OPERATIONS_MARKERS, NOT_RUN),
+        ("README.md", ("quick start",), README_NOT_RUN),
+    ],
+)
+def test_every_shell_block_runs_or_says_why_not(
+    document: str, markers: tuple[str, ...], not_run: dict[str, str]
+) -> None:
+    """A new ```sh block is either marked (and then run above) or listed with the reason
+    it cannot run here, so no unrunnable example slips in unnoticed."""
+    text = (ROOT / document).read_text()
     marked: list[str] = []
     unlisted: list[str] = []
-    used = dict.fromkeys(NOT_RUN, 0)
+    used = dict.fromkeys(not_run, 0)
     for block in SH_BLOCK.finditer(text):
         marker = MARKER.search(text, 0, block.start())
         if marker is not None:
             marked.append(marker.group(1))
             continue
-        reasons = [key for key in NOT_RUN if key in block.group(1)]
+        reasons = [key for key in not_run if key in block.group(1)]
         for key in reasons:
             used[key] += 1
         if len(reasons) != 1:
             unlisted.append(block.group(1))
-    assert unlisted == [], "mark these blocks or list them in NOT_RUN:\n" + "\n".join(unlisted)
-    assert sorted(marked) == sorted(OPERATIONS_MARKERS)
+    assert unlisted == [], "mark these blocks or list them as not run:\n" + "\n".join(unlisted)
+    assert sorted(marked) == sorted(markers)
     assert all(count == 1 for count in used.values()), used  # no stale or ambiguous entry
