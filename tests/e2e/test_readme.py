@@ -33,15 +33,16 @@ DOCUMENTED_LISTEN = "127.0.0.1:5000"
 MARKER = re.compile(r"<!-- ([^:>]+): tests/e2e/test_readme.py runs this block as written -->\n$")
 SH_BLOCK = re.compile(r"^```sh\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
-# The marked blocks of docs/operations.md, in the order they run as one script.
+# The marked blocks of docs/operations.md, in document order: they run as one script, as a
+# reader going down the page would run them.
 OPERATIONS_MARKERS = (
     "first start",
     "first push",
     "permissions",
-    "usage",
-    "undo a delete",
-    "signatures",
     "puller token",
+    "undo a delete",
+    "usage",
+    "signatures",
     "prune",
     "gc",
     "verify",
@@ -210,5 +211,5 @@ def test_every_shell_block_runs_or_says_why_not(
         if len(reasons) != 1:
             unlisted.append(block.group(1))
     assert unlisted == [], "mark these blocks or list them as not run:\n" + "\n".join(unlisted)
-    assert sorted(marked) == sorted(markers)
+    assert tuple(marked) == markers
     assert all(count == 1 for count in used.values()), used  # no stale or ambiguous entry
