@@ -54,6 +54,7 @@ class Settings:
     cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
     blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off
     blob_public_url: str = ""  # how clients reach the blob port; default derived per request
+    metrics_listen: str = ""  # HOST:PORT serving /metrics too (plain HTTP); "" = main port only
     watch_max_per_user: int = 100  # concurrent watches per user and process; 429 beyond
     watch_max_total: int = 1000  # concurrent watches per process; 429 beyond
     watch_history_seconds: int = 3600  # change log kept for watches to resume; 0 = all
@@ -191,6 +192,7 @@ def load_settings(
             f" got {settings.cpu_affinity!r}"
         )
     _check_blob_port(settings)
+    _check_metrics_listen(settings)
     _check_watches(settings)
     return settings
 
@@ -201,6 +203,23 @@ def _check_watches(settings: Settings) -> None:
             raise ConfigurationError(f"{name} must be at least 1")
     if settings.watch_history_seconds < 0:
         raise ConfigurationError("watch_history_seconds must be 0 (keep all) or more")
+
+
+def _check_metrics_listen(settings: Settings) -> None:
+    if not settings.metrics_listen:
+        return
+    _, sep, port = settings.metrics_listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(
+            f"metrics_listen: expected HOST:PORT, got {settings.metrics_listen!r}"
+        )
+    taken = {settings.port: "listen"}
+    if settings.blob_listen:
+        taken[int(settings.blob_listen.rpartition(":")[2])] = "blob_listen"
+    if int(port) in taken:
+        raise ConfigurationError(
+            f"metrics_listen {settings.metrics_listen}: the port is {taken[int(port)]}'s"
+        )
 
 
 def _check_blob_port(settings: Settings) -> None:

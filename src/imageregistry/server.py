@@ -25,7 +25,6 @@ from imageregistry.affinity import runtime_affinity
 from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
-from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.refresh import RefreshTokens
@@ -48,6 +47,11 @@ from imageregistry.metadata.tokens import (
     TokenStore,
     get_or_create_secret,
 )
+from imageregistry.observability import metrics as obs
+from imageregistry.observability import sources
+from imageregistry.observability.endpoint import Scraper, metrics_routes
+from imageregistry.observability.listener import metrics_listener
+from imageregistry.observability.middleware import MetricsMiddleware
 from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
 from imageregistry.prune.scheduler import scheduled_pruning
@@ -62,6 +66,8 @@ def _clock() -> datetime:
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     """Open everything; `migrate=False` in workers, whose supervisor already migrated."""
     engine = open_engine(settings.database_url) if migrate else create_engine(settings.database_url)
+    metrics = obs.from_environment()
+    sources.instrument_engine(engine, metrics)
     db = Database(engine)
     key_pem = get_or_create_secret(db, "jwt-signing-key", lambda: generate_signing_key().decode())
     passwords = None
@@ -71,7 +77,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         passwords = HtpasswdFile(Path(settings.htpasswd_file))
     token_store, signer = TokenStore(db, _clock), TokenSigner(key_pem.encode())
     accounts = ServiceAccountLookup(db)
-    authn = Authenticator(
+    authn = sources.CountingAuthenticator(
+        metrics,
         token_store,
         signer,
         DEFAULT_AUDIENCE,
@@ -99,19 +106,23 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     return Services(
         settings=settings,
         db=db,
-        blobs=open_blob_store(
-            settings.storage_url,
-            fsync=settings.blob_fsync,
-            direct_io=settings.blob_direct_io,
-            s3=settings.storage_s3,
+        blobs=sources.InstrumentedBlobStore(
+            open_blob_store(
+                settings.storage_url,
+                fsync=settings.blob_fsync,
+                direct_io=settings.blob_direct_io,
+                s3=settings.storage_s3,
+            ),
+            metrics,
         ),
         authn=authn,
-        authz=build_authorizer(db),
+        authz=sources.CountingAuthorizer(build_authorizer(db).store, metrics),
         clock=_clock,
         changes=ChangeFeed(db),
         watches=WatchSlots(settings.watch_max_per_user, settings.watch_max_total),
         blob_links=blob_links,
         refresh_tokens=refresh_tokens,
+        metrics=metrics,
     )
 
 
@@ -125,6 +136,9 @@ def build_app(services: Services) -> Starlette:
     routes += oci_routes(services)
     routes += usage_routes(services)
     routes += api_routes(services)
+    metrics = services.metrics or obs.Metrics()
+    scraper = Scraper(services, metrics)
+    routes += metrics_routes(scraper)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -136,6 +150,8 @@ def build_app(services: Services) -> Starlette:
             compacting_change_log(services),
             _blob_port(services),
             flushing_pull_times(services.pull_times, settings.pull_times_flush_seconds),
+            sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),
+            _metrics_listener(settings, scraper),
         ):
             yield
         services.db.dispose()
@@ -143,7 +159,10 @@ def build_app(services: Services) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        middleware=[Middleware(SignatureHeaderMiddleware)],
+        middleware=[
+            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(SignatureHeaderMiddleware),
+        ],
     )
     app.state.services = services
     return app
@@ -169,10 +188,25 @@ async def flushing_pull_times(pull_times: PullTimes, interval: float) -> AsyncIt
         await asyncio.to_thread(pull_times.flush)
 
 
+def _metrics_listener(
+    settings: Settings, scraper: Scraper
+) -> contextlib.AbstractAsyncContextManager[None]:
+    if not settings.metrics_listen:
+        return contextlib.nullcontext()
+    return metrics_listener(settings.metrics_listen, scraper)
+
+
+def _serving_cert(settings: Settings) -> Path | None:
+    if settings.plain_http:
+        return None
+    return Path(settings.tls_cert_file or settings.data_dir / "tls" / "serving.crt")
+
+
 def _blob_port(services: Services) -> contextlib.AbstractAsyncContextManager[None]:
     if services.blob_links is None:
         return contextlib.nullcontext()
-    return blob_port(services.blob_links, services.blobs)
+    observe = services.metrics.observe_blob_port if services.metrics is not None else None
+    return blob_port(services.blob_links, services.blobs, observe)
 
 
 def configure_logging(level: str) -> None:

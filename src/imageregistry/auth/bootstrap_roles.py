@@ -33,10 +33,15 @@ SIGNER = "system:image-signer"
 CLUSTER_ADMIN = "cluster-admin"
 DISCOVERY = "system:discovery"
 BASIC_USER = "system:basic-user"
+# kube-apiserver's role for scrapers; bound to the group of the same name, which nobody is
+# in until an operator puts a scraper there or binds the role to its service account.
+MONITORING = "system:monitoring"
 
 # Resources the prune / registry-GC operations are exposed as (prune issue).
 PRUNE_OPERATIONS = ("imageprunes", "registrygcs", "registryverifications")
 PRUNE_RUNS = "imagepruneruns"
+
+MONITORING_URLS = ("/metrics", "/healthz", "/livez", "/readyz")
 
 DISCOVERY_URLS = (
     "/api",
@@ -184,6 +189,7 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
         cluster_role("edit", _edit_rules()),
         cluster_role("view", _view_rules()),
         cluster_role(DISCOVERY, [url_rule(["get"], DISCOVERY_URLS)]),
+        cluster_role(MONITORING, [url_rule(["get"], MONITORING_URLS)]),
         cluster_role(
             BASIC_USER,
             [
@@ -204,6 +210,7 @@ def bootstrap_cluster_role_bindings() -> list[dict[str, Any]]:
         cluster_role_binding(CLUSTER_ADMIN, CLUSTER_ADMIN, [GROUP_MASTERS]),
         cluster_role_binding(DISCOVERY, DISCOVERY, [GROUP_AUTHENTICATED, GROUP_UNAUTHENTICATED]),
         cluster_role_binding(BASIC_USER, BASIC_USER, [GROUP_AUTHENTICATED]),
+        cluster_role_binding(MONITORING, MONITORING, [MONITORING]),
     ]
 
 

@@ -20,7 +20,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlsplit
 
@@ -42,12 +43,18 @@ SHUTDOWN_GRACE = 25.0  # inside the kubelet's default 30 s termination grace
 _RECV_SIZE = 64 * 1024
 
 
+# (method, status, body bytes sent, seconds) of each answered request: the metrics' hook.
+Observer = Callable[[str, int, int, float], None]
+
+
 @contextlib.asynccontextmanager
-async def blob_port(links: BlobLinks, store: BlobStore) -> AsyncIterator[None]:
+async def blob_port(
+    links: BlobLinks, store: BlobStore, observe: Observer | None = None
+) -> AsyncIterator[None]:
     """Serve the blob port on `links.listen` for as long as the block lasts; on exit stop
     accepting, let transfers in flight finish for up to `SHUTDOWN_GRACE` seconds, then drop
     the rest."""
-    server = BlobPortServer(bind(links.listen, reuse_port=True), links, store)
+    server = BlobPortServer(bind(links.listen, reuse_port=True), links, store, observe)
     accepting = asyncio.create_task(server.accept_forever())
     log.info("blob port listening on %s", links.listen)
     try:
@@ -60,7 +67,14 @@ async def blob_port(links: BlobLinks, store: BlobStore) -> AsyncIterator[None]:
 
 
 class BlobPortServer:
-    def __init__(self, listener: socket.socket, links: BlobLinks, store: BlobStore) -> None:
+    def __init__(
+        self,
+        listener: socket.socket,
+        links: BlobLinks,
+        store: BlobStore,
+        observe: Observer | None = None,
+    ) -> None:
+        self.observe = observe
         self._listener = listener
         self._links = links
         self._store = store
@@ -131,6 +145,8 @@ class _Connection:
         self.server = server
         self.busy = False
         self.head = False  # the request being answered is a HEAD: no body, errors included
+        self.status = 0  # of the response being sent, and its body bytes (for the metrics)
+        self.sent = 0
         self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
 
     async def serve(self) -> None:
@@ -141,7 +157,7 @@ class _Connection:
                 if request is None:
                     return
                 self.busy, self.head = True, request.method == b"HEAD"
-                await self._answer(request)
+                await self._observed(request)
                 self.busy = False
                 if not self._request_finished():
                     return
@@ -181,6 +197,18 @@ class _Connection:
             if event is h11.NEED_DATA or isinstance(event, h11.Data):
                 return False
         return self.http.our_state is h11.DONE and self.http.their_state is h11.DONE
+
+    async def _observed(self, request: h11.Request) -> None:
+        observe = self.server.observe
+        if observe is None:
+            await self._answer(request)
+            return
+        started, self.status, self.sent = time.perf_counter(), 0, 0
+        try:
+            await self._answer(request)
+        finally:  # a client gone mid-body still counts, with the status it was sent
+            method = request.method.decode("ascii", "replace")
+            observe(method, self.status, self.sent, time.perf_counter() - started)
 
     async def _answer(self, request: h11.Request) -> None:
         if request.method not in (b"GET", b"HEAD"):
@@ -234,6 +262,7 @@ class _Connection:
         headers = [("Docker-Content-Digest", digest), ("Accept-Ranges", "bytes"), ("ETag", etag)]
         fields = {name.decode().lower(): value.decode("latin-1") for name, value in request.headers}
         if etag_matches(fields.get("if-none-match"), etag):
+            self.status = 304
             await self._send(self.http.send(h11.Response(status_code=304, headers=headers)))
             await self._send(self.http.send(h11.EndOfMessage()))
             return
@@ -251,6 +280,7 @@ class _Connection:
             status, offset, count = 206, span[0], span[1] - span[0] + 1
             headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
         headers += [("Content-Type", OCTET), ("Content-Length", str(count))]
+        self.status = status
         await self._send(self.http.send(h11.Response(status_code=status, headers=headers)))
         if request.method == b"GET" and count:
             body = _FileSpan(fd, offset, count)
@@ -275,10 +305,12 @@ class _Connection:
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if close:
             headers.append(("Connection", "close"))
+        self.status = status
         await self._send(
             self.http.send(h11.Response(status_code=status, headers=headers + (extra or [])))
         )
         if not self.head:
+            self.sent += len(body)
             await self._send(self.http.send(h11.Data(data=body)))
         await self._send(self.http.send(h11.EndOfMessage()))
 
@@ -299,6 +331,7 @@ class _Connection:
                 raise ConnectionError("the blob file is shorter than it was when opened")
             offset += sent
             left -= sent
+            self.sent += sent
 
     async def _writable(self, fd: int) -> None:
         loop = asyncio.get_running_loop()

@@ -54,6 +54,8 @@ def _check_addresses_free(settings: Settings) -> None:
     wanted = [("listen", settings.listen)]
     if settings.blob_listen:
         wanted.append(("blob_listen", settings.blob_listen))
+    if settings.metrics_listen:
+        wanted.append(("metrics_listen", settings.metrics_listen))
     for setting, listen in wanted:
         problem = check_bindable(listen, setting)
         if problem:
@@ -164,6 +166,11 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
     help="HOST:PORT of the blob port: whole blobs of 1 MiB+ via sendfile (needs --plain-http).",
 )
 @click.option("--blob-public-url", default=None, help="How clients reach the blob port.")
+@click.option(
+    "--metrics-listen",
+    default=None,
+    help="HOST:PORT serving /metrics in plain HTTP too (same authorization).",
+)
 def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) -> None:
     """Run the registry and API server."""
     if tls_san:
@@ -176,6 +183,11 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         raise click.ClickException(str(exc)) from None
     os.environ.update(settings_to_env(settings))
     from granian.constants import Interfaces
+
+    from imageregistry.observability.multiproc import MULTIPROC_ENV, prepare_multiprocess_dir
+
+    # Before any worker exists: prometheus_client picks its multiprocess mode from this.
+    os.environ[MULTIPROC_ENV] = str(prepare_multiprocess_dir(settings.data_dir))
 
     from imageregistry.draining import draining_marker
 
@@ -236,6 +248,16 @@ def _draining_server() -> type[Any]:
             timer = threading.Timer(self._shutdown_delay, stop)
             timer.daemon = True
             timer.start()
+
+        def _respawn_workers(self, workers: Any, *args: Any, **kwargs: Any) -> Any:
+            """Granian replaces a dead (or expired) worker: its live gauges go with it."""
+            from imageregistry.observability.multiproc import MULTIPROC_ENV, mark_workers_dead
+
+            old = [self.wrks[idx]._id() for idx in workers if idx < len(self.wrks)]
+            try:
+                return super()._respawn_workers(workers, *args, **kwargs)
+            finally:
+                mark_workers_dead(old, os.environ.get(MULTIPROC_ENV))
 
         def _mark_draining(self) -> None:
             self._draining = True

@@ -17,7 +17,8 @@ import os
 import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -47,6 +48,23 @@ def _load(db: Database) -> dict[str, Any] | None:
             )
         ).scalar()
     return dict(body) if body else None
+
+
+@dataclass(frozen=True)
+class ScheduledPruneHealth:
+    last_success: datetime | None
+    consecutive_failures: int
+
+
+def scheduled_prune_health(db: Database) -> ScheduledPruneHealth:
+    """What the metrics report of the scheduled pruner, from its recorded status."""
+    body = _load(db)
+    status = (body or {}).get("status") or {}
+    last = None
+    with contextlib.suppress(KeyError, ValueError):
+        last = datetime.strptime(str(status["lastSuccessfulTime"]), "%Y-%m-%dT%H:%M:%SZ")
+        last = last.replace(tzinfo=UTC)
+    return ScheduledPruneHealth(last, int(status.get("consecutiveFailures") or 0))
 
 
 def _save_status(db: Database, status: dict[str, Any]) -> None:
@@ -161,6 +179,8 @@ class ImagePrunerScheduler:
         failed_runs = [h for h in history if not h.get("succeeded")][:failed_limit]
         kept = sorted(ok_runs + failed_runs, key=lambda h: str(h["time"]), reverse=True)
         succeeded = bool(entry.get("succeeded"))
+        failures = 0 if succeeded else int(previous.get("consecutiveFailures") or 0) + 1
+        last_success = entry["time"] if succeeded else previous.get("lastSuccessfulTime")
         return {
             "conditions": [
                 _condition("Available", True, "Ready", "scheduled pruning is configured", now),
@@ -173,6 +193,9 @@ class ImagePrunerScheduler:
             ],
             "lastRun": entry,
             "history": kept,
+            # Like a CronJob's; the metrics' alert on failing schedules reads both.
+            "consecutiveFailures": failures,
+            **({"lastSuccessfulTime": last_success} if last_success else {}),
         }
 
     async def run_forever(self) -> None:

@@ -10,9 +10,11 @@ lock; on SQLite the write transaction already does (BEGIN IMMEDIATE).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy import text
 
@@ -53,6 +55,14 @@ class PruneOutcome:
     run_id: str = ""
 
 
+class RunObserver(Protocol):
+    """Told about every confirmed prune and GC run (`observability.metrics.Metrics`)."""
+
+    def gc_finished(self, result: GcResult | None, seconds: float) -> None: ...
+
+    def prune_finished(self, images: int, failed: bool, seconds: float) -> None: ...
+
+
 class Pruner:
     """Image pruning, undo and registry GC over one database and blob store."""
 
@@ -63,7 +73,9 @@ class Pruner:
         clock: Callable[[], datetime],
         gc_settings: GcSettings,
         registry_hosts: Iterable[str] = (),
+        observer: RunObserver | None = None,
     ) -> None:
+        self._observer = observer
         self._db = db
         self.db = db
         self._blobs = blobs
@@ -83,6 +95,26 @@ class Pruner:
         progress: Callable[[Step], None] | None = None,
     ) -> PruneOutcome:
         """Plan and (unless `dry_run`) apply; raises `InvalidReferences` for bad refs."""
+        if dry_run or self._observer is None:
+            return self._prune(options, user, dry_run, progress)
+        started = time.perf_counter()
+        try:
+            outcome = self._prune(options, user, dry_run, progress)
+        except Exception:
+            self._observer.prune_finished(0, True, time.perf_counter() - started)
+            raise
+        images = sum(1 for s in outcome.result.steps if s.ok and s.kind == "image")
+        failed = bool(outcome.result.failures)
+        self._observer.prune_finished(images, failed, time.perf_counter() - started)
+        return outcome
+
+    def _prune(
+        self,
+        options: PruneOptions,
+        user: str,
+        dry_run: bool,
+        progress: Callable[[Step], None] | None,
+    ) -> PruneOutcome:
         in_use = self.in_use(options)
         now = self._clock()
         if dry_run:
@@ -125,9 +157,16 @@ class Pruner:
         now = self._clock()
         if dry_run:
             return await plan_gc(store, self._blobs, now, self._gc_settings)
-        return await run_gc(
-            store, StoreBlobDeleter(self._blobs), self._blobs, now, self._gc_settings
-        )
+        started = time.perf_counter()
+        result: GcResult | None = None
+        try:
+            result = await run_gc(
+                store, StoreBlobDeleter(self._blobs), self._blobs, now, self._gc_settings
+            )
+            return result
+        finally:
+            if self._observer is not None:
+                self._observer.gc_finished(result, time.perf_counter() - started)
 
     async def verify(self, after: str, limit: int, dry_run: bool) -> VerifyPage:
         """One page of `ac adm registry verify` (see `prune.verify`)."""
@@ -151,4 +190,5 @@ def build_pruner(services: Services) -> Pruner:
             blob_grace=timedelta(seconds=settings.gc_grace_seconds),
         ),
         [settings.registry_host],
+        services.metrics,
     )
