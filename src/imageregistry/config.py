@@ -20,6 +20,7 @@ import yaml
 
 ENV_PREFIX = "IMAGE_REGISTRY_"
 CPU_AFFINITY_MODES = ("auto", "on", "off")
+LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("critical", "error", "warning", "warn", "info", "debug", "notset")  # Granian's
 
 
@@ -51,6 +52,7 @@ class Settings:
     failed_logins_per_minute: int = 20  # per source address and per user; 0 = unlimited
     refresh_token_ttl_seconds: int = 2592000  # 30 days; refresh tokens of the token endpoint
     log_level: str = "info"
+    log_format: str = "text"  # text | json: the server's own log lines (not Granian's)
     cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
     blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off
     blob_public_url: str = ""  # how clients reach the blob port; default derived per request
@@ -185,6 +187,10 @@ def load_settings(
     if settings.log_level not in LOG_LEVELS:
         raise ConfigurationError(
             f"log_level: expected one of {', '.join(LOG_LEVELS)}, got {settings.log_level!r}"
+        )
+    if settings.log_format not in LOG_FORMATS:
+        raise ConfigurationError(
+            f"log_format: expected one of {', '.join(LOG_FORMATS)}, got {settings.log_format!r}"
         )
     if settings.cpu_affinity not in CPU_AFFINITY_MODES:
         raise ConfigurationError(

@@ -48,7 +48,7 @@ from imageregistry.metadata.tokens import (
     get_or_create_secret,
 )
 from imageregistry.observability import metrics as obs
-from imageregistry.observability import sources
+from imageregistry.observability import requestid, sources
 from imageregistry.observability.endpoint import Scraper, metrics_routes
 from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
@@ -209,12 +209,15 @@ def _blob_port(services: Services) -> contextlib.AbstractAsyncContextManager[Non
     return blob_port(services.blob_links, services.blobs, observe)
 
 
-def configure_logging(level: str) -> None:
-    """Our loggers write to stderr beside Granian's, in its format, at `--log-level`."""
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Our loggers write to stderr beside Granian's, in its format (or one JSON object per
+    line with `log_format: json`), at `--log-level`, naming the request id of the request
+    being handled."""
     logger = logging.getLogger("imageregistry")
     if not logger.handlers:
         handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("[%(levelname)s] %(message)s"))
+        handler.setFormatter(requestid.formatter(log_format))
+        handler.addFilter(requestid.RequestIdFilter())
         logger.addHandler(handler)
         logger.propagate = False
     logger.setLevel(level.upper())
@@ -223,5 +226,5 @@ def configure_logging(level: str) -> None:
 def create_app_from_env() -> Starlette:
     """Granian's factory entry point (settings come from the environment)."""
     settings = load_settings({}, env=os.environ)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     return build_app(build_services(settings, migrate=False))

@@ -160,6 +160,7 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
 @click.option("--htpasswd-file", default=None)
 @click.option("--public-url", default=None)
 @click.option("--log-level", default=None)
+@click.option("--log-format", default=None, help="text (default) or json: the server's own logs.")
 @click.option(
     "--blob-listen",
     default=None,

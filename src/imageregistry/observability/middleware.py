@@ -1,4 +1,4 @@
-"""The one point where every request of the main port is counted.
+"""The one point where every request of the main port is counted and given its id.
 
 A plain ASGI middleware (no `BaseHTTPMiddleware`: that would copy every body through a
 queue): it names the route template from the path (`observability.routes`), watches the
@@ -6,6 +6,8 @@ queue): it names the route template from the path (`observability.routes`), watc
 request body only for methods that carry one, so a manifest GET costs a dictionary lookup,
 a counter increment and a histogram observation. Responses Granian sends itself
 (`http.response.pathsend`, zero-copy files) are counted by their `Content-Length`.
+The same pass sets the request id (`observability.requestid`) for the request's logs and
+adds it to the response as `X-Request-Id`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imageregistry.observability import requestid
 from imageregistry.observability.metrics import Metrics
 from imageregistry.observability.routes import UPLOAD, UPLOAD_START, classify
 
@@ -36,15 +39,26 @@ class MetricsMiddleware:
         surface, route = classify(scope["path"])
         method: str = scope["method"]
         state: list[Any] = [500, 0, None]  # status, body bytes seen, Content-Length
+        given = None
+        for name, value in scope["headers"]:
+            if name == requestid.HEADER:  # ASGI servers send header names in lower case
+                given = value
+                break
+        request_id = requestid.choose(given)
+        id_header = (requestid.HEADER, request_id.encode("ascii"))
+        token = requestid.current.set(request_id)
 
         async def counting_send(message: Message) -> None:
             kind = message["type"]
             if kind == "http.response.start":
                 state[0] = message["status"]
-                for name, value in message.get("headers", ()):
+                headers = list(message.get("headers", ()))
+                for name, value in headers:
                     if name.lower() == b"content-length":
                         state[2] = int(value)
                         break
+                headers.append(id_header)
+                message = {**message, "headers": headers}
             elif kind == "http.response.body":
                 state[1] += len(message.get("body", b""))
             await send(message)
@@ -67,6 +81,7 @@ class MetricsMiddleware:
         try:
             await self.app(scope, inner_receive, counting_send)
         finally:
+            requestid.current.reset(token)
             if upload:
                 self.metrics.uploads_in_progress.dec()
             status = state[0]
