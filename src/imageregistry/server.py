@@ -151,6 +151,7 @@ def build_app(services: Services) -> Starlette:
             _blob_port(services),
             flushing_pull_times(services.pull_times, settings.pull_times_flush_seconds),
             sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),
+            sources.flushing(metrics, obs.FLUSH_SECONDS),
             _metrics_listener(settings, scraper),
         ):
             yield

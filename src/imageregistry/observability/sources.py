@@ -65,9 +65,9 @@ class CountingAuthenticator(Authenticator):
 
     def __init__(self, metrics: Metrics, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._success = metrics.authentications.labels("success")
-        self._failure = metrics.authentications.labels("failure")
-        self._error = metrics.authentications.labels("error")
+        self._success = metrics.authenticated["success"]
+        self._failure = metrics.authenticated["failure"]
+        self._error = metrics.authenticated["error"]
 
     def authenticate(self, authorization: str | None, *, source: str | None = None) -> UserInfo:
         if not authorization:
@@ -176,9 +176,9 @@ class InstrumentedBlobStore:
 
 
 def instrument_engine(engine: Engine, metrics: Metrics) -> None:
-    """Time every statement and count pool checkouts with SQLAlchemy's events."""
-    duration = metrics.db_query_duration
-    in_use = metrics.db_connections_in_use
+    """Time every statement with SQLAlchemy's events; the connections in use are read
+    from the pool at each flush (no work per checkout)."""
+    duration = metrics.db_query
     started_key = "imageregistry.query_started"
 
     @event.listens_for(engine, "before_cursor_execute")
@@ -191,17 +191,31 @@ def instrument_engine(engine: Engine, metrics: Metrics) -> None:
         if started is not None:
             duration.observe(time.perf_counter() - started)
 
-    @event.listens_for(engine, "checkout")
-    def _checkout(_dbapi: Any, _record: Any, _proxy: Any) -> None:
-        in_use.inc()
-
-    @event.listens_for(engine, "checkin")
-    def _checkin(_dbapi: Any, _record: Any) -> None:
-        in_use.dec()
-
     size = getattr(engine.pool, "size", None)
     if callable(size):
         metrics.db_pool_size.set(size())
+    checked_out = getattr(engine.pool, "checkedout", None)
+    if callable(checked_out):
+        metrics.pool_in_use = checked_out
+
+
+@contextlib.asynccontextmanager
+async def flushing(metrics: Metrics, interval: float) -> AsyncIterator[None]:
+    """Write the buffered counts every `interval` seconds, and once more on the way out."""
+
+    async def loop() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            metrics.flush()
+
+    task = asyncio.create_task(loop())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        metrics.flush()
 
 
 def certificate_expiry(path: Path) -> float | None:

@@ -1,0 +1,98 @@
+"""Server CPU time per manifest GET by tag, for servers built from different trees.
+
+Throughput on a shared 2-CPU machine swings by more than the cost of a few microseconds
+per request (issue 18's metrics: within 10 %), so this measures what the server itself
+spends: the user + system CPU of the server's processes (supervisor and workers, from
+/proc) divided by the requests wrk completed, over the same wrk run as
+`bench_dataplane.py --only manifest` (plain HTTP, one worker, Bearer token). Sides
+alternate (A B A B ...), each run on a fresh server.
+
+    .venv/bin/python bench/bench_cpu_per_request.py --side base=OTHER/.venv/bin/image-registry \\
+        --side new=.venv/bin/image-registry --rounds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import common
+from common import WRK_SCRIPT, loadavg, median, process_tree, push_image, scratch, start_ours
+
+REPO = "bench/app"
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for child in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / TICKS
+
+
+def wrk(url: str, authorization: str, script: Path, duration: int) -> tuple[int, float]:
+    """(requests completed, requests per second)."""
+    out = subprocess.run(
+        ["wrk", "-t2", "-c32", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_AUTHORIZATION": authorization},
+        check=True,
+    ).stdout
+    done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    return done, rps
+
+
+def measure(binary: Path, workdir: Path, duration: int) -> tuple[float, float]:
+    common.OUR_BINARY = binary
+    server = start_ours(workdir, tls=False, workers=1)
+    try:
+        with server.client() as client:
+            push_image(client, server, REPO, "latest")
+        script = workdir / "get.lua"
+        script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
+        url = f"{server.base_url}/v2/{REPO}/manifests/latest"
+        wrk(url, server.authorization, script, 3)  # warm-up
+        before = cpu_seconds(server.pid)
+        done, rps = wrk(url, server.authorization, script, duration)
+        spent = cpu_seconds(server.pid) - before
+        return spent / done * 1e6, rps
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--side", action="append", required=True, help="NAME=BINARY")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=10)
+    args = parser.parse_args()
+    sides = [(s.split("=", 1)[0], Path(s.split("=", 1)[1]).resolve()) for s in args.side]
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in sides}
+    with scratch(False) as root:
+        for round_ in range(args.rounds):
+            for name, binary in sides:
+                cpu, rps = measure(binary, root / f"{name}-{round_}", args.duration)
+                results[name].append((cpu, rps))
+                print(f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request, {rps:,.0f} req/s,"
+                      f" load {loadavg()}", flush=True)
+    for name, runs in results.items():
+        print(
+            f"{name}: median {median([c for c, _ in runs]):.1f} us CPU/request,"
+            f" median {median([r for _, r in runs]):,.0f} req/s"
+        )
+
+
+if __name__ == "__main__":
+    main()
