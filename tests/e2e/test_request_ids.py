@@ -1,5 +1,5 @@
 """Request ids: every answer of the main port carries `X-Request-Id` (the client's when
-well-formed, a new UUID otherwise), and an error the server logs while handling a request
+well-formed, a new one otherwise), and an error the server logs while handling a request
 names that id, here in `log_format: json` lines."""
 
 from __future__ import annotations
@@ -7,12 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import uuid
+import re
 from collections.abc import Iterator
 
 import pytest
 
 from tests.support.server import RegistryProcess
+
+NEW_ID = re.compile(r"[0-9a-f]{12}-[0-9a-f]+")
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +32,12 @@ def test_every_answer_carries_an_id(server: RegistryProcess) -> None:
         assert given.headers["x-request-id"] == "ci-run-7:step.3"
         for path in ("/v2/", "/v2/team/none/manifests/v1", "/api/v1/namespaces", "/healthz"):
             reply = client.get(path)
-            assert uuid.UUID(reply.headers["x-request-id"]).version == 4, path
+            assert NEW_ID.fullmatch(reply.headers["x-request-id"]), path
         ids = {client.get("/v2/").headers["x-request-id"] for _ in range(5)}
         assert len(ids) == 5
         for bad in (b"x" * 129, b"two words", "ünïcode".encode(), b""):
             reply = client.get("/v2/", headers={b"X-Request-Id": bad})
-            assert uuid.UUID(reply.headers["x-request-id"]).version == 4, (bad, reply)
+            assert NEW_ID.fullmatch(reply.headers["x-request-id"]), (bad, reply)
     with server.client() as anonymous:  # refused requests too
         reply = anonymous.get("/v2/", headers={"X-Request-Id": "anon-1"})
         assert reply.status_code == 401 and reply.headers["x-request-id"] == "anon-1"

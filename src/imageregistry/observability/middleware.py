@@ -30,6 +30,7 @@ class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.ids = requestid.IdSource()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -44,7 +45,7 @@ class MetricsMiddleware:
             if name == requestid.HEADER:  # ASGI servers send header names in lower case
                 given = value
                 break
-        request_id = requestid.choose(given)
+        request_id = self.ids.choose(given)
         id_header = (requestid.HEADER, request_id.encode("ascii"))
         token = requestid.current.set(request_id)
 
@@ -52,13 +53,12 @@ class MetricsMiddleware:
             kind = message["type"]
             if kind == "http.response.start":
                 state[0] = message["status"]
-                headers = list(message.get("headers", ()))
+                headers = message.get("headers", ())
                 for name, value in headers:
-                    if name.lower() == b"content-length":
+                    if name == b"content-length" or name.lower() == b"content-length":
                         state[2] = int(value)
                         break
-                headers.append(id_header)
-                message = {**message, "headers": headers}
+                message = {**message, "headers": [*headers, id_header]}
             elif kind == "http.response.body":
                 state[1] += len(message.get("body", b""))
             await send(message)

@@ -3,17 +3,18 @@ lines written while a request is handled name it.
 
 The id is the client's `X-Request-Id` when it is well-formed (1-128 characters of
 letters, digits and `._:-+=/`, so a proxy's or a client's id follows the request through),
-otherwise a new UUID. It lives in a context variable for the request's task (and the
+otherwise a new one (`IdSource`). It lives in a context variable for the request's task (and the
 threads Starlette runs its synchronous work in, which copy the context), where the
 logging filter reads it; nothing else has to pass it around.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
-import uuid
+import secrets
 from contextvars import ContextVar
 
 HEADER = b"x-request-id"
@@ -23,11 +24,20 @@ _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
 current: ContextVar[str] = ContextVar("imageregistry_request_id", default=NO_REQUEST)
 
 
-def choose(given: bytes | None) -> str:
-    """The client's id when well-formed, else a new one."""
-    if given is not None and _WELL_FORMED.fullmatch(given):
-        return given.decode("ascii")
-    return str(uuid.uuid4())
+class IdSource:
+    """New ids: a random per-process prefix and a counter (`3f9a0c1e5b7d-1a2b`), unique
+    across workers and restarts for all practical purposes, and far cheaper per request
+    than a UUID (which costs as much as the rest of the request's bookkeeping)."""
+
+    def __init__(self) -> None:
+        self._prefix = secrets.token_hex(6) + "-"
+        self._next = itertools.count(1)
+
+    def choose(self, given: bytes | None) -> str:
+        """The client's id when well-formed, else a new one."""
+        if given is not None and _WELL_FORMED.fullmatch(given):
+            return given.decode("ascii")
+        return f"{self._prefix}{next(self._next):x}"
 
 
 class RequestIdFilter(logging.Filter):
