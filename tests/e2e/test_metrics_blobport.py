@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -63,10 +64,16 @@ def test_a_redirected_pull_is_counted_on_both_ports(server: RegistryProcess) -> 
     pulled = httpx.get(redirect.headers["location"], timeout=60)
     assert pulled.status_code == 200 and pulled.content == BIG
 
-    seen = samples(server)
-    assert seen["imageregistry_blob_redirects_total"] == 1
+    # Each worker writes its counts every second: poll until the blob port's GET shows.
     port = '{route="/blobs/{digest}",surface="blobport"}'
     get = '{code="200",method="GET",route="/blobs/{digest}",surface="blobport"}'
+    deadline = time.monotonic() + 60
+    seen = samples(server)
+    while seen.get(f"imageregistry_http_requests_total{get}") != 1:
+        assert time.monotonic() < deadline, seen
+        time.sleep(0.2)
+        seen = samples(server)
+    assert seen["imageregistry_blob_redirects_total"] == 1
     assert seen[f"imageregistry_http_requests_total{get}"] == 1
     assert seen[f"imageregistry_http_response_body_bytes_total{port}"] == len(BIG)
     upload = '{route="/v2/{name}/blobs/uploads/",surface="oci"}'

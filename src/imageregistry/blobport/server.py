@@ -217,6 +217,9 @@ class _Connection:
                 "UNSUPPORTED",
                 "the blob port answers GET and HEAD only",
                 [("Allow", "GET, HEAD")],
+                # Its body is not read, so the connection ends: say so, or a client that
+                # reuses it races the close and gets a reset.
+                close=True,
             )
             return
         target = urlsplit(request.target.decode("ascii", "replace"))
