@@ -85,8 +85,11 @@ def main() -> None:
             for name, binary in sides:
                 cpu, rps = measure(binary, root / f"{name}-{round_}", args.duration)
                 results[name].append((cpu, rps))
-                print(f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request, {rps:,.0f} req/s,"
-                      f" load {loadavg()}", flush=True)
+                print(
+                    f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request, {rps:,.0f} req/s,"
+                    f" load {loadavg()}",
+                    flush=True,
+                )
     for name, runs in results.items():
         print(
             f"{name}: median {median([c for c, _ in runs]):.1f} us CPU/request,"
