@@ -164,9 +164,49 @@ def swift_available() -> bool:
     return shutil.which("swift-proxy-server") is not None and Path("/etc/swift").is_dir()
 
 
+def _listening_pid_ok(pid: int, port: int) -> bool:
+    """True when `pid` itself holds the listening socket on 127.0.0.1:`port`.
+
+    A free port is only free when it was asked for: two Swift clusters started at once by
+    parallel test workers can be handed the same number, and the one that loses the bind
+    exits while its health check is answered by the other cluster's server."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[len("socket:[") : -1])
+    wanted = f"0100007F:{port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == wanted and fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+            return True
+    return False
+
+
 @contextmanager
 def swift_server() -> Iterator[S3Server]:
-    """A one-replica Swift cluster (proxy with s3api + account/container/object servers)."""
+    """A one-replica Swift cluster (proxy with s3api + account/container/object servers),
+    started again on other ports when another process turns out to hold one of its ports."""
+    for attempt in range(3):
+        with _swift_cluster() as (server, procs, ports):
+            if all(
+                _listening_pid_ok(proc.pid, ports[kind])
+                for proc, kind in zip(procs, SWIFT_KINDS, strict=True)
+            ):
+                yield server
+                return
+        if attempt == 2:
+            raise RuntimeError("Swift could not get ports of its own after 3 attempts")
+
+
+SWIFT_KINDS = ("account", "container", "object", "proxy")
+
+
+@contextmanager
+def _swift_cluster() -> Iterator[tuple[S3Server, list[subprocess.Popen[bytes]], dict[str, int]]]:
     if not swift_available():
         raise RuntimeError("Swift is not installed: run scripts/test (apt swift-proxy ...)")
     import pwd
@@ -174,7 +214,7 @@ def swift_server() -> Iterator[S3Server]:
     user = pwd.getpwuid(os.geteuid()).pw_name
     root = Path(tempfile.mkdtemp(prefix="swift-"))
     (root / "srv" / "d1").mkdir(parents=True)
-    ports = {kind: free_port() for kind in ("account", "container", "object", "proxy")}
+    ports = {kind: free_port() for kind in SWIFT_KINDS}
     subprocess.run(
         ["/usr/bin/python3", "-c", _RINGS, str(root)]
         + [str(ports[k]) for k in ("account", "container", "object")],
@@ -188,7 +228,7 @@ def swift_server() -> Iterator[S3Server]:
     procs: list[subprocess.Popen[bytes]] = []
     logs: list[Path] = []
     try:
-        for kind in ("account", "container", "object", "proxy"):
+        for kind in SWIFT_KINDS:
             conf = root / f"{kind}-server.conf"
             conf.write_text(_swift_conf(root, kind, ports[kind], user))
             log = root / f"{kind}.log"
@@ -205,7 +245,7 @@ def swift_server() -> Iterator[S3Server]:
         _wait_ready(f"{endpoint}/healthcheck", procs, logs)
         for kind in ("account", "container", "object"):
             _wait_ready(f"http://127.0.0.1:{ports[kind]}/healthcheck", procs, logs)
-        yield S3Server("swift", endpoint, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY)
+        yield S3Server("swift", endpoint, SWIFT_ACCESS_KEY, SWIFT_SECRET_KEY), procs, ports
     finally:
         _stop(procs)
         shutil.rmtree(root, ignore_errors=True)
