@@ -10,6 +10,7 @@ same everywhere and no client input reaches an unbounded parser:
 - `json.loads` builds arbitrarily large integers, non-finite floats (`1e999`) and the
   non-JSON constants `NaN`/`Infinity`, which could not be written back as JSON or stored
   in a 64-bit column; `load_json` refuses them.
+- The client's address comes from the ASGI scope (`client_host`), the same on every surface.
 - A request body is read while it streams, so an oversized body is refused at its
   `Content-Length`, or as soon as a chunked body passes the limit, never after it was
   buffered whole.
@@ -45,6 +46,13 @@ class BodyTooLarge(InputError):
 
 class InvalidJSON(InputError):
     """A JSON document that cannot be parsed within the bounds of `load_json`."""
+
+
+def client_host(scope: Mapping[str, Any]) -> str | None:
+    """The peer's address from an ASGI scope (the failed-password throttle's key); a
+    proxy's forwarding headers are not trusted."""
+    client = scope.get("client")
+    return str(client[0]) if client else None
 
 
 def excerpt(text: str, keep: int = 40) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers
-from starlette.requests import HTTPConnection
 
 from imageregistry.apiserver.status import (
     ApiError,
@@ -35,11 +34,6 @@ EXTRA_PREFIX = "impersonate-extra-"
 
 
 _EXTRA_PREFIX = "impersonate-extra-"
-
-
-def client_host(connection: HTTPConnection) -> str | None:
-    """The peer's address (the failed-password throttle's key); proxies are not trusted."""
-    return connection.client.host if connection.client else None
 
 
 def authenticate(

@@ -25,11 +25,7 @@ from starlette.routing import BaseRoute, Route
 from imageregistry.apiserver import discovery, openapi
 from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.codec import MAX_BODY_BYTES, warning_header
-from imageregistry.apiserver.request_context import (
-    authorize_request,
-    client_host,
-    identify,
-)
+from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
 from imageregistry.apiserver.status import (
     ApiError,
@@ -43,7 +39,7 @@ from imageregistry.apiserver.status import (
 from imageregistry.apiserver.watch import WatchResponse, WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.changefeed import WatchLimitExceeded
-from imageregistry.httpinput import BodyTooLarge, InputError, parse_int, read_body
+from imageregistry.httpinput import BodyTooLarge, InputError, client_host, parse_int, read_body
 from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.services import Services
 
@@ -90,7 +86,7 @@ class ApiServer:
 
     def identify(self, request: Request) -> UserInfo:
         return identify(
-            self.services.authn, self.services.authz, request.headers, client_host(request)
+            self.services.authn, self.services.authz, request.headers, client_host(request.scope)
         )
 
     # --- path parsing ----------------------------------------------------------------

@@ -22,15 +22,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from imageregistry.apiserver.request_context import (
-    authorize_request,
-    client_host,
-    identify,
-)
+from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.gcpause import gc_paused
+from imageregistry.httpinput import client_host
 from imageregistry.metadata.usage import ImageUsage, StreamUsage, image_usage, stream_usage
 from imageregistry.services import Services
 
@@ -132,7 +129,7 @@ class _Usage:
 
     def _user(self, request: Request) -> UserInfo:
         return identify(
-            self.services.authn, self.services.authz, request.headers, client_host(request)
+            self.services.authn, self.services.authz, request.headers, client_host(request.scope)
         )
 
     def _authorize(self, request: Request, resource: str, namespace: str) -> None:

@@ -318,11 +318,27 @@ class Authenticator:
         except Unauthenticated:
             if self._passwords is None:
                 raise
+        return self._check_password(self._passwords, username, password, source)
+
+    def authenticate_password(
+        self, username: str, password: str, *, source: str | None = None
+    ) -> UserInfo:
+        """An htpasswd login and nothing else: for a caller that has already tried the
+        password as a token (the token endpoint's password grant)."""
+        if self._passwords is None:
+            raise Unauthenticated("invalid username or password")
+        user = self._remembered_password(username, password)
+        return user or self._check_password(self._passwords, username, password, source)
+
+    def _check_password(
+        self, passwords: PasswordChecker, username: str, password: str, source: str | None
+    ) -> UserInfo:
+        """bcrypt, behind the failed-login throttle; a success is remembered."""
         throttle = self._throttle
         wait = throttle.acquire(source, username) if throttle is not None else None
         if wait is not None:
             raise TooManyFailedLogins(wait)
-        if not self._passwords.verify(username, password):
+        if not passwords.verify(username, password):
             raise Unauthenticated("invalid username or password")  # the check stays spent
         if throttle is not None:
             throttle.release(source, username)

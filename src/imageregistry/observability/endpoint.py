@@ -20,9 +20,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from imageregistry.apiserver.request_context import authorize_request, client_host, identify
+from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.identity import Attributes
+from imageregistry.httpinput import client_host
 from imageregistry.observability.metrics import CONTENT_TYPE, Metrics
 from imageregistry.services import Services
 
@@ -60,7 +61,7 @@ class Scraper:
 
 def metrics_routes(scraper: Scraper) -> list[Route]:
     async def scrape(request: Request) -> Response:
-        answer = await scraper.answer(request.headers, client_host(request))
+        answer = await scraper.answer(request.headers, client_host(request.scope))
         return Response(
             answer.body, answer.status, dict(answer.headers), media_type=answer.content_type
         )

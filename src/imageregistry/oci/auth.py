@@ -23,6 +23,7 @@ from starlette.requests import Request
 from imageregistry.auth.authn import TooManyFailedLogins, Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction, registry_attributes
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo, anonymous
+from imageregistry.httpinput import client_host
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci.errors import RegistryError
 from imageregistry.oci.pull import AUTH_FAILURE
@@ -97,7 +98,7 @@ class RegistryGate:
                 self._decide,
                 cached,
                 request.headers.get("authorization"),
-                client_host(request),
+                client_host(request.scope),
                 attrs_for,
             )
         except TooManyFailedLogins as exc:
@@ -145,11 +146,6 @@ def _attributes(action: RegistryAction, repo: RepoKey | None) -> _AttrsFor:
     return build
 
 
-def client_host(request: Request) -> str | None:
-    """The peer's address (the failed-password throttle's key); proxies are not trusted."""
-    return request.client.host if request.client else None
-
-
 def too_many_logins(exc: TooManyFailedLogins) -> RegistryError:
     return RegistryError("TOOMANYREQUESTS", str(exc), headers={"Retry-After": str(exc.retry_after)})
 
@@ -169,7 +165,3 @@ def basic_password(header: str) -> str | None:
     except (binascii.Error, UnicodeDecodeError):
         return None
     return decoded.partition(":")[2] or None
-
-
-def basic_header(username: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()

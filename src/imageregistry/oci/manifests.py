@@ -22,8 +22,8 @@ from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import InvalidDigest, digest_of
 from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import InvalidTag, parse_manifest_reference
-from imageregistry.httpinput import BodyTooLarge, read_body
-from imageregistry.oci.auth import client_host, may_create_namespace
+from imageregistry.httpinput import BodyTooLarge, client_host, read_body
+from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
@@ -50,7 +50,7 @@ async def get_manifest(ctx: Ctx) -> Response:
     pulls, mark = ctx.registry.pulls, not ctx.is_head
     pulled = None
     if not ctx.request.scope.get(FAST_TRIED):
-        header, source = ctx.request.headers.get("authorization"), client_host(ctx.request)
+        header, source = ctx.request.headers.get("authorization"), client_host(ctx.request.scope)
         found = await ctx.run(pulls.serve, header, source, ctx.repo, digest, ref.tag, mark)
         if isinstance(found, Unauthenticated):
             setattr(ctx.request.state, AUTH_FAILURE, found)  # reported by ctx.authorize

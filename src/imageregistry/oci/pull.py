@@ -30,6 +30,7 @@ from imageregistry.auth.authorizer import RegistryAction, registry_attributes
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo
 from imageregistry.auth.rbac_store import RBAC_RESOURCES, RbacAuthorizer, RbacSnapshot
 from imageregistry.content.reference import parse_manifest_reference, parse_repository
+from imageregistry.httpinput import client_host
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import ManifestPuller, PulledManifest
 from imageregistry.metadata.registry import MetadataError, RepoKey
@@ -214,10 +215,8 @@ class FastPull:
         pulls = self.pulls
         user = pulls.inline_user(authorization)
         if user is None:
-            client = scope.get("client")
-            source = client[0] if client else None
             pulled = await run_in_threadpool(
-                pulls.serve, authorization, source, repo, digest, tag, not head
+                pulls.serve, authorization, client_host(scope), repo, digest, tag, not head
             )
             if isinstance(pulled, Unauthenticated):
                 scope.setdefault("state", {})[AUTH_FAILURE] = pulled

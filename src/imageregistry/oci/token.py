@@ -40,14 +40,8 @@ from imageregistry.auth.authorizer import RegistryAction, registry_attributes
 from imageregistry.auth.identity import UserInfo
 from imageregistry.auth.tokens import is_refresh_token
 from imageregistry.content.reference import InvalidName, parse_repository
-from imageregistry.httpinput import BodyTooLarge, InputError, read_body
-from imageregistry.oci.auth import (
-    basic_header,
-    basic_password,
-    challenge_headers,
-    client_host,
-    too_many_logins,
-)
+from imageregistry.httpinput import BodyTooLarge, InputError, client_host, read_body
+from imageregistry.oci.auth import basic_password, challenge_headers, too_many_logins
 from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
 
@@ -136,7 +130,7 @@ async def _get(request: Request, services: Services) -> JSONResponse:
                 if scheme.lower() == "bearer":
                     raise
         user = await run_in_threadpool(
-            functools.partial(authn.authenticate, header or None, source=client_host(request))
+            functools.partial(authn.authenticate, header or None, source=client_host(request.scope))
         )
     except TooManyFailedLogins as exc:
         raise too_many_logins(exc) from None
@@ -170,7 +164,7 @@ async def _post(request: Request, services: Services) -> JSONResponse:
             credential: str | None = password
         except Unauthenticated:
             login = functools.partial(
-                authn.authenticate, basic_header(username, password), source=client_host(request)
+                authn.authenticate_password, username, password, source=client_host(request.scope)
             )
             try:
                 user = await run_in_threadpool(login)
