@@ -389,10 +389,11 @@ def test_ha_pod_serves_from_postgresql_and_the_bucket(tmp_path: Path, postgres_s
 # root mount is read-only, with only the pod's volumes writable, and the server run as the
 # pod's uid/gid. The interpreter may live under a directory other users cannot enter (pyenv
 # under /root here): that directory is replaced by a tmpfs holding only the interpreter's
-# tree, so the server can run it without being given anything else there.
+# tree, so the server can run it without being given anything else there. A checkout (and
+# its .venv) under /tmp is bound back into place after the pod's /tmp volume covers /tmp.
 CONFINE = r"""
 set -eu
-pod=$1 uid=$2 gid=$3 hidden=$4 keep=$5; shift 5
+pod=$1 uid=$2 gid=$3 hidden=$4 keep=$5 checkout=$6; shift 6
 mount --make-rprivate /
 mount --bind "$pod" "$pod"
 if [ -n "$hidden" ]; then
@@ -402,10 +403,26 @@ if [ -n "$hidden" ]; then
     mkdir "$hidden/$keep"
     mount --bind "$pod/.interpreter" "$hidden/$keep"
 fi
+if [ -n "$checkout" ]; then
+    mkdir "$pod/.checkout"
+    mount --bind "$checkout" "$pod/.checkout"
+fi
 mount --bind "$pod/tmp" /tmp
+if [ -n "$checkout" ]; then
+    mkdir -p "$checkout"
+    mount --bind "$pod/.checkout" "$checkout"
+fi
 mount -o remount,bind,ro /
 exec setpriv --reuid="$uid" --regid="$gid" --clear-groups -- "$@"
 """
+
+
+def checkout_under_tmp() -> str:
+    """The directory holding this checkout and the running venv when it lies under /tmp
+    (a CI clone may), else "": the pod's /tmp volume would hide the server's program."""
+    found = os.path.commonpath([ROOT, os.path.realpath(sys.prefix)])
+    tmp = os.path.realpath("/tmp")
+    return found if found.startswith(tmp + os.sep) else ""
 
 
 def hidden_interpreter_dir() -> tuple[str, str]:
@@ -434,7 +451,9 @@ def test_single_pod_runs_as_its_user_on_a_read_only_root(tmp_path: Path) -> None
         subprocess.run(["chown", "-R", f"{uid}:{gid}", str(root / "pod")], check=True)
         hidden, keep = hidden_interpreter_dir()
         confine = ["unshare", "--mount", "sh", "-c", CONFINE, "confine"]
-        run_pod(pod, root, [*confine, str(root / "pod"), str(uid), str(gid), hidden, keep])
+        checkout = checkout_under_tmp()
+        pod_args = [str(root / "pod"), str(uid), str(gid), hidden, keep, checkout]
+        run_pod(pod, root, [*confine, *pod_args])
         try:
             ready = probe(pod, "readinessProbe")
             assert ready.status_code == 200, ready.text
