@@ -61,6 +61,14 @@ class Settings:
     watch_max_total: int = 1000  # concurrent watches per process; 429 beyond
     watch_history_seconds: int = 3600  # change log kept for watches to resume; 0 = all
     shutdown_delay_seconds: int = 0  # on SIGTERM: /readyz 503 and keep serving this long first
+    # The aggregated API (docs/operations.md, "The image API as an aggregated API"): a TLS
+    # port that requests client certificates, and kube-apiserver's --requestheader-* flags.
+    front_proxy_listen: str = ""  # HOST:PORT the APIService's Service targets; "" = off
+    requestheader_client_ca_file: str = ""  # CA bundle the front proxy's certificate chains to
+    requestheader_allowed_names: tuple[str, ...] = ()  # its Common Names; () = any the CA signed
+    requestheader_username_headers: tuple[str, ...] = ("X-Remote-User",)
+    requestheader_group_headers: tuple[str, ...] = ("X-Remote-Group",)
+    requestheader_extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
     # The storage_s3: block (storage/s3config.py); JSON/YAML mapping in the environment.
     storage_s3: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -199,6 +207,7 @@ def load_settings(
         )
     _check_blob_port(settings)
     _check_metrics_listen(settings)
+    _check_front_proxy(settings)
     _check_watches(settings)
     return settings
 
@@ -209,6 +218,37 @@ def _check_watches(settings: Settings) -> None:
             raise ConfigurationError(f"{name} must be at least 1")
     if settings.watch_history_seconds < 0:
         raise ConfigurationError("watch_history_seconds must be 0 (keep all) or more")
+
+
+def _check_front_proxy(settings: Settings) -> None:
+    if not settings.front_proxy_listen:
+        return
+    _, sep, port = settings.front_proxy_listen.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(
+            f"front_proxy_listen: expected HOST:PORT, got {settings.front_proxy_listen!r}"
+        )
+    if settings.plain_http:
+        raise ConfigurationError(
+            "front_proxy_listen needs TLS: the front proxy is recognised by its client"
+            " certificate (turn plain_http off)"
+        )
+    if not settings.requestheader_client_ca_file:
+        raise ConfigurationError(
+            "front_proxy_listen needs requestheader_client_ca_file: the CA the front"
+            " proxy's client certificate chains to"
+        )
+    if not settings.requestheader_username_headers:
+        raise ConfigurationError("requestheader_username_headers must name at least one header")
+    taken = {settings.port: "listen"}
+    for name in ("blob_listen", "metrics_listen"):
+        other = getattr(settings, name)
+        if other:
+            taken[int(other.rpartition(":")[2])] = name
+    if int(port) in taken:
+        raise ConfigurationError(
+            f"front_proxy_listen {settings.front_proxy_listen}: the port is {taken[int(port)]}'s"
+        )
 
 
 def _check_metrics_listen(settings: Settings) -> None:

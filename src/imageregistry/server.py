@@ -28,6 +28,12 @@ from imageregistry.apiserver.version import version
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.refresh import RefreshTokens
+from imageregistry.auth.requestheader import (
+    HeaderNames,
+    RequestHeaderAuthenticator,
+    RequestHeaderConfig,
+    load_ca_bundle,
+)
 from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.blobport.links import BlobLinks, new_link_key
@@ -36,6 +42,8 @@ from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.compaction import compacting_change_log
 from imageregistry.config import Settings, load_settings
 from imageregistry.draining import Draining, draining_marker
+from imageregistry.frontproxy.listener import front_proxy_listener, server_context
+from imageregistry.frontproxy.middleware import FrontProxyMiddleware
 from imageregistry.health import health_routes
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
@@ -153,6 +161,7 @@ def build_app(services: Services) -> Starlette:
             sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),
             sources.flushing(metrics, obs.FLUSH_SECONDS),
             _metrics_listener(settings, scraper),
+            _front_proxy_listener(settings, _app),
         ):
             yield
         services.db.dispose()
@@ -162,6 +171,11 @@ def build_app(services: Services) -> Starlette:
         lifespan=lifespan,
         middleware=[
             Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(
+                FrontProxyMiddleware,
+                headers=_request_header_names(services.settings),
+                authenticator=_request_header_authenticator(services.settings),
+            ),
             Middleware(SignatureHeaderMiddleware),
         ],
     )
@@ -195,6 +209,42 @@ def _metrics_listener(
     if not settings.metrics_listen:
         return contextlib.nullcontext()
     return metrics_listener(settings.metrics_listen, scraper)
+
+
+def _request_header_names(settings: Settings) -> HeaderNames:
+    return HeaderNames(
+        settings.requestheader_username_headers,
+        settings.requestheader_group_headers,
+        settings.requestheader_extra_headers_prefix,
+    )
+
+
+def _request_header_authenticator(settings: Settings) -> RequestHeaderAuthenticator | None:
+    """The front-proxy contract, when the aggregated-API port is on (only that port's
+    requests carry a client certificate)."""
+    if not settings.front_proxy_listen:
+        return None
+    path = settings.requestheader_client_ca_file
+    config = RequestHeaderConfig(
+        client_cas=load_ca_bundle(Path(path).read_bytes(), path),
+        allowed_names=settings.requestheader_allowed_names,
+        username_headers=settings.requestheader_username_headers,
+        group_headers=settings.requestheader_group_headers,
+        extra_headers_prefix=settings.requestheader_extra_headers_prefix,
+    )
+    return RequestHeaderAuthenticator(config)
+
+
+def _front_proxy_listener(
+    settings: Settings, app: Starlette
+) -> contextlib.AbstractAsyncContextManager[None]:
+    if not settings.front_proxy_listen:
+        return contextlib.nullcontext()
+    cert = _serving_cert(settings)
+    key = settings.tls_private_key_file or settings.data_dir / "tls" / "serving.key"
+    ca = Path(settings.requestheader_client_ca_file).read_bytes()
+    context = server_context(str(cert), str(key), ca)
+    return front_proxy_listener(settings.front_proxy_listen, app, context)
 
 
 def _serving_cert(settings: Settings) -> Path | None:

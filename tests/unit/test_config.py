@@ -184,3 +184,72 @@ def test_bad_storage_s3_blocks_are_refused(tmp_path: Path, block: str, message: 
     with pytest.raises(ConfigurationError, match=message) as caught:
         load_settings({}, str(config), env={})
     assert "hunter2" not in str(caught.value)
+
+
+def test_request_header_settings_from_file_environment_and_flags(tmp_path: Path) -> None:
+    defaults = load_settings({}, env={})
+    assert defaults.front_proxy_listen == ""
+    assert defaults.requestheader_allowed_names == ()
+    # kube's defaults for extension API servers
+    assert defaults.requestheader_username_headers == ("X-Remote-User",)
+    assert defaults.requestheader_group_headers == ("X-Remote-Group",)
+    assert defaults.requestheader_extra_headers_prefix == ("X-Remote-Extra-",)
+    config = tmp_path / "registry.yaml"
+    config.write_text(
+        "front-proxy-listen: 0.0.0.0:6443\n"
+        "requestheader-client-ca-file: /etc/front-proxy/ca.crt\n"
+        "requestheader-allowed-names: [front-proxy-client]\n"
+        "requestheader-group-headers: [X-Remote-Group, X-Groups]\n"
+    )
+    from_file = load_settings({}, str(config), env={})
+    assert from_file.front_proxy_listen == "0.0.0.0:6443"
+    assert from_file.requestheader_client_ca_file == "/etc/front-proxy/ca.crt"
+    assert from_file.requestheader_allowed_names == ("front-proxy-client",)
+    assert from_file.requestheader_group_headers == ("X-Remote-Group", "X-Groups")
+    env = {
+        "IMAGE_REGISTRY_REQUESTHEADER_ALLOWED_NAMES": "a,b",
+        "IMAGE_REGISTRY_REQUESTHEADER_USERNAME_HEADERS": "X-User",
+    }
+    from_env = load_settings({}, str(config), env=env)
+    assert from_env.requestheader_allowed_names == ("a", "b")
+    assert from_env.requestheader_username_headers == ("X-User",)
+    from_flags = load_settings(
+        {"requestheader_allowed_names": "c", "requestheader_extra_headers_prefix": "X-E-"},
+        str(config),
+        env=env,
+    )
+    assert from_flags.requestheader_allowed_names == ("c",)
+    assert from_flags.requestheader_extra_headers_prefix == ("X-E-",)
+    assert load_settings({}, env=settings_to_env(from_flags)) == from_flags
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"front_proxy_listen": "6443"}, "front_proxy_listen: expected HOST:PORT"),
+        (
+            {
+                "front_proxy_listen": ":6443",
+                "plain_http": True,
+                "requestheader_client_ca_file": "x",
+            },
+            "front_proxy_listen needs TLS",
+        ),
+        ({"front_proxy_listen": ":6443"}, "needs requestheader_client_ca_file"),
+        (
+            {"front_proxy_listen": ":5000", "requestheader_client_ca_file": "x"},
+            "the port is listen's",
+        ),
+        (
+            {
+                "front_proxy_listen": ":6443",
+                "requestheader_client_ca_file": "x",
+                "requestheader_username_headers": "",
+            },
+            "requestheader_username_headers must name at least one header",
+        ),
+    ],
+)
+def test_bad_front_proxy_settings_are_refused(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        load_settings(values, env={})

@@ -58,11 +58,21 @@ def _check(
 
 
 def identify(
-    authn: Authenticator, authz: Authorizer, headers: Headers, source: str | None = None
+    authn: Authenticator,
+    authz: Authorizer,
+    headers: Headers,
+    source: str | None = None,
+    front_proxy: UserInfo | None = None,
 ) -> UserInfo:
     """The identity a request acts as: its credential, then any Impersonate-* headers.
-    `source` is the client's address (it keys the failed-password throttle)."""
-    user = authenticate(authn, headers.get("authorization"), source)
+    `source` is the client's address (it keys the failed-password throttle).
+    `front_proxy` is the user the aggregator named for a request that came with its client
+    certificate (`frontproxy/middleware.py`); it wins over the request's own credential,
+    as kube's request-header authenticator comes first."""
+    if front_proxy is not None:
+        user = front_proxy
+    else:
+        user = authenticate(authn, headers.get("authorization"), source)
     extra: dict[str, list[str]] = {}
     for key, value in headers.items():
         if key.lower().startswith(_EXTRA_PREFIX):

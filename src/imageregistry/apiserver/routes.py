@@ -39,6 +39,7 @@ from imageregistry.apiserver.status import (
 from imageregistry.apiserver.watch import WatchResponse, WatchStream
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.changefeed import WatchLimitExceeded
+from imageregistry.frontproxy.middleware import front_proxy_user
 from imageregistry.httpinput import BodyTooLarge, InputError, client_host, parse_int, read_body
 from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.services import Services
@@ -86,7 +87,11 @@ class ApiServer:
 
     def identify(self, request: Request) -> UserInfo:
         return identify(
-            self.services.authn, self.services.authz, request.headers, client_host(request.scope)
+            self.services.authn,
+            self.services.authz,
+            request.headers,
+            client_host(request.scope),
+            front_proxy_user(request.scope),
         )
 
     # --- path parsing ----------------------------------------------------------------

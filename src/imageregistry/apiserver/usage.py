@@ -26,6 +26,7 @@ from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
+from imageregistry.frontproxy.middleware import front_proxy_user
 from imageregistry.gcpause import gc_paused
 from imageregistry.httpinput import client_host
 from imageregistry.metadata.usage import ImageUsage, StreamUsage, image_usage, stream_usage
@@ -129,7 +130,11 @@ class _Usage:
 
     def _user(self, request: Request) -> UserInfo:
         return identify(
-            self.services.authn, self.services.authz, request.headers, client_host(request.scope)
+            self.services.authn,
+            self.services.authz,
+            request.headers,
+            client_host(request.scope),
+            front_proxy_user(request.scope),
         )
 
     def _authorize(self, request: Request, resource: str, namespace: str) -> None:

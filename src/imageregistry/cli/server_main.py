@@ -56,10 +56,30 @@ def _check_addresses_free(settings: Settings) -> None:
         wanted.append(("blob_listen", settings.blob_listen))
     if settings.metrics_listen:
         wanted.append(("metrics_listen", settings.metrics_listen))
+    if settings.front_proxy_listen:
+        wanted.append(("front_proxy_listen", settings.front_proxy_listen))
     for setting, listen in wanted:
         problem = check_bindable(listen, setting)
         if problem:
             raise ConfigurationError(problem)
+
+
+def _check_front_proxy_ca(settings: Settings) -> None:
+    """The request-header CA bundle is read now, so a wrong path stops `serve` at once
+    instead of every worker."""
+    if not settings.front_proxy_listen:
+        return
+    from imageregistry.auth.requestheader import RequestHeaderConfigError, load_ca_bundle
+
+    path = settings.requestheader_client_ca_file
+    try:
+        load_ca_bundle(Path(path).read_bytes(), path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"requestheader_client_ca_file {path}: {exc.strerror or exc}"
+        ) from None
+    except RequestHeaderConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _prepare_in_child(settings: Settings) -> tuple[str, str]:
@@ -172,6 +192,16 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
     default=None,
     help="HOST:PORT serving /metrics in plain HTTP too (same authorization).",
 )
+@click.option(
+    "--front-proxy-listen",
+    default=None,
+    help="HOST:PORT of the aggregated-API TLS port (requests client certificates).",
+)
+@click.option("--requestheader-client-ca-file", default=None)
+@click.option("--requestheader-allowed-names", default=None, help="Comma-separated.")
+@click.option("--requestheader-username-headers", default=None, help="Comma-separated.")
+@click.option("--requestheader-group-headers", default=None, help="Comma-separated.")
+@click.option("--requestheader-extra-headers-prefix", default=None, help="Comma-separated.")
 def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) -> None:
     """Run the registry and API server."""
     if tls_san:
@@ -179,6 +209,7 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
     try:
         settings = load_settings(flags, config_file)
         _check_addresses_free(settings)
+        _check_front_proxy_ca(settings)
         cert, key = _prepare_in_child(settings)
     except (ConfigurationError, PrepareError) as exc:
         raise click.ClickException(str(exc)) from None

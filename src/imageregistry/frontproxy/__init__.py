@@ -1,0 +1,1 @@
+"""The aggregated-API front door: request-header authentication and its TLS listener."""
