@@ -1,0 +1,404 @@
+"""Two replicas, one registry: `image-registry serve` twice, each with a data dir of its
+own, over one PostgreSQL database and one S3 bucket (docs/operations.md, "Several
+replicas"), with real clients: skopeo (`--all`, `--sign-by` with gpg, a signedBy policy),
+the `oras` client, kubectl (`auth whoami`, `create token`, `get -w`) and plain HTTP for the
+token endpoint and a chunked upload that survives a SIGKILL of the replica it started on.
+
+Each module-scoped pair runs on moto (an S3 *emulator*, PyPI) and on OpenStack Swift's
+s3api (a real S3 implementation from Debian).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import select
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import bcrypt
+import httpx
+import oras.client
+import oras.oci
+import pytest
+
+from tests.e2e.ac_images import blob, layer, write_index_layout, write_layout
+from tests.e2e.oci_support import assert_copied, build_layout, skopeo
+from tests.support.replicas import S3_KINDS, Replicas, s3_server, two_replicas
+from tests.support.server import RegistryProcess
+
+MiB = 1 << 20
+PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture(scope="module", params=S3_KINDS)
+def pair(
+    request: pytest.FixtureRequest, postgres_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Replicas]:
+    kind = str(request.param)
+    root = tmp_path_factory.mktemp(f"replicas-{kind}")
+    # One htpasswd file for both, as a mounted Secret would be (configuration, not state).
+    htpasswd = root / "htpasswd"
+    htpasswd.write_text(f"alice:{bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()}\n")
+    with (
+        s3_server(kind) as s3,
+        two_replicas(
+            root,
+            postgres_server,
+            s3,
+            name=f"replicas_{kind}",
+            extra_args=["--htpasswd-file", str(htpasswd)],
+        ) as replicas,
+    ):
+        yield replicas
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def _kubectl(
+    kubeconfig: Path, server: RegistryProcess, cache: Path, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    command = ["kubectl", "--kubeconfig", str(kubeconfig), "--server", server.url]
+    command += ["--cache-dir", str(cache / f"kube-{server.port}")]
+    if token:
+        command.append(f"--token={token}")
+    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=120)
+
+
+def _copy(*args: str, env: dict[str, str] | None = None) -> None:
+    result = subprocess.run(
+        ["skopeo", "copy", "--quiet", "--preserve-digests", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, **(env or {})},
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_skopeo_copy_all_of_an_index_to_a_and_back_from_b(pair: Replicas, work: Path) -> None:
+    a, b = pair.both
+    layout, index, children = write_index_layout(
+        work / "src",
+        {
+            "amd64": [blob(os.urandom(6 * MiB)), layer("amd64-top", 4096)],
+            "arm64": [layer("arm64-base", 8192), layer("arm64-top", 2048)],
+        },
+    )
+    _copy(
+        "--all",
+        f"--dest-registry-token={a.admin_token}",
+        f"--dest-cert-dir={a.cert_dir(work)}",
+        f"oci:{layout}:img",
+        f"docker://{a.host}/team/multi:v1",
+    )
+    out = work / "out"
+    _copy(
+        "--all",
+        f"--src-registry-token={b.admin_token}",
+        f"--src-cert-dir={b.cert_dir(work)}",
+        f"docker://{b.host}/team/multi:v1",
+        f"oci:{out}:img",
+    )
+    pulled = json.loads((out / "index.json").read_text())["manifests"][0]
+    assert pulled["digest"] == index.digest
+    for source in (layout / "blobs" / "sha256").iterdir():
+        assert (out / "blobs" / "sha256" / source.name).read_bytes() == source.read_bytes()
+    with b.client(b.admin_token) as client:
+        for manifest in children.values():
+            head = client.head(f"/v2/team/multi/manifests/{manifest.digest}")
+            assert head.status_code == 200
+            assert head.headers["docker-content-digest"] == manifest.digest
+
+
+def test_a_multi_layer_image_pushed_to_a_pulls_from_b_byte_for_byte(
+    pair: Replicas, work: Path
+) -> None:
+    a, b = pair.both
+    # 6 MiB of filler per layer: every layer is a multipart upload of two parts.
+    image = build_layout(work / "src", "multi-layer", layers=3, filler=6 * MiB)
+    _copy(
+        f"--dest-registry-token={a.admin_token}",
+        f"--dest-cert-dir={a.cert_dir(work)}",
+        f"oci:{image.path}:v1",
+        f"docker://{a.host}/team/layers:v1",
+    )
+    out = work / "out"
+    _copy(
+        f"--src-registry-token={b.admin_token}",
+        f"--src-cert-dir={b.cert_dir(work)}",
+        f"docker://{b.host}/team/layers:v1",
+        f"oci:{out}:v1",
+    )
+    assert_copied(out, image)
+
+
+def _oras(server: RegistryProcess, token: str) -> Any:
+    client = oras.client.OrasClient(
+        hostname=server.host, tls_verify=str(server.ca_file), auth_backend="token"
+    )
+    client.auth.set_basic_auth("anyone", token)
+    return client
+
+
+def test_an_oras_artifact_pushed_to_a_is_found_through_referrers_on_b(
+    pair: Replicas, work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair.both
+    monkeypatch.chdir(work)
+    Path("app.txt").write_text("the application\n")
+    Path("sbom.json").write_text('{"packages": ["replicated"]}\n')
+    on_a = _oras(a, a.admin_token)
+    assert on_a.push(target=f"{a.host}/team/art:v1", files=["app.txt"], quiet=True).ok
+    subject = oras.oci.Subject.from_manifest(on_a.get_manifest(f"{a.host}/team/art:v1"))
+    pushed = on_a.push(
+        target=f"{a.host}/team/art:sbom",
+        files=["sbom.json:application/spdx+json"],
+        subject=subject,
+        manifest_annotations={"kind": "sbom"},
+        quiet=True,
+    )
+    assert pushed.status_code == 201
+    with b.client(b.admin_token) as client:
+        found = client.get(f"/v2/team/art/referrers/{subject.digest}").json()
+    assert [m["digest"] for m in found["manifests"]] == [pushed.headers["Docker-Content-Digest"]]
+    assert found["manifests"][0]["annotations"] == {"kind": "sbom"}
+    # The artifact's file comes back from B.
+    pulled = _oras(b, b.admin_token).pull(
+        target=f"{b.host}/team/art@{found['manifests'][0]['digest']}", outdir=str(work / "pulled")
+    )
+    assert [Path(p).read_text() for p in pulled] == ['{"packages": ["replicated"]}\n']
+
+
+@dataclass(frozen=True)
+class Gpg:
+    home: Path
+    key: str
+
+    def run(self, *args: str) -> bytes:
+        base = ["gpg", "--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]
+        return subprocess.run(
+            [*base, *args],
+            capture_output=True,
+            check=True,
+            timeout=60,
+            env={**os.environ, "GNUPGHOME": str(self.home)},
+        ).stdout
+
+
+@pytest.fixture(scope="module")
+def gpg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gpg]:
+    home = tmp_path_factory.mktemp("gnupg")
+    home.chmod(0o700)
+    keys = Gpg(home, "")
+    for uid in ("Signer <signer@example.com>", "Other <other@example.com>"):
+        keys.run("--quick-gen-key", uid, "ed25519", "sign", "never")
+    listing = keys.run("--with-colons", "--list-keys", "signer@example.com").decode()
+    fingerprint = next(
+        line.split(":")[9] for line in listing.splitlines() if line.startswith("fpr")
+    )
+    try:
+        yield Gpg(home, fingerprint)
+    finally:  # skopeo's gpgme started an agent for this GNUPGHOME
+        subprocess.run(
+            ["gpgconf", "--kill", "all"], env={**os.environ, "GNUPGHOME": str(home)}, check=False
+        )
+
+
+def _policy(path: Path, key_file: Path, signed_prefix: str, prefix: str) -> Path:
+    """A containers-policy.json requiring a signature by `key_file`; a replica's clients
+    reach it under another host name, so the signed identity is remapped."""
+    requirement = {
+        "type": "signedBy",
+        "keyType": "GPGKeys",
+        "keyPath": str(key_file),
+        "signedIdentity": {
+            "type": "remapIdentity",
+            "prefix": prefix,
+            "signedPrefix": signed_prefix,
+        },
+    }
+    path.write_text(
+        json.dumps(
+            {
+                "default": [{"type": "reject"}],
+                "transports": {
+                    "docker": {prefix: [requirement]},
+                    "oci": {"": [{"type": "insecureAcceptAnything"}]},
+                },
+            }
+        )
+    )
+    return path
+
+
+def test_a_signature_pushed_to_a_is_verified_by_skopeo_through_b(
+    pair: Replicas, gpg: Gpg, work: Path
+) -> None:
+    a, b = pair.both
+    layout, manifest, _ = write_layout(work / "src", [layer("signed", 4096)])
+    _copy(
+        f"--sign-by={gpg.key}",
+        f"--dest-registry-token={a.admin_token}",
+        f"--dest-cert-dir={a.cert_dir(work)}",
+        f"oci:{layout}:img",
+        f"docker://{a.host}/team/signed:v1",
+        env={"GNUPGHOME": str(gpg.home)},
+    )
+    (work / "signer.gpg").write_bytes(gpg.run("--export", gpg.key))
+    (work / "other.gpg").write_bytes(gpg.run("--export", "other@example.com"))
+    pull = [
+        "--remove-signatures",  # an OCI layout keeps none; the policy is checked all the same
+        f"--src-registry-token={b.admin_token}",
+        f"--src-cert-dir={b.cert_dir(work)}",
+        f"docker://{b.host}/team/signed:v1",
+    ]
+    accepted = _policy(work / "accept.json", work / "signer.gpg", a.host, b.host)
+    _copy(f"--policy={accepted}", *pull, f"oci:{work / 'out'}:img")
+    assert json.loads((work / "out" / "index.json").read_text())["manifests"][0]["digest"] == (
+        manifest.digest
+    )
+    # The same pull under a policy naming another key is refused: B served the signature.
+    refused = _policy(work / "refuse.json", work / "other.gpg", a.host, b.host)
+    result = skopeo("copy", f"--policy={refused}", *pull, f"oci:{work / 'refused'}:img")
+    assert result.returncode != 0
+    assert "signature" in result.stderr.lower()
+
+
+def test_a_blob_redirect_from_either_replica_serves_the_bytes(pair: Replicas) -> None:
+    a, b = pair.both
+    data = os.urandom(2 * MiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    with a.client(a.admin_token, timeout=120) as on_a, b.client(b.admin_token) as on_b:
+        pushed = on_a.post(
+            "/v2/team/redirect/blobs/uploads/", params={"digest": digest}, content=data
+        )
+        assert pushed.status_code == 201, pushed.text
+        for client in (on_a, on_b):
+            answer = client.get(f"/v2/team/redirect/blobs/{digest}")
+            assert answer.status_code == 307
+            assert answer.headers["location"].startswith(pair.s3.endpoint)
+            assert httpx.get(answer.headers["location"], timeout=120).content == data
+    # Authorization comes first on every replica.
+    with b.client() as anonymous:
+        assert anonymous.get(f"/v2/team/redirect/blobs/{digest}").status_code == 401
+
+
+def _read_until(proc: subprocess.Popen[str], needle: str, limit: float = 120.0) -> str:
+    """Read a watch's output until `needle` shows up (the limit only guards a hang)."""
+    assert proc.stdout is not None
+    fd, seen = proc.stdout.fileno(), b""
+    end = time.monotonic() + limit
+    while needle.encode() not in seen and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    return seen.decode("utf-8", "replace")
+
+
+def test_kubectl_watch_on_a_sees_a_push_made_on_b(pair: Replicas, work: Path) -> None:
+    a, b = pair.both
+    assert _kubectl(a.kubeconfig, a, work, "create", "namespace", "watched").returncode == 0
+    command = ["kubectl", "--kubeconfig", str(a.kubeconfig), "--cache-dir", str(work / "kw")]
+    proc = subprocess.Popen(
+        [*command, "get", "imagestreams", "-n", "watched", "-w", "-o", "name"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        layout, _, _ = write_layout(work / "src", [layer("watched", 2048)])
+        _copy(
+            f"--dest-registry-token={b.admin_token}",
+            f"--dest-cert-dir={b.cert_dir(work)}",
+            f"oci:{layout}:img",
+            f"docker://{b.host}/watched/pushed-on-b:v1",
+        )
+        seen = _read_until(proc, "imagestream.image.alauda.io/pushed-on-b")
+    finally:
+        proc.kill()
+        proc.wait()
+    assert "imagestream.image.alauda.io/pushed-on-b" in seen, seen
+
+
+def test_a_replica_killed_mid_upload_the_client_finishes_on_the_other(pair: Replicas) -> None:
+    """PATCH a chunk to A, start the next one and SIGKILL A while its bytes stream; the
+    client asks B where the upload stands, sends the rest there and commits on B."""
+    a, b = pair.both
+    token = a.admin_token
+    data = os.urandom(6 * MiB) + os.urandom(9 * MiB)
+    first = 6 * MiB
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    halfway = threading.Event()
+    resume = threading.Event()
+
+    def second_chunk() -> Iterator[bytes]:
+        yield data[first : first + 2 * MiB]
+        halfway.set()
+        resume.wait(120)  # A is killed meanwhile: the rest never arrives there
+        yield data[first + 2 * MiB :]
+
+    failed: list[BaseException] = []
+    try:
+        with a.client(token, timeout=120) as on_a:
+            started = on_a.post("/v2/team/killed/blobs/uploads/")
+            assert started.status_code == 202, started.text
+            answer = on_a.patch(
+                started.headers["location"],
+                content=data[:first],
+                headers={"Content-Type": "application/octet-stream"},
+            )
+            assert answer.status_code == 202, answer.text
+            location = answer.headers["location"]
+
+            def stream() -> None:
+                try:
+                    on_a.patch(
+                        location,
+                        content=second_chunk(),
+                        headers={"Content-Type": "application/octet-stream"},
+                    )
+                except httpx.HTTPError as exc:
+                    failed.append(exc)
+
+            sender = threading.Thread(target=stream)
+            sender.start()
+            assert halfway.wait(120)
+            a.kill()
+            resume.set()
+            sender.join(120)
+        assert failed, "the PATCH to the killed replica cannot have succeeded"
+        with b.client(token, timeout=120) as on_b:
+            status = on_b.get(location)
+            assert status.status_code == 204, status.text
+            end = int(status.headers["range"].split("-")[1]) + 1
+            assert end == first  # exactly the chunk A finished
+            rest = on_b.patch(
+                status.headers["location"],
+                content=data[end:],
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"{end}-{len(data) - 1}",
+                },
+            )
+            assert rest.status_code == 202, rest.text
+            done = on_b.put(rest.headers["location"], params={"digest": digest})
+            assert done.status_code == 201, done.text
+            pulled = on_b.get(f"/v2/team/killed/blobs/{digest}", follow_redirects=True)
+            assert hashlib.sha256(pulled.content).hexdigest() == digest.split(":")[1]
+    finally:
+        resume.set()
+        if a.proc is not None and a.proc.poll() is not None:
+            a.start(timeout=120)  # the other tests of the module keep their pair
