@@ -39,6 +39,10 @@ MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0  # a request head must arrive within this
 IDLE_TIMEOUT = 90.0  # a kept-alive connection without a request is closed after this
 HANDSHAKE_TIMEOUT = 15.0
+# A request body the app did not read (an early 403 or 413) is read and dropped up to this
+# much, so the client gets the answer instead of a reset and the connection can be reused.
+MAX_DISCARD = 8 << 20
+MAX_CONNECTIONS = 512  # per worker; the aggregator needs a few, anyone else gets closed
 _READ = 64 * 1024
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
@@ -82,6 +86,9 @@ async def front_proxy_listener(
     connections: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(connections) >= MAX_CONNECTIONS:
+            writer.close()
+            return
         task = asyncio.current_task()
         if task is not None:
             connections.add(task)
@@ -220,8 +227,8 @@ class _Exchange:
     async def finish_body(self) -> bool:
         """Read what is left of the request (h11 reports the end of even an empty body
         only as an event), so the connection can carry the next request; False when more
-        than `MAX_HEAD` bytes of it were left unread (the connection is closed instead)."""
-        left = MAX_HEAD
+        than `MAX_DISCARD` bytes of it were left unread (the connection is closed instead)."""
+        left = MAX_DISCARD
         while not self.body_done and self.conn.http.their_state is h11.SEND_BODY:
             event = await self.conn._event(HEAD_TIMEOUT)
             if isinstance(event, h11.EndOfMessage):
