@@ -15,6 +15,8 @@ certificate in its kubeconfig (discovery, get, watch).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import ssl
 import subprocess
 import sys
@@ -315,3 +317,55 @@ def test_serve_refuses_a_request_header_ca_it_cannot_use(tmp_path: Path) -> None
         assert f"requestheader_client_ca_file {path}" in result.stderr or str(path) in result.stderr
         assert message in result.stderr
         assert not (tmp_path / "data" / "registry.db").exists()  # refused before preparing
+
+
+def test_every_worker_serves_the_front_proxy_port(tmp_path: Path) -> None:
+    """Each Granian worker listens on `front_proxy_listen` (SO_REUSEPORT): new connections
+    spread over both workers and every one is authenticated the same way."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    ca = Authority.create(certs, "front-proxy-ca")
+    proxy_cert = ca.client(certs, PROXY_NAME)
+    front_port = free_port()
+    server = RegistryProcess(
+        data_dir=tmp_path / "data",
+        extra_args=[
+            "--workers",
+            "2",
+            "--front-proxy-listen",
+            f"127.0.0.1:{front_port}",
+            "--requestheader-client-ca-file",
+            str(ca.path),
+        ],
+    )
+    with server:
+        setup = Setup(server, front_port, proxy_cert, proxy_cert, proxy_cert, tmp_path)
+        users = set()
+        for _ in range(20):
+            with setup.front(setup.proxy_cert) as client:  # a new connection each time
+                users.add(str(whoami(client, [("X-Remote-User", "alice")])["username"]))
+        assert users == {"alice"}
+        workers = server.worker_pids()
+        assert len(workers) == 2
+        for pid in workers:
+            assert listening_sockets(front_port) & socket_inodes(pid), pid
+
+
+def listening_sockets(port: int) -> set[str]:
+    """Inodes of the IPv4 sockets listening on `port` (/proc/net/tcp, state 0A)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            inodes.add(fields[9])
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith("socket:["):
+                found.add(target[8:-1])
+    return found
