@@ -29,10 +29,10 @@ from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.auth.requestheader import (
+    CABundleFile,
     HeaderNames,
     RequestHeaderAuthenticator,
     RequestHeaderConfig,
-    load_ca_bundle,
 )
 from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
@@ -135,6 +135,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
 
 
 def build_app(services: Services) -> Starlette:
+    ca_file = None
+    if services.settings.front_proxy_listen:
+        ca_file = CABundleFile(Path(services.settings.requestheader_client_ca_file))
     draining = Draining(draining_marker(services.settings.data_dir / "run", os.getppid()))
     routes: list[BaseRoute] = [
         *health_routes(services.db, services.blobs, draining),
@@ -161,7 +164,7 @@ def build_app(services: Services) -> Starlette:
             sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),
             sources.flushing(metrics, obs.FLUSH_SECONDS),
             _metrics_listener(settings, scraper),
-            _front_proxy_listener(settings, _app),
+            _front_proxy_listener(settings, _app, ca_file),
         ):
             yield
         services.db.dispose()
@@ -174,7 +177,7 @@ def build_app(services: Services) -> Starlette:
             Middleware(
                 FrontProxyMiddleware,
                 headers=_request_header_names(services.settings),
-                authenticator=_request_header_authenticator(services.settings),
+                authenticator=_request_header_authenticator(services.settings, ca_file),
             ),
             Middleware(SignatureHeaderMiddleware),
         ],
@@ -219,32 +222,32 @@ def _request_header_names(settings: Settings) -> HeaderNames:
     )
 
 
-def _request_header_authenticator(settings: Settings) -> RequestHeaderAuthenticator | None:
+def _request_header_authenticator(
+    settings: Settings, ca_file: CABundleFile | None
+) -> RequestHeaderAuthenticator | None:
     """The front-proxy contract, when the aggregated-API port is on (only that port's
     requests carry a client certificate)."""
-    if not settings.front_proxy_listen:
+    if ca_file is None:
         return None
-    path = settings.requestheader_client_ca_file
     config = RequestHeaderConfig(
-        client_cas=load_ca_bundle(Path(path).read_bytes(), path),
+        client_cas=ca_file.cas,
         allowed_names=settings.requestheader_allowed_names,
         username_headers=settings.requestheader_username_headers,
         group_headers=settings.requestheader_group_headers,
         extra_headers_prefix=settings.requestheader_extra_headers_prefix,
     )
-    return RequestHeaderAuthenticator(config)
+    return RequestHeaderAuthenticator(config, ca_file=ca_file)
 
 
 def _front_proxy_listener(
-    settings: Settings, app: Starlette
+    settings: Settings, app: Starlette, ca_file: CABundleFile | None
 ) -> contextlib.AbstractAsyncContextManager[None]:
-    if not settings.front_proxy_listen:
+    if ca_file is None:
         return contextlib.nullcontext()
     cert = _serving_cert(settings)
     key = settings.tls_private_key_file or settings.data_dir / "tls" / "serving.key"
-    ca = Path(settings.requestheader_client_ca_file).read_bytes()
-    context = server_context(str(cert), str(key), ca)
-    return front_proxy_listener(settings.front_proxy_listen, app, context)
+    context = server_context(str(cert), str(key), ca_file.pem)
+    return front_proxy_listener(settings.front_proxy_listen, app, context, ca_file)
 
 
 def _serving_cert(settings: Settings) -> Path | None:

@@ -20,6 +20,7 @@ import os
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,3 +370,45 @@ def socket_inodes(pid: int) -> set[str]:
             if target.startswith("socket:["):
                 found.add(target[8:-1])
     return found
+
+
+def test_a_rotated_request_header_ca_takes_effect_without_a_restart(tmp_path: Path) -> None:
+    """The CA file is replaced the way a ConfigMap volume replaces it (a rename): within
+    the reload interval the new CA's front proxy is honoured and the old one's is not."""
+    certs = tmp_path / "certs"
+    certs.mkdir()
+    old_ca, new_ca = Authority.create(certs, "old-ca"), Authority.create(certs, "new-ca")
+    bundle = tmp_path / "front-proxy" / "ca.crt"
+    bundle.parent.mkdir()
+    bundle.write_bytes(old_ca.path.read_bytes())
+    front_port = free_port()
+    server = RegistryProcess(
+        data_dir=tmp_path / "data",
+        extra_args=[
+            "--front-proxy-listen",
+            f"127.0.0.1:{front_port}",
+            "--requestheader-client-ca-file",
+            str(bundle),
+        ],
+    )
+    with server:
+        old_cert, new_cert = old_ca.client(certs, PROXY_NAME), new_ca.client(certs, PROXY_NAME)
+        setup = Setup(server, front_port, old_cert, new_cert, new_cert, tmp_path)
+        as_alice = [("X-Remote-User", "alice")]
+        with setup.front(old_cert) as client:
+            assert whoami(client, as_alice)["username"] == "alice"
+        replacement = bundle.with_name("ca.crt.new")
+        replacement.write_bytes(new_ca.path.read_bytes())
+        replacement.rename(bundle)
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with setup.front(new_cert) as client:
+                    if whoami(client, as_alice)["username"] == "alice":
+                        break
+            except httpx.TransportError:
+                pass  # the handshake does not trust the new CA yet
+            assert time.monotonic() < deadline, "the new CA was never honoured"
+            time.sleep(1)
+        with setup.front(old_cert) as client:
+            assert whoami(client, as_alice)["username"] == "system:anonymous"

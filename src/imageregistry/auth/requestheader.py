@@ -21,12 +21,16 @@ same certificate on every request.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
 import re
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -41,6 +45,8 @@ from cryptography.x509.verification import (
 
 from imageregistry.auth.identity import UserInfo, authenticated
 
+log = logging.getLogger(__name__)
+
 # The defaults of Kubernetes' generic API server (k8s.io/apiserver) for extension servers.
 DEFAULT_USERNAME_HEADERS = ("X-Remote-User",)
 DEFAULT_GROUP_HEADERS = ("X-Remote-Group",)
@@ -49,6 +55,7 @@ DEFAULT_EXTRA_HEADERS_PREFIX = ("X-Remote-Extra-",)
 _CACHE_SIZE = 256
 _CACHE_SECONDS = 300.0
 _MAX_CHAIN = 8
+RELOAD_SECONDS = 10.0
 _BAD_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
 
 
@@ -62,6 +69,63 @@ def load_ca_bundle(pem: bytes, source: str) -> tuple[x509.Certificate, ...]:
     except ValueError as exc:
         raise RequestHeaderConfigError(f"{source}: not a PEM certificate bundle ({exc})") from None
     return cas  # never empty: cryptography refuses a bundle without a certificate
+
+
+class CABundleFile:
+    """The request-header CA bundle file, re-read when it changes, as kube-apiserver reloads
+    its CA files: a mounted ConfigMap is updated in place when the cluster rotates the CA.
+    The file's identity (inode, mtime, size; a ConfigMap volume swaps a symlink) is looked
+    at most every `interval` seconds; a changed file that cannot be read or parsed leaves
+    the bundle in use as it was (and the log says why)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        interval: float = RELOAD_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = path
+        self._interval = interval
+        self._monotonic = monotonic
+        self._lock = threading.Lock()
+        self._stamp = self._stat()
+        self.pem = path.read_bytes()
+        self.cas = load_ca_bundle(self.pem, str(path))
+        self.generation = 0
+        self._next = monotonic() + interval
+
+    def _stat(self) -> tuple[int, int, int]:
+        st = os.stat(self.path)
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def refresh(self) -> int:
+        """The bundle's generation, after looking at the file if it is time to."""
+        now = self._monotonic()
+        if now < self._next:
+            return self.generation
+        with self._lock:
+            if now < self._next:
+                return self.generation
+            self._next = now + self._interval
+            try:
+                stamp = self._stat()
+                if stamp == self._stamp:
+                    return self.generation
+                pem = self.path.read_bytes()
+                cas = load_ca_bundle(pem, str(self.path))
+            except (OSError, RequestHeaderConfigError) as exc:
+                log.warning(
+                    "requestheader_client_ca_file %s changed but cannot be used (%s);"
+                    " the bundle read before stays in use",
+                    self.path,
+                    exc,
+                )
+                return self.generation
+            self._stamp, self.pem, self.cas = stamp, pem, cas
+            self.generation += 1
+            log.info("requestheader_client_ca_file %s re-read: %d CA(s)", self.path, len(cas))
+            return self.generation
 
 
 @dataclass(frozen=True)
@@ -156,8 +220,12 @@ class RequestHeaderAuthenticator:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        ca_file: CABundleFile | None = None,
     ) -> None:
+        """`ca_file`, when given, replaces `config.client_cas` whenever it is re-read."""
         self.config = config
+        self._ca_file = ca_file
+        self._generation = ca_file.generation if ca_file is not None else 0
         self.headers = HeaderNames(
             config.username_headers, config.group_headers, config.extra_headers_prefix
         )
@@ -181,6 +249,10 @@ class RequestHeaderAuthenticator:
         """True when `chain_pem` (leaf first) is a front-proxy client certificate."""
         if not chain_pem or len(chain_pem) > _MAX_CHAIN:
             return False
+        if self._ca_file is not None and self._ca_file.refresh() != self._generation:
+            self._generation = self._ca_file.generation
+            self._store = Store(list(self._ca_file.cas))
+            self._verdicts.clear()  # decided against the bundle that was replaced
         key = hashlib.sha256("\0".join(chain_pem).encode()).hexdigest()
         now = self._monotonic()
         cached = self._verdicts.get(key)

@@ -31,6 +31,7 @@ from urllib.parse import unquote_to_bytes
 import h11
 from starlette.types import ASGIApp, Message
 
+from imageregistry.auth.requestheader import RELOAD_SECONDS, CABundleFile
 from imageregistry.blobport.sockets import bind
 
 log = logging.getLogger(__name__)
@@ -80,8 +81,11 @@ def tls_extension(ssl_object: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def front_proxy_listener(
-    listen: str, app: ASGIApp, context: ssl.SSLContext
+    listen: str, app: ASGIApp, context: ssl.SSLContext, ca_file: CABundleFile | None = None
 ) -> AsyncIterator[None]:
+    """Serve `app` on `listen`. With `ca_file`, a re-read bundle's CAs are added to the
+    handshake's trust (an SSLContext cannot drop any): the authenticator, which uses only
+    the current bundle, decides what a chain is worth."""
     sock = bind(listen, reuse_port=True)
     connections: set[asyncio.Task[None]] = set()
 
@@ -108,15 +112,27 @@ async def front_proxy_listener(
         serve, sock=sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
     )
     log.info("front proxy (aggregated API) listening on %s", listen)
+    reloads = asyncio.create_task(_trust_reloaded_cas(context, ca_file)) if ca_file else None
     try:
         yield
     finally:
+        if reloads is not None:
+            reloads.cancel()
         server.close()
         for task in list(connections):
             task.cancel()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(5):
                 await server.wait_closed()
+
+
+async def _trust_reloaded_cas(context: ssl.SSLContext, ca_file: CABundleFile) -> None:
+    generation = ca_file.generation
+    while True:
+        await asyncio.sleep(RELOAD_SECONDS)
+        if ca_file.refresh() != generation:
+            generation = ca_file.generation
+            context.load_verify_locations(cadata=ca_file.pem.decode("ascii"))
 
 
 class _Connection:

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from imageregistry.auth.requestheader import (
+    CABundleFile,
     HeaderNames,
     RequestHeaderAuthenticator,
     RequestHeaderConfig,
@@ -115,3 +116,31 @@ def test_bad_ca_bundles_are_refused() -> None:
         load_ca_bundle(b"", "ca.crt")
     with pytest.raises(RequestHeaderConfigError, match="not a PEM certificate bundle"):
         load_ca_bundle(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", "ca.crt")
+
+
+def test_the_ca_file_is_re_read_when_it_changes(ca: Authority, tmp_path: Path) -> None:
+    """A rotated request-header CA (a ConfigMap volume replaces the file) takes effect
+    without a restart; a broken replacement leaves the bundle in use."""
+    now = [0.0]
+    path = tmp_path / "bundle" / "ca.crt"
+    path.parent.mkdir()
+    path.write_text(pem(ca.cert))
+    bundle = CABundleFile(path, interval=10, monotonic=lambda: now[0])
+    auth = RequestHeaderAuthenticator(RequestHeaderConfig(bundle.cas), ca_file=bundle)
+    old_leaf, _ = ca.issue("front-proxy-client")
+    assert auth.proxy_verified([pem(old_leaf)])
+    rotated = Authority.create(tmp_path, "rotated-ca")
+    new_leaf, _ = rotated.issue("front-proxy-client")
+    replacement = tmp_path / "bundle" / "new.crt"
+    replacement.write_text(pem(rotated.cert))
+    replacement.rename(path)
+    now[0] = 5  # not yet looked at again
+    assert not auth.proxy_verified([pem(new_leaf)])
+    now[0] = 11
+    assert auth.proxy_verified([pem(new_leaf)])
+    assert not auth.proxy_verified([pem(old_leaf)])  # the old CA is gone, cached or not
+    assert bundle.generation == 1
+    path.write_text("not a certificate")
+    now[0] = 30
+    assert auth.proxy_verified([pem(new_leaf)])  # the broken file changed nothing
+    assert bundle.generation == 1
