@@ -38,7 +38,10 @@ log = logging.getLogger(__name__)
 
 MAX_HEAD = 64 * 1024
 HEAD_TIMEOUT = 30.0  # a request head must arrive within this
-IDLE_TIMEOUT = 90.0  # a kept-alive connection without a request is closed after this
+# A kept-alive connection without a request is closed after this: longer than the 90 s
+# after which Go clients (the aggregator) drop idle connections, so they close first and
+# never send a request on a connection the server is closing.
+IDLE_TIMEOUT = 120.0
 HANDSHAKE_TIMEOUT = 15.0
 # A request body the app did not read (an early 403 or 413) is read and dropped up to this
 # much, so the client gets the answer instead of a reset and the connection can be reused.
