@@ -71,6 +71,9 @@ class Settings:
     requestheader_extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
     # The storage_s3: block (storage/s3config.py); JSON/YAML mapping in the environment.
     storage_s3: Mapping[str, Any] = field(default_factory=dict)
+    # The notifications: block (notifications/config.py); JSON/YAML mapping in the
+    # environment. Out of repr: header values may be credentials.
+    notifications: Mapping[str, Any] = field(default_factory=dict, repr=False)
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
@@ -134,9 +137,11 @@ def _coerce(name: str, value: Any) -> Any:
             try:
                 value = yaml.safe_load(value) if value.strip() else {}
             except yaml.YAMLError:
-                raise ConfigurationError(f"{name}: expected a mapping, got {value!r}") from None
+                raise ConfigurationError(f"{name}: expected a mapping{_got(name, value)}") from None
         if not isinstance(value, Mapping):
-            raise ConfigurationError(f"{name}: expected a mapping, got {value!r}")
+            raise ConfigurationError(f"{name}: expected a mapping{_got(name, value)}")
+        if name == "notifications":
+            return _notifications_block(value)
         try:
             return validate_block(value)
         except StorageConfigError as exc:
@@ -146,6 +151,20 @@ def _coerce(name: str, value: Any) -> Any:
             return tuple(v.strip() for v in value.split(",") if v.strip())
         return tuple(str(v) for v in value)
     return str(value)
+
+
+def _got(name: str, value: Any) -> str:
+    """The value for an error message, except where it may hold credentials."""
+    return "" if name == "notifications" else f", got {value!r}"
+
+
+def _notifications_block(value: Mapping[str, Any]) -> dict[str, Any]:
+    from imageregistry.notifications.config import NotificationConfigError, validate_block
+
+    try:
+        return validate_block(value)
+    except NotificationConfigError as exc:
+        raise ConfigurationError(str(exc)) from None
 
 
 def _normalize_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:

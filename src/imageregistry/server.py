@@ -55,6 +55,10 @@ from imageregistry.metadata.tokens import (
     TokenStore,
     get_or_create_secret,
 )
+from imageregistry.notifications import sender as notification_sender
+from imageregistry.notifications.config import endpoints as notification_endpoints
+from imageregistry.notifications.events import Source
+from imageregistry.notifications.notifier import Notifier
 from imageregistry.observability import metrics as obs
 from imageregistry.observability import requestid, sources
 from imageregistry.observability.endpoint import Scraper, metrics_routes
@@ -131,7 +135,16 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         blob_links=blob_links,
         refresh_tokens=refresh_tokens,
         metrics=metrics,
+        notifier=_notifier(settings, db),
     )
+
+
+def _notifier(settings: Settings, db: Database) -> Notifier | None:
+    endpoints = notification_endpoints(settings.notifications)
+    if not endpoints:
+        return None
+    source = Source.for_port(settings.port)
+    return Notifier(db, endpoints, source, settings.public_url, _clock)
 
 
 def build_app(services: Services) -> Starlette:
@@ -165,6 +178,7 @@ def build_app(services: Services) -> Starlette:
             sources.flushing(metrics, obs.FLUSH_SECONDS),
             _metrics_listener(settings, scraper),
             _front_proxy_listener(settings, _app, ca_file),
+            _notifications(services),
         ):
             yield
         services.db.dispose()
@@ -204,6 +218,13 @@ async def flushing_pull_times(pull_times: PullTimes, interval: float) -> AsyncIt
         with contextlib.suppress(asyncio.CancelledError):
             await task
         await asyncio.to_thread(pull_times.flush)
+
+
+def _notifications(services: Services) -> contextlib.AbstractAsyncContextManager[None]:
+    if services.notifier is None:
+        return contextlib.nullcontext()
+    run_dir = services.settings.data_dir / "run"
+    return notification_sender.running(services.notifier, services.metrics, run_dir)
 
 
 def _metrics_listener(

@@ -21,6 +21,7 @@ from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import PullTimes
+from imageregistry.notifications.notifier import Notifier
 from imageregistry.observability.metrics import Metrics
 from imageregistry.storage.driver import BlobStore
 
@@ -38,6 +39,7 @@ class Services:
     blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)
     refresh_tokens: RefreshTokens | None = None  # None: no `access_type=offline` grants
     metrics: Metrics | None = None  # None: nothing is measured (unit tests)
+    notifier: Notifier | None = None  # None: no event notifications (none configured)
     pull_times: PullTimes = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

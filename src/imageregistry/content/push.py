@@ -26,6 +26,7 @@ from imageregistry.content.manifest import (
     summarize_config,
 )
 from imageregistry.httpinput import InvalidJSON, load_json
+from imageregistry.metadata.outbox import Emit
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.metadata.registry_manifests import (
     BlobRef,
@@ -110,20 +111,22 @@ class ManifestPusher:
         now: datetime,
         may_create_ns: bool,
         may_sign: SignRight | None = None,
+        emit: Emit | None = None,
     ) -> NewManifest:
         """Record the manifest. A cosign signature manifest (`sha256-<hex>.sig` tag or
         `subject`) also lists its signatures on the image it signs when that image is in
         this repository, so one verify command covers both signature kinds. That takes
         the signing right (`may_sign`, asked only then; none given means denied) and fits
         the image's signature limits, or the push is refused whole
-        (`metadata.signatures.record_pushed_signatures`)."""
+        (`metadata.signatures.record_pushed_signatures`). `emit` adds the push's event
+        notifications in the metadata transaction."""
         readable = await anyio.to_thread.run_sync(self._readable, repo, parsed)
         payloads = await self._signature_payloads(parsed, readable)
         signatures = await _pushed_signatures(content, tag, payloads, may_sign)
         summary = await self._summary(parsed)
         new = describe_image(digest, parsed, content, summary, now)
         await anyio.to_thread.run_sync(
-            self.manifests.record, repo, new, tag, now, may_create_ns, signatures
+            self.manifests.record, repo, new, tag, now, may_create_ns, signatures, emit
         )
         return new
 

@@ -18,7 +18,7 @@ the next upload of the same digest replaces the stored bytes and flips it back t
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -39,6 +39,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from imageregistry.metadata.db import Database, as_utc, record_change
 from imageregistry.metadata.namespaces import create_namespace, namespace_exists
+from imageregistry.metadata.outbox import Emit
 from imageregistry.metadata.tables import (
     blobs,
     repositories,
@@ -290,8 +291,10 @@ class RegistryMetadata:
         may_create_ns: bool,
         *,
         repaired: bool = False,
+        emit: Emit | None = None,
     ) -> None:
-        """Link a just-committed blob to `repo` (creating the stream when needed).
+        """Link a just-committed blob to `repo` (creating the stream when needed); `emit`
+        adds its event notifications in the same transaction.
 
         `repaired`: the commit replaced stored bytes marked corrupt, so the row is
         `present` again. Without it a corrupt row (marked while this upload ran) refuses
@@ -308,6 +311,8 @@ class RegistryMetadata:
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
             hold_blobs(conn, {digest: size}, now)
             link_blob(conn, repo_id, digest, now)
+            if emit is not None:
+                emit(conn)
 
         self.db.transaction(work)  # again from the start if it loses a deadlock
 
@@ -319,6 +324,7 @@ class RegistryMetadata:
         now: datetime,
         may_create_ns: bool,
         stored_size: int | None = None,
+        emit: Callable[[Connection, int], None] | None = None,
     ) -> int | None:
         """Link a blob readable in `source` to `target`; its size, or None to fall back
         (also when `stored_size`, what the store holds, is not the recorded size: the
@@ -345,11 +351,13 @@ class RegistryMetadata:
             target_id = ensure_repository(conn, target, now, may_create_ns)
             hold_blobs(conn, sizes, now)
             link_blob(conn, target_id, digest, now)
+            if emit is not None:
+                emit(conn, sizes[digest])
             return sizes[digest]
 
         return self.db.transaction(work)  # again from the start if it loses a deadlock
 
-    def unlink_blob(self, repo: RepoKey, digest: str) -> None:
+    def unlink_blob(self, repo: RepoKey, digest: str, emit: Emit | None = None) -> None:
         with self.db.write() as conn:
             repo_id = find_repository(conn, repo)
             if repo_id is None:
@@ -362,6 +370,8 @@ class RegistryMetadata:
             )
             if result.rowcount == 0:
                 raise BlobUnknown(f"blob {digest} unknown to repository {repo}")
+            if emit is not None:
+                emit(conn)
 
     # -- uploads --------------------------------------------------------------------------
 
@@ -489,8 +499,9 @@ class RegistryMetadata:
         with self.db.read() as conn:
             return current_tag_digest(conn, repo, tag)
 
-    def delete_tag(self, repo: RepoKey, tag: str) -> None:
-        """Remove a tag and its history (ImageStreamTag delete)."""
+    def delete_tag(self, repo: RepoKey, tag: str, emit: Emit | None = None) -> None:
+        """Remove a tag and its history (ImageStreamTag delete); `emit` adds its event
+        notification in the same transaction."""
         with self.db.write() as conn:
             repo_id = find_repository(conn, repo)
             if repo_id is None:
@@ -503,6 +514,8 @@ class RegistryMetadata:
             if result.rowcount == 0:
                 raise TagUnknown(f"tag {tag!r} not found in {repo}")
             touch_repository(conn, repo_id, repo)
+            if emit is not None:
+                emit(conn)
 
 
 class TagUnknown(MetadataError):

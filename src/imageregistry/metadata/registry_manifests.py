@@ -18,6 +18,7 @@ GC reclaims its blobs.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, insert, select, update
 
 from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.outbox import Emit
 from imageregistry.metadata.prune_queries import capture_image, row_to_json, undo_record
 from imageregistry.metadata.prune_runs import new_run_id, record_run
 from imageregistry.metadata.registry import (
@@ -155,9 +157,11 @@ class ManifestMetadata:
         now: datetime,
         may_create_ns: bool,
         signatures: PushedSignatures | None = None,
+        emit: Emit | None = None,
     ) -> None:
         """Record a push; `signatures` (cosign signatures the manifest carries) are listed on
-        the image they sign in the same transaction, or refuse the whole push."""
+        the image they sign in the same transaction, or refuse the whole push. `emit` adds
+        the push's event notifications in the same transaction."""
 
         def work(conn: Connection) -> None:
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
@@ -175,6 +179,8 @@ class ManifestMetadata:
                 _tag(conn, repo, repo_id, tag, new.digest, now)
             if signatures is not None:
                 record_pushed_signatures(conn, repo_id, new.digest, signatures, now)
+            if emit is not None:
+                emit(conn)
 
         # Run again from the start if it loses a deadlock (e.g. with GC's sweep).
         self.db.transaction(work)
@@ -251,12 +257,23 @@ class ManifestMetadata:
                 .values(last_pulled=now)
             )
 
-    def delete(self, repo: RepoKey, digest: str, user: str, now: datetime) -> DeletedManifest:
+    def delete(
+        self,
+        repo: RepoKey,
+        digest: str,
+        user: str,
+        now: datetime,
+        emit: Callable[[Connection, DeletedManifest], None] | None = None,
+    ) -> DeletedManifest:
+        """`emit` adds the event notifications of what was deleted, in the transaction."""
         with self.db.write() as conn:
             repo_id = find_repository(conn, repo)
             if repo_id is None:
                 raise NameUnknown(f"repository {repo} not found")
-            return delete_manifest(conn, repo_id, repo, digest, user, now)
+            deleted = delete_manifest(conn, repo_id, repo, digest, user, now)
+            if emit is not None:
+                emit(conn, deleted)
+            return deleted
 
     def referrers(self, repo: RepoKey, subject: str) -> list[Referrer]:
         with self.db.read() as conn:

@@ -312,6 +312,36 @@ leases = Table(
     Column("expires", DateTime(timezone=True), nullable=False),
 )
 
+# Event notifications waiting for delivery, one row per (event, endpoint), written in the
+# transaction of the change they report (metadata/outbox.py). `seq` orders the events of one
+# repository; the sender delivers only the lowest `seq` of each (endpoint, repository).
+notification_outbox = Table(
+    "notification_outbox",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("endpoint", String(128), nullable=False),
+    Column("repository", String(512), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("event_id", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # the event as JSON
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt", DateTime(timezone=True), nullable=False),
+    Column("claimed_by", String(128), nullable=True),
+    Column("claimed_until", DateTime(timezone=True), nullable=True),
+    Column("last_error", Text, nullable=True),
+    UniqueConstraint("endpoint", "repository", "seq", name="uq_notification_outbox_order"),
+)
+
+# The last event sequence number given out per repository; its row lock orders the
+# transactions that report events of one repository (metadata/outbox.py).
+notification_sequences = Table(
+    "notification_sequences",
+    metadata,
+    Column("repository", String(512), primary_key=True),
+    Column("last_seq", BigInteger, nullable=False),
+)
+
 settings = Table(
     "settings",
     metadata,
@@ -327,6 +357,8 @@ __all__ = [
     "manifest_children",
     "manifests",
     "metadata",
+    "notification_outbox",
+    "notification_sequences",
     "objects",
     "prune_runs",
     "refresh_tokens",

@@ -309,6 +309,25 @@ class Metrics:
             registry=r,
             multiprocess_mode="livemax",
         )
+        self.notifications_sent = Counter(
+            f"{p}_notifications_sent",
+            "Event notifications an endpoint accepted, by endpoint name.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.notifications_failed = Counter(
+            f"{p}_notifications_failed",
+            "Event notification deliveries that failed (retried later), by endpoint name.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.notifications_pending = Gauge(
+            f"{p}_notifications_pending",
+            "Event notifications waiting in the outbox, by endpoint name.",
+            ["endpoint"],
+            registry=r,
+            multiprocess_mode="livemostrecent",
+        )
         self._children: dict[tuple[str, str, str, int], RequestChildren] = {}
         self._buffered: list[BufferedCounter | BufferedHistogram] = []
         self.db_query = self._histogram(self.db_query_duration, QUERY_BUCKETS, lock=True)

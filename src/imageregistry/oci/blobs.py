@@ -27,6 +27,7 @@ from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.blobport.links import REDIRECT_MIN_SIZE
 from imageregistry.content.digest import Digest
 from imageregistry.httpinput import InputError, parse_int
+from imageregistry.oci import notify
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
@@ -61,7 +62,7 @@ def parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 
 async def get_blob(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PULL)
+    user = await ctx.authorize(RegistryAction.PULL)
     digest = Digest.parse(ctx.arg)
     size = await ctx.run(ctx.registry.meta.blob_size, ctx.repo, str(digest))
     store = ctx.registry.blobs
@@ -70,12 +71,16 @@ async def get_blob(ctx: Ctx) -> Response:
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     await _check_stored_size(ctx, digest, size)
+    if ctx.is_head:
+        if ctx.request.headers.get("range"):
+            return await _ranged(ctx, digest, size, ctx.request.headers["range"], headers)
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, headers=headers, media_type=OCTET)
+    notifier = ctx.registry.services.notifier
+    notify.blob_pulled(notifier, ctx.request.scope, user, ctx.repo, str(digest), size)
     range_header = ctx.request.headers.get("range")
     if range_header:
         return await _ranged(ctx, digest, size, range_header, headers)
-    if ctx.is_head:
-        headers["Content-Length"] = str(size)
-        return Response(status_code=200, headers=headers, media_type=OCTET)
     redirect = await store.redirect_url(digest)
     if redirect is not None:
         return RedirectResponse(redirect, status_code=307, headers=headers)
@@ -129,7 +134,12 @@ async def _ranged(
 
 
 async def delete_blob(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.DELETE_DIGEST)
+    user = await ctx.authorize(RegistryAction.DELETE_DIGEST)
     digest = Digest.parse(ctx.arg)
-    await ctx.run(ctx.registry.meta.unlink_blob, ctx.repo, str(digest))
+    notifier = ctx.registry.services.notifier
+    await notify.settle_pulls(notifier)
+    emit = notify.blob_deleted(notifier, ctx.request.scope, user, ctx.repo, str(digest))
+    await ctx.run(ctx.registry.meta.unlink_blob, ctx.repo, str(digest), emit)
+    if notifier is not None:
+        notifier.committed()
     return Response(status_code=202, headers={"Content-Length": "0"})

@@ -23,6 +23,7 @@ from imageregistry.content.digest import InvalidDigest, digest_of
 from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import InvalidTag, parse_manifest_reference
 from imageregistry.httpinput import BodyTooLarge, client_host, read_body
+from imageregistry.oci import notify
 from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
@@ -49,16 +50,29 @@ async def get_manifest(ctx: Ctx) -> Response:
     digest = str(ref.digest) if ref.digest else None
     pulls, mark = ctx.registry.pulls, not ctx.is_head
     pulled = None
+    user = None
     if not ctx.request.scope.get(FAST_TRIED):
         header, source = ctx.request.headers.get("authorization"), client_host(ctx.request.scope)
-        found = await ctx.run(pulls.serve, header, source, ctx.repo, digest, ref.tag, mark)
+        user, found = await ctx.run(pulls.serve_as, header, source, ctx.repo, digest, ref.tag, mark)
         if isinstance(found, Unauthenticated):
             setattr(ctx.request.state, AUTH_FAILURE, found)  # reported by ctx.authorize
         else:
             pulled = found
     if pulled is None:
-        await ctx.authorize(RegistryAction.PULL)
+        user = await ctx.authorize(RegistryAction.PULL)
         pulled = await ctx.run(pulls.resolve, ctx.repo, digest, ref.tag, mark)
+    if mark:
+        notifier = ctx.registry.services.notifier
+        notify.manifest_pulled(
+            notifier,
+            ctx.request.scope,
+            user,
+            ctx.repo,
+            pulled.digest,
+            pulled.media_type,
+            len(pulled.content),
+            ref.tag,
+        )
     etag = digest_etag(pulled.digest)
     headers = {"Docker-Content-Digest": pulled.digest, "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
@@ -89,6 +103,18 @@ async def put_manifest(ctx: Ctx) -> Response:
     else:
         digest = digest_of(body)
     parsed = parse_manifest(body, ctx.request.headers.get("content-type"))
+    notifier = ctx.registry.services.notifier
+    emit = notify.manifest_pushed(
+        notifier,
+        ctx.request.scope,
+        user,
+        ctx.repo,
+        str(digest),
+        parsed.media_type,
+        len(body),
+        ref.tag,
+    )
+    await notify.settle_pulls(notifier)
     await ctx.registry.pusher.push(
         ctx.repo,
         digest,
@@ -98,7 +124,10 @@ async def put_manifest(ctx: Ctx) -> Response:
         ctx.registry.now(),
         may_create_namespace(user),
         lambda: ctx.registry.gate.allowed(ctx.request, RegistryAction.SIGN, ctx.repo),
+        emit,
     )
+    if notifier is not None:
+        notifier.committed()
     headers = {
         "Location": f"/v2/{ctx.repo}/manifests/{digest}",
         "Docker-Content-Digest": str(digest),
@@ -112,9 +141,12 @@ async def put_manifest(ctx: Ctx) -> Response:
 async def delete_manifest(ctx: Ctx) -> Response:
     ref = parse_manifest_reference(ctx.arg)
     headers = {"Content-Length": "0"}
+    notifier, scope = ctx.registry.services.notifier, ctx.request.scope
+    await notify.settle_pulls(notifier)
     if ref.tag is not None:
-        await ctx.authorize(RegistryAction.DELETE_TAG)
-        await ctx.run(ctx.registry.meta.delete_tag, ctx.repo, ref.tag)
+        user = await ctx.authorize(RegistryAction.DELETE_TAG)
+        emit = notify.tag_deleted(notifier, scope, user, ctx.repo, ref.tag)
+        await ctx.run(ctx.registry.meta.delete_tag, ctx.repo, ref.tag, emit)
     else:
         user = await ctx.authorize(RegistryAction.DELETE_DIGEST)
         deleted = await ctx.run(
@@ -123,6 +155,9 @@ async def delete_manifest(ctx: Ctx) -> Response:
             str(ref.digest),
             user.username,
             ctx.registry.now(),
+            notify.manifest_deleted(notifier, scope, user, ctx.repo),
         )
         headers[RUN_HEADER] = deleted.run_id
+    if notifier is not None:
+        notifier.committed()
     return Response(status_code=202, headers=headers)

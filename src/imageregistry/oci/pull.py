@@ -35,6 +35,7 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import ManifestPuller, PulledManifest
 from imageregistry.metadata.registry import MetadataError, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata, ManifestUnknown
+from imageregistry.oci import notify
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
@@ -100,14 +101,26 @@ class ManifestPulls:
         """The manifest, when the caller may pull it and it exists; the authentication
         failure (the slow path reports it without checking the credentials again, so a
         wrong password costs one bcrypt); None otherwise."""
+        return self.serve_as(authorization, source, repo, digest, tag, mark)[1]
+
+    def serve_as(
+        self,
+        authorization: str | None,
+        source: str | None,
+        repo: RepoKey,
+        digest: str | None,
+        tag: str | None,
+        mark: bool,
+    ) -> tuple[UserInfo | None, PulledManifest | Unauthenticated | None]:
+        """`serve`, and the caller it authenticated (None when it could not)."""
         try:
             user = self.services.authn.authenticate(authorization, source=source)
         except Unauthenticated as exc:
-            return exc
+            return None, exc
         pulled = self.decide(user, repo, digest, tag)
         if pulled is not None and mark:
             self.puller.mark_pulled(pulled, self.services.clock())
-        return pulled
+        return user, pulled
 
     def decide(
         self,
@@ -215,8 +228,8 @@ class FastPull:
         pulls = self.pulls
         user = pulls.inline_user(authorization)
         if user is None:
-            pulled = await run_in_threadpool(
-                pulls.serve, authorization, client_host(scope), repo, digest, tag, not head
+            user, pulled = await run_in_threadpool(
+                pulls.serve_as, authorization, client_host(scope), repo, digest, tag, not head
             )
             if isinstance(pulled, Unauthenticated):
                 scope.setdefault("state", {})[AUTH_FAILURE] = pulled
@@ -227,6 +240,12 @@ class FastPull:
                 pulls.puller.mark_pulled(pulled, pulls.services.clock())  # no I/O
         if pulled is None:
             return False
+        notifier = pulls.services.notifier
+        if notifier is not None and not head:
+            size = len(pulled.content)
+            notify.manifest_pulled(
+                notifier, scope, user, repo, pulled.digest, pulled.media_type, size, tag
+            )
         if etag_matches(_header(scope, b"if-none-match"), digest_etag(pulled.digest)):
             headers, status, body = manifest_headers(pulled, body=False), 304, b""
         else:

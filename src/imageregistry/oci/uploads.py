@@ -36,6 +36,7 @@ from collections.abc import AsyncIterator
 from starlette.responses import Response
 
 from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.auth.identity import UserInfo
 from imageregistry.content.digest import Digest, InvalidDigest
 from imageregistry.content.reference import InvalidName, parse_repository
 from imageregistry.httpinput import InputError, parse_int
@@ -46,6 +47,7 @@ from imageregistry.metadata.registry import (
     UploadLimitReached,
     UploadSession,
 )
+from imageregistry.oci import notify
 from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
@@ -93,7 +95,7 @@ async def start_upload(ctx: Ctx) -> Response:
     user = await ctx.authorize(RegistryAction.PUSH)
     registry = ctx.registry
     create_ns = may_create_namespace(user)
-    mounted = await _try_mount(ctx, create_ns)
+    mounted = await _try_mount(ctx, user, create_ns)
     if mounted is not None:
         return mounted
     digest = _query_digest(ctx)
@@ -107,7 +109,7 @@ async def start_upload(ctx: Ctx) -> Response:
         # Monolithic upload (spec "POST then PUT" collapsed): stage, verify, publish.
         try:
             await _append(ctx, upload_id, 0, user.username, tracked=False)
-            return await _complete(ctx, upload_id, digest, create_ns, tracked=False)
+            return await _complete(ctx, user, upload_id, digest, create_ns, tracked=False)
         except BaseException:
             with contextlib.suppress(st.StorageError):
                 await registry.blobs.cancel_upload(upload_id)
@@ -130,7 +132,7 @@ async def start_upload(ctx: Ctx) -> Response:
     return Response(status_code=202, headers=_session_headers(ctx.repo, upload_id, 0))
 
 
-async def _try_mount(ctx: Ctx, create_ns: bool) -> Response | None:
+async def _try_mount(ctx: Ctx, user: UserInfo, create_ns: bool) -> Response | None:
     params = ctx.request.query_params
     raw, source_name = params.get("mount"), params.get("from")
     if not raw or not source_name:
@@ -146,6 +148,8 @@ async def _try_mount(ctx: Ctx, create_ns: bool) -> Response | None:
     stored = await ctx.registry.blobs.stat(digest)
     if stored is None:
         return None
+    notifier = ctx.registry.services.notifier
+    await notify.settle_pulls(notifier)
     size = await ctx.run(
         ctx.registry.meta.mount_blob,
         source,
@@ -154,9 +158,12 @@ async def _try_mount(ctx: Ctx, create_ns: bool) -> Response | None:
         ctx.registry.now(),
         create_ns,
         stored,
+        notify.blob_mounted(notifier, ctx.request.scope, user, ctx.repo, str(digest), source),
     )
     if size is None:
         return None
+    if notifier is not None:
+        notifier.committed()
     return _blob_created(ctx.repo, digest)
 
 
@@ -303,11 +310,11 @@ async def put_upload(ctx: Ctx) -> Response:
     if has_body or "content-range" in headers:
         size = await ctx.registry.blobs.upload_size(upload_id)
         await _append(ctx, upload_id, size, session.owner)
-    return await _complete(ctx, upload_id, digest, may_create_namespace(user), tracked=True)
+    return await _complete(ctx, user, upload_id, digest, may_create_namespace(user), tracked=True)
 
 
 async def _complete(
-    ctx: Ctx, upload_id: str, digest: Digest, create_ns: bool, *, tracked: bool
+    ctx: Ctx, user: UserInfo, upload_id: str, digest: Digest, create_ns: bool, *, tracked: bool
 ) -> Response:
     registry = ctx.registry
     # A blob marked corrupt is replaced by this upload (the store replaces one of another
@@ -322,6 +329,9 @@ async def _complete(
     except st.StorageFull as exc:  # the staged data stays: the PUT can be retried
         staged = await registry.blobs.upload_size(upload_id) if tracked else None
         raise _storage_full(ctx, exc, staged) from None
+    notifier = registry.services.notifier
+    await notify.settle_pulls(notifier)
+    emit = notify.blob_pushed(notifier, ctx.request.scope, user, ctx.repo, str(digest), info.size)
     try:
         await ctx.run(
             registry.meta.record_blob,
@@ -331,10 +341,13 @@ async def _complete(
             registry.now(),
             create_ns,
             repaired=repair,
+            emit=emit,
         )
     finally:
         if tracked:
             await ctx.run(registry.meta.delete_upload, upload_id)
+    if notifier is not None:
+        notifier.committed()
     return _blob_created(ctx.repo, digest)
 
 
