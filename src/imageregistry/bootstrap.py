@@ -3,14 +3,21 @@
 - Reconcile the bootstrap RBAC objects (ClusterRoles and ClusterRoleBindings of
   behaviour.md §3): created when missing, rules refreshed on upgrade while the object
   keeps the `rbac.authorization.kubernetes.io/autoupdate: "true"` annotation.
-- On an empty data dir: create the cluster-admin identity (`system:admin` in
-  `system:masters`) with an opaque token, and write `admin.kubeconfig` holding the
-  server URL, the token, the CA (for HTTPS) and a context named `admin`.
+- The serving CA and the cluster-admin identity (`system:admin` in `system:masters`,
+  an opaque token) are the registry's, not a replica's: the first start creates them in
+  the shared database, every later start (another replica, a restart) adopts them. A
+  single server upgraded from a version that kept its CA in `DATA_DIR/tls` and only the
+  token's hash in the database contributes those instead, so nothing handed out changes.
+- Every start writes `DATA_DIR/admin.kubeconfig` holding the server URL, the shared
+  token, the shared CA (for HTTPS) and a context named `admin` when it is missing, and
+  otherwise brings that file's admin token and CA up to date (after a rotation) without
+  touching anything else in it (`ac login` may have added contexts).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -21,12 +28,22 @@ from sqlalchemy import insert, select, update
 
 from imageregistry.auth.bootstrap_roles import bootstrap_objects
 from imageregistry.auth.tokens import hash_token, new_opaque_token
-from imageregistry.metadata.db import Database, record_change, utcnow
+from imageregistry.metadata.db import Database, DatabaseReadOnly, record_change, utcnow
 from imageregistry.metadata.tables import objects
-from imageregistry.metadata.tokens import TokenStore
+from imageregistry.metadata.tokens import (
+    ADMIN_TOKEN,
+    SERVING_CA,
+    NewToken,
+    TokenStore,
+    get_or_create_secret,
+    get_secret,
+    set_secret,
+)
+from imageregistry.pki import CertificateAuthority, local_ca, new_ca
 
 ADMIN_USER = "system:admin"
 ADMIN_GROUPS = ("system:masters",)
+CLUSTER_NAME = "imageregistry"
 AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
 
 _RESOURCE_KEYS = {
@@ -102,17 +119,100 @@ def _insert(conn: Any, resource: str, obj: dict[str, Any]) -> None:
     )
 
 
+def shared_ca(db: Database, tls_dir: Path) -> CertificateAuthority | None:
+    """The registry's serving CA from the shared database, created (or taken over from
+    `tls_dir`, where an older version kept it) on the first start; None when the
+    database holds none and refuses writes (the CA in `tls_dir` is then used)."""
+    try:
+        text = get_or_create_secret(
+            db, SERVING_CA, lambda: (local_ca(tls_dir) or new_ca()).to_pem()
+        )
+    except DatabaseReadOnly:
+        return None
+    return CertificateAuthority.from_pem(text)
+
+
+def _is_admin(db: Database, token: str) -> bool:
+    found = TokenStore(db).lookup_token(hash_token(token))
+    return found is not None and found[0] == ADMIN_USER
+
+
+def shared_admin_token(db: Database, adopt: str | None = None) -> str:
+    """The cluster-admin token every replica's kubeconfig carries.
+
+    Created on the first start; an unknown or revoked one is replaced. `adopt` is the
+    token of a kubeconfig already on disk: a live one becomes the shared token when none
+    is recorded yet (a single server upgraded to shared state)."""
+    stored = get_secret(db, ADMIN_TOKEN)
+    if stored is not None and _is_admin(db, stored):
+        return stored
+    if adopt is not None and _is_admin(db, adopt):
+        # A read-only database serves with the token the file already holds.
+        with contextlib.suppress(DatabaseReadOnly):
+            set_secret(db, ADMIN_TOKEN, adopt)
+        return adopt
+    token = new_opaque_token()
+    set_secret(
+        db,
+        ADMIN_TOKEN,
+        token,
+        new_token=NewToken(hash_token(token), ADMIN_USER, ADMIN_GROUPS),
+        revoked_token_sha256=hash_token(stored) if stored else None,
+    )
+    return token
+
+
 def ensure_admin_kubeconfig(
     db: Database, data_dir: Path, server_url: str, ca_pem: bytes | None
 ) -> Path | None:
-    """Create the admin identity and kubeconfig once; returns the path if newly written."""
+    """Write (or refresh) `admin.kubeconfig`; returns the path if newly written."""
     path = data_dir / "admin.kubeconfig"
-    if path.exists():
+    current = _read_kubeconfig(path)
+    if current is None:
+        token = shared_admin_token(db)
+        write_kubeconfig(path, server_url, token, ca_pem, context="admin", user=ADMIN_USER)
+        return path
+    token = shared_admin_token(db, adopt=_admin_token_of(current))
+    if _refresh_kubeconfig(current, token, ca_pem):
+        _write_yaml(path, current)
+    return None
+
+
+def _read_kubeconfig(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
         return None
-    token = new_opaque_token()
-    TokenStore(db).add(hash_token(token), ADMIN_USER, ADMIN_GROUPS)
-    write_kubeconfig(path, server_url, token, ca_pem, context="admin", user=ADMIN_USER)
-    return path
+    return loaded if isinstance(loaded, dict) else {}
+
+
+def _admin_token_of(config: dict[str, Any]) -> str | None:
+    for entry in config.get("users") or []:
+        if isinstance(entry, dict) and entry.get("name") == ADMIN_USER:
+            token = (entry.get("user") or {}).get("token")
+            return str(token) if token else None
+    return None
+
+
+def _refresh_kubeconfig(config: dict[str, Any], token: str, ca_pem: bytes | None) -> bool:
+    """Point the file's admin user at `token` and its registry cluster at `ca_pem`;
+    True if anything changed."""
+    changed = False
+    for entry in config.get("users") or []:
+        if isinstance(entry, dict) and entry.get("name") == ADMIN_USER:
+            user = entry.setdefault("user", {})
+            if user.get("token") != token:
+                user["token"] = token
+                changed = True
+    if ca_pem:
+        data = base64.b64encode(ca_pem).decode()
+        for entry in config.get("clusters") or []:
+            if isinstance(entry, dict) and entry.get("name") == CLUSTER_NAME:
+                cluster = entry.setdefault("cluster", {})
+                if cluster.get("certificate-authority-data") != data:
+                    cluster["certificate-authority-data"] = data
+                    changed = True
+    return changed
 
 
 def write_kubeconfig(
@@ -131,17 +231,21 @@ def write_kubeconfig(
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "imageregistry", "cluster": cluster}],
+        "clusters": [{"name": CLUSTER_NAME, "cluster": cluster}],
         "users": [{"name": user, "user": {"token": token}}],
         "contexts": [
             {
                 "name": context,
-                "context": {"cluster": "imageregistry", "user": user, "namespace": namespace},
+                "context": {"cluster": CLUSTER_NAME, "user": user, "namespace": namespace},
             }
         ],
         "current-context": context,
         "preferences": {},
     }
+    _write_yaml(path, config)
+
+
+def _write_yaml(path: Path, config: dict[str, Any]) -> None:
     tmp = path.with_suffix(".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:

@@ -6,6 +6,12 @@ it whose SANs cover 127.0.0.1, localhost, the host name and any operator-supplie
 The CA is embedded in every kubeconfig the server writes, so clients verify it without
 turning verification off. A serving certificate whose SANs no longer match the requested
 set is re-issued from the same CA, so kubeconfigs already handed out stay valid.
+
+Replicas of one registry share one CA (`CertificateAuthority`, kept in the shared
+database by `bootstrap.shared_ca`): each replica has a serving certificate of its own
+(its own names), all signed by that CA, so one kubeconfig verifies every replica. A
+serving certificate not signed by the CA in use (the CA was rotated or adopted) is
+re-issued.
 """
 
 from __future__ import annotations
@@ -14,10 +20,11 @@ import datetime as dt
 import ipaddress
 import os
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -63,7 +70,33 @@ def wanted_sans(extra: tuple[str, ...], listen_host: str) -> list[str]:
     return sorted(set(names))
 
 
-def _create_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+@dataclass(frozen=True)
+class CertificateAuthority:
+    """The CA's key and certificate; `to_pem` holds the private key: a secret."""
+
+    key: ec.EllipticCurvePrivateKey = field(repr=False)
+    cert: x509.Certificate
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    def to_pem(self) -> str:
+        return (_key_pem(self.key) + self.cert_pem).decode()
+
+    @classmethod
+    def from_pem(cls, text: str) -> CertificateAuthority:
+        """Parse what `to_pem` wrote (the private key, then the certificate)."""
+        data = text.encode()
+        key = serialization.load_pem_private_key(data, None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an EC key")
+        start = data.index(b"-----BEGIN CERTIFICATE-----")
+        return cls(key, x509.load_pem_x509_certificate(data[start:]))
+
+
+def new_ca() -> CertificateAuthority:
+    """A fresh CA (ten years), nothing written."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imageregistry-ca")])
     now = dt.datetime.now(dt.UTC)
@@ -92,17 +125,26 @@ def _create_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certif
         )
         .sign(key, hashes.SHA256())
     )
-    _write_private(directory / "ca.key", _key_pem(key))
-    (directory / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    return key, cert
+    return CertificateAuthority(key, cert)
 
 
-def _load_ca(directory: Path) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
+def local_ca(directory: Path) -> CertificateAuthority | None:
+    """The CA kept in `directory` by a single server (or an older version), if any."""
+    if not (directory / "ca.key").exists():
+        return None
     key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), None)
     if not isinstance(key, ec.EllipticCurvePrivateKey):
         raise ValueError("ca.key is not an EC key")
     cert = x509.load_pem_x509_certificate((directory / "ca.crt").read_bytes())
-    return key, cert
+    return CertificateAuthority(key, cert)
+
+
+def _signed_by(path: Path, ca: CertificateAuthority) -> bool:
+    try:
+        x509.load_pem_x509_certificate(path.read_bytes()).verify_directly_issued_by(ca.cert)
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def _current_sans(path: Path) -> set[str]:
@@ -116,15 +158,22 @@ def _current_sans(path: Path) -> set[str]:
     )
 
 
-def ensure_tls(directory: Path, sans: list[str]) -> TlsFiles:
-    """Create (or reuse) the CA and a serving certificate covering `sans`."""
+def ensure_tls(
+    directory: Path, sans: list[str], ca: CertificateAuthority | None = None
+) -> TlsFiles:
+    """A serving certificate covering `sans`, signed by `ca` (by default the CA kept in
+    `directory`, created there when missing); `directory/ca.crt` is `ca`'s certificate."""
     directory.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(directory / "ca.crt", directory / "serving.crt", directory / "serving.key")
-    if (directory / "ca.key").exists():
-        ca_key, ca_cert = _load_ca(directory)
-    else:
-        ca_key, ca_cert = _create_ca(directory)
-    if files.key.exists() and _current_sans(files.cert) >= set(sans):
+    if ca is None:
+        ca = local_ca(directory)
+        if ca is None:
+            ca = new_ca()
+            _write_private(directory / "ca.key", _key_pem(ca.key))
+    if not files.ca_cert.exists() or files.ca_cert.read_bytes() != ca.cert_pem:
+        files.ca_cert.write_bytes(ca.cert_pem)
+    ca_key, ca_cert = ca.key, ca.cert
+    if files.key.exists() and _current_sans(files.cert) >= set(sans) and _signed_by(files.cert, ca):
         return files
     key = ec.generate_private_key(ec.SECP256R1())
     now = dt.datetime.now(dt.UTC)

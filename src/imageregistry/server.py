@@ -50,10 +50,15 @@ from imageregistry.metadata.engine import create as create_engine
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.manifest_pull import PullTimes
 from imageregistry.metadata.tokens import (
+    BLOB_LINK_KEY,
+    PREVIOUS_SIGNING_KEYS,
+    SIGNING_KEY,
     RefreshTokenStore,
     ServiceAccountLookup,
     TokenStore,
     get_or_create_secret,
+    get_secret,
+    split_pem,
 )
 from imageregistry.notifications import sender as notification_sender
 from imageregistry.notifications.config import endpoints as notification_endpoints
@@ -81,13 +86,17 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     metrics = obs.from_environment()
     sources.instrument_engine(engine, metrics)
     db = Database(engine)
-    key_pem = get_or_create_secret(db, "jwt-signing-key", lambda: generate_signing_key().decode())
+    key_pem = get_or_create_secret(db, SIGNING_KEY, lambda: generate_signing_key().decode())
+    previous = split_pem(get_secret(db, PREVIOUS_SIGNING_KEYS) or "")
     passwords = None
     if settings.htpasswd_file:
         from imageregistry.auth.htpasswd import HtpasswdFile
 
         passwords = HtpasswdFile(Path(settings.htpasswd_file))
-    token_store, signer = TokenStore(db, _clock), TokenSigner(key_pem.encode())
+    token_store, signer = (
+        TokenStore(db, _clock),
+        TokenSigner(key_pem.encode(), previous_public_keys_pem=previous),
+    )
     accounts = ServiceAccountLookup(db)
     authn = sources.CountingAuthenticator(
         metrics,
@@ -111,7 +120,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     )
     blob_links = None
     if settings.blob_listen:
-        link_key = get_or_create_secret(db, "blob-link-key", new_link_key)
+        link_key = get_or_create_secret(db, BLOB_LINK_KEY, new_link_key)
         blob_links = BlobLinks(
             bytes.fromhex(link_key), settings.blob_listen, settings.blob_public_url
         )

@@ -57,6 +57,8 @@ NOT_RUN = {
     "# on a containerd host": "needs containerd configured under /etc/containerd",
     "# on the cluster that runs the pods": "needs a Kubernetes cluster",
     "image-registry serve --storage s3://": "needs an S3 endpoint and credentials",
+    "image-registry serve --data-dir /var/lib/registry-a": "starts two servers in the "
+    "foreground on other machines' addresses (tests/e2e/test_replicas.py runs this shape)",
     "podman build": "needs the base image from a registry the test machines cannot reach",
     "kubectl apply -k deploy/kubernetes/overlays/single": "needs a Kubernetes cluster",
     "export KUBECONFIG=$PWD/registry-admin.kubeconfig": "needs the registry deployed in a "

@@ -10,6 +10,7 @@ s3api (a real S3 implementation from Debian).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -27,11 +28,12 @@ import httpx
 import oras.client
 import oras.oci
 import pytest
+import yaml
 
 from tests.e2e.ac_images import blob, layer, write_index_layout, write_layout
 from tests.e2e.oci_support import assert_copied, build_layout, skopeo
 from tests.support.replicas import S3_KINDS, Replicas, s3_server, two_replicas
-from tests.support.server import RegistryProcess
+from tests.support.server import BIN, RegistryProcess
 
 MiB = 1 << 20
 PASSWORD = "correct horse battery staple"
@@ -274,6 +276,59 @@ def test_a_signature_pushed_to_a_is_verified_by_skopeo_through_b(
     assert "signature" in result.stderr.lower()
 
 
+def test_the_admin_kubeconfig_of_either_replica_works_on_both(pair: Replicas, work: Path) -> None:
+    configs = [yaml.safe_load(s.kubeconfig.read_text()) for s in pair.both]
+    # One cluster-admin identity and one CA for the registry, whoever wrote the file.
+    assert configs[0]["users"] == configs[1]["users"]
+    for replica in pair.both:
+        for server in pair.both:
+            result = _kubectl(replica.kubeconfig, server, work, "auth", "whoami", "-o", "json")
+            assert result.returncode == 0, result.stderr
+            assert json.loads(result.stdout)["status"]["userInfo"]["username"] == "system:admin"
+    # The served CA is the one in DATA_DIR/tls/ca.crt of either replica.
+    assert pair.a.ca_file.read_bytes() == pair.b.ca_file.read_bytes()
+    ca = base64.b64decode(configs[1]["clusters"][0]["cluster"]["certificate-authority-data"])
+    assert ca == pair.a.ca_file.read_bytes()
+
+
+def test_tokens_minted_on_a_are_accepted_on_b(pair: Replicas, work: Path) -> None:
+    a, b = pair.both
+
+    def on(server: RegistryProcess, *args: str, token: str | None = None) -> str:
+        result = _kubectl(a.kubeconfig, server, work, *args, token=token)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    # `kubectl create token` on A, used on B (and the other way round).
+    on(a, "create", "namespace", "robots")
+    on(a, "create", "serviceaccount", "builder", "-n", "robots")
+    for minter, user in ((a, b), (b, a)):
+        token = on(minter, "create", "token", "builder", "-n", "robots").strip()
+        whoami = json.loads(on(user, "auth", "whoami", "-o", "json", token=token))
+        assert whoami["status"]["userInfo"]["username"] == "system:serviceaccount:robots:builder"
+    forged = _kubectl(a.kubeconfig, b, work, "auth", "whoami", token="not-a-token")
+    assert forged.returncode != 0
+
+    # `/v2/token` (a password login, with a refresh token) on A; the token on B.
+    with a.client() as on_a, b.client() as on_b:
+        issued = on_a.get(
+            "/v2/token",
+            params={"service": a.host, "offline_token": "true", "client_id": "tests"},
+            auth=("alice", PASSWORD),
+        )
+        assert issued.status_code == 200, issued.text
+        access, refresh = issued.json()["token"], issued.json()["refresh_token"]
+        assert on_b.get("/v2/", headers={"Authorization": f"Bearer {access}"}).status_code == 200
+        assert on_b.get("/v2/", headers={"Authorization": "Bearer forged"}).status_code == 401
+        renewed = on_b.post(
+            "/v2/token",
+            data={"grant_type": "refresh_token", "refresh_token": refresh, "service": b.host},
+        )
+        assert renewed.status_code == 200, renewed.text
+        again = renewed.json()["access_token"]
+        assert on_a.get("/v2/", headers={"Authorization": f"Bearer {again}"}).status_code == 200
+
+
 def test_a_blob_redirect_from_either_replica_serves_the_bytes(pair: Replicas) -> None:
     a, b = pair.both
     data = os.urandom(2 * MiB)
@@ -402,3 +457,37 @@ def test_a_replica_killed_mid_upload_the_client_finishes_on_the_other(pair: Repl
         resume.set()
         if a.proc is not None and a.proc.poll() is not None:
             a.start(timeout=120)  # the other tests of the module keep their pair
+
+
+def test_rotating_the_admin_token_takes_effect_on_every_replica(pair: Replicas) -> None:
+    """`image-registry rotate-secret admin-token`: the old token is refused by both
+    replicas (once their few seconds of authentication cache have passed); each writes the
+    new one into its admin.kubeconfig when it restarts."""
+    old = pair.a.admin_token
+    rotated = subprocess.run(
+        [
+            str(BIN / "image-registry"),
+            "rotate-secret",
+            "admin-token",
+            *("--database", pair.database, "--data-dir", str(pair.a.data_dir)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+    assert old not in rotated.stdout + rotated.stderr
+    for replica in pair.both:
+        with replica.client(old) as client:
+            deadline = time.monotonic() + 60  # a guard against a hang, not a bound
+            while (answer := client.get("/v2/")).status_code == 200:
+                assert time.monotonic() < deadline, "the rotated token is still accepted"
+                time.sleep(0.5)
+            assert answer.status_code == 401
+        replica.stop()
+        replica.start(timeout=120)
+    new = pair.a.admin_token
+    assert new != old and pair.b.admin_token == new
+    for replica in pair.both:
+        with replica.client(new) as client:
+            assert client.get("/v2/").status_code == 200

@@ -112,7 +112,11 @@ def _prepare(settings: Settings) -> tuple[str, str]:
 def _prepare_locked(settings: Settings) -> tuple[str, str]:
     from sqlalchemy.exc import OperationalError
 
-    from imageregistry.bootstrap import ensure_admin_kubeconfig, reconcile_bootstrap_objects
+    from imageregistry.bootstrap import (
+        ensure_admin_kubeconfig,
+        reconcile_bootstrap_objects,
+        shared_ca,
+    )
     from imageregistry.metadata.db import Database, DatabaseReadOnly
     from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
     from imageregistry.pki import ensure_tls, wanted_sans
@@ -142,8 +146,11 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
             if settings.tls_cert_file and settings.tls_private_key_file:
                 cert, key = settings.tls_cert_file, settings.tls_private_key_file
             else:
+                tls_dir = settings.data_dir / "tls"
                 files = ensure_tls(
-                    settings.data_dir / "tls", wanted_sans(settings.tls_san, settings.host)
+                    tls_dir,
+                    wanted_sans(settings.tls_san, settings.host),
+                    shared_ca(db, tls_dir),
                 )
                 cert, key = str(files.cert), str(files.key)
                 ca_pem = files.ca_cert.read_bytes()
@@ -250,6 +257,42 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
     finally:
         marker.unlink(missing_ok=True)
     sys.exit(0)
+
+
+@main.command("rotate-secret")
+@click.argument(
+    "name", type=click.Choice(["token-signing-key", "blob-link-key", "serving-ca", "admin-token"])
+)
+@click.option("--data-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--database", default=None, help="sqlite:///PATH or postgresql://...")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False))
+@click.option(
+    "--revoke-old",
+    is_flag=True,
+    help="token-signing-key: refuse tokens signed with the old key at once (a leaked key).",
+)
+def rotate_secret(name: str, config_file: str | None, revoke_old: bool, **flags: object) -> None:
+    """Replace a secret the replicas share; each replica uses it from its next start."""
+    from sqlalchemy.exc import OperationalError
+
+    from imageregistry.metadata.db import Database, DatabaseUnavailable
+    from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
+    from imageregistry.rotation import rotate
+
+    try:
+        settings = load_settings(flags, config_file)
+        db = Database(open_engine(settings.database_url))
+    except (ConfigurationError, DatabaseConfigurationError) as exc:
+        raise click.ClickException(str(exc)) from None
+    except OperationalError as exc:
+        raise click.ClickException(f"cannot open the database: {exc.orig}") from None
+    try:
+        message = rotate(db, name, revoke_old=revoke_old)
+    except DatabaseUnavailable as exc:
+        raise click.ClickException(f"the database refused the change: {exc}") from None
+    finally:
+        db.dispose()
+    click.echo(f"{message}. Restart every replica to use it.", err=True)
 
 
 def _draining_server() -> type[Any]:

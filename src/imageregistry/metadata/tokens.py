@@ -3,8 +3,11 @@
 Only a SHA-256 hash of each opaque token and each refresh token is stored, so a database
 dump does not hand out credentials. Refresh tokens live in a table of their own: they are
 accepted only by the token endpoint, never as a Bearer credential on other requests.
-Server secrets that every replica must share (the JWT signing key) live in the `settings`
-table and are created once, race-free, on first start.
+Server secrets that every replica must share (the token-signing key, the blob-link key,
+the serving CA, the cluster-admin token: docs/operations.md, "Several replicas") live in
+the `settings` table in clear, are created once, race-free, on first start, and replaced
+only by `image-registry rotate-secret`. The database (and its backups) is therefore as
+secret as those keys.
 """
 
 from __future__ import annotations
@@ -18,6 +21,13 @@ from sqlalchemy.exc import IntegrityError
 
 from imageregistry.metadata.db import Database, as_utc, utcnow
 from imageregistry.metadata.tables import objects, refresh_tokens, settings, tokens
+
+# The `settings` rows every replica shares (docs/operations.md, "Several replicas").
+SIGNING_KEY = "jwt-signing-key"  # PEM, EC P-256: JWTs (service-account, /v2/token)
+PREVIOUS_SIGNING_KEYS = "jwt-previous-public-keys"  # PEM public keys still accepted
+BLOB_LINK_KEY = "blob-link-key"  # hex HMAC key of the blob port's links
+SERVING_CA = "serving-ca"  # PEM key + certificate of the CA signing serving certificates
+ADMIN_TOKEN = "admin-token"  # the cluster-admin token every admin.kubeconfig carries
 
 
 class TokenStore:
@@ -148,6 +158,61 @@ def get_or_create_secret(db: Database, key: str, make: Callable[[], str]) -> str
         pass
     with db.read() as conn:
         return str(conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar_one())
+
+
+def get_secret(db: Database, key: str) -> str | None:
+    with db.read() as conn:
+        value = conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar()
+    return None if value is None else str(value)
+
+
+def split_pem(text: str) -> list[bytes]:
+    """The PEM blocks of `text`, each as bytes (a list of keys kept in one row)."""
+    end = "-----\n"
+    blocks, current = [], []
+    for line in text.splitlines(keepends=True):
+        current.append(line)
+        if line.startswith("-----END ") and line.endswith(end):
+            blocks.append("".join(current).encode())
+            current = []
+    return blocks
+
+
+@dataclass(frozen=True)
+class NewToken:
+    """An opaque token to record with a secret (only its hash is stored)."""
+
+    token_sha256: str
+    username: str
+    groups: tuple[str, ...]
+
+
+def set_secret(
+    db: Database,
+    key: str,
+    value: str | None,
+    *,
+    new_token: NewToken | None = None,
+    revoked_token_sha256: str | None = None,
+) -> None:
+    """Replace (or with None, remove) the shared secret `key` in one transaction, with a
+    token recorded and another forgotten in the same one (the cluster-admin token)."""
+    with db.write() as conn:
+        conn.execute(delete(settings).where(settings.c.key == key))
+        if value is not None:
+            conn.execute(insert(settings).values(key=key, value=value))
+        if revoked_token_sha256:
+            conn.execute(delete(tokens).where(tokens.c.token_sha256 == revoked_token_sha256))
+        if new_token is not None:
+            conn.execute(
+                insert(tokens).values(
+                    token_sha256=new_token.token_sha256,
+                    username=new_token.username,
+                    groups=list(new_token.groups),
+                    created=utcnow(),
+                    expires=None,
+                )
+            )
 
 
 class ServiceAccountLookup:
