@@ -69,6 +69,10 @@ class Settings:
     requestheader_username_headers: tuple[str, ...] = ("X-Remote-User",)
     requestheader_group_headers: tuple[str, ...] = ("X-Remote-Group",)
     requestheader_extra_headers_prefix: tuple[str, ...] = ("X-Remote-Extra-",)
+    audit_log_path: str = ""  # audit.k8s.io/v1 events, one JSON line each; "-" = stdout; "" = off
+    audit_policy_file: str = ""  # audit.k8s.io/v1 Policy (needed with audit_log_path)
+    audit_log_maxsize: int = 100  # megabytes before the audit log is rotated; 0 = never
+    audit_log_maxbackup: int = 10  # rotated audit logs kept; 0 = all
     # The storage_s3: block (storage/s3config.py); JSON/YAML mapping in the environment.
     storage_s3: Mapping[str, Any] = field(default_factory=dict)
     # The notifications: block (notifications/config.py); JSON/YAML mapping in the
@@ -228,7 +232,21 @@ def load_settings(
     _check_metrics_listen(settings)
     _check_front_proxy(settings)
     _check_watches(settings)
+    _check_audit(settings)
     return settings
+
+
+def _check_audit(settings: Settings) -> None:
+    if settings.audit_log_path and not settings.audit_policy_file:
+        raise ConfigurationError(
+            "audit_log_path needs audit_policy_file (the policy decides what is written;"
+            " without one nothing would be)"
+        )
+    if settings.audit_policy_file and not settings.audit_log_path:
+        raise ConfigurationError("audit_policy_file is set but audit_log_path is not")
+    for name in ("audit_log_maxsize", "audit_log_maxbackup"):
+        if getattr(settings, name) < 0:
+            raise ConfigurationError(f"{name} must be 0 or more")
 
 
 def _check_watches(settings: Settings) -> None:

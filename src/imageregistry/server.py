@@ -66,6 +66,7 @@ from imageregistry.notifications.events import Source
 from imageregistry.notifications.notifier import Notifier
 from imageregistry.observability import metrics as obs
 from imageregistry.observability import requestid, sources
+from imageregistry.observability.audit import build_auditor
 from imageregistry.observability.endpoint import Scraper, metrics_routes
 from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
@@ -170,6 +171,7 @@ def build_app(services: Services) -> Starlette:
     routes += usage_routes(services)
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()
+    auditor = build_auditor(services.settings)
     scraper = Scraper(services, metrics)
     routes += metrics_routes(scraper)
 
@@ -191,12 +193,14 @@ def build_app(services: Services) -> Starlette:
         ):
             yield
         services.db.dispose()
+        if auditor is not None:
+            auditor.writer.close()
 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=metrics),
+            Middleware(MetricsMiddleware, metrics=metrics, auditor=auditor),
             Middleware(
                 FrontProxyMiddleware,
                 headers=_request_header_names(services.settings),

@@ -27,6 +27,7 @@ from imageregistry.apiserver.resource import ListOptions, RequestContext, Resour
 from imageregistry.apiserver.status import bad_request, conflict
 from imageregistry.apiserver.tables import render_table, wants_table
 from imageregistry.httpinput import parse_int
+from imageregistry.observability.requestinfo import note_request_object
 from imageregistry.services import Services
 
 if TYPE_CHECKING:
@@ -89,7 +90,9 @@ class Dispatcher:
     def _decoded(self, raw: bytes) -> Decoded:
         if not raw:
             raise bad_request("the request body is empty")
-        return decode_body(raw, self.content_type)
+        decoded = decode_body(raw, self.content_type)
+        note_request_object(decoded.body)  # JSON or protobuf, as the audit log records it
+        return decoded
 
     def _object_body(self, raw: bytes, schema: Any, kind: str, api_version: str) -> dict[str, Any]:
         decoded = self._decoded(raw)

@@ -29,6 +29,11 @@ from imageregistry.auth.identity import (
     with_derived_groups,
 )
 from imageregistry.auth.resolver import forbidden_message
+from imageregistry.observability.requestinfo import (
+    note_decision,
+    note_unauthenticated,
+    note_user,
+)
 
 EXTRA_PREFIX = "impersonate-extra-"
 
@@ -42,8 +47,10 @@ def authenticate(
     try:
         return authn.authenticate(authorization, source=source)
     except TooManyFailedLogins as exc:
+        note_unauthenticated(authorization)
         raise too_many_requests(str(exc), exc.retry_after) from None
     except Unauthenticated:
+        note_unauthenticated(authorization)
         raise unauthorized() from None
 
 
@@ -77,7 +84,8 @@ def identify(
     for key, value in headers.items():
         if key.lower().startswith(_EXTRA_PREFIX):
             extra.setdefault(key[len(_EXTRA_PREFIX) :], []).append(value)
-    return impersonate(
+    note_user(user)
+    acting = impersonate(
         authz,
         user,
         headers.get("impersonate-user"),
@@ -85,6 +93,8 @@ def identify(
         headers.get("impersonate-uid"),
         extra,
     )
+    note_user(user, acting)
+    return acting
 
 
 def impersonate(
@@ -136,8 +146,11 @@ def impersonate(
 
 
 def authorize_request(authz: Authorizer, attrs: Attributes, resource: str, group: str) -> None:
-    """403 Forbidden Status with kube's wording when RBAC denies the request."""
-    if authz.authorize(attrs).allowed:
+    """The request's own authorization (noted for its audit event): 403 Forbidden Status
+    with kube's wording when RBAC denies it."""
+    verdict = authz.authorize(attrs)
+    note_decision(attrs, verdict.allowed, verdict.reason)
+    if verdict.allowed:
         return
     if not attrs.is_resource_request:
         raise ApiError(403, "Forbidden", f"forbidden: {forbidden_message(attrs)}", {})

@@ -82,6 +82,16 @@ def _check_front_proxy_ca(settings: Settings) -> None:
         raise ConfigurationError(str(exc)) from None
 
 
+def _check_audit_log(settings: Settings) -> None:
+    """A policy that does not parse, or a log that cannot be opened, stops the start here,
+    with one line, before any worker exists."""
+    from imageregistry.observability.audit import build_auditor
+
+    auditor = build_auditor(settings)
+    if auditor is not None:
+        auditor.writer.close()
+
+
 def _prepare_in_child(settings: Settings) -> tuple[str, str]:
     """Run `_prepare` in a short-lived process: the Granian supervisor then never imports
     SQLAlchemy, Alembic or the TLS code, and stays small (it only supervises workers).
@@ -209,12 +219,25 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
 @click.option("--requestheader-username-headers", default=None, help="Comma-separated.")
 @click.option("--requestheader-group-headers", default=None, help="Comma-separated.")
 @click.option("--requestheader-extra-headers-prefix", default=None, help="Comma-separated.")
+@click.option(
+    "--audit-log-path",
+    default=None,
+    help="Write audit.k8s.io/v1 events here, one JSON line each ('-': standard output).",
+)
+@click.option("--audit-policy-file", default=None, help="The audit.k8s.io/v1 Policy file.")
+@click.option(
+    "--audit-log-maxsize", type=int, default=None, help="Megabytes before rotation (100; 0: never)."
+)
+@click.option(
+    "--audit-log-maxbackup", type=int, default=None, help="Rotated files kept (10; 0: all)."
+)
 def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) -> None:
     """Run the registry and API server."""
     if tls_san:
         flags["tls_san"] = tls_san
     try:
         settings = load_settings(flags, config_file)
+        _check_audit_log(settings)
         _check_addresses_free(settings)
         _check_front_proxy_ca(settings)
         cert, key = _prepare_in_child(settings)

@@ -21,10 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from imageregistry.auth.authn import TooManyFailedLogins, Unauthenticated
-from imageregistry.auth.authorizer import RegistryAction, registry_attributes
+from imageregistry.auth.authorizer import RegistryAction, Verdict, registry_attributes
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo, anonymous
 from imageregistry.httpinput import client_host
 from imageregistry.metadata.registry import RepoKey
+from imageregistry.observability.requestinfo import (
+    note_decision,
+    note_unauthenticated,
+    note_user,
+)
 from imageregistry.oci.errors import RegistryError
 from imageregistry.oci.pull import AUTH_FAILURE
 from imageregistry.services import Services
@@ -81,50 +86,57 @@ class RegistryGate:
         header: str | None,
         source: str | None,
         attrs_for: _AttrsFor,
-    ) -> tuple[UserInfo, bool]:
+    ) -> tuple[UserInfo, Attributes | None, Verdict | None]:
         """Authenticate (unless already done) and authorize in one worker-thread hop."""
         user = cached if cached is not None else self._authenticate(header, source)
         attrs = attrs_for(user)
-        return user, attrs is None or self.services.authz.authorize(attrs).allowed
+        return user, attrs, None if attrs is None else self.services.authz.authorize(attrs)
 
-    async def _run(self, request: Request, attrs_for: _AttrsFor) -> tuple[UserInfo, bool]:
+    async def _run(
+        self, request: Request, attrs_for: _AttrsFor
+    ) -> tuple[UserInfo, Attributes | None, Verdict | None]:
         cached = getattr(request.state, "registry_user", None)
         cached = cached if isinstance(cached, UserInfo) else None
+        header = request.headers.get("authorization")
         try:
             failure = getattr(request.state, AUTH_FAILURE, None)
             if isinstance(failure, Unauthenticated):
                 raise failure  # the pull fast path already checked these credentials
-            user, allowed = await run_in_threadpool(
-                self._decide,
-                cached,
-                request.headers.get("authorization"),
-                client_host(request.scope),
-                attrs_for,
+            user, attrs, verdict = await run_in_threadpool(
+                self._decide, cached, header, client_host(request.scope), attrs_for
             )
         except TooManyFailedLogins as exc:
+            _note_refused(header, attrs_for)
             raise too_many_logins(exc) from None
         except Unauthenticated as exc:
+            _note_refused(header, attrs_for)
             raise RegistryError(
                 "UNAUTHORIZED",
                 f"authentication failed: {exc}",
                 headers=challenge_headers(request, self.services, None, None),
             ) from None
         request.state.registry_user = user
-        return user, allowed
+        note_user(user)
+        return user, attrs, verdict
 
     async def user(self, request: Request) -> UserInfo:
-        user, _ = await self._run(request, lambda _user: None)
+        user, _attrs, _verdict = await self._run(request, lambda _user: None)
         return user
 
     async def allowed(self, request: Request, action: RegistryAction, repo: RepoKey | None) -> bool:
-        _user, allowed = await self._run(request, _attributes(action, repo))
-        return allowed
+        """A secondary check (a mount's source, a push's signature): not the request's own
+        decision, so not the one its audit event names."""
+        _user, _attrs, verdict = await self._run(request, _attributes(action, repo))
+        return verdict is not None and verdict.allowed
 
     async def authorize(
         self, request: Request, action: RegistryAction, repo: RepoKey | None = None
     ) -> UserInfo:
         """The one decision: (user, action, namespace, stream) → allowed, or raise."""
-        user, allowed = await self._run(request, _attributes(action, repo))
+        user, attrs, verdict = await self._run(request, _attributes(action, repo))
+        allowed = verdict is not None and verdict.allowed
+        if attrs is not None and verdict is not None:
+            note_decision(attrs, allowed, verdict.reason)
         if allowed:
             return user
         if user.is_anonymous:
@@ -144,6 +156,15 @@ def _attributes(action: RegistryAction, repo: RepoKey | None) -> _AttrsFor:
         return registry_attributes(user, action, namespace, stream)
 
     return build
+
+
+def _note_refused(header: str | None, attrs_for: _AttrsFor) -> None:
+    """Refused credentials: the audit event names the claimed user, unauthenticated, and
+    the access the request asked for (never decided)."""
+    user = note_unauthenticated(header)
+    attrs = attrs_for(user)
+    if attrs is not None:
+        note_decision(attrs, None)
 
 
 def too_many_logins(exc: TooManyFailedLogins) -> RegistryError:

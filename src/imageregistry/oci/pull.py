@@ -35,6 +35,7 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import ManifestPuller, PulledManifest
 from imageregistry.metadata.registry import MetadataError, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata, ManifestUnknown
+from imageregistry.observability.requestinfo import note_decision, note_user
 from imageregistry.oci import notify
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.errors import RegistryError
@@ -66,13 +67,15 @@ class RbacAtVersion:
         self._db = db
         self._snapshot: RbacSnapshot | None = None
 
-    def allowed(self, attrs: Attributes, version: tuple[int, ...]) -> bool:
+    def decide(self, attrs: Attributes, version: tuple[int, ...]) -> tuple[bool, str]:
+        """(allowed, RBAC's reason)."""
         if GROUP_MASTERS in attrs.user.groups:
-            return True
+            return True, ""
         snapshot = self._snapshot
         if snapshot is None or snapshot.version != version:
             snapshot = self._snapshot = RbacSnapshot(self._db, version)
-        return snapshot.authorize(attrs).allowed
+        decision = snapshot.authorize(attrs)
+        return decision.allowed, decision.reason
 
 
 class ManifestPulls:
@@ -133,15 +136,25 @@ class ManifestPulls:
     ) -> PulledManifest | None:
         """Authorize, look up and apply the signature policy (reads only, no writes)."""
         attrs = registry_attributes(user, RegistryAction.PULL, repo.namespace, repo.name)
-        if self.rbac is None and not self.services.authz.authorize(attrs).allowed:
-            return None
+        reason = ""
+        if self.rbac is None:
+            verdict = self.services.authz.authorize(attrs)
+            if not verdict.allowed:
+                return None
+            reason = verdict.reason
         pulled = self.puller.find(repo.namespace, repo.name, digest, tag, on_loop=on_loop)
         if pulled is None:
             return None
-        if self.rbac is not None and not self.rbac.allowed(attrs, pulled.extras):
-            return None
+        if self.rbac is not None:
+            allowed, reason = self.rbac.decide(attrs, pulled.extras)
+            if not allowed:
+                return None
         if self.puller.policy_refusal(repo.namespace, pulled):
             return None
+        # Only an answered pull is noted here; every other outcome is decided (and
+        # noted) again by the general path.
+        note_user(user)
+        note_decision(attrs, True, reason)
         return pulled
 
     def inline_user(self, authorization: str | None) -> UserInfo | None:

@@ -41,6 +41,7 @@ from imageregistry.auth.identity import UserInfo
 from imageregistry.auth.tokens import is_refresh_token
 from imageregistry.content.reference import InvalidName, parse_repository
 from imageregistry.httpinput import BodyTooLarge, InputError, client_host, read_body
+from imageregistry.observability.requestinfo import note_unauthenticated, note_user
 from imageregistry.oci.auth import basic_password, challenge_headers, too_many_logins
 from imageregistry.oci.errors import RegistryError
 from imageregistry.services import Services
@@ -133,8 +134,10 @@ async def _get(request: Request, services: Services) -> JSONResponse:
             functools.partial(authn.authenticate, header or None, source=client_host(request.scope))
         )
     except TooManyFailedLogins as exc:
+        note_unauthenticated(header or None)
         raise too_many_logins(exc) from None
     except Unauthenticated as exc:
+        note_unauthenticated(header or None)
         raise RegistryError(
             "UNAUTHORIZED",
             f"authentication failed: {exc}",
@@ -169,8 +172,10 @@ async def _post(request: Request, services: Services) -> JSONResponse:
             try:
                 user = await run_in_threadpool(login)
             except TooManyFailedLogins as exc:
+                note_unauthenticated(None, username)
                 raise _throttled(exc) from None
             except Unauthenticated:
+                note_unauthenticated(None, username)
                 raise _invalid_grant("invalid username or password") from None
             credential = None
         return await _answer(services, user, credential, offline, client_id, scopes)
@@ -201,14 +206,17 @@ async def _refresh(services: Services, refresh: str, scopes: list[str]) -> JSONR
             refreshed = await run_in_threadpool(refresher.redeem, refresh)
             access, ttl = await run_in_threadpool(refresher.access_token, refreshed, ttl)
         except Unauthenticated as exc:
+            note_unauthenticated(None)
             raise _invalid_grant(str(exc)) from None
         user = refreshed.user
     else:
         try:
             user = await run_in_threadpool(services.authn.authenticate_token, refresh)
         except Unauthenticated as exc:
+            note_unauthenticated(None)
             raise _invalid_grant(str(exc)) from None
         access = refresh
+    note_user(user)
     granted = await run_in_threadpool(_granted_scope, services, user, scopes)
     # RFC 6749 §6 and distribution: the refresh grant answers with the same refresh token.
     return _json(access, ttl, services.clock(), refresh_token=refresh, scope=granted)
@@ -223,6 +231,7 @@ async def _answer(
     scopes: list[str] | None = None,
 ) -> JSONResponse:
     """The token for `user`: `credential` (a token they presented) or a new JWT."""
+    note_user(user)
     ttl = _ttl(services)
     if credential is not None:
         access = credential

@@ -1,0 +1,421 @@
+"""The audit log: Kubernetes `audit.k8s.io/v1` `Event`s, one JSON line each.
+
+`MetricsMiddleware`, the one pass every main-port request takes, hands each request's
+`RequestInfo` to `Auditor.begin` and, when the response is over, to `Auditor.complete`;
+in between, the surfaces' authentication and authorization seams fill the record in
+(`observability.requestinfo`). The policy level is decided when the request's own access
+review is noted (`decided`): with the caller as authenticated (before impersonation) and
+the attributes the authorizer used — for `/v2/` requests the registry's access review
+(`get imagestreams/layers` for a pull, `update imagestreams/layers` for a push or an
+upload, `delete imagestreamtags`/`imagestreamimages`, `create imagesignatures`), for the
+API the request's own. The `RequestReceived` event is written then; a request that never
+reaches an authorization (refused credentials on the API, a health probe, an unknown path)
+is decided at the end as a non-resource request for its path, with the lower-cased method
+as verb. The `ResponseComplete` event (`Panic` when the answer is a 500 or the handler
+raised) follows when the last byte has been sent.
+
+What is never written: the `Authorization` header or any other header but `User-Agent`
+and the forwarding ones; any body of a token request (`/v2/token`, the OAuth2 form,
+`serviceaccounts/token`, `tokenreviews`); and, in any body that is kept, the value of a
+field whose name says it is a secret (`token`, `password`, ...), which is replaced by
+`"<redacted>"`. Bodies are kept only at `Request` (request) and `RequestResponse`
+(response) level, only for resource requests, only when they are JSON and at most 1 MiB.
+
+At `Metadata` level an event costs a policy evaluation over precompiled rules, a line
+assembled from pre-encoded pieces (the caller's JSON is cached per identity) and one
+`write(2)` (`observability.auditlog`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _enc
+from typing import Any
+
+from imageregistry.auth.identity import Attributes, UserInfo, anonymous
+from imageregistry.config import ConfigurationError, Settings
+from imageregistry.observability import auditpolicy
+from imageregistry.observability.auditlog import AuditLogError, EventWriter, open_writer
+from imageregistry.observability.auditpolicy import Outcome, Policy, PolicyError, load_policy
+from imageregistry.observability.requestinfo import RequestInfo
+
+BODY_LIMIT = 1 << 20
+ERROR_BODY_LIMIT = 8 * 1024
+MESSAGE_LIMIT = 1024
+REDACTED = "<redacted>"
+AUTHN_ANNOTATION = "imageregistry.alauda.io/authentication"
+# Field names whose values are secrets wherever they appear in a kept body.
+SECRET_FIELDS = frozenset(
+    (
+        "token",
+        "password",
+        "access_token",
+        "refresh_token",
+        "id_token",
+        "identitytoken",
+        "registrytoken",
+        "client_secret",
+        "secret",
+        "auth",
+        "privatekey",
+        "private_key",
+        "credentials",
+    )
+)
+# (group, resource, subresource) whose bodies carry tokens: never kept.
+_TOKEN_RESOURCES = frozenset(
+    (
+        ("", "serviceaccounts", "token"),
+        ("authentication.k8s.io", "tokenreviews", ""),
+        ("", "secrets", ""),
+    )
+)
+_JSON_MARK = b"json"
+_USER_CACHE_LIMIT = 4096
+
+
+class AuditState:
+    """What the audit log keeps about one request between `decided` and `complete`."""
+
+    __slots__ = (
+        "object_name",
+        "outcome",
+        "request_body",
+        "request_object",
+        "request_size",
+        "response_body",
+        "response_size",
+        "wants_request",
+    )
+
+    def __init__(self, outcome: Outcome) -> None:
+        self.outcome = outcome
+        self.object_name = ""  # a create's name, from its body (the path has none)
+        self.wants_request = False  # the level and the request let the request body be kept
+        self.request_object: Any = None  # the API's decoded body (JSON or protobuf)
+        self.request_body: list[bytes] | None = None
+        self.response_body: list[bytes] | None = None
+        self.request_size = 0
+        self.response_size = 0
+
+    def keep_request(self, chunk: bytes) -> None:
+        body = self.request_body
+        if body is not None and chunk:
+            self.request_size += len(chunk)
+            if self.request_size > BODY_LIMIT:
+                self.request_body = None
+            else:
+                body.append(chunk)
+
+    def keep_response(self, chunk: bytes) -> None:
+        body = self.response_body
+        if body is not None and chunk:
+            self.response_size += len(chunk)
+            if self.response_size > BODY_LIMIT:
+                self.response_body = None
+            else:
+                body.append(chunk)
+
+
+class _Clock:
+    """RFC 3339 timestamps with microseconds, the date part formatted once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._prefix = ""
+
+    def format(self, when: float) -> str:
+        second = int(when)
+        if second != self._second:
+            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._prefix}.{int((when - second) * 1_000_000):06d}Z"
+
+
+class Auditor:
+    """Decides each request's level with the policy and writes its events."""
+
+    def __init__(
+        self, policy: Policy, writer: EventWriter, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.policy = policy
+        self.writer = writer
+        self._now = clock
+        self._clock = _Clock()
+        self._users: dict[UserInfo, str] = {}
+
+    # --- the middleware's two calls ---------------------------------------------------
+
+    def begin(self, info: RequestInfo) -> None:
+        info.listener = self
+
+    def decided(self, info: RequestInfo) -> None:
+        """The request's access review is known: decide the level, write RequestReceived."""
+        attrs = info.attributes
+        if attrs is None or info.audit is not None:
+            return
+        state = self._state(info, attrs)
+        outcome = state.outcome
+        if outcome.level and "RequestReceived" not in outcome.omit_stages:
+            self.writer.write(self._line(info, state, "RequestReceived", None, None))
+
+    def request_object(self, info: RequestInfo, body: Any) -> None:
+        """The API decoded the request's body: kept when the raw body is (so protobuf
+        bodies are recorded too), in place of the raw bytes."""
+        state = info.audit
+        if state is None:
+            return
+        if state.wants_request:
+            state.request_object = body
+        meta = body.get("metadata") if isinstance(body, dict) else None
+        if isinstance(meta, dict) and isinstance(meta.get("name"), str):
+            state.object_name = meta["name"]
+
+    def complete(self, info: RequestInfo, status: int, error_body: bytes, raised: bool) -> None:
+        """The response is over: write ResponseComplete (or Panic)."""
+        state = info.audit
+        if state is None:
+            attrs = info.attributes or Attributes.for_path(
+                info.user or anonymous(), info.method.lower(), info.path
+            )
+            state = self._state(info, attrs)
+        if not state.outcome.level:
+            return
+        stage = "Panic" if raised or status == 500 else "ResponseComplete"
+        if stage in state.outcome.omit_stages:
+            return
+        self.writer.write(self._line(info, state, stage, status, error_body))
+
+    # --- events ----------------------------------------------------------------------
+
+    def _state(self, info: RequestInfo, attrs: Attributes) -> AuditState:
+        outcome = self.policy.evaluate(info.user or anonymous(), attrs)
+        state = AuditState(outcome)
+        info.audit = state
+        if outcome.level >= auditpolicy.REQUEST and _bodies_allowed(info, attrs):
+            if info.method in ("POST", "PUT", "PATCH"):
+                state.wants_request = True
+                if is_json(_header(info, b"content-type")):
+                    state.request_body = []
+            if outcome.level >= auditpolicy.REQUEST_RESPONSE and attrs.verb != "watch":
+                state.response_body = []
+        return state
+
+    def _user(self, user: UserInfo) -> str:
+        cached = self._users.get(user)
+        if cached is None:
+            if len(self._users) >= _USER_CACHE_LIMIT:
+                self._users.clear()
+            cached = self._users[user] = json.dumps(user_json(user), separators=(",", ":"))
+        return cached
+
+    def _line(
+        self,
+        info: RequestInfo,
+        state: AuditState,
+        stage: str,
+        status: int | None,
+        error_body: bytes | None,
+    ) -> bytes:
+        outcome = state.outcome
+        attrs = info.attributes
+        user = info.user or anonymous()
+        verb = attrs.verb if attrs is not None else info.method.lower()
+        now = self._now()
+        parts = [
+            '{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"',
+            outcome.level_name,
+            '","auditID":',
+            _enc(info.request_id),
+            ',"stage":"',
+            stage,
+            '","requestURI":',
+            _enc(info.uri),
+            ',"verb":',
+            _enc(verb),
+            ',"user":',
+            self._user(user),
+        ]
+        if info.impersonated is not None:
+            parts += [',"impersonatedUser":', self._user(info.impersonated)]
+        parts += [',"sourceIPs":', json.dumps(info.source_ips)]
+        agent = info.user_agent
+        if agent:
+            parts += [',"userAgent":', _enc(agent)]
+        if attrs is not None and attrs.is_resource_request:
+            ref = object_ref(attrs, state.object_name)
+            parts += [',"objectRef":', json.dumps(ref, separators=(",", ":"))]
+        if status is not None:
+            parts += [',"responseStatus":', _response_status(status, error_body)]
+            omit = outcome.omit_managed_fields
+            request: str | None = None
+            if state.request_object is not None:
+                request = _encoded(state.request_object, omit)
+            elif state.request_body:
+                request = _json_object(b"".join(state.request_body), omit)
+            if request is not None:
+                parts += [',"requestObject":', request]
+            if state.response_body:
+                response = _json_object(b"".join(state.response_body), omit)
+                if response is not None:
+                    parts += [',"responseObject":', response]
+        parts += [
+            ',"requestReceivedTimestamp":"',
+            self._clock.format(info.received),
+            '","stageTimestamp":"',
+            self._clock.format(now),
+            '"',
+        ]
+        annotations = _annotations(info)
+        if annotations:
+            parts += [',"annotations":', json.dumps(annotations, separators=(",", ":"))]
+        parts.append("}\n")
+        return "".join(parts).encode()
+
+
+def build_auditor(settings: Settings) -> Auditor | None:
+    """The auditor `audit_log_path` and `audit_policy_file` ask for (None when off); a
+    policy that does not parse or a log that cannot be opened is a `ConfigurationError`."""
+    if not settings.audit_log_path:
+        return None
+    try:
+        policy = load_policy(settings.audit_policy_file)
+        writer = open_writer(
+            settings.audit_log_path, settings.audit_log_maxsize, settings.audit_log_maxbackup
+        )
+    except (PolicyError, AuditLogError) as exc:
+        raise ConfigurationError(str(exc)) from None
+    return Auditor(policy, writer)
+
+
+def user_json(user: UserInfo) -> dict[str, Any]:
+    """`authentication/v1.UserInfo` as kube writes it (empty fields left out)."""
+    out: dict[str, Any] = {"username": user.username}
+    if user.uid:
+        out["uid"] = user.uid
+    if user.groups:
+        out["groups"] = list(user.groups)
+    if user.extra:
+        out["extra"] = {k: list(v) for k, v in user.extra.items()}
+    return out
+
+
+def object_ref(attrs: Attributes, name: str = "") -> dict[str, str]:
+    """`objectRef` of a resource request (`name`: a create's, from its body)."""
+    ref = {"resource": attrs.resource}
+    if attrs.namespace:
+        ref["namespace"] = attrs.namespace
+    if attrs.name or name:
+        ref["name"] = attrs.name or name
+    if attrs.api_group:
+        ref["apiGroup"] = attrs.api_group
+    ref["apiVersion"] = "v1"
+    if attrs.subresource:
+        ref["subresource"] = attrs.subresource
+    return ref
+
+
+def _annotations(info: RequestInfo) -> dict[str, str]:
+    out: dict[str, str] = {}
+    if info.allowed is not None:
+        out["authorization.k8s.io/decision"] = "allow" if info.allowed else "forbid"
+        if info.reason:
+            out["authorization.k8s.io/reason"] = info.reason[:MESSAGE_LIMIT]
+    if not info.authenticated:
+        out[AUTHN_ANNOTATION] = "failed"
+    return out
+
+
+def _bodies_allowed(info: RequestInfo, attrs: Attributes) -> bool:
+    """Bodies are kept for resource requests that carry no token."""
+    if not attrs.is_resource_request:
+        return False
+    path = info.path
+    if path.startswith("/v2/token") or "oauth" in path.lower():
+        return False
+    return (attrs.api_group, attrs.resource, attrs.subresource) not in _TOKEN_RESOURCES
+
+
+def _response_status(status: int, error_body: bytes | None) -> str:
+    if status < 400:
+        return f'{{"metadata":{{}},"code":{status}}}'
+    out: dict[str, Any] = {"metadata": {}, "status": "Failure"}
+    message, reason = _error_text(error_body or b"")
+    if message:
+        out["message"] = message[:MESSAGE_LIMIT]
+    if reason:
+        out["reason"] = reason[:MESSAGE_LIMIT]
+    out["code"] = status
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _error_text(body: bytes) -> tuple[str, str]:
+    """The message (and a Status' reason) of an error answer: a Kubernetes Status, the
+    OCI `errors` envelope, an OAuth2 error, or plain text."""
+    try:
+        value = json.loads(body) if body else None
+    except ValueError:
+        return body[:MESSAGE_LIMIT].decode("utf-8", "replace").strip(), ""
+    if not isinstance(value, dict):
+        return "", ""
+    if isinstance(value.get("message"), str):
+        return value["message"], str(value.get("reason") or "")
+    errors = value.get("errors")
+    if isinstance(errors, list) and errors and isinstance(errors[0], dict):
+        first = errors[0]
+        return str(first.get("message") or first.get("code") or ""), str(first.get("code") or "")
+    if isinstance(value.get("error_description"), str):
+        return value["error_description"], str(value.get("error") or "")
+    return "", ""
+
+
+def _json_object(raw: bytes, omit_managed_fields: bool) -> str | None:
+    """A kept body as JSON with secret fields redacted; None when it is not JSON."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return None
+    return _encoded(value, omit_managed_fields)
+
+
+def _encoded(value: Any, omit_managed_fields: bool) -> str:
+    value = redact(value)
+    if omit_managed_fields:
+        _drop_managed_fields(value)
+    return json.dumps(value, separators=(",", ":"), default=str)
+
+
+def redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: (REDACTED if str(k).lower() in SECRET_FIELDS else redact(v))
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _drop_managed_fields(value: Any) -> None:
+    if not isinstance(value, dict):
+        return
+    meta = value.get("metadata")
+    if isinstance(meta, dict):
+        meta.pop("managedFields", None)
+    items = value.get("items")
+    if isinstance(items, list):
+        for item in items:
+            _drop_managed_fields(item)
+
+
+def _header(info: RequestInfo, name: bytes) -> bytes:
+    for key, value in info.scope.get("headers", ()):
+        if key == name:
+            return bytes(value)
+    return b""
+
+
+def is_json(content_type: bytes) -> bool:
+    return _JSON_MARK in content_type.lower()

@@ -1,0 +1,174 @@
+"""Where audit events go: one line per `write`, to a file rotated by size or to stdout.
+
+Every Granian worker process opens the file itself, once, with `O_APPEND`, and writes each
+event line with a single `write(2)`: the kernel appends it whole at the end of the file, so
+lines of several workers never interleave (local filesystems; not NFS). Rotation is
+coordinated through `FILE.lock`: a worker whose own writes have added a sixteenth of the
+maximum size (at most 64 KiB) since its last look checks the file's size; when it is over
+`--audit-log-maxsize`, the worker takes an exclusive `flock` on the lock file and looks
+again. If the file under the name is still the one it writes to, it renames `FILE.N-1` to
+`FILE.N` ... `FILE` to `FILE.1` (dropping the oldest beyond `--audit-log-maxbackup`) and
+opens a new `FILE`; if another worker already did, it just opens the new file. A worker
+therefore keeps appending to the file it has open until its next look (at most that
+sixteenth of the size later); those lines end up in `FILE.1`, never lost. The file may
+grow past the limit by that much per worker.
+
+`-` writes to standard output instead (what kube-apiserver's `--audit-log-path -` does);
+a line longer than the pipe buffer (4 KiB) may then interleave with another worker's when
+stdout is a pipe, which is why a file is the recommended target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+MEGABYTE = 1024 * 1024
+_MAX_CHECK_INTERVAL = 64 * 1024
+_ERROR_LOG_SECONDS = 60.0
+
+
+class AuditLogError(ValueError):
+    """The audit log cannot be opened (a configuration problem, reported at start)."""
+
+
+class EventWriter(Protocol):
+    def write(self, line: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _Complaints:
+    """Logs a failed write at most once a minute; the event itself is dropped (the request
+    it describes has been answered already)."""
+
+    def __init__(self) -> None:
+        self._last = 0.0
+        self.dropped = 0
+
+    def failed(self, exc: OSError) -> None:
+        self.dropped += 1
+        now = time.monotonic()
+        if now - self._last >= _ERROR_LOG_SECONDS:
+            self._last = now
+            log.error("audit log write failed (%s); %d event(s) dropped so far", exc, self.dropped)
+
+
+def _write_all(fd: int, line: bytes) -> None:
+    written = os.write(fd, line)
+    while written < len(line):  # only when the disk fills up mid-line
+        line = line[written:]
+        written = os.write(fd, line)
+
+
+class StdoutWriter:
+    def __init__(self) -> None:
+        self._complaints = _Complaints()
+
+    def write(self, line: bytes) -> None:
+        try:
+            _write_all(1, line)
+        except OSError as exc:
+            self._complaints.failed(exc)
+
+    def close(self) -> None:
+        return None
+
+
+class RotatingFileWriter:
+    """Appends lines to `path`; rotates it at `max_bytes` (0: never), keeping
+    `max_backups` old files (0: all of them)."""
+
+    def __init__(self, path: Path, max_bytes: int, max_backups: int) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.max_backups = max_backups
+        self._check_interval = max(1, min(_MAX_CHECK_INTERVAL, max_bytes // 16))
+        self._since_check = self._check_interval  # look at the size before the first line
+        self._lock = threading.Lock()
+        self._complaints = _Complaints()
+        self._fd = self._open()
+        self._lock_fd = (
+            os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            if max_bytes
+            else -1
+        )
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+
+    def write(self, line: bytes) -> None:
+        with self._lock:
+            try:
+                if self.max_bytes and self._since_check >= self._check_interval:
+                    self._since_check = 0
+                    self._rotate_if_full()
+                _write_all(self._fd, line)
+                self._since_check += len(line)
+            except OSError as exc:
+                self._complaints.failed(exc)
+
+    def _rotate_if_full(self) -> None:
+        if os.fstat(self._fd).st_size < self.max_bytes:
+            return
+        fcntl.flock(self._lock_fd, fcntl.LOCK_EX)
+        try:
+            mine = os.fstat(self._fd)
+            try:
+                named = os.stat(self.path)
+            except FileNotFoundError:
+                named = None
+            if named is not None and (named.st_ino, named.st_dev) == (mine.st_ino, mine.st_dev):
+                if named.st_size < self.max_bytes:
+                    return
+                self._shift_backups()
+            fd = self._open()  # the new file (ours, or the one another worker made)
+            os.close(self._fd)
+            self._fd = fd
+        finally:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+
+    def backup(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{index}")
+
+    def _shift_backups(self) -> None:
+        """FILE.N-1 → FILE.N ... FILE → FILE.1; the oldest beyond `max_backups` goes."""
+        last = self.max_backups
+        if last == 0:  # keep all: shift every existing backup up by one
+            last = 1
+            while self.backup(last).exists():
+                last += 1
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.backup(last).unlink()
+        for index in range(last - 1, 0, -1):
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(self.backup(index), self.backup(index + 1))
+        os.rename(self.path, self.backup(1))
+
+    def close(self) -> None:
+        with self._lock:
+            for fd in (self._fd, self._lock_fd):
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            self._fd = self._lock_fd = -1
+
+
+def open_writer(path: str, max_megabytes: int, max_backups: int) -> EventWriter:
+    """The writer for `--audit-log-path` (`-`: standard output)."""
+    if path == "-":
+        return StdoutWriter()
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return RotatingFileWriter(target, max_megabytes * MEGABYTE, max_backups)
+    except OSError as exc:
+        raise AuditLogError(f"audit log {path}: {exc.strerror}") from None

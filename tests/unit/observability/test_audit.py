@@ -1,0 +1,108 @@
+"""Audit events built in-process: what a request's record turns into, and what never does."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from imageregistry.auth.identity import Attributes, authenticated
+from imageregistry.auth.tokens import new_opaque_token
+from imageregistry.observability import requestinfo
+from imageregistry.observability.audit import Auditor
+from imageregistry.observability.auditpolicy import parse_policy
+from imageregistry.observability.requestinfo import RequestInfo
+
+EVERYTHING = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "rules": [{"level": "RequestResponse"}],
+}
+
+
+class Lines:
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+
+    def write(self, line: bytes) -> None:
+        self.lines.append(line)
+
+    def close(self) -> None:
+        return None
+
+    def events(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.lines]
+
+
+def _request(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> RequestInfo:
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": ("10.1.2.3", 40000),
+    }
+    return RequestInfo(scope, "req-1", 1_733_353_200.25)
+
+
+def test_secret_fields_of_a_kept_body_are_redacted() -> None:
+    lines = Lines()
+    auditor = Auditor(parse_policy(EVERYTHING), lines, clock=lambda: 1_733_353_201.5)
+    info = _request("POST", "/api/v1/namespaces/a/things", [(b"content-type", b"application/json")])
+    token = requestinfo.current.set(info)
+    try:
+        auditor.begin(info)
+        requestinfo.note_user(authenticated("alice"))
+        attrs = Attributes.for_resource(
+            authenticated("alice"), "create", "", "things", namespace="a"
+        )
+        requestinfo.note_decision(attrs, True, "RBAC: allowed")
+        assert info.audit is not None and info.audit.request_body is not None
+        body = {
+            "metadata": {"name": "x"},
+            "spec": {"password": "hunter2", "auths": {"r": {"auth": "eA=="}}},
+        }
+        info.audit.keep_request(json.dumps(body).encode())
+        info.audit.keep_response(b'{"status": {"token": "ir_secret"}, "kind": "Thing"}')
+        auditor.complete(info, 201, b"", False)
+    finally:
+        requestinfo.current.reset(token)
+    received, done = lines.events()
+    assert received["stage"] == "RequestReceived" and "responseStatus" not in received
+    assert done["requestObject"]["spec"] == {
+        "password": "<redacted>",
+        "auths": {"r": {"auth": "<redacted>"}},
+    }
+    assert done["responseObject"] == {"status": {"token": "<redacted>"}, "kind": "Thing"}
+    assert done["objectRef"] == {"resource": "things", "namespace": "a", "apiVersion": "v1"}
+    assert done["sourceIPs"] == ["10.1.2.3"]
+    assert done["requestReceivedTimestamp"] == "2024-12-04T23:00:00.250000Z"
+    assert done["stageTimestamp"] == "2024-12-04T23:00:01.500000Z"
+    assert done["annotations"] == {
+        "authorization.k8s.io/decision": "allow",
+        "authorization.k8s.io/reason": "RBAC: allowed",
+    }
+    assert b"hunter2" not in b"".join(lines.lines) and b"ir_secret" not in b"".join(lines.lines)
+
+
+def test_a_token_given_as_a_user_name_is_not_logged() -> None:
+    secret = new_opaque_token()
+    for header in (
+        "Basic " + base64.b64encode(f"{secret}:x".encode()).decode(),
+        "Basic " + base64.b64encode(b"eyJhbGciOiJFUzI1NiJ9.e30.sig:x").decode(),
+        "Bearer " + secret,
+    ):
+        assert requestinfo.note_unauthenticated(header).username == "system:anonymous"
+    named = requestinfo.note_unauthenticated("Basic " + base64.b64encode(b"bob:x").decode())
+    assert named.username == "bob" and named.groups == ("system:unauthenticated",)
+
+
+def test_forwarded_addresses_come_first_as_kube_lists_them() -> None:
+    info = _request(
+        "GET",
+        "/v2/",
+        [(b"x-forwarded-for", b"203.0.113.9, 10.0.0.1"), (b"x-real-ip", b"10.0.0.1")],
+    )
+    assert info.source_ips == ["203.0.113.9", "10.0.0.1", "10.1.2.3"]

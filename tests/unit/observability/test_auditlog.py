@@ -1,0 +1,98 @@
+"""The audit log file: whole lines from several processes at once, rotation by size
+coordinated through the lock file, and a retention count."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+from imageregistry.observability.auditlog import RotatingFileWriter
+
+PROCESSES = 4
+LINES = 1500
+
+
+def _line(worker: int, index: int) -> bytes:
+    # ~300 bytes, so a rotation happens every ~200 lines at 64 KiB
+    return json.dumps({"worker": worker, "index": index, "pad": "x" * 256}).encode() + b"\n"
+
+
+def _write_many(path: str, max_bytes: int, max_backups: int, worker: int) -> None:
+    writer = RotatingFileWriter(Path(path), max_bytes, max_backups)
+    for index in range(LINES):
+        writer.write(_line(worker, index))
+    writer.close()
+
+
+def _run_workers(path: Path, max_bytes: int, max_backups: int) -> None:
+    context = multiprocessing.get_context("fork")
+    workers = [
+        context.Process(target=_write_many, args=(str(path), max_bytes, max_backups, worker))
+        for worker in range(PROCESSES)
+    ]
+    for process in workers:
+        process.start()
+    for process in workers:
+        process.join(timeout=120)
+        assert process.exitcode == 0
+
+
+def _files(path: Path) -> list[Path]:
+    return sorted(p for p in path.parent.iterdir() if p.name.startswith(path.name + "."))
+
+
+def test_concurrent_workers_lose_and_tear_no_line(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _run_workers(path, 64 * 1024, 0)  # 0: keep every rotated file
+    backups = [p for p in _files(path) if p.suffix != ".lock"]
+    assert len(backups) >= 10  # ~1.9 MB in 64 KiB files: rotated many times
+    seen: set[tuple[int, int]] = set()
+    for file in [path, *backups]:
+        for line in file.read_bytes().splitlines():
+            entry = json.loads(line)  # a torn or interleaved line would not parse
+            seen.add((entry["worker"], entry["index"]))
+    assert seen == {(w, i) for w in range(PROCESSES) for i in range(LINES)}
+    # each file stayed near the limit: a worker looks at the size every 4 KiB it wrote
+    for file in backups:
+        assert file.stat().st_size < 64 * 1024 + PROCESSES * 4096 + 4096
+
+
+def test_rotation_keeps_the_configured_number_of_backups(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    _run_workers(path, 64 * 1024, 3)
+    names = sorted(p.name for p in _files(path))
+    assert names == ["audit.log.1", "audit.log.2", "audit.log.3", "audit.log.lock"]
+    # the kept files are the newest: the last line every worker wrote is in the live file
+    # or the first backup, and the oldest lines are gone
+    recent = path.read_bytes() + (tmp_path / "audit.log.1").read_bytes()
+    kept = (
+        b"".join((tmp_path / f"audit.log.{i}").read_bytes() for i in (1, 2, 3)) + path.read_bytes()
+    )
+    indexes = {json.loads(line)["index"] for line in kept.splitlines()}
+    assert LINES - 1 in indexes and 0 not in indexes
+    assert any(json.loads(line)["index"] == LINES - 1 for line in recent.splitlines())
+
+
+def test_no_rotation_without_a_size(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    writer = RotatingFileWriter(path, 0, 3)
+    for index in range(2000):
+        writer.write(_line(0, index))
+    writer.close()
+    assert [p.name for p in tmp_path.iterdir()] == ["audit.log"]
+    assert len(path.read_bytes().splitlines()) == 2000
+
+
+def test_a_writer_reopens_the_file_another_rotated(tmp_path: Path) -> None:
+    path = tmp_path / "audit.log"
+    first = RotatingFileWriter(path, 16 * 1024, 5)
+    second = RotatingFileWriter(path, 16 * 1024, 5)
+    for index in range(200):  # 60 KB: several rotations, alternating writers
+        (first if index % 2 else second).write(_line(index % 2, index))
+    first.close()
+    second.close()
+    total = [path, *(p for p in _files(path) if p.suffix != ".lock")]
+    lines = [json.loads(line) for f in total for line in f.read_bytes().splitlines()]
+    assert sorted(e["index"] for e in lines) == list(range(200))
+    assert path.stat().st_size < 16 * 1024 + 2 * 1024 + 1024
