@@ -71,16 +71,14 @@ async def get_blob(ctx: Ctx) -> Response:
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     await _check_stored_size(ctx, digest, size)
-    if ctx.is_head:
-        if ctx.request.headers.get("range"):
-            return await _ranged(ctx, digest, size, ctx.request.headers["range"], headers)
-        headers["Content-Length"] = str(size)
-        return Response(status_code=200, headers=headers, media_type=OCTET)
-    notifier = ctx.registry.services.notifier
+    notifier = ctx.registry.services.notifier  # GET and HEAD, as distribution reports them
     notify.blob_pulled(notifier, ctx.request.scope, user, ctx.repo, str(digest), size)
     range_header = ctx.request.headers.get("range")
     if range_header:
         return await _ranged(ctx, digest, size, range_header, headers)
+    if ctx.is_head:
+        headers["Content-Length"] = str(size)
+        return Response(status_code=200, headers=headers, media_type=OCTET)
     redirect = await store.redirect_url(digest)
     if redirect is not None:
         return RedirectResponse(redirect, status_code=307, headers=headers)

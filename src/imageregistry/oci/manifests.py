@@ -61,22 +61,20 @@ async def get_manifest(ctx: Ctx) -> Response:
     if pulled is None:
         user = await ctx.authorize(RegistryAction.PULL)
         pulled = await ctx.run(pulls.resolve, ctx.repo, digest, ref.tag, mark)
-    if mark:
-        notifier = ctx.registry.services.notifier
-        notify.manifest_pulled(
-            notifier,
-            ctx.request.scope,
-            user,
-            ctx.repo,
-            pulled.digest,
-            pulled.media_type,
-            len(pulled.content),
-            ref.tag,
-        )
     etag = digest_etag(pulled.digest)
     headers = {"Docker-Content-Digest": pulled.digest, "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
+    notify.manifest_pulled(  # GET and HEAD, as distribution reports them
+        ctx.registry.services.notifier,
+        ctx.request.scope,
+        user,
+        ctx.repo,
+        pulled.digest,
+        pulled.media_type,
+        len(pulled.content),
+        ref.tag,
+    )
     headers["Content-Length"] = str(len(pulled.content))
     body = b"" if ctx.is_head else pulled.content
     return Response(body, headers=headers, media_type=pulled.media_type)

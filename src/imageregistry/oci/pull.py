@@ -253,16 +253,16 @@ class FastPull:
                 pulls.puller.mark_pulled(pulled, pulls.services.clock())  # no I/O
         if pulled is None:
             return False
-        notifier = pulls.services.notifier
-        if notifier is not None and not head:
-            size = len(pulled.content)
-            notify.manifest_pulled(
-                notifier, scope, user, repo, pulled.digest, pulled.media_type, size, tag
-            )
         if etag_matches(_header(scope, b"if-none-match"), digest_etag(pulled.digest)):
             headers, status, body = manifest_headers(pulled, body=False), 304, b""
         else:
             headers, status, body = manifest_headers(pulled), 200, b"" if head else pulled.content
+            notifier = pulls.services.notifier
+            if notifier is not None:  # GET and HEAD, as distribution reports them
+                size = len(pulled.content)
+                notify.manifest_pulled(
+                    notifier, scope, user, repo, pulled.digest, pulled.media_type, size, tag
+                )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return True
