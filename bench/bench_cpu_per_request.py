@@ -1,7 +1,7 @@
 """Server CPU time per manifest GET by tag, for servers built from different trees.
 
 Throughput on a shared 2-CPU machine swings by more than the cost of a few microseconds
-per request (issue 18's metrics: within 10 %), so this measures what the server itself
+per request (the metrics' cost must stay within 10 %), so this measures what the server itself
 spends: the user + system CPU of the server's processes (supervisor and workers, from
 /proc) divided by the requests wrk completed, over the same wrk run as
 `bench_dataplane.py --only manifest` (plain HTTP, one worker, Bearer token). Sides

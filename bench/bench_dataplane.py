@@ -1,7 +1,7 @@
 """Side-by-side data-plane benchmark: Registry v2 versus the CNCF distribution registry.
 
 Starts both registries on loopback (a plain-HTTP pair, then a TLS pair), drives both with
-the same clients and prints absolute numbers and ratios against the targets of issue 2:
+the same clients and prints absolute numbers and ratios against these targets:
 blob push (curl, monolithic streamed PUT; ours fsyncs, distribution does not), blob pull
 (curl GET), manifest GET by tag with authentication (wrk; distribution with htpasswd basic
 auth, ours with a bearer token) and our server's peak RSS while receiving a 2 GiB blob.
@@ -151,7 +151,7 @@ def bench_manifest(
                 raise RuntimeError(f"{server.name}: manifest GET {check.status_code}")
             if server.name == "ours":  # distribution lets any htpasswd user pull
                 _grant_pull(client, REPO.split("/")[0], "bench")
-    # Ours three times (issue 15): the token as Bearer; the same token as the Basic
+    # Ours three times: the token as Bearer; the same token as the Basic
     # password, as docker, podman and containerd send it after `login -p $(ac whoami -t)`;
     # and the htpasswd user's password, as distribution is measured.
     variants = [(server.name, server, server.authorization) for server in servers]
@@ -301,7 +301,7 @@ def rows(results: dict[str, Any]) -> list[list[str]]:
             failed = res[name].get("failed_requests", 0)
             return f"{res[name][key]:,.0f} {unit}" + (f" ({failed} failed)" if failed else "")
 
-        # The targets are for plain HTTP; TLS figures are reported beside them (issue 2).
+        # The targets are for plain HTTP; TLS figures are reported beside them.
         missed = "**missed**" if mode == "plain" else "below (TLS: reported only)"
         verdict = "-" if r is None else ("met" if r >= target else missed)
         out.append(
@@ -435,7 +435,7 @@ def render(results: dict[str, Any]) -> str:
         "verdict",
     ]
     parts = [
-        "## Data plane versus CNCF distribution (issue 2)",
+        "## Data plane versus CNCF distribution",
         "",
         f"- Date: {m['date']}; commit `{m['commit']}`; script `bench/bench_dataplane.py`",
         f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "

@@ -1,4 +1,4 @@
-"""RBAC cost on the registry hot path (issue 3): service account via RoleBinding vs masters.
+"""RBAC cost on the registry hot path: service account via RoleBinding vs masters.
 
 Fills a fresh data dir with N namespaces and M RoleBindings (written straight into the
 `objects` table while the server is stopped, in the shape the API store writes, so the
@@ -246,7 +246,7 @@ def render(results: dict[str, Any]) -> str:
     ]
     return "\n".join(
         [
-            "## Authorization cost on the registry path (issue 3)",
+            "## Authorization cost on the registry path",
             "",
             f"- Date: {m['date']}; commit `{m['commit']}`; script `bench/bench_rbac.py`",
             f"- Machine: {m['nproc']} CPUs ({m['cpu']}), {m['memory_gib']} GiB RAM, "

@@ -1,4 +1,4 @@
-"""Benchmark `ac adm top images` on a large database (issue 4).
+"""Benchmark `ac adm top images` on a large database.
 
 Populates a fresh SQLite database with 100,000 images (a config and three layers each, two
 drawn from a shared pool of base layers), 10,000 streams and 1,000,000 tag events (10 tags

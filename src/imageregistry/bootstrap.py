@@ -1,8 +1,8 @@
 """First-start and upgrade tasks run by `image-registry serve` before workers start.
 
 - Reconcile the bootstrap RBAC objects (ClusterRoles and ClusterRoleBindings of
-  behaviour.md §3): created when missing, rules refreshed on upgrade while the object
-  keeps the `rbac.authorization.kubernetes.io/autoupdate: "true"` annotation.
+  docs/behaviour.md#access-control): created when missing, rules refreshed on upgrade while
+  the object keeps the `rbac.authorization.kubernetes.io/autoupdate: "true"` annotation.
 - The serving CA and the cluster-admin identity (`system:admin` in `system:masters`,
   an opaque token) are the registry's, not a replica's: the first start creates them in
   the shared database, every later start (another replica, a restart) adopts them. A

@@ -2,7 +2,7 @@
 
 Before this, each watch polled the log on its own every 0.25 s and replayed history with one
 database read per change, so a few hundred watches from one tenant starved every other
-request (issue 14). Now:
+request. Now:
 
 - `ChangeFeed` is the only reader of new changes in a process. Its task (started and stopped
   by the server's lifespan) reads new rows in pages and keeps the most recent ones in

@@ -1,5 +1,5 @@
 """Write conflicts on a real PostgreSQL are retried, or answered as retryable, never 500
-(issue 15 item 6).
+.
 
 The soak's one `manifest 500` came from a lost deadlock: a push locks the blob rows it
 references in digest order while GC's sweep deleted rows in the order it found them on

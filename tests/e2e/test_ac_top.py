@@ -56,7 +56,7 @@ class Pushed:
 
 
 def binary_size(size: int) -> str:
-    """behaviour.md §4: binary units, four significant digits (`12.34MiB`)."""
+    """docs/behaviour.md#ac-adm-top: binary units, four significant digits (`12.34MiB`)."""
     for power, unit in [(3, "GiB"), (2, "MiB"), (1, "KiB")]:
         if size >= 1024**power:
             return f"{size / 1024**power:.4g}{unit}"

@@ -565,7 +565,7 @@ def test_seeded_protobuf_mutations_never_fail_the_server(api: httpx.Client) -> N
         _well_formed(response)
 
 
-# --- large bodies (issue 14, finding 4) ---------------------------------------------------
+# --- large bodies ---------------------------------------------------
 
 BIG = 400 * MIB
 SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
@@ -623,7 +623,7 @@ def test_a_huge_body_is_refused_while_it_streams(
     assert grown < 100, f"the worker's peak memory grew by {grown:.0f} MiB"
 
 
-# --- numbers beyond Python's 4300-digit int() limit (issue 14, finding 9) -------------------
+# --- numbers beyond Python's 4300-digit int() limit -------------------
 
 HUGE = "9" * 5000
 

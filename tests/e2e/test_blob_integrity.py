@@ -1,4 +1,4 @@
-"""Blobs damaged in storage (issue 14, finding 5): never served as if intact, found by
+"""Blobs damaged in storage: never served as if intact, found by
 `ac adm registry verify`, and repaired by pushing them again.
 
 One plain-HTTP server with the blob port for the module; the damage is done the way a

@@ -1,4 +1,4 @@
-"""The Containerfile builds the image the manifests run (issue 19).
+"""The Containerfile builds the image the manifests run.
 
 No base image can be pulled on these machines (no registry but the package registries is
 reachable), so `podman build` cannot run here. What can be checked is checked: the file is

@@ -1,4 +1,4 @@
-"""Readiness, liveness and graceful termination, as a Kubernetes kubelet sees them (issue 19).
+"""Readiness, liveness and graceful termination, as a Kubernetes kubelet sees them.
 
 `/readyz` runs a real query against the database and a real operation against the blob
 store and answers 503 naming the one that failed; `/livez` (and `/healthz`) only say the

@@ -1,4 +1,4 @@
-"""deploy/kubernetes: the overlays render, validate, and the pod they describe serves (issue 19).
+"""deploy/kubernetes: the overlays render, validate, and the pod they describe serves.
 
 No cluster can run here, so each overlay is checked in the three ways that are possible
 without one: the real `kubectl kustomize` renders it; every rendered object validates

@@ -1,4 +1,4 @@
-"""A full disk under the blob store (issue 14, finding 10): 507 with the OCI envelope and
+"""A full disk under the blob store: 507 with the OCI envelope and
 `Retry-After`, nothing partial left behind, the upload resumable, logged once.
 
 The disk is real: a small tmpfs mounted as the server's `--storage` (needs root, so the

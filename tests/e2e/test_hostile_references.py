@@ -50,7 +50,7 @@ def _cluster_role(name: str, rules: list[dict[str, object]]) -> dict[str, object
     return {"apiVersion": RBAC, "kind": "ClusterRole", "metadata": {"name": name}, "rules": rules}
 
 
-# --- bindings to roles that do not exist (issue 14, finding 6) ---------------------------------
+# --- bindings to roles that do not exist ---------------------------------
 
 
 def test_namespace_admin_cannot_prebind_a_role_created_later(
@@ -142,7 +142,7 @@ def test_cluster_binding_to_a_missing_role_needs_bind(k: Kubectl, server: Regist
     )
 
 
-# --- images copied into a stream (issue 14, finding 2) -----------------------------------------
+# --- images copied into a stream -----------------------------------------
 
 MANIFEST_ACCEPT = "application/vnd.oci.image.manifest.v1+json"
 MISSING = "sha256:" + "5" * 64

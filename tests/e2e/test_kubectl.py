@@ -129,7 +129,7 @@ def test_image_commands(k: Kubectl, server: RegistryProcess, work: Path) -> None
     k.ok("create", "ns", "img")
     digest = push_image(server, work, "img/demo:latest", "first")
     images = k.ok("get", "images")
-    # behaviour.md §2 columns plus VERIFIED (issue 6: trusted-signature status).
+    # docs/behaviour.md#image-api-resources columns plus VERIFIED (trusted-signature status).
     assert images.split("\n")[0].split() == ["NAME", "IMAGE", "REFERENCE", "VERIFIED"]
     assert f"{server.host}/img/demo@{digest}" in images
     row = next(line for line in images.splitlines() if line.startswith(digest))

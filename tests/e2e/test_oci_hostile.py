@@ -341,7 +341,7 @@ def test_an_index_whose_child_size_lies_is_manifest_invalid(client: httpx.Client
     assert r.status_code == 201, r.text
 
 
-# --- large bodies (issue 14, finding 4) ---------------------------------------------------
+# --- large bodies ---------------------------------------------------
 
 BIG = 400 * MIB
 BIG_BLOB = b"blob-port layer\n" * 65536  # 1 MiB: fetched through the blob port
@@ -388,7 +388,7 @@ def test_a_huge_body_is_refused_while_it_streams(
     assert grown < 100, f"the worker's peak memory grew by {grown:.0f} MiB"
 
 
-# --- numbers beyond Python's 4300-digit int() limit (issue 14, finding 9) -------------------
+# --- numbers beyond Python's 4300-digit int() limit -------------------
 
 HUGE = "9" * 5000
 

@@ -1,5 +1,5 @@
 """Pull times still reach `ac adm top images` now that pulls write nothing themselves
-(issue 14 finding 7): each worker writes what it noted every `pull_times_flush_seconds`,
+: each worker writes what it noted every `pull_times_flush_seconds`,
 and what it still holds when it is stopped."""
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ directory laid out like a checkout after `./scripts/install-and-serve`: `data/` 
 running server's data dir, `.venv` and `scripts` are this checkout's, HOME is a fresh
 directory (so the GnuPG keyring is fresh too). The only edits to the text are the server's
 address (the documented 127.0.0.1:5000 becomes the test server's free port) and, for
-operations.md, its data dir (/var/lib/registry becomes the test's).
+docs/operations.md, its data dir (/var/lib/registry becomes the test's).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""A database that takes no writes: pulls are served, writes answer 503 (issue 14 finding 7).
+"""A database that takes no writes: pulls are served, writes answer 503.
 
 Before, a manifest GET recorded its pull time in the same request, so a read-only database
 broke every pull with `500`. Now pull times are buffered and written in batches, and a

@@ -1,4 +1,4 @@
-"""A second `serve` on an address a registry already serves is refused (issue 14 finding 8).
+"""A second `serve` on an address a registry already serves is refused.
 
 Granian listens with SO_REUSEPORT, so before the check a second server with another data
 dir started on the same `--listen` and silently took a share of the connections."""

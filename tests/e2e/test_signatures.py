@@ -1,4 +1,4 @@
-"""Image signatures end to end with the real skopeo and gpg (issue 6 acceptance).
+"""Image signatures end to end with the real skopeo and gpg.
 
 skopeo signs with a test-generated GnuPG key while pushing (`--sign-by`), which stores the
 signature through the registry extension; `ac adm verify-image-signature` verifies it and
@@ -485,7 +485,7 @@ def test_server_validates_edited_trust(env: Env) -> None:
     assert conditions(env, digest) == [[]]
 
 
-# --- the administrator page as written (issue 15, item 3) -------------------------------------
+# --- the administrator page as written -------------------------------------
 
 REMOVE_TRUSTED = """#!/usr/bin/env python3
 import sys

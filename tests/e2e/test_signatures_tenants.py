@@ -1,4 +1,4 @@
-"""Cosign signatures pushed as manifests, by tenants of separate namespaces (issue 14).
+"""Cosign signatures pushed as manifests, by tenants of separate namespaces.
 
 Real HTTP against a server subprocess. team-a owns an image; alice may push and sign in
 team-a, carol may only push there, bob may push and sign in team-b only. What a push
@@ -201,7 +201,7 @@ def big_payloads(tenants: Tenants, repo: str, image: str, count: int = 32) -> li
 def test_a_tenant_cannot_attach_signatures_to_another_namespaces_image(
     tenants: Tenants, referrer: bool
 ) -> None:
-    """The attack of issue 14: bob, who may push and sign only in team-b, pushes a cosign
+    """The attack: bob, who may push and sign only in team-b, pushes a cosign
     signature manifest of 32 x 1 MiB payloads naming a team-a image. The push is an
     ordinary artifact in team-b (OCI lets a referrer precede its subject, and the answer
     must not reveal whether team-a has the image), but nothing is recorded on the image,

@@ -7,7 +7,7 @@ every byte, while GC with a zero grace period runs back to back. Pass: no push f
 BLOB_UNKNOWN / MANIFEST_BLOB_UNKNOWN and the client uploads it again, counted as a
 retry), no pull of a tagged image ever sees BLOB_UNKNOWN, and every tagged image verifies
 at the end, and no request is ever answered with a 5xx other than a retryable
-`503` (issue 15 item 6: a lost deadlock used to be a `500`; such a push is now retried
+`503` (a lost deadlock used to be a `500`; such a push is now retried
 inside the server). Clients back off before retrying, as real clients do: a blob in a GC
 batch stays `deleting` until the batch is swept, so an immediate retry would only meet it
 again. Runs on SQLite (one server) and on PostgreSQL (two servers sharing the

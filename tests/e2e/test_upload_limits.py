@@ -1,4 +1,4 @@
-"""Caps on abandoned uploads (issue 14, finding 11): one identity opening sessions (or
+"""Caps on abandoned uploads: one identity opening sessions (or
 staging bytes) without end gets 429 `TOOMANYREQUESTS` with `Retry-After`, while other
 identities keep pushing. The flood is replayed against a server with small caps.
 """

@@ -1,4 +1,4 @@
-"""Watches from one tenant must not starve the server (issue 14, finding 3).
+"""Watches from one tenant must not starve the server.
 
 The attack as reported: one tenant opens hundreds of watches from an old resourceVersion,
 each replaying the change log, while other users pull. Here a real server subprocess is

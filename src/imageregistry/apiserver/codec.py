@@ -1,11 +1,11 @@
 """Request bodies: JSON or Kubernetes protobuf in, field validation.
 
-kubectl sends protobuf for built-in kinds and JSON for everything else (docs/kubectl.md §0);
-both decode to the same JSON-shaped dict here, and nothing past this module sees raw bytes.
-`fieldValidation` (Strict, Warn, Ignore; Strict when kubectl has OpenAPI) decides what happens
-to fields a kind does not declare and to duplicate JSON keys: a 400 with kube's
-`strict decoding error: unknown field "spec.x"` wording, a `Warning: 299` header, or silently
-dropping them. Kinds declare their fields with a tiny schema notation: a dict of field name
+kubectl sends protobuf for built-in kinds and JSON for everything else
+(docs/kubectl.md#cross-cutting-facts); both decode to the same JSON-shaped dict here, and nothing
+past this module sees raw bytes. `fieldValidation` (Strict, Warn, Ignore; Strict when kubectl has
+OpenAPI) decides what happens to fields a kind does not declare and to duplicate JSON keys: a 400
+with kube's `strict decoding error: unknown field "spec.x"` wording, a `Warning: 299` header, or
+silently dropping them. Kinds declare their fields with a tiny schema notation: a dict of field name
 to sub-schema, a one-element list for arrays, and `ANY` where anything goes.
 """
 

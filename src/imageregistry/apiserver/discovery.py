@@ -1,10 +1,10 @@
 """Discovery documents: `/api`, `/api/v1`, `/apis`, `/apis/<group>/v1`, legacy and aggregated.
 
 kubectl asks for aggregated discovery (`apidiscovery.k8s.io/v2`) first: when its Accept header
-offers it, `/api` and `/apis` answer one APIGroupDiscoveryList with every resource and
-subresource, under exactly the content type kubectl checks (docs/kubectl.md §0), so discovery
-takes two requests. Other clients get the legacy JSON documents and then fetch each
-group-version's resource list, where subresources are listed as `plural/sub` entries.
+offers it, `/api` and `/apis` answer one APIGroupDiscoveryList with every resource and subresource,
+under exactly the content type kubectl checks (docs/kubectl.md#cross-cutting-facts), so discovery
+takes two requests. Other clients get the legacy JSON documents and then fetch each group-version's
+resource list, where subresources are listed as `plural/sub` entries.
 """
 
 from __future__ import annotations

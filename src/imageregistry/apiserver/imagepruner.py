@@ -1,10 +1,10 @@
 """`ImagePruner` in `imageregistry.operator.alauda.io/v1`: the scheduled-prune configuration.
 
-A cluster-scoped singleton named `cluster` (behaviour.md §9) stored in the generic object
-table. Validation here keeps a typo from silently disabling pruning: the schedule must be
-a five-field cron expression, `keepYoungerThanDuration` a Go duration, the counts
-non-negative integers and the switches JSON booleans. The server's scheduler
-(`prune/scheduler.py`) reads it and writes `status`.
+A cluster-scoped singleton named `cluster` (docs/behaviour.md#scheduled-pruning) stored in the
+generic object table. Validation here keeps a typo from silently disabling pruning: the schedule
+must be a five-field cron expression, `keepYoungerThanDuration` a Go duration, the counts
+non-negative integers and the switches JSON booleans. The server's scheduler (`prune/scheduler.py`)
+reads it and writes `status`.
 """
 
 from __future__ import annotations

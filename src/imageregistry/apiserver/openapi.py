@@ -1,9 +1,10 @@
 """Minimal OpenAPI v3 so that `kubectl apply -f` and `kubectl create -f` validate server-side.
 
-kubectl downloads `/openapi/v3`, then the group-version document, and only needs to find, for
-each kind, a path with a `patch` operation tagged `x-kubernetes-group-version-kind` that takes
-a `fieldValidation` parameter (docs/kubectl.md §7). It then skips client-side validation and
-sends `fieldValidation=Strict`, and the server's own strict decoding does the checking.
+kubectl downloads `/openapi/v3`, then the group-version document, and only needs to find, for each
+kind, a path with a `patch` operation tagged `x-kubernetes-group-version-kind` that takes a
+`fieldValidation` parameter (docs/kubectl.md#resource-commands). It then skips client-side
+validation and sends `fieldValidation=Strict`, and the server's own strict decoding does the
+checking.
 """
 
 from __future__ import annotations

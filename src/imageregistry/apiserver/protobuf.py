@@ -2,7 +2,7 @@
 
 kubectl sends `application/vnd.kubernetes.protobuf` for built-in kinds and never falls back to
 JSON, so the server must read `k8s\\0` + `runtime.Unknown{typeMeta, raw, contentEncoding,
-contentType}` (docs/kubectl.md §9). Parsing is done by the `protobuf` library from descriptors
+contentType}` (docs/kubectl.md#protobuf). Parsing is done by the `protobuf` library from descriptors
 built at runtime out of the declarative table in `protobuf_schema`; a small walker then maps each
 message onto Kubernetes JSON field names, drops empty values the way Go's `omitempty` does (so an
 absent field and an explicitly empty one look the same), renders `Time` as RFC 3339 and

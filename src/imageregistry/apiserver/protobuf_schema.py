@@ -3,7 +3,7 @@
 This is the one place that records, per message, which protobuf field number carries which
 Kubernetes JSON field name and type; `protobuf.py` turns it into descriptors and walks decoded
 messages with it. Numbers come from `generated.proto` in k8s.io/api and k8s.io/apimachinery
-v0.32 (the ones kubectl 1.32 was observed to send are marked V in docs/kubectl.md §9). Type
+v0.32 (the ones kubectl 1.32 was observed to send are marked V in docs/kubectl.md#protobuf). Type
 notation: a scalar proto type (`string`, `bool`, `int32`, `int64`, `bytes`), a message name,
 `[T]` for a repeated field and `{T}` for `map<string, T>`. Two messages have a special JSON
 form: `Time` becomes an RFC 3339 string and `ExtraValue` becomes a bare list of strings.

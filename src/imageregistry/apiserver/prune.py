@@ -1,15 +1,14 @@
 """API resources for cleanup: `imageprunes`, `registrygcs` (create-only) and `imagepruneruns`.
 
-Creating an `ImagePrune` plans and executes a prune on the server in one transaction and
-answers with the plan and its outcome in `status`; `?dryRun=All` plans and describes
-without changing anything (behaviour.md §5). `spec.undo: RUN` restores a recorded run
-instead, refused with 403 unless the caller may pull every image it would put back into
-a stream (`resources.image_access`). Creating a `RegistryGC` runs (or with `dryRun=All`,
-previews) blob reclamation, plus the storage reconciler when `spec.reconcile` is set.
-Nothing is stored for either object; `imagepruneruns` lists the recorded runs an undo can
-name. The route layer has already authorized `create` on the resource
-(system:image-pruner); a confirmed prune with `pruneRegistry` also needs
-`create registrygcs`.
+Creating an `ImagePrune` plans and executes a prune on the server in one transaction and answers
+with the plan and its outcome in `status`; `?dryRun=All` plans and describes without changing
+anything (docs/behaviour.md#ac-adm-prune-images). `spec.undo: RUN` restores a recorded run instead,
+refused with 403 unless the caller may pull every image it would put back into a stream
+(`resources.image_access`). Creating a `RegistryGC` runs (or with `dryRun=All`, previews) blob
+reclamation, plus the storage reconciler when `spec.reconcile` is set. Nothing is stored for either
+object; `imagepruneruns` lists the recorded runs an undo can name. The route layer has already
+authorized `create` on the resource (system:image-pruner); a confirmed prune with `pruneRegistry`
+also needs `create registrygcs`.
 """
 
 from __future__ import annotations

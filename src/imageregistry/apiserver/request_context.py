@@ -1,9 +1,9 @@
 """Who is asking, per request: authentication, impersonation, then authorization.
 
 The bearer credential is authenticated (401 Status if it is presented but invalid). kubectl
-`--as`/`--as-group`/`--as-uid` send `Impersonate-User`, one `Impersonate-Group` header per
-group, and `Impersonate-Uid` on every request (docs/kubectl.md §3); each is allowed only with
-the `impersonate` verb on `users`/`serviceaccounts`, `groups`, `uids` (kube's rules), and the
+`--as`/`--as-group`/`--as-uid` send `Impersonate-User`, one `Impersonate-Group` header per group,
+and `Impersonate-Uid` on every request (docs/kubectl.md#auth-can-i); each is allowed only with the
+`impersonate` verb on `users`/`serviceaccounts`, `groups`, `uids` (kube's rules), and the
 service-account groups are derived on the server because kubectl does not send them.
 """
 

@@ -6,7 +6,7 @@ namespace, name, subresource) and the method to a Kubernetes verb, authorize wit
 (403 Status naming user, verb and resource), then call the resource handler in a worker
 thread (the metadata layer is synchronous). Handlers raise `ApiError`; this is the one place
 that turns it into a `Status` body. Responses are JSON; `as=Table` requests get server-side
-tables (docs/kubectl.md §2).
+tables (docs/kubectl.md#table-output).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Kubernetes `Status` errors: the one exception type API handlers raise.
 
-kubectl only renders an error body that is a real `Status` (`kind: Status`, `apiVersion: v1`);
-it prints `Error from server (<reason>): <message>` (docs/kubectl.md §8). `ApiError` carries
-the HTTP code, the reason and the message, plus optional `details`; the route layer turns it
-into the JSON body. The constructors below word messages the way kube-apiserver does, since
-users and scripts match on that text.
+kubectl only renders an error body that is a real `Status` (`kind: Status`, `apiVersion: v1`); it
+prints `Error from server (<reason>): <message>` (docs/kubectl.md#error-rendering). `ApiError`
+carries the HTTP code, the reason and the message, plus optional `details`; the route layer turns it
+into the JSON body. The constructors below word messages the way kube-apiserver does, since users
+and scripts match on that text.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`meta.k8s.io/v1` Table responses for `kubectl get`, and the Age column.
 
 kubectl asks for `as=Table` and prints cells verbatim, so the server computes every cell,
-Age included (docs/kubectl.md §2). Columns with priority 1 only show with `-o wide`. Each
+Age included (docs/kubectl.md#table-output). Columns with priority 1 only show with `-o wide`. Each
 row carries a PartialObjectMetadata (or the whole object with `includeObject=Object`), which
 kubectl needs for the NAMESPACE column of `-A` and for `--show-labels`.
 """

@@ -6,7 +6,7 @@ namespace-scoped `/namespaces/NS/...` variants) return a list whose items are co
 The body is streamed with one item per line, so the server never holds the JSON of 100,000
 images in memory and the client can parse it as it arrives. Access: the cluster-wide report
 needs `list images`; a namespace report needs `list imagestreams` in that namespace
-(behaviour.md §3 roles).
+(docs/behaviour.md#bootstrap-roles).
 """
 
 from __future__ import annotations

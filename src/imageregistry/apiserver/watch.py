@@ -6,7 +6,7 @@ replicas sharing a database. A watch without a resourceVersion (or "0") first re
 current objects as ADDED, as kube-apiserver does. With a Table Accept header each object is
 a one-row Table, columns only in the first event (as upstream).
 
-Where the changes come from (docs/architecture.md, "Watches"): recent ones from the process's
+Where the changes come from (docs/architecture.md#watches): recent ones from the process's
 shared `ChangeFeed` in memory; older ones from the log, one query per page, under one of the
 feed's few load slots. Events are sent a page at a time: the changes of one object within a
 page become one event carrying the object as it is when the page is read (one read of all the

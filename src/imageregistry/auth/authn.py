@@ -1,6 +1,6 @@
 """Authentication: turn an `Authorization` header into a `UserInfo`.
 
-Accepted credentials (behaviour.md §3):
+Accepted credentials (docs/behaviour.md#access-control):
 - `Bearer <token>` where the token is an opaque token issued by this server (stored only
   as a SHA-256 hash) or a JWT signed by this server (service-account tokens from the
   TokenRequest API, and tokens handed out by the registry token endpoint);

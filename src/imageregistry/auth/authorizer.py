@@ -1,9 +1,9 @@
 """The one authorization seam every request passes through.
 
 Registry requests are translated into Kubernetes access reviews on `image.alauda.io`
-(behaviour.md §3) by `registry_attributes`, then decided by the same `Authorizer` that
-decides API requests. `MastersOnlyAuthorizer` is the deny-by-default decision used when
-no RBAC data is available (and in unit tests); `server.py` wires the RBAC authorizer.
+(docs/behaviour.md#access-control) by `registry_attributes`, then decided by the same `Authorizer`
+that decides API requests. `MastersOnlyAuthorizer` is the deny-by-default decision used when no RBAC
+data is available (and in unit tests); `server.py` wires the RBAC authorizer.
 """
 
 from __future__ import annotations
@@ -36,7 +36,8 @@ class RegistryAction(StrEnum):
     SIGN = "sign"
 
 
-# registry request -> (verb, resource, subresource); behaviour.md §3 access-review table.
+# registry request -> (verb, resource, subresource);
+# docs/behaviour.md#registry-requests-and-their-access-reviews.
 _REVIEWS: dict[RegistryAction, tuple[str, str, str]] = {
     RegistryAction.PULL: ("get", "imagestreams", "layers"),
     RegistryAction.PUSH: ("update", "imagestreams", "layers"),

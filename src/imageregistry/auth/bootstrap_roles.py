@@ -1,10 +1,10 @@
 """The bootstrap ClusterRoles and ClusterRoleBindings, as `rbac.authorization.k8s.io/v1` objects.
 
 The server creates these on first start and reconciles them on upgrade (objects carrying the
-`rbac.authorization.kubernetes.io/autoupdate: "true"` annotation are overwritten). They are
-plain JSON-shaped dicts because they enter the generic object store exactly like objects a
-user creates with kubectl. The image roles follow behaviour.md §3; `admin`/`edit`/`view`
-carry the usual Kubernetes meaning restricted to the resources this server serves.
+`rbac.authorization.kubernetes.io/autoupdate: "true"` annotation are overwritten). They are plain
+JSON-shaped dicts because they enter the generic object store exactly like objects a user creates
+with kubectl. The image roles follow docs/behaviour.md#access-control; `admin`/`edit`/`view` carry
+the usual Kubernetes meaning restricted to the resources this server serves.
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def cluster_role_binding(name: str, role: str, groups: Sequence[str]) -> dict[st
 
 
 def _puller_rules() -> list[dict[str, Any]]:
-    # Decision (puller reads metadata), behaviour.md §3: `get` on the stream objects too.
+    # Pullers read metadata (docs/behaviour.md#bootstrap-roles): `get` on the stream objects too.
     return [
         rule(["get"], IMAGE_GROUP, ["imagestreams/layers"]),
         rule(["get"], IMAGE_GROUP, ["imagestreams", "imagestreamtags", "imagestreamimages"]),

@@ -5,7 +5,7 @@ SHA-1 and crypt(3) entries are rejected with the line number, because they are t
 keep and silently ignoring them would lock the user out without a hint. Checking an unknown
 user still runs bcrypt against a dummy hash of the same cost, so response time does not tell
 which usernames exist. bcrypt is slow by design: callers exchange a password for a token once
-rather than verifying on every request (behaviour.md §3).
+rather than verifying on every request (docs/behaviour.md#access-control).
 
 `HtpasswdFile` is what the server uses: it re-reads the file when it changes (checked at
 most once a second), so `htpasswd -B FILE bob` or `htpasswd -D FILE alice` takes effect

@@ -48,7 +48,7 @@ def _check_addresses_free(settings: Settings) -> None:
 
     Granian binds the main port with SO_REUSEPORT, so without this check a second
     `serve` on the same address would start and silently take a share of the connections
-    of the one already running (issue 14 finding 8)."""
+    of the one already running."""
     from imageregistry.blobport.sockets import check_bindable
 
     wanted = [("listen", settings.listen)]

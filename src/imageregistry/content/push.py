@@ -1,11 +1,10 @@
 """Push → metadata: turn a validated manifest into the Image recorded for it.
 
-`describe_image` computes what the Image row stores (behaviour.md §2, §4): the blob and
-child edges, the config summary (`dockerImageMetadata`), the creation time (the config's
-`created`, else the push time), the storage size (unique layers plus config), the layer
-count and the top non-empty layer (used for PARENTS in `ac adm top images`).
-`ManifestPusher.push` reads the config blob when the manifest is an image, then records
-everything in one metadata transaction.
+`describe_image` computes what the Image row stores (docs/behaviour.md#image-api-resources): the
+blob and child edges, the config summary (`dockerImageMetadata`), the creation time (the config's
+`created`, else the push time), the storage size (unique layers plus config), the layer count and
+the top non-empty layer (used for PARENTS in `ac adm top images`). `ManifestPusher.push` reads the
+config blob when the manifest is an image, then records everything in one metadata transaction.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The spec's name grammar is `[a-z0-9]+((\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+(...)*)*`; this
 registry additionally requires exactly two components, `<namespace>/<stream>`
-(behaviour.md §1), where the namespace is a Kubernetes namespace name (DNS-1123 label).
+(docs/behaviour.md#the-pieces), where the namespace is a Kubernetes namespace name (DNS-1123 label).
 Anything else — empty or dot-dot components, doubled slashes, percent-encoded characters,
 uppercase letters, names over 255 characters — is `InvalidName`. Tags follow the spec's
 `[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}`.

@@ -296,7 +296,7 @@ def record_mapping(
     conn: Connection, namespace: str, stream: str, tag: str, digest: str, now: datetime
 ) -> None:
     """ImageStreamMapping: the stream is created if missing; the tag event is prepended unless
-    the tag already points at the image (behaviour.md §2, "Push records metadata")."""
+    the tag already points at the image (docs/behaviour.md#push-records-metadata)."""
     repo = RepoKey(namespace, stream)
     repo_id = ensure_repository(conn, repo, now, may_create_ns=False)
     insert_ignore(

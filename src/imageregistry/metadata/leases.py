@@ -3,7 +3,7 @@
 Every replica runs the loops of the scheduled jobs (scheduled pruning, change-log
 compaction); a job acts only while its replica holds the job's unexpired lease, renewed on
 each tick, so one replica acts at a time and another takes over when the holder stops
-renewing (architecture.md, "Built for several replicas").
+renewing (docs/architecture.md#built-for-several-replicas).
 """
 
 from __future__ import annotations

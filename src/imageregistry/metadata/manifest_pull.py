@@ -1,15 +1,14 @@
 """The manifest pull hot path: one SQL statement on one pooled DBAPI connection.
 
-A manifest GET by tag or digest is the most frequent registry request. `ManifestPuller`
-answers it with a single statement that resolves the repository, the tag's newest event
-(`items[0]`, behaviour.md §2) and the linked manifest row, and that also reads the
-namespace's `image.alauda.io/require-signatures` annotation, so the signature policy costs
-nothing more unless it is switched on (then `signature_policy.signature_policy_allows` decides,
-as before); reading it on every pull keeps it exact without any cache. The
-statement is sent as driver SQL, skipping SQLAlchemy's compilation and the explicit
-transaction of `Database.read` (one statement is one consistent snapshot). A miss returns
-None: the caller then takes the general path, which explains *why* (unknown repository,
-tag or manifest) with the right error.
+A manifest GET by tag or digest is the most frequent registry request. `ManifestPuller` answers it
+with a single statement that resolves the repository, the tag's newest event (`items[0]`,
+docs/behaviour.md#image-api-resources) and the linked manifest row, and that also reads the
+namespace's `image.alauda.io/require-signatures` annotation, so the signature policy costs nothing
+more unless it is switched on (then `signature_policy.signature_policy_allows` decides, as before);
+reading it on every pull keeps it exact without any cache. The statement is sent as driver SQL,
+skipping SQLAlchemy's compilation and the explicit transaction of `Database.read` (one statement is
+one consistent snapshot). A miss returns None: the caller then takes the general path, which
+explains *why* (unknown repository, tag or manifest) with the right error.
 
 Pulls are recorded in `last_pulled` at most once a minute per manifest
 (`PULL_RECORD_INTERVAL`, judged from the row just read), and never by the pull itself: a

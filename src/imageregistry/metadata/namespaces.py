@@ -1,7 +1,7 @@
 """Namespaces as stored in the generic `objects` table (resource `namespaces`).
 
 The data plane only needs to know whether a namespace exists and, for a cluster-admin's
-push into a missing one, to create it (behaviour.md §3 "pushers create streams"). The body
+push into a missing one, to create it (docs/behaviour.md#bootstrap-roles). The body
 is a Kubernetes v1 Namespace so the API server serves it unchanged.
 """
 

@@ -1,11 +1,11 @@
 """The values prune and GC queries return and accept: snapshots, removals, GC candidates.
 
-The metadata layer owns the record types of its queries (architecture.md, "Package layout"),
-so `prune/*` imports these rather than the other way round. A `Snapshot` is loaded in one
-transaction (`prune_queries.load_snapshot`) and is all the planner sees, which keeps
-planning a pure function unit tests drive with hand-built values; a `StreamPrune` is the
-planner's answer for one stream, applied by `prune_queries.SqlPruneDeleter`. The GC
-records are what `gc_queries.SqlGcStore` selects for a sweep.
+The metadata layer owns the record types of its queries
+(docs/architecture.md#package-layout-srcimageregistry), so `prune/*` imports these rather than the
+other way round. A `Snapshot` is loaded in one transaction (`prune_queries.load_snapshot`) and is
+all the planner sees, which keeps planning a pure function unit tests drive with hand-built values;
+a `StreamPrune` is the planner's answer for one stream, applied by `prune_queries.SqlPruneDeleter`.
+The GC records are what `gc_queries.SqlGcStore` selects for a sweep.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every method is one transaction. Reference-creating paths (upload commit, mount,
 manifest push in `registry_manifests`) lock the blob row, refuse a blob GC has flipped to
 `deleting` (`BlobDeleting` → the client re-uploads), and move the blob's `referenced`
 time forward, so a blob that was just referenced cannot be collected before the grace
-period GC applies to that time ends (architecture.md, "Garbage collection"). A repository
+period GC applies to that time ends (docs/architecture.md#garbage-collection). A repository
 may read only the blobs linked to it (`repository_blobs`). Repositories are ImageStreams:
 creating one, or changing its tags, records a change so watches and resourceVersions
 follow.

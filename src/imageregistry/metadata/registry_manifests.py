@@ -1,12 +1,11 @@
 """Data-plane SQL for manifests: record a push, serve by tag or digest, delete, referrers.
 
-A push records, in one transaction, the Image (`manifests` row plus its blob and child
-edges), the link from the repository to it, and for a push by tag a prepended tag event —
-unless the tag already points at that image (behaviour.md §2). The blobs a manifest
-references must be linked to the repository and not being deleted by GC; children of an
-index must be manifests of the repository (`ManifestBlobUnknown` otherwise), and every
-descriptor must state the stored size (`ManifestSizeMismatch`). Manifests are
-served only from these rows.
+A push records, in one transaction, the Image (`manifests` row plus its blob and child edges), the
+link from the repository to it, and for a push by tag a prepended tag event — unless the tag already
+points at that image (docs/behaviour.md#image-api-resources). The blobs a manifest references must
+be linked to the repository and not being deleted by GC; children of an index must be manifests of
+the repository (`ManifestBlobUnknown` otherwise), and every descriptor must state the stored size
+(`ManifestSizeMismatch`). Manifests are served only from these rows.
 
 DELETE by digest (`delete_manifest`, the one place an image leaves a stream by digest)
 removes the image from the stream: its link and every tag history item of the stream that
@@ -416,7 +415,7 @@ def _insert_image(conn: Connection, new: NewManifest, now: datetime) -> None:
         .with_for_update(read=True)
     ).first()
     if exists is not None:
-        return  # Image already exists: fine (behaviour.md §2)
+        return  # Image already exists: fine (docs/behaviour.md#image-api-resources)
     values = {
         "digest": new.digest,
         "media_type": new.media_type,
@@ -478,7 +477,7 @@ def _tag(
     conn: Connection, repo: RepoKey, repo_id: int, tag: str, digest: str, now: datetime
 ) -> None:
     if current_tag_digest(conn, repo, tag) == digest:
-        return  # same image and reference: no change (behaviour.md §2)
+        return  # same image and reference: no change (docs/behaviour.md#image-api-resources)
     generation = conn.execute(
         select(repositories.c.generation).where(repositories.c.id == repo_id)
     ).scalar_one()

@@ -1,4 +1,4 @@
-"""The per-namespace signature policy, checked when a manifest is pulled (issue 6 item 4).
+"""The per-namespace signature policy, checked when a manifest is pulled.
 
 A namespace annotated `image.alauda.io/require-signatures: "true"` serves only images that
 carry a signature whose `Trusted` and `ForImage` conditions are True, either on the image

@@ -1,12 +1,12 @@
 """SQL for image signatures (`Image.signatures[]`) and the per-namespace signature policy.
 
-Signatures are rows of the `signatures` table keyed by the image digest; their verification
-record (conditions, imageIdentity, signedClaims, issuedBy, issuedTo) is the JSON `status`.
-Every change bumps the owning Image's resourceVersion through the change log so watches
-and `-o yaml` see it. Duplicate content for one image, or a reused name, is a
-`SignatureConflict` (the extension API answers 409, the API server AlreadyExists).
-`list_for_extension` is the cheap read every skopeo pull triggers (clients.md): one indexed
-query. The pull-time signature policy lives in `metadata.signature_policy`.
+Signatures are rows of the `signatures` table keyed by the image digest; their verification record
+(conditions, imageIdentity, signedClaims, issuedBy, issuedTo) is the JSON `status`. Every change
+bumps the owning Image's resourceVersion through the change log so watches and `-o yaml` see it.
+Duplicate content for one image, or a reused name, is a `SignatureConflict` (the extension API
+answers 409, the API server AlreadyExists). `list_for_extension` is the cheap read every skopeo pull
+triggers (docs/clients.md#skopeo): one indexed query. The pull-time signature policy lives in
+`metadata.signature_policy`.
 """
 
 from __future__ import annotations

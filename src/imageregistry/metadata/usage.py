@@ -1,6 +1,6 @@
 """Usage statistics behind `ac adm top images|imagestreams`, as set-based SQL.
 
-behaviour.md §4: per image, the streams and tags where it is the *current* item (the
+docs/behaviour.md#ac-adm-top: per image, the streams and tags where it is the *current* item (the
 newest tag event of a repository+tag, i.e. its highest id), the images that are its parents
 (their top non-empty layer is a lower layer of this one), whether the registry knows its
 manifest and layers, and its storage (unique layers plus config, precomputed on push in

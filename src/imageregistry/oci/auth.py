@@ -2,7 +2,7 @@
 
 `RegistryGate.authorize` authenticates the `Authorization` header (Bearer, or Basic whose
 password is a token or an htpasswd password), turns the request into access-review
-attributes with `registry_attributes` (behaviour.md §3) and asks the configured
+attributes with `registry_attributes` (docs/behaviour.md#access-control) and asks the configured
 `Authorizer`. Anonymous callers that are refused get 401 with a `WWW-Authenticate` Bearer
 challenge naming the token endpoint (and Basic, which clients may also use);
 authenticated callers that are refused get 403 `DENIED`. The realm itself, `/v2/token`
@@ -172,7 +172,7 @@ def too_many_logins(exc: TooManyFailedLogins) -> RegistryError:
 
 
 def may_create_namespace(user: UserInfo) -> bool:
-    """Only a cluster-admin's push creates a missing namespace (behaviour.md §3)."""
+    """Only a cluster-admin's push creates a namespace (docs/behaviour.md#bootstrap-roles)."""
     return user.in_group(GROUP_MASTERS)
 
 

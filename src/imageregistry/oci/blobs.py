@@ -1,14 +1,13 @@
 """Blob HEAD, GET (whole, zero-copy; or one `Range` → 206) and DELETE.
 
-A blob is served only when the metadata links it to the repository and GC is not
-deleting it (architecture.md "GC": no existence cache outside the database). A whole blob
-is sent with `FileResponse` so Granian can use ASGI pathsend, or, with the blob port on and
-at least `REDIRECT_MIN_SIZE` bytes, redirected there for a true sendfile(2); a single byte
-range answers 206 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110
-§14). The entity tag is the digest itself (`oci.conditional`; the same on every replica,
-unlike one derived from file metadata), and a matching `If-None-Match` answers 304
-before any range is considered (RFC 9110 §13.2.2). DELETE unlinks the blob from the repository; the
-bytes stay until registry GC.
+A blob is served only when the metadata links it to the repository and GC is not deleting it
+(docs/architecture.md#garbage-collection: no existence cache outside the database). A whole blob is
+sent with `FileResponse` so Granian can use ASGI pathsend, or, with the blob port on and at least
+`REDIRECT_MIN_SIZE` bytes, redirected there for a true sendfile(2); a single byte range answers 206
+with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110 §14). The entity tag is the
+digest itself (`oci.conditional`; the same on every replica, unlike one derived from file metadata),
+and a matching `If-None-Match` answers 304 before any range is considered (RFC 9110 §13.2.2). DELETE
+unlinks the blob from the repository; the bytes stay until registry GC.
 
 Every HEAD and GET compares the stored size with the recorded one first: a blob damaged
 in storage (or marked corrupt by `ac adm registry verify`) answers 404 `BLOB_UNKNOWN` with

@@ -1,6 +1,6 @@
 """Manifest GET/HEAD, PUT and DELETE, by tag or by digest.
 
-Manifests and tags are served only from the metadata (behaviour.md §1), byte-exact with
+Manifests and tags are served only from the metadata (docs/behaviour.md#the-pieces), byte-exact with
 the stored `Content-Type` and `Docker-Content-Digest`. PUT accepts manifests up to 4 MiB
 (the spec's minimum a registry must accept; larger → 413 `SIZE_INVALID`), verifies a
 digest reference against the body, and answers `OCI-Subject` when the manifest has a

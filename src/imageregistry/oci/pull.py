@@ -3,7 +3,7 @@
 `ManifestPulls.serve` does everything a successful pull needs — authentication (cached
 per process by `auth.authn`), the RBAC decision, the manifest lookup (one statement, see
 `metadata.manifest_pull`, which also reads the namespace signature policy and the RBAC
-version), the signature policy (issue 6 item 4) and noting the pull time (written later,
+version), the signature policy and noting the pull time (written later,
 in batches, by `metadata.manifest_pull.PullTimes`) —
 in one synchronous call, so a pull costs at most one hop off the event loop (none on the
 common path, see `FastPull`). It answers None whenever anything is not simply "allowed
@@ -60,7 +60,7 @@ class RbacAtVersion:
     `RbacAuthorizer`: `system:masters` needs nothing, everyone else is decided by an
     `RbacSnapshot` kept per process and replaced whenever the version moves. This saves
     the separate version query the authorizer would run, so a service account bound by a
-    RoleBinding pulls as cheaply as a cluster admin (issue 3)."""
+    RoleBinding pulls as cheaply as a cluster admin."""
 
     def __init__(self, authorizer: RbacAuthorizer, db: Database) -> None:
         self.authorizer = authorizer

@@ -1,4 +1,5 @@
-"""The registry signature extension that `skopeo copy --sign-by` speaks (behaviour.md §7).
+"""The registry signature extension that `skopeo copy --sign-by` speaks
+(docs/behaviour.md#signatures).
 
 containers/image stores "atomic" signatures in the registry itself when the `/v2/` ping
 answers `X-Registry-Supports-Signatures: 1` (`SignatureHeaderMiddleware` adds it to every
@@ -54,7 +55,7 @@ class SignatureHeaderMiddleware:
 
     Written as raw ASGI (not `BaseHTTPMiddleware`) so streamed blob responses are not
     buffered or delayed, and so a manifest GET/HEAD that is allowed and found never enters
-    the router. The namespace signature policy (issue 6 item 4, `metadata.signature_policy.
+    the router. The namespace signature policy (`metadata.signature_policy.
     signature_policy_allows`) is enforced where the manifest is looked up (`oci.pull`), on
     both paths; a refused pull is answered 403 `DENIED` naming the policy by the general
     handler. The services come from `app.state`.

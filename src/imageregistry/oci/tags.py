@@ -2,7 +2,7 @@
 
 Both are sorted lexically with `n`/`last` pagination and an RFC 5988 `Link` header
 while more results remain. The catalog requires the cluster-wide `list imagestreams`
-permission (behaviour.md §3).
+permission (docs/behaviour.md#access-control).
 """
 
 from __future__ import annotations

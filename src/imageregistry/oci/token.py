@@ -1,4 +1,4 @@
-"""`/v2/token`: the realm of the registry's Bearer challenge (docs/architecture.md, "Tokens").
+"""`/v2/token`: the realm of the registry's Bearer challenge (docs/architecture.md#tokens).
 
 `GET` is distribution's token protocol as docker, skopeo and oras use it: the caller's
 `Authorization` header (Basic with an htpasswd password or a token as the password, or

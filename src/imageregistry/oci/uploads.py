@@ -1,12 +1,12 @@
 """Blob uploads: POST (session, monolithic `?digest=`, cross-repository mount), PATCH
 (chunked with `Content-Range`, or streamed), PUT (complete), GET (status), DELETE (cancel).
 
-Session state lives in the `uploads` table and the blob store's staging area, never in
-process memory, so a session continues on another worker or replica and survives a
-restart. A chunk that does not start where the staged data ends answers 416 with the
-current `Range` and leaves the session usable (clients.md). A blob becomes visible only
-after the store verified its digest and published it atomically *and* the metadata
-transaction linked it, so a crash at any point exposes nothing partial.
+Session state lives in the `uploads` table and the blob store's staging area, never in process
+memory, so a session continues on another worker or replica and survives a restart. A chunk that
+does not start where the staged data ends answers 416 with the current `Range` and leaves the
+session usable (docs/clients.md#the-conformance-suites-client). A blob becomes visible only after
+the store verified its digest and published it atomically *and* the metadata transaction linked it,
+so a crash at any point exposes nothing partial.
 
 Each identity may have `upload_max_open_per_user` sessions open and
 `upload_max_staged_bytes_per_user` bytes staged in them (room for a chunk is reserved
@@ -136,7 +136,8 @@ async def _try_mount(ctx: Ctx, user: UserInfo, create_ns: bool) -> Response | No
     params = ctx.request.query_params
     raw, source_name = params.get("mount"), params.get("from")
     if not raw or not source_name:
-        return None  # mount without `from`: a normal session (clients.md)
+        # A mount without `from`: a normal session (docs/clients.md#the-conformance-suites-client).
+        return None
     try:
         digest = Digest.parse(raw)
         parsed = parse_repository(source_name)
@@ -144,7 +145,7 @@ async def _try_mount(ctx: Ctx, user: UserInfo, create_ns: bool) -> Response | No
         return None
     source = RepoKey(parsed.namespace, parsed.stream)
     if not await ctx.registry.gate.allowed(ctx.request, RegistryAction.PULL, source):
-        return None  # behaviour.md §3: fall back to a normal upload
+        return None  # docs/behaviour.md#access-control: fall back to a normal upload
     stored = await ctx.registry.blobs.stat(digest)
     if stored is None:
         return None

@@ -1,6 +1,6 @@
 """Apply a `PrunePlan` through deleter protocols; a dry run uses describing deleters.
 
-Compute first, act second (architecture.md, "Style"): the plan is a value; this module
+Plan first, act second (docs/architecture.md#plans-then-actions): the plan is a value; this module
 walks it, stream history items first (so no history still points at an image when the
 image goes), then images. A step that fails is recorded and the walk goes on, so one
 broken object never stops the rest of the cleanup; the caller turns any failure into a

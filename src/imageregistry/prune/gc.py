@@ -1,13 +1,12 @@
 """Registry garbage collection: mark from the database, then sweep through a deleter.
 
-architecture.md, "GC": decide from the reference tables, never by walking storage. The
-plan (`GcPlan`) lists blobs no remaining manifest uses whose grace period (the current
-`gc_grace_seconds` after their last reference) is over, repository
-links whose blob or stream is gone, and uploads idle longer than the configured age. A
-dry run describes the plan; a confirmed run sweeps in batches: flip candidates to
-`deleting` and commit (`GcStore.mark_deleting`), delete the bytes, then drop the rows.
-Blobs a previous run left in `deleting` (crash, or another replica mid-sweep) are
-finished first; deleting bytes and rows is idempotent, so two replicas may overlap.
+docs/architecture.md#garbage-collection: decide from the reference tables, never by walking storage.
+The plan (`GcPlan`) lists blobs no remaining manifest uses whose grace period (the current
+`gc_grace_seconds` after their last reference) is over, repository links whose blob or stream is
+gone, and uploads idle longer than the configured age. A dry run describes the plan; a confirmed run
+sweeps in batches: flip candidates to `deleting` and commit (`GcStore.mark_deleting`), delete the
+bytes, then drop the rows. Blobs a previous run left in `deleting` (crash, or another replica
+mid-sweep) are finished first; deleting bytes and rows is idempotent, so two replicas may overlap.
 Prune runs whose images used a reclaimed blob become irreversible.
 """
 

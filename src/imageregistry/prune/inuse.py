@@ -1,6 +1,6 @@
 """Which images are in use: parse workload image references into tags and digests.
 
-behaviour.md §5: an image is in use when a running workload refers to it as
+docs/behaviour.md#ac-adm-prune-images: an image is in use when a running workload refers to it as
 `host/ns/stream:tag` or `...@digest`. References come from the cluster the administrator
 points the CLI at and/or a file; the server receives them as strings and parses them here.
 A digest protects the image wherever it is stored (content addressing makes that exact);

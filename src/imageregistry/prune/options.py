@@ -1,6 +1,6 @@
 """Prune options: every flag of `ac adm prune images` as one value, plus Go-style durations.
 
-behaviour.md §5 lists the flags. The CLI and the scheduled pruner both build a
+docs/behaviour.md#ac-adm-prune-images lists the flags. The CLI and the scheduled pruner both build a
 `PruneOptions`; it crosses the wire as the `spec` of an `imageprunes` request, so the
 value converts to and from that JSON shape here and nowhere else. Durations use Go's
 `time.ParseDuration` syntax (`72h`, `90m`, `1h30m`, `1.5h`, `300ms`) because that is what
@@ -75,7 +75,9 @@ def format_duration(value: timedelta) -> str:
 
 @dataclass(frozen=True)
 class PruneOptions:
-    """What to prune; defaults are those of `ac adm prune images` (behaviour.md §5)."""
+    """What to prune; defaults are those of `ac adm prune images`
+    (docs/behaviour.md#ac-adm-prune-images).
+    """
 
     keep_tag_revisions: int = 3
     keep_younger_than: timedelta = timedelta(minutes=60)

@@ -1,14 +1,13 @@
 """Prune planning: a pure function from a snapshot, options and in-use set to a `PrunePlan`.
 
-The retention rules are behaviour.md §5. For each stream and tag the history is walked
-from the current item (index 0); an item is kept when it is younger than the threshold,
-when it is the current item of a tag a workload uses, when its index is below
-`keep_tag_revisions`, or when its image is in use by digest (`--all` drops the two
-retention rules, never in-use protection). An image is then deleted when no remaining
-history item references it, it is not in use, it is older than the threshold, and it is
-not kept transitively: an index keeps the manifests it lists, and a kept subject keeps
-its referrers (OCI distribution-spec "referrers"). Whitelisted repositories are untouched:
-their histories stay whole and the images linked to them stay.
+The retention rules are docs/behaviour.md#ac-adm-prune-images. For each stream and tag the history
+is walked from the current item (index 0); an item is kept when it is younger than the threshold,
+when it is the current item of a tag a workload uses, when its index is below `keep_tag_revisions`,
+or when its image is in use by digest (`--all` drops the two retention rules, never in-use
+protection). An image is then deleted when no remaining history item references it, it is not in
+use, it is older than the threshold, and it is not kept transitively: an index keeps the manifests
+it lists, and a kept subject keeps its referrers (OCI distribution-spec "referrers"). Whitelisted
+repositories are untouched: their histories stay whole and the images linked to them stay.
 """
 
 from __future__ import annotations

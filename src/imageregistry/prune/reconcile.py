@@ -1,6 +1,6 @@
 """Storage reconciler: bytes in the blob store that the database does not know.
 
-architecture.md, "GC" point 5: GC decides from the database, so a blob whose row was
+docs/architecture.md#garbage-collection: GC decides from the database, so a blob whose row was
 never written (a crash between publishing bytes and committing the row, or a restore of
 storage from backup) is invisible to it. This pass walks the store, reports blobs with no
 row that are older than a long grace period (younger ones may belong to an upload whose

@@ -1,7 +1,7 @@
 """Scheduled pruning: run the `ImagePruner` `cluster` configuration on its cron schedule.
 
 Every replica runs this loop; a row in `leases` makes sure only one of them acts at a
-time (architecture.md, "Built for more than one machine"): a replica acts only while it
+time (docs/architecture.md#built-for-several-replicas): a replica acts only while it
 holds the unexpired `image-pruner` lease, renewing it on each tick. A tick that finds the
 schedule due for the current minute, and no run recorded for that minute in the
 pruner's status, runs a confirmed prune with the configured retention and then registry

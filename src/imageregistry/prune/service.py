@@ -1,11 +1,11 @@
 """Prune, undo and GC as operations on the shared services: the API resources call these.
 
-`Pruner.prune` loads the snapshot, plans and executes in one database transaction, so the
-plan the caller sees is exactly what was applied (architecture.md, "Compute first, act
-second"). A dry run reads in a read transaction and executes with describing deleters; a
-confirmed run deletes through `SqlPruneDeleter` and records a `prune_runs` row an undo can
-restore from. On PostgreSQL, confirmed prunes serialize on a transaction-scoped advisory
-lock; on SQLite the write transaction already does (BEGIN IMMEDIATE).
+`Pruner.prune` loads the snapshot, plans and executes in one database transaction, so the plan the
+caller sees is exactly what was applied (docs/architecture.md#plans-then-actions). A dry run reads
+in a read transaction and executes with describing deleters; a confirmed run deletes through
+`SqlPruneDeleter` and records a `prune_runs` row an undo can restore from. On PostgreSQL, confirmed
+prunes serialize on a transaction-scoped advisory lock; on SQLite the write transaction already does
+(BEGIN IMMEDIATE).
 """
 
 from __future__ import annotations

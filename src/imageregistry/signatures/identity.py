@@ -1,6 +1,6 @@
 """Matching the identity a signature claims against the identity the verifier expects.
 
-Rules (behaviour.md §7, the same policy as containers/image `matchRepoDigestOrExact`):
+Rules (docs/behaviour.md#signatures, the same policy as containers/image `matchRepoDigestOrExact`):
 an expected `host/ns/stream:tag` requires the signed `docker-reference` to be exactly that
 repository and tag; an expected `host/ns/stream@sha256:...` requires only the repository
 to match (the digest itself is checked separately against the image); an expected

@@ -1,11 +1,11 @@
 """Verifying one stored image signature, and the trust records written when it passes.
 
-Pure given its inputs (the `gpg` binary aside): checks run in the order of behaviour.md §7 —
-cryptographic signature first (type `atomic` through GnuPG, type `cosign` through ECDSA),
-then the signed manifest digest against the image digest, then the signed identity against
-the expected identity — and the first failure becomes the outcome's reason. The helpers at
-the bottom produce the `Trusted`/`ForImage` conditions and derived fields that
-`--save` stores, and the server-side validation of those fields on an ImageSignature.
+Pure given its inputs (the `gpg` binary aside): checks run in the order of
+docs/behaviour.md#signatures — cryptographic signature first (type `atomic` through GnuPG, type
+`cosign` through ECDSA), then the signed manifest digest against the image digest, then the signed
+identity against the expected identity — and the first failure becomes the outcome's reason. The
+helpers at the bottom produce the `Trusted`/`ForImage` conditions and derived fields that `--save`
+stores, and the server-side validation of those fields on an ImageSignature.
 """
 
 from __future__ import annotations
@@ -236,7 +236,9 @@ def untrusted_fields() -> dict[str, Any]:
 
 
 def validate_signature_object(sig: Mapping[str, Any]) -> list[str]:
-    """Server-side validation of an ImageSignature's verification fields (behaviour.md §7)."""
+    """Server-side validation of an ImageSignature's verification fields
+    (docs/behaviour.md#signatures).
+    """
     errors: list[str] = []
     conditions = sig.get("conditions") or []
     if not isinstance(conditions, list):

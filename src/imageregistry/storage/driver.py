@@ -1,7 +1,7 @@
 """The blob store protocol every storage driver implements, and the values it exchanges.
 
 The protocol is deliberately narrow and shaped so an S3-compatible driver fits beside the
-filesystem one (docs/architecture.md, "Built for more than one machine"): nothing assumes
+filesystem one (docs/architecture.md#built-for-several-replicas): nothing assumes
 an atomic rename (``commit_upload`` may complete a multipart upload or copy then delete),
 appends of any size are accepted (a remote driver buffers to its 5 MiB minimum part size),
 an upload's state (its id and staged size) is always reconstructible from the store itself

@@ -82,5 +82,6 @@ def group(name: str) -> dict[str, Any]:
 
 
 def service_account(namespace: str, name: str) -> dict[str, Any]:
-    # The shape `kubectl create rolebinding --serviceaccount=ns:name` sends (kubectl.md §1).
+    # The shape `kubectl create rolebinding --serviceaccount=ns:name` sends
+    # (docs/kubectl.md#create-rolebinding).
     return {"kind": "ServiceAccount", "apiGroup": "", "name": name, "namespace": namespace}

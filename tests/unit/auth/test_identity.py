@@ -37,7 +37,7 @@ def test_service_account_groups_are_derived() -> None:
 
 
 def test_impersonated_service_account_gets_derived_groups() -> None:
-    # kubectl --as=system:serviceaccount:app:builder sends no groups (kubectl.md §3).
+    # kubectl --as=system:serviceaccount:app:builder sends no groups (docs/kubectl.md#auth-can-i).
     user = with_derived_groups(UserInfo("system:serviceaccount:app:builder"))
     assert "system:serviceaccounts:app" in user.groups
     assert "system:authenticated" in user.groups

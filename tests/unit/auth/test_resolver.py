@@ -60,8 +60,9 @@ def test_seed_service_account_puller_in_one_namespace_only() -> None:
 
 
 def test_seed_can_i_sends_layers_as_a_name() -> None:
-    # `kubectl auth can-i get imagestreams/layers.image.alauda.io` (kubectl.md §3) is a get on
-    # imagestreams named "layers.image.alauda.io"; Decision (puller reads metadata) allows it.
+    # `kubectl auth can-i get imagestreams/layers.image.alauda.io` (docs/kubectl.md#auth-can-i) is a
+    # get on imagestreams named "layers.image.alauda.io"; Decision (puller reads metadata) allows
+    # it.
     r = resolver(
         role_binding("pull", "team-a", "system:image-puller", sa_subject("app", "builder"))
     )

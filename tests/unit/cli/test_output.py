@@ -1,4 +1,4 @@
-"""Formatting helpers of `ac` (behaviour.md §4 formats)."""
+"""Formatting helpers of `ac` (docs/behaviour.md#ac-adm-top formats)."""
 
 from __future__ import annotations
 

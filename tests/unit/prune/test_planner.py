@@ -1,4 +1,4 @@
-"""Prune planning rules (behaviour.md §5) over hand-built snapshots."""
+"""Prune planning rules (docs/behaviour.md#ac-adm-prune-images) over hand-built snapshots."""
 
 from __future__ import annotations
 

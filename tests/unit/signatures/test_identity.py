@@ -1,4 +1,4 @@
-"""Identity matching rules of behaviour.md §7."""
+"""Identity matching rules of docs/behaviour.md#signatures."""
 
 from __future__ import annotations
 

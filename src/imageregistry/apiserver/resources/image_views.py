@@ -1,10 +1,10 @@
 """ImageStreamTag (`stream:tag`), ImageStreamImage (`stream@digest`) and ImageStreamMapping.
 
-An ImageStreamTag shows the current image of one tag; deleting it removes the tag and its
-history from the stream. An ImageStreamImage is an image as seen in a stream. Creating an
-ImageStreamMapping records "this tag now points at this image" exactly as a push by tag
-does (behaviour.md §2). Both writes go through `image_access.require_image_access`: the
-caller must already be able to pull the image they put into the stream.
+An ImageStreamTag shows the current image of one tag; deleting it removes the tag and its history
+from the stream. An ImageStreamImage is an image as seen in a stream. Creating an ImageStreamMapping
+records "this tag now points at this image" exactly as a push by tag does
+(docs/behaviour.md#image-api-resources). Both writes go through `image_access.require_image_access`:
+the caller must already be able to pull the image they put into the stream.
 """
 
 from __future__ import annotations
@@ -139,7 +139,9 @@ class ImageStreamTags(_ImageBase):
     def _write(
         self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any], creating: bool
     ) -> dict[str, Any]:
-        """Point the tag at the image `tag.from` names (behaviour.md §2: like a push by tag)."""
+        """Point the tag at the image `tag.from` names (docs/behaviour.md#image-api-resources: like
+        a push by tag).
+        """
         stream, tag = split_tag_name(name)
         with self.db.write() as conn:
             if not namespace_exists(conn, namespace):

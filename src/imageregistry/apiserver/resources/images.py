@@ -4,7 +4,7 @@ These are views of the typed registry tables (`metadata.images`), not rows of th
 object store: an ImageStream is a repository with its tag history, an ImageStreamTag is a
 tag's current item, an ImageStreamImage an image as seen in a stream. Users may edit labels,
 annotations and the ImageStream spec; everything else is the registry's. Table columns are
-those of behaviour.md §2.
+those of docs/behaviour.md#image-api-resources.
 """
 
 from __future__ import annotations

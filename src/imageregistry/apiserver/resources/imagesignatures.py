@@ -1,9 +1,9 @@
 """`image.alauda.io/v1` ImageSignature: create and delete only, named `<image>@<signature>`.
 
-Creating one appends to the image's `signatures`, deleting removes it (behaviour.md §2, §7).
-Conditions and the derived fields (imageIdentity, signedClaims, issuedBy, issuedTo) given on
-create are cleared: trust is recorded only by an Image update, which validates it with
-`signatures.verify.validate_signature_object` (passed to
+Creating one appends to the image's `signatures`, deleting removes it
+(docs/behaviour.md#signatures). Conditions and the derived fields (imageIdentity, signedClaims,
+issuedBy, issuedTo) given on create are cleared: trust is recorded only by an Image update, which
+validates it with `signatures.verify.validate_signature_object` (passed to
 `metadata.signatures.apply_image_signatures`).
 """
 
@@ -71,7 +71,7 @@ class ImageSignatures(ResourceHandler):
         if causes:
             raise invalid("ImageSignature", GROUP, name, causes)
         # Verification is recorded only by an Image update (`ac adm verify-image-signature
-        # --save`): a new signature is never born trusted (behaviour.md §7, issue 6).
+        # --save`): a new signature is never born trusted (docs/behaviour.md#signatures).
         status: dict[str, Any] = {}
         if ctx.dry_run:
             return body

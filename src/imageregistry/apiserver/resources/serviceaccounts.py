@@ -1,13 +1,13 @@
 """`v1` ServiceAccounts and their `token` subresource (the TokenRequest API).
 
-`kubectl create token SA` POSTs a TokenRequest with an empty spec (docs/kubectl.md §6); the
-server defaults it (one hour, the server's own audience), signs a JWT whose subject is
-`system:serviceaccount:<ns>:<name>` with the service-account groups, and carries the
-`kubernetes.io` claim (namespace, name, uid) the authenticator uses to refuse tokens of
-deleted or re-created accounts. Minting needs `create serviceaccounts/token` in the
-account's namespace (the route authorizes the subresource), which only `admin` grants.
-An explicit `expirationSeconds` outside 10 minutes..1 year is Invalid (0 included, as
-upstream); a `boundObjectRef` is refused, since no object it can name exists here.
+`kubectl create token SA` POSTs a TokenRequest with an empty spec (docs/kubectl.md#create-token);
+the server defaults it (one hour, the server's own audience), signs a JWT whose subject is
+`system:serviceaccount:<ns>:<name>` with the service-account groups, and carries the `kubernetes.io`
+claim (namespace, name, uid) the authenticator uses to refuse tokens of deleted or re-created
+accounts. Minting needs `create serviceaccounts/token` in the account's namespace (the route
+authorizes the subresource), which only `admin` grants. An explicit `expirationSeconds` outside 10
+minutes..1 year is Invalid (0 included, as upstream); a `boundObjectRef` is refused, since no object
+it can name exists here.
 """
 
 from __future__ import annotations

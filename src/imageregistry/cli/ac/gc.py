@@ -1,9 +1,10 @@
 """`ac adm registry gc`: preview or reclaim blobs no image uses (dry run by default).
 
-The server decides from its database and sweeps (`RegistryGC`, behaviour.md §6); this
-command prints one line per blob, repository link and abandoned upload, then
-`Would delete N blobs` / `Would free up SIZE` (or `Deleted` / `Freed up` with `--confirm`).
-`--reconcile` adds the storage reconciler's report of bytes the database does not know.
+The server decides from its database and sweeps (`RegistryGC`,
+docs/behaviour.md#ac-adm-registry-gc); this command prints one line per blob, repository link and
+abandoned upload, then `Would delete N blobs` / `Would free up SIZE` (or `Deleted` / `Freed up` with
+`--confirm`). `--reconcile` adds the storage reconciler's report of bytes the database does not
+know.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`ac image info REF`: what an image is, read over `/v2/` with the session's token.
 
-The manifest's bytes are hashed and compared with the digest the registry reports (and the
-digest asked for); a mismatch fails loudly. An index needs `--filter-by-os=os/arch[/variant]`
-(or `--show-multiarch` for every platform). Fields and their order follow behaviour.md §8;
-the `Digest:` and `Media Type:` lines are parsed by migration scripts and stay exact.
+The manifest's bytes are hashed and compared with the digest the registry reports (and the digest
+asked for); a mismatch fails loudly. An index needs `--filter-by-os=os/arch[/variant]` (or
+`--show-multiarch` for every platform). Fields and their order follow
+docs/behaviour.md#ac-image-info; the `Digest:` and `Media Type:` lines are parsed by migration
+scripts and stay exact.
 """
 
 from __future__ import annotations

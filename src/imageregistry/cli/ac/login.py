@@ -1,11 +1,11 @@
 """Session commands: `ac login`, `ac logout`, `ac whoami`, `ac project`, `ac registry login`.
 
-`ac login SERVER` proves the credentials and writes a cluster, user and context into the
-kubeconfig kubectl reads, so both tools share the session afterwards. A password is traded
-once for a token at the token endpoint the registry names in its `/v2/` Bearer challenge
-(behaviour.md §3); only the token is stored. `ac registry login` writes a docker/containers
-auth entry (`user:token`, the password-is-a-token form the registry accepts) for skopeo,
-podman and docker.
+`ac login SERVER` proves the credentials and writes a cluster, user and context into the kubeconfig
+kubectl reads, so both tools share the session afterwards. A password is traded once for a token at
+the token endpoint the registry names in its `/v2/` Bearer challenge
+(docs/behaviour.md#access-control); only the token is stored. `ac registry login` writes a
+docker/containers auth entry (`user:token`, the password-is-a-token form the registry accepts) for
+skopeo, podman and docker.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Formatting shared by every `ac` command: sizes, ages, cells and aligned columns.
 
-behaviour.md §4: sizes are binary units with four significant digits (`12.34MiB`), lists
-are joined with `, `, empty cells print `<none>`, booleans `yes`/`no`. Columns are padded
-like kubectl's tabwriter (three spaces between columns, no trailing spaces).
+docs/behaviour.md#ac-adm-top: sizes are binary units with four significant digits (`12.34MiB`),
+lists are joined with `, `, empty cells print `<none>`, booleans `yes`/`no`. Columns are padded like
+kubectl's tabwriter (three spaces between columns, no trailing spaces).
 """
 
 from __future__ import annotations

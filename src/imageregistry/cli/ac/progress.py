@@ -1,6 +1,6 @@
 """A progress bar on stderr for long `ac` operations — only when stderr is a terminal.
 
-Piped or redirected output never sees it (issue 4: "a progress bar on stderr when it is a
+Piped or redirected output never sees it ("a progress bar on stderr when it is a
 terminal"), so scripts parsing stdout/stderr are unaffected. Redraws are throttled to ten a
 second, so updating per batch of rows costs nothing measurable.
 """

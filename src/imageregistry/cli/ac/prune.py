@@ -1,13 +1,13 @@
 """`ac adm prune images`: preview or apply image pruning planned on the server.
 
-Every flag of behaviour.md §5. The command gathers in-use references on the client (a
-file and/or the workloads of a cluster, `references.py`), sends the options as an
+Every flag of docs/behaviour.md#ac-adm-prune-images. The command gathers in-use references on the
+client (a file and/or the workloads of a cluster, `references.py`), sends the options as an
 `ImagePrune` to the server, which plans and executes in one transaction (dry run unless
-`--confirm`), and prints the plan: one line per action, then the `Summary:` line. The
-dry-run notice and progress go to stderr so stdout stays parseable; `-o json` prints the
-server's answer. Any failed step makes the exit status non-zero after all others ran.
-`--undo RUN` shows what a recorded run (a confirmed prune or a manifest delete by digest)
-would restore, and with `--confirm` restores it, until registry GC has reclaimed its blobs.
+`--confirm`), and prints the plan: one line per action, then the `Summary:` line. The dry-run notice
+and progress go to stderr so stdout stays parseable; `-o json` prints the server's answer. Any
+failed step makes the exit status non-zero after all others ran. `--undo RUN` shows what a recorded
+run (a confirmed prune or a manifest delete by digest) would restore, and with `--confirm` restores
+it, until registry GC has reclaimed its blobs.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Image references that keep images "in use" (behaviour.md §5), and matching them to images.
+"""Image references that keep images "in use" (docs/behaviour.md#ac-adm-prune-images), and matching
+them to images.
 
 This server runs no pods, so in-use references come from outside: a file with one image
 reference per line (`--references-file`, `--keep-referenced-from`) and/or the workloads of a

@@ -1,9 +1,9 @@
 """`ac adm top images|imagestreams`: usage reports computed on the server in one request.
 
-The server streams a List with one item per line (`apiserver/usage.py`); this module parses
-it line by line and prints the columns of behaviour.md §4. USAGE joins the references that
-name the image (from `--references-file` and the workloads of `--cluster-kubeconfig`, by
-current tag or digest) with the last pull the registry recorded.
+The server streams a List with one item per line (`apiserver/usage.py`); this module parses it line
+by line and prints the columns of docs/behaviour.md#ac-adm-top. USAGE joins the references that name
+the image (from `--references-file` and the workloads of `--cluster-kubeconfig`, by current tag or
+digest) with the last pull the registry recorded.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """`ac adm verify-image-signature`: verify an image's signatures and optionally record trust.
 
-behaviour.md §7. Every signature of the image — the stored ones plus cosign signatures
+docs/behaviour.md#signatures. Every signature of the image — the stored ones plus cosign signatures
 found in the registry — is checked cryptographically (OpenPGP through `gpg` in a throwaway
 keyring, cosign ECDSA with `cryptography`), then its signed digest against the image (whose
 manifest is re-hashed, see `verify_fetch`), then its signed identity against

@@ -4,9 +4,9 @@ Revision ID: 0004
 Revises: 0003
 Create Date: 2026-12-04 20:45:00
 
-A cosign signature recorded from a pushed signature manifest is removed with that manifest
-(issue 14 finding 1): `source_repository_id` + `source_manifest` reference the manifest's
-link to the repository it was pushed to, ON DELETE CASCADE.
+A cosign signature recorded from a pushed signature manifest is removed with that manifest:
+`source_repository_id` + `source_manifest` reference the manifest's link to the repository it
+was pushed to, ON DELETE CASCADE.
 """
 
 from __future__ import annotations
