@@ -21,6 +21,7 @@ import yaml
 ENV_PREFIX = "IMAGE_REGISTRY_"
 CPU_AFFINITY_MODES = ("auto", "on", "off")
 LOG_FORMATS = ("text", "json")
+AUTH_MODES = ("local", "kubernetes")
 LOG_LEVELS = ("critical", "error", "warning", "warn", "info", "debug", "notset")  # Granian's
 
 
@@ -73,6 +74,16 @@ class Settings:
     audit_policy_file: str = ""  # audit.k8s.io/v1 Policy (needed with audit_log_path)
     audit_log_maxsize: int = 100  # megabytes before the audit log is rotated; 0 = never
     audit_log_maxbackup: int = 10  # rotated audit logs kept; 0 = all
+    # Cluster mode (auth/cluster/): identities and RBAC are a Kubernetes cluster's.
+    auth_mode: str = "local"  # local | kubernetes
+    cluster_kubeconfig: str = ""  # "" = in-cluster (service-account mount + KUBERNETES_SERVICE_*)
+    cluster_audiences: tuple[str, ...] = ()  # TokenReview spec.audiences; () = the cluster's own
+    cluster_timeout_seconds: int = 10  # per network step of one review request
+    cluster_authn_cache_ttl_seconds: int = 120  # authenticated TokenReview answers
+    cluster_authn_failure_cache_ttl_seconds: int = 10  # rejected tokens
+    cluster_authz_allowed_ttl_seconds: int = 60  # allowed SubjectAccessReview answers
+    cluster_authz_denied_ttl_seconds: int = 10  # denied ones
+    cluster_cache_size: int = 4096  # entries per cache (tokens, decisions), per process
     # The storage_s3: block (storage/s3config.py); JSON/YAML mapping in the environment.
     storage_s3: Mapping[str, Any] = field(default_factory=dict)
     # The notifications: block (notifications/config.py); JSON/YAML mapping in the
@@ -229,6 +240,7 @@ def load_settings(
             f" got {settings.cpu_affinity!r}"
         )
     _check_blob_port(settings)
+    _check_cluster_mode(settings)
     _check_metrics_listen(settings)
     _check_front_proxy(settings)
     _check_watches(settings)
@@ -247,6 +259,32 @@ def _check_audit(settings: Settings) -> None:
     for name in ("audit_log_maxsize", "audit_log_maxbackup"):
         if getattr(settings, name) < 0:
             raise ConfigurationError(f"{name} must be 0 or more")
+
+
+def _check_cluster_mode(settings: Settings) -> None:
+    if settings.auth_mode not in AUTH_MODES:
+        raise ConfigurationError(
+            f"auth_mode: expected one of {', '.join(AUTH_MODES)}, got {settings.auth_mode!r}"
+        )
+    if settings.auth_mode == "local":
+        if settings.cluster_kubeconfig:
+            raise ConfigurationError("cluster_kubeconfig is set but auth_mode is not kubernetes")
+        return
+    if settings.htpasswd_file:
+        raise ConfigurationError(
+            "htpasswd_file cannot be used with auth_mode kubernetes: the cluster authenticates"
+        )
+    if settings.cluster_timeout_seconds < 1:
+        raise ConfigurationError("cluster_timeout_seconds must be at least 1")
+    for name in (
+        "cluster_authn_cache_ttl_seconds",
+        "cluster_authn_failure_cache_ttl_seconds",
+        "cluster_authz_allowed_ttl_seconds",
+        "cluster_authz_denied_ttl_seconds",
+        "cluster_cache_size",
+    ):
+        if getattr(settings, name) < 0:
+            raise ConfigurationError(f"{name} must be 0 (no caching) or more")
 
 
 def _check_watches(settings: Settings) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -25,6 +26,10 @@ from imageregistry.affinity import runtime_affinity
 from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
+from imageregistry.auth.cluster import kubeconfig
+from imageregistry.auth.cluster.authenticator import TokenReviewAuthenticator
+from imageregistry.auth.cluster.authorizer import SubjectAccessReviewAuthorizer
+from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.refresh import RefreshTokens
@@ -125,7 +130,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         blob_links = BlobLinks(
             bytes.fromhex(link_key), settings.blob_listen, settings.blob_public_url
         )
-    return Services(
+    services = Services(
         settings=settings,
         db=db,
         blobs=sources.InstrumentedBlobStore(
@@ -147,6 +152,40 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         metrics=metrics,
         notifier=_notifier(settings, db),
     )
+    if settings.auth_mode == "kubernetes":
+        cluster_authn, cluster_authz = cluster_auth(settings, signer)
+        services = dataclasses.replace(
+            services, authn=cluster_authn, authz=cluster_authz, refresh_tokens=None
+        )
+    return services
+
+
+def cluster_auth(
+    settings: Settings, signer: TokenSigner
+) -> tuple[TokenReviewAuthenticator, SubjectAccessReviewAuthorizer]:
+    """`auth_mode: kubernetes`: the cluster authenticates (TokenReview) and authorizes
+    (SubjectAccessReview), through one pooled client per process. The local token issuer
+    and RBAC store are not used; the signer only makes the token endpoint's anonymous
+    tokens."""
+    client = ClusterClient(
+        kubeconfig.load(settings.cluster_kubeconfig), settings.cluster_timeout_seconds
+    )
+    authn = TokenReviewAuthenticator(
+        client,
+        signer,
+        DEFAULT_AUDIENCE,
+        settings.cluster_audiences,
+        success_ttl=settings.cluster_authn_cache_ttl_seconds,
+        failure_ttl=settings.cluster_authn_failure_cache_ttl_seconds,
+        cache_size=settings.cluster_cache_size,
+    )
+    authz = SubjectAccessReviewAuthorizer(
+        client,
+        allowed_ttl=settings.cluster_authz_allowed_ttl_seconds,
+        denied_ttl=settings.cluster_authz_denied_ttl_seconds,
+        cache_size=settings.cluster_cache_size,
+    )
+    return authn, authz
 
 
 def _notifier(settings: Settings, db: Database) -> Notifier | None:

@@ -37,6 +37,8 @@ from imageregistry.services import Services
 
 
 def build_handlers(services: Services) -> list[ResourceHandler]:
+    if services.settings.auth_mode == "kubernetes":
+        return cluster_mode_handlers(services)
     db = services.db
     resolver = build_resolver(db)
     handlers: list[ResourceHandler] = [
@@ -57,6 +59,13 @@ def build_handlers(services: Services) -> list[ResourceHandler]:
     ]
     ensure_namespace(db, "default", services.clock)
     return handlers
+
+
+def cluster_mode_handlers(services: Services) -> list[ResourceHandler]:
+    """Cluster mode serves the image API only (plus `kubectl auth whoami`): namespaces,
+    service accounts, their tokens, RBAC objects and the reviews are the cluster's, and
+    a local copy of them would decide nothing."""
+    return [SelfSubjectReviews(), *image_handlers(services), *prune_handlers(services)]
 
 
 def image_namespace_cleanups() -> tuple[NamespaceCleanup, ...]:

@@ -17,11 +17,13 @@ from imageregistry.apiserver.status import (
     ApiError,
     bad_request,
     forbidden,
+    service_unavailable,
     too_many_requests,
     unauthorized,
 )
 from imageregistry.auth.authn import Authenticator, TooManyFailedLogins, Unauthenticated
-from imageregistry.auth.authorizer import Authorizer
+from imageregistry.auth.authorizer import Authorizer, Verdict
+from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import (
     Attributes,
     UserInfo,
@@ -52,6 +54,20 @@ def authenticate(
     except Unauthenticated:
         note_unauthenticated(authorization)
         raise unauthorized() from None
+    except ClusterUnavailable as exc:
+        raise cluster_unavailable(exc) from None
+
+
+def cluster_unavailable(exc: ClusterUnavailable) -> ApiError:
+    """503 ServiceUnavailable with Retry-After: the cluster could not decide (cluster mode)."""
+    return service_unavailable(str(exc), exc.retry_after)
+
+
+def _decide(authz: Authorizer, attrs: Attributes) -> Verdict:
+    try:
+        return authz.authorize(attrs)
+    except ClusterUnavailable as exc:
+        raise cluster_unavailable(exc) from None
 
 
 def _check(
@@ -60,7 +76,7 @@ def _check(
     attrs = Attributes.for_resource(
         user, "impersonate", "", resource, name=name, namespace=namespace
     )
-    if not authz.authorize(attrs).allowed:
+    if not _decide(authz, attrs).allowed:
         raise forbidden(resource, "", name, forbidden_message(attrs))
 
 
@@ -131,7 +147,7 @@ def impersonate(
                 subresource=key,
                 name=value,
             )
-            if not authz.authorize(attrs).allowed:
+            if not _decide(authz, attrs).allowed:
                 raise forbidden(
                     "userextras", "authentication.k8s.io", value, forbidden_message(attrs)
                 )
@@ -148,7 +164,7 @@ def impersonate(
 def authorize_request(authz: Authorizer, attrs: Attributes, resource: str, group: str) -> None:
     """The request's own authorization (noted for its audit event): 403 Forbidden Status
     with kube's wording when RBAC denies it."""
-    verdict = authz.authorize(attrs)
+    verdict = _decide(authz, attrs)
     note_decision(attrs, verdict.allowed, verdict.reason)
     if verdict.allowed:
         return

@@ -27,6 +27,7 @@ from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.codec import MAX_BODY_BYTES, warning_header
 from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
+from imageregistry.apiserver.resources.namespaces import record_cluster_namespace
 from imageregistry.apiserver.status import (
     ApiError,
     bad_request,
@@ -37,6 +38,7 @@ from imageregistry.apiserver.status import (
     too_many_requests,
 )
 from imageregistry.apiserver.watch import WatchResponse, WatchStream
+from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.changefeed import WatchLimitExceeded
 from imageregistry.frontproxy.middleware import front_proxy_user
@@ -82,6 +84,7 @@ class ApiServer:
         self.services = services
         self.handlers = list(handlers)
         self.by_name = {(h.info.group, h.info.plural): h for h in handlers}
+        self.cluster_mode = services.settings.auth_mode == "kubernetes"
 
     # --- identity --------------------------------------------------------------------
 
@@ -123,7 +126,8 @@ class ApiServer:
             return error_response(error)
         except InputError as exc:  # a number or body out of httpinput's bounds
             return error_response(input_error(exc))
-        except DatabaseUnavailable as exc:  # read-only, or a write conflict: retryable
+        # read-only, a write conflict, or (cluster mode) no answer from the cluster: retryable
+        except (DatabaseUnavailable, ClusterUnavailable) as exc:
             response = error_response(service_unavailable(str(exc), exc.retry_after))
             if exc.retry_after is not None:
                 response.headers["Retry-After"] = str(exc.retry_after)
@@ -234,6 +238,10 @@ class ApiServer:
         ctx = RequestContext(
             user, self.services.authz, self.services.clock, dry_run, query.get("fieldManager", "")
         )
+        if self.cluster_mode and target.namespace and verb in ("create", "update", "patch"):
+            await run_in_threadpool(
+                record_cluster_namespace, self.services.db, target.namespace, self.services.clock
+            )
         has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
         raw = await read_body(request, MAX_BODY_BYTES) if has_body else b""
         dispatcher = Dispatcher(target.handler, ctx, request, self.services)

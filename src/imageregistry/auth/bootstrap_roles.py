@@ -36,6 +36,9 @@ BASIC_USER = "system:basic-user"
 # kube-apiserver's role for scrapers; bound to the group of the same name, which nobody is
 # in until an operator puts a scraper there or binds the role to its service account.
 MONITORING = "system:monitoring"
+# kube-apiserver's role for servers that delegate authentication and authorization to
+# it, as this registry does in cluster mode (auth/cluster/).
+AUTH_DELEGATOR = "system:auth-delegator"
 
 # Resources the prune / registry-GC operations are exposed as (prune issue).
 PRUNE_OPERATIONS = ("imageprunes", "registrygcs", "registryverifications")
@@ -190,6 +193,13 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
         cluster_role("view", _view_rules()),
         cluster_role(DISCOVERY, [url_rule(["get"], DISCOVERY_URLS)]),
         cluster_role(MONITORING, [url_rule(["get"], MONITORING_URLS)]),
+        cluster_role(
+            AUTH_DELEGATOR,
+            [
+                rule(["create"], AUTHENTICATION_GROUP, ["tokenreviews"]),
+                rule(["create"], AUTHORIZATION_GROUP, ["subjectaccessreviews"]),
+            ],
+        ),
         cluster_role(
             BASIC_USER,
             [

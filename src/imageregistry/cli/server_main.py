@@ -164,6 +164,9 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
                 )
                 cert, key = str(files.cert), str(files.key)
                 ca_pem = files.ca_cert.read_bytes()
+        if settings.auth_mode == "kubernetes":
+            _check_cluster_config(settings)
+            return cert, key  # no local identities: the cluster's are used
         try:
             written = ensure_admin_kubeconfig(db, settings.data_dir, settings.server_url, ca_pem)
         except DatabaseReadOnly:
@@ -181,6 +184,21 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
         return cert, key
     finally:
         db.dispose()
+
+
+def _check_cluster_config(settings: Settings) -> None:
+    """Refuse to start in cluster mode without a readable cluster configuration."""
+    from imageregistry.auth.cluster import kubeconfig
+
+    try:
+        connection = kubeconfig.load(settings.cluster_kubeconfig)
+        connection.bearer()
+    except kubeconfig.KubeconfigError as exc:
+        raise PrepareError(str(exc)) from None
+    click.echo(
+        f"Cluster mode: tokens and access decided by the cluster at {connection.server}",
+        err=True,
+    )
 
 
 @main.command()
@@ -204,6 +222,18 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
     help="HOST:PORT of the blob port: whole blobs of 1 MiB+ via sendfile (needs --plain-http).",
 )
 @click.option("--blob-public-url", default=None, help="How clients reach the blob port.")
+@click.option(
+    "--auth-mode",
+    default=None,
+    type=click.Choice(["local", "kubernetes"]),
+    help="local (default): own identities and RBAC; kubernetes: the cluster's (TokenReview,"
+    " SubjectAccessReview).",
+)
+@click.option(
+    "--cluster-kubeconfig",
+    default=None,
+    help="kubeconfig of the cluster for --auth-mode kubernetes (default: in-cluster config).",
+)
 @click.option(
     "--metrics-listen",
     default=None,

@@ -119,6 +119,12 @@ class RegistryGate:
         note_user(user)
         return user, attrs, verdict
 
+    def may_create_namespace(self, user: UserInfo) -> bool:
+        """Whether a push by `user` (already authorized) may record a namespace this
+        registry has not seen: in cluster mode namespaces are the cluster's, so the
+        cluster's yes to the push is enough; otherwise only a cluster-admin's."""
+        return self.services.settings.auth_mode == "kubernetes" or may_create_namespace(user)
+
     async def user(self, request: Request) -> UserInfo:
         user, _attrs, _verdict = await self._run(request, lambda _user: None)
         return user

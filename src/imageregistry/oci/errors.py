@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.content.digest import InvalidDigest
 from imageregistry.content.manifest import InvalidManifest
 from imageregistry.content.reference import InvalidName, InvalidTag
@@ -126,6 +127,8 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (InputError, "UNSUPPORTED", 400),
     # The database takes no writes (read-only) or lost a write conflict: retryable.
     (DatabaseUnavailable, "UNAVAILABLE", None),
+    # Cluster mode: the cluster gave no TokenReview/SubjectAccessReview answer.
+    (ClusterUnavailable, "UNAVAILABLE", None),
 )
 
 

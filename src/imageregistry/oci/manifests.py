@@ -24,7 +24,6 @@ from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import InvalidTag, parse_manifest_reference
 from imageregistry.httpinput import BodyTooLarge, client_host, read_body
 from imageregistry.oci import notify
-from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
@@ -120,7 +119,7 @@ async def put_manifest(ctx: Ctx) -> Response:
         body,
         ref.tag,
         ctx.registry.now(),
-        may_create_namespace(user),
+        ctx.registry.gate.may_create_namespace(user),
         lambda: ctx.registry.gate.allowed(ctx.request, RegistryAction.SIGN, ctx.repo),
         emit,
     )

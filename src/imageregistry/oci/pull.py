@@ -27,6 +27,7 @@ from starlette.types import Scope, Send
 
 from imageregistry.auth.authn import Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction, registry_attributes
+from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo
 from imageregistry.auth.rbac_store import RBAC_RESOURCES, RbacAuthorizer, RbacSnapshot
 from imageregistry.content.reference import parse_manifest_reference, parse_repository
@@ -118,9 +119,11 @@ class ManifestPulls:
         """`serve`, and the caller it authenticated (None when it could not)."""
         try:
             user = self.services.authn.authenticate(authorization, source=source)
+            pulled = self.decide(user, repo, digest, tag)
         except Unauthenticated as exc:
             return None, exc
-        pulled = self.decide(user, repo, digest, tag)
+        except ClusterUnavailable:
+            return None, None  # the general path answers 503 with the reason
         if pulled is not None and mark:
             self.puller.mark_pulled(pulled, self.services.clock())
         return user, pulled

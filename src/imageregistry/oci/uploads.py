@@ -48,7 +48,6 @@ from imageregistry.metadata.registry import (
     UploadSession,
 )
 from imageregistry.oci import notify
-from imageregistry.oci.auth import may_create_namespace
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 from imageregistry.storage import errors as st
@@ -94,7 +93,7 @@ def _query_digest(ctx: Ctx) -> Digest | None:
 async def start_upload(ctx: Ctx) -> Response:
     user = await ctx.authorize(RegistryAction.PUSH)
     registry = ctx.registry
-    create_ns = may_create_namespace(user)
+    create_ns = ctx.registry.gate.may_create_namespace(user)
     mounted = await _try_mount(ctx, user, create_ns)
     if mounted is not None:
         return mounted
@@ -311,7 +310,8 @@ async def put_upload(ctx: Ctx) -> Response:
     if has_body or "content-range" in headers:
         size = await ctx.registry.blobs.upload_size(upload_id)
         await _append(ctx, upload_id, size, session.owner)
-    return await _complete(ctx, user, upload_id, digest, may_create_namespace(user), tracked=True)
+    create_ns = ctx.registry.gate.may_create_namespace(user)
+    return await _complete(ctx, user, upload_id, digest, create_ns, tracked=True)
 
 
 async def _complete(

@@ -68,3 +68,15 @@ def ensure_namespace(db: Database, name: str, clock: Callable[[], datetime]) -> 
     # Already there, possibly created by another worker at the same moment: fine.
     with contextlib.suppress(ApiError, IntegrityError):
         Namespaces(db).create(ctx, "", {"metadata": {"name": name}})
+
+
+def record_cluster_namespace(db: Database, name: str, clock: Callable[[], datetime]) -> None:
+    """Cluster mode: the cluster owns namespaces, and an authorized write into one this
+    registry has not seen records it here (the rows of its image streams need one)."""
+    from imageregistry.metadata.namespaces import create_namespace, namespace_exists
+
+    with db.read() as conn:
+        if namespace_exists(conn, name):
+            return
+    with db.write() as conn:
+        create_namespace(conn, name, clock())
