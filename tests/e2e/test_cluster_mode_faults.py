@@ -92,7 +92,10 @@ class FakeCluster:
             return 500, b'{"kind":"Status","code":500,"message":"internal error"}'
         if mode == "malformed-json":
             return 201, b"<html>gateway</html>"
-        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview"}
+        review: dict[str, Any] = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+        }
         review["spec"] = body["spec"]
         if mode == "no-allowed":
             review["status"] = {"reason": "no decision here"}
@@ -205,9 +208,7 @@ def test_a_failed_tokenreview_is_503_and_not_remembered(
     assert r.status_code == 200, r.text
 
 
-@pytest.mark.parametrize(
-    "mode", ["malformed-json", "no-allowed", "string-allowed", "500", "slow"]
-)
+@pytest.mark.parametrize("mode", ["malformed-json", "no-allowed", "string-allowed", "500", "slow"])
 def test_a_failed_subjectaccessreview_is_503_never_an_allow(
     registry: RegistryProcess, fake: tuple[FakeCluster, str], mode: str
 ) -> None:
