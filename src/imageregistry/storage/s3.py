@@ -134,7 +134,8 @@ def build_store(settings: S3Settings) -> S3Store:
             raise ConfigurationError(
                 f"storage_s3.ca_bundle {settings.ca_bundle}: {exc.strerror}"
             ) from None
-    client["connect_timeout"] = timedelta(seconds=5)
+    client["connect_timeout"] = timedelta(seconds=min(5, settings.timeout_seconds))
+    client["timeout"] = timedelta(seconds=settings.timeout_seconds)
     # A few retries within 15 s, not the library's default of 10 over 3 minutes: a client
     # waiting on an unreachable store gets its 503 and Retry-After in seconds.
     return S3Store(
@@ -180,6 +181,8 @@ def _describe(exc: Exception) -> str:
     ):
         if code in text:
             return code
+    if "kind: Timeout" in text or "TimedOut" in text:
+        return "timed out (storage_s3.timeout_seconds)"
     if "error sending request" in text or "Connection refused" in text:
         return "endpoint unreachable"
     first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__

@@ -41,6 +41,7 @@ _BLOCK_KEYS = {
     "credentials_profile",
     "redirect",
     "presign_expiry_seconds",
+    "timeout_seconds",
 }
 _SECRET_KEYS = {"access_key_id", "secret_access_key", "session_token", "aws_secret_access_key"}
 
@@ -63,6 +64,10 @@ class S3Settings:
     create_bucket: bool = False
     redirect: bool = True
     presign_expiry_seconds: int = 300
+    # A request to the object store not finished after this long is abandoned (and
+    # retried while the retry budget lasts), so a store that accepts connections but
+    # does not answer costs a client a 503, not a hung request.
+    timeout_seconds: int = 30
     access_key_id: str = field(default="", repr=False)
     secret_access_key: str = field(default="", repr=False)
     session_token: str = field(default="", repr=False)
@@ -103,6 +108,8 @@ def validate_block(block: Mapping[str, Any]) -> dict[str, Any]:
         )
     if out.get("presign_expiry_seconds", 300) < 1 or out.get("presign_expiry_seconds", 0) > 604800:
         raise ConfigurationError("storage_s3.presign_expiry_seconds: expected 1 to 604800")
+    if not 1 <= out.get("timeout_seconds", 30) <= 3600:
+        raise ConfigurationError("storage_s3.timeout_seconds: expected 1 to 3600")
     return out
 
 
