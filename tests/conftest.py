@@ -11,6 +11,20 @@ from tests.support.postgres import temporary_postgres
 from tests.support.server import RegistryProcess
 
 
+_KINDS = ("unit", "contract", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its directory (`unit`, `contract`, `e2e`) and the soak modules `soak`."""
+    for item in items:
+        parts = item.path.parts
+        for kind in _KINDS:
+            if kind in parts:
+                item.add_marker(kind)
+        if item.path.name.startswith("test_soak"):
+            item.add_marker("soak")
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     with temporary_postgres() as url:
