@@ -10,7 +10,6 @@ import pytest
 from tests.support.postgres import temporary_postgres
 from tests.support.server import RegistryProcess
 
-
 _KINDS = ("unit", "contract", "e2e")
 
 
