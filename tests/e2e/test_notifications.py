@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.oci_support import Layout, build_layout, skopeo
-from tests.support.postgres import free_port
+from tests.support.postgres import create_database, free_port
 from tests.support.receiver import Receiver
 from tests.support.server import RegistryProcess
 
@@ -300,3 +300,86 @@ def test_every_event_arrives_after_an_outage_spanning_a_server_crash(
     assert order.index(("push", digest, "v1")) > max(order.index(("push", b, "")) for b in blobs)
     assert order.index(("push", digest, "v1")) < order.index(("push", digest, "v2"))
     assert order.index(("push", digest, "v2")) < order.index(("delete", "", "v1"))
+
+
+def test_two_replicas_of_two_workers_on_postgresql_deliver_every_event_in_order(
+    tmp_path: Path, receiver: Receiver, postgres_server: str
+) -> None:
+    """Two replicas (two workers each) share one PostgreSQL database and both send; a
+    repository's pushes and deletes, made through either replica, reach the endpoint
+    each at least once (duplicates: the same event) and in the order they committed."""
+    receiver.start()
+    database = create_database(postgres_server, "notify_replicas")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "notifications": {
+                    "endpoints": [endpoint(receiver, "/ha", ignore={"actions": ["pull"]})]
+                }
+            }
+        )
+    )
+    replicas = [
+        RegistryProcess(
+            data_dir=tmp_path / name,
+            database=database,
+            extra_args=["--storage", str(tmp_path / "blobs"), "--workers", "2"],
+            env={"IMAGE_REGISTRY_CONFIG": str(config)},
+        )
+        for name in ("a", "b")
+    ]
+    layout = build_layout(tmp_path / "layout", "replicas")
+    digest = layout.manifest_digest
+    try:
+        for replica in replicas:
+            replica.start(timeout=120)
+        a, b = replicas
+
+        def push(server: RegistryProcess, target: str) -> None:
+            result = skopeo(
+                "copy",
+                "--dest-cert-dir",
+                str(server.cert_dir(tmp_path / "certs")),
+                "--dest-creds",
+                f"x:{server.admin_token}",
+                f"oci:{layout.path}:v1",
+                f"docker://{server.host}/{target}",
+            )
+            assert result.returncode == 0, result.stderr
+
+        push(a, "team/app:v1")
+        push(b, "team/other:v1")
+        with b.client(b.admin_token) as client:
+            assert client.delete("/v2/team/app/manifests/v1").status_code == 202
+        push(a, "team/app:v2")
+        with a.client(a.admin_token) as client:
+            assert client.delete("/v2/team/other/manifests/v1").status_code == 202
+        blobs = [("push", d, "") for d in layout.blobs if d != digest]
+        expected = {
+            "team/app": [
+                *blobs,
+                ("push", digest, "v1"),
+                ("delete", "", "v1"),
+                ("push", digest, "v2"),
+            ],
+            "team/other": [*blobs, ("push", digest, "v1"), ("delete", "", "v1")],
+        }
+
+        def arrived(events: list[dict[str, Any]]) -> bool:
+            return len({e["id"] for e in events}) >= sum(map(len, expected.values()))
+
+        receiver.wait_for("/ha", arrived, timeout=180)
+        time.sleep(2)  # a late extra event would fail below
+    finally:
+        for replica in replicas:
+            replica.stop()
+    first: dict[str, dict[str, Any]] = {}
+    for event in receiver.events("/ha"):
+        assert first.setdefault(event["id"], event) == event
+    for repository, wanted in expected.items():
+        got = [shape(e) for e in first.values() if e["target"]["repository"] == repository]
+        assert sorted(got) == sorted(wanted), repository
+        blob_count = len(blobs)
+        assert sorted(got[:blob_count]) == sorted(blobs)  # blobs first, in any order
+        assert got[blob_count:] == wanted[blob_count:], repository

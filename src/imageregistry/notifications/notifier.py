@@ -1,8 +1,8 @@
 """What the request handlers call: events into the outbox, in the transaction of the change.
 
 `Notifier` is built once per process by `server.build_services` (held by `Services`). A
-handler makes an `EventFactory` for its request (`factory`: the request id of
-`observability.requestid`, the caller, the peer, this server's `Source`), builds the
+handler makes an `EventFactory` for its request (`factory`: the request id and caller of
+`observability.requestinfo`, the peer, this server's `Source`), builds the
 events of what it is about to change and passes `emit(...)` to the metadata call; the
 metadata transaction calls it on its own connection, so the events are committed with the
 change or not at all (`metadata.outbox`). Each endpoint's filters are applied here: a row
@@ -31,7 +31,7 @@ from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.outbox import Emit, Outgoing, enqueue
 from imageregistry.notifications.config import Endpoint
 from imageregistry.notifications.events import Event, EventFactory, Source
-from imageregistry.observability import requestid
+from imageregistry.observability import requestid, requestinfo
 
 log = logging.getLogger(__name__)
 PULL_BUFFER = 10_000  # pull events kept for the next flush; the oldest go beyond this
@@ -58,8 +58,15 @@ class Notifier:
         self.wake: Callable[[], None] = lambda: None  # set by the sender of this process
 
     def factory(self, scope: Mapping[str, Any], user: UserInfo | None) -> EventFactory:
+        """The events of the request being handled: its id and (when the handler does not
+        name it) its caller come from the request's `RequestInfo`, the record the audit log
+        reads too."""
+        info = requestinfo.current_info()
+        request_id = info.request_id if info is not None else requestid.current.get()
+        if user is None and info is not None:
+            user = info.acting_user
         return EventFactory.create(
-            scope, requestid.current.get(), user, self.source, self.public_url, self.clock()
+            scope, request_id, user, self.source, self.public_url, self.clock()
         )
 
     def _outgoing(self, events: Sequence[Event]) -> list[Outgoing]:
