@@ -46,6 +46,7 @@ class Settings:
     blob_direct_io: bool = True  # stage large uploads with O_DIRECT where supported
     gc_grace_seconds: int = 3600
     upload_max_age_seconds: int = 86400
+    reconcile_grace_seconds: int = 86400  # `gc --reconcile` ignores younger unknown bytes
     pull_times_flush_seconds: int = 2  # pull times are written this often (and on stop)
     upload_max_open_per_user: int = 100  # open upload sessions per identity; 0 = no cap
     upload_max_staged_bytes_per_user: int = 100 << 30  # staged bytes per identity; 0 = no cap
@@ -224,6 +225,8 @@ def load_settings(
     for name in ("upload_max_open_per_user", "upload_max_staged_bytes_per_user"):
         if getattr(settings, name) < 0:
             raise ConfigurationError(f"{name} must be 0 (no cap) or more")
+    if settings.reconcile_grace_seconds < 0:
+        raise ConfigurationError("reconcile_grace_seconds must not be negative")
     if settings.shutdown_delay_seconds < 0:
         raise ConfigurationError("shutdown_delay_seconds must not be negative")
     if settings.log_level not in LOG_LEVELS:

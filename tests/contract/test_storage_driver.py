@@ -307,6 +307,25 @@ async def test_delete(store: BlobStore) -> None:
     assert await all_blobs(store) == {}
 
 
+async def test_delete_many_takes_a_batch_and_tolerates_absent_blobs(store: BlobStore) -> None:
+    kept, doomed = b"kept", [b"doomed one", b"doomed two", b"doomed three"]
+    for data in [kept, *doomed]:
+        await store.put_blob(data, digest_of(data))
+    absent = digest_of(b"never stored")
+    await store.delete_many([*map(digest_of, doomed), absent])
+    assert await all_blobs(store) == {digest_of(kept): len(kept)}
+    await store.delete_many([digest_of(doomed[0])])  # again (a resumed GC): no error
+    await store.delete_many([])
+    assert await store.stat(digest_of(kept)) == len(kept)
+
+
+async def test_a_store_without_a_crash_has_no_pending_writes(store: BlobStore) -> None:
+    """Filesystem and memory never have any; S3 has none after complete appends."""
+    await store.start_upload(UPLOAD)
+    await store.append_upload(UPLOAD, 0, chunks_of(b"staged"))
+    assert [w async for w in store.iter_pending_writes()] == []
+
+
 async def test_cancel(store: BlobStore) -> None:
     await store.start_upload(UPLOAD)
     await store.append_upload(UPLOAD, 0, chunks_of(b"partial"))

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,7 +26,13 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.totals import read_totals
 from imageregistry.observability.metrics import Metrics
 from imageregistry.prune.scheduler import scheduled_prune_health
-from imageregistry.storage.driver import BlobInfo, BlobStore, StoredBlob, StoredUpload
+from imageregistry.storage.driver import (
+    BlobInfo,
+    BlobStore,
+    PendingWrite,
+    StoredBlob,
+    StoredUpload,
+)
 from imageregistry.storage.errors import StorageError, StorageFull
 
 log = logging.getLogger(__name__)
@@ -168,11 +174,20 @@ class InstrumentedBlobStore:
     async def delete(self, digest: Digest) -> bool:
         return await self._timed("delete", self._inner.delete(digest))
 
+    async def delete_many(self, digests: Sequence[Digest]) -> None:
+        await self._timed("delete_many", self._inner.delete_many(digests))
+
     def iter_blobs(self) -> AsyncIterator[StoredBlob]:
         return self._inner.iter_blobs()
 
     def iter_uploads(self) -> AsyncIterator[StoredUpload]:
         return self._inner.iter_uploads()
+
+    def iter_pending_writes(self) -> AsyncIterator[PendingWrite]:
+        return self._inner.iter_pending_writes()
+
+    async def abort_pending_write(self, write: PendingWrite) -> None:
+        await self._timed("abort_pending_write", self._inner.abort_pending_write(write))
 
 
 def instrument_engine(engine: Engine, metrics: Metrics) -> None:

@@ -6,7 +6,12 @@ The plan (`GcPlan`) lists blobs no remaining manifest uses whose grace period (t
 gone, and uploads idle longer than the configured age. A dry run describes the plan; a confirmed run
 sweeps in batches: flip candidates to `deleting` and commit (`GcStore.mark_deleting`), delete the
 bytes, then drop the rows. Blobs a previous run left in `deleting` (crash, or another replica
-mid-sweep) are finished first; deleting bytes and rows is idempotent, so two replicas may overlap.
+mid-sweep) are finished first; deleting bytes and rows is idempotent, so two replicas may overlap,
+and a run killed anywhere leaves only `deleting` rows whose bytes may or may not be gone, which the
+next run finishes: nothing referenced is lost, nothing is left without a row. Each batch's bytes go
+in one `BlobStore.delete_many` call (one `DeleteObjects` per 1,000 keys on object storage).
+Unfinished multipart uploads the store holds (a process killed while streaming to object storage)
+are aborted once older than `upload_max_age_seconds`.
 Prune runs whose images used a reclaimed blob become irreversible.
 """
 
@@ -26,7 +31,8 @@ from imageregistry.metadata.prune_records import (
     HeldBlobs,
     StaleLink,
 )
-from imageregistry.storage.driver import StoredUpload
+from imageregistry.prune.pending import stale_writes
+from imageregistry.storage.driver import PendingWrite, StoredUpload
 from imageregistry.storage.errors import UploadNotFound
 
 
@@ -41,6 +47,7 @@ class GcResult:
     irreversible_runs: tuple[str, ...] = ()
     failed: tuple[tuple[str, str], ...] = field(default=())  # (what, error)
     held: HeldBlobs = field(default_factory=HeldBlobs)
+    pending_writes: tuple[PendingWrite, ...] = ()  # multipart uploads older than the max age
 
     @property
     def size(self) -> int:
@@ -64,8 +71,8 @@ class GcStore(Protocol):
 
 
 class BlobDeleter(Protocol):
-    async def delete_blob(self, digest: str) -> None:
-        """Delete the blob's bytes (absent bytes are not an error)."""
+    async def delete_blobs(self, digests: Sequence[str]) -> None:
+        """Delete the blobs' bytes (absent bytes are not an error); raise if any failed."""
 
 
 class UploadStore(Protocol):
@@ -73,20 +80,22 @@ class UploadStore(Protocol):
 
     async def cancel_upload(self, upload_id: str) -> None: ...
     def iter_uploads(self) -> AsyncIterator[StoredUpload]: ...
+    def iter_pending_writes(self) -> AsyncIterator[PendingWrite]: ...
+    async def abort_pending_write(self, write: PendingWrite) -> None: ...
 
 
 class ByteDeleter(Protocol):
-    async def delete(self, digest: Digest) -> bool: ...
+    async def delete_many(self, digests: Sequence[Digest]) -> None: ...
 
 
 class StoreBlobDeleter:
-    """Deletes bytes from a blob store."""
+    """Deletes bytes from a blob store, a batch per call."""
 
     def __init__(self, store: ByteDeleter) -> None:
         self._store = store
 
-    async def delete_blob(self, digest: str) -> None:
-        await self._store.delete(Digest.parse(digest))
+    async def delete_blobs(self, digests: Sequence[str]) -> None:
+        await self._store.delete_many([Digest.parse(digest) for digest in digests])
 
 
 class DescribingBlobDeleter:
@@ -95,8 +104,8 @@ class DescribingBlobDeleter:
     def __init__(self) -> None:
         self.described: list[str] = []
 
-    async def delete_blob(self, digest: str) -> None:
-        self.described.append(digest)
+    async def delete_blobs(self, digests: Sequence[str]) -> None:
+        self.described.extend(digests)
 
 
 @dataclass(frozen=True)
@@ -126,22 +135,45 @@ async def _abandoned(
     return sorted(found, key=lambda u: u.upload_id)
 
 
+async def _stale_writes(
+    uploads: UploadStore, cutoff: datetime, failed: list[tuple[str, str]]
+) -> list[PendingWrite]:
+    """Multipart uploads started before `cutoff` and not part of a live session
+    (`prune.pending`); a store that cannot list them is reported in `failed`, and the
+    rest of GC goes on."""
+    try:
+        return await stale_writes(uploads, cutoff)
+    except Exception as exc:
+        failed.append(("multipart uploads", str(exc) or repr(exc)))
+        return []
+
+
 async def plan_gc(
     store: GcStore, uploads: UploadStore, now: datetime, settings: GcSettings
 ) -> GcResult:
     """The dry run: what a confirmed run would do now."""
     # Independent reads: run them side by side (SQLite and psycopg release the GIL).
-    blobs, links, abandoned = await asyncio.gather(
+    failed: list[tuple[str, str]] = []
+    blobs, links, abandoned, writes = await asyncio.gather(
         asyncio.to_thread(store.candidates, now),
         asyncio.to_thread(store.stale_links),
         _abandoned(store, uploads, now, settings.upload_max_age),
+        _stale_writes(uploads, now - settings.upload_max_age, failed),
     )
     describer = DescribingBlobDeleter()
-    for blob in blobs:
-        await describer.delete_blob(blob.digest)
+    await describer.delete_blobs([blob.digest for blob in blobs])
     runs = await asyncio.to_thread(store.runs_affected, describer.described)
     held = await asyncio.to_thread(store.held, now)
-    return GcResult(True, tuple(blobs), tuple(links), tuple(abandoned), tuple(runs), held=held)
+    return GcResult(
+        True,
+        tuple(blobs),
+        tuple(links),
+        tuple(abandoned),
+        tuple(runs),
+        tuple(failed),
+        held=held,
+        pending_writes=tuple(writes),
+    )
 
 
 async def _sweep_batch(
@@ -151,14 +183,13 @@ async def _sweep_batch(
     now: datetime,
     failed: list[tuple[str, str]],
 ) -> tuple[list[BlobCandidate], list[str]]:
-    done: list[BlobCandidate] = []
-    for blob in batch:
-        try:
-            await deleter.delete_blob(blob.digest)
-        except Exception as exc:  # leave it `deleting`; the next run retries
-            failed.append((blob.digest, str(exc) or repr(exc)))
-            continue
-        done.append(blob)
+    try:
+        await deleter.delete_blobs([blob.digest for blob in batch])
+    except Exception as exc:  # leave the batch `deleting`; the next run retries it
+        error = str(exc) or repr(exc)
+        failed.extend((blob.digest, error) for blob in batch)
+        return [], []
+    done = list(batch)
     runs = await asyncio.to_thread(store.forget_blobs, [b.digest for b in done], now)
     return done, runs
 
@@ -182,6 +213,20 @@ async def _sweep_uploads(
             continue
         removed.append(upload)
     return removed
+
+
+async def _abort_writes(
+    uploads: UploadStore, cutoff: datetime, failed: list[tuple[str, str]]
+) -> list[PendingWrite]:
+    aborted: list[PendingWrite] = []
+    for write in await _stale_writes(uploads, cutoff, failed):
+        try:
+            await uploads.abort_pending_write(write)
+        except Exception as exc:
+            failed.append((f"multipart upload {write.key}", str(exc) or repr(exc)))
+            continue
+        aborted.append(write)
+    return aborted
 
 
 async def run_gc(
@@ -210,6 +255,7 @@ async def run_gc(
     links = await asyncio.to_thread(store.stale_links)
     await asyncio.to_thread(store.remove_stale_links, links)
     abandoned = await _sweep_uploads(store, uploads, now, settings, failed)
+    writes = await _abort_writes(uploads, now - settings.upload_max_age, failed)
     held = await asyncio.to_thread(store.held, now)
     return GcResult(
         False,
@@ -219,4 +265,5 @@ async def run_gc(
         tuple(irreversible),
         tuple(failed),
         held,
+        tuple(writes),
     )

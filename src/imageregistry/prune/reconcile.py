@@ -2,10 +2,13 @@
 
 docs/architecture.md#garbage-collection: GC decides from the database, so a blob whose row was
 never written (a crash between publishing bytes and committing the row, or a restore of
-storage from backup) is invisible to it. This pass walks the store, reports blobs with no
-row that are older than a long grace period (younger ones may belong to an upload whose
+storage from backup) is invisible to it. This pass walks the store (page by page on
+object storage), reports blobs with no row that are older than a grace period
+(`reconcile_grace_seconds`, a day by default: younger ones may belong to an upload whose
 row is being committed right now), and deletes them only when asked (dry run default).
-Such blobs are leaks, not normal garbage, so the report is worth reading either way.
+It also reports the store's unfinished multipart uploads started before that grace (a
+process killed mid-write; GC aborts them after `upload_max_age_seconds`) and aborts them
+when asked. Both are leaks, not normal garbage, so the report is worth reading either way.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from datetime import datetime, timedelta
 from typing import Protocol
 
 from imageregistry.content.digest import Digest
-from imageregistry.storage.driver import StoredBlob
+from imageregistry.prune.pending import stale_writes
+from imageregistry.storage.driver import PendingWrite, StoredBlob, StoredUpload
 
 
 class KnownBlobs(Protocol):
@@ -27,6 +31,9 @@ class KnownBlobs(Protocol):
 class WalkableStore(Protocol):
     def iter_blobs(self) -> AsyncIterator[StoredBlob]: ...
     async def delete(self, digest: Digest) -> bool: ...
+    def iter_pending_writes(self) -> AsyncIterator[PendingWrite]: ...
+    def iter_uploads(self) -> AsyncIterator[StoredUpload]: ...
+    async def abort_pending_write(self, write: PendingWrite) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class ReconcileResult:
     dry_run: bool
     unknown: tuple[StoredBlob, ...]
     scanned: int
+    pending_writes: tuple[PendingWrite, ...] = ()
 
     @property
     def size(self) -> int:
@@ -59,4 +67,8 @@ async def reconcile(
         for blob in unknown:
             await store.delete(blob.digest)
     unknown.sort(key=lambda b: str(b.digest))
-    return ReconcileResult(dry_run, tuple(unknown), scanned)
+    writes = await stale_writes(store, cutoff)
+    if not dry_run:
+        for write in writes:
+            await store.abort_pending_write(write)
+    return ReconcileResult(dry_run, tuple(unknown), scanned, tuple(writes))

@@ -188,6 +188,7 @@ def build_pruner(services: Services) -> Pruner:
         GcSettings(
             upload_max_age=timedelta(seconds=settings.upload_max_age_seconds),
             blob_grace=timedelta(seconds=settings.gc_grace_seconds),
+            reconcile_grace=timedelta(seconds=settings.reconcile_grace_seconds),
         ),
         [settings.registry_host],
         services.metrics,

@@ -69,6 +69,10 @@ def gc_status(result: GcResult) -> dict[str, Any]:
         ],
         "irreversibleRuns": list(result.irreversible_runs),
         "failed": [{"target": t, "error": e} for t, e in result.failed],
+        "multipartUploads": [
+            {"key": w.key, "uploadID": w.upload_id, "initiated": _iso(w.initiated)}
+            for w in result.pending_writes
+        ],
         "held": {
             "count": result.held.count,
             "size": result.held.size,
@@ -88,6 +92,10 @@ def reconcile_status(result: ReconcileResult) -> dict[str, Any]:
             for b in result.unknown
         ],
         "size": result.size,
+        "multipartUploads": [
+            {"key": w.key, "uploadID": w.upload_id, "initiated": _iso(w.initiated)}
+            for w in result.pending_writes
+        ],
     }
 
 

@@ -14,7 +14,7 @@ upload can never be mistaken for a blob.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -49,6 +49,16 @@ class StoredUpload:
     upload_id: str
     size: int
     modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingWrite:
+    """An unfinished multipart upload in an object store: a process died (or its abort
+    failed) while streaming an object. Its parts are stored, and billed, until aborted."""
+
+    key: str  # the object key it was writing, relative to the store's prefix
+    upload_id: str  # the object store's multipart upload id
+    initiated: datetime
 
 
 def validate_upload_id(upload_id: str) -> str:
@@ -162,10 +172,24 @@ class BlobStore(Protocol):
         """Delete a blob; True if it existed."""
         ...
 
+    async def delete_many(self, digests: Sequence[Digest]) -> None:
+        """Delete several blobs, absent ones included, in as few requests as the store
+        allows (GC's sweep: one ``DeleteObjects`` per 1,000 keys on S3). Raises when any
+        could not be deleted; repeating the call is safe."""
+        ...
+
     def iter_blobs(self) -> AsyncIterator[StoredBlob]:
         """Every committed blob, in no particular order."""
         ...
 
     def iter_uploads(self) -> AsyncIterator[StoredUpload]:
         """Every upload session still staged, in no particular order."""
+        ...
+
+    def iter_pending_writes(self) -> AsyncIterator[PendingWrite]:
+        """Unfinished multipart uploads under the store's prefix (none on a filesystem)."""
+        ...
+
+    async def abort_pending_write(self, write: PendingWrite) -> None:
+        """Abort one unfinished multipart upload, freeing its parts (gone already: fine)."""
         ...

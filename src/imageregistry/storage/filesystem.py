@@ -26,7 +26,7 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +35,7 @@ import anyio.to_thread
 from imageregistry.content.digest import SUPPORTED_ALGORITHMS, Digest, InvalidDigest, digest_of
 from imageregistry.storage.driver import (
     BlobInfo,
+    PendingWrite,
     StoredBlob,
     StoredUpload,
     blob_key,
@@ -401,6 +402,10 @@ class FilesystemBlobStore:
             return False
         return True
 
+    async def delete_many(self, digests: Sequence[Digest]) -> None:
+        for digest in digests:  # no batch call for unlink; one syscall each is cheap
+            await self.delete(digest)
+
     async def iter_blobs(self) -> AsyncIterator[StoredBlob]:
         for algorithm in SUPPORTED_ALGORITHMS:
             base = self.root / "blobs" / algorithm
@@ -436,6 +441,13 @@ class FilesystemBlobStore:
                     continue  # cancelled while we were listing
                 size = 0
             yield StoredUpload(upload_id, size, _mtime(st))
+
+    async def iter_pending_writes(self) -> AsyncIterator[PendingWrite]:
+        return  # files are written in place: nothing is ever half-uploaded elsewhere
+        yield  # pragma: no cover - makes this an async generator
+
+    async def abort_pending_write(self, write: PendingWrite) -> None:
+        return None
 
 
 def _list_dirs(path: Path) -> list[str]:

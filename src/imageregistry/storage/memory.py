@@ -10,12 +10,18 @@ object store: upload state lives in the backend, never in the store instance.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from imageregistry.content.digest import Digest, digest_of
-from imageregistry.storage.driver import BlobInfo, StoredBlob, StoredUpload, validate_upload_id
+from imageregistry.storage.driver import (
+    BlobInfo,
+    PendingWrite,
+    StoredBlob,
+    StoredUpload,
+    validate_upload_id,
+)
 from imageregistry.storage.errors import (
     BlobNotFound,
     DigestMismatch,
@@ -152,6 +158,10 @@ class InMemoryBlobStore:
     async def delete(self, digest: Digest) -> bool:
         return self.backend.blobs.pop(digest, None) is not None
 
+    async def delete_many(self, digests: Sequence[Digest]) -> None:
+        for digest in digests:
+            self.backend.blobs.pop(digest, None)
+
     async def iter_blobs(self) -> AsyncIterator[StoredBlob]:
         for digest, (data, modified) in list(self.backend.blobs.items()):
             yield StoredBlob(digest, len(data), modified)
@@ -159,6 +169,13 @@ class InMemoryBlobStore:
     async def iter_uploads(self) -> AsyncIterator[StoredUpload]:
         for upload_id, upload in list(self.backend.uploads.items()):
             yield StoredUpload(upload_id, len(upload.data), upload.modified)
+
+    async def iter_pending_writes(self) -> AsyncIterator[PendingWrite]:
+        return  # nothing is ever half-written here
+        yield  # pragma: no cover - makes this an async generator
+
+    async def abort_pending_write(self, write: PendingWrite) -> None:
+        return None
 
 
 async def _blocks(view: memoryview) -> AsyncIterator[bytes]:

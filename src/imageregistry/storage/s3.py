@@ -34,7 +34,7 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -44,7 +44,13 @@ from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
 
 from imageregistry.content.digest import Digest
-from imageregistry.storage.driver import BlobInfo, StoredBlob, StoredUpload, blob_key
+from imageregistry.storage.driver import (
+    BlobInfo,
+    PendingWrite,
+    StoredBlob,
+    StoredUpload,
+    blob_key,
+)
 from imageregistry.storage.driver import validate_upload_id as _valid
 from imageregistry.storage.errors import (
     BlobNotFound,
@@ -60,6 +66,7 @@ from imageregistry.storage.errors import (
     UploadTooLarge,
 )
 from imageregistry.storage.s3config import S3Settings
+from imageregistry.storage.s3multipart import MultipartUploads
 
 if TYPE_CHECKING:
     from obstore.store import ClientConfig, S3Config
@@ -209,6 +216,7 @@ class S3BlobStore:
         self._store = build_store(settings)
         self._busy: set[str] = set()
         self._hashers: dict[str, _Hashers] = {}
+        self._multipart = MultipartUploads(settings)
 
     def __repr__(self) -> str:
         return f"S3BlobStore({self.settings.where})"
@@ -274,8 +282,12 @@ class S3BlobStore:
         return int(meta["size"])
 
     async def _delete_keys(self, keys: list[str]) -> None:
-        for start in range(0, len(keys), 1000):  # DeleteObjects takes up to 1,000 keys
-            await obstore.delete_async(self._store, keys[start : start + 1000])
+        """Delete ``keys`` (absent ones are fine): obstore sends one ``DeleteObjects`` per
+        1,000 keys, with the ``Content-MD5`` header Swift and older RGW/MinIO require."""
+        if len(keys) == 1:
+            await obstore.delete_async(self._store, keys[0])
+        elif keys:
+            await obstore.delete_async(self._store, keys)
 
     async def _put_stream(self, key: str, stream: AsyncIterator[bytes]) -> None:
         """Stream into ``key`` as a multipart upload, one part in flight.
@@ -307,6 +319,12 @@ class S3BlobStore:
                 chunk_size=self.settings.part_size,
                 max_concurrency=1,
             )
+        except _NOT_FOUND:
+            if failure is not None:
+                raise failure from None
+            # The multipart upload vanished under us: aborted by another party (a bucket
+            # lifecycle rule, a cleanup that misjudged it). Nothing was written; retryable.
+            raise StorageUnavailable("put", "the multipart upload was aborted") from None
         except Exception:
             if failure is not None:
                 raise failure from None
@@ -559,7 +577,12 @@ class S3BlobStore:
         await obstore.delete_async(self._store, key)
         return True
 
+    @_unavailable
+    async def delete_many(self, digests: Sequence[Digest]) -> None:
+        await self._delete_keys([blob_key(digest) for digest in digests])
+
     async def iter_blobs(self) -> AsyncIterator[StoredBlob]:
+        # ListObjectsV2, page by page (1,000 keys each), as the caller consumes them.
         async for batch in obstore.list(self._store, "blobs/"):
             for meta in batch:
                 match = _BLOB_KEY.fullmatch(meta["path"])
@@ -593,6 +616,12 @@ class S3BlobStore:
         for upload_id in sorted(started):
             segments = [(o, s, "") for o, s in sorted(found.get(upload_id, []))]
             yield StoredUpload(upload_id, self._staged(segments), modified[upload_id])
+
+    def iter_pending_writes(self) -> AsyncIterator[PendingWrite]:
+        return self._multipart.pending()
+
+    async def abort_pending_write(self, write: PendingWrite) -> None:
+        await self._multipart.abort(write)
 
 
 def _utc(value: datetime) -> datetime:

@@ -30,6 +30,11 @@ def print_gc(status: dict[str, Any]) -> int:
     for upload in status.get("uploads") or ():
         where = f" in {upload['repository']}" if upload.get("repository") else ""
         click.echo(f"{'Would remove' if dry else 'Removed'} abandoned upload {upload['id']}{where}")
+    for write in status.get("multipartUploads") or ():
+        click.echo(
+            f"{'Would abort' if dry else 'Aborted'} unfinished multipart upload of {write['key']}"
+            f" (started {write['initiated']})"
+        )
     for run in status.get("irreversibleRuns") or ():
         click.echo(f"Prune run {run} {'would no longer be' if dry else 'is no longer'} reversible")
     for failure in status.get("failed") or ():
@@ -60,6 +65,12 @@ def print_reconcile(report: dict[str, Any]) -> None:
         f"Storage holds {len(unknown)} blobs ({human_size(int(report.get('size') or 0))}) "
         f"the database does not know, of {report.get('scanned', 0)} scanned"
     )
+    writes = report.get("multipartUploads") or ()
+    verb = "Stale" if report.get("dryRun") else "Aborted stale"
+    for write in writes:
+        click.echo(f"{verb} multipart upload of {write['key']} (started {write['initiated']})")
+    if writes:
+        click.echo(f"Storage holds {len(writes)} stale multipart uploads")
 
 
 @click.group("registry")
