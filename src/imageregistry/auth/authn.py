@@ -295,7 +295,9 @@ class Authenticator:
             self._passwords is None or not self._passwords.has_user(claims.subject)
         ):
             raise Unauthenticated(f"user {claims.subject} is no longer in the htpasswd file")
-        return authenticated(claims.subject, claims.groups), claims.expires_at
+        # A service account's uid is its user's uid, as kube-apiserver's TokenReview says.
+        uid = sa.uid if sa is not None else ""
+        return authenticated(claims.subject, claims.groups, uid=uid), claims.expires_at
 
     def _remembered_password(self, username: str, password: str) -> UserInfo | None:
         if self._passwords is None:
