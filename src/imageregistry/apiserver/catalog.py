@@ -16,6 +16,7 @@ from imageregistry.apiserver.resources.namespaces import (
     Namespaces,
     ensure_namespace,
 )
+from imageregistry.apiserver.resources.quotas import LimitRanges, ResourceQuotas
 from imageregistry.apiserver.resources.rbac import (
     ClusterRoleBindings,
     ClusterRoles,
@@ -44,6 +45,8 @@ def build_handlers(services: Services) -> list[ResourceHandler]:
     handlers: list[ResourceHandler] = [
         Namespaces(db, image_namespace_cleanups()),
         ServiceAccounts(db, services.authn.signer, DEFAULT_AUDIENCE),
+        ResourceQuotas(db),
+        LimitRanges(db),
         Roles(db, resolver),
         ClusterRoles(db, resolver),
         RoleBindings(db, resolver),

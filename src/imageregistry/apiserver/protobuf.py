@@ -25,6 +25,7 @@ from imageregistry.apiserver.protobuf_schema import (
     KINDS,
     LIST_WRAPPERS,
     MESSAGES,
+    QUANTITY,
     TIME,
     FieldSpec,
 )
@@ -129,6 +130,8 @@ def _message_value(message: Message, name: str) -> object:
         return _rfc3339(message, _walk(message, name))
     if name in LIST_WRAPPERS:
         return list(getattr(message, LIST_WRAPPERS[name]))
+    if name == QUANTITY:
+        return str(message.string)  # type: ignore[attr-defined]
     return _walk(message, name)
 
 

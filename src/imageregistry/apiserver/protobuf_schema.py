@@ -5,8 +5,9 @@ Kubernetes JSON field name and type; `protobuf.py` turns it into descriptors and
 messages with it. Numbers come from `generated.proto` in k8s.io/api and k8s.io/apimachinery
 v0.32 (the ones kubectl 1.32 was observed to send are marked V in docs/kubectl.md#protobuf). Type
 notation: a scalar proto type (`string`, `bool`, `int32`, `int64`, `bytes`), a message name,
-`[T]` for a repeated field and `{T}` for `map<string, T>`. Two messages have a special JSON
-form: `Time` becomes an RFC 3339 string and `ExtraValue` becomes a bare list of strings.
+`[T]` for a repeated field and `{T}` for `map<string, T>`. Three messages have a special JSON
+form: `Time` becomes an RFC 3339 string, `Quantity` its string and `ExtraValue` a bare list
+of strings.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ ENVELOPE: Final = "Unknown"
 
 # Messages whose JSON form is not an object (see module docstring).
 TIME: Final = "Time"
+QUANTITY: Final = "Quantity"
 LIST_WRAPPERS: Final[dict[str, str]] = {"ExtraValue": "items"}
 
 _OBJECT_META: tuple[FieldSpec, ...] = (
@@ -117,6 +119,35 @@ MESSAGES: Final[dict[str, tuple[FieldSpec, ...]]] = {
         (7, "fieldPath", "string"),
     ),
     "LocalObjectReference": ((1, "name", "string"),),
+    "ResourceQuota": (
+        (1, "metadata", "ObjectMeta"),
+        (2, "spec", "ResourceQuotaSpec"),
+        (3, "status", "ResourceQuotaStatus"),
+    ),
+    "ResourceQuotaSpec": (
+        (1, "hard", "{Quantity}"),
+        (2, "scopes", "[string]"),
+        (3, "scopeSelector", "ScopeSelector"),
+    ),
+    "ResourceQuotaStatus": ((1, "hard", "{Quantity}"), (2, "used", "{Quantity}")),
+    "ScopeSelector": ((1, "matchExpressions", "[ScopedResourceSelectorRequirement]"),),
+    "ScopedResourceSelectorRequirement": (
+        (1, "scopeName", "string"),
+        (2, "operator", "string"),
+        (3, "values", "[string]"),
+    ),
+    "LimitRange": ((1, "metadata", "ObjectMeta"), (2, "spec", "LimitRangeSpec")),
+    "LimitRangeSpec": ((1, "limits", "[LimitRangeItem]"),),
+    "LimitRangeItem": (
+        (1, "type", "string"),
+        (2, "max", "{Quantity}"),
+        (3, "min", "{Quantity}"),
+        (4, "default", "{Quantity}"),
+        (5, "defaultRequest", "{Quantity}"),
+        (6, "maxLimitRequestRatio", "{Quantity}"),
+    ),
+    # resource.Quantity (apimachinery api/resource): its JSON form is the string itself.
+    QUANTITY: ((1, "string", "string"),),
     # --- rbac.authorization.k8s.io/v1
     "Role": ((1, "metadata", "ObjectMeta"), (2, "rules", "[PolicyRule]")),
     "ClusterRole": (
@@ -253,6 +284,8 @@ _AUTHN = "authentication.k8s.io/v1"
 KINDS: Final[dict[tuple[str, str], str]] = {
     ("v1", "Namespace"): "Namespace",
     ("v1", "ServiceAccount"): "ServiceAccount",
+    ("v1", "ResourceQuota"): "ResourceQuota",
+    ("v1", "LimitRange"): "LimitRange",
     (_RBAC, "Role"): "Role",
     (_RBAC, "ClusterRole"): "ClusterRole",
     (_RBAC, "RoleBinding"): "RoleBinding",

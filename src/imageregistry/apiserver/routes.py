@@ -44,6 +44,7 @@ from imageregistry.changefeed import WatchLimitExceeded
 from imageregistry.frontproxy.middleware import front_proxy_user
 from imageregistry.httpinput import BodyTooLarge, InputError, client_host, parse_int, read_body
 from imageregistry.metadata.db import DatabaseUnavailable
+from imageregistry.metadata.quota import QuotaRefused
 from imageregistry.services import Services
 
 # Deleting these ends the tokens of the service accounts in them (authn.py's cache).
@@ -132,6 +133,8 @@ class ApiServer:
             if exc.retry_after is not None:
                 response.headers["Retry-After"] = str(exc.retry_after)
             return response
+        except QuotaRefused as exc:  # a ResourceQuota or LimitRange of the namespace
+            return error_response(ApiError(403, "Forbidden", str(exc)))
         except Exception as exc:
             log.exception("API request failed")
             return error_response(internal_error(type(exc).__name__))

@@ -157,6 +157,9 @@ _STREAM_OBJECTS = ("imagestreams", "imagestreamtags", "imagestreamimages")
 def _view_rules() -> list[dict[str, Any]]:
     return [
         rule(READ, "", ["namespaces", "serviceaccounts"]),
+        # As in Kubernetes: every namespace role reads quotas and limits, none writes them
+        # (a tenant's admin must not lift the tenant's own quota); cluster-admin does.
+        rule(READ, "", ["resourcequotas", "resourcequotas/status", "limitranges"]),
         rule(READ, IMAGE_GROUP, [*_STREAM_OBJECTS, "imagestreams/status"]),
         # Viewers may pull: everything a pull returns is already visible to them above.
         rule(["get"], IMAGE_GROUP, ["imagestreams/layers"]),

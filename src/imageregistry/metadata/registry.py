@@ -40,6 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from imageregistry.metadata.db import Database, as_utc, record_change
 from imageregistry.metadata.namespaces import create_namespace, namespace_exists
 from imageregistry.metadata.outbox import Emit
+from imageregistry.metadata.quota import check_new_stream
 from imageregistry.metadata.tables import (
     blobs,
     repositories,
@@ -143,6 +144,7 @@ def ensure_repository(conn: Connection, repo: RepoKey, now: datetime, may_create
         if not may_create_ns:
             raise NamespaceMissing(f"namespace {repo.namespace!r} does not exist")
         create_namespace(conn, repo.namespace, now)
+    check_new_stream(conn, repo.namespace)  # count/imagestreams quotas
     values = {
         "namespace": repo.namespace,
         "name": repo.name,
@@ -237,12 +239,15 @@ class RegistryMetadata:
             return find_repository(conn, repo) is not None
 
     def check_push_target(self, repo: RepoKey, may_create_ns: bool) -> None:
-        """Raise `NamespaceMissing` when a push into `repo` could never be recorded."""
-        if may_create_ns:
-            return
+        """Raise `NamespaceMissing` when a push into `repo` could never be recorded, and
+        `QuotaExceeded` when it would create a stream the namespace's quota has no room
+        for (decided again, under the namespace lock, when the stream is created)."""
         with self.db.read() as conn:
-            if find_repository(conn, repo) is None and not namespace_exists(conn, repo.namespace):
+            if find_repository(conn, repo) is not None:
+                return
+            if not may_create_ns and not namespace_exists(conn, repo.namespace):
                 raise NamespaceMissing(f"namespace {repo.namespace!r} does not exist")
+            check_new_stream(conn, repo.namespace, lock=False)
 
     def list_repositories(self) -> list[str]:
         with self.db.read() as conn:

@@ -22,6 +22,7 @@ from imageregistry.metadata import registry as reg
 from imageregistry.metadata import registry_manifests as regm
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.db import DatabaseUnavailable
+from imageregistry.metadata.quota import QuotaRefused
 from imageregistry.storage import errors as st
 
 STATUS: dict[str, int] = {
@@ -114,6 +115,8 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     # A pushed cosign signature manifest whose signatures may not be recorded.
     (sigdb.SignatureDenied, "DENIED", None),
     (sigdb.SignatureLimitExceeded, "DENIED", 413),
+    # A ResourceQuota or LimitRange of the namespace has no room for the push.
+    (QuotaRefused, "DENIED", None),
     (st.UploadNotFound, "BLOB_UPLOAD_UNKNOWN", None),
     (st.UploadInProgress, "BLOB_UPLOAD_INVALID", 409),
     (st.DigestMismatch, "DIGEST_INVALID", None),

@@ -24,10 +24,13 @@ from imageregistry.metadata.prune_queries import SqlPruneDeleter, load_snapshot
 from imageregistry.metadata.prune_runs import (
     RestoreCheck,
     RestoreResult,
+    UndoRefused,
+    get_run,
     new_run_id,
     record_run,
     restore_run,
 )
+from imageregistry.metadata.quota import QuotaExceeded, UsageGuard, run_namespaces
 from imageregistry.prune.executor import (
     DescribingImageDeleter,
     DescribingTagEventDeleter,
@@ -148,9 +151,18 @@ class Pruner:
             with self._db.read() as conn:
                 return restore_run(conn, run_id, self._clock(), False, check, dry_run=True)
         with self._db.write() as conn:
-            return restore_run(
+            run = get_run(conn, run_id)
+            # Restored images count against the namespaces' quotas again: an undo that
+            # would pass a limit is refused whole (the transaction rolls back).
+            guard = UsageGuard(conn, run_namespaces(run.removed) if run else ())
+            result = restore_run(
                 conn, run_id, self._clock(), lock=not self._db.is_sqlite, check=check
             )
+            try:
+                guard.check(conn)
+            except QuotaExceeded as exc:
+                raise UndoRefused(f"prune run {run_id} cannot be undone: {exc}") from None
+            return result
 
     async def gc(self, dry_run: bool) -> GcResult:
         store = SqlGcStore(self._db, self._gc_settings.blob_grace)

@@ -1,0 +1,445 @@
+"""Namespace quotas and limits: usage computed with SQL, checked inside the writing transaction.
+
+A namespace's usage is never a stored counter: it is computed from the reference tables
+(`repositories`, `repository_manifests`, `tag_events`, `manifest_blobs`, `blobs`) by the
+transaction that is about to change them, so it cannot drift from what the registry holds
+(docs/operations.md, "Quotas and limits").
+
+- `count/imagestreams.image.alauda.io`: the namespace's repositories (image streams).
+- `image.alauda.io/images`: distinct images the namespace's streams link or tag.
+- `image.alauda.io/storage`: bytes of the distinct blobs those images reference: a layer
+  shared by two streams of one namespace counts once, a layer shared with another
+  namespace counts in each. Blobs uploaded but referenced by no manifest do not count.
+
+Checks run under a per-namespace lock, so concurrent pushes into one namespace are decided
+one after the other against committed usage: on PostgreSQL a transaction-scoped advisory
+lock (held until commit, shared by every server process on the database), on SQLite the
+write transaction itself (BEGIN IMMEDIATE admits one writer at a time). A namespace
+without ResourceQuota or LimitRange objects costs one indexed read per push.
+
+Refusals are `QuotaExceeded` (a ResourceQuota) and `LimitExceeded` (a LimitRange); their
+messages name the object, the resource, what was requested, what is used and the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, exists, func, select, text, union
+from sqlalchemy.sql.selectable import CompoundSelect
+
+from imageregistry.metadata.tables import (
+    blobs,
+    manifest_blobs,
+    manifests,
+    objects,
+    repositories,
+    repository_manifests,
+    tag_events,
+)
+from imageregistry.quantity import InvalidQuantity, approx_bytes, parse_quantity
+
+QUOTAS = "resourcequotas"  # `objects.resource` keys (core group: the plural alone)
+LIMIT_RANGES = "limitranges"
+
+STREAMS = "count/imagestreams.image.alauda.io"
+IMAGES = "image.alauda.io/images"
+STORAGE = "image.alauda.io/storage"
+QUOTA_RESOURCES = (STREAMS, STORAGE, IMAGES)
+BYTE_RESOURCES = frozenset({STORAGE})
+
+IMAGE_LIMIT = "image.alauda.io/Image"
+STREAM_LIMIT = "image.alauda.io/ImageStream"
+LIMIT_STORAGE = "storage"
+LIMIT_TAGS = "image.alauda.io/image-tags"
+LIMIT_IMAGES = "image.alauda.io/images"
+LIMIT_RESOURCES = {IMAGE_LIMIT: (LIMIT_STORAGE,), STREAM_LIMIT: (LIMIT_TAGS, LIMIT_IMAGES)}
+
+_LOCK_PREFIX = "quota:"
+
+
+class QuotaRefused(Exception):
+    """A change would take a namespace over a ResourceQuota or a LimitRange."""
+
+
+class QuotaExceeded(QuotaRefused):
+    def __init__(self, quota: str, resource: str, requested: int, used: int, hard: int) -> None:
+        show = approx_bytes if resource in BYTE_RESOURCES else str
+        super().__init__(
+            f"exceeded quota {quota}: {resource} requested {show(requested)}, "
+            f"used {show(used)}, limited {show(hard)}"
+        )
+        self.quota, self.resource = quota, resource
+        self.requested, self.used, self.hard = requested, used, hard
+
+
+class LimitExceeded(QuotaRefused):
+    pass
+
+
+@dataclass(frozen=True)
+class Quota:
+    name: str
+    hard: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class LimitItem:
+    limit_range: str
+    type: str
+    max: Mapping[str, int]
+
+
+@dataclass(frozen=True)
+class NamespaceLimits:
+    quotas: tuple[Quota, ...] = ()
+    items: tuple[LimitItem, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.quotas or self.items)
+
+    def of_type(self, kind: str) -> list[LimitItem]:
+        return [i for i in self.items if i.type == kind]
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What a namespace uses, by quota resource name."""
+
+    values: Mapping[str, int] = field(default_factory=dict)
+
+    def get(self, resource: str) -> int:
+        return int(self.values.get(resource, 0))
+
+
+# --- the objects ----------------------------------------------------------------------
+
+
+def quota_hard(spec: Any) -> dict[str, int]:
+    """`spec.hard` of a ResourceQuota as integers; `ValueError` naming what is wrong.
+    Only the resources this registry counts are accepted: a limit nothing enforces would
+    look like protection and be none."""
+    if not isinstance(spec, dict):
+        raise ValueError("spec: must be an object")
+    hard = spec.get("hard") or {}
+    if not isinstance(hard, dict):
+        raise ValueError("spec.hard: must be an object")
+    out: dict[str, int] = {}
+    for name, value in hard.items():
+        if name not in QUOTA_RESOURCES:
+            raise ValueError(
+                f"spec.hard[{name}]: unsupported resource; this registry counts "
+                + ", ".join(QUOTA_RESOURCES)
+            )
+        try:
+            out[name] = parse_quantity(value)
+        except InvalidQuantity as exc:
+            raise ValueError(f"spec.hard[{name}]: {exc}") from None
+    for key in ("scopes", "scopeSelector"):
+        if spec.get(key):
+            raise ValueError(f"spec.{key}: quota scopes do not apply to images")
+    return out
+
+
+def limit_items(name: str, spec: Any) -> list[LimitItem]:
+    """`spec.limits` of a LimitRange: the image types with their `max` (other fields and
+    types are refused, for the same reason as in `quota_hard`)."""
+    if not isinstance(spec, dict):
+        raise ValueError("spec: must be an object")
+    limits = spec.get("limits") or []
+    if not isinstance(limits, list):
+        raise ValueError("spec.limits: must be a list")
+    out: list[LimitItem] = []
+    for i, item in enumerate(limits):
+        where = f"spec.limits[{i}]"
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}: must be an object")
+        kind = item.get("type")
+        if kind not in LIMIT_RESOURCES:
+            raise ValueError(
+                f"{where}.type: {kind!r} is not supported; use {IMAGE_LIMIT} or {STREAM_LIMIT}"
+            )
+        for key in ("min", "default", "defaultRequest", "maxLimitRequestRatio"):
+            if item.get(key):
+                raise ValueError(f"{where}.{key}: only max applies to {kind}")
+        maximum = item.get("max") or {}
+        if not isinstance(maximum, dict):
+            raise ValueError(f"{where}.max: must be an object")
+        values: dict[str, int] = {}
+        for resource, value in maximum.items():
+            if resource not in LIMIT_RESOURCES[kind]:
+                raise ValueError(
+                    f"{where}.max[{resource}]: {kind} limits " + ", ".join(LIMIT_RESOURCES[kind])
+                )
+            try:
+                values[resource] = parse_quantity(value)
+            except InvalidQuantity as exc:
+                raise ValueError(f"{where}.max[{resource}]: {exc}") from None
+        out.append(LimitItem(name, kind, values))
+    return out
+
+
+def namespace_limits(conn: Connection, namespace: str) -> NamespaceLimits:
+    """The ResourceQuotas and LimitRange items of a namespace (one indexed read).
+    Objects are validated when written; one that no longer parses is skipped."""
+    rows = conn.execute(
+        select(objects.c.resource, objects.c.name, objects.c.body).where(
+            objects.c.resource.in_((QUOTAS, LIMIT_RANGES)), objects.c.namespace == namespace
+        )
+    ).all()
+    quotas: list[Quota] = []
+    items: list[LimitItem] = []
+    for resource, name, body in sorted(rows, key=lambda r: (r[0], r[1])):
+        try:
+            if resource == QUOTAS:
+                quotas.append(Quota(name, quota_hard((body or {}).get("spec") or {})))
+            else:
+                items += limit_items(name, (body or {}).get("spec") or {})
+        except ValueError:
+            continue
+    return NamespaceLimits(tuple(quotas), tuple(items))
+
+
+# --- usage ----------------------------------------------------------------------------
+
+
+def lock_namespace(conn: Connection, namespace: str) -> None:
+    """Serialize quota decisions of one namespace until this transaction ends."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": _LOCK_PREFIX + namespace}
+        )
+
+
+def _stream_ids(namespace: str) -> Any:
+    return select(repositories.c.id).where(repositories.c.namespace == namespace).scalar_subquery()
+
+
+def namespace_images(namespace: str) -> CompoundSelect[Any]:
+    """Digests the namespace's streams link or tag (a tag only ever names a linked image,
+    but a restore or an older database may differ: both count)."""
+    ids = _stream_ids(namespace)
+    return union(
+        select(repository_manifests.c.digest).where(repository_manifests.c.repository_id.in_(ids)),
+        select(tag_events.c.digest).where(tag_events.c.repository_id.in_(ids)),
+    )
+
+
+def namespace_usage(
+    conn: Connection, namespace: str, resources: Iterable[str] = QUOTA_RESOURCES
+) -> Usage:
+    """The namespace's usage of `resources`, computed from scratch."""
+    wanted = set(resources)
+    values: dict[str, int] = {}
+    if STREAMS in wanted:
+        values[STREAMS] = int(
+            conn.execute(
+                select(func.count())
+                .select_from(repositories)
+                .where(repositories.c.namespace == namespace)
+            ).scalar_one()
+        )
+    if wanted & {IMAGES, STORAGE}:
+        images = namespace_images(namespace).subquery("ns_images")
+        if IMAGES in wanted:
+            values[IMAGES] = int(
+                conn.execute(
+                    select(func.count())
+                    .select_from(manifests)
+                    .where(manifests.c.digest.in_(select(images.c.digest)))
+                ).scalar_one()
+            )
+        if STORAGE in wanted:
+            referenced = select(manifest_blobs.c.blob_digest).where(
+                manifest_blobs.c.manifest_digest.in_(select(images.c.digest))
+            )
+            values[STORAGE] = int(
+                conn.execute(
+                    select(func.coalesce(func.sum(blobs.c.size), 0)).where(
+                        blobs.c.digest.in_(referenced)
+                    )
+                ).scalar_one()
+            )
+    return Usage(values)
+
+
+def _in_namespace(namespace: str, digest_column: Any) -> Any:
+    """SQL: the image named by `digest_column` is linked or tagged in the namespace."""
+    return exists().where(
+        repository_manifests.c.digest == digest_column,
+        repository_manifests.c.repository_id == repositories.c.id,
+        repositories.c.namespace == namespace,
+    ) | exists().where(
+        tag_events.c.digest == digest_column,
+        tag_events.c.repository_id == repositories.c.id,
+        repositories.c.namespace == namespace,
+    )
+
+
+def image_in_namespace(conn: Connection, namespace: str, digest: str) -> bool:
+    return bool(conn.execute(select(_in_namespace(namespace, digest))).scalar())
+
+
+def new_blob_bytes(conn: Connection, namespace: str, sizes: Mapping[str, int]) -> int:
+    """Bytes of the blobs in `sizes` that no image of the namespace references yet."""
+    if not sizes:
+        return 0
+    shared = set(
+        conn.execute(
+            select(manifest_blobs.c.blob_digest)
+            .where(
+                manifest_blobs.c.blob_digest.in_(list(sizes)),
+                _in_namespace(namespace, manifest_blobs.c.manifest_digest),
+            )
+            .distinct()
+        ).scalars()
+    )
+    return sum(size for digest, size in sizes.items() if digest not in shared)
+
+
+def _stream_counts(conn: Connection, repo_id: int) -> tuple[set[str], set[str]]:
+    """(images, tags) of one stream."""
+    images = set(
+        conn.execute(
+            union(
+                select(repository_manifests.c.digest).where(
+                    repository_manifests.c.repository_id == repo_id
+                ),
+                select(tag_events.c.digest).where(tag_events.c.repository_id == repo_id),
+            )
+        ).scalars()
+    )
+    tags = set(
+        conn.execute(
+            select(tag_events.c.tag).where(tag_events.c.repository_id == repo_id).distinct()
+        ).scalars()
+    )
+    return images, tags
+
+
+def _repo_id(conn: Connection, namespace: str, name: str) -> int | None:
+    row = conn.execute(
+        select(repositories.c.id).where(
+            and_(repositories.c.namespace == namespace, repositories.c.name == name)
+        )
+    ).first()
+    return None if row is None else int(row.id)
+
+
+# --- checks ---------------------------------------------------------------------------
+
+
+def _check_quotas(
+    conn: Connection, namespace: str, quotas: Iterable[Quota], requested: Mapping[str, int]
+) -> None:
+    relevant = [(q, r) for q in quotas for r in sorted(q.hard) if requested.get(r, 0) > 0]
+    if not relevant:
+        return
+    usage = namespace_usage(conn, namespace, {r for _, r in relevant})
+    for quota, resource in relevant:
+        used, want = usage.get(resource), requested[resource]
+        if used + want > quota.hard[resource]:
+            raise QuotaExceeded(quota.name, resource, want, used, quota.hard[resource])
+
+
+def check_new_stream(conn: Connection, namespace: str, *, lock: bool = True) -> None:
+    """Before a stream is created: refuse it when the namespace is at a quota of
+    `count/imagestreams.image.alauda.io`. `lock=False` answers from a read (the early
+    check at the start of an upload, so a client is refused before it sends a layer)."""
+    quotas = [q for q in namespace_limits(conn, namespace).quotas if STREAMS in q.hard]
+    if not quotas:
+        return
+    if lock:
+        lock_namespace(conn, namespace)
+    _check_quotas(conn, namespace, quotas, {STREAMS: 1})
+
+
+def check_push(
+    conn: Connection,
+    namespace: str,
+    stream: str,
+    digest: str,
+    blob_sizes: Mapping[str, int],
+    image_storage: int,
+    tag: str | None,
+) -> None:
+    """Before a manifest is recorded in `namespace/stream` (tagged `tag`): refuse it when
+        it would pass a LimitRange or a ResourceQuota. Called first in the push transaction,
+        so the namespace lock is taken before any blob row lock (no lock-order inversion with
+        other pushes). Pushing an image the namespace already has requests no quota and is
+    not measured against `image.alauda.io/Image` again (a retry must not fail)."""
+    limits = namespace_limits(conn, namespace)
+    if not limits:
+        return
+    lock_namespace(conn, namespace)
+    new_here = not image_in_namespace(conn, namespace, digest)
+    for item in limits.of_type(IMAGE_LIMIT) if new_here else ():
+        maximum = item.max.get(LIMIT_STORAGE)
+        if maximum is not None and image_storage > maximum:
+            raise LimitExceeded(
+                f"refused by LimitRange {item.limit_range}: {IMAGE_LIMIT} max {LIMIT_STORAGE} "
+                f"is {approx_bytes(maximum)}, image {digest} is {approx_bytes(image_storage)}"
+            )
+    stream_items = limits.of_type(STREAM_LIMIT)
+    if stream_items:
+        repo_id = _repo_id(conn, namespace, stream)
+        images, tags = _stream_counts(conn, repo_id) if repo_id is not None else (set(), set())
+        after = {
+            LIMIT_IMAGES: len(images | {digest}),
+            LIMIT_TAGS: len(tags | ({tag} if tag else set())),
+        }
+        before = {LIMIT_IMAGES: len(images), LIMIT_TAGS: len(tags)}
+        for item in stream_items:
+            for resource, maximum in sorted(item.max.items()):
+                if after[resource] > before[resource] and after[resource] > maximum:
+                    raise LimitExceeded(
+                        f"refused by LimitRange {item.limit_range}: {STREAM_LIMIT} max "
+                        f"{resource} is {maximum}, image stream {namespace}/{stream} has "
+                        f"{before[resource]} and this push would make {after[resource]}"
+                    )
+    if not limits.quotas or not new_here:
+        return  # a new tag or a re-push of an image the namespace holds adds no usage
+    requested = {IMAGES: 1}
+    if any(STORAGE in q.hard for q in limits.quotas):
+        requested[STORAGE] = new_blob_bytes(conn, namespace, blob_sizes)
+    _check_quotas(conn, namespace, limits.quotas, requested)
+
+
+class UsageGuard:
+    """For changes whose effect on usage is easiest to see afterwards (an undo restoring
+    many images): lock the namespaces and note their usage first, then `check` refuses
+    when any quota's resource grew past its limit. Usage that only shrinks, or that was
+    already over a limit lowered since, is never refused."""
+
+    def __init__(self, conn: Connection, namespaces: Iterable[str]) -> None:
+        self._before: dict[str, tuple[tuple[Quota, ...], Usage]] = {}
+        for namespace in sorted(set(namespaces)):
+            quotas = namespace_limits(conn, namespace).quotas
+            if not quotas:
+                continue
+            lock_namespace(conn, namespace)
+            self._before[namespace] = (quotas, namespace_usage(conn, namespace))
+
+    def check(self, conn: Connection) -> None:
+        for namespace, (quotas, before) in self._before.items():
+            after = namespace_usage(conn, namespace)
+            for quota in quotas:
+                for resource, hard in sorted(quota.hard.items()):
+                    grown = after.get(resource) - before.get(resource)
+                    if grown > 0 and after.get(resource) > hard:
+                        raise QuotaExceeded(quota.name, resource, grown, before.get(resource), hard)
+
+
+def usage_of(conn: Connection, namespaces: Iterable[str]) -> dict[str, Usage]:
+    """Usage of several namespaces (prune reports what a run released)."""
+    return {ns: namespace_usage(conn, ns) for ns in sorted(set(namespaces))}
+
+
+def run_namespaces(removed: Mapping[str, Any]) -> set[str]:
+    """The namespaces a prune run's record touches (its tag events and image links)."""
+    found = {str(e["namespace"]) for e in removed.get("tagEvents") or []}
+    for image in removed.get("images") or []:
+        found |= {str(r["namespace"]) for r in image.get("repositories") or []}
+    return found

@@ -1,0 +1,226 @@
+"""ResourceQuota and LimitRange decisions on SQLite and on PostgreSQL.
+
+Usage is computed from the reference tables inside the writing transaction, so these
+tests drive the data plane (blob links, pushes, deletes, undo) and compare the namespace's
+usage with what the test pushed: a layer shared within a namespace counts once, shared
+with another namespace counts in each, unreferenced blobs do not count, and concurrent
+pushes on separate connections never pass a limit together.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import insert
+
+from imageregistry.metadata.db import Database, record_change
+from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.namespaces import create_namespace
+from imageregistry.metadata.prune_runs import UndoRefused
+from imageregistry.metadata.quota import (
+    IMAGES,
+    STORAGE,
+    STREAMS,
+    LimitExceeded,
+    QuotaExceeded,
+    namespace_usage,
+)
+from imageregistry.metadata.registry import RegistryMetadata, RepoKey
+from imageregistry.metadata.registry_manifests import BlobRef, ManifestMetadata, NewManifest
+from imageregistry.metadata.tables import objects
+from imageregistry.prune.gc import GcSettings
+from imageregistry.prune.service import Pruner
+from imageregistry.storage.memory import InMemoryBlobStore
+from tests.support.postgres import create_database
+
+NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+CFG = "sha256:" + "c" * 64
+CFG_SIZE = 10
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'meta.db'}"
+    else:
+        server: str = request.getfixturevalue("postgres_server")
+        url = create_database(server, f"quota_{uuid.uuid4().hex[:12]}")
+    database = Database(open_engine(url))
+    yield database
+    database.dispose()
+
+
+def layer(n: int) -> str:
+    return f"sha256:{n:064x}"
+
+
+def image(n: int, layers: dict[str, int]) -> NewManifest:
+    refs = [BlobRef(-1, CFG, CFG_SIZE, "application/vnd.oci.image.config.v1+json")]
+    for i, (digest, size) in enumerate(layers.items()):
+        refs.append(BlobRef(i, digest, size, "application/vnd.oci.image.layer.v1.tar"))
+    return NewManifest(
+        digest=f"sha256:{n + 0xF000:064x}",
+        media_type="application/vnd.oci.image.manifest.v1+json",
+        content=b"{}",
+        created=NOW,
+        blobs=tuple(refs),
+        config_digest=CFG,
+        storage_size=CFG_SIZE + sum(layers.values()),
+    )
+
+
+def put_object(db: Database, resource: str, namespace: str, name: str, spec: Any) -> None:
+    with db.write() as conn:
+        rv = record_change(conn, resource, namespace, name, "ADDED")
+        body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
+        conn.execute(
+            insert(objects).values(
+                resource=resource,
+                namespace=namespace,
+                name=name,
+                uid=str(uuid.uuid4()),
+                resource_version=rv,
+                created=NOW,
+                labels={},
+                body=body,
+            )
+        )
+
+
+def quota(db: Database, namespace: str, name: str, **hard: str) -> None:
+    put_object(db, "resourcequotas", namespace, name, {"hard": hard})
+
+
+def push(db: Database, repo: RepoKey, manifest: NewManifest, tag: str | None = "latest") -> None:
+    meta = RegistryMetadata(db)
+    for ref in manifest.blobs:
+        meta.record_blob(repo, ref.digest, ref.size, NOW, may_create_ns=True)
+    ManifestMetadata(db).record(repo, manifest, tag, NOW, may_create_ns=True)
+
+
+def usage(db: Database, namespace: str) -> dict[str, int]:
+    with db.read() as conn:
+        return dict(namespace_usage(conn, namespace).values)
+
+
+def test_usage_counts_distinct_blobs_per_namespace(db: Database) -> None:
+    base = {layer(1): 1000}
+    push(db, RepoKey("a", "one"), image(1, {**base, layer(2): 200}))
+    push(db, RepoKey("a", "two"), image(2, {**base, layer(3): 30}))
+    push(db, RepoKey("b", "one"), image(3, {**base, layer(4): 4}))
+    # An uploaded blob no manifest references does not count.
+    RegistryMetadata(db).record_blob(RepoKey("a", "one"), layer(9), 5000, NOW, True)
+    assert usage(db, "a") == {STREAMS: 2, IMAGES: 2, STORAGE: 1000 + 200 + 30 + CFG_SIZE}
+    assert usage(db, "b") == {STREAMS: 1, IMAGES: 1, STORAGE: 1000 + 4 + CFG_SIZE}
+    assert usage(db, "empty") == {STREAMS: 0, IMAGES: 0, STORAGE: 0}
+
+
+def test_push_refused_over_storage_and_nothing_recorded(db: Database) -> None:
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    quota(db, "a", "q", **{STORAGE: "2000"})
+    push(db, RepoKey("a", "app"), image(1, {layer(1): 1000}))
+    with pytest.raises(QuotaExceeded) as refused:
+        push(db, RepoKey("a", "app"), image(2, {layer(1): 1000, layer(2): 991}), tag="v2")
+    assert str(refused.value) == (
+        f"exceeded quota q: {STORAGE} requested 991, used 1010, limited 1.95Ki"
+    )
+    assert usage(db, "a")[IMAGES] == 1
+    push(db, RepoKey("a", "app"), image(3, {layer(1): 1000, layer(3): 990}), tag="v3")
+    assert usage(db, "a")[STORAGE] == 2000
+
+
+def test_stream_count_is_checked_where_streams_are_made(db: Database) -> None:
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    quota(db, "a", "streams", **{STREAMS: "1"})
+    push(db, RepoKey("a", "one"), image(1, {layer(1): 10}))
+    meta = RegistryMetadata(db)
+    with pytest.raises(QuotaExceeded, match="requested 1, used 1, limited 1"):
+        meta.check_push_target(RepoKey("a", "two"), may_create_ns=True)  # before an upload
+    with pytest.raises(QuotaExceeded):
+        meta.record_blob(RepoKey("a", "two"), layer(1), 10, NOW, True)
+    assert usage(db, "a")[STREAMS] == 1
+
+
+def test_limit_ranges(db: Database) -> None:
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    put_object(
+        db,
+        "limitranges",
+        "a",
+        "lr",
+        {
+            "limits": [
+                {"type": "image.alauda.io/Image", "max": {"storage": "1Ki"}},
+                {"type": "image.alauda.io/ImageStream", "max": {"image.alauda.io/image-tags": "1"}},
+            ]
+        },
+    )
+    with pytest.raises(LimitExceeded, match=r"refused by LimitRange lr: image\.alauda\.io/Image"):
+        push(db, RepoKey("a", "app"), image(1, {layer(1): 1015}))
+    push(db, RepoKey("a", "app"), image(2, {layer(5): 1014}), tag="one")
+    with pytest.raises(LimitExceeded, match=r"image-tags is 1, image stream a/app has 1"):
+        push(db, RepoKey("a", "app"), image(2, {layer(5): 1014}), tag="two")
+    push(db, RepoKey("a", "app"), image(3, {layer(2): 1}), tag="one")  # moves the tag
+
+
+def test_concurrent_pushes_admit_exactly_what_fits(db: Database) -> None:
+    with db.write() as conn:
+        create_namespace(conn, "race", NOW)
+    each = 100 + CFG_SIZE
+    quota(db, "race", "q", **{STORAGE: str(CFG_SIZE + 5 * 100 + 50)})
+    manifests = [image(i, {layer(100 + i): 100}) for i in range(8)]
+    for m in manifests:  # upload first, so only the manifest PUTs race
+        for ref in m.blobs:
+            RegistryMetadata(db).record_blob(
+                RepoKey("race", "app"), ref.digest, ref.size, NOW, True
+            )
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def one(m: NewManifest) -> None:
+        start.wait()
+        try:
+            ManifestMetadata(db).record(RepoKey("race", "app"), m, m.digest[-6:], NOW, True)
+            outcomes.append("ok")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=one, args=(m,)) for m in manifests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcomes) == ["ok"] * 5 + ["refused"] * 3
+    assert usage(db, "race")[STORAGE] == CFG_SIZE + 5 * 100
+    assert each  # the config is shared by all eight: charged once
+
+
+def test_undo_charges_again_or_refuses(db: Database) -> None:
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    quota(db, "a", "q", **{IMAGES: "1"})
+    repo = RepoKey("a", "app")
+    first, second = image(1, {layer(1): 10}), image(2, {layer(2): 10})
+    push(db, repo, first)
+    run = ManifestMetadata(db).delete(repo, first.digest, "admin", NOW).run_id
+    assert usage(db, "a")[IMAGES] == 0
+    push(db, repo, second, tag="v2")
+    pruner = Pruner(db, InMemoryBlobStore(), lambda: NOW, GcSettings(timedelta(days=7)))
+    with pytest.raises(
+        UndoRefused, match=re.escape(f"exceeded quota q: {IMAGES} requested 1, used 1")
+    ):
+        pruner.undo(run)
+    assert usage(db, "a")[IMAGES] == 1
+    ManifestMetadata(db).delete(repo, second.digest, "admin", NOW)
+    pruner.undo(run)
+    assert usage(db, "a") == {STREAMS: 1, IMAGES: 1, STORAGE: CFG_SIZE + 10}
