@@ -1,6 +1,6 @@
 """The README's quick start and the marked blocks of docs/operations.md (first start,
-first push, permissions, usage, delete and undo, signing and verifying a signature, a
-puller's token, prune, GC, blob verification), run as written against a server the test
+first push, permissions, usage, quotas and limits, delete and undo, signing and verifying a
+signature, a puller's token, prune, GC, blob verification), run as written against a server the test
 starts, so the documents cannot rot. Every other ```sh block of either document is
 listed (NOT_RUN, README_NOT_RUN) with the reason it cannot run here.
 
@@ -42,6 +42,7 @@ OPERATIONS_MARKERS = (
     "puller token",
     "undo a delete",
     "usage",
+    "quotas",
     "signatures",
     "prune",
     "gc",
