@@ -316,3 +316,45 @@ def test_namespace_roles_read_quotas_only_cluster_admin_writes(
         "create", "quota", "more", "-n", "tenant", f"--hard={IMAGES}=500", token=boss
     )
     kubectl.ok("delete", "quota", "q", "-n", "tenant")  # cluster-admin
+
+
+def test_ac_output_agrees_with_kubectl_describe(
+    server: RegistryProcess, kubectl: Kubectl, certs: Path, tmp_path: Path
+) -> None:
+    home = login_admin(server, tmp_path / "home")
+    kubectl.ok("create", "namespace", "team-c")
+    kubectl.ok("create", "quota", "bytes", "-n", "team-c", f"--hard={STORAGE}=1G,{STREAMS}=1000")
+    kubectl.ok("create", "quota", "count", "-n", "team-c", f"--hard={IMAGES}=10")
+    image = Image(tmp_path, "c1", [random_blob("c1", 1_999_000)])
+    assert skopeo_push(server, certs, image, "team-c/app:v1").returncode == 0
+    described = kubectl.ok("describe", "quota", "-n", "team-c")
+    assert ac(home, "describe", "quota", "-n", "team-c").stdout == described
+    assert as_bytes(describe_rows(kubectl, "team-c")[STORAGE][0]) == image.storage
+    top = ac(home, "adm", "top", "imagestreams", "-n", "team-c").stdout
+    assert top.startswith("NAME")
+    assert "team-c/app" in top
+    for block in described.strip().split("\n\n"):
+        assert block.strip() in top
+
+
+def test_prune_releases_quota_at_once_and_reports_it(
+    server: RegistryProcess, kubectl: Kubectl, certs: Path, tmp_path: Path
+) -> None:
+    home = login_admin(server, tmp_path / "home")
+    kubectl.ok("create", "namespace", "pruned")
+    kubectl.ok("create", "quota", "q", "-n", "pruned", f"--hard={STORAGE}=1Gi,{IMAGES}=10")
+    base = random_blob("p-base", 5000)
+    old = Image(tmp_path, "p-old", [base, random_blob("p-old", 7000)])
+    new = Image(tmp_path, "p-new", [base, random_blob("p-new", 3000)])
+    assert skopeo_push(server, certs, old, "pruned/app:latest").returncode == 0
+    assert skopeo_push(server, certs, new, "pruned/app:latest").returncode == 0
+    assert quota_status(kubectl, "pruned", "q")["used"][IMAGES] == "2"
+    flags = ("--keep-tag-revisions=1", "--keep-younger-than=0", "--confirm")
+    done = ac(home, "adm", "prune", "images", *flags)
+    freed = distinct_bytes(old, new) - new.storage  # the old layer and config, not the base
+    line = f"Released quota in namespace pruned: {IMAGES} 1, {STORAGE} 7.21Ki ({freed} bytes)"
+    assert freed == 7380 and line in done.stdout, done.stdout
+    status = quota_status(kubectl, "pruned", "q")["used"]
+    assert status == {IMAGES: "1", STORAGE: str(new.storage)}
+    ac(home, "adm", "registry", "gc", "--confirm")  # reclaiming the bytes changes nothing more
+    assert quota_status(kubectl, "pruned", "q")["used"] == status

@@ -437,6 +437,35 @@ def usage_of(conn: Connection, namespaces: Iterable[str]) -> dict[str, Usage]:
     return {ns: namespace_usage(conn, ns) for ns in sorted(set(namespaces))}
 
 
+def namespaces_holding(conn: Connection, digests: Iterable[str]) -> set[str]:
+    """The namespaces whose streams link or tag any of these images."""
+    wanted = sorted(set(digests))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        for table in (repository_manifests, tag_events):
+            query = (
+                select(repositories.c.namespace)
+                .join(table, table.c.repository_id == repositories.c.id)
+                .where(table.c.digest.in_(chunk))
+                .distinct()
+            )
+            found.update(conn.execute(query).scalars())
+    return found
+
+
+def released(before: Mapping[str, Usage], after: Mapping[str, Usage]) -> dict[str, dict[str, int]]:
+    """Per namespace, the usage that went away between two measurements (nothing for a
+    namespace that lost none)."""
+    out: dict[str, dict[str, int]] = {}
+    for namespace, old in before.items():
+        new = after.get(namespace, Usage())
+        freed = {r: old.get(r) - new.get(r) for r in QUOTA_RESOURCES if old.get(r) > new.get(r)}
+        if freed:
+            out[namespace] = freed
+    return out
+
+
 def run_namespaces(removed: Mapping[str, Any]) -> set[str]:
     """The namespaces a prune run's record touches (its tag events and image links)."""
     found = {str(e["namespace"]) for e in removed.get("tagEvents") or []}

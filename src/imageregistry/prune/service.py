@@ -11,8 +11,8 @@ prunes serialize on a transaction-scoped advisory lock; on SQLite the write tran
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -30,7 +30,14 @@ from imageregistry.metadata.prune_runs import (
     record_run,
     restore_run,
 )
-from imageregistry.metadata.quota import QuotaExceeded, UsageGuard, run_namespaces
+from imageregistry.metadata.quota import (
+    QuotaExceeded,
+    UsageGuard,
+    namespaces_holding,
+    released,
+    run_namespaces,
+    usage_of,
+)
 from imageregistry.prune.executor import (
     DescribingImageDeleter,
     DescribingTagEventDeleter,
@@ -56,6 +63,8 @@ class PruneOutcome:
     result: PruneResult
     in_use: InUse
     run_id: str = ""
+    # A confirmed run: per namespace, the quota usage it released (resource -> amount).
+    released: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
 
 
 class RunObserver(Protocol):
@@ -131,15 +140,18 @@ class Pruner:
             if not self._db.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PRUNE_LOCK})
             plan = plan_prune(load_snapshot(conn), options, in_use, now)
+            touched = {s.namespace for s in plan.streams} | namespaces_holding(conn, plan.images)
+            before = usage_of(conn, touched)
             deleter = SqlPruneDeleter(conn)
             result = execute_prune(plan, deleter, deleter, False, progress)
+            freed = released(before, usage_of(conn, touched))
             run_id = ""
             removed = deleter.removed()
             if removed["tagEvents"] or removed["images"]:
                 run_id = new_run_id(now)
                 summary = {"line": result.summary(), "failed": len(result.failures)}
                 record_run(conn, run_id, user, options.to_spec(), removed, summary, now)
-        return PruneOutcome(plan, result, in_use, run_id)
+        return PruneOutcome(plan, result, in_use, run_id, freed)
 
     def undo(
         self, run_id: str, check: RestoreCheck | None = None, dry_run: bool = False

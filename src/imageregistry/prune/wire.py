@@ -50,6 +50,8 @@ def prune_status(outcome: PruneOutcome) -> dict[str, Any]:
         "inUse": sorted(outcome.in_use.sources),
         "summary": result.summary(),
         "failed": len(result.failures),
+        # Quota usage the confirmed run released, per namespace ({} for a dry run).
+        "quotaReleased": {ns: dict(freed) for ns, freed in outcome.released.items()},
     }
 
 

@@ -14,6 +14,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from imageregistry.quantity import InvalidQuantity, format_quantity, parse_quantity
+
 _ACRONYMS = frozenset({"API", "URL", "UID", "OSB", "GUID"})
 _SKIPPED = frozenset(
     {".metadata.name", ".metadata.namespace", ".metadata.labels", ".metadata.annotations"}
@@ -104,6 +106,34 @@ def describe_object(obj: Mapping[str, Any]) -> str:
     lines += _annotations(meta.get("annotations"))
     _content(lines, 0, obj, "")
     lines.append("Events:\t<none>")
+    return tabwrite(lines)
+
+
+def kube_quantity(text: Any) -> str:
+    """A quantity as kubectl prints it (`Quantity.String()`): the canonical form in the
+    value's own format, binary (`50Mi`) when written with a binary suffix, else decimal
+    (`2000000` becomes `2M`)."""
+    raw = str(text)
+    try:
+        value = parse_quantity(raw)
+    except InvalidQuantity:
+        return raw
+    binary = raw.rstrip().endswith("i") and value >= 1024
+    return format_quantity(value, binary=binary)
+
+
+def describe_quota(obj: Mapping[str, Any]) -> str:
+    """kubectl's ResourceQuota describer: name, namespace, then Resource/Used/Hard rows
+    from `status`, sorted by resource name."""
+    meta = obj.get("metadata") or {}
+    status = obj.get("status") or {}
+    hard, used = status.get("hard") or {}, status.get("used") or {}
+    lines = [f"Name:\t{meta.get('name', '')}", f"Namespace:\t{meta.get('namespace', '')}"]
+    lines += ["Resource\tUsed\tHard", "--------\t----\t----"]
+    for resource in sorted(hard):
+        lines.append(
+            f"{resource}\t{kube_quantity(used.get(resource, '0'))}\t{kube_quantity(hard[resource])}"
+        )
     return tabwrite(lines)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import click
 import httpx
 
-from imageregistry.cli.ac.describe import describe_object
+from imageregistry.cli.ac.describe import describe_object, describe_quota
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.printers import jsonpath, render_table, to_json, to_yaml
@@ -171,7 +171,8 @@ def describe(ctx: click.Context, resource: str, names: tuple[str, ...]) -> None:
                 )
                 for o in objs
             ]
-    click.echo("\n\n".join(describe_object(o) for o in objs), nl=False)
+    render = describe_quota if kind.plural == "resourcequotas" else describe_object
+    click.echo("\n\n".join(render(o) for o in objs), nl=False)
 
 
 @click.command("delete")

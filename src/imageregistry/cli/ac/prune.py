@@ -27,6 +27,9 @@ from imageregistry.cli.ac.options import common_options, session
 from imageregistry.cli.ac.references import gather_references
 from imageregistry.prune.inuse import few_references, parse_reference
 from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_duration
+from imageregistry.quantity import approx_bytes
+
+STORAGE = "image.alauda.io/storage"  # the quota resource counted in bytes
 
 API = "/apis/image.alauda.io/v1"
 DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to remove images"
@@ -73,6 +76,12 @@ def print_prune(status: dict[str, Any]) -> int:
             line += f" (failed: {action['error']})"
         click.echo(line)
     click.echo(status.get("summary", ""))
+    for namespace, freed in sorted((status.get("quotaReleased") or {}).items()):
+        amounts = ", ".join(
+            f"{r} {approx_bytes(int(v))} ({v} bytes)" if r == STORAGE else f"{r} {v}"
+            for r, v in sorted(freed.items())
+        )
+        click.echo(f"Released quota in namespace {namespace}: {amounts}")
     if status.get("runID"):
         run = status["runID"]
         click.echo(

@@ -53,6 +53,8 @@ KINDS = (
     ResourceKind("namespaces", "Namespace", "", False, ("ns",)),
     ResourceKind("serviceaccounts", "ServiceAccount", "", True, ("sa",)),
     ResourceKind("rolebindings", "RoleBinding", RBAC_GROUP, True),
+    ResourceKind("resourcequotas", "ResourceQuota", "", True, ("quota",)),
+    ResourceKind("limitranges", "LimitRange", "", True, ("limits",)),
 )
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from imageregistry.cli.ac.describe import describe_quota
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.output import NONE, ago, human_size, join, table
@@ -280,6 +281,23 @@ def top_imagestreams(ctx: click.Context, output: str | None) -> None:
             click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))
             return
         _print(STREAM_HEADERS, rows)
+    opts = global_options(ctx)
+    if opts.namespace and not opts.all_namespaces:
+        _print_quotas(ctx, opts.namespace)
+
+
+def _print_quotas(ctx: click.Context, namespace: str) -> None:
+    """The namespace's ResourceQuotas after its streams, as `kubectl describe quota` prints
+    them: the same numbers, read from the same objects (STORAGE above counts each stream's
+    tagged images; a quota counts the namespace's distinct blobs, all images included).
+    Nothing when the caller may not read quotas or the namespace has none."""
+    with session(ctx).client() as client:
+        response = client.get(f"/api/v1/namespaces/{namespace}/resourcequotas")
+    if response.status_code != 200:
+        return
+    for quota in response.json().get("items") or []:
+        click.echo("")
+        click.echo(describe_quota(quota), nl=False)
 
 
 def _print(headers: tuple[str, ...], rows: list[list[str]]) -> None:
