@@ -75,13 +75,13 @@ def print_prune(status: dict[str, Any]) -> int:
             failed += 1
             line += f" (failed: {action['error']})"
         click.echo(line)
-    click.echo(status.get("summary", ""))
     for namespace, freed in sorted((status.get("quotaReleased") or {}).items()):
         amounts = ", ".join(
             f"{r} {approx_bytes(int(v))} ({v} bytes)" if r == STORAGE else f"{r} {v}"
             for r, v in sorted(freed.items())
         )
         click.echo(f"Released quota in namespace {namespace}: {amounts}")
+    click.echo(status.get("summary", ""))  # last: scripts read the summary line
     if status.get("runID"):
         run = status["runID"]
         click.echo(
