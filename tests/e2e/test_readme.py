@@ -62,6 +62,8 @@ NOT_RUN = {
     "foreground on other machines' addresses (tests/e2e/test_replicas.py runs this shape)",
     "podman build": "needs the base image from a registry the test machines cannot reach",
     "kubectl apply -k deploy/kubernetes/overlays/single": "needs a Kubernetes cluster",
+    "kubectl apply -k deploy/kubernetes/overlays/cluster": "needs a Kubernetes cluster "
+    "(tests/e2e/test_cluster_mode.py plays the cluster with a second server)",
     "export KUBECONFIG=$PWD/registry-admin.kubeconfig": "needs the registry deployed in a "
     "Kubernetes cluster",
     "kubectl create namespace image-registry": "needs a Kubernetes cluster, PostgreSQL and a "
