@@ -24,6 +24,7 @@ from imageregistry.apiserver.codec import (
 )
 from imageregistry.apiserver.patch import apply_patch
 from imageregistry.apiserver.resource import ListOptions, RequestContext, ResourceHandler
+from imageregistry.apiserver.responses import json_response
 from imageregistry.apiserver.status import bad_request, conflict
 from imageregistry.apiserver.tables import render_table, wants_table
 from imageregistry.httpinput import parse_int
@@ -119,8 +120,6 @@ class Dispatcher:
     # --- verbs -----------------------------------------------------------------------
 
     def run(self, verb: str, target: Target, raw: bytes) -> Response:
-        from imageregistry.apiserver.routes import json_response
-
         h, ns, name, info = self.handler, target.namespace, target.name, self.handler.info
         status = 200
         if target.sub and verb == "patch":

@@ -12,7 +12,6 @@ tables (docs/kubectl.md#table-output).
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,52 +23,30 @@ from starlette.routing import BaseRoute, Route
 
 from imageregistry.apiserver import discovery, openapi
 from imageregistry.apiserver.catalog import build_handlers
-from imageregistry.apiserver.codec import MAX_BODY_BYTES, warning_header
+from imageregistry.apiserver.codec import MAX_BODY_BYTES
 from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
 from imageregistry.apiserver.resources.namespaces import record_cluster_namespace
+from imageregistry.apiserver.responses import json_response, render
 from imageregistry.apiserver.status import (
     ApiError,
     bad_request,
-    internal_error,
     method_not_allowed,
     service_unavailable,
-    too_large,
     too_many_requests,
 )
 from imageregistry.apiserver.watch import WatchResponse, WatchStream
-from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.changefeed import WatchLimitExceeded
 from imageregistry.frontproxy.middleware import front_proxy_user
-from imageregistry.httpinput import BodyTooLarge, InputError, client_host, parse_int, read_body
-from imageregistry.metadata.db import DatabaseUnavailable
-from imageregistry.metadata.quota import QuotaRefused
+from imageregistry.httpinput import client_host, parse_int, read_body
 from imageregistry.services import Services
 
 # Deleting these ends the tokens of the service accounts in them (authn.py's cache).
 IDENTITY_HOLDERS = {("", "serviceaccounts"), ("", "namespaces")}
 
-log = logging.getLogger(__name__)
-JSON_TYPE = "application/json"
 MAX_WATCH_SECONDS = 1800
 WATCH_RETRY_AFTER = 5  # seconds a client over a watch cap is asked to wait
-
-
-def json_response(
-    body: Any,
-    status: int = 200,
-    warnings: Sequence[str] = (),
-    headers: dict[str, str] | None = None,
-) -> Response:
-    headers = dict(headers or {})
-    if warnings:
-        headers["Warning"] = warning_header(list(warnings))
-    return Response(json.dumps(body, separators=(",", ":")), status, headers, media_type=JSON_TYPE)
-
-
-def error_response(error: ApiError) -> Response:
-    return json_response(error.to_status(), error.code, headers=error.headers())
 
 
 @dataclass(frozen=True)
@@ -123,21 +100,8 @@ class ApiServer:
         try:
             user = await run_in_threadpool(self.identify, request)
             return await self._dispatch(request, user)
-        except ApiError as error:
-            return error_response(error)
-        except InputError as exc:  # a number or body out of httpinput's bounds
-            return error_response(input_error(exc))
-        # read-only, a write conflict, or (cluster mode) no answer from the cluster: retryable
-        except (DatabaseUnavailable, ClusterUnavailable) as exc:
-            response = error_response(service_unavailable(str(exc), exc.retry_after))
-            if exc.retry_after is not None:
-                response.headers["Retry-After"] = str(exc.retry_after)
-            return response
-        except QuotaRefused as exc:  # a ResourceQuota or LimitRange of the namespace
-            return error_response(ApiError(403, "Forbidden", str(exc)))
         except Exception as exc:
-            log.exception("API request failed")
-            return error_response(internal_error(type(exc).__name__))
+            return render(exc)
 
     async def _dispatch(self, request: Request, user: UserInfo) -> Response:
         path = request.url.path.rstrip("/") or "/"
@@ -288,14 +252,6 @@ def _timeout_seconds(text: str) -> float:
     0 or absent means the server default."""
     seconds = parse_int(text or "0", "timeoutSeconds")
     return float(min(seconds, MAX_WATCH_SECONDS) or MAX_WATCH_SECONDS)
-
-
-def input_error(exc: InputError) -> ApiError:
-    """The Status for a number, JSON document or body `httpinput` refused: 413 for a body
-    over the limit (kube's RequestEntityTooLarge), 400 BadRequest for the rest."""
-    if isinstance(exc, BodyTooLarge):
-        return too_large(exc.limit)
-    return bad_request(str(exc))
 
 
 def api_routes(services: Services) -> list[BaseRoute]:

@@ -19,11 +19,11 @@ from json.encoder import encode_basestring_ascii as quote
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
 from imageregistry.apiserver.request_context import authorize_request, identify
-from imageregistry.apiserver.status import ApiError
+from imageregistry.apiserver.responses import render
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.frontproxy.middleware import front_proxy_user
@@ -148,8 +148,8 @@ class _Usage:
         namespace = request.path_params.get("namespace", "")
         try:
             await run_in_threadpool(self._authorize, request, "imageusages", namespace)
-        except ApiError as err:
-            return JSONResponse(err.to_status(), status_code=err.code, headers=err.headers())
+        except Exception as exc:
+            return render(exc)
 
         def body() -> Iterator[bytes]:
             # Runs in Starlette's thread pool (a synchronous body): the queries finish and
@@ -163,16 +163,16 @@ class _Usage:
 
     async def streams(self, request: Request) -> Response:
         namespace = request.path_params.get("namespace", "")
-        try:
-            await run_in_threadpool(self._authorize, request, "imagestreamusages", namespace)
-        except ApiError as err:
-            return JSONResponse(err.to_status(), status_code=err.code, headers=err.headers())
 
         def rows() -> list[StreamUsage]:
             with self.services.db.read() as conn, gc_paused():
                 return stream_usage(conn, namespace or None)
 
-        found = await run_in_threadpool(rows)
+        try:
+            await run_in_threadpool(self._authorize, request, "imagestreamusages", namespace)
+            found = await run_in_threadpool(rows)
+        except Exception as exc:
+            return render(exc)
         return StreamingResponse(
             stream_list("ImageStreamUsageList", map(stream_line, found), len(found)),
             media_type="application/json",

@@ -31,6 +31,7 @@ from imageregistry.blobport.links import BlobLinks, LinkRefused
 from imageregistry.blobport.sockets import bind
 from imageregistry.oci.blobs import OCTET, parse_range
 from imageregistry.oci.conditional import digest_etag, etag_matches
+from imageregistry.oci.errors import RegistryError, envelope
 from imageregistry.storage.driver import BlobStore
 
 log = logging.getLogger(__name__)
@@ -163,13 +164,14 @@ class _Connection:
                     return
                 self.http.start_next_cycle()
         except h11.RemoteProtocolError as exc:
-            if self.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                with contextlib.suppress(OSError, TimeoutError):
-                    await self._error(exc.error_status_hint, "BAD_REQUEST", str(exc), close=True)
+            error = RegistryError("BAD_REQUEST", str(exc), status=exc.error_status_hint)
+            await self._last_error(error)
         except (OSError, TimeoutError, h11.LocalProtocolError):
             pass  # the client went away, stalled or sent what cannot be answered
-        except Exception:
+        except Exception as exc:
             log.exception("blob port: a request failed")
+            message = f"internal error ({type(exc).__name__})"
+            await self._last_error(RegistryError("UNKNOWN", message))
         finally:
             self.sock.close()
 
@@ -212,32 +214,28 @@ class _Connection:
 
     async def _answer(self, request: h11.Request) -> None:
         if request.method not in (b"GET", b"HEAD"):
-            await self._error(
-                405,
-                "UNSUPPORTED",
-                "the blob port answers GET and HEAD only",
-                [("Allow", "GET, HEAD")],
-                # Its body is not read, so the connection ends: say so, or a client that
-                # reuses it races the close and gets a reset.
-                close=True,
-            )
+            message, allow = "the blob port answers GET and HEAD only", {"Allow": "GET, HEAD"}
+            error = RegistryError("UNSUPPORTED", message, headers=allow)
+            # Its body is not read, so the connection ends: say so, or a client that reuses it
+            # races the close and gets a reset.
+            await self._error(error, close=True)
             return
         target = urlsplit(request.target.decode("ascii", "replace"))
         try:
             query = dict(parse_qsl(target.query, max_num_fields=16))
             path, digest, recorded = self.server.check(target.path, query)
         except ValueError:
-            await self._error(400, "BAD_REQUEST", "the query string is not a link's")
+            await self._error(RegistryError("BAD_REQUEST", "the query string is not a link's"))
             return
         except LinkRefused as exc:
-            await self._error(exc.status, exc.code, str(exc))
+            await self._error(RegistryError(exc.code, str(exc), status=exc.status))
             return
         try:
             if path is None:
                 raise FileNotFoundError(digest)
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:  # gone (registry GC) or never stored
-            await self._error(404, "BLOB_UNKNOWN", f"blob {digest} is not stored here")
+            await self._error(RegistryError("BLOB_UNKNOWN", f"blob {digest} is not stored here"))
             return
         try:
             size = os.fstat(fd).st_size
@@ -250,11 +248,8 @@ class _Connection:
                     size,
                     recorded,
                 )
-                await self._error(
-                    404,
-                    "BLOB_UNKNOWN",
-                    f"blob {digest} is damaged in the registry's storage; push it again",
-                )
+                message = f"blob {digest} is damaged in the registry's storage; push it again"
+                await self._error(RegistryError("BLOB_UNKNOWN", message))
                 return
             await self._send_blob(request, fd, digest, size)
         finally:
@@ -273,12 +268,9 @@ class _Connection:
         if "range" in fields:
             span = parse_range(fields["range"], size)
             if span is None:
-                await self._error(
-                    416,
-                    "RANGE_INVALID",
-                    f"range cannot be satisfied for a blob of {size} bytes",
-                    [("Content-Range", f"bytes */{size}")],
-                )
+                message = f"range cannot be satisfied for a blob of {size} bytes"
+                refused = {"Content-Range": f"bytes */{size}"}
+                await self._error(RegistryError("RANGE_INVALID", message, headers=refused))
                 return
             status, offset, count = 206, span[0], span[1] - span[0] + 1
             headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
@@ -295,23 +287,21 @@ class _Connection:
                     await self._send(piece)
         await self._send(self.http.send(h11.EndOfMessage()))
 
-    async def _error(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        extra: list[tuple[str, str]] | None = None,
-        *,
-        close: bool = False,
-    ) -> None:
-        body = json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+    async def _last_error(self, error: RegistryError) -> None:
+        """Answer `error` and close, unless a response had already begun."""
+        if self.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            with contextlib.suppress(OSError, TimeoutError, h11.LocalProtocolError):
+                await self._error(error, close=True)
+
+    async def _error(self, error: RegistryError, *, close: bool = False) -> None:
+        """The OCI envelope of the main port (`oci.errors.envelope`), over h11."""
+        body = json.dumps(envelope(error)).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if close:
             headers.append(("Connection", "close"))
-        self.status = status
-        await self._send(
-            self.http.send(h11.Response(status_code=status, headers=headers + (extra or [])))
-        )
+        headers += list(error.headers.items())
+        self.status = error.status
+        await self._send(self.http.send(h11.Response(status_code=error.status, headers=headers)))
         if not self.head:
             self.sent += len(body)
             await self._send(self.http.send(h11.Data(data=body)))

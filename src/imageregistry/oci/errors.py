@@ -1,17 +1,22 @@
 """The OCI error envelope: one `RegistryError` and the one table mapping domain errors to it.
 
-Handlers raise; `error_response` renders `{"errors":[{"code","message","detail"}]}` with
-the status of the code (distribution-spec v1.1, "Error Codes"). Domain errors from the
-layers below (storage, metadata, content) are translated in `from_domain` so every
-surface speaks the same codes.
+Handlers raise; `render` is the one renderer of the OCI surfaces (`/v2/` and the signature
+extension): it answers a `RegistryError` as raised, a domain error through the table below, and
+anything else as a 500 `UNKNOWN` envelope logged with its traceback (the log line names the request
+id, which the message repeats for the user to quote). `error_response` renders
+`{"errors":[{"code","message","detail"}]}` with the status of the code (distribution-spec v1.1,
+"Error Codes"). Domain errors from the layers below (storage, metadata, content) are translated in
+`from_domain` so every surface speaks the same codes.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.responses import JSONResponse
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
 
 from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.content.digest import InvalidDigest
@@ -23,7 +28,10 @@ from imageregistry.metadata import registry_manifests as regm
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.metadata.quota import QuotaRefused
+from imageregistry.observability import requestid
 from imageregistry.storage import errors as st
+
+log = logging.getLogger("imageregistry.oci")
 
 STATUS: dict[str, int] = {
     "BLOB_UNKNOWN": 404,
@@ -43,6 +51,13 @@ STATUS: dict[str, int] = {
     "PAGINATION_NUMBER_INVALID": 400,
     "RANGE_INVALID": 416,
     "UNAVAILABLE": 503,
+    # Not in the spec's table: its catch-all, the signature extension's own two codes, and
+    # the blob port's answers to what is not a blob link at all.
+    "UNKNOWN": 500,
+    "SIGNATURE_INVALID": 400,
+    "SIGNATURE_EXISTS": 409,
+    "BAD_REQUEST": 400,
+    "NOT_FOUND": 404,
 }
 
 MESSAGES: dict[str, str] = {
@@ -63,6 +78,11 @@ MESSAGES: dict[str, str] = {
     "PAGINATION_NUMBER_INVALID": "invalid number of results requested",
     "RANGE_INVALID": "invalid content range",
     "UNAVAILABLE": "service unavailable",
+    "UNKNOWN": "unknown error",
+    "SIGNATURE_INVALID": "invalid signature",
+    "SIGNATURE_EXISTS": "signature already exists",
+    "BAD_REQUEST": "bad request",
+    "NOT_FOUND": "not found",
 }
 
 
@@ -86,14 +106,19 @@ class RegistryError(Exception):
         self.headers = dict(headers or {})
 
 
-def error_response(error: RegistryError, head: bool = False) -> JSONResponse:
+def envelope(error: RegistryError) -> dict[str, Any]:
+    """`{"errors": [{"code", "message", "detail"}]}`: the body of every OCI error."""
     entry: dict[str, Any] = {"code": error.code, "message": error.message}
     if error.detail is not None:
         entry["detail"] = error.detail
+    return {"errors": [entry]}
+
+
+def error_response(error: RegistryError, head: bool = False) -> JSONResponse:
     # The envelope's own length wins: a Content-Length copied from session headers
     # (uploads' 416) would frame the body wrongly and desynchronise a kept-alive connection.
     headers = {k: v for k, v in error.headers.items() if k.lower() != "content-length"}
-    response = JSONResponse({"errors": [entry]}, status_code=error.status, headers=headers)
+    response = JSONResponse(envelope(error), status_code=error.status, headers=headers)
     if head:
         response.body = b""
     return response
@@ -143,3 +168,18 @@ def from_domain(exc: BaseException) -> RegistryError | None:
             headers = {"Retry-After": str(retry)} if retry is not None else None
             return RegistryError(code, str(exc), status=status, headers=headers)
     return None
+
+
+def render(exc: Exception, request: Request) -> Response:
+    """The OCI response for any exception a request of the OCI surfaces raised. A HEAD gets
+    the status and headers only."""
+    if isinstance(exc, ClientDisconnect):
+        return Response(status_code=400)  # nobody is listening any more
+    error = exc if isinstance(exc, RegistryError) else from_domain(exc)
+    if error is None:
+        log.error("registry request failed", exc_info=exc)
+        message = f"internal error ({type(exc).__name__}); request id {requestid.current.get()}"
+        error = RegistryError("UNKNOWN", message)
+    if request.method == "HEAD":
+        return Response(status_code=error.status, headers=error.headers)
+    return error_response(error)

@@ -15,7 +15,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from urllib.parse import unquote
 
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -24,7 +24,7 @@ from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci import blobs, manifests, referrers, tags, uploads
 from imageregistry.oci.auth import challenge_headers
 from imageregistry.oci.context import Ctx, Registry
-from imageregistry.oci.errors import RegistryError, error_response, from_domain
+from imageregistry.oci.errors import RegistryError, render
 from imageregistry.oci.token import token_endpoint
 from imageregistry.services import Services
 
@@ -79,12 +79,6 @@ def raw_path(request: Request) -> str:
     return request.url.path
 
 
-def _render(error: RegistryError, request: Request) -> Response:
-    if request.method == "HEAD":
-        return Response(status_code=error.status, headers=error.headers)
-    return error_response(error)
-
-
 class Dispatcher:
     def __init__(self, registry: Registry, headers: Mapping[str, str]) -> None:
         self.registry = registry
@@ -93,15 +87,8 @@ class Dispatcher:
     async def handle(self, request: Request) -> Response:
         try:
             response = await self._dispatch(request)
-        except RegistryError as exc:
-            response = _render(exc, request)
-        except ClientDisconnect:
-            return Response(status_code=400)  # nobody is listening any more
         except Exception as exc:
-            mapped = from_domain(exc)
-            if mapped is None:
-                raise
-            response = _render(mapped, request)
+            response = render(exc, request)
         response.headers.update(self.headers)
         return response
 

@@ -34,7 +34,7 @@ from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci.auth import RegistryGate
-from imageregistry.oci.errors import RegistryError, error_response, from_domain
+from imageregistry.oci.errors import RegistryError, render
 from imageregistry.oci.pull import FAST_TRIED, SUPPORTS_SIGNATURES_HEADER, FastPull, ManifestPulls
 from imageregistry.oci.routes import PrefixRoute, unsupported
 from imageregistry.services import Services
@@ -80,17 +80,21 @@ class SignatureHeaderMiddleware:
         if not (path == "/v2" or path.startswith(("/v2/", "/extensions/v2/"))):
             await self.app(scope, receive, send)
             return
-        if "/manifests/" in path and scope.get("method") in ("GET", "HEAD"):
-            fast = self._fast_pull(scope)
-            if fast is not None and await fast.try_serve(scope, send):
-                return
-            scope = {**scope, FAST_TRIED: True}
 
         async def send_with_header(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message = {**message, "headers": [*message.get("headers", []), SUPPORTS_HEADER]}
             await send(message)
 
+        if "/manifests/" in path and scope.get("method") in ("GET", "HEAD"):
+            fast = self._fast_pull(scope)
+            try:
+                if fast is not None and await fast.try_serve(scope, send):
+                    return
+            except Exception as exc:  # before anything was sent: the surface's own envelope
+                await render(exc, Request(scope))(scope, receive, send_with_header)
+                return
+            scope = {**scope, FAST_TRIED: True}
         await self.app(scope, receive, send_with_header)
 
 
@@ -179,13 +183,8 @@ class SignatureEndpoints:
             if request.method == "PUT":
                 return await self._put(request, repo, digest)
             return await self._get(request, repo, digest)
-        except RegistryError as exc:
-            return error_response(exc)
         except Exception as exc:
-            mapped = from_domain(exc)
-            if mapped is None:
-                raise
-            return error_response(mapped)
+            return render(exc, request)
 
     def _list(self, repo: RepoKey, digest: str) -> list[tuple[str, str, bytes]] | None:
         with self.services.db.read() as conn:
