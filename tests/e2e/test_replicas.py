@@ -491,3 +491,54 @@ def test_rotating_the_admin_token_takes_effect_on_every_replica(pair: Replicas) 
     for replica in pair.both:
         with replica.client(new) as client:
             assert client.get("/v2/").status_code == 200
+
+
+PRUNERS = "/apis/imageregistry.operator.alauda.io/v1/imagepruners"
+
+
+def _prune_runs(server: RegistryProcess) -> float:
+    with server.client(server.admin_token) as client:
+        text = client.get("/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("imageregistry_prune_runs_total{")
+    )
+
+
+def test_scheduled_pruning_runs_on_one_replica_at_a_time(pair: Replicas) -> None:
+    """Both replicas run the scheduler loop every 20 s; a schedule due every minute runs
+    once per minute in all, on whichever replica holds the lease."""
+    if pair.s3.name != "moto":
+        pytest.skip("the lease is in the database: one object store suffices")
+    a, b = pair.both
+    before = _prune_runs(a) + _prune_runs(b)
+    pruner = {
+        "apiVersion": "imageregistry.operator.alauda.io/v1",
+        "kind": "ImagePruner",
+        "metadata": {"name": "cluster"},
+        "spec": {"schedule": "* * * * *", "successfulJobsHistoryLimit": 10},
+    }
+    with a.client(a.admin_token) as on_a, b.client(b.admin_token) as on_b:
+        created = on_a.post(PRUNERS, json=pruner)
+        assert created.status_code == 201, created.text
+        try:
+            # Two due minutes: by the second run every replica has ticked (every 20 s)
+            # through the whole first minute, so a second run of that minute would show.
+            deadline = time.monotonic() + 300  # a guard against a hang, not a bound
+            history: list[dict[str, Any]] = []
+            while len(history) < 2:
+                assert time.monotonic() < deadline, f"no two scheduled runs: {history}"
+                time.sleep(2)
+                status = on_b.get(f"{PRUNERS}/cluster").json().get("status") or {}
+                history = status.get("history") or []
+            # Each run was counted by the one replica that ran it (a run may land between
+            # the reads, hence the history before and after the count).
+            runs = _prune_runs(a) + _prune_runs(b) - before
+            after = on_b.get(f"{PRUNERS}/cluster").json()["status"]["history"]
+            assert len(history) <= runs <= len(after), (runs, after)
+            minutes = [str(entry["time"])[:16] for entry in after]
+            assert len(set(minutes)) == len(minutes), after
+            assert all(entry["succeeded"] for entry in after), after
+        finally:
+            on_a.delete(f"{PRUNERS}/cluster")
