@@ -1,7 +1,7 @@
 """Opaque bearer tokens (admin bootstrap, `ac login`), refresh tokens and server-wide secrets.
 
-Only a SHA-256 hash of each opaque token and each refresh token is stored, so a database
-dump does not hand out credentials. Refresh tokens live in a table of their own: they are
+The `tokens` and `refresh_tokens` tables keep only a SHA-256 hash of each token, so
+those rows do not hand out credentials. Refresh tokens live in a table of their own: they are
 accepted only by the token endpoint, never as a Bearer credential on other requests.
 Server secrets that every replica must share (the token-signing key, the blob-link key,
 the serving CA, the cluster-admin token: docs/operations.md, "Several replicas") live in
