@@ -315,3 +315,35 @@ def test_tokens_never_reach_the_log(
     assert "cannot decide" in log  # the failures above were logged...
     assert "good-secret-in-log" not in log  # ...without the tokens they were about
     assert "registry-own-token" not in log
+
+
+def test_the_token_endpoint_hands_back_reviewed_tokens_and_503s_without_the_cluster(
+    registry: RegistryProcess, fake: tuple[FakeCluster, str]
+) -> None:
+    cluster, _ = fake
+    _set(cluster, tokenreview="500")
+    with registry.client() as client:
+        r = client.get("/v2/token", auth=("ci", "good-token-endpoint"), timeout=60)
+        assert r.status_code == 503, r.text
+        r = client.post(
+            "/v2/token",
+            data={"grant_type": "password", "username": "ci", "password": "good-token-endpoint"},
+            timeout=60,
+        )
+        assert r.status_code == 503, r.text
+        _set(cluster)
+        r = client.get("/v2/token", auth=("ci", "good-token-endpoint"), timeout=60)
+        assert r.status_code == 200, r.text
+        assert r.json()["token"] == "good-token-endpoint"  # no token of the registry's own
+        r = client.get("/v2/token", auth=("ci", "wrong"), timeout=60)
+        assert r.status_code == 401, r.text
+        anonymous = client.get("/v2/token", timeout=60).json()["token"]
+    # The anonymous token is the registry's own and stands for system:anonymous only,
+    # whom the cluster decides about like anyone else (here: denied).
+    _set(cluster, sar="deny")
+    with registry.client(anonymous) as client:
+        r = client.get("/v2/anon/demo/tags/list", timeout=60)
+    _set(cluster)
+    assert r.status_code == 401, r.text
+    assert "Bearer realm=" in r.headers["WWW-Authenticate"]
+    assert cluster.reviews("SubjectAccessReview")[-1]["spec"]["user"] == "system:anonymous"
