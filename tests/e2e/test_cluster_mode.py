@@ -21,18 +21,23 @@ change of binding shows within a few seconds (the test polls, without timing any
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
 from tests.e2e.ac_images import layer, write_layout
 from tests.e2e.kubectl_support import Kubectl
+from tests.support.certs import Authority
+from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess
 
+PROXY_NAME = "front-proxy-client"
 TTL = 2  # seconds, every cache of the registry under test
 PATIENCE = 60.0  # seconds a changed binding may take to show (many TTLs on a loaded machine)
 
@@ -104,8 +109,32 @@ def registry(
         )
     }
     args = ["--auth-mode", "kubernetes", "--cluster-kubeconfig", str(kubeconfig)]
+    # The aggregator's front-proxy port too: its users are authorized by the cluster as well.
+    request_header_ca = Authority.create(root, "front-proxy-ca")
+    args += [
+        "--front-proxy-listen",
+        f"127.0.0.1:{free_port()}",
+        "--requestheader-client-ca-file",
+        str(request_header_ca.path),
+        "--requestheader-allowed-names",
+        PROXY_NAME,
+    ]
+    request_header_ca.client(root, PROXY_NAME)
     with RegistryProcess(data_dir=root / "data", extra_args=args, env=env) as proc:
         yield proc
+
+
+def _front_proxy(registry: RegistryProcess) -> httpx.Client:
+    """A client on the front-proxy port with the aggregator's certificate."""
+    args = registry.extra_args
+    port = args[args.index("--front-proxy-listen") + 1].rpartition(":")[2]
+    root = registry.data_dir.parent
+    context = ssl.create_default_context(cafile=registry.ca_file)
+    context.load_cert_chain(
+        str(root / f"{PROXY_NAME}-by-front-proxy-ca.crt"),
+        str(root / f"{PROXY_NAME}-by-front-proxy-ca.key"),
+    )
+    return httpx.Client(base_url=f"https://127.0.0.1:{port}", verify=context, timeout=60)
 
 
 def _service_account(k: Kubectl, namespace: str, name: str) -> str:
@@ -308,3 +337,31 @@ def test_tokens_the_cluster_does_not_know_are_refused(
         r = client.get("/v2/team-a/demo/tags/list")
     assert r.status_code == 401
     assert "Bearer realm=" in r.headers["WWW-Authenticate"]
+
+
+def test_front_proxy_users_are_authorized_by_the_cluster(
+    k: Kubectl, registry: RegistryProcess
+) -> None:
+    """A user the aggregator names (X-Remote-User with its client certificate) is decided
+    by a SubjectAccessReview too, so the cluster's RoleBindings grant them."""
+    k.ok("create", "namespace", "fp-team")
+    stream = "/apis/image.alauda.io/v1/namespaces/fp-team/imagestreams/demo"
+    as_user = [
+        ("X-Remote-User", "system:serviceaccount:fp-team:reader"),
+        ("X-Remote-Group", "system:serviceaccounts"),
+        ("X-Remote-Group", "system:serviceaccounts:fp-team"),
+    ]
+    with _front_proxy(registry) as client:
+        r = client.get(stream, headers=as_user)
+        assert r.status_code == 403, r.text
+        assert "system:serviceaccount:fp-team:reader" in r.json()["message"]
+        k.ok(
+            "create",
+            "rolebinding",
+            "reader-pulls",
+            "--clusterrole=system:image-puller",
+            "--serviceaccount=fp-team:reader",
+            "-n",
+            "fp-team",
+        )
+        _eventually(lambda: client.get(stream, headers=as_user).status_code == 404, True)
