@@ -9,6 +9,11 @@ alternate (A B A B ...), each run on a fresh server.
 
     .venv/bin/python bench/bench_cpu_per_request.py --side base=OTHER/.venv/bin/image-registry \\
         --side new=.venv/bin/image-registry --rounds 3
+
+`--side-env NAME=KEY=VALUE` sets an environment variable for one side's server (e.g.
+`PYTHONPATH=OTHER/src` runs another tree with this venv); `--audit-side NAME` turns the
+audit log on for that side, at `Metadata` for every request (`--audit-stages` `complete`:
+one line per request, the policy omitting `RequestReceived`; `both`: two).
 """
 
 from __future__ import annotations
@@ -54,9 +59,36 @@ def wrk(url: str, authorization: str, script: Path, duration: int) -> tuple[int,
     return done, rps
 
 
-def measure(binary: Path, workdir: Path, duration: int) -> tuple[float, float]:
+AUDIT_POLICY = """apiVersion: audit.k8s.io/v1
+kind: Policy
+{omit}rules:
+  - level: Metadata
+"""
+
+
+def audit_env(workdir: Path, stages: str) -> dict[str, str]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    policy = workdir / "audit-policy.yaml"
+    omit = "omitStages: [RequestReceived]\n" if stages == "complete" else ""
+    policy.write_text(AUDIT_POLICY.format(omit=omit))
+    return {
+        "IMAGE_REGISTRY_AUDIT_LOG_PATH": str(workdir / "audit.log"),
+        "IMAGE_REGISTRY_AUDIT_POLICY_FILE": str(policy),
+    }
+
+
+def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> tuple[float, float]:
     common.OUR_BINARY = binary
-    server = start_ours(workdir, tls=False, workers=1)
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        server = start_ours(workdir, tls=False, workers=1)
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
     try:
         with server.client() as client:
             push_image(client, server, REPO, "latest")
@@ -77,13 +109,27 @@ def main() -> None:
     parser.add_argument("--side", action="append", required=True, help="NAME=BINARY")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--side-env", action="append", default=[], help="NAME=KEY=VALUE")
+    parser.add_argument("--audit-side", action="append", default=[], help="NAME")
+    parser.add_argument("--audit-stages", choices=("complete", "both"), default="complete")
     args = parser.parse_args()
     sides = [(s.split("=", 1)[0], Path(s.split("=", 1)[1]).resolve()) for s in args.side]
+    side_env: dict[str, dict[str, str]] = {name: {} for name, _ in sides}
+    for spec in args.side_env:
+        name, key, value = spec.split("=", 2)
+        side_env[name][key] = value
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in sides}
     with scratch(False) as root:
         for round_ in range(args.rounds):
             for name, binary in sides:
-                cpu, rps = measure(binary, root / f"{name}-{round_}", args.duration)
+                workdir = root / f"{name}-{round_}"
+                env = dict(side_env[name])
+                if name in args.audit_side:
+                    env.update(audit_env(workdir, args.audit_stages))
+                cpu, rps = measure(binary, workdir, args.duration, env)
+                if name in args.audit_side:
+                    lines = (workdir / "audit.log").read_bytes().count(b"\n")
+                    print(f"{name} round {round_ + 1}: {lines} audit lines", flush=True)
                 results[name].append((cpu, rps))
                 print(
                     f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request, {rps:,.0f} req/s,"

@@ -151,6 +151,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         refresh_tokens=refresh_tokens,
         metrics=metrics,
         notifier=_notifier(settings, db),
+        audit=build_auditor(settings),
     )
     if settings.auth_mode == "kubernetes":
         cluster_authn, cluster_authz = cluster_auth(settings, signer)
@@ -210,7 +211,7 @@ def build_app(services: Services) -> Starlette:
     routes += usage_routes(services)
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()
-    auditor = build_auditor(services.settings)
+    auditor = services.audit
     scraper = Scraper(services, metrics)
     routes += metrics_routes(scraper)
 

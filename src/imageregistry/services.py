@@ -22,6 +22,7 @@ from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import PullTimes
 from imageregistry.notifications.notifier import Notifier
+from imageregistry.observability.audit import Auditor
 from imageregistry.observability.metrics import Metrics
 from imageregistry.storage.driver import BlobStore
 
@@ -39,6 +40,7 @@ class Services:
     blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)
     refresh_tokens: RefreshTokens | None = None  # None: no `access_type=offline` grants
     metrics: Metrics | None = None  # None: nothing is measured (unit tests)
+    audit: Auditor | None = None  # None: no audit log (`audit_log_path` unset)
     notifier: Notifier | None = None  # None: no event notifications (none configured)
     pull_times: PullTimes = field(init=False, repr=False, compare=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import subprocess
 import time
@@ -21,6 +22,7 @@ from typing import Any
 import bcrypt
 import httpx
 import pytest
+import yaml
 
 from tests.e2e.ac_images import layer, push, write_layout
 from tests.e2e.kubectl_support import Kubectl, add_user_token
@@ -308,8 +310,9 @@ def test_a_refused_credential_gets_a_line(audited: Audited) -> None:
 
 def test_no_token_or_password_reaches_the_log(audited: Audited) -> None:
     server, kubectl = audited.server, audited.kubectl
-    kubectl.ok("create", "serviceaccount", "builder", "-n", "audit-a")
-    sa_token = kubectl.ok("create", "token", "builder", "-n", "audit-a").strip()
+    kubectl.ok("create", "namespace", "audit-b")
+    kubectl.ok("create", "serviceaccount", "builder", "-n", "audit-b")
+    sa_token = kubectl.ok("create", "token", "builder", "-n", "audit-b").strip()
     audited.minted.add(sa_token)
     review = {
         "apiVersion": "authentication.k8s.io/v1",
@@ -352,9 +355,9 @@ def test_no_token_or_password_reaches_the_log(audited: Audited) -> None:
         "rolebinding",
         "builder-push",
         "--clusterrole=system:image-pusher",
-        "--serviceaccount=audit-a:builder",
+        "--serviceaccount=audit-b:builder",
         "-n",
-        "audit-a",
+        "audit-b",
     )
     subprocess.run(
         [
@@ -364,14 +367,14 @@ def test_no_token_or_password_reaches_the_log(audited: Audited) -> None:
             f"--dest-creds=builder:{sa_token}",
             f"--dest-cert-dir={server.cert_dir(audited.root)}",
             f"oci:{layout}:img",
-            f"docker://{server.host}/audit-a/by-sa:v1",
+            f"docker://{server.host}/audit-b/by-sa:v1",
         ],
         check=True,
         capture_output=True,
         timeout=120,
     )
-    events = wait_for(audited.log, lambda e: e["requestURI"] == "/v2/audit-a/by-sa/manifests/v1", 2)
-    assert events[0]["user"]["username"] == "system:serviceaccount:audit-a:builder"
+    events = wait_for(audited.log, lambda e: e["requestURI"] == "/v2/audit-b/by-sa/manifests/v1", 2)
+    assert events[0]["user"]["username"] == "system:serviceaccount:audit-b:builder"
     token_request = wait_for(
         audited.log,
         lambda e: (
@@ -460,3 +463,66 @@ def test_rotation_across_workers_keeps_the_backups_asked_for(tmp_path: Path) -> 
         ids += [int(e["auditID"][2:]) for e in read_events(tmp_path / name)]
     assert len(ids) == len(set(ids))
     assert sent - 1 in ids and 0 not in ids  # the newest kept, the oldest rotated away
+
+
+SUITES = ("tests/e2e/test_kubectl.py", "tests/e2e/test_skopeo.py", "tests/e2e/test_token_oauth.py")
+
+
+def test_the_kubectl_and_skopeo_suites_leave_no_token_in_the_log(tmp_path: Path) -> None:
+    """Every server of these suites writes to one audit log at `RequestResponse` for every
+    request (the most a policy can ask); afterwards no token any of them issued, no token
+    of any shape ours have, and no password of the suites is in it."""
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        "apiVersion: audit.k8s.io/v1\nkind: Policy\nrules:\n  - level: RequestResponse\n"
+    )
+    log = tmp_path / "audit.log"
+    basetemp = tmp_path / "suites"
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run(
+        [
+            str(BIN / "python"),
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "no:xdist",
+            f"--basetemp={basetemp}",
+            *SUITES,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={
+            **os.environ,
+            "IMAGE_REGISTRY_AUDIT_LOG_PATH": str(log),
+            "IMAGE_REGISTRY_AUDIT_POLICY_FILE": str(policy),
+            "IMAGE_REGISTRY_AUDIT_LOG_MAXSIZE": "0",
+        },
+    )
+    assert run.returncode == 0, run.stdout[-3000:]
+    events = read_events(log)
+    assert len(events) > 500
+    text = log.read_text()
+    minted = {
+        str(yaml.safe_load(path.read_text())["users"][0]["user"]["token"])
+        for path in basetemp.rglob("admin.kubeconfig")
+    }
+    assert len(minted) >= 3  # one per server of the suites
+    for token in minted:
+        assert token not in text
+    assert not TOKEN_SHAPES.findall(text)
+    from tests.e2e import test_token_oauth
+
+    assert test_token_oauth.PASSWORD not in text
+    assert "bearer " not in text.lower() and 'authorization"' not in text.lower()
+    # the suites' token traffic is there, without its bodies
+    token_calls = [e for e in events if e["requestURI"].startswith("/v2/token")]
+    assert token_calls and all(
+        "requestObject" not in e and "responseObject" not in e for e in token_calls
+    )
+    token_requests = [e for e in events if e.get("objectRef", {}).get("subresource") == "token"]
+    assert all("responseObject" not in e for e in token_requests)

@@ -39,6 +39,7 @@ from imageregistry.config import ConfigurationError, Settings
 from imageregistry.observability import auditpolicy
 from imageregistry.observability.auditlog import AuditLogError, EventWriter, open_writer
 from imageregistry.observability.auditpolicy import Outcome, Policy, PolicyError, load_policy
+from imageregistry.observability.requestid import IdSource
 from imageregistry.observability.requestinfo import RequestInfo
 
 BODY_LIMIT = 1 << 20
@@ -74,6 +75,7 @@ _TOKEN_RESOURCES = frozenset(
 )
 _JSON_MARK = b"json"
 _USER_CACHE_LIMIT = 4096
+_ANONYMOUS = anonymous()  # an immutable value, for requests that named no one
 
 
 class AuditState:
@@ -144,7 +146,9 @@ class Auditor:
         self.writer = writer
         self._now = clock
         self._clock = _Clock()
-        self._users: dict[UserInfo, str] = {}
+        self._users: dict[int, tuple[UserInfo, str]] = {}
+        self._ids = IdSource()
+        self._refs: dict[tuple[str, ...], str] = {}
 
     # --- the middleware's two calls ---------------------------------------------------
 
@@ -178,7 +182,7 @@ class Auditor:
         state = info.audit
         if state is None:
             attrs = info.attributes or Attributes.for_path(
-                info.user or anonymous(), info.method.lower(), info.path
+                info.user or _ANONYMOUS, info.method.lower(), info.path
             )
             state = self._state(info, attrs)
         if not state.outcome.level:
@@ -188,10 +192,25 @@ class Auditor:
             return
         self.writer.write(self._line(info, state, stage, status, error_body))
 
+    def record_internal(self, attrs: Attributes, code: int, result: Any) -> None:
+        """A change the server makes on its own (a scheduled prune), written as the API
+        request it amounts to, by `attrs.user`, with `result` as the response object:
+        one `ResponseComplete` event (a failed run: code 500, no `Panic`)."""
+        path = f"/apis/{attrs.api_group}/v1/{attrs.resource}" if attrs.api_group else ""
+        scope = {"type": "internal", "method": "POST", "path": path, "headers": []}
+        info = RequestInfo(scope, self._ids.choose(None), self._now())
+        info.user = attrs.user
+        info.attributes = attrs
+        state = self._state(info, attrs)
+        if state.outcome.level >= auditpolicy.REQUEST_RESPONSE:
+            state.response_body = [json.dumps(result, default=str).encode()]
+        if state.outcome.level and "ResponseComplete" not in state.outcome.omit_stages:
+            self.writer.write(self._line(info, state, "ResponseComplete", code, b""))
+
     # --- events ----------------------------------------------------------------------
 
     def _state(self, info: RequestInfo, attrs: Attributes) -> AuditState:
-        outcome = self.policy.evaluate(info.user or anonymous(), attrs)
+        outcome = self.policy.evaluate(info.user or _ANONYMOUS, attrs)
         state = AuditState(outcome)
         info.audit = state
         if outcome.level >= auditpolicy.REQUEST and _bodies_allowed(info, attrs):
@@ -204,12 +223,16 @@ class Auditor:
         return state
 
     def _user(self, user: UserInfo) -> str:
-        cached = self._users.get(user)
-        if cached is None:
+        """The user's JSON, cached by object: the authenticator hands out the same
+        `UserInfo` for the same credentials, and hashing one costs more than the lookup.
+        The entry holds the object, so its id cannot be reused while it is cached."""
+        entry = self._users.get(id(user))
+        if entry is None or entry[0] is not user:
             if len(self._users) >= _USER_CACHE_LIMIT:
                 self._users.clear()
-            cached = self._users[user] = json.dumps(user_json(user), separators=(",", ":"))
-        return cached
+            encoded = json.dumps(user_json(user), separators=(",", ":"))
+            entry = self._users[id(user)] = (user, encoded)
+        return entry[1]
 
     def _line(
         self,
@@ -221,58 +244,58 @@ class Auditor:
     ) -> bytes:
         outcome = state.outcome
         attrs = info.attributes
-        user = info.user or anonymous()
+        user = info.user or _ANONYMOUS
         verb = attrs.verb if attrs is not None else info.method.lower()
         now = self._now()
-        parts = [
-            '{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"',
-            outcome.level_name,
-            '","auditID":',
-            _enc(info.request_id),
-            ',"stage":"',
-            stage,
-            '","requestURI":',
-            _enc(info.uri),
-            ',"verb":',
-            _enc(verb),
-            ',"user":',
-            self._user(user),
-        ]
+        ips, agent = info.source_and_agent()
+        line = (
+            f'{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"{outcome.level_name}"'
+            f',"auditID":{_enc(info.request_id)},"stage":"{stage}"'
+            f',"requestURI":{_enc(info.uri)},"verb":{_enc(verb)},"user":{self._user(user)}'
+        )
         if info.impersonated is not None:
-            parts += [',"impersonatedUser":', self._user(info.impersonated)]
-        parts += [',"sourceIPs":', json.dumps(info.source_ips)]
-        agent = info.user_agent
+            line += f',"impersonatedUser":{self._user(info.impersonated)}'
+        line += f',"sourceIPs":[{",".join(map(_enc, ips))}]'
         if agent:
-            parts += [',"userAgent":', _enc(agent)]
+            line += f',"userAgent":{_enc(agent)}'
         if attrs is not None and attrs.is_resource_request:
-            ref = object_ref(attrs, state.object_name)
-            parts += [',"objectRef":', json.dumps(ref, separators=(",", ":"))]
+            line += f',"objectRef":{self._object_ref(attrs, state.object_name)}'
         if status is not None:
-            parts += [',"responseStatus":', _response_status(status, error_body)]
-            omit = outcome.omit_managed_fields
-            request: str | None = None
-            if state.request_object is not None:
-                request = _encoded(state.request_object, omit)
-            elif state.request_body:
-                request = _json_object(b"".join(state.request_body), omit)
-            if request is not None:
-                parts += [',"requestObject":', request]
-            if state.response_body:
-                response = _json_object(b"".join(state.response_body), omit)
-                if response is not None:
-                    parts += [',"responseObject":', response]
-        parts += [
-            ',"requestReceivedTimestamp":"',
-            self._clock.format(info.received),
-            '","stageTimestamp":"',
-            self._clock.format(now),
-            '"',
-        ]
-        annotations = _annotations(info)
-        if annotations:
-            parts += [',"annotations":', json.dumps(annotations, separators=(",", ":"))]
-        parts.append("}\n")
-        return "".join(parts).encode()
+            line += f',"responseStatus":{_response_status(status, error_body)}'
+            if outcome.level >= auditpolicy.REQUEST:
+                line += _bodies(state, outcome.omit_managed_fields)
+        line += (
+            f',"requestReceivedTimestamp":"{self._clock.format(info.received)}"'
+            f',"stageTimestamp":"{self._clock.format(now)}"{_annotations(info)}}}\n'
+        )
+        return line.encode()
+
+    def _object_ref(self, attrs: Attributes, name: str) -> str:
+        a = attrs
+        key = (a.api_group, a.resource, a.subresource, a.namespace, a.name, name)
+        cached = self._refs.get(key)
+        if cached is None:
+            if len(self._refs) >= _USER_CACHE_LIMIT:
+                self._refs.clear()
+            ref = object_ref(attrs, name)
+            cached = self._refs[key] = json.dumps(ref, separators=(",", ":"))
+        return cached
+
+
+def _bodies(state: AuditState, omit_managed_fields: bool) -> str:
+    out = ""
+    request: str | None = None
+    if state.request_object is not None:
+        request = _encoded(state.request_object, omit_managed_fields)
+    elif state.request_body:
+        request = _json_object(b"".join(state.request_body), omit_managed_fields)
+    if request is not None:
+        out += f',"requestObject":{request}'
+    if state.response_body:
+        response = _json_object(b"".join(state.response_body), omit_managed_fields)
+        if response is not None:
+            out += f',"responseObject":{response}'
+    return out
 
 
 def build_auditor(settings: Settings) -> Auditor | None:
@@ -317,15 +340,25 @@ def object_ref(attrs: Attributes, name: str = "") -> dict[str, str]:
     return ref
 
 
-def _annotations(info: RequestInfo) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if info.allowed is not None:
-        out["authorization.k8s.io/decision"] = "allow" if info.allowed else "forbid"
+def _annotations(info: RequestInfo) -> str:
+    """`,"annotations":{...}`, or "" when there are none."""
+    if info.allowed and info.authenticated:  # the common case, in one step
         if info.reason:
-            out["authorization.k8s.io/reason"] = info.reason[:MESSAGE_LIMIT]
+            reason = _enc(info.reason[:MESSAGE_LIMIT])
+            return (
+                ',"annotations":{"authorization.k8s.io/decision":"allow"'
+                f',"authorization.k8s.io/reason":{reason}}}'
+            )
+        return ',"annotations":{"authorization.k8s.io/decision":"allow"}'
+    out = []
+    if info.allowed is not None:
+        decision = "allow" if info.allowed else "forbid"
+        out.append(f'"authorization.k8s.io/decision":"{decision}"')
+        if info.reason:
+            out.append(f'"authorization.k8s.io/reason":{_enc(info.reason[:MESSAGE_LIMIT])}')
     if not info.authenticated:
-        out[AUTHN_ANNOTATION] = "failed"
-    return out
+        out.append(f'"{AUTHN_ANNOTATION}":"failed"')
+    return f',"annotations":{{{",".join(out)}}}' if out else ""
 
 
 def _bodies_allowed(info: RequestInfo, attrs: Attributes) -> bool:

@@ -58,7 +58,7 @@ class MetricsMiddleware:
         auditor = self.auditor
         error_body: list[bytes] = []  # an error answer's first bytes, for the audit message
         if auditor is not None:
-            auditor.begin(info)
+            info.listener = auditor  # Auditor.begin, inlined: this runs for every request
 
         async def counting_send(message: Message) -> None:
             kind = message["type"]

@@ -93,20 +93,23 @@ class RequestInfo:
 
     @property
     def user_agent(self) -> str:
-        for name, value in self.scope.get("headers", ()):
-            if name == b"user-agent":
-                return bytes(value).decode("latin-1")
-        return ""
+        return self.source_and_agent()[1]
 
     @property
     def source_ips(self) -> list[str]:
-        """As kube-apiserver lists them: `X-Forwarded-For`, then `X-Real-Ip` unless already
-        listed, then the connection's address unless it is the last one listed (all but the
-        connection's address are the client's word)."""
+        return self.source_and_agent()[0]
+
+    def source_and_agent(self) -> tuple[list[str], str]:
+        """The source addresses as kube-apiserver lists them — `X-Forwarded-For`, then
+        `X-Real-Ip` unless already listed, then the connection's address unless it is the
+        last one listed (all but the connection's address are the client's word) — and the
+        `User-Agent`, in one pass over the headers."""
         forwarded: list[str] = []
-        real = ""
+        real = agent = ""
         for name, value in self.scope.get("headers", ()):
-            if name == b"x-forwarded-for":
+            if name == b"user-agent":
+                agent = bytes(value).decode("latin-1")
+            elif name == b"x-forwarded-for":
                 text = bytes(value).decode("latin-1")
                 forwarded.extend(p.strip() for p in text.split(",") if p.strip())
             elif name == b"x-real-ip":
@@ -118,7 +121,7 @@ class RequestInfo:
         peer = str(client[0]) if client else ""
         if peer and (not ips or ips[-1] != peer):
             ips.append(peer)
-        return ips
+        return ips, agent
 
 
 current: ContextVar[RequestInfo | None] = ContextVar("imageregistry_request_info", default=None)

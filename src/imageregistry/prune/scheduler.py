@@ -19,10 +19,12 @@ import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
+from imageregistry.auth.authorizer import IMAGE_GROUP
+from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.background import running
 from imageregistry.metadata.db import Database, record_change
 from imageregistry.metadata.leases import release_lease, take_lease
@@ -36,6 +38,7 @@ OPERATOR_GROUP = "imageregistry.operator.alauda.io"
 PRUNER_RESOURCE = f"imagepruners.{OPERATOR_GROUP}"
 PRUNER_NAME = "cluster"
 LEASE = "image-pruner"
+SCHEDULED_PRUNER = "system:image-pruner"  # who a scheduled run prunes as
 
 
 def _load(db: Database) -> dict[str, Any] | None:
@@ -109,12 +112,14 @@ class ImagePrunerScheduler:
         clock: Callable[[], datetime],
         holder: str,
         interval: float = 20.0,
+        on_run: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._db = db
         self._pruner = pruner
         self._clock = clock
         self._holder = holder
         self._interval = interval
+        self._on_run = on_run  # told each run's history entry (the audit log)
 
     def _due(self, body: dict[str, Any], minute: datetime) -> bool:
         spec = body.get("spec") or {}
@@ -140,6 +145,8 @@ class ImagePrunerScheduler:
         status = await self._run(body, now)
         status["lastScheduledMinute"] = minute.isoformat()
         await asyncio.to_thread(_save_status, self._db, status)
+        if self._on_run is not None:
+            self._on_run(status["lastRun"])
         return status
 
     async def _run(self, body: dict[str, Any], now: datetime) -> dict[str, Any]:
@@ -148,9 +155,7 @@ class ImagePrunerScheduler:
         entry: dict[str, Any] = {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
         try:
             options = options_from_spec(spec)
-            outcome = await asyncio.to_thread(
-                self._pruner.prune, options, "system:image-pruner", False
-            )
+            outcome = await asyncio.to_thread(self._pruner.prune, options, SCHEDULED_PRUNER, False)
             entry.update(runID=outcome.run_id, summary=outcome.result.summary())
             failed = len(outcome.result.failures)
             if options.prune_registry:
@@ -209,12 +214,36 @@ class ImagePrunerScheduler:
                 await asyncio.to_thread(release_lease, self._db, LEASE, self._holder)
 
 
+class AuditRecorder(Protocol):
+    """The audit log's way in for changes no request made (`observability.audit`)."""
+
+    def record_internal(self, attrs: Attributes, code: int, result: Any) -> None: ...
+
+
+def auditing(audit: AuditRecorder | None) -> Callable[[dict[str, Any]], None] | None:
+    """A scheduled run has no request to be audited with: it is written to the audit log
+    as the `create imageprunes` it amounts to, by the pruner's identity, with the run's
+    history entry as the response."""
+    if audit is None:
+        return None
+
+    def record(entry: dict[str, Any]) -> None:
+        user = authenticated(SCHEDULED_PRUNER)
+        attrs = Attributes.for_resource(
+            user, "create", IMAGE_GROUP, "imageprunes", name=str(entry.get("runID") or "")
+        )
+        audit.record_internal(attrs, 201 if entry.get("succeeded") else 500, entry)
+
+    return record
+
+
 @contextlib.asynccontextmanager
 async def scheduled_pruning(services: Services, interval: float = 20.0) -> AsyncIterator[None]:
     """Run this replica's scheduler loop for the lifetime of the server."""
     holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
+    record = auditing(services.audit)
     scheduler = ImagePrunerScheduler(
-        services.db, build_pruner(services), services.clock, holder, interval
+        services.db, build_pruner(services), services.clock, holder, interval, record
     )
     async with running(scheduler.run_forever()):
         yield
