@@ -26,6 +26,7 @@ from imageregistry.affinity import runtime_affinity
 from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
+from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.cluster import kubeconfig
 from imageregistry.auth.cluster.authenticator import TokenReviewAuthenticator
 from imageregistry.auth.cluster.authorizer import SubjectAccessReviewAuthorizer
@@ -154,7 +155,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         audit=build_auditor(settings),
     )
     if settings.auth_mode == "kubernetes":
-        cluster_authn, cluster_authz = cluster_auth(settings, signer)
+        cluster_authn, cluster_authz = cluster_auth(settings, signer, metrics)
         services = dataclasses.replace(
             services, authn=cluster_authn, authz=cluster_authz, refresh_tokens=None
         )
@@ -162,8 +163,8 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
 
 
 def cluster_auth(
-    settings: Settings, signer: TokenSigner
-) -> tuple[TokenReviewAuthenticator, SubjectAccessReviewAuthorizer]:
+    settings: Settings, signer: TokenSigner, metrics: obs.Metrics
+) -> tuple[TokenReviewAuthenticator, Authorizer]:
     """`auth_mode: kubernetes`: the cluster authenticates (TokenReview) and authorizes
     (SubjectAccessReview), through one pooled client per process. The local token issuer
     and RBAC store are not used; the signer only makes the token endpoint's anonymous
@@ -171,7 +172,8 @@ def cluster_auth(
     client = ClusterClient(
         kubeconfig.load(settings.cluster_kubeconfig), settings.cluster_timeout_seconds
     )
-    authn = TokenReviewAuthenticator(
+    authn = sources.CountingTokenReviewAuthenticator(
+        metrics,
         client,
         signer,
         DEFAULT_AUDIENCE,
@@ -186,7 +188,7 @@ def cluster_auth(
         denied_ttl=settings.cluster_authz_denied_ttl_seconds,
         cache_size=settings.cluster_cache_size,
     )
-    return authn, authz
+    return authn, sources.CountingDecisions(authz, metrics)
 
 
 def _notifier(settings: Settings, db: Database) -> Notifier | None:

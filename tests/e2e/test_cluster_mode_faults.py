@@ -347,3 +347,31 @@ def test_the_token_endpoint_hands_back_reviewed_tokens_and_503s_without_the_clus
     assert r.status_code == 401, r.text
     assert "Bearer realm=" in r.headers["WWW-Authenticate"]
     assert cluster.reviews("SubjectAccessReview")[-1]["spec"]["user"] == "system:anonymous"
+
+
+def _sample(text: str, name: str, label: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and label in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_reviews_the_cluster_could_not_answer_are_counted_as_errors(
+    registry: RegistryProcess, fake: tuple[FakeCluster, str]
+) -> None:
+    cluster, _ = fake
+    _set(cluster, tokenreview="500")
+    assert _catalog(registry, "good-metrics-authn").status_code == 503
+    _set(cluster, sar="500")
+    with registry.client("good-metrics-authz") as client:
+        assert client.get("/v2/metrics/demo/tags/list", timeout=60).status_code == 503
+    _set(cluster)
+    with registry.client("good-metrics-scraper") as client:
+        r = client.get("/metrics", timeout=60)
+    assert r.status_code == 200, r.text
+    authn = "imageregistry_authentication_attempts_total"
+    authz = "imageregistry_authorization_decisions_total"
+    assert _sample(r.text, authn, 'result="error"') >= 1
+    assert _sample(r.text, authn, 'result="success"') >= 1
+    assert _sample(r.text, authz, 'decision="error"') >= 1
+    assert _sample(r.text, authz, 'decision="allowed"') >= 1

@@ -18,7 +18,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from imageregistry.auth.authn import Authenticator, Unauthenticated
-from imageregistry.auth.authorizer import Verdict
+from imageregistry.auth.authorizer import Authorizer, Verdict
+from imageregistry.auth.cluster.authenticator import TokenReviewAuthenticator
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.auth.rbac_store import ObjectsRbacStore, RbacAuthorizer
 from imageregistry.content.digest import Digest
@@ -88,6 +89,31 @@ class CountingAuthenticator(Authenticator):
             raise
         self._success.inc()
         return user
+
+
+class CountingTokenReviewAuthenticator(CountingAuthenticator, TokenReviewAuthenticator):
+    """Cluster mode's authenticator, counted like the local one: a cluster that gives no
+    answer (`ClusterUnavailable`) counts as `error`."""
+
+
+class CountingDecisions:
+    """Any other authorizer (cluster mode's SubjectAccessReview), counting its decisions
+    like `CountingAuthorizer`; a decision the cluster could not make counts as `error`."""
+
+    def __init__(self, inner: Authorizer, metrics: Metrics) -> None:
+        self._inner = inner
+        self._allowed = metrics.authorizations.labels("allowed")
+        self._denied = metrics.authorizations.labels("denied")
+        self._error = metrics.authorizations.labels("error")
+
+    def authorize(self, attrs: Attributes) -> Verdict:
+        try:
+            verdict = self._inner.authorize(attrs)
+        except Exception:
+            self._error.inc()
+            raise
+        (self._allowed if verdict.allowed else self._denied).inc()
+        return verdict
 
 
 class InstrumentedBlobStore:
