@@ -12,7 +12,8 @@ new value. What each rotation ends:
   live five minutes anyway).
 - `serving-ca`: a new CA; each replica re-issues its serving certificate at start, and
   clients need the new `ca.crt` (every `admin.kubeconfig` is brought up to date at start).
-- `admin-token`: the old cluster-admin token stops working at once; every
+- `admin-token`: every opaque cluster-admin token stops working at once (the shared one
+  and any an older version made per replica; only the first start makes them); every
   `admin.kubeconfig` gets the new one at its replica's next start.
 """
 
@@ -71,17 +72,16 @@ def rotate(db: Database, name: str, *, revoke_old: bool = False) -> str:
             " clients the new DATA_DIR/tls/ca.crt (admin.kubeconfig is updated at start)"
         )
     if name == "admin-token":
-        old = get_secret(db, ADMIN_TOKEN)
         token = new_opaque_token()
         set_secret(
             db,
             ADMIN_TOKEN,
             token,
             new_token=NewToken(hash_token(token), ADMIN_USER, ADMIN_GROUPS),
-            revoked_token_sha256=hash_token(old) if old else None,
+            revoked_username=ADMIN_USER,
         )
         return (
-            "new cluster-admin token; the old one is refused now; each replica writes the"
+            "new cluster-admin token; the old ones are refused now; each replica writes the"
             " new one into its admin.kubeconfig when it starts"
         )
     raise ValueError(f"unknown secret {name!r}: one of {', '.join(SECRETS)}")

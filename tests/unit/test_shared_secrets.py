@@ -124,8 +124,11 @@ def test_rotating_the_admin_token_refuses_the_old_one_and_updates_kubeconfigs(
     config = yaml.safe_load(path.read_text())
     config["contexts"].append({"name": "alice", "context": {"cluster": "elsewhere"}})
     path.write_text(yaml.safe_dump(config))
+    older = new_opaque_token()  # one an older version made for another replica
+    TokenStore(db).add(hash_token(older), ADMIN_USER, ADMIN_GROUPS)
     rotate(db, "admin-token")
     assert TokenStore(db).lookup_token(hash_token(_token(before))) is None
+    assert TokenStore(db).lookup_token(hash_token(older)) is None
     _, after = _start(db, tmp_path / "a")
     assert _token(after) != _token(before)
     assert TokenStore(db).lookup_token(hash_token(_token(after))) == (ADMIN_USER, ADMIN_GROUPS)

@@ -194,15 +194,19 @@ def set_secret(
     *,
     new_token: NewToken | None = None,
     revoked_token_sha256: str | None = None,
+    revoked_username: str | None = None,
 ) -> None:
     """Replace (or with None, remove) the shared secret `key` in one transaction, with a
-    token recorded and another forgotten in the same one (the cluster-admin token)."""
+    token recorded and others forgotten in the same one (the cluster-admin token): the
+    one hashed `revoked_token_sha256`, or every opaque token of `revoked_username`."""
     with db.write() as conn:
         conn.execute(delete(settings).where(settings.c.key == key))
         if value is not None:
             conn.execute(insert(settings).values(key=key, value=value))
         if revoked_token_sha256:
             conn.execute(delete(tokens).where(tokens.c.token_sha256 == revoked_token_sha256))
+        if revoked_username:
+            conn.execute(delete(tokens).where(tokens.c.username == revoked_username))
         if new_token is not None:
             conn.execute(
                 insert(tokens).values(
