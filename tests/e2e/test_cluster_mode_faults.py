@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -35,8 +36,10 @@ TIMEOUT_SECONDS = 1  # cluster_timeout_seconds of the registry; the slow fake wa
 class FakeCluster:
     """FAKE kube-apiserver: answers reviews as `tokenreview`/`sar` say (see module doc)."""
 
-    tokenreview: str = "ok"  # ok | reject | malformed-json | no-user | 500 | slow | wrong-aud
-    sar: str = "allow"  # allow | deny | malformed-json | no-allowed | string-allowed | 500 | slow
+    # ok | reject | malformed-json | no-user | 500 | slow | delayed | wrong-aud
+    tokenreview: str = "ok"
+    # allow | deny | malformed-json | no-allowed | string-allowed | 500 | slow | delayed
+    sar: str = "allow"
     seen: list[dict[str, Any]] = field(default_factory=list)
     auth_headers: list[str] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -63,6 +66,8 @@ class FakeCluster:
         }
         if mode == "slow":
             self._slow()
+        if mode == "delayed":  # a busy but working cluster, within the registry's timeout
+            time.sleep(TIMEOUT_SECONDS / 2)
         if mode == "500":
             return 500, b'{"kind":"Status","code":500,"message":"etcd is down"}'
         if mode == "malformed-json":
@@ -88,6 +93,9 @@ class FakeCluster:
         mode = self.sar
         if mode == "slow":
             self._slow()
+        if mode == "delayed":
+            time.sleep(TIMEOUT_SECONDS / 2)
+            mode = "allow"
         if mode == "500":
             return 500, b'{"kind":"Status","code":500,"message":"internal error"}'
         if mode == "malformed-json":
@@ -375,3 +383,24 @@ def test_reviews_the_cluster_could_not_answer_are_counted_as_errors(
     assert _sample(r.text, authn, 'result="success"') >= 1
     assert _sample(r.text, authz, 'decision="error"') >= 1
     assert _sample(r.text, authz, 'decision="allowed"') >= 1
+
+
+def test_concurrent_requests_share_one_review(
+    registry: RegistryProcess, fake: tuple[FakeCluster, str]
+) -> None:
+    """Eight requests at once with a token the registry has not seen (a client pulling
+    layers in parallel) cost the cluster one TokenReview and one SubjectAccessReview."""
+    cluster, _ = fake
+    _set(cluster, tokenreview="delayed", sar="delayed")
+    token, path = "good-burst", "/v2/burst/demo/tags/list"
+    with registry.client(token) as client, ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: client.get(path, timeout=60).status_code, range(8)))
+    _set(cluster)
+    assert codes == [404] * 8  # allowed; no such stream
+    assert [r["spec"]["token"] for r in cluster.reviews("TokenReview")].count(token) == 1
+    asked = [
+        r
+        for r in cluster.reviews("SubjectAccessReview")
+        if r["spec"].get("resourceAttributes", {}).get("namespace") == "burst"
+    ]
+    assert len(asked) == 1

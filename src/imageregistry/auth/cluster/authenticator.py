@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from imageregistry.auth.authn import Authenticator, Unauthenticated, _basic_credentials
-from imageregistry.auth.cluster.cache import DecisionCache
+from imageregistry.auth.cluster.cache import Coalescer, DecisionCache
 from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated
@@ -63,6 +63,7 @@ class TokenReviewAuthenticator(Authenticator):
         self._reviews: DecisionCache[UserInfo | str] = DecisionCache(
             success_ttl, failure_ttl, cache_size
         )
+        self._inflight: Coalescer[UserInfo | str] = Coalescer()
 
     def authenticate(self, authorization: str | None, *, source: str | None = None) -> UserInfo:
         if not authorization:
@@ -103,16 +104,24 @@ class TokenReviewAuthenticator(Authenticator):
             if own is not None:
                 return own
         key = hashlib.sha256("\0".join((hash_token(token), *self._audiences)).encode()).hexdigest()
-        cached = self._reviews.get(key)
-        if isinstance(cached, UserInfo):
-            return cached
-        if isinstance(cached, str):
-            raise Unauthenticated(cached)
+        answer = self._reviews.get(key)
+        if answer is None:
+            answer = self._inflight.run(key, lambda: self._remembered_review(key, token))
+        if isinstance(answer, str):
+            raise Unauthenticated(answer)
+        return answer
+
+    def _remembered_review(self, key: str, token: str) -> UserInfo | str:
+        """The cluster's answer (a user, or the rejection's text), remembered; a failure
+        to get one raises `ClusterUnavailable` and leaves nothing behind."""
+        answer = self._reviews.get(key)
+        if answer is not None:
+            return answer
         try:
             user = self._review(token)
         except Unauthenticated as exc:
             self._reviews.put(key, str(exc), positive=False)
-            raise
+            return str(exc)
         self._reviews.put(key, user, positive=True)
         return user
 

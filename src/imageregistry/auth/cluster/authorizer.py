@@ -19,7 +19,7 @@ import json
 from typing import Any
 
 from imageregistry.auth.authorizer import Verdict
-from imageregistry.auth.cluster.cache import DecisionCache
+from imageregistry.auth.cluster.cache import Coalescer, DecisionCache
 from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import Attributes
@@ -61,11 +61,18 @@ class SubjectAccessReviewAuthorizer:
     ) -> None:
         self._client = client
         self._cache: DecisionCache[Verdict] = DecisionCache(allowed_ttl, denied_ttl, cache_size)
+        self._inflight: Coalescer[Verdict] = Coalescer()
 
     def authorize(self, attrs: Attributes) -> Verdict:
         spec = review_spec(attrs)
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
         cached = self._cache.get(key)
+        if cached is not None:
+            return cached
+        return self._inflight.run(key, lambda: self._review(key, spec))
+
+    def _review(self, key: str, spec: dict[str, Any]) -> Verdict:
+        cached = self._cache.get(key)  # answered while this thread waited for its turn
         if cached is not None:
             return cached
         body = {"apiVersion": SAR_API_VERSION, "kind": "SubjectAccessReview", "spec": spec}

@@ -56,3 +56,44 @@ class DecisionCache(Generic[V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class _Call(Generic[V]):
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: V | None = None
+        self.error: BaseException | None = None
+
+
+class Coalescer(Generic[V]):
+    """One review in flight per key: threads asking about the same token or decision at
+    the same moment (a client pulling layers in parallel with a new token) wait for the
+    first one's answer instead of each asking the cluster, as kube-apiserver's cached
+    token authenticator does. Waiters share an error too; it is not remembered."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, _Call[V]] = {}
+
+    def run(self, key: str, work: Callable[[], V]) -> V:
+        with self._lock:
+            call = self._calls.get(key)
+            leader = call is None
+            if call is None:
+                call = self._calls[key] = _Call()
+        if not leader:
+            call.done.wait()
+            if call.error is not None:
+                raise call.error
+            assert call.value is not None
+            return call.value
+        try:
+            call.value = work()
+            return call.value
+        except BaseException as exc:
+            call.error = exc
+            raise
+        finally:
+            with self._lock:
+                del self._calls[key]
+            call.done.set()
