@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from imageregistry.apiserver.imagetagpolicy import ImageTagPolicies
 from imageregistry.apiserver.prune import prune_handlers
 from imageregistry.apiserver.resource import ResourceHandler
 from imageregistry.apiserver.resources.image_views import (
@@ -84,4 +85,5 @@ def image_handlers(services: Services) -> list[ResourceHandler]:
         ImageStreamImages(db, host),
         ImageStreamMappings(db, host),
         ImageSignatures(db),
+        ImageTagPolicies(db),
     ]

@@ -21,6 +21,7 @@ import anyio.from_thread
 from sqlalchemy import Connection
 
 from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.imagetagpolicy import refused_as_forbidden
 from imageregistry.apiserver.resource import (
     ListOptions,
     ListResult,
@@ -156,7 +157,8 @@ class ImagePrunes(ResourceHandler):
             )
 
         try:
-            return undo_status(self._pruner.undo(run_id, check, dry_run=ctx.dry_run))
+            with refused_as_forbidden("imageprunes", run_id):
+                return undo_status(self._pruner.undo(run_id, check, dry_run=ctx.dry_run))
         except RunNotFound:
             raise not_found("imagepruneruns", IMAGE_GROUP, run_id) from None
         except UndoRefused as exc:

@@ -104,6 +104,10 @@ class StoredResource(ResourceHandler):
     def on_delete(self, conn: Connection, obj: dict[str, Any]) -> None:
         """Cascade inside the deleting transaction."""
 
+    def lock(self, conn: Connection, namespace: str) -> None:
+        """Taken first in every create, update and delete transaction (a lock other writes
+        of the namespace must queue behind)."""
+
     # --- helpers ---------------------------------------------------------------------
 
     def _row(self, conn: Connection, namespace: str, name: str) -> Any:
@@ -232,6 +236,7 @@ class StoredResource(ResourceHandler):
         meta["uid"] = str(uuid.uuid4())
         meta["creationTimestamp"] = rfc3339(now)
         with self.db.write() as conn:
+            self.lock(conn, namespace)
             if self.info.namespaced and not namespace_exists(conn, namespace):
                 raise not_found("namespaces", "", namespace)
             if self._row(conn, namespace, name) is not None:
@@ -266,6 +271,7 @@ class StoredResource(ResourceHandler):
             )
         meta["name"] = name
         with self.db.write() as conn:
+            self.lock(conn, namespace)
             row = self._row(conn, namespace, name)
             if row is None:
                 raise self._not_found(name)
@@ -300,6 +306,7 @@ class StoredResource(ResourceHandler):
 
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         with self.db.write() as conn:
+            self.lock(conn, namespace)
             row = self._row(conn, namespace, name)
             if row is None:
                 raise self._not_found(name)

@@ -152,6 +152,9 @@ def _image_roles() -> list[dict[str, Any]]:
 
 
 _STREAM_OBJECTS = ("imagestreams", "imagestreamtags", "imagestreamimages")
+# Namespace policy, like ResourceQuota and LimitRange in kube: `view` (and so `edit`) read
+# it, only `admin` writes it; the image roles (pushers, deleters) get nothing of it.
+TAG_POLICIES = "imagetagpolicies"
 
 
 def _view_rules() -> list[dict[str, Any]]:
@@ -160,7 +163,7 @@ def _view_rules() -> list[dict[str, Any]]:
         # As in Kubernetes: every namespace role reads quotas and limits, none writes them
         # (a tenant's admin must not lift the tenant's own quota); cluster-admin does.
         rule(READ, "", ["resourcequotas", "resourcequotas/status", "limitranges"]),
-        rule(READ, IMAGE_GROUP, [*_STREAM_OBJECTS, "imagestreams/status"]),
+        rule(READ, IMAGE_GROUP, [*_STREAM_OBJECTS, "imagestreams/status", TAG_POLICIES]),
         # Viewers may pull: everything a pull returns is already visible to them above.
         rule(["get"], IMAGE_GROUP, ["imagestreams/layers"]),
     ]
@@ -180,6 +183,7 @@ def _admin_rules() -> list[dict[str, Any]]:
     return [
         *_edit_rules(),
         rule(["create"], "", ["serviceaccounts/token"]),
+        rule(WRITE, IMAGE_GROUP, [TAG_POLICIES]),
         rule([*READ, *WRITE], RBAC_GROUP, ["roles", "rolebindings"]),
         rule(["create"], AUTHORIZATION_GROUP, ["localsubjectaccessreviews"]),
     ]

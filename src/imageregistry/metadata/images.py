@@ -33,6 +33,14 @@ from imageregistry.metadata.tables import (
     repository_manifests,
     tag_events,
 )
+from imageregistry.metadata.tag_policies import (
+    check_image_removal,
+    check_move,
+    check_rewrite,
+    check_stream_removal,
+    check_tag_removal,
+    current_tags,
+)
 
 IMAGE_API = "image.alauda.io/v1"
 MANAGED = "image.alauda.io/managed"
@@ -160,6 +168,7 @@ def update_image_user_data(conn: Connection, digest: str, user_data: dict[str, A
 
 
 def delete_image(conn: Connection, digest: str) -> bool:
+    check_image_removal(conn, digest)  # ImageTagPolicy: no immutable tag may point at it
     result = conn.execute(delete(manifests).where(manifests.c.digest == digest))
     if result.rowcount == 0:
         return False
@@ -255,16 +264,26 @@ def update_stream_user_data(conn: Connection, row: Any, user_data: dict[str, Any
 
 
 def delete_stream(conn: Connection, row: Any) -> None:
+    """Delete an image stream; refused while it holds a tag an ImageTagPolicy makes
+    immutable (deleting the namespace, `delete_namespace_streams`, removes its policies
+    with it and is not refused)."""
+    check_stream_removal(conn, row.namespace, row.name, row.id)
+    _drop_stream(conn, row)
+
+
+def _drop_stream(conn: Connection, row: Any) -> None:
     conn.execute(delete(repositories).where(repositories.c.id == row.id))
     record_change(conn, IMAGESTREAMS, row.namespace, row.name, "DELETED")
 
 
 def delete_namespace_streams(conn: Connection, namespace: str) -> None:
     for row in list_stream_rows(conn, namespace):
-        delete_stream(conn, row)
+        _drop_stream(conn, row)
 
 
 def delete_tag(conn: Connection, row: Any, tag: str) -> bool:
+    if current_tag(conn, row.id, tag) is not None:
+        check_tag_removal(conn, row.namespace, row.name, tag)  # ImageTagPolicy
     result = conn.execute(
         delete(tag_events).where(tag_events.c.repository_id == row.id, tag_events.c.tag == tag)
     )
@@ -305,6 +324,7 @@ def record_mapping(
     current = current_tag(conn, repo_id, tag)
     if current is not None and current.digest == digest:
         return
+    check_move(conn, namespace, stream, tag, None if current is None else current.digest, digest)
     generation = conn.execute(
         select(repositories.c.generation).where(repositories.c.id == repo_id)
     ).scalar_one()
@@ -352,8 +372,12 @@ def rewrite_history(
     new_current: Iterable[tuple[str, str]],
     now: datetime,
 ) -> None:
-    """Apply an `imagestreams/status` update: drop events, then put new current images on top."""
+    """Apply an `imagestreams/status` update: drop events, then put new current images on top.
+    Refused (by the ImageTagPolicy check, after the fact, in the same transaction) when an
+    immutable tag ends up pointing elsewhere or gone; dropping its older items is fine."""
+    before = current_tags(conn, row.id)
     if delete_tag_events(conn, row.id, delete_ids):
         touch_repository(conn, row.id, RepoKey(row.namespace, row.name))
     for tag, digest in new_current:
         record_mapping(conn, row.namespace, row.name, tag, digest, now)
+    check_rewrite(conn, row.namespace, row.name, before, current_tags(conn, row.id))

@@ -40,6 +40,7 @@ from imageregistry.metadata.tables import (
     signatures,
     tag_events,
 )
+from imageregistry.metadata.tag_policies import check_rewrite, current_tags
 
 DONE, UNDONE, IRREVERSIBLE = "done", "undone", "irreversible"
 
@@ -295,8 +296,11 @@ def restore_run(
     # needs that manifest in its repository (foreign key).
     saved = [row_from_json(signatures, s) for image in recreated for s in image["signatures"]]
     restore_signature_rows(conn, saved)
+    before = {key: current_tags(conn, repo_ids[key]) for key in touched}
     for event, repo_id in restored:
         _restore_event(conn, event, repo_id)
+    for (namespace, name), tags in before.items():  # ImageTagPolicy: nothing moved
+        check_rewrite(conn, namespace, name, tags, current_tags(conn, repo_ids[(namespace, name)]))
     for namespace, name in touched:
         version = record_change(conn, IMAGE_STREAMS, namespace, name, "MODIFIED")
         conn.execute(

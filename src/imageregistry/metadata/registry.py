@@ -48,6 +48,7 @@ from imageregistry.metadata.tables import (
     tag_events,
     uploads,
 )
+from imageregistry.metadata.tag_policies import check_tag_removal
 
 IMAGESTREAMS = "imagestreams.image.alauda.io"
 IMAGES = "images.image.alauda.io"
@@ -511,6 +512,8 @@ class RegistryMetadata:
             repo_id = find_repository(conn, repo)
             if repo_id is None:
                 raise NameUnknown(f"repository {repo} not found")
+            if current_tag_digest(conn, repo, tag) is not None:
+                check_tag_removal(conn, repo.namespace, repo.name, tag)  # ImageTagPolicy
             result = conn.execute(
                 delete(tag_events).where(
                     tag_events.c.repository_id == repo_id, tag_events.c.tag == tag

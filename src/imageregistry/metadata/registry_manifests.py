@@ -58,6 +58,7 @@ from imageregistry.metadata.tables import (
     repository_manifests,
     tag_events,
 )
+from imageregistry.metadata.tag_policies import check_image_removal, check_move
 
 PULL_RECORD_INTERVAL = timedelta(minutes=1)
 
@@ -332,6 +333,7 @@ def delete_manifest(
     ).first()
     if link is None or not image_row:
         raise ManifestUnknown(f"manifest {digest} not found in {repo}")
+    check_image_removal(conn, digest, repo_id)  # ImageTagPolicy: its immutable tags stay
     drop_pushed_signatures(conn, repo_id, digest)  # cosign signatures recorded from it
     record = capture_image(conn, digest)
     record["repositories"] = [
@@ -479,8 +481,10 @@ def _insert_image(conn: Connection, new: NewManifest, now: datetime) -> None:
 def _tag(
     conn: Connection, repo: RepoKey, repo_id: int, tag: str, digest: str, now: datetime
 ) -> None:
-    if current_tag_digest(conn, repo, tag) == digest:
+    current = current_tag_digest(conn, repo, tag)
+    if current == digest:
         return  # same image and reference: no change (docs/behaviour.md#image-api-resources)
+    check_move(conn, repo.namespace, repo.name, tag, current, digest)  # ImageTagPolicy
     generation = conn.execute(
         select(repositories.c.generation).where(repositories.c.id == repo_id)
     ).scalar_one()

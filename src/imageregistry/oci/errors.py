@@ -28,6 +28,7 @@ from imageregistry.metadata import registry_manifests as regm
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.db import DatabaseUnavailable
 from imageregistry.metadata.quota import QuotaRefused
+from imageregistry.metadata.tag_policies import TagImmutable
 from imageregistry.observability import requestid
 from imageregistry.storage import errors as st
 
@@ -142,6 +143,8 @@ _TABLE: tuple[tuple[type[BaseException], str, int | None], ...] = (
     (sigdb.SignatureLimitExceeded, "DENIED", 413),
     # A ResourceQuota or LimitRange of the namespace has no room for the push.
     (QuotaRefused, "DENIED", None),
+    # A push or DELETE that would move or remove a tag an ImageTagPolicy makes immutable.
+    (TagImmutable, "DENIED", None),
     (st.UploadNotFound, "BLOB_UPLOAD_UNKNOWN", None),
     (st.UploadInProgress, "BLOB_UPLOAD_INVALID", 409),
     (st.DigestMismatch, "DIGEST_INVALID", None),

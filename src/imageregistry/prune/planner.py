@@ -13,8 +13,8 @@ repositories are untouched: their histories stay whole and the images linked to 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from imageregistry.metadata.prune_records import (
@@ -25,6 +25,7 @@ from imageregistry.metadata.prune_records import (
     StreamPrune,
     TagEvent,
 )
+from imageregistry.metadata.tag_policies import ImmutableTag
 from imageregistry.prune.inuse import InUse
 from imageregistry.prune.options import PruneOptions
 
@@ -132,3 +133,30 @@ def plan_prune(
     doomed = sorted(d for d in snapshot.images if d not in kept)
     stream_plans.sort(key=lambda s: s.path)
     return PrunePlan(tuple(stream_plans), tuple(doomed))
+
+
+def plan_prune_keeping(
+    snapshot: Snapshot,
+    options: PruneOptions,
+    in_use: InUse,
+    now: datetime,
+    immutable: Sequence[ImmutableTag],
+) -> tuple[PrunePlan, tuple[ImmutableTag, ...]]:
+    """`plan_prune` where the current image of every immutable tag (ImageTagPolicy) is in
+    use like a workload's tag, whatever the options (`--all` included); and the immutable
+    tags that kept something the plan would otherwise remove, for the explanation."""
+    if not immutable:
+        return plan_prune(snapshot, options, in_use, now), ()
+    tags = frozenset((t.namespace, t.stream, t.tag) for t in immutable)
+    plan = plan_prune(snapshot, options, replace(in_use, tags=in_use.tags | tags), now)
+    unprotected = plan_prune(snapshot, options, in_use, now)
+    saved_images = set(unprotected.images) - set(plan.images)
+    saved_items = {
+        (s.namespace, s.name, e.tag, e.digest) for s in unprotected.streams for e in s.events
+    }
+    kept = tuple(
+        t
+        for t in immutable
+        if t.digest in saved_images or (t.namespace, t.stream, t.tag, t.digest) in saved_items
+    )
+    return plan, kept

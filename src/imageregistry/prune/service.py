@@ -38,6 +38,7 @@ from imageregistry.metadata.quota import (
     run_namespaces,
     usage_of,
 )
+from imageregistry.metadata.tag_policies import ImmutableTag, immutable_tags
 from imageregistry.prune.executor import (
     DescribingImageDeleter,
     DescribingTagEventDeleter,
@@ -48,7 +49,7 @@ from imageregistry.prune.executor import (
 from imageregistry.prune.gc import GcResult, GcSettings, StoreBlobDeleter, plan_gc, run_gc
 from imageregistry.prune.inuse import InUse, gather_in_use, host_of
 from imageregistry.prune.options import PruneOptions
-from imageregistry.prune.planner import PrunePlan, plan_prune
+from imageregistry.prune.planner import PrunePlan, plan_prune_keeping
 from imageregistry.prune.reconcile import ReconcileResult, reconcile
 from imageregistry.prune.verify import VerifyPage, verify_page
 from imageregistry.services import Services
@@ -65,6 +66,8 @@ class PruneOutcome:
     run_id: str = ""
     # A confirmed run: per namespace, the quota usage it released (resource -> amount).
     released: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    # Immutable tags (ImageTagPolicy) whose current image or item the plan kept for them.
+    immutable_kept: tuple[ImmutableTag, ...] = ()
 
 
 class RunObserver(Protocol):
@@ -131,15 +134,21 @@ class Pruner:
         now = self._clock()
         if dry_run:
             with self._db.read() as conn:
-                plan = plan_prune(load_snapshot(conn), options, in_use, now)
+                plan, kept = plan_prune_keeping(
+                    load_snapshot(conn), options, in_use, now, immutable_tags(conn)
+                )
             result = execute_prune(
                 plan, DescribingTagEventDeleter(), DescribingImageDeleter(), True, progress
             )
-            return PruneOutcome(plan, result, in_use)
+            return PruneOutcome(plan, result, in_use, immutable_kept=kept)
         with self._db.write() as conn:
             if not self._db.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PRUNE_LOCK})
-            plan = plan_prune(load_snapshot(conn), options, in_use, now)
+            # Immutable tags are read in this transaction: a tag moved or a policy written
+            # meanwhile waits for it (or was committed before and is seen).
+            plan, kept = plan_prune_keeping(
+                load_snapshot(conn), options, in_use, now, immutable_tags(conn)
+            )
             touched = {s.namespace for s in plan.streams} | namespaces_holding(conn, plan.images)
             before = usage_of(conn, touched)
             deleter = SqlPruneDeleter(conn)
@@ -151,7 +160,7 @@ class Pruner:
                 run_id = new_run_id(now)
                 summary = {"line": result.summary(), "failed": len(result.failures)}
                 record_run(conn, run_id, user, options.to_spec(), removed, summary, now)
-        return PruneOutcome(plan, result, in_use, run_id, freed)
+        return PruneOutcome(plan, result, in_use, run_id, freed, kept)
 
     def undo(
         self, run_id: str, check: RestoreCheck | None = None, dry_run: bool = False

@@ -48,6 +48,16 @@ def prune_status(outcome: PruneOutcome) -> dict[str, Any]:
         ],
         "images": list(outcome.plan.images),
         "inUse": sorted(outcome.in_use.sources),
+        "immutableTags": [
+            {
+                "namespace": t.namespace,
+                "imageStream": t.stream,
+                "tag": t.tag,
+                "image": t.digest,
+                "policy": t.policy,
+            }
+            for t in outcome.immutable_kept
+        ],
         "summary": result.summary(),
         "failed": len(result.failures),
         # Quota usage the confirmed run released, per namespace ({} for a dry run).

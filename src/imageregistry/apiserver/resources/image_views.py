@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.imagetagpolicy import refused_as_forbidden
 from imageregistry.apiserver.resource import ListOptions, ListResult, RequestContext, ResourceInfo
 from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
@@ -33,6 +34,7 @@ from imageregistry.apiserver.store import current_resource_version
 from imageregistry.apiserver.tables import NAME_COLUMN, Column, age
 from imageregistry.content.reference import is_stream_name, is_tag
 from imageregistry.metadata import images as q
+from imageregistry.metadata import tag_policies as tp
 from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGESTREAMS
 
@@ -143,7 +145,7 @@ class ImageStreamTags(_ImageBase):
         a push by tag).
         """
         stream, tag = split_tag_name(name)
-        with self.db.write() as conn:
+        with refused_as_forbidden("imagestreamtags", name), self.db.write() as conn:
             if not namespace_exists(conn, namespace):
                 raise not_found("namespaces", "", namespace)
             row = q.stream_row(conn, namespace, stream)
@@ -161,7 +163,10 @@ class ImageStreamTags(_ImageBase):
                     name,
                     [FieldCause("tag.from", "Required value", "FieldValueRequired")],
                 )
-            if digest is not None and not ctx.dry_run:
+            if digest is not None and ctx.dry_run and exists:
+                current = q.current_tag(conn, row.id, tag)
+                tp.check_move(conn, namespace, stream, tag, current.digest, digest)
+            elif digest is not None and not ctx.dry_run:
                 q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
         if ctx.dry_run and digest is not None:
             return {**body, "kind": "ImageStreamTag", "apiVersion": q.IMAGE_API}
@@ -170,11 +175,12 @@ class ImageStreamTags(_ImageBase):
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         stream, tag = _split(name, ":", "imagestreamtags")
         obj = self.get(ctx, namespace, name)
-        if not ctx.dry_run:
-            with self.db.write() as conn:
-                row = q.stream_row(conn, namespace, stream)
-                if row is None or not q.delete_tag(conn, row, tag):
-                    raise not_found("imagestreamtags", GROUP, name)
+        with refused_as_forbidden("imagestreamtags", name), self.db.write() as conn:
+            row = q.stream_row(conn, namespace, stream)
+            if row is not None and ctx.dry_run:
+                tp.check_tag_removal(conn, namespace, stream, tag)
+            elif row is None or not q.delete_tag(conn, row, tag):
+                raise not_found("imagestreamtags", GROUP, name)
         return obj
 
     def watch_keys(self) -> tuple[str, ...]:
@@ -277,7 +283,7 @@ class ImageStreamMappings(_ImageBase):
         if causes:
             raise invalid("ImageStreamMapping", GROUP, stream, causes)
         assert isinstance(tag, str)
-        with self.db.write() as conn:
+        with refused_as_forbidden("imagestreammappings", stream), self.db.write() as conn:
             if not namespace_exists(conn, namespace):
                 raise not_found("namespaces", "", namespace)
             # 403 before 404: an unknown digest answers like one the caller cannot read
@@ -292,7 +298,12 @@ class ImageStreamMappings(_ImageBase):
             )
             if q.get_image(conn, digest, self.host) is None:
                 raise not_found("images", GROUP, digest)
-            if not ctx.dry_run:
+            if ctx.dry_run:
+                row = q.stream_row(conn, namespace, stream)
+                current = None if row is None else q.current_tag(conn, row.id, tag)
+                old = None if current is None else str(current.digest)
+                tp.check_move(conn, namespace, stream, tag, old, digest)
+            else:
                 q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
         return {
             "kind": "Status",

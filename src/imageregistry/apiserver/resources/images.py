@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from imageregistry.apiserver.codec import ANY, object_schema
+from imageregistry.apiserver.imagetagpolicy import refused_as_forbidden
 from imageregistry.apiserver.resource import (
     ListOptions,
     ListResult,
@@ -45,6 +46,7 @@ from imageregistry.apiserver.validation import label_causes
 from imageregistry.content.reference import is_stream_name
 from imageregistry.metadata import images as q
 from imageregistry.metadata import signatures as sigs
+from imageregistry.metadata import tag_policies as tp
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
@@ -225,8 +227,10 @@ class Images(_ImageBase):
 
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         obj = self.get(ctx, namespace, name)
-        if not ctx.dry_run:
-            with self.db.write() as conn:
+        with refused_as_forbidden("images", name), self.db.write() as conn:
+            if ctx.dry_run:
+                tp.check_image_removal(conn, name)
+            else:
                 q.delete_image(conn, name)
         return obj
 
@@ -325,11 +329,12 @@ class ImageStreams(_ImageBase):
 
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         obj = self.get(ctx, namespace, name)
-        if not ctx.dry_run:
-            with self.db.write() as conn:
-                row = q.stream_row(conn, namespace, name)
-                if row is not None:
-                    q.delete_stream(conn, row)
+        with refused_as_forbidden("imagestreams", name), self.db.write() as conn:
+            row = q.stream_row(conn, namespace, name)
+            if row is not None and ctx.dry_run:
+                tp.check_stream_removal(conn, namespace, name, row.id)
+            elif row is not None:
+                q.delete_stream(conn, row)
         return obj
 
     def subresource(
@@ -353,7 +358,7 @@ class ImageStreams(_ImageBase):
     def _put_status(
         self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
     ) -> dict[str, Any]:
-        with self.db.write() as conn:
+        with refused_as_forbidden("imagestreams", name), self.db.write() as conn:
             row = _stream_for_update(conn, namespace, name, body)
             current: dict[str, list[TagEvent]] = {}
             for event in q.tag_event_rows(conn, row.id):

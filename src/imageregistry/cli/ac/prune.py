@@ -81,6 +81,12 @@ def print_prune(status: dict[str, Any]) -> int:
             for r, v in sorted(freed.items())
         )
         click.echo(f"Released quota in namespace {namespace}: {amounts}")
+    for kept in status.get("immutableTags") or ():
+        click.echo(
+            f"Kept image {kept['image']}: tag {kept['tag']} of "
+            f"{kept['namespace']}/{kept['imageStream']} is immutable by ImageTagPolicy "
+            f'"{kept["policy"]}"'
+        )
     click.echo(status.get("summary", ""))  # last: scripts read the summary line
     if status.get("runID"):
         run = status["runID"]
