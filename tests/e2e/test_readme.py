@@ -41,6 +41,7 @@ OPERATIONS_MARKERS = (
     "permissions",
     "puller token",
     "undo a delete",
+    "immutable tags",
     "usage",
     "quotas",
     "signatures",
@@ -180,6 +181,9 @@ def test_operations_blocks_run_as_written(
         result.stdout
     )
     assert '"Name": "127.0.0.1' in result.stdout  # skopeo inspect after the undo
+    refused = 'tag v1.0 of team-a/demo is immutable by ImageTagPolicy "release"'
+    assert refused in result.stderr  # the immutable tags block's `ac tag -d`
+    assert "Deleted tag team-a/demo:v1.0." in result.stdout  # after the policy went
     assert "Would delete 0 blobs" in result.stdout  # gc: the pushed image is in use
     # Signatures: skopeo signed with the fresh key; both verifications (the keyring's
     # keys, then pub.gpg) confirmed it, the second saved it and the listing shows it.
