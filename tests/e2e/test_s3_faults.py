@@ -1,5 +1,6 @@
 """Object-store faults a client notices: a store that accepts connections and then does
-not answer (a TCP proxy in front of moto, an S3 *emulator*, that stops forwarding).
+not answer (a TCP proxy that stops forwarding, in front of moto, an S3 *emulator*, and
+of OpenStack Swift's s3api).
 
 Requests that need the store answer `503 UNAVAILABLE` with `Retry-After` once
 `storage_s3.timeout_seconds` has passed, the log names the operation, nothing becomes
@@ -16,35 +17,36 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.s3servers import S3Server, create_bucket, moto_server
+from tests.support.replicas import S3_KINDS, s3_server
+from tests.support.s3servers import S3Server, create_bucket
 from tests.support.server import RegistryProcess
 from tests.support.stallproxy import StallingProxy, stalling_proxy
 
 BUCKET = "stalls"
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[S3Server]:
-    with moto_server() as server:
+@pytest.fixture(scope="module", params=S3_KINDS)
+def store(request: pytest.FixtureRequest) -> Iterator[S3Server]:
+    with s3_server(str(request.param)) as server:
         create_bucket(server, BUCKET)
         yield server
 
 
 @pytest.fixture(scope="module")
-def proxy(moto: S3Server) -> Iterator[StallingProxy]:
-    with stalling_proxy(moto.endpoint) as running:
+def proxy(store: S3Server) -> Iterator[StallingProxy]:
+    with stalling_proxy(store.endpoint) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
 def server(
-    moto: S3Server, proxy: StallingProxy, tmp_path_factory: pytest.TempPathFactory
+    store: S3Server, proxy: StallingProxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RegistryProcess]:
     process = RegistryProcess(
         data_dir=tmp_path_factory.mktemp("stalls") / "data",
         extra_args=["--storage", f"s3://{BUCKET}/r"],
         env={
-            **moto.env(),
+            **store.env(),
             "AWS_ENDPOINT_URL": proxy.endpoint,
             "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"timeout_seconds": 2}),
         },
@@ -95,11 +97,11 @@ def test_a_store_that_stops_answering_gets_503_and_the_retry_succeeds(
     assert f"{expected} (storage_s3.timeout_seconds)" in log
 
 
-def test_timeout_seconds_out_of_range_is_refused_at_start(tmp_path: Path, moto: S3Server) -> None:
+def test_timeout_seconds_out_of_range_is_refused_at_start(tmp_path: Path) -> None:
     process = RegistryProcess(
         data_dir=tmp_path / "data",
         extra_args=["--storage", f"s3://{BUCKET}/r"],
-        env={**moto.env(), "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"timeout_seconds": 0})},
+        env={"IMAGE_REGISTRY_STORAGE_S3": json.dumps({"timeout_seconds": 0})},
     )
     with pytest.raises(RuntimeError, match="exited early"):
         process.start(timeout=60)
