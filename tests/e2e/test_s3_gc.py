@@ -34,7 +34,12 @@ from imageregistry.storage.s3 import S3BlobStore
 from imageregistry.storage.s3config import S3Settings
 from tests.e2e.ac_support import AC, ac
 from tests.e2e.oci_support import OCI_MANIFEST, image_manifest, sha
-from tests.support.s3proxy import S3Proxy, is_delete_objects, is_list_objects
+from tests.support.s3proxy import (
+    S3Proxy,
+    is_create_multipart,
+    is_delete_objects,
+    is_list_objects,
+)
 from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
 from tests.support.server import RegistryProcess
 
@@ -93,6 +98,7 @@ def test_the_driver_deletes_in_batches_and_lists_page_by_page(s3: S3Server, prox
         region=s3.region,
         access_key_id=s3.access_key,
         secret_access_key=s3.secret_key,
+        timeout_seconds=600,  # Swift deletes a batch key by key: slow on a loaded machine
     )
     count = 1100  # more than one page of ListObjectsV2 and of DeleteObjects
     blobs = [f"blob {i}\n".encode() for i in range(count)]
@@ -134,7 +140,9 @@ def _server(root: Path, endpoint: str, s3: S3Server, bucket: str, **env: str) ->
         env={
             **s3.env(),
             "AWS_ENDPOINT_URL": endpoint,
-            "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"part_size": 5 * MiB, "redirect": False}),
+            "IMAGE_REGISTRY_STORAGE_S3": json.dumps(
+                {"part_size": 5 * MiB, "redirect": False, "timeout_seconds": 600}
+            ),
             "IMAGE_REGISTRY_GC_GRACE_SECONDS": "0",
             "IMAGE_REGISTRY_RECONCILE_GRACE_SECONDS": "0",
             **env,
@@ -163,11 +171,18 @@ def test_a_gc_killed_mid_sweep_loses_and_leaks_nothing(
     manifest = image_manifest(config, [layer])
     orphans = [os.urandom(100 + i) for i in range(40)]
     with server.start(timeout=90), server.client(server.admin_token, timeout=120) as client:
-        for data in [config, layer, *orphans]:
+        for data in [layer, *orphans]:
             answer = client.post(
                 "/v2/team/app/blobs/uploads/", params={"digest": sha(data)}, content=data
             )
             assert answer.status_code == 201, answer.text
+        # A session whose one chunk is smaller than a part stages it with one PutObject,
+        # not a multipart upload (three requests): a push is that much shorter.
+        multipart = proxy.count(is_create_multipart)  # the 6 MiB layer's PutObject is one
+        location = client.post("/v2/team/app/blobs/uploads/").headers["location"]
+        done = client.put(location, params={"digest": sha(config)}, content=config)
+        assert done.status_code == 201, done.text
+        assert proxy.count(is_create_multipart) == multipart
         put = client.put(
             "/v2/team/app/manifests/v1", content=manifest, headers={"Content-Type": OCI_MANIFEST}
         )

@@ -170,3 +170,9 @@ def is_delete_objects(method: str, target: str) -> bool:
 def is_list_objects(method: str, target: str) -> bool:
     """``GET /bucket?list-type=2...``: one page of ListObjectsV2."""
     return method == "GET" and "list-type=2" in target.partition("?")[2]
+
+
+def is_create_multipart(method: str, target: str) -> bool:
+    """``POST /bucket/key?uploads``: CreateMultipartUpload."""
+    query = target.partition("?")[2]
+    return method == "POST" and "uploads" in (item.split("=")[0] for item in query.split("&"))

@@ -295,16 +295,36 @@ class S3BlobStore:
         An exception raised by ``stream`` (a client gone, a limit, a digest mismatch)
         aborts the upload, so nothing appears at ``key``; it is re-raised as itself
         rather than as the client library's wrapper.
+
+        A stream that ends within its first part is sent as one ``PutObject`` instead
+        (one request, not three): most layers and configs are small, and a push's time
+        between its first blob and its manifest is what a GC with a short grace races.
+        Either way at most one part is held in memory.
         """
         attributes: dict[str, str] = {}
         if self.settings.storage_class:
             attributes["Storage-Class"] = self.settings.storage_class
+        pieces = aiter(stream)
+        first: list[bytes] = []
+        buffered = 0
+        async for piece in pieces:  # an exception here has written nothing yet
+            first.append(piece)
+            buffered += len(piece)
+            if buffered >= self.settings.part_size:
+                break
+        else:
+            await obstore.put_async(
+                self._store, key, b"".join(first), attributes=attributes or None
+            )
+            return
         failure: BaseException | None = None
 
         async def watched() -> AsyncIterator[bytes]:
             nonlocal failure
             try:
-                async for piece in stream:
+                while first:
+                    yield first.pop(0)  # handed over: the library holds the part now
+                async for piece in pieces:
                     yield piece
             except BaseException as exc:
                 failure = exc
@@ -441,11 +461,17 @@ class S3BlobStore:
             # Only the contiguous run from offset 0 is the upload (a gap cannot arise from
             # this driver's appends, but a stray object must never be concatenated in).
             segments = [s for s in segments if s[1] > 0 and s[0] + s[1] <= size]
-            self._hashers.pop(upload_id, None)
+            known = self._hashers.pop(upload_id, None)
+            # This process hashed every staged byte: no need to read its record back.
+            seen = (
+                known.hashers[expected.algorithm].hexdigest()
+                if known is not None and known.end == size and expected.algorithm in known.hashers
+                else None
+            )
             try:
                 if expected_size is not None and size != expected_size:
                     raise SizeMismatch(expected_size, size)
-                await self._publish(upload_id, segments, size, expected, replace)
+                await self._publish(upload_id, segments, size, expected, replace, seen)
             finally:
                 await self._delete_keys(keys)
             return BlobInfo(expected, size)
@@ -459,9 +485,10 @@ class S3BlobStore:
         size: int,
         expected: Digest,
         replace: bool,
+        seen: str | None = None,
     ) -> None:
         key = blob_key(expected)
-        recorded = await self._recorded_digest(upload_id, size, expected.algorithm)
+        recorded = seen or await self._recorded_digest(upload_id, size, expected.algorithm)
         stored = await self._head_size(key)
         keep_stored = stored == size and not replace
         if recorded is None and (keep_stored or (len(segments) < 2 and size <= _COPY_LIMIT)):
