@@ -176,7 +176,7 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
             ) from None
         if written is not None:
             click.echo(
-                f"Created the cluster-admin identity system:admin.\n"
+                f"Wrote the kubeconfig of the cluster-admin identity system:admin.\n"
                 f"  export KUBECONFIG={written.resolve()}\n"
                 f"  kubectl auth whoami   # or: ac whoami",
                 err=True,
