@@ -161,18 +161,23 @@ def test_a_watch_sees_policies_come_and_go(release: Env) -> None:
 
 
 def test_only_a_namespace_admin_writes_policies(release: Env) -> None:
+    """admin writes; edit (like view) only reads; the image roles get nothing."""
     k, bob, alice = release.k, release.bob, release.alice
-    for verb in ("create", "delete", "update"):
-        assert k.run("-n", "team-a", "auth", "can-i", verb, "imagetagpolicies", token=bob)
-        assert (
-            k.run(
-                "-n", "team-a", "auth", "can-i", verb, "imagetagpolicies", token=bob
-            ).stdout.strip()
-            == "no"
-        )
-        assert k.ok("-n", "team-a", "auth", "can-i", verb, "imagetagpolicies", token=alice).strip()
+    carol = add_user_token(release.server, "carol")
+    k.ok("-n", "team-a", "create", "rolebinding", "carol", "--clusterrole=edit", "--user=carol")
+
+    def can(verb: str, token: str) -> str:
+        return k.run("-n", "team-a", "auth", "can-i", verb, "imagetagpolicies", token=token).stdout
+
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete"):
+        assert can(verb, alice).strip() == "yes", verb
+        assert can(verb, bob).strip() == "no", verb
+        assert can(verb, carol).strip() == ("yes" if verb in ("get", "list", "watch") else "no")
     refused = k.fails("-n", "team-a", "delete", "imagetagpolicy", "release", token=bob)
     assert "Forbidden" in refused and "imagetagpolicies" in refused
+    refused = k.fails("-n", "team-a", "delete", "imagetagpolicy", "release", token=carol)
+    assert "Forbidden" in refused
+    assert "release" in k.ok("-n", "team-a", "get", "imagetagpolicies", "-o", "name", token=carol)
     assert "release" in k.ok("-n", "team-a", "get", "imagetagpolicies", "-o", "name")
 
 
