@@ -272,6 +272,25 @@ def test_the_audit_id_is_the_request_id(audited: Audited) -> None:
     assert event["verb"] == "get"
 
 
+def test_impersonation_names_both_users(audited: Audited) -> None:
+    server = audited.server
+    with server.client(server.admin_token) as client:
+        reply = client.get(
+            "/apis/image.alauda.io/v1/namespaces/audit-x/imagestreams",
+            headers={"Impersonate-User": "mallory", "X-Request-Id": "as-mallory"},
+        )
+        assert reply.status_code == 403  # mallory may not list them
+    (event,) = wait_for(
+        audited.log, lambda e: e["auditID"] == "as-mallory" and e["stage"] == "ResponseComplete"
+    )
+    assert event["user"]["username"] == "system:admin"
+    assert event["impersonatedUser"] == {"username": "mallory", "groups": ["system:authenticated"]}
+    assert event["annotations"]["authorization.k8s.io/decision"] == "forbid"
+    assert event["responseStatus"]["code"] == 403
+    assert event["responseStatus"]["reason"] == "Forbidden"
+    assert "mallory" in event["responseStatus"]["message"]
+
+
 def test_a_refused_credential_gets_a_line(audited: Audited) -> None:
     server = audited.server
     with server.client() as client:

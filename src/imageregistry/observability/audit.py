@@ -82,7 +82,6 @@ class AuditState:
     """What the audit log keeps about one request between `decided` and `complete`."""
 
     __slots__ = (
-        "object_name",
         "outcome",
         "request_body",
         "request_object",
@@ -94,7 +93,6 @@ class AuditState:
 
     def __init__(self, outcome: Outcome) -> None:
         self.outcome = outcome
-        self.object_name = ""  # a create's name, from its body (the path has none)
         self.wants_request = False  # the level and the request let the request body be kept
         self.request_object: Any = None  # the API's decoded body (JSON or protobuf)
         self.request_body: list[bytes] | None = None
@@ -149,6 +147,8 @@ class Auditor:
         self._users: dict[int, tuple[UserInfo, str]] = {}
         self._ids = IdSource()
         self._refs: dict[tuple[str, ...], str] = {}
+        # Policy outcomes live as long as the policy, so their ids are stable keys.
+        self._light: dict[int, AuditState] = {}
 
     # --- the middleware's two calls ---------------------------------------------------
 
@@ -175,7 +175,7 @@ class Auditor:
             state.request_object = body
         meta = body.get("metadata") if isinstance(body, dict) else None
         if isinstance(meta, dict) and isinstance(meta.get("name"), str):
-            state.object_name = meta["name"]
+            info.object_name = meta["name"]
 
     def complete(self, info: RequestInfo, status: int, error_body: bytes, raised: bool) -> None:
         """The response is over: write ResponseComplete (or Panic)."""
@@ -211,9 +211,16 @@ class Auditor:
 
     def _state(self, info: RequestInfo, attrs: Attributes) -> AuditState:
         outcome = self.policy.evaluate(info.user or _ANONYMOUS, attrs)
+        if outcome.level < auditpolicy.REQUEST:
+            # nothing to keep: one shared, never-changed state per outcome
+            state = self._light.get(id(outcome))
+            if state is None:
+                state = self._light[id(outcome)] = AuditState(outcome)
+            info.audit = state
+            return state
         state = AuditState(outcome)
         info.audit = state
-        if outcome.level >= auditpolicy.REQUEST and _bodies_allowed(info, attrs):
+        if _bodies_allowed(info, attrs):
             if info.method in ("POST", "PUT", "PATCH"):
                 state.wants_request = True
                 if is_json(_header(info, b"content-type")):
@@ -259,7 +266,7 @@ class Auditor:
         if agent:
             line += f',"userAgent":{_enc(agent)}'
         if attrs is not None and attrs.is_resource_request:
-            line += f',"objectRef":{self._object_ref(attrs, state.object_name)}'
+            line += f',"objectRef":{self._object_ref(attrs, info.object_name)}'
         if status is not None:
             line += f',"responseStatus":{_response_status(status, error_body)}'
             if outcome.level >= auditpolicy.REQUEST:

@@ -75,7 +75,8 @@ class MetricsMiddleware:
             elif kind == "http.response.body":
                 body = message.get("body", b"")
                 state[1] += len(body)
-                if auditor is not None and (error_body or info.audit is not None):
+                audit = info.audit
+                if error_body or (audit is not None and audit.response_body is not None):
                     _audit_body(info, body, error_body)
             await send(message)
 

@@ -50,6 +50,7 @@ class RequestInfo:
         "authenticated",
         "impersonated",
         "listener",
+        "object_name",
         "reason",
         "received",
         "request_id",
@@ -67,6 +68,7 @@ class RequestInfo:
         self.attributes: Attributes | None = None  # the request's own access review
         self.allowed: bool | None = None  # its outcome; None: not decided
         self.reason = ""
+        self.object_name = ""  # a create's object name, from its body (its path has none)
         self.listener: DecisionListener | None = None
         self.audit: Any = None  # private state of the audit log
 
@@ -106,9 +108,9 @@ class RequestInfo:
         `User-Agent`, in one pass over the headers."""
         forwarded: list[str] = []
         real = agent = ""
-        for name, value in self.scope.get("headers", ()):
+        for name, value in self.scope["headers"]:
             if name == b"user-agent":
-                agent = bytes(value).decode("latin-1")
+                agent = value.decode("latin-1")
             elif name == b"x-forwarded-for":
                 text = bytes(value).decode("latin-1")
                 forwarded.extend(p.strip() for p in text.split(",") if p.strip())
