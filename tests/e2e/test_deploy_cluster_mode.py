@@ -30,6 +30,7 @@ from imageregistry.auth.bootstrap_roles import (
     PUSHER,
     SIGNER,
     bootstrap_cluster_roles,
+    tag_policy_aggregated_roles,
 )
 from imageregistry.config import load_settings
 from tests.e2e.test_deploy_manifests import K8S_VERSION, OVERLAYS, one, render
@@ -70,6 +71,10 @@ def _check_cluster_mode(objects: list[dict[str, Any]], tmp_path: Path) -> None:
             f"{name}: deploy/kubernetes/components/cluster-mode/image-roles.yaml differs from"
             " auth/bootstrap_roles.py; copy the rules over"
         )
+    for aggregated in tag_policy_aggregated_roles():
+        name = aggregated["metadata"]["name"]
+        assert roles[name]["rules"] == aggregated["rules"], name
+        assert roles[name]["metadata"]["labels"] == aggregated["metadata"]["labels"], name
     deployment = one(objects, "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     namespace = deployment["metadata"]["namespace"]

@@ -222,6 +222,22 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
     ]
 
 
+TAG_POLICY_ADMIN = "system:image-tag-policy-admin"
+TAG_POLICY_VIEW = "system:image-tag-policy-view"
+AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+
+
+def tag_policy_aggregated_roles() -> list[dict[str, Any]]:
+    """Cluster mode: the cluster's own `admin`, `edit` and `view` get what the embedded
+    ones grant on ImageTagPolicies, through ClusterRole aggregation (`view` aggregates into
+    `edit` and `admin` in Kubernetes). Applied with deploy/kubernetes/components/cluster-mode."""
+    admin = cluster_role(TAG_POLICY_ADMIN, [rule(WRITE, IMAGE_GROUP, [TAG_POLICIES])])
+    view = cluster_role(TAG_POLICY_VIEW, [rule(READ, IMAGE_GROUP, [TAG_POLICIES])])
+    admin["metadata"] = {"name": TAG_POLICY_ADMIN, "labels": {AGGREGATE_TO + "admin": "true"}}
+    view["metadata"] = {"name": TAG_POLICY_VIEW, "labels": {AGGREGATE_TO + "view": "true"}}
+    return [admin, view]
+
+
 def bootstrap_cluster_role_bindings() -> list[dict[str, Any]]:
     return [
         cluster_role_binding(CLUSTER_ADMIN, CLUSTER_ADMIN, [GROUP_MASTERS]),
