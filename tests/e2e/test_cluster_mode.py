@@ -26,6 +26,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -216,7 +217,7 @@ def test_the_cluster_answers_reviews_in_kubernetes_shapes(
         assert r.status_code == 201
         assert r.json()["status"].get("authenticated") in (False, None)
         assert r.json()["status"]["error"]
-        sar = {
+        sar: dict[str, Any] = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SubjectAccessReview",
             "spec": {
@@ -236,6 +237,12 @@ def test_the_cluster_answers_reviews_in_kubernetes_shapes(
         assert r.status_code == 201, r.text
         assert r.json()["kind"] == "SubjectAccessReview"
         assert r.json()["status"]["allowed"] is False
+        both = {**sar["spec"], "nonResourceAttributes": {"path": "/metrics", "verb": "get"}}
+        r = client.post(
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            json={**sar, "spec": both},
+        )
+        assert r.status_code == 422, r.text  # one or the other, as kube validates
     # Someone without `create subjectaccessreviews` may not ask about others.
     with cluster.client(user_token) as client:
         r = client.post("/apis/authorization.k8s.io/v1/subjectaccessreviews", json=sar)

@@ -227,6 +227,10 @@ def test_a_failed_subjectaccessreview_is_503_never_an_allow(
         r = client.get(path, timeout=60)
         assert r.status_code == 503, r.text
         assert r.json()["errors"][0]["code"] == "UNAVAILABLE"
+        # The signature extension asks the same question and fails the same way.
+        digest = "sha256:" + "0" * 64
+        r = client.get(f"/extensions{path.rsplit('/tags', 1)[0]}/signatures/{digest}")
+        assert r.status_code == 503, r.text
         # Not cached: once the cluster answers "denied", that is what the client gets.
         _set(cluster, sar="deny")
         r = client.get(path, timeout=60)

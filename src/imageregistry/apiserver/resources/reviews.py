@@ -60,6 +60,18 @@ def _str(d: dict[str, Any], key: str) -> str:
 
 def attributes_from_spec(user: UserInfo, spec: dict[str, Any], kind: str) -> Attributes:
     res, nonres = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+    if res and nonres:  # kube's validation: one or the other, never both
+        raise invalid(
+            kind,
+            AUTHZ,
+            "",
+            [
+                FieldCause(
+                    "spec.nonResourceAttributes",
+                    "Invalid value: cannot be specified in combination with resourceAttributes",
+                )
+            ],
+        )
     if isinstance(res, dict) and res:
         return Attributes.for_resource(
             user,
