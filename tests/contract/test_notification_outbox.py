@@ -91,8 +91,21 @@ def test_a_repository_goes_out_in_order_and_a_failure_holds_its_queue(db: Databa
     assert outbox.claim(db, "hook", "b", NOW + timedelta(seconds=1), LEASE, 10) == []
     retried = outbox.claim(db, "hook", "b", NOW + timedelta(seconds=31), LEASE, 10)
     assert [(r.id, r.attempts) for r in retried] == [(app.id, 1)]
-    outbox.delivered(db, app.id, "b")
+    outbox.delivered(db, [app.id], "b")
     assert [r.seq for r in outbox.claim(db, "hook", "b", NOW, LEASE, 10)] == [2]
+
+
+def test_a_run_behind_a_head_is_claimed_with_it_and_by_nobody_else(db: Database) -> None:
+    add(db, "team/app", 5)
+    run = outbox.claim(db, "hook", "a", NOW, LEASE, 10, run=3)
+    assert [r.seq for r in run] == [1, 2, 3]
+    assert outbox.claim(db, "hook", "b", NOW, LEASE, 10, run=3) == []  # no head is free
+    outbox.delivered(db, [run[0].id], "a")
+    outbox.unclaim(db, [run[2].id], "a")  # seq 2 failed (released by `failed`), 3 given back
+    outbox.failed(db, run[1].id, "a", NOW + timedelta(seconds=30), "HTTP 500")
+    assert outbox.claim(db, "hook", "b", NOW, LEASE, 10, run=3) == []  # 2 waits, 3 behind it
+    again = outbox.claim(db, "hook", "b", NOW + timedelta(seconds=31), LEASE, 10, run=9)
+    assert [(r.seq, r.attempts) for r in again] == [(2, 1), (3, 0), (4, 0), (5, 0)]
 
 
 def test_an_expired_lease_is_claimed_again_and_the_late_holder_changes_nothing(
@@ -103,16 +116,16 @@ def test_an_expired_lease_is_claimed_again_and_the_late_holder_changes_nothing(
     assert outbox.claim(db, "hook", "other", NOW + timedelta(seconds=5), LEASE, 5) == []
     (again,) = outbox.claim(db, "hook", "other", NOW + timedelta(seconds=11), LEASE, 5)
     assert (again.id, again.event_id) == (row.id, row.event_id)  # same event: same id
-    outbox.delivered(db, row.id, "dead")  # the old holder's late answer: the row stays
+    outbox.delivered(db, [row.id], "dead")  # the old holder's late answer: the row stays
     assert outbox.pending(db) == {"hook": 1}
-    outbox.delivered(db, row.id, "other")
+    outbox.delivered(db, [row.id], "other")
     assert outbox.pending(db) == {}
 
 
 def test_endpoints_progress_separately(db: Database) -> None:
     add(db, "team/app", 2, ("one", "two"))
     (one,) = outbox.claim(db, "one", "a", NOW, LEASE, 5)
-    outbox.delivered(db, one.id, "a")
+    outbox.delivered(db, [one.id], "a")
     assert [r.seq for r in outbox.claim(db, "one", "a", NOW, LEASE, 5)] == [2]
     assert [r.seq for r in outbox.claim(db, "two", "a", NOW, LEASE, 5)] == [1]
     assert outbox.pending(db) == {"one": 1, "two": 2}
@@ -133,7 +146,7 @@ def test_events_exist_only_with_their_change(db: Database) -> None:
     meta.unlink_blob(repo, "sha256:" + "1" * 64, emit)
     rows = outbox.claim(db, "hook", "a", NOW, LEASE, 5)
     assert [r.seq for r in rows] == [1]
-    outbox.delivered(db, rows[0].id, "a")
+    outbox.delivered(db, [rows[0].id], "a")
     assert [r.seq for r in outbox.claim(db, "hook", "a", NOW, LEASE, 5)] == [2]
 
 

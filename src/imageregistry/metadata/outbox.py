@@ -29,7 +29,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, delete, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imageregistry.metadata.db import Database
@@ -96,9 +96,19 @@ def enqueue(conn: Connection, repository: str, events: Sequence[Outgoing], now: 
 
 
 def claim(
-    db: Database, endpoint: str, holder: str, now: datetime, until: datetime, limit: int
+    db: Database,
+    endpoint: str,
+    holder: str,
+    now: datetime,
+    until: datetime,
+    limit: int,
+    run: int = 1,
 ) -> list[Claimed]:
-    """Lease up to `limit` due queue heads of `endpoint` (one per repository) to `holder`."""
+    """Lease up to `limit` due queue heads of `endpoint` (one per repository) to `holder`,
+    each with up to `run - 1` rows queued behind it; ordered by repository, then `seq`.
+
+    Only heads are ever claimed by anyone, so the rows behind a head claimed here are
+    this holder's too: nobody else takes them while the head exists."""
     earlier = outbox.alias("earlier")
     head = ~(
         select(earlier.c.id)
@@ -123,9 +133,23 @@ def claim(
     with db.write() as conn:
         if not db.is_sqlite:
             query = query.with_for_update(skip_locked=True, of=outbox)
-        rows = conn.execute(query).all()
-        if not rows:
+        heads = conn.execute(query).all()
+        if not heads:
             return []
+        rows = []
+        for first in sorted(heads, key=lambda r: r.repository):
+            rows.append(first)
+            if run > 1:
+                rows += conn.execute(
+                    select(outbox)
+                    .where(
+                        outbox.c.endpoint == endpoint,
+                        outbox.c.repository == first.repository,
+                        outbox.c.seq > first.seq,
+                    )
+                    .order_by(outbox.c.seq)
+                    .limit(run - 1)
+                ).all()
         conn.execute(
             update(outbox)
             .where(outbox.c.id.in_([r.id for r in rows]))
@@ -137,11 +161,27 @@ def claim(
     ]
 
 
-def delivered(db: Database, row_id: int, holder: str) -> None:
-    """The row reached its endpoint: remove it (unless the lease passed to another holder,
-    which delivers it again)."""
+def delivered(db: Database, row_ids: Sequence[int], holder: str) -> None:
+    """The rows reached their endpoint: remove them (unless a lease passed to another
+    holder, which delivers them again)."""
+    if not row_ids:
+        return
     with db.write() as conn:
-        conn.execute(delete(outbox).where(outbox.c.id == row_id, outbox.c.claimed_by == holder))
+        conn.execute(
+            delete(outbox).where(outbox.c.id.in_(list(row_ids)), outbox.c.claimed_by == holder)
+        )
+
+
+def unclaim(db: Database, row_ids: Sequence[int], holder: str) -> None:
+    """Give rows back untried (behind a head whose delivery failed)."""
+    if not row_ids:
+        return
+    with db.write() as conn:
+        conn.execute(
+            update(outbox)
+            .where(outbox.c.id.in_(list(row_ids)), outbox.c.claimed_by == holder)
+            .values(claimed_by=None, claimed_until=None)
+        )
 
 
 def failed(db: Database, row_id: int, holder: str, next_attempt: datetime, error: str) -> None:
@@ -175,6 +215,6 @@ def release(db: Database, holder: str) -> None:
     with db.write() as conn:
         conn.execute(
             update(outbox)
-            .where(and_(outbox.c.claimed_by == holder))
+            .where(outbox.c.claimed_by == holder)
             .values(claimed_by=None, claimed_until=None)
         )

@@ -7,12 +7,15 @@ replicas, nothing but the claims of `metadata.outbox` is shared: each replica's 
 leases the heads of the repository queues it delivers, so any number of senders deliver
 each row to its endpoint at least once, one row of a repository at a time, in order.
 
-A round, per endpoint: claim up to `CLAIM_BATCH` due queue heads, POST each as its own
-envelope (distribution sends one event per request as well), concurrently across
-repositories; a 2xx or 3xx answer removes the row, anything else (or no answer within the
-endpoint's `timeout`) counts a failure on the row and releases it until its retry time
-(`Endpoint.retry_delay`). After a failure the endpoint is left alone until that time,
-so a receiver that is down costs one request per backoff step, not one per repository.
+A round, per endpoint: claim up to `CLAIM_BATCH` due queue heads with up to `RUN` rows
+queued behind each (one claim transaction for a run, so a busy repository is not held to
+one event per database round trip), POST each row as its own envelope (distribution
+sends one event per request as well), a repository's rows one after the other and
+repositories concurrently; rows answered 2xx or 3xx are removed, the first failure (an
+error status, or no answer within the endpoint's `timeout`) counts on its row, which
+waits until its retry time (`Endpoint.retry_delay`), and gives the rest of the run back.
+After a failure the endpoint is left alone until that time, so a receiver that is down
+costs one request per backoff step, not one per repository.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ from imageregistry.notifications.notifier import Notifier
 from imageregistry.observability.metrics import Metrics
 
 log = logging.getLogger(__name__)
-CLAIM_BATCH = 32
+CLAIM_BATCH = 32  # repositories per claim
+RUN = 16  # rows of one repository per claim, delivered one after the other
 POLL_SECONDS = 0.5
 LOCK_RETRY_SECONDS = 3.0
 PENDING_SECONDS = 5.0
@@ -100,24 +104,48 @@ class Sender:
 
     async def _endpoint_round(self, client: httpx.AsyncClient, endpoint: Endpoint) -> int:
         now = self.notifier.clock()
-        lease = timedelta(seconds=endpoint.timeout * 2 + 30)
+        lease = timedelta(seconds=endpoint.timeout * RUN + 30)  # covers a whole run
         rows = await asyncio.to_thread(
-            outbox.claim, self.db, endpoint.name, self.holder, now, now + lease, CLAIM_BATCH
+            outbox.claim,
+            self.db,
+            endpoint.name,
+            self.holder,
+            now,
+            now + lease,
+            CLAIM_BATCH,
+            RUN,
         )
-        if not rows:
-            return 0
-        results = await asyncio.gather(*(self._deliver(client, endpoint, r) for r in rows))
+        runs: dict[str, list[outbox.Claimed]] = {}
+        for row in rows:
+            runs.setdefault(row.repository, []).append(row)
+        results = await asyncio.gather(
+            *(self._deliver_run(client, endpoint, run) for run in runs.values())
+        )
         return sum(results)
 
-    async def _deliver(
-        self, client: httpx.AsyncClient, endpoint: Endpoint, row: outbox.Claimed
+    async def _deliver_run(
+        self, client: httpx.AsyncClient, endpoint: Endpoint, run: list[outbox.Claimed]
     ) -> int:
-        error = await self._post(client, endpoint, row.payload)
-        if error is None:
-            await asyncio.to_thread(outbox.delivered, self.db, row.id, self.holder)
-            if self.metrics is not None:
-                self.metrics.notifications_sent.labels(endpoint.name).inc()
-            return 1
+        """One repository's claimed rows, one request each, in order; the first failure
+        ends the run (the rest is given back untried)."""
+        sent: list[int] = []
+        try:
+            for index, row in enumerate(run):
+                error = await self._post(client, endpoint, row.payload)
+                if error is None:
+                    sent.append(row.id)
+                    if self.metrics is not None:
+                        self.metrics.notifications_sent.labels(endpoint.name).inc()
+                    continue
+                await self._failed(endpoint, row, error)
+                rest = [r.id for r in run[index + 1 :]]
+                await asyncio.to_thread(outbox.unclaim, self.db, rest, self.holder)
+                break
+        finally:
+            await asyncio.to_thread(outbox.delivered, self.db, sent, self.holder)
+        return len(sent)
+
+    async def _failed(self, endpoint: Endpoint, row: outbox.Claimed, error: str) -> None:
         failures = row.attempts + 1
         delay = endpoint.retry_delay(failures)
         log.warning(
@@ -136,7 +164,6 @@ class Sender:
         self._paused[endpoint.name] = max(
             self._paused.get(endpoint.name, 0.0), time.monotonic() + delay
         )
-        return 0
 
     @staticmethod
     async def _post(client: httpx.AsyncClient, endpoint: Endpoint, payload: str) -> str | None:
