@@ -236,6 +236,23 @@ def test_every_client_is_refused_with_the_policy_named(release: Env) -> None:
     assert tagged.returncode != 0 and REFUSED in tagged.stderr, tagged.stderr
     untagged = ac(env.home, "tag", "-d", "team-a/app:v1.0", check=False)
     assert untagged.returncode != 0 and REFUSED in untagged.stderr, untagged.stderr
+    # an imagestreams/status update (a cluster admin's) putting another image on top of v1.0
+    stream_obj = json.loads(k.ok("-n", "team-a", "get", "imagestream", "app", "-o", "json"))
+    for entry in stream_obj["status"]["tags"]:
+        if entry["tag"] == "v1.0":
+            entry["items"].insert(0, {"image": two})
+    status = k.run("replace", "--subresource=status", "-f", "-", stdin=json.dumps(stream_obj))
+    assert status.returncode != 0 and REFUSED in status.stderr, status.stderr
+    # ImageStream spec.tags are stored, never acted on: applying one moves nothing
+    spec = {
+        "apiVersion": "image.alauda.io/v1",
+        "kind": "ImageStream",
+        "metadata": {"name": "app", "namespace": "team-a"},
+        "spec": {
+            "tags": [{"name": "v1.0", "from": {"kind": "ImageStreamTag", "name": "app:latest"}}]
+        },
+    }
+    k.ok("apply", "-f", "-", token=env.alice, stdin=json.dumps(spec))
     # nothing moved; tags the policy does not match still move
     assert env.current("team-a", "app:v1.0") == one
     assert env.current("team-a", "app:v2.0") == two
