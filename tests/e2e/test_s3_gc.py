@@ -289,3 +289,15 @@ def test_an_unfinished_multipart_upload_is_reported_and_aborted(
         assert f"Aborted unfinished multipart upload of {key}" in printed
         assert _multipart(s3, bucket) == []
         assert _gc_json(home, "--reconcile")["status"]["reconcile"]["multipartUploads"] == []
+
+        # Objects written behind the registry's back (grace 0 here): reported, then deleted.
+        strays = {}
+        for data in (b"stray one", b"stray two"):
+            hexdigest = hashlib.sha256(data).hexdigest()
+            strays[f"sha256:{hexdigest}"] = f"reg/blobs/sha256/{hexdigest[:2]}/{hexdigest}"
+            _boto(s3).put_object(Bucket=bucket, Key=strays[f"sha256:{hexdigest}"], Body=data)
+        report = _gc_json(home, "--reconcile")["status"]["reconcile"]
+        assert sorted(b["digest"] for b in report["unknown"]) == sorted(strays)
+        assert set(strays.values()) <= _keys(s3, bucket, "reg/blobs/")
+        _gc_json(home, "--reconcile", "--confirm")
+        assert not set(strays.values()) & _keys(s3, bucket, "reg/blobs/")
