@@ -542,3 +542,58 @@ def test_scheduled_pruning_runs_on_one_replica_at_a_time(pair: Replicas) -> None
             assert all(entry["succeeded"] for entry in after), after
         finally:
             on_a.delete(f"{PRUNERS}/cluster")
+
+
+def _rotate(pair: Replicas, *args: str) -> None:
+    rotated = subprocess.run(
+        [str(BIN / "image-registry"), "rotate-secret", *args, "--database", pair.database],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert rotated.returncode == 0, rotated.stderr
+
+
+def test_rotating_the_token_signing_key_keeps_issued_tokens_until_revoked(
+    pair: Replicas, work: Path
+) -> None:
+    """After `rotate-secret token-signing-key` and a restart of both replicas, a token
+    issued before still works on both and new ones are issued; `--revoke-old` ends the
+    tokens signed with the previous key."""
+    if pair.s3.name != "moto":
+        pytest.skip("the keys are in the database: one object store suffices")
+    a = pair.a
+
+    def create_token() -> str:
+        result = _kubectl(a.kubeconfig, a, work, "create", "token", "rotator", "-n", "rotation")
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    def accepted(token: str) -> list[int]:
+        codes = []
+        for replica in pair.both:
+            with replica.client(token) as client:
+                codes.append(client.get("/v2/").status_code)
+        return codes
+
+    def restart_both() -> None:
+        for replica in pair.both:
+            replica.stop()
+            replica.start(timeout=120)
+
+    for args in (
+        ("create", "namespace", "rotation"),
+        ("create", "sa", "rotator", "-n", "rotation"),
+    ):
+        assert _kubectl(a.kubeconfig, a, work, *args).returncode == 0
+    before = create_token()
+    _rotate(pair, "token-signing-key")
+    restart_both()
+    after = create_token()
+    assert accepted(before) == [200, 200]
+    assert accepted(after) == [200, 200]
+    _rotate(pair, "token-signing-key", "--revoke-old")
+    restart_both()
+    assert accepted(before) == [401, 401]
+    assert accepted(after) == [401, 401]
+    assert accepted(create_token()) == [200, 200]
