@@ -11,6 +11,7 @@ import json
 import random
 import re
 import subprocess
+import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -21,6 +22,7 @@ import yaml
 from tests.e2e.ac_images import Blob, blob, write_layout
 from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.kubectl_support import Kubectl, add_user_token
+from tests.support.postgres import create_database
 from tests.support.server import RegistryProcess
 
 MI = 1 << 20
@@ -184,6 +186,13 @@ def test_several_quotas_all_apply_and_images_count(
         STORAGE: str(first.storage),
         IMAGES: "1",
     }
+    # Tagging an image of another namespace in through the image API is a new image too.
+    home = login_admin(server, tmp_path / "home")
+    assert skopeo_push(server, certs, second, "team-x/app:2").returncode == 0
+    tagged = ac(home, "tag", "team-x/app:2", "team-b/app:imported", check=False)
+    assert tagged.returncode != 0
+    assert f"exceeded quota tight: {IMAGES} requested 1, used 1, limited 1" in tagged.stderr
+    ac(home, "tag", "team-b/app:1", "team-b/copy:1")  # an image team-b holds: no request
 
 
 def test_concurrent_pushes_never_over_admit(
@@ -358,3 +367,34 @@ def test_prune_releases_quota_at_once_and_reports_it(
     assert status == {IMAGES: "1", STORAGE: str(new.storage)}
     ac(home, "adm", "registry", "gc", "--confirm")  # reclaiming the bytes changes nothing more
     assert quota_status(kubectl, "pruned", "q")["used"] == status
+
+
+def test_two_servers_sharing_postgresql_never_over_admit(
+    tmp_path: Path, postgres_server: str
+) -> None:
+    """The namespace lock is PostgreSQL's, so replicas decide one after the other too:
+    8 pushes spread over two server processes, room for exactly 5."""
+    url = create_database(postgres_server, f"quota_{uuid.uuid4().hex[:10]}")
+    blobs = tmp_path / "blobs"
+    first = RegistryProcess(tmp_path / "a", database=url, extra_args=["--storage", str(blobs)])
+    second = RegistryProcess(tmp_path / "b", database=url, extra_args=["--storage", str(blobs)])
+    with first.start(timeout=120), second.start(timeout=120):
+        kubectl = Kubectl(first, tmp_path / "kcache")
+        kubectl.ok("create", "namespace", "race")
+        images = [Image(tmp_path, f"pg{i}", [random_blob(f"pg-{i}", MI)]) for i in range(8)]
+        each = images[0].storage
+        assert all(image.storage == each for image in images)
+        kubectl.ok("create", "quota", "q", "-n", "race", f"--hard={STORAGE}={5 * each + each // 2}")
+        servers = [first, second]
+        certs = [s.cert_dir(tmp_path / f"certs-{i}") for i, s in enumerate(servers)]
+
+        def one(i: int) -> subprocess.CompletedProcess[str]:
+            server = servers[i % 2]
+            return skopeo_push(server, certs[i % 2], images[i], f"race/app:t{i}", first.admin_token)
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(one, range(8)))
+        ok = [images[i] for i, r in enumerate(results) if r.returncode == 0]
+        assert len(ok) == 5, [r.stderr for r in results if r.returncode != 0]
+        used = quota_status(kubectl, "race", "q")["used"][STORAGE]
+        assert as_bytes(used) == distinct_bytes(*ok)

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from imageregistry.metadata.db import as_utc, record_change
+from imageregistry.metadata.quota import check_reference
 from imageregistry.metadata.registry import (
     IMAGES,
     IMAGESTREAMS,
@@ -317,6 +318,7 @@ def record_mapping(
     """ImageStreamMapping: the stream is created if missing; the tag event is prepended unless
     the tag already points at the image (docs/behaviour.md#push-records-metadata)."""
     repo = RepoKey(namespace, stream)
+    check_reference(conn, namespace, stream, digest, tag)  # quotas and limits
     repo_id = ensure_repository(conn, repo, now, may_create_ns=False)
     insert_ignore(
         conn, repository_manifests, {"repository_id": repo_id, "digest": digest, "created": now}

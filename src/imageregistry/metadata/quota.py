@@ -407,6 +407,24 @@ def check_push(
     _check_quotas(conn, namespace, limits.quotas, requested)
 
 
+def check_reference(conn: Connection, namespace: str, stream: str, digest: str, tag: str) -> None:
+    """`check_push` for an image already in the registry that an API write (an
+    ImageStreamTag's `tag.from`, an ImageStreamMapping, an import) adds to a stream: its
+    blobs and size come from its rows."""
+    sizes = {
+        str(d): int(n)
+        for d, n in conn.execute(
+            select(manifest_blobs.c.blob_digest, manifest_blobs.c.size).where(
+                manifest_blobs.c.manifest_digest == digest
+            )
+        )
+    }
+    storage = conn.execute(
+        select(manifests.c.storage_size).where(manifests.c.digest == digest)
+    ).scalar()
+    check_push(conn, namespace, stream, digest, sizes, int(storage or 0), tag)
+
+
 class UsageGuard:
     """For changes whose effect on usage is easiest to see afterwards (an undo restoring
     many images): lock the namespaces and note their usage first, then `check` refuses
