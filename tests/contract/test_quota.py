@@ -224,3 +224,45 @@ def test_undo_charges_again_or_refuses(db: Database) -> None:
     ManifestMetadata(db).delete(repo, second.digest, "admin", NOW)
     pruner.undo(run)
     assert usage(db, "a") == {STREAMS: 1, IMAGES: 1, STORAGE: CFG_SIZE + 10}
+
+
+def delete_object(db: Database, resource: str, namespace: str, name: str) -> None:
+    with db.write() as conn:
+        conn.execute(
+            objects.delete().where(
+                objects.c.resource == resource,
+                objects.c.namespace == namespace,
+                objects.c.name == name,
+            )
+        )
+
+
+def test_admission_bound_never_admits_too_much_nor_refuses_wrongly(db: Database) -> None:
+    """Pushes admit against a stored bound of the namespace's usage: it must stay at or
+    above the truth whatever happens between pushes (deletes, pushes while no quota
+    exists, an undo), and a refusal is always decided on the usage from scratch."""
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    repo = RepoKey("a", "app")
+    quota(db, "a", "q", **{IMAGES: "2"})
+    push(db, repo, image(1, {layer(1): 10}), tag="one")
+    push(db, repo, image(2, {layer(2): 10}), tag="two")
+    # A delete leaves the bound high; the next push is decided on the real usage.
+    run = ManifestMetadata(db).delete(repo, image(2, {layer(2): 10}).digest, "admin", NOW).run_id
+    push(db, repo, image(3, {layer(3): 10}), tag="three")
+    with pytest.raises(QuotaExceeded, match="used 2, limited 2"):
+        push(db, repo, image(4, {layer(4): 10}), tag="four")
+    # Pushes while the namespace has no quota are not missed when one comes back.
+    delete_object(db, "resourcequotas", "a", "q")
+    push(db, repo, image(4, {layer(4): 10}), tag="four")
+    push(db, repo, image(5, {layer(5): 10}), tag="five")
+    quota(db, "a", "q", **{IMAGES: "5"})
+    push(db, repo, image(6, {layer(6): 10}), tag="six")
+    with pytest.raises(QuotaExceeded, match="used 5, limited 5"):
+        push(db, repo, image(7, {layer(7): 10}), tag="seven")
+    # An undo puts an image back outside the push path: the bound follows it.
+    ManifestMetadata(db).delete(repo, image(6, {layer(6): 10}).digest, "admin", NOW)
+    Pruner(db, InMemoryBlobStore(), lambda: NOW, GcSettings(timedelta(days=7))).undo(run)
+    with pytest.raises(QuotaExceeded, match="used 5, limited 5"):
+        push(db, repo, image(7, {layer(7): 10}), tag="seven")
+    assert usage(db, "a")[IMAGES] == 5

@@ -17,17 +17,40 @@ lock (held until commit, shared by every server process on the database), on SQL
 write transaction itself (BEGIN IMMEDIATE admits one writer at a time). A namespace
 without ResourceQuota or LimitRange objects costs one indexed read per push.
 
+A push admits against an *admission bound* instead of recomputing the namespace's usage
+each time (that cost grows with the namespace): a `settings` row per namespace holding
+images and storage that are never below the true usage. Every path that adds references
+either raises the bound by exactly what it adds, under the namespace lock, or deletes it
+(a push into a namespace without quotas, an undo); paths that remove references leave it
+high. A push whose request fits under the bound is admitted (the truth is at most the
+bound); one that does not fit is decided on the usage computed from scratch, which then
+becomes the bound. So admission is exact and refusals are never caused by a stale bound.
+What `kubectl get quota` shows is always computed from scratch.
+
 Refusals are `QuotaExceeded` (a ResourceQuota) and `LimitExceeded` (a LimitRange); their
 messages name the object, the resource, what was requested, what is used and the limit.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, exists, func, select, text, union
+from sqlalchemy import (
+    Connection,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    select,
+    text,
+    union,
+    update,
+)
 from sqlalchemy.sql.selectable import CompoundSelect
 
 from imageregistry.metadata.tables import (
@@ -37,6 +60,7 @@ from imageregistry.metadata.tables import (
     objects,
     repositories,
     repository_manifests,
+    settings,
     tag_events,
 )
 from imageregistry.quantity import InvalidQuantity, approx_bytes, parse_quantity
@@ -58,6 +82,7 @@ LIMIT_IMAGES = "image.alauda.io/images"
 LIMIT_RESOURCES = {IMAGE_LIMIT: (LIMIT_STORAGE,), STREAM_LIMIT: (LIMIT_TAGS, LIMIT_IMAGES)}
 
 _LOCK_PREFIX = "quota:"
+_BOUND_PREFIX = "quota-bound:"  # `settings` key: + a hash of the namespace (keys are short)
 
 
 class QuotaRefused(Exception):
@@ -242,26 +267,33 @@ def namespace_usage(
             ).scalar_one()
         )
     if wanted & {IMAGES, STORAGE}:
-        images = namespace_images(namespace).subquery("ns_images")
+        # One statement: the namespace's image set is built once (a CTE) for both sums.
+        images = namespace_images(namespace).cte("ns_images")
+        digests = select(images.c.digest)
+        columns = []
         if IMAGES in wanted:
-            values[IMAGES] = int(
-                conn.execute(
-                    select(func.count())
-                    .select_from(manifests)
-                    .where(manifests.c.digest.in_(select(images.c.digest)))
-                ).scalar_one()
+            columns.append(
+                select(func.count())
+                .select_from(manifests)
+                .where(manifests.c.digest.in_(digests))
+                .scalar_subquery()
+                .label("images")
             )
         if STORAGE in wanted:
             referenced = select(manifest_blobs.c.blob_digest).where(
-                manifest_blobs.c.manifest_digest.in_(select(images.c.digest))
+                manifest_blobs.c.manifest_digest.in_(digests)
             )
-            values[STORAGE] = int(
-                conn.execute(
-                    select(func.coalesce(func.sum(blobs.c.size), 0)).where(
-                        blobs.c.digest.in_(referenced)
-                    )
-                ).scalar_one()
+            columns.append(
+                select(func.coalesce(func.sum(blobs.c.size), 0))
+                .where(blobs.c.digest.in_(referenced))
+                .scalar_subquery()
+                .label("storage")
             )
+        row = conn.execute(select(*columns)).one()._mapping
+        if IMAGES in wanted:
+            values[IMAGES] = int(row["images"])
+        if STORAGE in wanted:
+            values[STORAGE] = int(row["storage"])
     return Usage(values)
 
 
@@ -328,6 +360,42 @@ def _repo_id(conn: Connection, namespace: str, name: str) -> int | None:
     return None if row is None else int(row.id)
 
 
+# --- the admission bound --------------------------------------------------------------
+
+
+def _bound_key(namespace: str) -> str:
+    return _BOUND_PREFIX + hashlib.sha256(namespace.encode()).hexdigest()[:40]
+
+
+def _read_bound(conn: Connection, namespace: str) -> dict[str, int] | None:
+    value = conn.execute(
+        select(settings.c.value).where(settings.c.key == _bound_key(namespace))
+    ).scalar()
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+        return {IMAGES: int(data[IMAGES]), STORAGE: int(data[STORAGE])}
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _write_bound(conn: Connection, namespace: str, values: Mapping[str, int]) -> None:
+    """Under the namespace lock: nobody else writes this row meanwhile."""
+    key = _bound_key(namespace)
+    body = json.dumps({IMAGES: int(values[IMAGES]), STORAGE: int(values[STORAGE])})
+    changed = conn.execute(update(settings).where(settings.c.key == key).values(value=body))
+    if changed.rowcount == 0:
+        conn.execute(insert(settings).values(key=key, value=body))
+
+
+def forget_usage(conn: Connection, namespaces: Iterable[str]) -> None:
+    """Drop the admission bounds of namespaces whose usage grew outside `check_push`."""
+    keys = [_bound_key(ns) for ns in set(namespaces)]
+    if keys:
+        conn.execute(delete(settings).where(settings.c.key.in_(keys)))
+
+
 # --- checks ---------------------------------------------------------------------------
 
 
@@ -371,9 +439,10 @@ def check_push(
         other pushes). Pushing an image the namespace already has requests no quota and is
     not measured against `image.alauda.io/Image` again (a retry must not fail)."""
     limits = namespace_limits(conn, namespace)
+    lock_namespace(conn, namespace)  # also without limits: the bound must not miss this push
     if not limits:
+        forget_usage(conn, [namespace])
         return
-    lock_namespace(conn, namespace)
     new_here = not image_in_namespace(conn, namespace, digest)
     for item in limits.of_type(IMAGE_LIMIT) if new_here else ():
         maximum = item.max.get(LIMIT_STORAGE)
@@ -399,12 +468,30 @@ def check_push(
                         f"{resource} is {maximum}, image stream {namespace}/{stream} has "
                         f"{before[resource]} and this push would make {after[resource]}"
                     )
-    if not limits.quotas or not new_here:
+    if not new_here:
         return  # a new tag or a re-push of an image the namespace holds adds no usage
-    requested = {IMAGES: 1}
-    if any(STORAGE in q.hard for q in limits.quotas):
-        requested[STORAGE] = new_blob_bytes(conn, namespace, blob_sizes)
-    _check_quotas(conn, namespace, limits.quotas, requested)
+    if not limits.quotas:
+        forget_usage(conn, [namespace])
+        return
+    requested = {IMAGES: 1, STORAGE: new_blob_bytes(conn, namespace, blob_sizes)}
+    bound = _read_bound(conn, namespace)
+    if bound is None or not _fits(limits.quotas, bound, requested):
+        usage = namespace_usage(conn, namespace, (IMAGES, STORAGE))
+        for quota in limits.quotas:
+            for resource, hard in sorted(quota.hard.items()):
+                want, used = requested.get(resource, 0), usage.get(resource)
+                if want > 0 and used + want > hard:
+                    raise QuotaExceeded(quota.name, resource, want, used, hard)
+        bound = dict(usage.values)
+    _write_bound(conn, namespace, {r: bound[r] + requested[r] for r in (IMAGES, STORAGE)})
+
+
+def _fits(quotas: Iterable[Quota], bound: Mapping[str, int], requested: Mapping[str, int]) -> bool:
+    return all(
+        requested.get(r, 0) == 0 or bound.get(r, 0) + requested[r] <= hard
+        for quota in quotas
+        for r, hard in quota.hard.items()
+    )
 
 
 def check_reference(conn: Connection, namespace: str, stream: str, digest: str, tag: str) -> None:
@@ -433,14 +520,16 @@ class UsageGuard:
 
     def __init__(self, conn: Connection, namespaces: Iterable[str]) -> None:
         self._before: dict[str, tuple[tuple[Quota, ...], Usage]] = {}
-        for namespace in sorted(set(namespaces)):
+        self._namespaces = sorted(set(namespaces))
+        for namespace in self._namespaces:
+            lock_namespace(conn, namespace)
             quotas = namespace_limits(conn, namespace).quotas
             if not quotas:
                 continue
-            lock_namespace(conn, namespace)
             self._before[namespace] = (quotas, namespace_usage(conn, namespace))
 
     def check(self, conn: Connection) -> None:
+        forget_usage(conn, self._namespaces)  # usage grew outside `check_push`
         for namespace, (quotas, before) in self._before.items():
             after = namespace_usage(conn, namespace)
             for quota in quotas:
