@@ -14,8 +14,9 @@ does (the settings' keys, else the environment, the shared credentials file, a
 web-identity token file as with IRSA on Kubernetes, or instance metadata), which a
 hand-signed request could not without re-implementing that chain. It is imported only
 when GC or the reconciler first needs it (about 24 MiB and a second of start-up in the
-process that runs GC, docs/benchmarks.md); the data path never loads it. Its calls are
-blocking and run in a thread.
+process that runs GC, measured in
+docs/benchmarks.md, "Unfinished multipart uploads: why botocore, and what it costs");
+the data path never loads it. Its calls are blocking and run in a thread.
 """
 
 from __future__ import annotations
