@@ -142,25 +142,33 @@ def check_rewrite(
 
 def check_image_removal(conn: Connection, digest: str, repo_id: int | None = None) -> None:
     """Before removing image `digest` from one stream (`repo_id`) or from every stream:
-    refused while an immutable tag there points at it (older history items may go)."""
-    newest = select(func.max(tag_events.c.id)).group_by(
-        tag_events.c.repository_id, tag_events.c.tag
-    )
-    if repo_id is not None:
-        newest = newest.where(tag_events.c.repository_id == repo_id)
+    refused while an immutable tag there points at it (older history items may go).
+    The tags whose history holds the image come from the digest index; each is then
+    checked for being current with one lookup on (stream, tag, id)."""
     query = (
-        select(repositories.c.namespace, repositories.c.name, tag_events.c.tag)
-        .join(repositories, repositories.c.id == tag_events.c.repository_id)
-        .where(tag_events.c.digest == digest, tag_events.c.id.in_(newest))
-        .order_by(repositories.c.namespace, repositories.c.name, tag_events.c.tag)
+        select(tag_events.c.repository_id, tag_events.c.tag)
+        .where(tag_events.c.digest == digest)
+        .distinct()
     )
     if repo_id is not None:
         query = query.where(tag_events.c.repository_id == repo_id)
-    by_stream: dict[tuple[str, str], list[str]] = {}
+    by_stream: dict[int, list[str]] = {}
     for row in conn.execute(query).all():
-        by_stream.setdefault((row.namespace, row.name), []).append(row.tag)
-    for (namespace, stream), tags in by_stream.items():
-        _refuse(conn, namespace, stream, tags)
+        newest = conn.execute(
+            select(tag_events.c.digest)
+            .where(tag_events.c.repository_id == row.repository_id, tag_events.c.tag == row.tag)
+            .order_by(tag_events.c.id.desc())
+            .limit(1)
+        ).scalar()
+        if newest == digest:
+            by_stream.setdefault(int(row.repository_id), []).append(str(row.tag))
+    for stream_id, tags in sorted(by_stream.items()):
+        stream = conn.execute(
+            select(repositories.c.namespace, repositories.c.name).where(
+                repositories.c.id == stream_id
+            )
+        ).one()
+        _refuse(conn, stream.namespace, stream.name, tags)
 
 
 def immutable_tags(conn: Connection) -> list[ImmutableTag]:
