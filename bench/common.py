@@ -138,9 +138,15 @@ def write_htpasswd(path: Path, user: str, password: str, cost: int) -> None:
 
 
 def start_distribution(
-    workdir: Path, *, tls: TlsPair | None, htpasswd: Path | None, procs: int
+    workdir: Path,
+    *,
+    tls: TlsPair | None,
+    htpasswd: Path | None,
+    procs: int,
+    storage: dict[str, Any] | None = None,
 ) -> Server:
-    """CNCF distribution with the filesystem driver; access logs off like ours."""
+    """CNCF distribution, by default with the filesystem driver (`storage` replaces the
+    whole `storage:` section); access logs off like ours."""
     import base64
 
     workdir.mkdir(parents=True, exist_ok=True)
@@ -151,7 +157,8 @@ def start_distribution(
     config: dict[str, Any] = {
         "version": 0.1,
         "log": {"level": "error", "accesslog": {"disabled": True}},
-        "storage": {
+        "storage": storage
+        or {
             "filesystem": {"rootdirectory": str(workdir / "storage")},
             "delete": {"enabled": True},
         },
@@ -190,7 +197,11 @@ def start_ours(
     cpu_affinity: str = "auto",
     blob_port: bool = False,
     htpasswd: Path | None = None,
+    extra_args: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> Server:
+    """Ours on a free loopback port; `extra_args` and `env` are added to its command line
+    and environment (e.g. `--storage s3://...` and the AWS variables)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     argv = [
@@ -209,13 +220,15 @@ def start_ours(
         argv.append("--plain-http")
     if htpasswd is not None:
         argv += ["--htpasswd-file", str(htpasswd)]
-    env = {
+    argv += list(extra_args)
+    child_env = {
         "IMAGE_REGISTRY_BLOB_FSYNC": "true" if fsync else "false",
         "IMAGE_REGISTRY_CPU_AFFINITY": cpu_affinity,
+        **(env or {}),
     }
     if blob_port:
-        env["IMAGE_REGISTRY_BLOB_LISTEN"] = f"127.0.0.1:{free_port()}"
-    proc = _spawn(argv, workdir / "server.log", env)
+        child_env["IMAGE_REGISTRY_BLOB_LISTEN"] = f"127.0.0.1:{free_port()}"
+    proc = _spawn(argv, workdir / "server.log", child_env)
     scheme = "https" if tls else "http"
     data = workdir / "data"
     server = Server("ours", proc, f"{scheme}://127.0.0.1:{port}", "", None, data)
