@@ -3,11 +3,12 @@ coordinated through the lock file, and a retention count."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import multiprocessing
 from pathlib import Path
 
-from imageregistry.observability.auditlog import RotatingFileWriter
+from imageregistry.observability.auditlog import CoalescingWriter, RotatingFileWriter
 
 PROCESSES = 4
 LINES = 1500
@@ -96,3 +97,34 @@ def test_a_writer_reopens_the_file_another_rotated(tmp_path: Path) -> None:
     lines = [json.loads(line) for f in total for line in f.read_bytes().splitlines()]
     assert sorted(e["index"] for e in lines) == list(range(200))
     assert path.stat().st_size < 16 * 1024 + 2 * 1024 + 1024
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, line: bytes) -> None:
+        self.writes.append(line)
+
+    def close(self) -> None:
+        self.writes.append(b"<closed>")
+
+
+def test_lines_of_one_loop_pass_leave_in_one_write_in_order() -> None:
+    inner = Recorder()
+    writer = CoalescingWriter(inner)
+
+    async def requests() -> None:
+        writer.write(b"a\n")
+        writer.write(b"b\n")
+        assert inner.writes == []  # not yet: at the end of this pass of the loop
+        await asyncio.sleep(0)
+        assert inner.writes == [b"a\nb\n"]
+        writer.write(b"c\n")
+        await asyncio.to_thread(writer.write, b"d\n")  # another thread: at once, after c
+        assert inner.writes == [b"a\nb\n", b"c\nd\n"]
+        writer.write(b"e\n")
+
+    asyncio.run(requests())
+    writer.close()
+    assert inner.writes == [b"a\nb\n", b"c\nd\n", b"e\n", b"<closed>"]
