@@ -544,6 +544,18 @@ def usage_of(conn: Connection, namespaces: Iterable[str]) -> dict[str, Usage]:
     return {ns: namespace_usage(conn, ns) for ns in sorted(set(namespaces))}
 
 
+def namespaces_with_quotas(conn: Connection, namespaces: Iterable[str]) -> set[str]:
+    """Those of `namespaces` that have a ResourceQuota (one read)."""
+    wanted = sorted(set(namespaces))
+    found: set[str] = set()
+    for start in range(0, len(wanted), 500):
+        query = select(objects.c.namespace).where(
+            objects.c.resource == QUOTAS, objects.c.namespace.in_(wanted[start : start + 500])
+        )
+        found.update(conn.execute(query.distinct()).scalars())
+    return found
+
+
 def namespaces_holding(conn: Connection, digests: Iterable[str]) -> set[str]:
     """The namespaces whose streams link or tag any of these images."""
     wanted = sorted(set(digests))

@@ -34,6 +34,7 @@ from imageregistry.metadata.quota import (
     QuotaExceeded,
     UsageGuard,
     namespaces_holding,
+    namespaces_with_quotas,
     released,
     run_namespaces,
     usage_of,
@@ -149,7 +150,11 @@ class Pruner:
             plan, kept = plan_prune_keeping(
                 load_snapshot(conn), options, in_use, now, immutable_tags(conn)
             )
-            touched = {s.namespace for s in plan.streams} | namespaces_holding(conn, plan.images)
+            # What the run releases, for the namespaces under a quota (each measured twice
+            # from scratch, so namespaces nobody limits cost nothing here).
+            touched = namespaces_with_quotas(
+                conn, {s.namespace for s in plan.streams} | namespaces_holding(conn, plan.images)
+            )
             before = usage_of(conn, touched)
             deleter = SqlPruneDeleter(conn)
             result = execute_prune(plan, deleter, deleter, False, progress)
