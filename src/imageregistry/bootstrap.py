@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 from sqlalchemy import insert, select, update
 
+from imageregistry import apigroups
 from imageregistry.auth.bootstrap_roles import bootstrap_objects
 from imageregistry.auth.tokens import hash_token, new_opaque_token
 from imageregistry.metadata.db import Database, DatabaseReadOnly, record_change, utcnow
@@ -47,8 +48,8 @@ CLUSTER_NAME = "imageregistry"
 AUTOUPDATE = "rbac.authorization.kubernetes.io/autoupdate"
 
 _RESOURCE_KEYS = {
-    "ClusterRole": "clusterroles.rbac.authorization.k8s.io",
-    "ClusterRoleBinding": "clusterrolebindings.rbac.authorization.k8s.io",
+    "ClusterRole": f"clusterroles.{apigroups.RBAC}",
+    "ClusterRoleBinding": f"clusterrolebindings.{apigroups.RBAC}",
     "Namespace": "namespaces",
 }
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.apiserver.resource import ResourceHandler
 
 SUBRESOURCE_VERBS = {"token": ["create"], "layers": ["get"], "status": ["get", "patch", "update"]}
@@ -124,7 +125,7 @@ def _aggregated_resource(h: ResourceHandler) -> dict[str, Any]:
     subs = []
     for sub in h.subresources:
         sub_kind = (
-            {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"}
+            {"group": apigroups.AUTHENTICATION, "version": "v1", "kind": "TokenRequest"}
             if sub == "token"
             else kind
         )

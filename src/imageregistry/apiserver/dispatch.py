@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imageregistry import apigroups
 from imageregistry.apiserver.codec import (
     ANY,
     Decoded,
@@ -129,7 +130,7 @@ class Dispatcher:
             if raw:
                 sub_kind = "TokenRequest" if target.sub == "token" else info.kind
                 sub_version = (
-                    "authentication.k8s.io/v1" if target.sub == "token" else info.api_version
+                    f"{apigroups.AUTHENTICATION}/v1" if target.sub == "token" else info.api_version
                 )
                 body = self._object_body(
                     raw, h.subresource_schema(target.sub), sub_kind, sub_version

@@ -24,6 +24,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from imageregistry import apigroups
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceInfo
 from imageregistry.apiserver.status import FieldCause, forbidden
@@ -32,7 +33,7 @@ from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, age
 from imageregistry.metadata.tag_policies import TagImmutable, lock_for_policy_write
 from imageregistry.tagpolicy.rules import parse_policy
 
-GROUP = "image.alauda.io"
+GROUP = apigroups.IMAGE
 
 
 def _joined(patterns: Any) -> str:

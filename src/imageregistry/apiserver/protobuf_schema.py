@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from imageregistry import apigroups
+
 FieldSpec = tuple[int, str, str]
 
 # `runtime.Unknown`, the envelope after the `k8s\0` magic (apimachinery runtime/generated.proto).
@@ -276,9 +278,9 @@ MESSAGES: Final[dict[str, tuple[FieldSpec, ...]]] = {
     "TokenRequestStatus": ((1, "token", "string"), (2, "expirationTimestamp", "Time")),
 }
 
-_RBAC = "rbac.authorization.k8s.io/v1"
-_AUTHZ = "authorization.k8s.io/v1"
-_AUTHN = "authentication.k8s.io/v1"
+_RBAC = f"{apigroups.RBAC}/v1"
+_AUTHZ = f"{apigroups.AUTHORIZATION}/v1"
+_AUTHN = f"{apigroups.AUTHENTICATION}/v1"
 
 # (apiVersion, kind) from the envelope's typeMeta → top-level message in MESSAGES.
 KINDS: Final[dict[tuple[str, str], str]] = {

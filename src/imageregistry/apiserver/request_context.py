@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from starlette.datastructures import Headers
 
+from imageregistry import apigroups
 from imageregistry.apiserver.status import (
     ApiError,
     bad_request,
@@ -142,14 +143,14 @@ def impersonate(
             attrs = Attributes.for_resource(
                 user,
                 "impersonate",
-                "authentication.k8s.io",
+                apigroups.AUTHENTICATION,
                 "userextras",
                 subresource=key,
                 name=value,
             )
             if not _decide(authz, attrs).allowed:
                 raise forbidden(
-                    "userextras", "authentication.k8s.io", value, forbidden_message(attrs)
+                    "userextras", apigroups.AUTHENTICATION, value, forbidden_message(attrs)
                 )
     return with_derived_groups(
         UserInfo(

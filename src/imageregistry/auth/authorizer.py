@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from imageregistry import apigroups
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo
 
-IMAGE_GROUP = "image.alauda.io"
+IMAGE_GROUP = apigroups.IMAGE
 
 
 @dataclass(frozen=True)

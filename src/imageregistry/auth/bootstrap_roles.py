@@ -12,12 +12,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from imageregistry import apigroups
+
 from .identity import GROUP_AUTHENTICATED, GROUP_MASTERS, GROUP_UNAUTHENTICATED
 from .rbac import RBAC_GROUP
 
-IMAGE_GROUP = "image.alauda.io"
-AUTHORIZATION_GROUP = "authorization.k8s.io"
-AUTHENTICATION_GROUP = "authentication.k8s.io"
+IMAGE_GROUP = apigroups.IMAGE
+AUTHORIZATION_GROUP = apigroups.AUTHORIZATION
+AUTHENTICATION_GROUP = apigroups.AUTHENTICATION
 
 BOOTSTRAP_LABELS = {"kubernetes.io/bootstrapping": "rbac-defaults"}
 AUTOUPDATE_ANNOTATION = "rbac.authorization.kubernetes.io/autoupdate"
@@ -224,7 +226,7 @@ def bootstrap_cluster_roles() -> list[dict[str, Any]]:
 
 TAG_POLICY_ADMIN = "system:image-tag-policy-admin"
 TAG_POLICY_VIEW = "system:image-tag-policy-view"
-AGGREGATE_TO = "rbac.authorization.k8s.io/aggregate-to-"
+AGGREGATE_TO = f"{apigroups.RBAC}/aggregate-to-"
 
 
 def tag_policy_aggregated_roles() -> list[dict[str, Any]]:

@@ -15,9 +15,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from imageregistry import apigroups
+
 from .identity import Attributes, UserInfo, service_account_username
 
-RBAC_GROUP = "rbac.authorization.k8s.io"
+RBAC_GROUP = apigroups.RBAC
 ALL = "*"
 
 KIND_USER = "User"

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
 
+from imageregistry import apigroups
 from imageregistry.metadata.db import as_utc, record_change
 from imageregistry.metadata.quota import check_reference
 from imageregistry.metadata.registry import (
@@ -43,8 +44,8 @@ from imageregistry.metadata.tag_policies import (
     current_tags,
 )
 
-IMAGE_API = "image.alauda.io/v1"
-MANAGED = "image.alauda.io/managed"
+IMAGE_API = apigroups.IMAGE_V1
+MANAGED = f"{apigroups.IMAGE}/managed"
 
 
 def ts(value: datetime | None) -> str | None:

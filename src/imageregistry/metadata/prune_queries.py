@@ -28,6 +28,7 @@ from sqlalchemy import (
     update,
 )
 
+from imageregistry import apigroups
 from imageregistry.metadata.db import as_utc, record_change
 from imageregistry.metadata.prune_records import (
     ImageRecord,
@@ -47,8 +48,8 @@ from imageregistry.metadata.tables import (
     tag_events,
 )
 
-IMAGES = "images.image.alauda.io"
-IMAGE_STREAMS = "imagestreams.image.alauda.io"
+IMAGES = f"images.{apigroups.IMAGE}"
+IMAGE_STREAMS = f"imagestreams.{apigroups.IMAGE}"
 
 
 def row_to_json(table: Table, row: RowMapping) -> dict[str, Any]:

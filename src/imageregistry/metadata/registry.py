@@ -37,6 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from imageregistry import apigroups
 from imageregistry.metadata.db import Database, as_utc, record_change
 from imageregistry.metadata.namespaces import create_namespace, namespace_exists
 from imageregistry.metadata.outbox import Emit
@@ -50,8 +51,8 @@ from imageregistry.metadata.tables import (
 )
 from imageregistry.metadata.tag_policies import check_tag_removal
 
-IMAGESTREAMS = "imagestreams.image.alauda.io"
-IMAGES = "images.image.alauda.io"
+IMAGESTREAMS = f"imagestreams.{apigroups.IMAGE}"
+IMAGES = f"images.{apigroups.IMAGE}"
 PRESENT, DELETING, CORRUPT = "present", "deleting", "corrupt"
 
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from imageregistry import apigroups
 from imageregistry.metadata.namespaces import namespace_body
 from imageregistry.metadata.signatures import signatures_by_image
 from imageregistry.metadata.tables import manifest_blobs, manifest_children
 
-POLICY_ANNOTATION = "image.alauda.io/require-signatures"
+POLICY_ANNOTATION = f"{apigroups.IMAGE}/require-signatures"
 COSIGN_LAYER_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, delete, exists, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from imageregistry import apigroups
 from imageregistry.metadata.db import as_utc, record_change
 from imageregistry.metadata.signature_limits import list_refusal, over_budget
 from imageregistry.metadata.tables import (
@@ -32,7 +33,7 @@ from imageregistry.metadata.tables import (
     signatures,
 )
 
-IMAGES_RESOURCE = "images.image.alauda.io"
+IMAGES_RESOURCE = f"images.{apigroups.IMAGE}"
 STATUS_KEYS = ("conditions", "imageIdentity", "signedClaims", "issuedBy", "issuedTo")
 # containers/image names extension signatures `<digest>@<32 hex>`; accept any sane suffix.
 _SIG_SUFFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

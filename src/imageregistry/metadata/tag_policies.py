@@ -25,10 +25,11 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, func, select, text
 
+from imageregistry import apigroups
 from imageregistry.metadata.tables import objects, repositories, tag_events
 from imageregistry.tagpolicy.rules import ImmutableRule, first_match, parse_policy
 
-POLICIES = "imagetagpolicies.image.alauda.io"
+POLICIES = f"imagetagpolicies.{apigroups.IMAGE}"
 POLICY_KIND = "ImageTagPolicy"
 
 

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select, update
 
+from imageregistry import apigroups
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.background import running
@@ -34,7 +35,7 @@ from imageregistry.prune.options import PruneOptions, parse_duration
 from imageregistry.prune.service import Pruner, build_pruner
 from imageregistry.services import Services
 
-OPERATOR_GROUP = "imageregistry.operator.alauda.io"
+OPERATOR_GROUP = apigroups.OPERATOR
 PRUNER_RESOURCE = f"imagepruners.{OPERATOR_GROUP}"
 PRUNER_NAME = "cluster"
 LEASE = "image-pruner"

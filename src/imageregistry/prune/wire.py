@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.metadata.prune_runs import PruneRun, RestoreResult
 from imageregistry.prune.gc import GcResult
 from imageregistry.prune.reconcile import ReconcileResult
@@ -177,7 +178,7 @@ def run_object(run: PruneRun) -> dict[str, Any]:
             for e in removed.get("tagEvents", [])
         ]
     return {
-        "apiVersion": "image.alauda.io/v1",
+        "apiVersion": apigroups.IMAGE_V1,
         "kind": "ImagePruneRun",
         "metadata": {"name": run.id, "creationTimestamp": _iso(run.created)},
         "spec": dict(run.options),

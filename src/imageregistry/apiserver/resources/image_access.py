@@ -27,11 +27,12 @@ from dataclasses import dataclass
 
 from sqlalchemy import Connection, select
 
+from imageregistry import apigroups
 from imageregistry.apiserver.resource import RequestContext
 from imageregistry.apiserver.status import forbidden
 from imageregistry.metadata.tables import repositories, repository_manifests
 
-GROUP = "image.alauda.io"
+GROUP = apigroups.IMAGE
 
 
 @dataclass(frozen=True)

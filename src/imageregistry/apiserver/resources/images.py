@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from imageregistry import apigroups
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.imagetagpolicy import refused_as_forbidden
 from imageregistry.apiserver.resource import (
@@ -52,7 +53,7 @@ from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.registry import IMAGES, IMAGESTREAMS
 from imageregistry.signatures.verify import drop_revoked_trust, validate_signature_object
 
-GROUP = "image.alauda.io"
+GROUP = apigroups.IMAGE
 Filter = Callable[[dict[str, Any]], bool]
 
 

@@ -13,13 +13,14 @@ import base64
 import binascii
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler, ResourceInfo
 from imageregistry.apiserver.status import FieldCause, already_exists, invalid, not_found
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
 
-GROUP = "image.alauda.io"
+GROUP = apigroups.IMAGE
 
 
 class ImageSignatures(ResourceHandler):
@@ -102,7 +103,7 @@ class ImageSignatures(ResourceHandler):
 def _render(record: sigs.SignatureRecord) -> dict[str, Any]:
     return {
         "kind": "ImageSignature",
-        "apiVersion": "image.alauda.io/v1",
+        "apiVersion": apigroups.IMAGE_V1,
         "metadata": {
             "name": record.name,
             "creationTimestamp": record.created.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler, ResourceInfo
 from imageregistry.apiserver.status import FieldCause, bad_request, invalid
@@ -17,8 +18,8 @@ from imageregistry.auth.authn import Authenticator, Unauthenticated
 from imageregistry.auth.identity import Attributes, UserInfo, with_derived_groups
 from imageregistry.auth.resolver import RuleResolver
 
-AUTHZ = "authorization.k8s.io"
-AUTHN = "authentication.k8s.io"
+AUTHZ = apigroups.AUTHORIZATION
+AUTHN = apigroups.AUTHENTICATION
 RESOURCE_ATTRS = {
     "namespace": ANY,
     "verb": ANY,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceInfo
 from imageregistry.apiserver.status import (
@@ -109,7 +110,7 @@ class ServiceAccounts(StoredResource):
         if not isinstance(audiences, list) or not all(isinstance(a, str) for a in audiences):
             causes.append(FieldCause("spec.audiences", "Invalid value: must be a list of strings"))
         if causes:
-            raise invalid("TokenRequest", "authentication.k8s.io", name, causes)
+            raise invalid("TokenRequest", apigroups.AUTHENTICATION, name, causes)
         token, expiry = self._signer.issue(
             service_account_username(namespace, name),
             groups=service_account_groups(namespace),
@@ -122,7 +123,7 @@ class ServiceAccounts(StoredResource):
         now = ctx.clock()
         response = {
             "kind": "TokenRequest",
-            "apiVersion": "authentication.k8s.io/v1",
+            "apiVersion": f"{apigroups.AUTHENTICATION}/v1",
             "metadata": {"name": name, "namespace": namespace, "creationTimestamp": rfc3339(now)},
             "spec": spec,
             "status": {"token": token, "expirationTimestamp": rfc3339(expiry)},

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
+from imageregistry import apigroups
 from imageregistry.apiserver.resource import RequestContext
 from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.status import (
@@ -28,7 +29,7 @@ from imageregistry.apiserver.status import (
 from imageregistry.content.reference import is_stream_name, is_tag
 from imageregistry.metadata import images as q
 
-GROUP = "image.alauda.io"
+GROUP = apigroups.IMAGE
 DIGEST = re.compile(r"^sha(256|512):[a-f0-9]{64,128}\Z")
 
 

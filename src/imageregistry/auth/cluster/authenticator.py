@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.auth.authn import Authenticator, Unauthenticated, _basic_credentials
 from imageregistry.auth.cluster.cache import Coalescer, DecisionCache
 from imageregistry.auth.cluster.client import ClusterClient
@@ -34,8 +35,8 @@ from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated
 from imageregistry.auth.tokens import InvalidToken, TokenSigner, hash_token, looks_like_jwt
 
-TOKENREVIEW_PATH = "/apis/authentication.k8s.io/v1/tokenreviews"
-TOKENREVIEW_API_VERSION = "authentication.k8s.io/v1"
+TOKENREVIEW_PATH = f"/apis/{apigroups.AUTHENTICATION}/v1/tokenreviews"
+TOKENREVIEW_API_VERSION = f"{apigroups.AUTHENTICATION}/v1"
 
 
 class _NoStoredTokens:

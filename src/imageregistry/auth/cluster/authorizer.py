@@ -18,14 +18,15 @@ import hashlib
 import json
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.auth.authorizer import Verdict
 from imageregistry.auth.cluster.cache import Coalescer, DecisionCache
 from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.auth.identity import Attributes
 
-SAR_PATH = "/apis/authorization.k8s.io/v1/subjectaccessreviews"
-SAR_API_VERSION = "authorization.k8s.io/v1"
+SAR_PATH = f"/apis/{apigroups.AUTHORIZATION}/v1/subjectaccessreviews"
+SAR_API_VERSION = f"{apigroups.AUTHORIZATION}/v1"
 
 
 def review_spec(attrs: Attributes) -> dict[str, Any]:

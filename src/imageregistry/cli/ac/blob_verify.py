@@ -16,12 +16,13 @@ from typing import Any
 import click
 import httpx
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, session
 from imageregistry.cli.ac.output import human_size
 from imageregistry.cli.ac.progress import Progress
 
-API = "/apis/image.alauda.io/v1"
+API = apigroups.IMAGE_API
 DRY_RUN_NOTICE = (
     "Dry run enabled - no modifications will be made. Add --confirm to mark damaged blobs"
 )
@@ -54,7 +55,7 @@ class _Run:
         spec: dict[str, Any] = {"limit": self.page_size}
         if self.token:
             spec["continue"] = self.token
-        body = {"apiVersion": "image.alauda.io/v1", "kind": "RegistryVerification", "spec": spec}
+        body = {"apiVersion": apigroups.IMAGE_V1, "kind": "RegistryVerification", "spec": spec}
         path = f"{API}/registryverifications" + ("" if self.confirm else "?dryRun=All")
         response = self.client.post(path, json=body)
         if response.status_code >= 400:

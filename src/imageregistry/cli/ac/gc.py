@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError
 from imageregistry.cli.ac.options import common_options
 from imageregistry.cli.ac.output import human_size
@@ -96,7 +97,7 @@ def gc(ctx: click.Context, confirm: bool, reconcile: bool, output: str | None) -
             err=True,
         )
     body = {
-        "apiVersion": "image.alauda.io/v1",
+        "apiVersion": apigroups.IMAGE_V1,
         "kind": "RegistryGC",
         "spec": {"reconcile": reconcile},
     }

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import click
 import httpx
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import LOGIN_HINT, CliError, from_response
 from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.session import (
@@ -38,8 +39,8 @@ _CHALLENGE = re.compile(r'(\w+)="([^"]*)"')
 def whoami_user(client: httpx.Client) -> dict[str, Any]:
     """The caller's user info from a SelfSubjectReview (what `kubectl auth whoami` asks)."""
     response = client.post(
-        "/apis/authentication.k8s.io/v1/selfsubjectreviews",
-        json={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        f"/apis/{apigroups.AUTHENTICATION}/v1/selfsubjectreviews",
+        json={"apiVersion": f"{apigroups.AUTHENTICATION}/v1", "kind": "SelfSubjectReview"},
     )
     if response.status_code >= 400:
         raise from_response(response)

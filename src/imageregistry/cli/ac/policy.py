@@ -13,10 +13,11 @@ from typing import Any
 import click
 import httpx
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, session
 
-RBAC = "rbac.authorization.k8s.io"
+RBAC = apigroups.RBAC
 SA_PREFIX = "system:serviceaccount:"
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import click
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.gc import print_gc
 from imageregistry.cli.ac.options import common_options, session
@@ -29,9 +30,9 @@ from imageregistry.prune.inuse import few_references, parse_reference
 from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_duration
 from imageregistry.quantity import approx_bytes
 
-STORAGE = "image.alauda.io/storage"  # the quota resource counted in bytes
+STORAGE = f"{apigroups.IMAGE}/storage"  # the quota resource counted in bytes
 
-API = "/apis/image.alauda.io/v1"
+API = apigroups.IMAGE_API
 DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to remove images"
 UNDO_DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to restore"
 
@@ -234,7 +235,7 @@ def images(ctx: click.Context, /, **kw: Any) -> None:
         if not kw["ignore_invalid_refs"]:
             _check_references(refs)
         spec = _options(kw, refs).to_spec()
-    body = {"apiVersion": "image.alauda.io/v1", "kind": "ImagePrune", "spec": spec}
+    body = {"apiVersion": apigroups.IMAGE_V1, "kind": "ImagePrune", "spec": spec}
     if dry_run:
         click.echo(UNDO_DRY_RUN_NOTICE if kw["undo_run"] else DRY_RUN_NOTICE, err=True)
     answer = post_operation(ctx, "imageprunes", body, dry_run)

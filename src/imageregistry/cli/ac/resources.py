@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError
 
-IMAGE_GROUP = "image.alauda.io"
-RBAC_GROUP = "rbac.authorization.k8s.io"
+IMAGE_GROUP = apigroups.IMAGE
+RBAC_GROUP = apigroups.RBAC
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,12 @@ import re
 
 import click
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, session
 from imageregistry.content.reference import is_namespace, is_stream_name, is_tag
 
-API = "/apis/image.alauda.io/v1"
+API = apigroups.IMAGE_API
 
 
 _DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
@@ -74,7 +75,7 @@ def tag(ctx: click.Context, refs: tuple[str, ...], delete_tags: bool) -> None:
             digest = str(response.json()["image"]["metadata"]["name"])
         for dns, dstream, dtag, _ in parsed[1:]:
             mapping = {
-                "apiVersion": "image.alauda.io/v1",
+                "apiVersion": apigroups.IMAGE_V1,
                 "kind": "ImageStreamMapping",
                 "metadata": {"name": dstream, "namespace": dns},
                 "image": {"metadata": {"name": digest}},

@@ -18,6 +18,7 @@ from typing import Any
 
 import click
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.describe import describe_quota
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.options import common_options, global_options, session
@@ -26,7 +27,7 @@ from imageregistry.cli.ac.progress import Progress
 from imageregistry.cli.ac.references import ReferenceIndex, gather_references
 from imageregistry.gcpause import gc_paused
 
-API = "/apis/image.alauda.io/v1"
+API = apigroups.IMAGE_API
 IMAGE_HEADERS = ("NAME", "IMAGESTREAMTAG", "PARENTS", "USAGE", "METADATA", "STORAGE")
 STREAM_HEADERS = ("NAME", "STORAGE", "IMAGES", "LAYERS")
 # The fields of an image item array (the server's `apiserver.usage.IMAGE_COLUMNS`).

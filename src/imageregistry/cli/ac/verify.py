@@ -24,6 +24,7 @@ from typing import Any
 import click
 import httpx
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.cli.ac.login import whoami_user
 from imageregistry.cli.ac.options import common_options, session
@@ -180,7 +181,7 @@ def _save(api: httpx.Client, image: dict[str, Any], results: list[Result], user:
 def _remove_all(api: httpx.Client, image: dict[str, Any]) -> int:
     removed = 0
     for sig in stored_signatures(image):
-        response = api.delete(f"/apis/image.alauda.io/v1/imagesignatures/{sig.name}")
+        response = api.delete(f"{apigroups.IMAGE_API}/imagesignatures/{sig.name}")
         if response.status_code == 404:
             continue
         if response.status_code >= 400:

@@ -19,11 +19,12 @@ from typing import Any
 
 import httpx
 
+from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError, from_response
 from imageregistry.signatures.discovery import cosign_signatures_for
 from imageregistry.signatures.verify import StoredSignature
 
-IMAGES_PATH = "/apis/image.alauda.io/v1/images"
+IMAGES_PATH = f"{apigroups.IMAGE_API}/images"
 MANIFEST_ACCEPT = ", ".join(
     (
         "application/vnd.oci.image.manifest.v1+json",
