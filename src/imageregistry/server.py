@@ -22,7 +22,6 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from imageregistry.affinity import runtime_affinity
 from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.usage import usage_routes
 from imageregistry.apiserver.version import version
@@ -81,6 +80,7 @@ from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_ro
 from imageregistry.prune.scheduler import scheduled_pruning
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store
+from imageregistry.tuning.affinity import runtime_affinity
 
 
 def _clock() -> datetime:

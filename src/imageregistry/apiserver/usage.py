@@ -27,10 +27,10 @@ from imageregistry.apiserver.responses import render
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.frontproxy.middleware import front_proxy_user
-from imageregistry.gcpause import gc_paused
 from imageregistry.httpinput import client_host
 from imageregistry.metadata.usage import ImageUsage, StreamUsage, image_usage, stream_usage
 from imageregistry.services import Services
+from imageregistry.tuning.collector import collector_paused
 
 PREFIX = f"/apis/{IMAGE_GROUP}/v1"
 API_VERSION = f"{IMAGE_GROUP}/v1"
@@ -109,7 +109,7 @@ def stream_list(
     source = iter(lines)
     first = True
     while True:
-        with gc_paused():  # per batch: never across the yield (gcpause.py)
+        with collector_paused():  # per batch: never across the yield (tuning/collector.py)
             batch = list(islice(source, _BATCH))
             if batch and not first:
                 batch[0] = "," + batch[0]
@@ -154,7 +154,7 @@ class _Usage:
         def body() -> Iterator[bytes]:
             # Runs in Starlette's thread pool (a synchronous body): the queries finish and
             # the connection closes before the first item line is written.
-            with self.services.db.read() as conn, gc_paused():
+            with self.services.db.read() as conn, collector_paused():
                 rows = image_usage(conn, namespace or None)
             lines = map(image_line, rows)
             yield from stream_list("ImageUsageList", lines, len(rows), IMAGE_COLUMNS)
@@ -165,7 +165,7 @@ class _Usage:
         namespace = request.path_params.get("namespace", "")
 
         def rows() -> list[StreamUsage]:
-            with self.services.db.read() as conn, gc_paused():
+            with self.services.db.read() as conn, collector_paused():
                 return stream_usage(conn, namespace or None)
 
         try:

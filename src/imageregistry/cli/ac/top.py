@@ -25,7 +25,7 @@ from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.output import NONE, ago, human_size, join, table
 from imageregistry.cli.ac.progress import Progress
 from imageregistry.cli.ac.references import ReferenceIndex, gather_references
-from imageregistry.gcpause import gc_paused
+from imageregistry.tuning.collector import collector_paused
 
 API = apigroups.IMAGE_API
 IMAGE_HEADERS = ("NAME", "IMAGESTREAMTAG", "PARENTS", "USAGE", "METADATA", "STORAGE")
@@ -261,7 +261,7 @@ def top_images(
             return [image_object(i, usage.values(i)) for i in image_arrays(batch)]
         return [image_row(i, usage) for i in image_arrays(batch)]
 
-    with gc_paused():  # 100,000 rows of lists: collections would traverse them all
+    with collector_paused():  # 100,000 rows of lists: collections would traverse them all
         rows = fetch_items(ctx, "imageusages", "fetching image usage", convert).items
         if output == "json":
             click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))
@@ -276,7 +276,7 @@ def top_images(
 def top_imagestreams(ctx: click.Context, output: str | None) -> None:
     """NAME  STORAGE  IMAGES  LAYERS, largest first."""
     convert = _items if output == "json" else lambda b: [stream_row(i) for i in b.items]
-    with gc_paused():
+    with collector_paused():
         rows = fetch_items(ctx, "imagestreamusages", "fetching image stream usage", convert).items
         if output == "json":
             click.echo(json.dumps({"kind": "List", "apiVersion": "v1", "items": rows}, indent=2))

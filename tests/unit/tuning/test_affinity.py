@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imageregistry.affinity import (
+from imageregistry.tuning.affinity import (
     claim_cpu,
     current_cpu,
     pin_runtime,

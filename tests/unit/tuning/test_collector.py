@@ -1,4 +1,4 @@
-"""`gc_paused`: the collector is off inside, and back on after overlapping pauses end."""
+"""`collector_paused`: the collector is off inside, and back on after overlapping pauses end."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import gc
 
 import pytest
 
-from imageregistry.gcpause import gc_paused
+from imageregistry.tuning.collector import collector_paused
 
 
 def test_overlapping_pauses_leave_the_collector_on() -> None:
     assert gc.isenabled()
-    first = gc_paused()
-    second = gc_paused()
+    first = collector_paused()
+    second = collector_paused()
     first.__enter__()
     second.__enter__()  # a concurrent report starts while the first runs
     assert not gc.isenabled()
@@ -22,7 +22,7 @@ def test_overlapping_pauses_leave_the_collector_on() -> None:
 
 
 def test_an_error_inside_still_re_enables() -> None:
-    with pytest.raises(RuntimeError), gc_paused():
+    with pytest.raises(RuntimeError), collector_paused():
         assert not gc.isenabled()
         raise RuntimeError("boom")
     assert gc.isenabled()
