@@ -311,10 +311,11 @@ def _check_front_proxy(settings: Settings) -> None:
             "front_proxy_listen needs TLS: the front proxy is recognised by its client"
             " certificate (turn plain_http off)"
         )
-    if not settings.requestheader_client_ca_file:
+    if not settings.requestheader_client_ca_file and settings.auth_mode != "kubernetes":
         raise ConfigurationError(
             "front_proxy_listen needs requestheader_client_ca_file: the CA the front"
-            " proxy's client certificate chains to"
+            " proxy's client certificate chains to (in auth_mode kubernetes it is read"
+            " from the cluster's ConfigMap extension-apiserver-authentication instead)"
         )
     if not settings.requestheader_username_headers:
         raise ConfigurationError("requestheader_username_headers must name at least one header")

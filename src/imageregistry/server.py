@@ -33,12 +33,7 @@ from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.auth.refresh import RefreshTokens
-from imageregistry.auth.requestheader import (
-    CABundleFile,
-    HeaderNames,
-    RequestHeaderAuthenticator,
-    RequestHeaderConfig,
-)
+from imageregistry.auth.requestheader import HeaderNames, RequestHeaderAuthenticator
 from imageregistry.auth.throttle import LoginThrottle
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_signing_key
 from imageregistry.blobport.links import BlobLinks, new_link_key
@@ -49,6 +44,7 @@ from imageregistry.config import Settings, load_settings
 from imageregistry.draining import Draining, draining_marker
 from imageregistry.frontproxy.listener import front_proxy_listener, server_context
 from imageregistry.frontproxy.middleware import FrontProxyMiddleware
+from imageregistry.frontproxy.trust import FrontProxyTrust, front_proxy_trust
 from imageregistry.health import health_routes
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import create as create_engine
@@ -200,9 +196,7 @@ def _notifier(settings: Settings, db: Database) -> Notifier | None:
 
 
 def build_app(services: Services) -> Starlette:
-    ca_file = None
-    if services.settings.front_proxy_listen:
-        ca_file = CABundleFile(Path(services.settings.requestheader_client_ca_file))
+    trust = front_proxy_trust(services.settings)
     draining = Draining(draining_marker(services.settings.data_dir / "run", os.getppid()))
     routes: list[BaseRoute] = [
         *health_routes(services.db, services.blobs, draining),
@@ -230,7 +224,7 @@ def build_app(services: Services) -> Starlette:
             sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),
             sources.flushing(metrics, obs.FLUSH_SECONDS),
             _metrics_listener(settings, scraper),
-            _front_proxy_listener(settings, _app, ca_file),
+            _front_proxy_listener(settings, _app, trust),
             _notifications(services),
         ):
             yield
@@ -245,8 +239,8 @@ def build_app(services: Services) -> Starlette:
             Middleware(MetricsMiddleware, metrics=metrics, auditor=auditor),
             Middleware(
                 FrontProxyMiddleware,
-                headers=_request_header_names(services.settings),
-                authenticator=_request_header_authenticator(services.settings, ca_file),
+                headers=_request_header_names(services.settings, trust),
+                authenticator=_request_header_authenticator(trust),
             ),
             Middleware(SignatureHeaderMiddleware),
         ],
@@ -290,7 +284,10 @@ def _metrics_listener(
     return metrics_listener(settings.metrics_listen, scraper)
 
 
-def _request_header_names(settings: Settings) -> HeaderNames:
+def _request_header_names(settings: Settings, trust: FrontProxyTrust | None) -> HeaderNames:
+    """The contract's headers, stripped from every request of every port."""
+    if trust is not None:
+        return trust.header_names()
     return HeaderNames(
         settings.requestheader_username_headers,
         settings.requestheader_group_headers,
@@ -299,31 +296,24 @@ def _request_header_names(settings: Settings) -> HeaderNames:
 
 
 def _request_header_authenticator(
-    settings: Settings, ca_file: CABundleFile | None
+    trust: FrontProxyTrust | None,
 ) -> RequestHeaderAuthenticator | None:
     """The front-proxy contract, when the aggregated-API port is on (only that port's
     requests carry a client certificate)."""
-    if ca_file is None:
+    if trust is None:
         return None
-    config = RequestHeaderConfig(
-        client_cas=ca_file.cas,
-        allowed_names=settings.requestheader_allowed_names,
-        username_headers=settings.requestheader_username_headers,
-        group_headers=settings.requestheader_group_headers,
-        extra_headers_prefix=settings.requestheader_extra_headers_prefix,
-    )
-    return RequestHeaderAuthenticator(config, ca_file=ca_file)
+    return RequestHeaderAuthenticator(trust.config, ca_file=trust.ca)
 
 
 def _front_proxy_listener(
-    settings: Settings, app: Starlette, ca_file: CABundleFile | None
+    settings: Settings, app: Starlette, trust: FrontProxyTrust | None
 ) -> contextlib.AbstractAsyncContextManager[None]:
-    if ca_file is None:
+    if trust is None:
         return contextlib.nullcontext()
     cert = _serving_cert(settings)
     key = settings.tls_private_key_file or settings.data_dir / "tls" / "serving.key"
-    context = server_context(str(cert), str(key), ca_file.pem)
-    return front_proxy_listener(settings.front_proxy_listen, app, context, ca_file)
+    context = server_context(str(cert), str(key), trust.ca.pem)
+    return front_proxy_listener(settings.front_proxy_listen, app, context, trust.ca)
 
 
 def _serving_cert(settings: Settings) -> Path | None:

@@ -91,6 +91,14 @@ def _check_cluster_mode(objects: list[dict[str, Any]], tmp_path: Path) -> None:
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": pod["serviceAccountName"], "namespace": namespace}
     ]
+    (reader,) = [o for o in objects if o["kind"] == "RoleBinding"]
+    assert reader["metadata"]["namespace"] == "kube-system"  # where the ConfigMap is
+    assert reader["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "extension-apiserver-authentication-reader",
+    }
+    assert reader["subjects"] == binding["subjects"]
     (container,) = pod["containers"]
     env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
     config_file = tmp_path / "config.yaml"

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Protocol
 from urllib.parse import unquote
 
 from cryptography import x509
@@ -69,6 +70,26 @@ def load_ca_bundle(pem: bytes, source: str) -> tuple[x509.Certificate, ...]:
     except ValueError as exc:
         raise RequestHeaderConfigError(f"{source}: not a PEM certificate bundle ({exc})") from None
     return cas  # never empty: cryptography refuses a bundle without a certificate
+
+
+class CABundle(Protocol):
+    """Where the request-header CA comes from: a file (`CABundleFile`) or the cluster's
+    ConfigMap (`auth/cluster/requestheader.py`). `refresh` is cheap and called per request;
+    `poll` may block (file system, network) and is called off the event loop."""
+
+    @property
+    def pem(self) -> bytes: ...
+    @property
+    def cas(self) -> tuple[x509.Certificate, ...]: ...
+    @property
+    def generation(self) -> int: ...
+    @property
+    def allowed_names(self) -> tuple[str, ...] | None:
+        """The allowed names that come with the CA; None: the configured ones stay."""
+        ...
+
+    def refresh(self) -> int: ...
+    def poll(self) -> int: ...
 
 
 class CABundleFile:
@@ -126,6 +147,13 @@ class CABundleFile:
             self.generation += 1
             log.info("requestheader_client_ca_file %s re-read: %d CA(s)", self.path, len(cas))
             return self.generation
+
+    def poll(self) -> int:
+        return self.refresh()
+
+    @property
+    def allowed_names(self) -> tuple[str, ...] | None:
+        return None  # a file is only the CA
 
 
 @dataclass(frozen=True)
@@ -220,7 +248,7 @@ class RequestHeaderAuthenticator:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
-        ca_file: CABundleFile | None = None,
+        ca_file: CABundle | None = None,
     ) -> None:
         """`ca_file`, when given, replaces `config.client_cas` whenever it is re-read."""
         self.config = config
@@ -252,6 +280,8 @@ class RequestHeaderAuthenticator:
         if self._ca_file is not None and self._ca_file.refresh() != self._generation:
             self._generation = self._ca_file.generation
             self._store = Store(list(self._ca_file.cas))
+            if self._ca_file.allowed_names is not None:
+                self._allowed = frozenset(self._ca_file.allowed_names)
             self._verdicts.clear()  # decided against the bundle that was replaced
         key = hashlib.sha256("\0".join(chain_pem).encode()).hexdigest()
         now = self._monotonic()

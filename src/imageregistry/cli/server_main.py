@@ -65,20 +65,22 @@ def _check_addresses_free(settings: Settings) -> None:
 
 
 def _check_front_proxy_ca(settings: Settings) -> None:
-    """The request-header CA bundle is read now, so a wrong path stops `serve` at once
-    instead of every worker."""
+    """The request-header CA (the bundle file, or the cluster's ConfigMap) is read now, so
+    a wrong path or an unreadable ConfigMap stops `serve` at once instead of every worker."""
     if not settings.front_proxy_listen:
         return
-    from imageregistry.auth.requestheader import RequestHeaderConfigError, load_ca_bundle
+    from imageregistry.auth.cluster.kubeconfig import KubeconfigError
+    from imageregistry.auth.requestheader import RequestHeaderConfigError
+    from imageregistry.frontproxy.trust import front_proxy_trust
 
-    path = settings.requestheader_client_ca_file
     try:
-        load_ca_bundle(Path(path).read_bytes(), path)
+        front_proxy_trust(settings)
     except OSError as exc:
         raise ConfigurationError(
-            f"requestheader_client_ca_file {path}: {exc.strerror or exc}"
+            f"requestheader_client_ca_file {settings.requestheader_client_ca_file}:"
+            f" {exc.strerror or exc}"
         ) from None
-    except RequestHeaderConfigError as exc:
+    except (RequestHeaderConfigError, KubeconfigError) as exc:
         raise ConfigurationError(str(exc)) from None
 
 

@@ -31,7 +31,7 @@ from urllib.parse import unquote_to_bytes
 import h11
 from starlette.types import ASGIApp, Message
 
-from imageregistry.auth.requestheader import RELOAD_SECONDS, CABundleFile
+from imageregistry.auth.requestheader import RELOAD_SECONDS, CABundle
 from imageregistry.blobport.sockets import bind
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ def tls_extension(ssl_object: Any) -> dict[str, Any]:
 
 @contextlib.asynccontextmanager
 async def front_proxy_listener(
-    listen: str, app: ASGIApp, context: ssl.SSLContext, ca_file: CABundleFile | None = None
+    listen: str, app: ASGIApp, context: ssl.SSLContext, ca_file: CABundle | None = None
 ) -> AsyncIterator[None]:
     """Serve `app` on `listen`. With `ca_file`, a re-read bundle's CAs are added to the
     handshake's trust (an SSLContext cannot drop any): the authenticator, which uses only
@@ -129,11 +129,11 @@ async def front_proxy_listener(
                 await server.wait_closed()
 
 
-async def _trust_reloaded_cas(context: ssl.SSLContext, ca_file: CABundleFile) -> None:
+async def _trust_reloaded_cas(context: ssl.SSLContext, ca_file: CABundle) -> None:
     generation = ca_file.generation
     while True:
         await asyncio.sleep(RELOAD_SECONDS)
-        if ca_file.refresh() != generation:
+        if await asyncio.to_thread(ca_file.poll) != generation:
             generation = ca_file.generation
             context.load_verify_locations(cadata=ca_file.pem.decode("ascii"))
 

@@ -1,4 +1,5 @@
-"""Posting review objects to the cluster: one pooled HTTPS client per process.
+"""Posting review objects to (and reading a ConfigMap from) the cluster: one pooled HTTPS
+client per process.
 
 Every way the exchange can fail — no connection, a step slower than `timeout`, a status
 other than 201/200, a body that is not a JSON object of the kind asked for — becomes
@@ -39,14 +40,22 @@ class ClusterClient:
 
     def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """POST `body` to `path`; the answer's JSON object of the same kind."""
-        kind = body["kind"]
+        return self._exchange("POST", path, body["kind"], body)
+
+    def get(self, path: str, kind: str) -> dict[str, Any]:
+        """GET `path`; the answer's JSON object, which must be of `kind`."""
+        return self._exchange("GET", path, kind, None)
+
+    def _exchange(
+        self, method: str, path: str, kind: str, body: dict[str, Any] | None
+    ) -> dict[str, Any]:
         try:
             token = self.connection.bearer()
         except KubeconfigError as exc:
             raise self.failure(f"the registry's own credentials: {exc}") from None
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            with self._http.stream("POST", path, json=body, headers=headers) as response:
+            with self._http.stream(method, path, json=body, headers=headers) as response:
                 raw = b""
                 for chunk in response.iter_bytes():
                     raw += chunk
