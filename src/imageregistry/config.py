@@ -90,7 +90,6 @@ class Settings:
     # The notifications: block (notifications/config.py); JSON/YAML mapping in the
     # environment. Out of repr: header values may be credentials.
     notifications: Mapping[str, Any] = field(default_factory=dict, repr=False)
-    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -124,7 +123,7 @@ class Settings:
         return self.server_url.split("://", 1)[1]
 
 
-_FIELDS = {f.name: f for f in dataclasses.fields(Settings) if f.name != "extra"}
+_FIELDS = {f.name: f for f in dataclasses.fields(Settings)}
 
 
 def _coerce(name: str, value: Any) -> Any:

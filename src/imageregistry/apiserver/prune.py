@@ -13,7 +13,6 @@ also needs `create registrygcs`.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -50,15 +49,12 @@ T = TypeVar("T")
 
 
 def run_async(factory: Callable[[], Awaitable[T]]) -> T:
-    """Run a coroutine from a handler: on the server's loop when called from its threadpool."""
+    """Run a coroutine from a handler, on the server's loop: handlers run in its threadpool."""
 
     async def call() -> T:
         return await factory()
 
-    try:
-        return anyio.from_thread.run(call)
-    except RuntimeError:  # not in an anyio worker thread (tests, scripts)
-        return asyncio.run(call())
+    return anyio.from_thread.run(call)
 
 
 def _result_object(

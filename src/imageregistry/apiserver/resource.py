@@ -46,10 +46,6 @@ class ResourceInfo:
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
 
-    @property
-    def group_version(self) -> str:
-        return self.api_version
-
 
 @dataclass(frozen=True)
 class ListOptions:

@@ -161,13 +161,3 @@ def service_unavailable(message: str, retry_after: int | None = None) -> ApiErro
 
 def internal_error(message: str) -> ApiError:
     return ApiError(500, "InternalError", f"Internal error occurred: {message}")
-
-
-def success_status(resource: str, group: str, name: str, uid: str) -> dict[str, Any]:
-    return {
-        "kind": "Status",
-        "apiVersion": "v1",
-        "metadata": {},
-        "status": "Success",
-        "details": {"name": name, "group": group, "kind": resource, "uid": uid},
-    }

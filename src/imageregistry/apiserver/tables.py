@@ -95,7 +95,7 @@ def default_cells(obj: dict[str, Any], now: datetime) -> list[Any]:
     return [(obj.get("metadata") or {}).get("name", ""), created_age(obj, now)]
 
 
-def partial_metadata(obj: dict[str, Any], group_version: str) -> dict[str, Any]:
+def partial_metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return {
         "kind": "PartialObjectMetadata",
         "apiVersion": "meta.k8s.io/v1",
@@ -119,7 +119,7 @@ def render_table(
         if include_object == "Object":
             row["object"] = obj
         elif include_object != "None":
-            row["object"] = partial_metadata(obj, str(obj.get("apiVersion", "")))
+            row["object"] = partial_metadata(obj)
         rows.append(row)
     meta: dict[str, Any] = {"resourceVersion": resource_version}
     if continue_token:
@@ -131,7 +131,3 @@ def render_table(
         "columnDefinitions": [c.to_json() for c in columns],
         "rows": rows,
     }
-
-
-def join_or_none(values: Sequence[str]) -> str:
-    return ", ".join(values)

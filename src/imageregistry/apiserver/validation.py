@@ -119,9 +119,3 @@ def required(value: Any, path: str) -> list[FieldCause]:
     if value in (None, "", [], {}):
         return [FieldCause(path, "Required value", "FieldValueRequired")]
     return []
-
-
-def must_be(value: Any, kind: type, path: str) -> list[FieldCause]:
-    if value is not None and not isinstance(value, kind):
-        return [FieldCause(path, f"Invalid value: must be of type {kind.__name__}")]
-    return []

@@ -11,7 +11,7 @@ create); a non-resource URL rule matches exactly or, ending in `*`, by prefix.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,10 +237,6 @@ def rule_allows(attrs: Attributes, rule: PolicyRule) -> bool:
         and resource_matches(rule, attrs.resource, attrs.subresource)
         and resource_name_matches(rule, attrs.name)
     )
-
-
-def rules_allow(attrs: Attributes, rules: Iterable[PolicyRule]) -> bool:
-    return any(rule_allows(attrs, r) for r in rules)
 
 
 def subject_matches(subject: Subject, user: UserInfo, binding_namespace: str) -> bool:

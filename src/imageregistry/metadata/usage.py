@@ -55,10 +55,6 @@ class ImageUsage:
     storage: int
     layers: int
 
-    @property
-    def tag_count(self) -> int:
-        return sum(len(s.tags) for s in self.streams)
-
 
 @dataclass(frozen=True)
 class StreamUsage:

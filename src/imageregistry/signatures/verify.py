@@ -10,7 +10,6 @@ stores, and the server-side validation of those fields on an ImageSignature.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,11 +136,6 @@ def _check_cosign(content: bytes, pem_keys: Sequence[bytes]) -> _Checked:
     raise SignatureError(f"cosign signature matches none of the {len(pem_keys)} trusted keys")
 
 
-def content_digest(content: bytes) -> str:
-    """Digest of raw signature content, e.g. for duplicate detection by callers."""
-    return "sha256:" + hashlib.sha256(content).hexdigest()
-
-
 def _rfc3339(now: datetime) -> str:
     return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -228,11 +222,6 @@ def drop_revoked_trust(entry: Mapping[str, Any], stored: Mapping[str, Any]) -> d
         old = [c for c in stored.get("conditions") or () if c.get("type") == FOR_IMAGE]
         out["conditions"] = [c for c in conditions if c not in old]
     return out
-
-
-def untrusted_fields() -> dict[str, Any]:
-    """The field values that clear a signature's verification status."""
-    return {"conditions": [], "imageIdentity": "", "signedClaims": {}, "issuedBy": None}
 
 
 def validate_signature_object(sig: Mapping[str, Any]) -> list[str]:

@@ -34,7 +34,7 @@ import functools
 import hashlib
 import logging
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
@@ -658,8 +658,3 @@ def _utc(value: datetime) -> datetime:
 async def _empty() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an async generator
-
-
-def run_check(store: S3BlobStore) -> Awaitable[None]:
-    """The start-up check of ``serve`` (kept as a function for the CLI)."""
-    return store.check()
