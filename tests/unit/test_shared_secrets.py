@@ -68,7 +68,11 @@ def test_a_second_data_dir_adopts_the_ca_and_the_admin_token(db: Database, tmp_p
     cert_a, config_a = _start(db, tmp_path / "a")
     cert_b, config_b = _start(db, tmp_path / "b")
     assert _token(config_a) == _token(config_b)
-    assert TokenStore(db).lookup_token(hash_token(_token(config_a))) == (ADMIN_USER, ADMIN_GROUPS)
+    assert TokenStore(db).lookup_token(hash_token(_token(config_a))) == (
+        ADMIN_USER,
+        ADMIN_GROUPS,
+        None,
+    )
     # Each replica has a certificate of its own, and either kubeconfig's CA verifies both.
     assert cert_a.read_bytes() != cert_b.read_bytes()
     for cert in (cert_a, cert_b):
@@ -131,7 +135,11 @@ def test_rotating_the_admin_token_refuses_the_old_one_and_updates_kubeconfigs(
     assert TokenStore(db).lookup_token(hash_token(older)) is None
     _, after = _start(db, tmp_path / "a")
     assert _token(after) != _token(before)
-    assert TokenStore(db).lookup_token(hash_token(_token(after))) == (ADMIN_USER, ADMIN_GROUPS)
+    assert TokenStore(db).lookup_token(hash_token(_token(after))) == (
+        ADMIN_USER,
+        ADMIN_GROUPS,
+        None,
+    )
     assert [c["name"] for c in after["contexts"]] == ["admin", "alice"]  # the rest is kept
 
 

@@ -41,8 +41,8 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Protocol, runtime_checkable
+from datetime import datetime
+from typing import Protocol
 
 from imageregistry.auth.epoch import IdentityEpoch
 from imageregistry.auth.identity import UserInfo, anonymous, authenticated, parse_service_account
@@ -74,17 +74,14 @@ class TooManyFailedLogins(Unauthenticated):
         self.retry_after = retry_after
 
 
-class OpaqueTokenLookup(Protocol):
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
-        """Username and groups for a stored token hash, or None (unknown/expired)."""
+# Username, groups and expiry (None: never expires) of a stored opaque token.
+StoredToken = tuple[str, tuple[str, ...], datetime | None]
 
 
-@runtime_checkable
-class ExpiringTokenLookup(Protocol):
-    def lookup_token_expiry(
-        self, token_sha256: str
-    ) -> tuple[str, tuple[str, ...], datetime | None] | None:
-        """Like `lookup_token`, plus the token's expiry (None: never expires)."""
+class TokenLookup(Protocol):
+    def lookup_token(self, token_sha256: str) -> StoredToken | None:
+        """The live token stored under this hash, or None (unknown or expired). The expiry
+        bounds how long an authentication from it may be remembered."""
 
 
 class PasswordChecker(Protocol):
@@ -103,7 +100,6 @@ class ServiceAccountChecker(Protocol):
 
 _PASSWORD_CACHE_SECONDS = 60.0
 _PASSWORD_CACHE_SIZE = 1024
-_NEVER_CACHED = datetime.min.replace(tzinfo=UTC)
 AUTH_CACHE_SECONDS = 5.0
 AUTH_CACHE_SIZE = 4096
 
@@ -154,7 +150,7 @@ class AuthCache:
 class Authenticator:
     def __init__(
         self,
-        tokens: OpaqueTokenLookup,
+        tokens: TokenLookup,
         signer: TokenSigner,
         audience: str,
         passwords: PasswordChecker | None = None,
@@ -178,7 +174,6 @@ class Authenticator:
         self._password_ok = AuthCache(
             _PASSWORD_CACHE_SECONDS, _PASSWORD_CACHE_SIZE, monotonic, clock
         )
-        self._expiring = tokens if isinstance(tokens, ExpiringTokenLookup) else None
 
     @property
     def signer(self) -> TokenSigner:
@@ -260,17 +255,11 @@ class Authenticator:
             raise Unauthenticated(str(exc)) from None
 
     def _opaque(self, key: str) -> tuple[UserInfo, datetime | None]:
-        if self._expiring is not None:
-            found = self._expiring.lookup_token_expiry(key)
-            if found is None:
-                raise Unauthenticated("invalid or expired token")
-            username, groups, expires = found
-            return authenticated(username, groups), expires
-        plain = self._tokens.lookup_token(key)
-        if plain is None:
+        found = self._tokens.lookup_token(key)
+        if found is None:
             raise Unauthenticated("invalid or expired token")
-        # This lookup does not tell the expiry: an entry already expired is never served.
-        return authenticated(plain[0], plain[1]), _NEVER_CACHED
+        username, groups, expires = found
+        return authenticated(username, groups), expires
 
     def _jwt(self, token: str) -> tuple[UserInfo, datetime | None]:
         try:

@@ -24,10 +24,9 @@ from datetime import datetime, timedelta
 from imageregistry.auth.authn import (
     IDP_CLAIM,
     IDP_HTPASSWD,
-    ExpiringTokenLookup,
-    OpaqueTokenLookup,
     PasswordChecker,
     ServiceAccountChecker,
+    TokenLookup,
     Unauthenticated,
 )
 from imageregistry.auth.identity import (
@@ -65,7 +64,7 @@ class RefreshTokens:
         signer: TokenSigner,
         audience: str,
         *,
-        tokens: OpaqueTokenLookup,
+        tokens: TokenLookup,
         passwords: PasswordChecker | None,
         service_accounts: ServiceAccountChecker | None,
         ttl_seconds: int,
@@ -74,7 +73,7 @@ class RefreshTokens:
         self._store = store
         self._signer = signer
         self._audience = audience
-        self._tokens = tokens if isinstance(tokens, ExpiringTokenLookup) else None
+        self._tokens = tokens
         self._passwords = passwords
         self._service_accounts = service_accounts
         self._ttl = timedelta(seconds=max(MIN_ACCESS_SECONDS, ttl_seconds))
@@ -95,8 +94,8 @@ class RefreshTokens:
             expires = min(expires, claims.expires_at)
             account = claims.service_account
             idp = str(claims.get(IDP_CLAIM) or "")
-        elif credential is not None and self._tokens is not None:
-            found = self._tokens.lookup_token_expiry(hash_token(credential))
+        elif credential is not None:
+            found = self._tokens.lookup_token(hash_token(credential))
             if found is None:
                 raise Unauthenticated("invalid or expired token")
             if found[2] is not None:

@@ -53,11 +53,7 @@ class TokenStore:
                 )
             )
 
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
-        found = self.lookup_token_expiry(token_sha256)
-        return None if found is None else (found[0], found[1])
-
-    def lookup_token_expiry(
+    def lookup_token(
         self, token_sha256: str
     ) -> tuple[str, tuple[str, ...], datetime | None] | None:
         """Username, groups and expiry (None: never) of a live token, or None."""

@@ -45,11 +45,7 @@ class Tokens:
         self.rows: dict[str, tuple[str, tuple[str, ...], datetime | None]] = {}
         self.lookups = 0
 
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
-        found = self.lookup_token_expiry(token_sha256)
-        return None if found is None else (found[0], found[1])
-
-    def lookup_token_expiry(
+    def lookup_token(
         self, token_sha256: str
     ) -> tuple[str, tuple[str, ...], datetime | None] | None:
         self.lookups += 1

@@ -58,11 +58,7 @@ class Identities:
     def service_account_exists(self, namespace: str, name: str, uid: str) -> bool:
         return (namespace, name, uid) in self.accounts
 
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
-        found = self.opaque.get(token_sha256)
-        return None if found is None else (found[0], found[1])
-
-    def lookup_token_expiry(
+    def lookup_token(
         self, token_sha256: str
     ) -> tuple[str, tuple[str, ...], datetime | None] | None:
         return self.opaque.get(token_sha256)

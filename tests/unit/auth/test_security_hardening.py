@@ -55,7 +55,7 @@ def test_star_slash_star_does_not_cover_wider_subresource_patterns(requested: st
 
 
 class _NoTokens:
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
+    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...], None] | None:
         return None
 
 

@@ -44,8 +44,9 @@ class FakeTokens:
             hash_token(ALICE): ("alice", ()),
         }
 
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
-        return self.known.get(token_sha256)
+    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...], None] | None:
+        found = self.known.get(token_sha256)
+        return None if found is None else (*found, None)
 
 
 def build_services(tmp: Path) -> Services:

@@ -28,7 +28,12 @@ from datetime import datetime
 from typing import Any
 
 from imageregistry import apigroups
-from imageregistry.auth.authn import Authenticator, Unauthenticated, _basic_credentials
+from imageregistry.auth.authn import (
+    Authenticator,
+    StoredToken,
+    Unauthenticated,
+    _basic_credentials,
+)
 from imageregistry.auth.cluster.cache import Coalescer, DecisionCache
 from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.cluster.errors import ClusterUnavailable
@@ -42,7 +47,7 @@ TOKENREVIEW_API_VERSION = f"{apigroups.AUTHENTICATION}/v1"
 class _NoStoredTokens:
     """Cluster mode keeps no tokens of its own."""
 
-    def lookup_token(self, token_sha256: str) -> tuple[str, tuple[str, ...]] | None:
+    def lookup_token(self, token_sha256: str) -> StoredToken | None:
         return None
 
 
