@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from imageregistry.content.digest import Digest, InvalidDigest
 
 LINK_TTL_SECONDS = 300
-REDIRECT_MIN_SIZE = 1024 * 1024  # smaller blobs are cheaper to send than to redirect
 PATH_PREFIX = "/blobs/"
 _WILDCARD_HOSTS = ("", "0.0.0.0", "::", "[::]")
 _EXPIRES = re.compile(r"[0-9]{1,12}")

@@ -29,9 +29,8 @@ import h11
 
 from imageregistry.blobport.links import BlobLinks, LinkRefused
 from imageregistry.blobport.sockets import bind
-from imageregistry.oci.blobs import OCTET, parse_range
-from imageregistry.oci.conditional import digest_etag, etag_matches
-from imageregistry.oci.errors import RegistryError, envelope
+from imageregistry.errorcodes import RegistryError, envelope
+from imageregistry.httpbits import OCTET, digest_etag, etag_matches, parse_range
 from imageregistry.storage.driver import BlobStore
 
 log = logging.getLogger(__name__)
@@ -294,7 +293,7 @@ class _Connection:
                 await self._error(error, close=True)
 
     async def _error(self, error: RegistryError, *, close: bool = False) -> None:
-        """The OCI envelope of the main port (`oci.errors.envelope`), over h11."""
+        """The OCI envelope of the main port (`errorcodes.envelope`), over h11."""
         body = json.dumps(envelope(error)).encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
         if close:

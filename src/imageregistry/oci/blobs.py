@@ -5,7 +5,7 @@ A blob is served only when the metadata links it to the repository and GC is not
 sent with `FileResponse` so Granian can use ASGI pathsend, or, with the blob port on and at least
 `REDIRECT_MIN_SIZE` bytes, redirected there for a true sendfile(2); a single byte range answers 206
 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110 §14). The entity tag is the
-digest itself (`oci.conditional`; the same on every replica, unlike one derived from file metadata),
+digest itself (`httpbits`; the same on every replica, unlike one derived from file metadata),
 and a matching `If-None-Match` answers 304 before any range is considered (RFC 9110 §13.2.2). DELETE
 unlinks the blob from the repository; the bytes stay until registry GC.
 
@@ -18,46 +18,17 @@ pushing the same blob then uploads it again, and that upload repairs the stored 
 from __future__ import annotations
 
 import logging
-import re
 
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
 from imageregistry.auth.authorizer import RegistryAction
-from imageregistry.blobport.links import REDIRECT_MIN_SIZE
 from imageregistry.content.digest import Digest
-from imageregistry.httpinput import InputError, parse_int
+from imageregistry.httpbits import OCTET, REDIRECT_MIN_SIZE, digest_etag, etag_matches, parse_range
 from imageregistry.oci import notify
-from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 
 log = logging.getLogger(__name__)
-
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
-OCTET = "application/octet-stream"
-
-
-def parse_range(header: str, size: int) -> tuple[int, int] | None:
-    """Inclusive (start, end) of a single satisfiable range, or None."""
-    match = _RANGE.match(header.strip())
-    if match is None:
-        return None
-    first, last = match.groups()
-    if first == "" and last == "":
-        return None
-    try:
-        if first == "":  # suffix range: the last N bytes
-            length = parse_int(last, "Range")
-            if length == 0 or size == 0:
-                return None
-            return max(0, size - length), size - 1
-        start = parse_int(first, "Range")
-        end = size - 1 if last == "" else min(parse_int(last, "Range"), size - 1)
-    except InputError:  # beyond 64 bits: unsatisfiable (416), as Go's net/http answers
-        return None
-    if start >= size or end < start:
-        return None
-    return start, end
 
 
 async def get_blob(ctx: Ctx) -> Response:

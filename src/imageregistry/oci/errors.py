@@ -12,8 +12,6 @@ id, which the message repeats for the user to quote). `error_response` renders
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -22,6 +20,13 @@ from imageregistry.auth.cluster.errors import ClusterUnavailable
 from imageregistry.content.digest import InvalidDigest
 from imageregistry.content.manifest import InvalidManifest
 from imageregistry.content.reference import InvalidName, InvalidTag
+
+# The codes, the error value and its envelope live in `errorcodes` (shared with the blob
+# port); they are the names every OCI handler imports from here.
+from imageregistry.errorcodes import MESSAGES as MESSAGES
+from imageregistry.errorcodes import STATUS as STATUS
+from imageregistry.errorcodes import RegistryError as RegistryError
+from imageregistry.errorcodes import envelope as envelope
 from imageregistry.httpinput import BodyTooLarge, InputError
 from imageregistry.metadata import registry as reg
 from imageregistry.metadata import registry_manifests as regm
@@ -33,86 +38,6 @@ from imageregistry.observability import requestid
 from imageregistry.storage import errors as st
 
 log = logging.getLogger("imageregistry.oci")
-
-STATUS: dict[str, int] = {
-    "BLOB_UNKNOWN": 404,
-    "BLOB_UPLOAD_INVALID": 400,
-    "BLOB_UPLOAD_UNKNOWN": 404,
-    "DIGEST_INVALID": 400,
-    "MANIFEST_BLOB_UNKNOWN": 400,
-    "MANIFEST_INVALID": 400,
-    "MANIFEST_UNKNOWN": 404,
-    "NAME_INVALID": 400,
-    "NAME_UNKNOWN": 404,
-    "SIZE_INVALID": 400,
-    "UNAUTHORIZED": 401,
-    "DENIED": 403,
-    "UNSUPPORTED": 405,
-    "TOOMANYREQUESTS": 429,
-    "PAGINATION_NUMBER_INVALID": 400,
-    "RANGE_INVALID": 416,
-    "UNAVAILABLE": 503,
-    # Not in the spec's table: its catch-all, the signature extension's own two codes, and
-    # the blob port's answers to what is not a blob link at all.
-    "UNKNOWN": 500,
-    "SIGNATURE_INVALID": 400,
-    "SIGNATURE_EXISTS": 409,
-    "BAD_REQUEST": 400,
-    "NOT_FOUND": 404,
-}
-
-MESSAGES: dict[str, str] = {
-    "BLOB_UNKNOWN": "blob unknown to registry",
-    "BLOB_UPLOAD_INVALID": "blob upload invalid",
-    "BLOB_UPLOAD_UNKNOWN": "blob upload unknown to registry",
-    "DIGEST_INVALID": "provided digest did not match uploaded content",
-    "MANIFEST_BLOB_UNKNOWN": "manifest references a manifest or blob unknown to registry",
-    "MANIFEST_INVALID": "manifest invalid",
-    "MANIFEST_UNKNOWN": "manifest unknown to registry",
-    "NAME_INVALID": "invalid repository name",
-    "NAME_UNKNOWN": "repository name not known to registry",
-    "SIZE_INVALID": "provided length did not match content length",
-    "UNAUTHORIZED": "authentication required",
-    "DENIED": "requested access to the resource is denied",
-    "UNSUPPORTED": "the operation is unsupported",
-    "TOOMANYREQUESTS": "too many requests",
-    "PAGINATION_NUMBER_INVALID": "invalid number of results requested",
-    "RANGE_INVALID": "invalid content range",
-    "UNAVAILABLE": "service unavailable",
-    "UNKNOWN": "unknown error",
-    "SIGNATURE_INVALID": "invalid signature",
-    "SIGNATURE_EXISTS": "signature already exists",
-    "BAD_REQUEST": "bad request",
-    "NOT_FOUND": "not found",
-}
-
-
-class RegistryError(Exception):
-    """An OCI error response: code, message, optional detail, status and extra headers."""
-
-    def __init__(
-        self,
-        code: str,
-        message: str | None = None,
-        *,
-        detail: Any = None,
-        status: int | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message or MESSAGES[code])
-        self.code = code
-        self.message = message or MESSAGES[code]
-        self.detail = detail
-        self.status = status or STATUS[code]
-        self.headers = dict(headers or {})
-
-
-def envelope(error: RegistryError) -> dict[str, Any]:
-    """`{"errors": [{"code", "message", "detail"}]}`: the body of every OCI error."""
-    entry: dict[str, Any] = {"code": error.code, "message": error.message}
-    if error.detail is not None:
-        entry["detail"] = error.detail
-    return {"errors": [entry]}
 
 
 def error_response(error: RegistryError, head: bool = False) -> JSONResponse:

@@ -16,6 +16,7 @@ import click
 
 from imageregistry import apigroups
 from imageregistry.cli.ac.errors import CliError
+from imageregistry.cli.ac.operations import post_operation
 from imageregistry.cli.ac.options import common_options
 from imageregistry.cli.ac.output import human_size
 
@@ -89,8 +90,6 @@ def registry() -> None:
 @click.pass_context
 def gc(ctx: click.Context, confirm: bool, reconcile: bool, output: str | None) -> None:
     """Reclaim blobs no image references (dry run unless --confirm)."""
-    from imageregistry.cli.ac.prune import post_operation
-
     if not confirm:
         click.echo(
             "Dry run enabled - no modifications will be made. Add --confirm to delete blobs",

@@ -12,19 +12,17 @@ it, until registry GC has reclaimed its blobs.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import click
 
 from imageregistry import apigroups
-from imageregistry.cli.ac.errors import CliError, from_response
+from imageregistry.cli.ac.errors import CliError
 from imageregistry.cli.ac.gc import print_gc
-from imageregistry.cli.ac.options import common_options, session
+from imageregistry.cli.ac.operations import post_operation
+from imageregistry.cli.ac.options import common_options
 from imageregistry.cli.ac.references import gather_references
 from imageregistry.prune.inuse import few_references, parse_reference
 from imageregistry.prune.options import InvalidOptions, PruneOptions, parse_duration
@@ -32,40 +30,8 @@ from imageregistry.quantity import approx_bytes
 
 STORAGE = f"{apigroups.IMAGE}/storage"  # the quota resource counted in bytes
 
-API = apigroups.IMAGE_API
 DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to remove images"
 UNDO_DRY_RUN_NOTICE = "Dry run enabled - no modifications will be made. Add --confirm to restore"
-
-
-@contextlib.contextmanager
-def progress(message: str) -> Iterator[None]:
-    """A spinner on stderr while the server works, only when stderr is a terminal."""
-    if not sys.stderr.isatty():
-        yield
-        return
-    from rich.console import Console
-
-    with Console(stderr=True).status(message):
-        yield
-
-
-def post_operation(ctx: click.Context, resource: str, body: dict[str, Any], dry_run: bool) -> Any:
-    sess = session(ctx)
-    path = f"{API}/{resource}" + ("?dryRun=All" if dry_run else "")
-    try:
-        with sess.client(timeout=3600.0) as client, progress("Waiting for the server..."):
-            response = client.post(path, json=body)
-    except KeyboardInterrupt:
-        if dry_run:
-            raise
-        # The request may have reached the server, which finishes what it started.
-        raise CliError(
-            "interrupted — the server may still complete this run; check with a dry run",
-            exit_code=130,
-        ) from None
-    if response.status_code >= 400:
-        raise from_response(response)
-    return response.json()
 
 
 def print_prune(status: dict[str, Any]) -> int:
