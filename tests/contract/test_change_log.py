@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import authenticated
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.changefeed import ChangeFeed
-from imageregistry.metadata.changelog import compact, compaction_mark
+from imageregistry.metadata.changelog import Change, compact, compaction_mark
 from imageregistry.metadata.db import Database, record_change
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tables import changes
@@ -250,6 +251,14 @@ def test_feed_waits_for_a_change_that_commits_after_a_later_one(pg: Database) ->
 
     async def scenario() -> tuple[list[int], int, int]:
         feed = ChangeFeed(pg, poll_seconds=0.05, gap_grace=60.0)
+        polls: list[int] = []  # reads of the log the feed has started
+        read_log = feed._fetch
+
+        def counted(after: int) -> tuple[list[Change], int]:
+            polls.append(after)
+            return read_log(after)
+
+        feed._fetch = counted  # type: ignore[method-assign]
         async with feed.running():
             start = feed.head
             with pg.engine.connect() as slow:
@@ -257,7 +266,13 @@ def test_feed_waits_for_a_change_that_commits_after_a_later_one(pg: Database) ->
                 late = record_change(slow, NS, "", "late", "ADDED")
                 with pg.write() as conn:
                     early = record_change(conn, NS, "", "early", "ADDED")
-                await asyncio.sleep(0.5)  # many polls see `early` but not `late`
+                # Wait until two reads that began after `early` committed have been handled
+                # (a third has begun): the feed has seen `early`, and not `late`.
+                seen_before = len(polls)
+                deadline = time.monotonic() + 60
+                while len(polls) < seen_before + 3:
+                    assert time.monotonic() < deadline, "the feed stopped reading the log"
+                    await asyncio.sleep(0.01)
                 held = feed.since(start, [NS])
                 assert held is not None and held[0] == [] and feed.head == start
                 slow_tx.commit()
