@@ -18,15 +18,13 @@ from typing import Any
 
 import yaml
 
+from imageregistry.configerror import ConfigurationError as ConfigurationError
+
 ENV_PREFIX = "IMAGE_REGISTRY_"
 CPU_AFFINITY_MODES = ("auto", "on", "off")
 LOG_FORMATS = ("text", "json")
 AUTH_MODES = ("local", "kubernetes")
 LOG_LEVELS = ("critical", "error", "warning", "warn", "info", "debug", "notset")  # Granian's
-
-
-class ConfigurationError(ValueError):
-    """A setting is missing, unknown or malformed."""
 
 
 @dataclass(frozen=True)
@@ -145,7 +143,6 @@ def _coerce(name: str, value: Any) -> Any:
     if kind == "Path":
         return Path(str(value))
     if kind == "Mapping[str, Any]":
-        from imageregistry.storage.errors import ConfigurationError as StorageConfigError
         from imageregistry.storage.s3config import validate_block
 
         if isinstance(value, str):
@@ -156,11 +153,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, Mapping):
             raise ConfigurationError(f"{name}: expected a mapping{_got(name, value)}")
         if name == "notifications":
-            return _notifications_block(value)
-        try:
-            return validate_block(value)
-        except StorageConfigError as exc:
-            raise ConfigurationError(str(exc)) from None
+            from imageregistry.notifications.config import validate_block as notifications
+
+            return notifications(value)
+        return validate_block(value)
     if kind == "tuple[str, ...]":
         if isinstance(value, str):
             return tuple(v.strip() for v in value.split(",") if v.strip())
@@ -171,15 +167,6 @@ def _coerce(name: str, value: Any) -> Any:
 def _got(name: str, value: Any) -> str:
     """The value for an error message, except where it may hold credentials."""
     return "" if name == "notifications" else f", got {value!r}"
-
-
-def _notifications_block(value: Mapping[str, Any]) -> dict[str, Any]:
-    from imageregistry.notifications.config import NotificationConfigError, validate_block
-
-    try:
-        return validate_block(value)
-    except NotificationConfigError as exc:
-        raise ConfigurationError(str(exc)) from None
 
 
 def _normalize_keys(raw: Mapping[str, Any], source: str) -> dict[str, Any]:

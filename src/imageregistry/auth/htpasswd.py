@@ -28,6 +28,8 @@ from types import MappingProxyType
 
 import bcrypt
 
+from imageregistry.configerror import ConfigurationError
+
 log = logging.getLogger(__name__)
 
 _BCRYPT_PREFIXES = ("$2y$", "$2b$", "$2a$")
@@ -45,7 +47,7 @@ _MIN_COST, _MAX_COST = 4, 17
 _BCRYPT_HASH = re.compile(r"\$2[aby]\$([0-9]{2})\$[./A-Za-z0-9]{21}[.Oeu][./A-Za-z0-9]{31}")
 
 
-class HtpasswdError(ValueError):
+class HtpasswdError(ConfigurationError):
     """The htpasswd file cannot be used as it is."""
 
 

@@ -45,6 +45,7 @@ from cryptography.x509.verification import (
 )
 
 from imageregistry.auth.identity import UserInfo, authenticated
+from imageregistry.configerror import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ RELOAD_SECONDS = 10.0
 _BAD_ESCAPE = re.compile(r"%(?![0-9a-fA-F]{2})")
 
 
-class RequestHeaderConfigError(ValueError):
+class RequestHeaderConfigError(ConfigurationError):
     """The request-header CA bundle or settings cannot be used."""
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import click
 
-from imageregistry.config import ConfigurationError, Settings, load_settings, settings_to_env
+from imageregistry.config import Settings, load_settings, settings_to_env
+from imageregistry.configerror import ConfigurationError
 
 
 @click.group()
@@ -39,69 +40,33 @@ READ_ONLY_NOTICE = (
 )
 
 
-class PrepareError(Exception):
-    """First-start preparation failed with a message for the operator."""
+class ConfigurationRefused(click.ClickException):
+    """`serve` refuses to start: one line on stderr, exit status 2 (a usage error)."""
 
+    exit_code = 2
 
-def _check_addresses_free(settings: Settings) -> None:
-    """Fail before any worker starts when the main or blob port's address is taken.
-
-    Granian binds the main port with SO_REUSEPORT, so without this check a second
-    `serve` on the same address would start and silently take a share of the connections
-    of the one already running."""
-    from imageregistry.blobport.sockets import check_bindable
-
-    wanted = [("listen", settings.listen)]
-    if settings.blob_listen:
-        wanted.append(("blob_listen", settings.blob_listen))
-    if settings.metrics_listen:
-        wanted.append(("metrics_listen", settings.metrics_listen))
-    if settings.front_proxy_listen:
-        wanted.append(("front_proxy_listen", settings.front_proxy_listen))
-    for setting, listen in wanted:
-        problem = check_bindable(listen, setting)
-        if problem:
-            raise ConfigurationError(problem)
-
-
-def _check_front_proxy_ca(settings: Settings) -> None:
-    """The request-header CA (the bundle file, or the cluster's ConfigMap) is read now, so
-    a wrong path or an unreadable ConfigMap stops `serve` at once instead of every worker."""
-    if not settings.front_proxy_listen:
-        return
-    from imageregistry.auth.cluster.kubeconfig import KubeconfigError
-    from imageregistry.auth.requestheader import RequestHeaderConfigError
-    from imageregistry.frontproxy.trust import front_proxy_trust
-
-    try:
-        front_proxy_trust(settings)
-    except OSError as exc:
-        raise ConfigurationError(
-            f"requestheader_client_ca_file {settings.requestheader_client_ca_file}:"
-            f" {exc.strerror or exc}"
-        ) from None
-    except (RequestHeaderConfigError, KubeconfigError) as exc:
-        raise ConfigurationError(str(exc)) from None
-
-
-def _check_audit_log(settings: Settings) -> None:
-    """A policy that does not parse, or a log that cannot be opened, stops the start here,
-    with one line, before any worker exists."""
-    from imageregistry.observability.audit import build_auditor
-
-    auditor = build_auditor(settings)
-    if auditor is not None:
-        auditor.writer.close()
+    def __init__(self, error: ConfigurationError) -> None:
+        lines = (line.strip() for line in str(error).splitlines())
+        super().__init__("; ".join(line for line in lines if line))
 
 
 def _prepare_in_child(settings: Settings) -> tuple[str, str]:
-    """Run `_prepare` in a short-lived process: the Granian supervisor then never imports
-    SQLAlchemy, Alembic or the TLS code, and stays small (it only supervises workers).
+    """Validate every setting (`serve_checks.validate`), then run `_prepare`, in a
+    short-lived process: the Granian supervisor then never imports SQLAlchemy, Alembic,
+    the S3 client or the TLS code, and stays small (it only supervises workers). Any
+    problem comes back as a `ConfigurationError` before a worker exists.
 
     Forked, not spawned: this process has no threads yet, and a spawn context would leave
     multiprocessing's resource-tracker process (~12 MB) running beside the server."""
     with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as pool:
-        return pool.submit(_prepare, settings).result()
+        return pool.submit(_validate_and_prepare, settings).result()
+
+
+def _validate_and_prepare(settings: Settings) -> tuple[str, str]:
+    from imageregistry.cli.serve_checks import validate
+
+    validate(settings)
+    return _prepare(settings)
 
 
 def _prepare(settings: Settings) -> tuple[str, str]:
@@ -110,44 +75,27 @@ def _prepare(settings: Settings) -> tuple[str, str]:
     Replicas sharing one PostgreSQL database take turns (`preparation_lock`)."""
     from sqlalchemy.exc import OperationalError
 
-    from imageregistry.metadata.engine import DatabaseConfigurationError, preparation_lock
+    from imageregistry.metadata.engine import preparation_lock
 
     try:
         with preparation_lock(settings.database_url):
             return _prepare_locked(settings)
-    except DatabaseConfigurationError as exc:
-        raise PrepareError(str(exc)) from None
     except OperationalError as exc:
-        raise PrepareError(f"cannot open the database: {exc.orig}") from None
+        raise ConfigurationError(f"cannot open the database: {exc.orig}") from None
 
 
 def _prepare_locked(settings: Settings) -> tuple[str, str]:
-    from sqlalchemy.exc import OperationalError
-
     from imageregistry.bootstrap import (
         ensure_admin_kubeconfig,
         reconcile_bootstrap_objects,
         shared_ca,
     )
     from imageregistry.metadata.db import Database, DatabaseReadOnly
-    from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
+    from imageregistry.metadata.engine import open_engine
     from imageregistry.pki import ensure_tls, wanted_sans
-    from imageregistry.storage import check_blob_store, open_blob_store
-    from imageregistry.storage.errors import ConfigurationError as StorageConfigurationError
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    if settings.storage_url.lower().startswith("s3://"):  # a remote store is checked now
-        try:
-            check_blob_store(open_blob_store(settings.storage_url, s3=settings.storage_s3))
-        except StorageConfigurationError as exc:
-            raise PrepareError(str(exc)) from None
-    try:
-        engine = open_engine(settings.database_url)
-    except DatabaseConfigurationError as exc:
-        raise PrepareError(str(exc)) from None
-    except OperationalError as exc:
-        raise PrepareError(f"cannot open the database: {exc.orig}") from None
-    db = Database(engine)
+    db = Database(open_engine(settings.database_url))  # OperationalError: see `_prepare`
     try:
         if db.refuses_writes():
             click.echo(READ_ONLY_NOTICE, err=True)
@@ -167,12 +115,12 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
                 cert, key = str(files.cert), str(files.key)
                 ca_pem = files.ca_cert.read_bytes()
         if settings.auth_mode == "kubernetes":
-            _check_cluster_config(settings)
+            _announce_cluster(settings)
             return cert, key  # no local identities: the cluster's are used
         try:
             written = ensure_admin_kubeconfig(db, settings.data_dir, settings.server_url, ca_pem)
         except DatabaseReadOnly:
-            raise PrepareError(
+            raise ConfigurationError(
                 "the database is read-only, so the first start cannot record the"
                 " cluster-admin identity: start once with a writable database"
             ) from None
@@ -188,15 +136,11 @@ def _prepare_locked(settings: Settings) -> tuple[str, str]:
         db.dispose()
 
 
-def _check_cluster_config(settings: Settings) -> None:
-    """Refuse to start in cluster mode without a readable cluster configuration."""
+def _announce_cluster(settings: Settings) -> None:
+    """Cluster mode: say which cluster decides (its configuration was validated)."""
     from imageregistry.auth.cluster import kubeconfig
 
-    try:
-        connection = kubeconfig.load(settings.cluster_kubeconfig)
-        connection.bearer()
-    except kubeconfig.KubeconfigError as exc:
-        raise PrepareError(str(exc)) from None
+    connection = kubeconfig.load(settings.cluster_kubeconfig)
     click.echo(
         f"Cluster mode: tokens and access decided by the cluster at {connection.server}",
         err=True,
@@ -269,12 +213,9 @@ def serve(config_file: str | None, tls_san: tuple[str, ...], **flags: object) ->
         flags["tls_san"] = tls_san
     try:
         settings = load_settings(flags, config_file)
-        _check_audit_log(settings)
-        _check_addresses_free(settings)
-        _check_front_proxy_ca(settings)
         cert, key = _prepare_in_child(settings)
-    except (ConfigurationError, PrepareError) as exc:
-        raise click.ClickException(str(exc)) from None
+    except ConfigurationError as exc:
+        raise ConfigurationRefused(exc) from None
     os.environ.update(settings_to_env(settings))
     from granian.constants import Interfaces
 
@@ -331,13 +272,13 @@ def rotate_secret(name: str, config_file: str | None, revoke_old: bool, **flags:
     from sqlalchemy.exc import OperationalError
 
     from imageregistry.metadata.db import Database, DatabaseUnavailable
-    from imageregistry.metadata.engine import DatabaseConfigurationError, open_engine
+    from imageregistry.metadata.engine import open_engine
     from imageregistry.rotation import rotate
 
     try:
         settings = load_settings(flags, config_file)
         db = Database(open_engine(settings.database_url))
-    except (ConfigurationError, DatabaseConfigurationError) as exc:
+    except ConfigurationError as exc:
         raise click.ClickException(str(exc)) from None
     except OperationalError as exc:
         raise click.ClickException(f"cannot open the database: {exc.orig}") from None

@@ -15,10 +15,12 @@ from typing import Any
 
 from sqlalchemy import Engine, NullPool, create_engine, event, text
 
+from imageregistry.configerror import ConfigurationError
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class DatabaseConfigurationError(ValueError):
+class DatabaseConfigurationError(ConfigurationError):
     """The database URL names an unsupported backend."""
 
 

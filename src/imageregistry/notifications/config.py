@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from imageregistry.configerror import ConfigurationError
+
 ACTIONS = ("push", "pull", "delete", "mount")
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_THRESHOLD = 3
@@ -40,7 +42,7 @@ _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
-class NotificationConfigError(ValueError):
+class NotificationConfigError(ConfigurationError):
     """The ``notifications:`` block is malformed (the message never quotes header values)."""
 
 

@@ -31,13 +31,15 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from imageregistry.configerror import ConfigurationError
+
 log = logging.getLogger(__name__)
 MEGABYTE = 1024 * 1024
 _MAX_CHECK_INTERVAL = 64 * 1024
 _ERROR_LOG_SECONDS = 60.0
 
 
-class AuditLogError(ValueError):
+class AuditLogError(ConfigurationError):
     """The audit log cannot be opened (a configuration problem, reported at start)."""
 
 

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from imageregistry.auth.identity import Attributes, UserInfo
+from imageregistry.configerror import ConfigurationError
 
 API_VERSION = "audit.k8s.io/v1"
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
@@ -47,10 +48,11 @@ _RULE_KEYS = frozenset(
 _POLICY_KEYS = frozenset(
     ("apiVersion", "kind", "metadata", "rules", "omitStages", "omitManagedFields")
 )
+
 _GROUP_KEYS = frozenset(("group", "resources", "resourceNames"))
 
 
-class PolicyError(ValueError):
+class PolicyError(ConfigurationError):
     """The policy file cannot be used; the message names the file and the place."""
 
 

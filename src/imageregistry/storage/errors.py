@@ -3,17 +3,15 @@
 Drivers raise these domain errors and never HTTP statuses; the OCI layer maps each to one
 spec error code in its table (e.g. ``UploadOffsetMismatch`` → 416 with the current range,
 ``DigestMismatch`` → ``DIGEST_INVALID``, ``UploadNotFound`` → ``BLOB_UPLOAD_UNKNOWN``).
-``ConfigurationError`` is raised when a store cannot be built from its settings, so a typo
-in a storage URL stops the server instead of silently falling back to another driver.
+The project-wide ``ConfigurationError`` is raised when a store cannot be built from its
+settings, so a typo in a storage URL stops the server instead of silently falling back to
+another driver.
 """
 
 from __future__ import annotations
 
+from imageregistry.configerror import ConfigurationError as ConfigurationError
 from imageregistry.content.digest import Digest
-
-
-class ConfigurationError(Exception):
-    """A storage setting (URL, scheme, option) is invalid or names an unknown driver."""
 
 
 class StorageError(Exception):

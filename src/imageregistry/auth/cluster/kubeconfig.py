@@ -26,10 +26,12 @@ from typing import Any
 
 import yaml
 
+from imageregistry.configerror import ConfigurationError
+
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
-class KubeconfigError(ValueError):
+class KubeconfigError(ConfigurationError):
     """The cluster's address or the registry's credentials cannot be read."""
 
 
