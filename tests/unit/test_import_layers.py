@@ -6,7 +6,8 @@ The import graph is read from the source with `ast` (every import, including tho
 functions, since a lazy import is still a dependency), so these fail the moment a module
 starts importing across a line the layout draws: the two blob-serving ports share only the
 neutral modules (`httpbits`, `errorcodes`), the two `ac` operation commands share only
-`cli/ac/operations.py`, and nothing below the HTTP layers depends on Starlette.
+`cli/ac/operations.py`, no modules import each other in a circle, and nothing below the
+HTTP layers depends on Starlette.
 """
 
 from __future__ import annotations
@@ -133,3 +134,8 @@ def test_nothing_below_the_http_layers_imports_starlette() -> None:
         for hit in _imports_from(f"imageregistry.{package}", "starlette")
     ]
     assert offenders == []
+
+
+def test_the_package_imports_no_cycle() -> None:
+    """Also the API's router and dispatcher, and the prune and verification resources."""
+    assert _cycle_in("imageregistry") == []

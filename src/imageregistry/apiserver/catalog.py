@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from imageregistry.apiserver.imagepruner import ImagePruners
 from imageregistry.apiserver.imagetagpolicy import ImageTagPolicies
-from imageregistry.apiserver.prune import prune_handlers
+from imageregistry.apiserver.prune import ImagePruneRuns, ImagePrunes, RegistryGCs
 from imageregistry.apiserver.resource import ResourceHandler
 from imageregistry.apiserver.resources.image_views import (
     ImageStreamImages,
@@ -33,8 +34,10 @@ from imageregistry.apiserver.resources.reviews import (
     TokenReviews,
 )
 from imageregistry.apiserver.resources.serviceaccounts import ServiceAccounts
+from imageregistry.apiserver.verify import RegistryVerifications
 from imageregistry.auth.rbac_store import build_resolver
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE
+from imageregistry.prune.service import build_pruner
 from imageregistry.services import Services
 
 
@@ -86,4 +89,16 @@ def image_handlers(services: Services) -> list[ResourceHandler]:
         ImageStreamMappings(db, host),
         ImageSignatures(db),
         ImageTagPolicies(db),
+    ]
+
+
+def prune_handlers(services: Services) -> list[ResourceHandler]:
+    """The operation resources sharing one pruner: prune, GC, verification, runs, schedule."""
+    pruner = build_pruner(services)
+    return [
+        ImagePrunes(pruner),
+        RegistryGCs(pruner),
+        RegistryVerifications(pruner),
+        ImagePruneRuns(pruner),
+        ImagePruners(services.db),
     ]

@@ -9,7 +9,8 @@ object or `<Kind>List`.
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,8 +33,15 @@ from imageregistry.httpinput import parse_int
 from imageregistry.observability.requestinfo import note_request_object
 from imageregistry.services import Services
 
-if TYPE_CHECKING:
-    from imageregistry.apiserver.routes import Target
+
+@dataclass(frozen=True)
+class Target:
+    """The resource a request under `/api` or `/apis` names: parsed by `routes`, served here."""
+
+    handler: ResourceHandler
+    namespace: str
+    name: str
+    sub: str
 
 
 class Dispatcher:

@@ -35,7 +35,7 @@ from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.metadata.prune_runs import RunNotFound, UndoRefused, get_run, list_runs
 from imageregistry.prune.inuse import InvalidReferences
 from imageregistry.prune.options import InvalidOptions, PruneOptions
-from imageregistry.prune.service import Pruner, build_pruner
+from imageregistry.prune.service import Pruner
 from imageregistry.prune.wire import (
     gc_status,
     prune_status,
@@ -43,7 +43,6 @@ from imageregistry.prune.wire import (
     run_object,
     undo_status,
 )
-from imageregistry.services import Services
 
 T = TypeVar("T")
 
@@ -207,17 +206,3 @@ class ImagePruneRuns(ResourceHandler):
             runs = list_runs(conn)
             version = current_resource_version(conn)
         return ListResult([run_object(r) for r in runs], version)
-
-
-def prune_handlers(services: Services) -> list[ResourceHandler]:
-    pruner = build_pruner(services)
-    from imageregistry.apiserver.imagepruner import ImagePruners
-    from imageregistry.apiserver.verify import RegistryVerifications
-
-    return [
-        ImagePrunes(pruner),
-        RegistryGCs(pruner),
-        RegistryVerifications(pruner),
-        ImagePruneRuns(pruner),
-        ImagePruners(services.db),
-    ]

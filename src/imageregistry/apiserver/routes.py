@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -24,6 +23,7 @@ from starlette.routing import BaseRoute, Route
 from imageregistry.apiserver import discovery, openapi
 from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.codec import MAX_BODY_BYTES
+from imageregistry.apiserver.dispatch import Dispatcher, Target
 from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
 from imageregistry.apiserver.resources.namespaces import record_cluster_namespace
@@ -47,14 +47,6 @@ IDENTITY_HOLDERS = {("", "serviceaccounts"), ("", "namespaces")}
 
 MAX_WATCH_SECONDS = 1800
 WATCH_RETRY_AFTER = 5  # seconds a client over a watch cap is asked to wait
-
-
-@dataclass(frozen=True)
-class Target:
-    handler: ResourceHandler
-    namespace: str
-    name: str
-    sub: str
 
 
 class ApiServer:
@@ -184,8 +176,6 @@ class ApiServer:
         return verbs[method]
 
     async def _resource(self, request: Request, user: UserInfo, target: Target) -> Response:
-        from imageregistry.apiserver.dispatch import Dispatcher
-
         verb = self._verb(request, target)
         info = target.handler.info
         attrs = Attributes.for_resource(
