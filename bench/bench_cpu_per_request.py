@@ -128,7 +128,9 @@ def main() -> None:
                     env.update(audit_env(workdir, args.audit_stages))
                 cpu, rps = measure(binary, workdir, args.duration, env)
                 if name in args.audit_side:
-                    lines = (workdir / "audit.log").read_bytes().count(b"\n")
+                    # every file of the log, rotated ones included
+                    logs = workdir.glob("audit*.log*")
+                    lines = sum(log.read_bytes().count(b"\n") for log in logs)
                     print(f"{name} round {round_ + 1}: {lines} audit lines", flush=True)
                 results[name].append((cpu, rps))
                 print(

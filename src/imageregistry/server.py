@@ -71,6 +71,9 @@ from imageregistry.observability.audit import build_auditor
 from imageregistry.observability.endpoint import Scraper, metrics_routes
 from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
+from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.inline_pull import InlinePullLayer
+from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
 from imageregistry.prune.scheduler import scheduled_pruning
@@ -202,8 +205,11 @@ def build_app(services: Services) -> Starlette:
         *health_routes(services.db, services.blobs, draining),
         Route("/version", version, methods=["GET"]),
     ]
+    # The one manifest pull decision, shared by the router and the layer that answers
+    # pulls on the event loop (docs/architecture.md, "Request flow").
+    pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
     routes += signature_routes(services)
-    routes += oci_routes(services)
+    routes += oci_routes(services, pull=pull)
     routes += usage_routes(services)
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()
@@ -228,6 +234,7 @@ def build_app(services: Services) -> Starlette:
             _notifications(services),
         ):
             yield
+        pull.close()  # the event loop's own SQLite connection, opened by inline pulls
         services.db.dispose()
         if auditor is not None:
             auditor.writer.close()
@@ -241,6 +248,12 @@ def build_app(services: Services) -> Starlette:
                 FrontProxyMiddleware,
                 headers=_request_header_names(services.settings, trust),
                 authenticator=_request_header_authenticator(trust),
+            ),
+            Middleware(
+                InlinePullLayer,
+                pull=pull,
+                gate=RegistryGate(services),
+                notifier=services.notifier,
             ),
             Middleware(SignatureHeaderMiddleware),
         ],

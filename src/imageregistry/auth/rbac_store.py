@@ -42,6 +42,11 @@ RBAC_RESOURCES = (ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS)
 _VERSION_SQL = "SELECT " + ", ".join(
     f"(SELECT max(id) FROM changes WHERE resource = '{key}')" for key in RBAC_RESOURCES
 )
+# The same version as columns another statement can read in passing (the manifest pull
+# statement does, `oci.pull`), so a decision there costs no query of its own.
+VERSION_COLUMNS = tuple(
+    f"(SELECT max(v.id) FROM changes v WHERE v.resource = '{key}')" for key in RBAC_RESOURCES
+)
 MAX_REMEMBERED_DECISIONS = 10_000
 DecisionKey = tuple[Any, ...]
 
@@ -190,7 +195,10 @@ class ObjectsRbacStore:
 
     def current(self) -> RbacSnapshot:
         """The snapshot for the RBAC data as it is now (a new one whenever it changed)."""
-        version = self.version()
+        return self.at(self.version())
+
+    def at(self, version: tuple[int, ...]) -> RbacSnapshot:
+        """The snapshot for `version`, read by the caller (see `VERSION_COLUMNS`)."""
         snapshot = self._snapshot
         if snapshot is None or snapshot.version != version:
             snapshot = RbacSnapshot(self._db, version)
@@ -220,6 +228,13 @@ class RbacAuthorizer:
         if GROUP_MASTERS in attrs.user.groups:
             return Decision(allowed=True)
         return self.store.current().authorize(attrs)
+
+    def decide_at(self, attrs: Attributes, version: tuple[int, ...]) -> Decision:
+        """`decide` at the RBAC version the caller read with `VERSION_COLUMNS` in its own
+        statement (one query fewer); not counted by `CountingAuthorizer`."""
+        if GROUP_MASTERS in attrs.user.groups:
+            return Decision(allowed=True)
+        return self.store.at(version).authorize(attrs)
 
     def authorize(self, attrs: Attributes) -> Verdict:
         decision = self.decide(attrs)

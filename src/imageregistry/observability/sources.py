@@ -22,6 +22,7 @@ from imageregistry.auth.authorizer import Authorizer, Verdict
 from imageregistry.auth.cluster.authenticator import TokenReviewAuthenticator
 from imageregistry.auth.identity import Attributes, UserInfo
 from imageregistry.auth.rbac_store import ObjectsRbacStore, RbacAuthorizer
+from imageregistry.auth.resolver import Decision
 from imageregistry.content.digest import Digest
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.totals import read_totals
@@ -44,9 +45,10 @@ TOTALS_INTERVAL = 60.0  # seconds between two reads of the database totals, per 
 class CountingAuthorizer(RbacAuthorizer):
     """The server's RBAC authorizer, counting its decisions (allowed, denied, error).
 
-    A subclass rather than a wrapper: the manifest fast path (`oci.pull`) recognises the
-    RBAC authorizer to decide pulls from its cached snapshot, and those decisions (the
-    cheapest requests the server answers) are not counted here, only by their status code.
+    A subclass rather than a wrapper: the manifest pull (`oci.pull`) recognises the RBAC
+    authorizer to decide at the RBAC version its own statement read (`decide_at`); of
+    those decisions only refusals are counted here, the allowed ones (the cheapest
+    requests the server answers) only by their status code.
     """
 
     def __init__(self, store: ObjectsRbacStore, metrics: Metrics) -> None:
@@ -63,6 +65,16 @@ class CountingAuthorizer(RbacAuthorizer):
             raise
         (self._allowed if verdict.allowed else self._denied).inc()
         return verdict
+
+    def decide_at(self, attrs: Attributes, version: tuple[int, ...]) -> Decision:
+        try:
+            decision = super().decide_at(attrs, version)
+        except Exception:
+            self._error.inc()
+            raise
+        if not decision.allowed:
+            self._denied.inc()
+        return decision
 
 
 class CountingAuthenticator(Authenticator):

@@ -16,6 +16,7 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -31,8 +32,9 @@ from imageregistry.observability.requestinfo import (
     note_user,
 )
 from imageregistry.oci.errors import RegistryError
-from imageregistry.oci.pull import AUTH_FAILURE
 from imageregistry.services import Services
+
+T = TypeVar("T")
 
 SERVICE = "imageregistry"
 # RFC 3986 host (reg-name of letters, digits, dots and dashes, or a bracketed IPv6
@@ -99,25 +101,63 @@ class RegistryGate:
         cached = cached if isinstance(cached, UserInfo) else None
         header = request.headers.get("authorization")
         try:
-            failure = getattr(request.state, AUTH_FAILURE, None)
-            if isinstance(failure, Unauthenticated):
-                raise failure  # the pull fast path already checked these credentials
             user, attrs, verdict = await run_in_threadpool(
                 self._decide, cached, header, client_host(request.scope), attrs_for
             )
-        except TooManyFailedLogins as exc:
-            _note_refused(header, attrs_for)
-            raise too_many_logins(exc) from None
-        except Unauthenticated as exc:
-            _note_refused(header, attrs_for)
-            raise RegistryError(
-                "UNAUTHORIZED",
-                f"authentication failed: {exc}",
-                headers=challenge_headers(request, self.services, None, None),
-            ) from None
+        except (TooManyFailedLogins, Unauthenticated) as exc:
+            raise self._refused_credentials(request, exc, header, attrs_for) from None
         request.state.registry_user = user
         note_user(user)
         return user, attrs, verdict
+
+    def _refused_credentials(
+        self, request: Request, exc: Unauthenticated, header: str | None, attrs_for: _AttrsFor
+    ) -> RegistryError:
+        _note_refused(header, attrs_for)
+        if isinstance(exc, TooManyFailedLogins):
+            return too_many_logins(exc)
+        return RegistryError(
+            "UNAUTHORIZED",
+            f"authentication failed: {exc}",
+            headers=challenge_headers(request, self.services, None, None),
+        )
+
+    async def run_as(
+        self,
+        request: Request,
+        action: RegistryAction,
+        repo: RepoKey,
+        work: Callable[[UserInfo], T],
+    ) -> tuple[UserInfo, T]:
+        """Authenticate, then `work(user)` in the same worker-thread hop, for a handler
+        whose decision `work` takes itself with the same authorizer (the manifest pull,
+        `oci.pull`); the caller turns a refusal into an error with `refusal`."""
+        header = request.headers.get("authorization")
+        source = client_host(request.scope)
+
+        def step() -> tuple[UserInfo, T]:
+            user = self._authenticate(header, source)
+            return user, work(user)
+
+        try:
+            user, result = await run_in_threadpool(step)
+        except (TooManyFailedLogins, Unauthenticated) as exc:
+            attrs_for = _attributes(action, repo)
+            raise self._refused_credentials(request, exc, header, attrs_for) from None
+        request.state.registry_user = user
+        return user, result
+
+    def refusal(
+        self, request: Request, user: UserInfo, action: RegistryAction, repo: RepoKey | None
+    ) -> RegistryError:
+        """The error for a refused decision: 401 with a challenge to an anonymous caller
+        (who may log in), 403 `DENIED` to everyone else."""
+        if user.is_anonymous:
+            return RegistryError(
+                "UNAUTHORIZED", headers=challenge_headers(request, self.services, action, repo)
+            )
+        target = f" on {repo}" if repo else ""
+        return RegistryError("DENIED", f"user {user.username!r} may not {action.value}{target}")
 
     def may_create_namespace(self, user: UserInfo) -> bool:
         """Whether a push by `user` (already authorized) may record a namespace this
@@ -145,12 +185,7 @@ class RegistryGate:
             note_decision(attrs, allowed, verdict.reason)
         if allowed:
             return user
-        if user.is_anonymous:
-            raise RegistryError(
-                "UNAUTHORIZED", headers=challenge_headers(request, self.services, action, repo)
-            )
-        target = f" on {repo}" if repo else ""
-        raise RegistryError("DENIED", f"user {user.username!r} may not {action.value}{target}")
+        raise self.refusal(request, user, action, repo)
 
 
 _AttrsFor = Callable[[UserInfo], Attributes | None]

@@ -20,7 +20,7 @@ from imageregistry.content.push import ManifestPusher
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci.auth import RegistryGate
-from imageregistry.oci.pull import ManifestPulls
+from imageregistry.oci.pull import ManifestPull
 from imageregistry.services import Services
 from imageregistry.storage.driver import BlobStore
 
@@ -35,10 +35,13 @@ class Registry:
     meta: RegistryMetadata
     manifests: ManifestMetadata
     pusher: ManifestPusher
-    pulls: ManifestPulls
+    pull: ManifestPull  # the one manifest pull decision (shared with `oci.inline_pull`)
 
     @classmethod
-    def build(cls, services: Services) -> Registry:
+    def build(cls, services: Services, pull: ManifestPull | None = None) -> Registry:
+        """`pull`: the application's one `ManifestPull` (built here when not given)."""
+        if pull is None:
+            pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
         manifests = ManifestMetadata(services.db)
         return cls(
             services=services,
@@ -46,7 +49,7 @@ class Registry:
             meta=RegistryMetadata(services.db),
             manifests=manifests,
             pusher=ManifestPusher(services.blobs, manifests),
-            pulls=ManifestPulls(services, manifests),
+            pull=pull,
         )
 
     @property

@@ -17,24 +17,24 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from imageregistry.auth.authn import Unauthenticated
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import InvalidDigest, digest_of
 from imageregistry.content.manifest import parse_manifest
 from imageregistry.content.reference import InvalidTag, parse_manifest_reference
-from imageregistry.httpinput import BodyTooLarge, client_host, read_body
+from imageregistry.httpinput import BodyTooLarge, read_body
 from imageregistry.oci import notify
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
-from imageregistry.oci.pull import AUTH_FAILURE, FAST_TRIED
+from imageregistry.oci.pull import Refused
 
 MAX_MANIFEST_BYTES = 4 << 20
 RUN_HEADER = "X-Registry-Prune-Run"
 
 
 async def get_manifest(ctx: Ctx) -> Response:
-    """Pull: one hop when allowed and found (`oci.pull`), else step by step for the error.
+    """Pull: authenticate and run the one pull decision (`oci.pull.ManifestPull.pull`) in
+    one worker-thread hop, and render what it answers.
 
     A reference that is neither a tag nor a digest names no manifest: after the usual
     authorization it is `404 MANIFEST_UNKNOWN`, as the OCI conformance suite expects (a
@@ -47,19 +47,17 @@ async def get_manifest(ctx: Ctx) -> Response:
             "MANIFEST_UNKNOWN", f"{ctx.arg[:140]!r} is neither a tag nor a digest"
         ) from None
     digest = str(ref.digest) if ref.digest else None
-    pulls, mark = ctx.registry.pulls, not ctx.is_head
-    pulled = None
-    user = None
-    if not ctx.request.scope.get(FAST_TRIED):
-        header, source = ctx.request.headers.get("authorization"), client_host(ctx.request.scope)
-        user, found = await ctx.run(pulls.serve_as, header, source, ctx.repo, digest, ref.tag, mark)
-        if isinstance(found, Unauthenticated):
-            setattr(ctx.request.state, AUTH_FAILURE, found)  # reported by ctx.authorize
-        else:
-            pulled = found
-    if pulled is None:
-        user = await ctx.authorize(RegistryAction.PULL)
-        pulled = await ctx.run(pulls.resolve, ctx.repo, digest, ref.tag, mark)
+    pull, record = ctx.registry.pull.pull, not ctx.is_head
+    user, pulled = await ctx.registry.gate.run_as(
+        ctx.request,
+        RegistryAction.PULL,
+        ctx.repo,
+        lambda user: pull(user, ctx.repo, digest, ref.tag, record=record),
+    )
+    if isinstance(pulled, Refused):
+        if pulled.denied:
+            raise ctx.registry.gate.refusal(ctx.request, user, RegistryAction.PULL, ctx.repo)
+        raise pulled.error or RegistryError("MANIFEST_UNKNOWN")
     etag = digest_etag(pulled.digest)
     headers = {"Docker-Content-Digest": pulled.digest, "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):

@@ -25,6 +25,7 @@ from imageregistry.oci import blobs, manifests, referrers, tags, uploads
 from imageregistry.oci.auth import challenge_headers
 from imageregistry.oci.context import Ctx, Registry
 from imageregistry.oci.errors import RegistryError, render
+from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.token import token_endpoint
 from imageregistry.services import Services
 
@@ -150,11 +151,13 @@ def oci_routes(
     services: Services,
     extensions: Sequence[BaseRoute] = (),
     headers: Mapping[str, str] | None = None,
+    pull: ManifestPull | None = None,
 ) -> list[BaseRoute]:
     """Routes of the registry: `extensions` (e.g. the signature extension routes) then
     `/v2/`; `headers` are added to every `/v2/` answer (e.g.
-    `X-Registry-Supports-Signatures: 1` once that extension is mounted)."""
-    dispatcher = Dispatcher(Registry.build(services), headers or {})
+    `X-Registry-Supports-Signatures: 1` once that extension is mounted); `pull` is the
+    application's one manifest pull (`server.build_app` shares it with the inline layer)."""
+    dispatcher = Dispatcher(Registry.build(services, pull), headers or {})
     return [
         *extensions,
         PrefixRoute("/v2", dispatcher.handle),

@@ -32,10 +32,9 @@ from imageregistry.content.reference import parse_repository
 from imageregistry.httpinput import InvalidJSON, load_json, read_body
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
-from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci.auth import RegistryGate
 from imageregistry.oci.errors import RegistryError, render
-from imageregistry.oci.pull import FAST_TRIED, SUPPORTS_SIGNATURES_HEADER, FastPull, ManifestPulls
+from imageregistry.oci.pull import SUPPORTS_SIGNATURES_HEADER
 from imageregistry.oci.routes import PrefixRoute, unsupported
 from imageregistry.services import Services
 
@@ -50,30 +49,16 @@ _DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
 class SignatureHeaderMiddleware:
-    """Pure ASGI middleware: advertise the extension on every `/v2/` response, and serve
-    successful manifest pulls through the one-hop fast path (`oci.pull.FastPull`).
+    """Pure ASGI middleware: advertise the extension on every `/v2/` and `/extensions/v2/`
+    response, and nothing else.
 
     Written as raw ASGI (not `BaseHTTPMiddleware`) so streamed blob responses are not
-    buffered or delayed, and so a manifest GET/HEAD that is allowed and found never enters
-    the router. The namespace signature policy (`metadata.signature_policy.
-    signature_policy_allows`) is enforced where the manifest is looked up (`oci.pull`), on
-    both paths; a refused pull is answered 403 `DENIED` naming the policy by the general
-    handler. The services come from `app.state`.
+    buffered or delayed. Manifest pulls answered on the event loop
+    (`oci.inline_pull.InlinePullLayer`, in front of this layer) carry the header already.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._fast: tuple[Services, FastPull] | None = None
-
-    def _fast_pull(self, scope: Scope) -> FastPull | None:
-        services = _services(scope)
-        if services is None:
-            return None
-        built = self._fast
-        if built is None or built[0] is not services:
-            manifests = ManifestMetadata(services.db)
-            built = self._fast = (services, FastPull(ManifestPulls(services, manifests)))
-        return built[1]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -86,22 +71,7 @@ class SignatureHeaderMiddleware:
                 message = {**message, "headers": [*message.get("headers", []), SUPPORTS_HEADER]}
             await send(message)
 
-        if "/manifests/" in path and scope.get("method") in ("GET", "HEAD"):
-            fast = self._fast_pull(scope)
-            try:
-                if fast is not None and await fast.try_serve(scope, send):
-                    return
-            except Exception as exc:  # before anything was sent: the surface's own envelope
-                await render(exc, Request(scope))(scope, receive, send_with_header)
-                return
-            scope = {**scope, FAST_TRIED: True}
         await self.app(scope, receive, send_with_header)
-
-
-def _services(scope: Scope) -> Services | None:
-    app = scope.get("app")
-    found = getattr(getattr(app, "state", None), "services", None)
-    return found if isinstance(found, Services) else None
 
 
 def _raw_path(request: Request) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import MastersOnlyAuthorizer
@@ -26,8 +26,9 @@ from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
-from imageregistry.metadata.registry_manifests import ManifestMetadata
-from imageregistry.oci.pull import FAST_TRIED, FastPull, ManifestPulls
+from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.inline_pull import InlinePullLayer
+from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
 from imageregistry.storage.memory import InMemoryBlobStore
@@ -157,15 +158,7 @@ def push_image(client: TestClient, image: Image, ref: str = "latest", repo: str 
 
 
 def fast_path_in_front(services: Services, next_app: ASGIApp) -> ASGIApp:
-    """`next_app` behind the manifest pull fast path, as the server composes them
-    (`oci.signatures.SignatureHeaderMiddleware` does the same in front of the router)."""
-    fast = FastPull(ManifestPulls(services, ManifestMetadata(services.db)))
-
-    async def app(scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and await fast.try_serve(scope, send):
-            return
-        if scope["type"] == "http":
-            scope = {**scope, FAST_TRIED: True}
-        await next_app(scope, receive, send)
-
-    return app
+    """`next_app` behind the layer that answers manifest pulls on the event loop, as
+    `server.build_app` composes them in front of the router."""
+    pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
+    return InlinePullLayer(next_app, pull, RegistryGate(services), services.notifier)
