@@ -4,6 +4,8 @@ behind it, everything else reaches that app unchanged."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +13,8 @@ from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
+from imageregistry.auth.authorizer import Verdict
+from imageregistry.auth.identity import Attributes
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
 from tests.unit.oci.conftest import ADMIN, ALICE, REPO, fast_path_in_front, make_image, push_image
@@ -104,3 +108,34 @@ def test_etag_is_the_digest_and_if_none_match_answers_304(
                     assert r.headers["Docker-Content-Digest"] == digest
             changed = client.get(url, headers={"If-None-Match": other})
             assert changed.status_code == 200 and changed.content == full.content
+
+
+class RemoteAuthorizer:
+    """Stands in for an authorizer that asks another server (SubjectAccessReview in
+    cluster mode; no cluster here): allows masters, and records whether each decision ran
+    on the event loop, where it would block every other request while it waits."""
+
+    def __init__(self) -> None:
+        self.on_loop: list[bool] = []
+
+    def authorize(self, attrs: Attributes) -> Verdict:
+        try:
+            asyncio.get_running_loop()
+            self.on_loop.append(True)
+        except RuntimeError:
+            self.on_loop.append(False)
+        return Verdict(attrs.user.in_group("system:masters"), "")
+
+
+def test_a_remote_authorizer_never_decides_on_the_event_loop(services: Services) -> None:
+    remote = RemoteAuthorizer()
+    with_remote = dataclasses.replace(services, authz=remote)
+    app = fast_path_in_front(with_remote, Starlette(routes=oci_routes(with_remote)))
+    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+        image = make_image()
+        push_image(client, image)
+        assert client.get(f"/v2/{REPO}/manifests/latest").content == image.manifest
+        # No credentials: the caller is known without I/O (anonymous), the pull is not.
+        anonymous = client.get(f"/v2/{REPO}/manifests/latest", headers={"Authorization": ""})
+        assert anonymous.status_code == 401
+    assert remote.on_loop and not any(remote.on_loop)
