@@ -397,7 +397,7 @@ def _method(a: dict[str, Any]) -> list[str]:
     sizes = ", ".join(human(s) for s in a["sizes"])
     return [
         f"- Workers: ours `--workers {a['workers']}` (Granian, `cpu_affinity: "
-        f"{a.get('cpu_affinity', 'auto')}`), distribution "
+        f"{a.get('cpu_affinity', 'off')}`), distribution "
         f"`GOMAXPROCS={a.get('dist_procs', a['workers'])}`; access logs off on both; both on "
         "loopback and on the same disk (ext4).",
         f"- Blobs: {sizes} of random bytes, {a['reps']} pushes and "
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None) -> int:
         help="distribution's GOMAXPROCS (default: its own default, every CPU)",
     )
     parser.add_argument(
-        "--cpu-affinity", default="auto", choices=("auto", "on", "off"), help="ours' setting"
+        "--cpu-affinity", default="off", choices=("auto", "on", "off"), help="ours' setting"
     )
     parser.add_argument(
         "--rss-workers", type=int, default=2, help="also sample RSS of ours with this many"

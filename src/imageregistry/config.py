@@ -53,7 +53,7 @@ class Settings:
     refresh_token_ttl_seconds: int = 2592000  # 30 days; refresh tokens of the token endpoint
     log_level: str = "info"
     log_format: str = "text"  # text | json: the server's own log lines (not Granian's)
-    cpu_affinity: str = "auto"  # auto | on | off: pin each worker's runtime to a CPU
+    cpu_affinity: str = "off"  # off | auto | on: pin each worker's runtime to a CPU
     blob_listen: str = ""  # HOST:PORT of the zero-copy blob port (plain HTTP); "" = off
     blob_public_url: str = ""  # how clients reach the blob port; default derived per request
     metrics_listen: str = ""  # HOST:PORT serving /metrics too (plain HTTP); "" = main port only

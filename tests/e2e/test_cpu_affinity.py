@@ -90,7 +90,7 @@ def test_off_leaves_runtime_threads_free(tmp_path: Path) -> None:
             assert _runtime_cpus(worker) == {CPUS}
 
 
-def test_auto_pins_the_default_single_worker_on_a_small_machine(tmp_path: Path) -> None:
+def test_auto_pins_a_single_worker_on_a_small_machine(tmp_path: Path) -> None:
     with _start(tmp_path, "auto", 1) as server:
         (worker,) = server.worker_pids()
         _pull_blob(server)
