@@ -164,6 +164,18 @@ def _coerce(name: str, value: Any) -> Any:
     return str(value)
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """The parser's problem and where, in one line (its own text spans several, with a
+    caret under a copy of the line)."""
+    problem = getattr(exc, "problem", None)
+    mark = getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    if mark is None:
+        return str(problem)
+    return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+
+
 def _got(name: str, value: Any) -> str:
     """The value for an error message, except where it may hold credentials."""
     return "" if name == "notifications" else f", got {value!r}"
@@ -192,7 +204,9 @@ def load_settings(
         except OSError as exc:
             raise ConfigurationError(f"cannot read config file {path}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise ConfigurationError(f"config file {path} is not valid YAML: {exc}") from None
+            raise ConfigurationError(
+                f"config file {path} is not valid YAML: {_yaml_problem(exc)}"
+            ) from None
         if not isinstance(loaded, dict):
             raise ConfigurationError(f"config file {path} must hold a mapping")
         values.update(_normalize_keys(loaded, path))

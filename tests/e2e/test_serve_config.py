@@ -33,6 +33,15 @@ CASES = {
         ["--plain-http", "--storage", "{tmp}/a-file/blobs"],
         "Error: storage {tmp}/a-file/blobs: Not a directory",
     ),
+    "data dir under a regular file": (
+        ["--plain-http", "--data-dir", "{tmp}/a-file/data", "--storage", "memory://"],
+        "Error: data_dir {tmp}/a-file/data: Not a directory",
+    ),
+    "config file not YAML": (
+        ["--plain-http", "--config", "{tmp}/a-file.yaml"],
+        "Error: config file {tmp}/a-file.yaml is not valid YAML: expected the node content,"
+        " but found '<stream end>' (line 2, column 1)",
+    ),
     "storage scheme unknown": (
         ["--plain-http", "--storage", "ftp://host/images"],
         "Error: unknown blob storage scheme 'ftp' in 'ftp://host/images' (supported:"
@@ -54,9 +63,10 @@ def test_a_bad_setting_stops_serve_with_one_line_before_any_worker(
     case: str, tmp_path: Path
 ) -> None:
     (tmp_path / "a-file").write_text("not what the setting needs\n")
+    (tmp_path / "a-file.yaml").write_text("listen: [\n")
     args, expected = CASES[case]
     data = tmp_path / "data"
-    argv = [str(BIN / "image-registry"), "serve", "--data-dir", str(data)]
+    argv = [str(BIN / "image-registry"), "serve", "--data-dir", str(data)]  # the last one wins
     argv += ["--listen", f"127.0.0.1:{free_port()}"]
     argv += [arg.format(tmp=tmp_path) for arg in args]
     process = subprocess.Popen(

@@ -136,6 +136,11 @@ def _addresses(settings: Settings) -> None:
             raise ConfigurationError(problem)
 
 
+def _data_dir(settings: Settings) -> None:
+    """The data dir holds the database (SQLite), TLS material and run-time state."""
+    _writable_dir("data_dir", settings.data_dir)
+
+
 def _storage(settings: Settings) -> None:
     """The blob store must open; a directory must be writable, a bucket reachable and
     usable with the configured credentials."""
@@ -176,5 +181,6 @@ CHECKS: tuple[Callable[[Settings], None], ...] = (
     _cluster_config,
     _notifications,
     _addresses,
+    _data_dir,
     _storage,
 )
