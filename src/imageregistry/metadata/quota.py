@@ -53,6 +53,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.sql.selectable import CompoundSelect
 
+from imageregistry import apigroups
 from imageregistry.metadata.tables import (
     blobs,
     manifest_blobs,
@@ -68,17 +69,17 @@ from imageregistry.quantity import InvalidQuantity, approx_bytes, parse_quantity
 QUOTAS = "resourcequotas"  # `objects.resource` keys (core group: the plural alone)
 LIMIT_RANGES = "limitranges"
 
-STREAMS = "count/imagestreams.image.alauda.io"
-IMAGES = "image.alauda.io/images"
-STORAGE = "image.alauda.io/storage"
+STREAMS = f"count/imagestreams.{apigroups.IMAGE}"
+IMAGES = f"{apigroups.IMAGE}/images"
+STORAGE = f"{apigroups.IMAGE}/storage"
 QUOTA_RESOURCES = (STREAMS, STORAGE, IMAGES)
 BYTE_RESOURCES = frozenset({STORAGE})
 
-IMAGE_LIMIT = "image.alauda.io/Image"
-STREAM_LIMIT = "image.alauda.io/ImageStream"
+IMAGE_LIMIT = f"{apigroups.IMAGE}/Image"
+STREAM_LIMIT = f"{apigroups.IMAGE}/ImageStream"
 LIMIT_STORAGE = "storage"
-LIMIT_TAGS = "image.alauda.io/image-tags"
-LIMIT_IMAGES = "image.alauda.io/images"
+LIMIT_TAGS = f"{apigroups.IMAGE}/image-tags"
+LIMIT_IMAGES = f"{apigroups.IMAGE}/images"
 LIMIT_RESOURCES = {IMAGE_LIMIT: (LIMIT_STORAGE,), STREAM_LIMIT: (LIMIT_TAGS, LIMIT_IMAGES)}
 
 _LOCK_PREFIX = "quota:"

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from json.encoder import encode_basestring_ascii as _enc
 from typing import Any
 
+from imageregistry import apigroups
 from imageregistry.auth.identity import Attributes, UserInfo, anonymous
 from imageregistry.config import ConfigurationError, Settings
 from imageregistry.observability import auditpolicy
@@ -69,7 +70,7 @@ SECRET_FIELDS = frozenset(
 _TOKEN_RESOURCES = frozenset(
     (
         ("", "serviceaccounts", "token"),
-        ("authentication.k8s.io", "tokenreviews", ""),
+        (apigroups.AUTHENTICATION, "tokenreviews", ""),
         ("", "secrets", ""),
     )
 )
