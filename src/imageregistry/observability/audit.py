@@ -36,10 +36,10 @@ from typing import Any
 
 from imageregistry import apigroups
 from imageregistry.auth.identity import Attributes, UserInfo, anonymous
-from imageregistry.config import ConfigurationError, Settings
+from imageregistry.config import Settings
 from imageregistry.observability import auditpolicy
-from imageregistry.observability.auditlog import AuditLogError, EventWriter, open_writer
-from imageregistry.observability.auditpolicy import Outcome, Policy, PolicyError, load_policy
+from imageregistry.observability.auditlog import EventWriter, open_writer
+from imageregistry.observability.auditpolicy import Outcome, Policy, load_policy
 from imageregistry.observability.requestid import IdSource
 from imageregistry.observability.requestinfo import RequestInfo
 
@@ -311,13 +311,10 @@ def build_auditor(settings: Settings) -> Auditor | None:
     policy that does not parse or a log that cannot be opened is a `ConfigurationError`."""
     if not settings.audit_log_path:
         return None
-    try:
-        policy = load_policy(settings.audit_policy_file)
-        writer = open_writer(
-            settings.audit_log_path, settings.audit_log_maxsize, settings.audit_log_maxbackup
-        )
-    except (PolicyError, AuditLogError) as exc:
-        raise ConfigurationError(str(exc)) from None
+    policy = load_policy(settings.audit_policy_file)
+    writer = open_writer(
+        settings.audit_log_path, settings.audit_log_maxsize, settings.audit_log_maxbackup
+    )
     return Auditor(policy, writer)
 
 
