@@ -85,7 +85,11 @@ def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> N
 def test_off_leaves_runtime_threads_free(tmp_path: Path) -> None:
     with _start(tmp_path, "off", 2) as server:
         _pull_blob(server)
-        time.sleep(1)  # longer than a pinning worker needs to pin
+        log = server.data_dir.parent / f"server-{server.port}.log"
+        deadline = time.monotonic() + 60  # both workers have decided, and said so
+        while log.read_text().count("[INFO] cpu_affinity: off, worker ") < 2:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
         for worker in server.worker_pids():
             assert _runtime_cpus(worker) == {CPUS}
 

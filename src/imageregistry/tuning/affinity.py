@@ -122,6 +122,14 @@ async def runtime_affinity(mode: str, workers: int, lock_dir: Path) -> AsyncIter
             claim = claim_cpu(lock_dir, cpus, start=current_cpu())
         except OSError as exc:
             log.warning("cpu_affinity: cannot lock a CPU in %s (%s); not pinned", lock_dir, exc)
+    else:
+        log.info(
+            "cpu_affinity: %s, worker %d left unpinned (%d CPUs, %d workers)",
+            mode,
+            os.getpid(),
+            len(cpus),
+            workers,
+        )
     if claim is None:
         yield
         return
