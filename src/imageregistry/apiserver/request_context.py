@@ -38,9 +38,6 @@ from imageregistry.observability.requestinfo import (
     note_user,
 )
 
-EXTRA_PREFIX = "impersonate-extra-"
-
-
 _EXTRA_PREFIX = "impersonate-extra-"
 
 

@@ -21,7 +21,6 @@ from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, defa
 from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.identity import Attributes, UserInfo
 
-READ_VERBS = ("get", "list", "watch")
 CRUD_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 
 

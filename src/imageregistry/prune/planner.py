@@ -39,9 +39,6 @@ class PrunePlan:
     def is_empty(self) -> bool:
         return not self.streams and not self.images
 
-    def tag_item_count(self) -> int:
-        return sum(len(s.events) for s in self.streams)
-
 
 def _whitelisted(path: str, patterns: Iterable[re.Pattern[str]]) -> bool:
     return any(p.search(path) for p in patterns)

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from imageregistry.cli.ac.errors import CliError, from_response
+from imageregistry.cli.ac.errors import CliError
 
 
 def default_kubeconfig_path(flag: str | None = None) -> Path:
@@ -185,12 +185,6 @@ class Session:
         import click
 
         click.echo(f"I0000 {request.method} {request.url}", err=True)
-
-    def get_json(self, client: httpx.Client, path: str, **kwargs: Any) -> Any:
-        response = client.get(path, **kwargs)
-        if response.status_code >= 400:
-            raise from_response(response)
-        return response.json()
 
 
 def verify_setting(
