@@ -71,7 +71,7 @@ from imageregistry.observability.audit import build_auditor
 from imageregistry.observability.endpoint import Scraper, metrics_routes
 from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
-from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.inline_pull import InlinePullLayer
 from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.routes import oci_routes

@@ -19,7 +19,7 @@ from imageregistry.auth.identity import UserInfo
 from imageregistry.content.push import ManifestPusher
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
-from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.pull import ManifestPull
 from imageregistry.services import Services
 from imageregistry.storage.driver import BlobStore

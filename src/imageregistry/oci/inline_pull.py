@@ -7,7 +7,7 @@ the authentication cache, the metadata is SQLite (WAL readers never wait for wri
 the authorizer decides locally (`ManifestPull.decides_inline`) — it runs right on the
 event loop, without a thread hop (measured: twice the requests per second of the hop);
 otherwise authentication and the pull run in one worker-thread hop
-(`oci.auth.RegistryGate.run_as`, as the router's handler does), so cluster mode and
+(`oci.gate.RegistryGate.run_as`, as the router's handler does), so cluster mode and
 PostgreSQL never decide on the event loop. The layer makes no decision of its own:
 whatever `pull` refuses goes on to the router unchanged (with the caller it authenticated
 remembered on the request), where `oci.manifests.get_manifest` runs the same `pull` and
@@ -30,9 +30,9 @@ from imageregistry.metadata.manifest_pull import PulledManifest
 from imageregistry.metadata.registry import MetadataError, RepoKey
 from imageregistry.notifications.notifier import Notifier
 from imageregistry.oci import notify
-from imageregistry.oci.auth import RegistryGate
 from imageregistry.oci.conditional import digest_etag, etag_matches
 from imageregistry.oci.errors import RegistryError, render
+from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.pull import (
     API_VERSION_HEADER,
     SUPPORTS_SIGNATURES_HEADER,

@@ -22,9 +22,9 @@ from starlette.routing import BaseRoute, Route
 from imageregistry.content.reference import InvalidName, Repository, parse_repository
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci import blobs, manifests, referrers, tags, uploads
-from imageregistry.oci.auth import challenge_headers
 from imageregistry.oci.context import Ctx, Registry
 from imageregistry.oci.errors import RegistryError, render
+from imageregistry.oci.gate import challenge_headers
 from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.token import token_endpoint
 from imageregistry.services import Services

@@ -32,8 +32,8 @@ from imageregistry.content.reference import parse_repository
 from imageregistry.httpinput import InvalidJSON, load_json, read_body
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
-from imageregistry.oci.auth import RegistryGate
 from imageregistry.oci.errors import RegistryError, render
+from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.pull import SUPPORTS_SIGNATURES_HEADER
 from imageregistry.oci.routes import PrefixRoute, unsupported
 from imageregistry.services import Services

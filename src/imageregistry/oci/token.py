@@ -42,8 +42,8 @@ from imageregistry.auth.tokens import is_refresh_token
 from imageregistry.content.reference import InvalidName, parse_repository
 from imageregistry.httpinput import BodyTooLarge, InputError, client_host, read_body
 from imageregistry.observability.requestinfo import note_unauthenticated, note_user
-from imageregistry.oci.auth import basic_password, challenge_headers, too_many_logins
 from imageregistry.oci.errors import RegistryError
+from imageregistry.oci.gate import basic_password, challenge_headers, too_many_logins
 from imageregistry.services import Services
 
 # The form holds a password or a token (a service-account JWT is 1-2 KiB) and a scope

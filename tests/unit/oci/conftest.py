@@ -26,7 +26,7 @@ from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
-from imageregistry.oci.auth import RegistryGate
+from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.inline_pull import InlinePullLayer
 from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.routes import oci_routes
