@@ -15,7 +15,6 @@ of their own, so they are told apart (and found in a leak scan) without a lookup
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -235,7 +234,3 @@ def is_refresh_token(token: str) -> bool:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def opaque_token_matches(token: str, stored_hash: str) -> bool:
-    return hmac.compare_digest(hash_token(token), stored_hash)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from imageregistry.cli.ac.output import ago, human_size, join, table, yes_no
+from imageregistry.cli.ac.output import ago, human_size, join, table
 from imageregistry.cli.ac.printers import jsonpath, render_table, to_yaml
 
 
@@ -18,7 +18,6 @@ def test_sizes_are_binary_with_four_significant_digits() -> None:
 def test_cells() -> None:
     assert join([]) == "<none>"
     assert join(["a", "b"]) == "a, b"
-    assert yes_no(True) == "yes" and yes_no(False) == "no"
     now = datetime(2026, 1, 2, tzinfo=UTC)
     assert ago(now - timedelta(hours=3), now) == "3h ago"
 

@@ -29,10 +29,6 @@ def human_size(size: int) -> str:
     return f"{text}{_UNITS[unit]}"
 
 
-def yes_no(value: bool) -> str:
-    return "yes" if value else "no"
-
-
 def cell(value: str | None) -> str:
     return value if value else NONE
 
