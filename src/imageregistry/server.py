@@ -325,7 +325,7 @@ def _front_proxy_listener(
         return contextlib.nullcontext()
     cert = _serving_cert(settings)
     key = settings.tls_private_key_file or settings.data_dir / "tls" / "serving.key"
-    context = server_context(str(cert), str(key), trust.ca.pem)
+    context = server_context(str(cert), str(key))
     return front_proxy_listener(settings.front_proxy_listen, app, context, trust.ca)
 
 

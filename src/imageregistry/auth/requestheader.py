@@ -11,9 +11,10 @@ and `strip` removes them, so a forged `X-Remote-User` never grants anything: the
 then authenticated by its own credentials (or is anonymous).
 
 The chain comes from the ASGI TLS extension (`scope["extensions"]["tls"]
-["client_cert_chain"]`, PEM, leaf first), which `frontproxy/listener.py` fills in after its
-TLS handshake verified the chain; it is verified again here with `cryptography`, so this
-module never trusts a chain just because a server put it in the scope. Verification results
+["client_cert_chain"]`, PEM, leaf first), which `frontproxy/listener.py` fills in with
+whatever chain the client presented (its handshake judges nothing, so a certificate of
+another CA is served as anonymous, as kube-apiserver does); this module is where the chain
+is verified, with `cryptography`. Verification results
 are remembered per chain (bounded, never past the leaf's expiry): the aggregator presents the
 same certificate on every request.
 """

@@ -4,17 +4,22 @@ Granian (2.8) can verify client certificates only by requiring one on every conn
 does not hand the verified certificate to the application (the ASGI TLS extension is not
 implemented), so the main port cannot serve the front-proxy contract. This listener does:
 every worker listens with `SO_REUSEPORT` (like the blob and metrics ports), terminates TLS
-with the standard `ssl` module, *requests* a client certificate (optional: a client
-without one is served as any other client) and verifies it against the request-header CA
-bundle during the handshake, then serves the same ASGI application over HTTP/1.1 (h11),
-with the verified chain in `scope["extensions"]["tls"]["client_cert_chain"]` as the ASGI
-TLS extension specifies. `frontproxy/middleware.py` and `auth/requestheader.py` decide
-what the chain is worth; this module only transports.
+with OpenSSL through pyOpenSSL (memory BIOs under asyncio streams), *requests* a client
+certificate and accepts whatever chain is presented (a client without one is served as any
+other client), then serves the same ASGI application over HTTP/1.1 (h11), with the
+presented chain in `scope["extensions"]["tls"]["client_cert_chain"]` as the ASGI TLS
+extension specifies. `frontproxy/middleware.py` and `auth/requestheader.py` decide what the
+chain is worth: the latter verifies it against the request-header CA, so a certificate
+from another CA is served like a request without one (kube-apiserver's contract: the
+headers are ignored and the request is anonymous or uses its own credentials). The
+handshake still proves the client holds the leaf's private key. The standard `ssl` module
+cannot do this: it can request a client certificate only together with verifying it, and
+a chain that does not verify ends the handshake.
 
 One request at a time per connection, keep-alive, request bodies streamed to the app,
 responses streamed to the client (chunked when the app gives no length), `http.disconnect`
-when the client goes away (watches end then). A handshake that fails — no shared protocol,
-or a client certificate the CA bundle does not verify — closes the connection before any
+when the client goes away (watches end then). A handshake that fails (no shared protocol,
+a client that cannot sign with its certificate's key) closes the connection before any
 request is read.
 """
 
@@ -23,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import ssl
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import h11
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
 from starlette.types import ASGIApp, Message
 
 from imageregistry.auth.requestheader import RELOAD_SECONDS, CABundle
@@ -43,6 +49,7 @@ HEAD_TIMEOUT = 30.0  # a request head must arrive within this
 # never send a request on a connection the server is closing.
 IDLE_TIMEOUT = 120.0
 HANDSHAKE_TIMEOUT = 15.0
+LINGER = 5.0  # after our close_notify, how long the client's remaining bytes are read
 # A request body the app did not read (an early 403 or 413) is read and dropped up to this
 # much, so the client gets the answer instead of a reset and the connection can be reused.
 MAX_DISCARD = 8 << 20
@@ -51,44 +58,144 @@ _READ = 64 * 1024
 _TLS_VERSIONS = {"TLSv1.2": 0x0303, "TLSv1.3": 0x0304}
 
 
-def server_context(cert_file: str, key_file: str, client_ca_pem: bytes) -> ssl.SSLContext:
-    """TLS 1.2+, our serving certificate, client certificates requested and verified
-    against `client_ca_pem` when presented."""
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(cert_file, key_file)
-    ctx.verify_mode = ssl.CERT_OPTIONAL
-    ctx.load_verify_locations(cadata=client_ca_pem.decode("ascii"))
-    ctx.set_alpn_protocols(["http/1.1"])
+def server_context(cert_file: str, key_file: str) -> SSL.Context:
+    """TLS 1.2+, our serving certificate, a client certificate requested (not required)
+    and any presented chain accepted: `auth/requestheader.py` verifies it."""
+    ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
+    ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
+    ctx.use_certificate_chain_file(cert_file)
+    ctx.use_privatekey_file(key_file)
+    ctx.check_privatekey()
+    ctx.set_verify(SSL.VERIFY_PEER, _accept_any_chain)
+    ctx.set_alpn_select_callback(_alpn)
     return ctx
 
 
-def tls_extension(ssl_object: Any) -> dict[str, Any]:
-    """The ASGI TLS extension's dictionary for a completed handshake."""
-    chain: list[bytes] = []
-    verified = getattr(ssl_object, "get_verified_chain", None)  # Python 3.13+
-    if verified is not None:
-        chain = [bytes(der) for der in verified()]  # DER, leaf first
-    if not chain:
-        leaf = ssl_object.getpeercert(binary_form=True)
-        chain = [leaf] if leaf else []
+def _accept_any_chain(
+    _conn: SSL.Connection, _cert: Any, _errno: int, _depth: int, _ok: int
+) -> bool:
+    """The chain's worth is decided per request against the current CA bundle."""
+    return True
+
+
+def _alpn(_conn: SSL.Connection, offered: list[bytes]) -> bytes | Any:
+    return b"http/1.1" if b"http/1.1" in offered else SSL.NO_OVERLAPPING_PROTOCOLS
+
+
+def tls_extension(conn: SSL.Connection) -> dict[str, Any]:
+    """The ASGI TLS extension's dictionary for a completed handshake: the chain as the
+    client presented it, leaf first (on a server, OpenSSL's peer chain leaves the leaf
+    out)."""
+    leaf = conn.get_peer_certificate(as_cryptography=True)
+    chain = [leaf] if leaf is not None else []
+    for cert in conn.get_peer_cert_chain(as_cryptography=True) or []:
+        if leaf is None or cert != leaf:
+            chain.append(cert)
     return {
         "server_cert": None,
-        "client_cert_chain": [ssl.DER_cert_to_PEM_cert(der) for der in chain],
+        "client_cert_chain": [c.public_bytes(Encoding.PEM).decode("ascii") for c in chain],
         "client_cert_name": None,
         "client_cert_error": None,
-        "tls_version": _TLS_VERSIONS.get(ssl_object.version() or ""),
+        "tls_version": _TLS_VERSIONS.get(conn.get_protocol_version_name()),
         "cipher_suite": None,
     }
 
 
+class _TLSStream:
+    """TLS over an asyncio stream through OpenSSL's memory BIOs: `read`/`write`/`drain`/
+    `get_extra_info`/`close` as `_Connection` uses a reader and a writer."""
+
+    def __init__(
+        self, context: SSL.Context, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.conn = SSL.Connection(context, None)
+        self.conn.set_accept_state()
+        self._reader = reader
+        self._writer = writer
+
+    def _move_out(self) -> None:
+        while True:
+            try:
+                data = self.conn.bio_read(_READ)
+            except SSL.WantReadError:
+                return
+            if not data:
+                return
+            self._writer.write(data)
+
+    async def _feed(self) -> bool:
+        """Move what OpenSSL wrote to the socket, and what the socket has to OpenSSL;
+        False when the peer closed the connection."""
+        self._move_out()
+        await self._writer.drain()
+        data = await self._reader.read(_READ)
+        if not data:
+            return False
+        self.conn.bio_write(data)
+        return True
+
+    async def handshake(self) -> None:
+        while True:
+            try:
+                self.conn.do_handshake()
+                break
+            except SSL.WantReadError:
+                if not await self._feed():
+                    raise ConnectionError("the client closed during the handshake") from None
+        self._move_out()
+        await self._writer.drain()
+
+    async def read(self, n: int) -> bytes:
+        while True:
+            try:
+                return self.conn.recv(n)
+            except SSL.WantReadError:
+                if not await self._feed():
+                    return b""
+            except (SSL.ZeroReturnError, SSL.SysCallError):
+                return b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            sent = self.conn.send(view)
+            view = view[sent:]
+            self._move_out()
+
+    async def drain(self) -> None:
+        await self._writer.drain()
+
+    def get_extra_info(self, name: str) -> Any:
+        if name == "ssl_object":
+            return self.conn
+        return self._writer.get_extra_info(name)
+
+    async def aclose(self) -> None:
+        """Send close_notify, then read and drop what the client still sends (for at most
+        `LINGER` seconds) before closing: closing a socket with unread data resets the
+        connection, and the client would lose an answer it was sent (a 431 for a head too
+        large that it is still writing)."""
+        try:
+            async with asyncio.timeout(LINGER):
+                with contextlib.suppress(SSL.Error):
+                    self.conn.shutdown()
+                self._move_out()
+                await self._writer.drain()
+                while await self._reader.read(_READ):
+                    pass
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            self._writer.close()
+
+
 @contextlib.asynccontextmanager
 async def front_proxy_listener(
-    listen: str, app: ASGIApp, context: ssl.SSLContext, ca_file: CABundle | None = None
+    listen: str, app: ASGIApp, context: SSL.Context, ca_file: CABundle | None = None
 ) -> AsyncIterator[None]:
-    """Serve `app` on `listen`. With `ca_file`, a re-read bundle's CAs are added to the
-    handshake's trust (an SSLContext cannot drop any): the authenticator, which uses only
-    the current bundle, decides what a chain is worth."""
+    """Serve `app` on `listen`. With `ca_file`, the bundle is polled every
+    `RELOAD_SECONDS` off the event loop (a ConfigMap is read over the network); the
+    authenticator uses whatever the bundle holds now."""
     sock = bind(listen, reuse_port=True)
     connections: set[asyncio.Task[None]] = set()
 
@@ -99,9 +206,12 @@ async def front_proxy_listener(
         task = asyncio.current_task()
         if task is not None:
             connections.add(task)
+        stream = _TLSStream(context, reader, writer)
         try:
-            await _Connection(app, reader, writer).run()
-        except (OSError, TimeoutError, h11.ProtocolError, ssl.SSLError) as exc:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+                await stream.handshake()
+            await _Connection(app, stream, stream).run()
+        except (OSError, TimeoutError, h11.ProtocolError, SSL.Error) as exc:
             # the client went away or sent what cannot be answered
             log.debug("front_proxy_listen: connection ended: %r", exc)
         except Exception:
@@ -109,13 +219,11 @@ async def front_proxy_listener(
         finally:
             if task is not None:
                 connections.discard(task)
-            writer.close()
+            await stream.aclose()
 
-    server = await asyncio.start_server(
-        serve, sock=sock, ssl=context, ssl_handshake_timeout=HANDSHAKE_TIMEOUT
-    )
+    server = await asyncio.start_server(serve, sock=sock)
     log.info("front proxy (aggregated API) listening on %s", listen)
-    reloads = asyncio.create_task(_trust_reloaded_cas(context, ca_file)) if ca_file else None
+    reloads = asyncio.create_task(_polling(ca_file)) if ca_file else None
     try:
         yield
     finally:
@@ -129,19 +237,14 @@ async def front_proxy_listener(
                 await server.wait_closed()
 
 
-async def _trust_reloaded_cas(context: ssl.SSLContext, ca_file: CABundle) -> None:
-    generation = ca_file.generation
+async def _polling(ca_file: CABundle) -> None:
     while True:
         await asyncio.sleep(RELOAD_SECONDS)
-        if await asyncio.to_thread(ca_file.poll) != generation:
-            generation = ca_file.generation
-            context.load_verify_locations(cadata=ca_file.pem.decode("ascii"))
+        await asyncio.to_thread(ca_file.poll)
 
 
 class _Connection:
-    def __init__(
-        self, app: ASGIApp, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def __init__(self, app: ASGIApp, reader: _TLSStream, writer: _TLSStream) -> None:
         self.app = app
         self.reader = reader
         self.writer = writer
