@@ -345,15 +345,20 @@ def test_every_worker_serves_the_front_proxy_port(tmp_path: Path) -> None:
     )
     with server:
         setup = Setup(server, front_port, proxy_cert, proxy_cert, proxy_cert, tmp_path)
+        workers = server.worker_pids()
+        assert len(workers) == 2
+        # The server is ready when one worker answers; the other may still be starting
+        # (its lifespan opens the port), so wait for it on a loaded machine.
+        deadline = time.monotonic() + 120
+        for pid in workers:
+            while not listening_sockets(front_port) & socket_inodes(pid):
+                assert time.monotonic() < deadline, f"worker {pid} never listened"
+                time.sleep(0.5)
         users = set()
         for _ in range(20):
             with setup.front(setup.proxy_cert) as client:  # a new connection each time
                 users.add(str(whoami(client, [("X-Remote-User", "alice")])["username"]))
         assert users == {"alice"}
-        workers = server.worker_pids()
-        assert len(workers) == 2
-        for pid in workers:
-            assert listening_sockets(front_port) & socket_inodes(pid), pid
 
 
 def listening_sockets(port: int) -> set[str]:
