@@ -64,12 +64,14 @@ def test_a_redirected_pull_is_counted_on_both_ports(server: RegistryProcess) -> 
     pulled = httpx.get(redirect.headers["location"], timeout=60)
     assert pulled.status_code == 200 and pulled.content == BIG
 
-    # Each worker writes its counts every second: poll until the blob port's GET shows.
+    # Each worker writes its counts every second, and a request's count and its bytes may
+    # land in different writes: poll until the blob port's GET and its bytes both show.
     port = '{route="/blobs/{digest}",surface="blobport"}'
     get = '{code="200",method="GET",route="/blobs/{digest}",surface="blobport"}'
+    sent = f"imageregistry_http_response_body_bytes_total{port}"
     deadline = time.monotonic() + 60
     seen = samples(server)
-    while seen.get(f"imageregistry_http_requests_total{get}") != 1:
+    while seen.get(f"imageregistry_http_requests_total{get}") != 1 or not seen.get(sent):
         assert time.monotonic() < deadline, seen
         time.sleep(0.2)
         seen = samples(server)
