@@ -13,6 +13,7 @@ import itertools
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
@@ -659,3 +660,87 @@ async def test_s3_failures_leave_no_multipart_upload_behind(reopen: Reopen) -> N
     )
     assert client.list_multipart_uploads(Bucket=settings.bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=settings.bucket).get("Contents", []) == []
+
+
+# A monolithic push announces its digest with the one append (``final``): object storage
+# drivers stream it straight to the blob's key; the results are the same on every driver.
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "sha512"])
+async def test_whole_blob_append_announced_as_final(reopen: Reopen, algorithm: str) -> None:
+    data = os.urandom(12 << 20)  # several parts of an S3 multipart upload
+    digest = digest_of(data, algorithm)
+    store = reopen()
+    await store.start_upload(UPLOAD)
+    assert await store.append_upload(
+        UPLOAD, 0, chunks_of(data[:100], data[100:]), final=digest
+    ) == len(data)
+    assert await store.upload_size(UPLOAD) == len(data)
+    other = reopen()  # the commit may come from another replica
+    assert await other.upload_size(UPLOAD) == len(data)
+    assert await all_uploads(other) == {UPLOAD: len(data)}
+    info = await other.commit_upload(UPLOAD, digest, expected_size=len(data))
+    assert (info.digest, info.size) == (digest, len(data))
+    assert await store.read_all(digest) == data
+    assert await all_blobs(store) == {digest: len(data)}
+    assert await all_uploads(store) == {}
+
+
+async def test_final_append_of_other_bytes_publishes_nothing(store: BlobStore) -> None:
+    data = os.urandom(7 << 20)
+    announced = digest_of(b"what the client said it would send")
+    await store.start_upload(UPLOAD)
+    await store.append_upload(UPLOAD, 0, chunks_of(data), final=announced)
+    with pytest.raises(DigestMismatch) as caught:
+        await store.commit_upload(UPLOAD, announced)
+    assert caught.value.actual == digest_of(data)
+    assert await store.stat(announced) is None
+    assert await store.stat(digest_of(data)) is None
+    assert await all_blobs(store) == {}
+    assert await all_uploads(store) == {}
+
+
+async def test_final_append_over_the_limit_keeps_nothing(store: BlobStore) -> None:
+    data = b"0123456789"
+    await store.start_upload(UPLOAD)
+    with pytest.raises(UploadTooLarge):
+        await store.append_upload(UPLOAD, 0, chunks_of(data), limit=9, final=digest_of(data))
+    assert await store.upload_size(UPLOAD) == 0
+    assert await store.stat(digest_of(data)) is None
+    await store.append_upload(UPLOAD, 0, chunks_of(data), limit=10, final=digest_of(data))
+    assert await store.read_all((await store.commit_upload(UPLOAD, digest_of(data))).digest) == data
+
+
+def _bucket(store: S3BlobStore) -> Any:
+    settings = store.settings
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key_id,
+        aws_secret_access_key=settings.secret_access_key,
+    )
+
+
+async def test_s3_whole_blob_push_is_written_once(reopen: Reopen) -> None:
+    """Announced as final, the blob goes to its own key while it streams: no staged copy
+    that the commit would have to copy again inside the store (a full read and write of
+    the blob on Swift, Ceph RGW or MinIO). A wrong digest leaves no upload behind."""
+    store = reopen()
+    if not isinstance(store, S3BlobStore):
+        pytest.skip("S3 only: where the bytes go inside the bucket")
+    data = os.urandom(11 << 20)
+    await store.start_upload(UPLOAD)
+    await store.append_upload(UPLOAD, 0, chunks_of(data), final=digest_of(data))
+    bucket = _bucket(store)
+    keys = [o["Key"] for o in bucket.list_objects_v2(Bucket=store.settings.bucket)["Contents"]]
+    assert [k for k in keys if "/data/" in k] == []
+    assert await store.stat(digest_of(data)) == len(data)
+    await store.commit_upload(UPLOAD, digest_of(data))
+    await store.start_upload(OTHER)
+    await store.append_upload(OTHER, 0, chunks_of(data[1:], b"x"), final=digest_of(data))
+    with pytest.raises(DigestMismatch):
+        await store.commit_upload(OTHER, digest_of(data))
+    assert bucket.list_multipart_uploads(Bucket=store.settings.bucket).get("Uploads", []) == []
+    assert await all_blobs(store) == {digest_of(data): len(data)}
+    assert await store.read_all(digest_of(data)) == data

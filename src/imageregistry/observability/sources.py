@@ -161,10 +161,17 @@ class InstrumentedBlobStore:
         await self._timed("start_upload", self._inner.start_upload(upload_id))
 
     async def append_upload(
-        self, upload_id: str, offset: int, chunks: AsyncIterator[bytes], limit: int | None = None
+        self,
+        upload_id: str,
+        offset: int,
+        chunks: AsyncIterator[bytes],
+        limit: int | None = None,
+        *,
+        final: Digest | None = None,
     ) -> int:
         return await self._timed(
-            "append_upload", self._inner.append_upload(upload_id, offset, chunks, limit)
+            "append_upload",
+            self._inner.append_upload(upload_id, offset, chunks, limit, final=final),
         )
 
     async def upload_size(self, upload_id: str) -> int:

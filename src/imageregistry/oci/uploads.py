@@ -107,7 +107,7 @@ async def start_upload(ctx: Ctx) -> Response:
     if digest is not None:
         # Monolithic upload (spec "POST then PUT" collapsed): stage, verify, publish.
         try:
-            await _append(ctx, upload_id, 0, user.username, tracked=False)
+            await _append(ctx, upload_id, 0, user.username, tracked=False, final=digest)
             return await _complete(ctx, user, upload_id, digest, create_ns, tracked=False)
         except BaseException:
             with contextlib.suppress(st.StorageError):
@@ -238,9 +238,18 @@ async def _body(ctx: Ctx) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _append(ctx: Ctx, upload_id: str, size: int, owner: str, *, tracked: bool = True) -> int:
+async def _append(
+    ctx: Ctx,
+    upload_id: str,
+    size: int,
+    owner: str,
+    *,
+    tracked: bool = True,
+    final: Digest | None = None,
+) -> int:
     """Stage the request body as the next chunk of `owner`'s upload (`tracked`: a session
-    with a row, whose staged bytes count against the identity's cap)."""
+    with a row, whose staged bytes count against the identity's cap; `final`: the digest
+    the upload is committed as right after, see `BlobStore.append_upload`)."""
     offset, length = _declared_chunk(ctx, size)
     registry = ctx.registry
     store = registry.blobs
@@ -257,7 +266,9 @@ async def _append(ctx: Ctx, upload_id: str, size: int, owner: str, *, tracked: b
     except UploadLimitReached as exc:
         raise _limit_reached(exc) from None
     try:
-        new_size = await store.append_upload(upload_id, offset, _body(ctx), limit=limit)
+        new_size = await store.append_upload(
+            upload_id, offset, _body(ctx), limit=limit, final=final
+        )
     except BaseException as exc:
         if tracked and cap > 0:  # give back the room reserved but not used
             with contextlib.suppress(Exception):
@@ -309,7 +320,9 @@ async def put_upload(ctx: Ctx) -> Response:
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
     if has_body or "content-range" in headers:
         size = await ctx.registry.blobs.upload_size(upload_id)
-        await _append(ctx, upload_id, size, session.owner)
+        # The whole blob in this one request: the store may write it where it belongs.
+        whole = size == 0 and "content-range" not in headers
+        await _append(ctx, upload_id, size, session.owner, final=digest if whole else None)
     create_ns = ctx.registry.gate.may_create_namespace(user)
     return await _complete(ctx, user, upload_id, digest, create_ns, tracked=True)
 

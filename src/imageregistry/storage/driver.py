@@ -90,8 +90,16 @@ class BlobStore(Protocol):
         offset: int,
         chunks: AsyncIterator[bytes],
         limit: int | None = None,
+        *,
+        final: Digest | None = None,
     ) -> int:
         """Append ``chunks`` at ``offset`` and return the new staged size.
+
+        ``final`` says the caller commits the session as that digest right after this
+        append (a monolithic push, offset 0). A driver whose commit would copy the bytes
+        (object storage) may then stream them straight to the blob's key, completing the
+        write only if the digest matches; ``commit_upload`` still decides: it reports a
+        mismatch (nothing published) or ends the session. Drivers may ignore the hint.
 
         ``StorageFull`` when the store has no room: what was written before stays staged
         (``upload_size`` says how much), so the client can resume once there is space.

@@ -182,6 +182,8 @@ class FilesystemBlobStore:
         offset: int,
         chunks: AsyncIterator[bytes],
         limit: int | None = None,
+        *,
+        final: Digest | None = None,  # nothing to gain: commit is a rename
     ) -> int:
         with self._room("staging an upload"):
             return await self._append(upload_id, offset, chunks, limit)

@@ -12,6 +12,13 @@
   is staged, and ``upload_size`` (the sum of the segments) says exactly what is.
 - ``uploads/<id>/digests/<end, 20 digits>``: the sha256 and sha512 of bytes ``[0, end)``,
   written after an append by the process that hashed every byte from 0 to ``end``.
+- ``uploads/<id>/written/<end, 20 digits>``: a monolithic push (an append at offset 0
+  announced as the whole blob, ``final``) streams straight to its blob key instead of a
+  segment, and its multipart upload completes only when the bytes hash to the announced
+  digest; this record keeps the digest of what arrived and whether it was published, so
+  the commit needs no copy (the copy from a staging key costs a full read and write of
+  the blob inside Swift, Ceph RGW or MinIO; docs/benchmarks.md, "Data plane on object
+  storage versus CNCF distribution").
 
 All upload state lives in the bucket, so a chunked upload may continue on another
 replica. Hash state cannot be persisted (Python's hashlib cannot export it), so commit
@@ -82,7 +89,9 @@ _MAX_HASHERS = 10_000  # in-process hash states kept (abandoned uploads must not
 _READ_CHUNK = 1 << 20
 _NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
 _BLOB_KEY = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{2})/([0-9a-f]+)")
-_UPLOAD_KEY = re.compile(r"uploads/([A-Za-z0-9-]{1,64})/(started|data/\d{20}|digests/\d{20})")
+_UPLOAD_KEY = re.compile(
+    r"uploads/([A-Za-z0-9-]{1,64})/(started|data/\d{20}|digests/\d{20}|written/\d{20})"
+)
 
 
 def _unavailable(
@@ -372,14 +381,19 @@ class S3BlobStore:
         offset: int,
         chunks: AsyncIterator[bytes],
         limit: int | None = None,
+        *,
+        final: Digest | None = None,
     ) -> int:
         prefix = self._dir(upload_id)
         release = self._claim(upload_id)
         try:
-            segments, _ = await self._segments(upload_id)
-            staged = self._staged(segments)
+            segments, keys = await self._segments(upload_id)
+            staged = _written_end(prefix, keys) or self._staged(segments)
             if offset != staged:
                 raise UploadOffsetMismatch(upload_id, offset, staged)
+            if final is not None and offset == 0:
+                self._hashers.pop(upload_id, None)
+                return await self._append_final(upload_id, chunks, limit, final)
             known = self._hashers.pop(upload_id, None)
             if offset == 0:
                 known = _Hashers.fresh()
@@ -415,10 +429,67 @@ class S3BlobStore:
         finally:
             release()
 
+    async def _append_final(
+        self, upload_id: str, chunks: AsyncIterator[bytes], limit: int | None, final: Digest
+    ) -> int:
+        """The whole blob in one append: stream it to its content-addressed key, where the
+        multipart upload completes only when the bytes hash to ``final``.
+
+        This saves the commit's copy from a staging key (on Swift, Ceph or MinIO a full
+        read and write of the blob inside the store). What was written is recorded as
+        ``written/<end>`` with the digest of the bytes, so ``commit_upload`` (here or on
+        another replica) reports a mismatch without re-reading anything.
+        """
+        hasher = hashlib.new(final.algorithm)
+        written = 0
+
+        async def verified() -> AsyncIterator[bytes]:
+            nonlocal written
+            async for chunk in chunks:
+                if not chunk:
+                    continue
+                written += len(chunk)
+                if limit is not None and written > limit:
+                    raise UploadTooLarge(upload_id, limit)
+                hasher.update(chunk)
+                yield chunk
+            if hasher.hexdigest() != final.hex:
+                raise _NotFinal  # aborts the multipart upload: nothing is published
+
+        published = True
+        try:
+            await self._put_stream(blob_key(final), verified())
+        except _NotFinal:
+            published = False
+        actual = Digest(final.algorithm, hasher.hexdigest())
+        record = f"{actual}\n{'published' if published else 'discarded'}\n"
+        await obstore.put_async(
+            self._store, f"{self._dir(upload_id)}written/{written:020d}", record.encode()
+        )
+        return written
+
+    async def _commit_written(
+        self, upload_id: str, key: str, expected: Digest, expected_size: int | None
+    ) -> int:
+        """Settle a session whose one append went straight to a blob key."""
+        size = int(key.rsplit("/", 1)[1])
+        result = await obstore.get_async(self._store, key)
+        actual_text, state = bytes(await result.bytes_async()).decode().split()
+        actual = Digest.parse(actual_text)
+        if actual != expected:
+            raise DigestMismatch(expected, actual)
+        if expected_size is not None and size != expected_size:
+            raise SizeMismatch(expected_size, size)
+        # The key was written before the caller waited out any GC sweep of this digest:
+        # make sure the blob is still there (a sweep may have deleted the old copy after).
+        if state != "published" or await self._head_size(blob_key(expected)) != size:
+            raise StorageUnavailable("commit_upload", "the blob written by this upload is gone")
+        return size
+
     @_unavailable
     async def upload_size(self, upload_id: str) -> int:
-        segments, _ = await self._segments(upload_id)
-        return self._staged(segments)
+        segments, keys = await self._segments(upload_id)
+        return _written_end(self._dir(upload_id), keys) or self._staged(segments)
 
     async def _recorded_digest(self, upload_id: str, end: int, algorithm: str) -> str | None:
         try:
@@ -457,6 +528,16 @@ class S3BlobStore:
         release = self._claim(upload_id)
         try:
             segments, keys = await self._segments(upload_id)
+            written = [k for k in keys if k.startswith(self._dir(upload_id) + "written/")]
+            if written:
+                try:
+                    size = await self._commit_written(
+                        upload_id, written[0], expected, expected_size
+                    )
+                finally:
+                    self._hashers.pop(upload_id, None)
+                    await self._delete_keys(keys)
+                return BlobInfo(expected, size)
             size = self._staged(segments)
             # Only the contiguous run from offset 0 is the upload (a gap cannot arise from
             # this driver's appends, but a stray object must never be concatenated in).
@@ -636,6 +717,8 @@ class S3BlobStore:
                 modified[upload_id] = max(modified.get(upload_id, when), when)
                 if rest == "started":
                     started.add(upload_id)
+                elif rest.startswith("written/"):  # a whole blob, written at offset 0
+                    found.setdefault(upload_id, []).append((0, int(rest.split("/")[1])))
                 elif rest.startswith("data/"):
                     found.setdefault(upload_id, []).append(
                         (int(rest.split("/")[1]), int(meta["size"]))
@@ -649,6 +732,16 @@ class S3BlobStore:
 
     async def abort_pending_write(self, write: PendingWrite) -> None:
         await self._multipart.abort(write)
+
+
+class _NotFinal(Exception):
+    """The bytes of a ``final`` append do not hash to the announced digest."""
+
+
+def _written_end(prefix: str, keys: list[str]) -> int:
+    """The size recorded by a ``final`` append (``written/<end>``), 0 when there is none."""
+    ends = [int(k.rsplit("/", 1)[1]) for k in keys if k.startswith(prefix + "written/")]
+    return max(ends, default=0)
 
 
 def _utc(value: datetime) -> datetime:
