@@ -120,6 +120,8 @@ def start_pair(
         workdir / "dist", tls=None, htpasswd=htpasswd, procs=args.dist_procs, storage=storage
     )
     block: dict[str, Any] = {"redirect": redirect}
+    if args.timeout_seconds:
+        block["timeout_seconds"] = args.timeout_seconds
     if args.part_size:
         block["part_size"] = args.part_size
     try:
@@ -394,8 +396,13 @@ def render(results: dict[str, Any]) -> str:
         "server mode, an emulator (objects in Python memory/temp files). Each registry has "
         "a bucket of its own on the same server.",
         f"- Ours: `--workers {a['workers']}`, `--storage s3://ours/registry`, part size "
-        f"{(a['part_size'] or 8 * MiB) // MiB} MiB (one part in flight per upload); "
-        f"distribution: `GOMAXPROCS={a['dist_procs']}`, its `s3` driver with `regionendpoint` "
+        f"{(a['part_size'] or 8 * MiB) // MiB} MiB (one part in flight per upload), "
+        + (
+            f"`timeout_seconds: {a['timeout_seconds']}`; "
+            if a.get("timeout_seconds")
+            else "requests moving a whole blob waited up to 30 min (the driver of that run); "
+        )
+        + f"distribution: `GOMAXPROCS={a['dist_procs']}`, its `s3` driver with `regionendpoint` "
         "(path-style), `v4auth: true`, `secure: false`, chunk size "
         f"{(a['dist_chunk_size'] or 10 * MiB) // MiB} MiB (its default). Access logs off.",
         f"- Blob push: {sizes} of random bytes, POST + one streamed monolithic `curl -T` PUT "
@@ -453,6 +460,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dist-procs", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--part-size", type=int, default=0, help="ours, bytes (0: default)")
     parser.add_argument("--dist-chunk-size", type=int, default=0, help="bytes (0: default)")
+    parser.add_argument(
+        "--timeout-seconds",
+        type=int,
+        default=600,
+        help="ours' storage_s3.timeout_seconds (0: its default, 30 s; a 1 GiB multipart "
+        "completion on a loaded moto takes longer)",
+    )
     parser.add_argument("--wrk-duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
