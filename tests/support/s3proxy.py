@@ -6,7 +6,8 @@ note its method and target (``requests``), which lets a test count ``DeleteObjec
 ``ListObjectsV2`` calls. ``hold_response(match)`` makes the first matching request reach
 the server but keeps its answer from the client (``held`` is set then): the client is
 stuck exactly after the store acted, which is where a test kills it. ``release()`` drops
-the held connection.
+the held connection. ``delay_response(match, seconds)`` hands every matching request's answer
+over that much later (retries included): a store slow to answer one kind of request.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class S3Proxy:
         self.held = threading.Event()
         self._release = threading.Event()
         self._match: Match | None = None
+        self._delay: tuple[Match, float] | None = None
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
@@ -48,13 +50,23 @@ class S3Proxy:
     def release(self) -> None:
         self._release.set()
 
+    def delay_response(self, match: Match, seconds: float) -> None:
+        self._delay = (match, seconds)
+
     # -- the proxy ---------------------------------------------------------------------
 
     async def _relay(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frozen: asyncio.Event
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        frozen: asyncio.Event,
+        pause: list[float],
     ) -> None:
         try:
             while data := await reader.read(1 << 16):
+                if pause[0]:
+                    await asyncio.sleep(pause[0])
+                    pause[0] = 0.0
                 if frozen.is_set():
                     self.held.set()
                     await asyncio.to_thread(self._release.wait)
@@ -102,7 +114,8 @@ class S3Proxy:
             client_w.close()
             return
         frozen = asyncio.Event()
-        relay = asyncio.ensure_future(self._relay(up_r, client_w, frozen))
+        pause = [0.0]  # seconds to wait before handing over the next answer
+        relay = asyncio.ensure_future(self._relay(up_r, client_w, frozen, pause))
         try:
             while True:
                 head = await client_r.readuntil(b"\r\n\r\n")
@@ -113,6 +126,8 @@ class S3Proxy:
                     if match is not None and match(method, target):
                         self._match = None
                         frozen.set()
+                    if self._delay is not None and self._delay[0](method, target):
+                        pause[0] = self._delay[1]
                 up_w.write(head)
                 await self._copy_body(client_r, up_w, head)
                 await up_w.drain()

@@ -85,6 +85,10 @@ _T = TypeVar("_T")
 _ALGORITHMS = ("sha256", "sha512")
 _HEX_LEN = {"sha256": 64, "sha512": 128}
 _COPY_LIMIT = 5 << 30  # CopyObject's maximum source size
+# CopyObject answers only once the store has moved the whole blob (about 40 s for 2 GiB on
+# Swift under load), so a copy's timeout is `timeout_seconds` plus one second per this many
+# bytes, in whole minutes: a stalled store still answers 503 in bounded time.
+_COPY_BYTES_PER_SECOND = 16 << 20
 _MAX_HASHERS = 10_000  # in-process hash states kept (abandoned uploads must not pile up)
 _READ_CHUNK = 1 << 20
 _NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
@@ -121,8 +125,9 @@ class S3StartupError(ConfigurationError):
     """The bucket cannot be used (missing, refused credentials, unreachable)."""
 
 
-def build_store(settings: S3Settings) -> S3Store:
-    """The obstore client for ``settings`` (no network traffic)."""
+def build_store(settings: S3Settings, *, timeout_seconds: int | None = None) -> S3Store:
+    """The obstore client for ``settings`` (no network traffic); ``timeout_seconds``
+    overrides the per-request timeout (a server-side copy's)."""
     config: S3Config = {
         "region": settings.region,
         "virtual_hosted_style_request": not settings.path_style,
@@ -151,7 +156,7 @@ def build_store(settings: S3Settings) -> S3Store:
                 f"storage_s3.ca_bundle {settings.ca_bundle}: {exc.strerror}"
             ) from None
     client["connect_timeout"] = timedelta(seconds=min(5, settings.timeout_seconds))
-    client["timeout"] = timedelta(seconds=settings.timeout_seconds)
+    client["timeout"] = timedelta(seconds=timeout_seconds or settings.timeout_seconds)
     # A few retries within 15 s, not the library's default of 10 over 3 minutes: a client
     # waiting on an unreachable store gets its 503 and Retry-After in seconds.
     return S3Store(
@@ -223,6 +228,7 @@ class S3BlobStore:
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
         self._store = build_store(settings)
+        self._copiers: dict[int, S3Store] = {}  # by timeout: a few, in whole minutes
         self._busy: set[str] = set()
         self._hashers: dict[str, _Hashers] = {}
         self._multipart = MultipartUploads(settings)
@@ -586,7 +592,7 @@ class S3BlobStore:
                 await obstore.put_async(self._store, key, b"")
                 return
             if len(segments) == 1 and size <= _COPY_LIMIT:
-                await obstore.copy_async(self._store, segments[0][2], key)
+                await obstore.copy_async(self._copier(size), segments[0][2], key)
                 return
         # Several segments: concatenate by streaming; completion is withheld on mismatch.
         hasher = hashlib.new(expected.algorithm)
@@ -598,6 +604,15 @@ class S3BlobStore:
                 raise DigestMismatch(expected, Digest(expected.algorithm, hasher.hexdigest()))
 
         await self._put_stream(key, verified())
+
+    def _copier(self, size: int) -> S3Store:
+        """The client for a server-side copy of ``size`` bytes (see ``_COPY_BYTES_PER_SECOND``)."""
+        extra = -(-size // _COPY_BYTES_PER_SECOND)
+        seconds = self.settings.timeout_seconds + 60 * -(-extra // 60)
+        store = self._copiers.get(seconds)
+        if store is None:
+            store = self._copiers[seconds] = build_store(self.settings, timeout_seconds=seconds)
+        return store
 
     @_unavailable
     async def cancel_upload(self, upload_id: str) -> None:
