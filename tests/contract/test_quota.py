@@ -12,16 +12,13 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import insert
 
 from imageregistry.metadata.db import Database, record_change
-from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.namespaces import create_namespace
 from imageregistry.metadata.prune_runs import UndoRefused
 from imageregistry.metadata.quota import (
@@ -38,23 +35,10 @@ from imageregistry.metadata.tables import objects
 from imageregistry.prune.gc import GcSettings
 from imageregistry.prune.service import Pruner
 from imageregistry.storage.memory import InMemoryBlobStore
-from tests.support.postgres import create_database
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CFG = "sha256:" + "c" * 64
 CFG_SIZE = 10
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"quota_{uuid.uuid4().hex[:12]}")
-    database = Database(open_engine(url))
-    yield database
-    database.dispose()
 
 
 def layer(n: int) -> str:

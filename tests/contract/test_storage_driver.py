@@ -45,7 +45,6 @@ from imageregistry.storage.errors import (
 )
 from imageregistry.storage.memory import MemoryBackend
 from imageregistry.storage.s3 import S3BlobStore
-from imageregistry.storage.s3config import S3Settings
 from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
 
 pytestmark = pytest.mark.anyio
@@ -81,15 +80,7 @@ def s3_reopen(server: S3Server) -> Reopen:
     """A fresh bucket per test; each ``reopen()`` is a new driver instance over it."""
     bucket = f"contract-{os.getpid()}-{next(_buckets)}"
     create_bucket(server, bucket)
-    settings = S3Settings(
-        bucket=bucket,
-        prefix="registry/blobs",
-        endpoint=server.endpoint,
-        region=server.region,
-        access_key_id=server.access_key,
-        secret_access_key=server.secret_key,
-        part_size=5 << 20,
-    )
+    settings = server.settings(bucket, "registry/blobs", part_size=5 << 20)
     return lambda: S3BlobStore(settings)
 
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -27,7 +25,6 @@ from imageregistry.auth.identity import authenticated
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.metadata import images as q
 from imageregistry.metadata.db import Database, record_change
-from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.prune_runs import restore_run
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import BlobRef, ManifestMetadata, NewManifest
@@ -39,7 +36,6 @@ from imageregistry.metadata.tag_policies import (
     immutable_tags,
     lock_for_policy_write,
 )
-from tests.support.postgres import create_database
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 REPO = RepoKey("team-a", "app")
@@ -47,18 +43,6 @@ CFG = "sha256:" + "c" * 64
 LAYER = "sha256:" + "1" * 64
 REFUSED = 'tag v1.0 of team-a/app is immutable by ImageTagPolicy "release"'
 ADMIN = authenticated("root", ("system:masters",))
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"tagpol_{uuid.uuid4().hex[:12]}")
-    database = Database(open_engine(url))
-    yield database
-    database.dispose()
 
 
 def ctx(db: Database) -> RequestContext:

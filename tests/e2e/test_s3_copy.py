@@ -18,7 +18,6 @@ import pytest
 from imageregistry.content.digest import Digest
 from imageregistry.storage.errors import StorageUnavailable
 from imageregistry.storage.s3 import S3BlobStore
-from imageregistry.storage.s3config import S3Settings
 from tests.support.s3proxy import S3Proxy
 from tests.support.s3servers import S3Server, create_bucket, moto_server
 
@@ -45,16 +44,7 @@ def is_copy_to_a_blob(method: str, target: str) -> bool:
 
 def store_for(s3: S3Server, proxy: S3Proxy, bucket: str) -> S3BlobStore:
     create_bucket(s3, bucket)
-    settings = S3Settings(
-        bucket=bucket,
-        prefix="r",
-        endpoint=proxy.endpoint,
-        region=s3.region,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        timeout_seconds=TIMEOUT,
-    )
-    return S3BlobStore(settings)
+    return S3BlobStore(s3.settings(bucket, "r", endpoint=proxy.endpoint, timeout_seconds=TIMEOUT))
 
 
 async def chunks(data: bytes) -> AsyncIterator[bytes]:

@@ -31,7 +31,6 @@ import pytest
 
 from imageregistry.content.digest import Digest
 from imageregistry.storage.s3 import S3BlobStore
-from imageregistry.storage.s3config import S3Settings
 from tests.e2e.ac_support import AC, ac
 from tests.e2e.oci_support import OCI_MANIFEST, image_manifest, sha
 from tests.support.s3proxy import (
@@ -91,15 +90,8 @@ def _multipart(s3: S3Server, bucket: str) -> list[dict[str, Any]]:
 
 def test_the_driver_deletes_in_batches_and_lists_page_by_page(s3: S3Server, proxy: S3Proxy) -> None:
     bucket = _bucket(s3)
-    settings = S3Settings(
-        bucket=bucket,
-        prefix="r",
-        endpoint=proxy.endpoint,
-        region=s3.region,
-        access_key_id=s3.access_key,
-        secret_access_key=s3.secret_key,
-        timeout_seconds=600,  # Swift deletes a batch key by key: slow on a loaded machine
-    )
+    # Swift deletes a batch key by key: slow on a loaded machine
+    settings = s3.settings(bucket, "r", endpoint=proxy.endpoint, timeout_seconds=600)
     count = 1100  # more than one page of ListObjectsV2 and of DeleteObjects
     blobs = [f"blob {i}\n".encode() for i in range(count)]
     digests = [Digest("sha256", hashlib.sha256(data).hexdigest()) for data in blobs]

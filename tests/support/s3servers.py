@@ -23,9 +23,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
+from imageregistry.storage.s3config import S3Settings
 from tests.support.postgres import free_port
 
 SWIFT_ACCESS_KEY = "test:tester"
@@ -44,6 +46,21 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = REGION
+
+    def settings(
+        self, bucket: str, prefix: str, *, endpoint: str | None = None, **extra: Any
+    ) -> S3Settings:
+        """The driver's settings for ``bucket``/``prefix`` on this server (or reached through
+        ``endpoint``, a proxy in front of it), plus any other ``storage_s3`` fields."""
+        return S3Settings(
+            bucket=bucket,
+            prefix=prefix,
+            endpoint=endpoint or self.endpoint,
+            region=self.region,
+            access_key_id=self.access_key,
+            secret_access_key=self.secret_key,
+            **extra,
+        )
 
     def env(self) -> dict[str, str]:
         """The standard AWS variables a client (our server, a bench) reads."""
