@@ -288,7 +288,15 @@ def test_an_unfinished_multipart_upload_is_reported_and_aborted(
             hexdigest = hashlib.sha256(data).hexdigest()
             strays[f"sha256:{hexdigest}"] = f"reg/blobs/sha256/{hexdigest[:2]}/{hexdigest}"
             _boto(s3).put_object(Bucket=bucket, Key=strays[f"sha256:{hexdigest}"], Body=data)
-        report = _gc_json(home, "--reconcile")["status"]["reconcile"]
+        # Swift updates a container's listing after the object write returns (its container
+        # updates are asynchronous): poll until the listing the reconciler reads has them.
+        deadline = time.monotonic() + 60
+        while True:
+            report = _gc_json(home, "--reconcile")["status"]["reconcile"]
+            found = sorted(b["digest"] for b in report["unknown"])
+            if found == sorted(strays) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert sorted(b["digest"] for b in report["unknown"]) == sorted(strays)
         assert set(strays.values()) <= _keys(s3, bucket, "reg/blobs/")
         _gc_json(home, "--reconcile", "--confirm")
