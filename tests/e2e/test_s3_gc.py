@@ -288,8 +288,9 @@ def test_an_unfinished_multipart_upload_is_reported_and_aborted(
             hexdigest = hashlib.sha256(data).hexdigest()
             strays[f"sha256:{hexdigest}"] = f"reg/blobs/sha256/{hexdigest[:2]}/{hexdigest}"
             _boto(s3).put_object(Bucket=bucket, Key=strays[f"sha256:{hexdigest}"], Body=data)
-        # Swift updates a container's listing after the object write returns (its container
-        # updates are asynchronous): poll until the listing the reconciler reads has them.
+        # Swift's s3api rounds LastModified up to the next whole second, and the reconciler
+        # reports only objects modified before now - grace (grace 0 here): poll until the
+        # strays' second has passed (a container listing updated late would show the same).
         deadline = time.monotonic() + 60
         while True:
             report = _gc_json(home, "--reconcile")["status"]["reconcile"]
