@@ -11,16 +11,13 @@ import asyncio
 import hashlib
 import itertools
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import func, insert, select, update
 
 from imageregistry.content.digest import Digest
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.prune_runs import UndoRefused, get_run
 from imageregistry.metadata.tables import (
     blobs,
@@ -36,24 +33,11 @@ from imageregistry.prune.gc import GcSettings
 from imageregistry.prune.options import PruneOptions
 from imageregistry.prune.service import Pruner
 from imageregistry.storage.memory import InMemoryBlobStore
-from tests.support.postgres import create_database
 from tests.support.rows import insert_manifest, insert_repository
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 OLD = NOW - timedelta(days=10)
 _names = itertools.count()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'registry.db'}"
-    else:
-        server = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"prune_{uuid.uuid4().hex[:12]}")
-    database = Database(open_engine(url))
-    yield database
-    database.dispose()
 
 
 class Seed:

@@ -9,16 +9,12 @@ upload sessions, and referrers.
 from __future__ import annotations
 
 import contextlib
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from imageregistry.metadata.db import Database, as_utc
-from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.gc_queries import SqlBlobChecks, SqlGcStore
 from imageregistry.metadata.manifest_pull import ManifestPuller, PullTimes
 from imageregistry.metadata.prune_runs import get_run, restore_run
@@ -51,7 +47,6 @@ from imageregistry.metadata.tables import (
     repositories,
     tag_events,
 )
-from tests.support.postgres import create_database
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 GRACE = 3600
@@ -59,18 +54,6 @@ REPO = RepoKey("team", "app")
 L1 = "sha256:" + "1" * 64
 L2 = "sha256:" + "2" * 64
 CFG = "sha256:" + "c" * 64
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"reg_{uuid.uuid4().hex[:12]}")
-    database = Database(open_engine(url))
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,23 +16,9 @@ from imageregistry.auth.identity import Attributes, authenticated, service_accou
 from imageregistry.auth.rbac_store import build_authorizer, build_resolver
 from imageregistry.auth.tokens import TokenSigner, generate_signing_key
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.engine import open_engine
-from tests.support.postgres import create_database
 
 ADMIN = authenticated("root", ("system:masters",))
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"store_{uuid.uuid4().hex[:12]}")
-    database = Database(open_engine(url))
-    yield database
-    database.dispose()
 
 
 def ctx(db: Database, user: Any = ADMIN, dry_run: bool = False) -> RequestContext:
