@@ -36,7 +36,7 @@ import pytest
 import yaml
 
 from imageregistry.pki import ensure_tls
-from tests.e2e.oci_support import build_layout, skopeo
+from tests.e2e.oci_support import Layout, build_layout, skopeo
 from tests.support.postgres import create_database, free_port
 from tests.support.s3servers import create_bucket, swift_server
 from tests.support.server import BIN, RegistryProcess
@@ -259,6 +259,30 @@ def stop(pod: LocalPod) -> int:
             os.killpg(pod.proc.pid, signal.SIGKILL)
 
 
+def push_demo_as_admin(
+    port: int, data: Path, ca_cert: Path, root: Path, name: str
+) -> tuple[Layout, str]:
+    """skopeo copies a small demo image to the pod as its cluster-admin (the token of the
+    admin.kubeconfig the pod wrote into `data`), trusting `ca_cert`: the layout and token."""
+    admin = yaml.safe_load((data / "admin.kubeconfig").read_text())
+    token = admin["users"][0]["user"]["token"]
+    certs = root / "certs"
+    certs.mkdir()
+    shutil.copy(ca_cert, certs / "ca.crt")
+    layout = build_layout(root / "layout", name)
+    copied = skopeo(
+        "copy",
+        "--dest-cert-dir",
+        str(certs),
+        "--dest-creds",
+        f"admin:{token}",
+        f"oci:{layout.path}:v1",
+        f"docker://127.0.0.1:{port}/team-a/demo:v1",
+    )
+    assert copied.returncode == 0, copied.stderr
+    return layout, token
+
+
 def kubectl(kubeconfig: Path, *args: str) -> str:
     result = subprocess.run(
         ["kubectl", "--kubeconfig", str(kubeconfig), *args],
@@ -339,22 +363,7 @@ def test_ha_pod_serves_from_postgresql_and_the_bucket(tmp_path: Path, postgres_s
             assert ready.status_code == 200, ready.text
             assert probe(pod, "livenessProbe").status_code == 200
             data = pod.local(config["data_dir"])
-            admin = yaml.safe_load((data / "admin.kubeconfig").read_text())
-            token = admin["users"][0]["user"]["token"]
-            certs = tmp_path / "certs"
-            certs.mkdir()
-            shutil.copy(tls.ca_cert, certs / "ca.crt")
-            layout = build_layout(tmp_path / "layout", "deploy-ha")
-            copied = skopeo(
-                "copy",
-                "--dest-cert-dir",
-                str(certs),
-                "--dest-creds",
-                f"admin:{token}",
-                f"oci:{layout.path}:v1",
-                f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
-            )
-            assert copied.returncode == 0, copied.stderr
+            layout, token = push_demo_as_admin(pod.port, data, tls.ca_cert, tmp_path, "deploy-ha")
             # The layers are in the bucket (a pull is sent there), the metadata in PostgreSQL.
             layer = next(d for d in layout.blobs if d != layout.manifest_digest)
             with httpx.Client(
@@ -465,22 +474,8 @@ def test_single_pod_runs_as_its_user_on_a_read_only_root(tmp_path: Path) -> None
             (root_mount,) = [m.split() for m in mounts if m.split()[4] == "/"]
             assert "ro" in root_mount[5].split(",")
             data = pod.local(config["data_dir"])
-            admin = yaml.safe_load((data / "admin.kubeconfig").read_text())
-            token = admin["users"][0]["user"]["token"]
-            certs = tmp_path / "certs"
-            certs.mkdir()
-            shutil.copy(data / "tls" / "ca.crt", certs / "ca.crt")
-            layout = build_layout(tmp_path / "layout", "deploy-read-only")
-            copied = skopeo(
-                "copy",
-                "--dest-cert-dir",
-                str(certs),
-                "--dest-creds",
-                f"admin:{token}",
-                f"oci:{layout.path}:v1",
-                f"docker://127.0.0.1:{pod.port}/team-a/demo:v1",
-            )
-            assert copied.returncode == 0, copied.stderr
+            ca = data / "tls" / "ca.crt"
+            push_demo_as_admin(pod.port, data, ca, tmp_path, "deploy-read-only")
             owners = {p.stat().st_uid for p in data.rglob("*")}
             assert owners == {uid}  # everything it wrote, it wrote as the pod's user
         finally:
