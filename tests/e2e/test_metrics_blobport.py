@@ -65,20 +65,26 @@ def test_a_redirected_pull_is_counted_on_both_ports(server: RegistryProcess) -> 
     assert pulled.status_code == 200 and pulled.content == BIG
 
     # Each worker writes its counts every second, and a request's count and its bytes may
-    # land in different writes: poll until the blob port's GET and its bytes both show.
+    # land in different writes (the upload and the GET may be different workers'): poll until
+    # the blob port's GET, its bytes and the upload's bytes all show.
     port = '{route="/blobs/{digest}",surface="blobport"}'
     get = '{code="200",method="GET",route="/blobs/{digest}",surface="blobport"}'
+    upload = '{route="/v2/{name}/blobs/uploads/",surface="oci"}'
     sent = f"imageregistry_http_response_body_bytes_total{port}"
+    received = f"imageregistry_http_request_body_bytes_total{upload}"
     deadline = time.monotonic() + 60
     seen = samples(server)
-    while seen.get(f"imageregistry_http_requests_total{get}") != 1 or not seen.get(sent):
+    while (
+        seen.get(f"imageregistry_http_requests_total{get}") != 1
+        or not seen.get(sent)
+        or not seen.get(received)
+    ):
         assert time.monotonic() < deadline, seen
         time.sleep(0.2)
         seen = samples(server)
     assert seen["imageregistry_blob_redirects_total"] == 1
     assert seen[f"imageregistry_http_requests_total{get}"] == 1
     assert seen[f"imageregistry_http_response_body_bytes_total{port}"] == len(BIG)
-    upload = '{route="/v2/{name}/blobs/uploads/",surface="oci"}'
     assert seen[f"imageregistry_http_request_body_bytes_total{upload}"] == len(BIG)
     assert seen['imageregistry_storage_operations_total{operation="commit_upload"}'] >= 1
 
