@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
 import os
-import threading
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,7 +12,6 @@ import pytest
 from imageregistry.tuning.affinity import (
     claim_cpu,
     current_cpu,
-    pin_runtime,
     runtime_threads,
     should_pin,
 )
@@ -72,40 +69,52 @@ def test_runtime_threads_are_found_by_name(tmp_path: Path) -> None:
     assert sorted(runtime_threads(tmp_path)) == [11, 13]
 
 
+# The pytest worker may already hold tokio threads of other libraries (obstore, the S3 tests),
+# which `pin_runtime` would rightly find; these two run in a fresh interpreter that has none.
+_PINS_ONLY_THE_RUNTIME = """
+import asyncio, ctypes, os, threading
+from imageregistry.tuning.affinity import pin_runtime
+
+libc = ctypes.CDLL(None, use_errno=True)
+ready, done = threading.Event(), threading.Event()
+tids = []
+
+def runtime_like():
+    libc.prctl(15, b"tokio-runtime-w", 0, 0, 0)  # PR_SET_NAME, as tokio names its threads
+    tids.append(threading.get_native_id())
+    ready.set()
+    done.wait(10)
+
+thread = threading.Thread(target=runtime_like)
+thread.start()
+try:
+    assert ready.wait(5)
+    cpu = max(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    pinned = asyncio.run(pin_runtime(cpu, timeout=2))
+    assert pinned == tids, (pinned, tids)
+    assert os.sched_getaffinity(tids[0]) == {cpu}
+    assert os.sched_getaffinity(0) == before  # the calling (Python) thread stays free
+finally:
+    done.set()
+    thread.join()
+"""
+
+
+def _run_fresh(code: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert result.returncode == 0, result.stderr
+
+
 def test_pin_runtime_pins_threads_named_like_the_runtime_and_nothing_else() -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    ready, done = threading.Event(), threading.Event()
-    tids: list[int] = []
-
-    def runtime_like() -> None:
-        libc.prctl(15, b"tokio-runtime-w", 0, 0, 0)  # PR_SET_NAME, as tokio names its threads
-        tids.append(threading.get_native_id())
-        ready.set()
-        done.wait(10)
-
-    thread = threading.Thread(target=runtime_like)
-    thread.start()
-    try:
-        assert ready.wait(5)
-        cpu = max(os.sched_getaffinity(0))
-        before = os.sched_getaffinity(0)
-        assert asyncio.run(pin_runtime(cpu, timeout=2)) == tids
-        assert os.sched_getaffinity(tids[0]) == {cpu}
-        assert os.sched_getaffinity(0) == before  # the calling (Python) thread stays free
-    finally:
-        done.set()
-        thread.join()
-        _wait_gone(tids)
-
-
-def _wait_gone(tids: list[int]) -> None:
-    """`join` returns before the kernel has reaped the thread; the next test must not see it
-    in /proc/self/task still named like a runtime thread."""
-    deadline = time.monotonic() + 5
-    while any(Path(f"/proc/self/task/{tid}").exists() for tid in tids):
-        assert time.monotonic() < deadline, "the runtime-like thread did not end"
-        time.sleep(0.01)
+    _run_fresh(_PINS_ONLY_THE_RUNTIME)
 
 
 def test_pin_runtime_gives_up_when_no_runtime_appears() -> None:
-    assert asyncio.run(pin_runtime(0, timeout=0.05, step=0.01)) == []
+    _run_fresh(
+        "import asyncio\n"
+        "from imageregistry.tuning.affinity import pin_runtime\n"
+        "assert asyncio.run(pin_runtime(0, timeout=0.05, step=0.01)) == []\n"
+    )
