@@ -17,9 +17,8 @@ from typing import Any, NoReturn
 import pytest
 from starlette.testclient import TestClient
 
-from imageregistry.server import build_app
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, build_services
+from tests.unit.oci.conftest import build_services, serve
 
 DIGEST = "sha256:" + "a" * 64
 
@@ -28,7 +27,7 @@ DIGEST = "sha256:" + "a" * 64
 def client(tmp_path: Path) -> Iterator[tuple[TestClient, Services]]:
     services = build_services(tmp_path)
     try:
-        with TestClient(build_app(services), headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+        with serve(services) as c:
             yield c, services
     finally:
         services.db.dispose()

@@ -7,12 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from imageregistry.apiserver.discovery import AGGREGATED_TYPE
-from imageregistry.apiserver.routes import api_routes
-from tests.unit.oci.conftest import ADMIN, build_services
+from tests.unit.oci.conftest import build_services, serve
 
 KUBECTL_ACCEPT = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
@@ -24,8 +22,7 @@ KUBECTL_ACCEPT = (
 @pytest.fixture
 def client(tmp_path: Path) -> Iterator[TestClient]:
     services = build_services(tmp_path)
-    app = Starlette(routes=api_routes(services))
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+    with serve(services) as c:
         yield c
     services.db.dispose()
 

@@ -1,5 +1,6 @@
 """Image API writes over HTTP in-process: `imagestreams/status`, ImageStreamTag create/update,
-and watch events on imagestreamtags (real app, SQLite, in-memory blobs, pushes over /v2/)."""
+and watch events on imagestreamtags (the production app, SQLite, in-memory blobs, pushes
+over /v2/)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.resource import ListOptions, RequestContext
-from imageregistry.apiserver.routes import api_routes
 from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import authenticated
-from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, build_services, make_image, push_image
+from tests.unit.oci.conftest import ALICE, build_services, make_image, push_image, serve
 
 API = "/apis/image.alauda.io/v1/namespaces/team"
 
@@ -34,11 +32,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
-    app = Starlette(
-        routes=[*oci_routes(services), *api_routes(services)],
-        lifespan=lambda _app: services.changes.running(),
-    )
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+    with serve(services) as c:
         yield c
 
 

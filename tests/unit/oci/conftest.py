@@ -1,5 +1,9 @@
 """An in-process registry app for endpoint tests: SQLite in a temp dir, in-memory blobs.
 
+The app is the production one (`server.build_app`: every surface, every middleware, the
+lifespan), so endpoint tests go through the same chain a served request does; only the
+services under it are small (in-memory blobs, a fake token store).
+
 Authorization is the real masters-only seam: `ADMIN` (system:masters) may do anything,
 `ALICE` is authenticated but denied, and no header is the anonymous user.
 """
@@ -7,6 +11,8 @@ Authorization is the real masters-only seam: `ADMIN` (system:masters) may do any
 from __future__ import annotations
 
 import base64
+import contextlib
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
@@ -15,21 +21,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp
 
 from imageregistry.auth.authn import Authenticator
-from imageregistry.auth.authorizer import MastersOnlyAuthorizer
+from imageregistry.auth.authorizer import Authorizer, MastersOnlyAuthorizer
 from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_token
 from imageregistry.changefeed import ChangeFeed, WatchSlots
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
-from imageregistry.oci.gate import RegistryGate
-from imageregistry.oci.inline_pull import InlinePullLayer
-from imageregistry.oci.pull import ManifestPull
-from imageregistry.oci.routes import oci_routes
+from imageregistry.server import build_app
 from imageregistry.services import Services
 from imageregistry.storage.memory import InMemoryBlobStore
 
@@ -65,6 +67,35 @@ def build_services(tmp: Path) -> Services:
     )
 
 
+def with_authorizer(services: Services, authz: Authorizer) -> Services:
+    """`services` deciding with `authz`, with a change feed of its own (each app's lifespan
+    runs the feed of its services; two apps must not share one)."""
+    return dataclasses.replace(services, authz=authz, changes=ChangeFeed(services.db))
+
+
+def _credentials(token: str | None) -> dict[str, str]:
+    return {} if token is None else {"Authorization": f"Bearer {token}"}
+
+
+@contextlib.contextmanager
+def serve(services: Services, token: str | None = ADMIN) -> Iterator[TestClient]:
+    """A client of the production app over `services`, its lifespan running, sending
+    `token` (None: no credentials)."""
+    with TestClient(build_app(services), headers=_credentials(token)) as client:
+        yield client
+
+
+def alongside(
+    client: TestClient, token: str | None = None, app: ASGIApp | None = None
+) -> TestClient:
+    """Another client of the app `client` serves (or of `app`, a part of it), on the same
+    event loop, so the lifespan `client` started is the one running: sending `token`
+    (None: no credentials)."""
+    other = TestClient(app or client.app, headers=_credentials(token))
+    other.portal = client.portal
+    return other
+
+
 @pytest.fixture
 def services(tmp_path: Path) -> Iterator[Services]:
     built = build_services(tmp_path)
@@ -74,9 +105,14 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
-    app = Starlette(routes=oci_routes(services))
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+    with serve(services) as c:
         yield c
+
+
+@pytest.fixture
+def anon(client: TestClient) -> TestClient:
+    """No credentials, to the app `client` serves."""
+    return alongside(client)
 
 
 def sha(data: bytes) -> str:
@@ -155,10 +191,3 @@ def push_image(client: TestClient, image: Image, ref: str = "latest", repo: str 
     )
     assert r.status_code == 201, r.text
     return image.digest
-
-
-def fast_path_in_front(services: Services, next_app: ASGIApp) -> ASGIApp:
-    """`next_app` behind the layer that answers manifest pulls on the event loop, as
-    `server.build_app` composes them in front of the router."""
-    pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
-    return InlinePullLayer(next_app, pull, RegistryGate(services), services.notifier)

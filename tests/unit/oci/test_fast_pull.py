@@ -1,30 +1,38 @@
-"""Manifest pulls answered on the event loop in front of an ASGI app
-(`oci.inline_pull.InlinePullLayer`): allowed and found pulls are answered without the app
-behind it, everything else reaches that app unchanged."""
+"""Manifest pulls answered on the event loop in front of the router
+(`oci.inline_pull.InlinePullLayer`, as `server.build_app` composes it): allowed and found
+pulls are answered without the router, everything else reaches the router unchanged."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from imageregistry.auth.authorizer import Verdict
 from imageregistry.auth.identity import Attributes
-from imageregistry.oci.routes import oci_routes
+from imageregistry.server import build_app
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, REPO, fast_path_in_front, make_image, push_image
+from tests.unit.oci.conftest import (
+    ADMIN,
+    ALICE,
+    REPO,
+    alongside,
+    make_image,
+    push_image,
+    serve,
+    with_authorizer,
+)
 
 
 class Recording:
-    """The app behind the fast path; remembers which requests reached it."""
+    """The router behind the fast path; remembers which requests reached it."""
 
-    def __init__(self, services: Services) -> None:
-        self.app = Starlette(routes=oci_routes(services))
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
         self.seen: list[str] = []
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -34,13 +42,20 @@ class Recording:
 
 
 @pytest.fixture
-def behind(services: Services) -> Recording:
-    return Recording(services)
+def app(services: Services) -> Starlette:
+    return build_app(services)
 
 
 @pytest.fixture
-def fast_client(services: Services, behind: Recording) -> Iterator[TestClient]:
-    app = fast_path_in_front(services, behind)
+def behind(app: Starlette) -> Recording:
+    """Everything the app's middleware (the fast path among it) hands on to its routes."""
+    behind = Recording(app.router.middleware_stack)
+    app.router.middleware_stack = behind
+    return behind
+
+
+@pytest.fixture
+def fast_client(app: Starlette, behind: Recording) -> Iterator[TestClient]:
     with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
         yield c
 
@@ -96,18 +111,18 @@ def test_etag_is_the_digest_and_if_none_match_answers_304(
     digest = push_image(fast_client, make_image())
     etag, other = f'"{digest}"', f'"sha256:{"0" * 64}"'
     url = f"/v2/{REPO}/manifests/latest"
-    with TestClient(behind.app, headers={"Authorization": f"Bearer {ADMIN}"}) as general:
-        for client in (fast_client, general):  # the fast path and the router answer alike
-            full = client.get(url)
-            assert full.status_code == 200 and full.headers["ETag"] == etag
-            for cached in (etag, f"{other}, W/{etag}", "*"):
-                for method in ("GET", "HEAD"):
-                    r = client.request(method, url, headers={"If-None-Match": cached})
-                    assert r.status_code == 304 and r.content == b"", (method, cached)
-                    assert r.headers["ETag"] == etag
-                    assert r.headers["Docker-Content-Digest"] == digest
-            changed = client.get(url, headers={"If-None-Match": other})
-            assert changed.status_code == 200 and changed.content == full.content
+    general = alongside(fast_client, ADMIN, app=behind.app)
+    for client in (fast_client, general):  # the fast path and the router answer alike
+        full = client.get(url)
+        assert full.status_code == 200 and full.headers["ETag"] == etag
+        for cached in (etag, f"{other}, W/{etag}", "*"):
+            for method in ("GET", "HEAD"):
+                r = client.request(method, url, headers={"If-None-Match": cached})
+                assert r.status_code == 304 and r.content == b"", (method, cached)
+                assert r.headers["ETag"] == etag
+                assert r.headers["Docker-Content-Digest"] == digest
+        changed = client.get(url, headers={"If-None-Match": other})
+        assert changed.status_code == 200 and changed.content == full.content
 
 
 class RemoteAuthorizer:
@@ -129,9 +144,7 @@ class RemoteAuthorizer:
 
 def test_a_remote_authorizer_never_decides_on_the_event_loop(services: Services) -> None:
     remote = RemoteAuthorizer()
-    with_remote = dataclasses.replace(services, authz=remote)
-    app = fast_path_in_front(with_remote, Starlette(routes=oci_routes(with_remote)))
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+    with serve(with_authorizer(services, remote)) as client:
         image = make_image()
         push_image(client, image)
         assert client.get(f"/v2/{REPO}/manifests/latest").content == image.manifest

@@ -4,7 +4,6 @@ statement itself)."""
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,15 +11,13 @@ from typing import Any
 
 import pytest
 from sqlalchemy import delete, insert
-from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
 from imageregistry.auth.rbac_store import CLUSTER_ROLES, ROLE_BINDINGS, build_authorizer
 from imageregistry.metadata.db import record_change
 from imageregistry.metadata.tables import objects
-from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, REPO, fast_path_in_front, make_image, push_image
+from tests.unit.oci.conftest import ALICE, REPO, make_image, push_image, serve, with_authorizer
 
 NAMESPACE = REPO.split("/")[0]
 
@@ -56,9 +53,8 @@ def _remove(services: Services, resource: str, namespace: str, name: str) -> Non
 
 @pytest.fixture
 def rbac_client(services: Services) -> Iterator[tuple[TestClient, Services]]:
-    with_rbac = dataclasses.replace(services, authz=build_authorizer(services.db))
-    app = fast_path_in_front(with_rbac, Starlette(routes=oci_routes(with_rbac)))
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as client:
+    with_rbac = with_authorizer(services, build_authorizer(services.db))
+    with serve(with_rbac) as client:
         yield client, with_rbac
 
 

@@ -5,20 +5,32 @@ from __future__ import annotations
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
+from imageregistry.auth.authorizer import Verdict
+from imageregistry.auth.identity import Attributes
 from imageregistry.oci.routes import oci_routes
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, REPO, basic, make_image, push_image
+from tests.unit.oci.conftest import (
+    ADMIN,
+    ALICE,
+    REPO,
+    basic,
+    make_image,
+    push_image,
+    serve,
+    with_authorizer,
+)
 
 
-def anon(services: Services) -> TestClient:
-    return TestClient(Starlette(routes=oci_routes(services)))
+class AllowAll:
+    def authorize(self, attrs: Attributes) -> Verdict:
+        return Verdict(True)
 
 
-def test_base_endpoint(client: TestClient, services: Services) -> None:
+def test_base_endpoint(client: TestClient, anon: TestClient) -> None:
     r = client.get("/v2/")
     assert r.status_code == 200
     assert r.headers["docker-distribution-api-version"] == "registry/2.0"
-    r = anon(services).get("/v2/")
+    r = anon.get("/v2/")
     assert r.status_code == 401
     assert r.json()["errors"][0]["code"] == "UNAUTHORIZED"
     challenge = r.headers["www-authenticate"]
@@ -26,39 +38,35 @@ def test_base_endpoint(client: TestClient, services: Services) -> None:
     assert 'service="imageregistry"' in challenge
 
 
-def test_bad_credentials_are_401(services: Services) -> None:
+def test_bad_credentials_are_401(anon: TestClient) -> None:
     for header in ("Bearer nope", basic("x", "nope"), "Digest abc"):
-        r = anon(services).get("/v2/", headers={"Authorization": header})
+        r = anon.get("/v2/", headers={"Authorization": header})
         assert r.status_code == 401, header
         assert "www-authenticate" in r.headers
 
 
-def test_basic_with_token_password_works(services: Services) -> None:
-    r = anon(services).get("/v2/", headers={"Authorization": basic("anyone", ADMIN)})
+def test_basic_with_token_password_works(anon: TestClient) -> None:
+    r = anon.get("/v2/", headers={"Authorization": basic("anyone", ADMIN)})
     assert r.status_code == 200
 
 
 def test_anonymous_denied_is_401_with_scope_authenticated_denied_is_403(
-    client: TestClient, services: Services
+    client: TestClient, anon: TestClient
 ) -> None:
     push_image(client, make_image())
-    r = anon(services).get(f"/v2/{REPO}/manifests/latest")
+    r = anon.get(f"/v2/{REPO}/manifests/latest")
     assert r.status_code == 401
     assert f'scope="repository:{REPO}:pull"' in r.headers["www-authenticate"]
-    r = anon(services).get(
-        f"/v2/{REPO}/manifests/latest", headers={"Authorization": f"Bearer {ALICE}"}
-    )
+    r = anon.get(f"/v2/{REPO}/manifests/latest", headers={"Authorization": f"Bearer {ALICE}"})
     assert r.status_code == 403 and r.json()["errors"][0]["code"] == "DENIED"
-    r = anon(services).post(
-        f"/v2/{REPO}/blobs/uploads/", headers={"Authorization": f"Bearer {ALICE}"}
-    )
+    r = anon.post(f"/v2/{REPO}/blobs/uploads/", headers={"Authorization": f"Bearer {ALICE}"})
     assert r.status_code == 403
-    r = anon(services).get("/v2/_catalog", headers={"Authorization": f"Bearer {ALICE}"})
+    r = anon.get("/v2/_catalog", headers={"Authorization": f"Bearer {ALICE}"})
     assert r.status_code == 403
 
 
-def test_token_endpoint_hands_back_a_presented_token(services: Services) -> None:
-    c = anon(services)
+def test_token_endpoint_hands_back_a_presented_token(anon: TestClient) -> None:
+    c = anon
     r = c.get(
         "/v2/token",
         params=[("scope", f"repository:{REPO}:pull"), ("scope", "repository:x/y:push")],
@@ -72,8 +80,8 @@ def test_token_endpoint_hands_back_a_presented_token(services: Services) -> None
     assert r.json()["token"] == ADMIN
 
 
-def test_token_endpoint_for_anonymous_and_bad_credentials(services: Services) -> None:
-    c = anon(services)
+def test_token_endpoint_for_anonymous_and_bad_credentials(anon: TestClient) -> None:
+    c = anon
     r = c.get("/v2/token", params={"scope": f"repository:{REPO}:pull"})
     assert r.status_code == 200
     token = r.json()["token"]
@@ -85,20 +93,8 @@ def test_token_endpoint_for_anonymous_and_bad_credentials(services: Services) ->
 
 
 def test_push_into_missing_namespace_by_non_admin_is_name_unknown(services: Services) -> None:
-    from dataclasses import replace
-
-    from imageregistry.auth.authorizer import Verdict
-    from imageregistry.auth.identity import Attributes
-
-    class AllowAll:
-        def authorize(self, attrs: Attributes) -> Verdict:
-            return Verdict(True)
-
-    permissive = replace(services, authz=AllowAll())
-    c = TestClient(
-        Starlette(routes=oci_routes(permissive)), headers={"Authorization": f"Bearer {ALICE}"}
-    )
-    r = c.post("/v2/nowhere/app/blobs/uploads/")
+    with serve(with_authorizer(services, AllowAll()), ALICE) as c:
+        r = c.post("/v2/nowhere/app/blobs/uploads/")
     assert r.status_code == 404
     error = r.json()["errors"][0]
     assert error["code"] == "NAME_UNKNOWN" and "does not exist" in error["message"]
@@ -125,19 +121,7 @@ def test_extension_routes_and_headers_plug_in(services: Services) -> None:
 def test_non_admin_push_into_an_existing_namespace_creates_the_stream(
     client: TestClient, services: Services
 ) -> None:
-    from dataclasses import replace
-
-    from imageregistry.auth.authorizer import Verdict
-    from imageregistry.auth.identity import Attributes
-
-    class AllowAll:
-        def authorize(self, attrs: Attributes) -> Verdict:
-            return Verdict(True)
-
     push_image(client, make_image())  # the admin's push created namespace "team"
-    permissive = replace(services, authz=AllowAll())
-    alice = TestClient(
-        Starlette(routes=oci_routes(permissive)), headers={"Authorization": f"Bearer {ALICE}"}
-    )
-    push_image(alice, make_image("b"), "v1", repo="team/new")
-    assert alice.get("/v2/team/new/tags/list").json()["tags"] == ["v1"]
+    with serve(with_authorizer(services, AllowAll()), ALICE) as alice:
+        push_image(alice, make_image("b"), "v1", repo="team/new")
+        assert alice.get("/v2/team/new/tags/list").json()["tags"] == ["v1"]

@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from starlette.applications import Starlette
-from starlette.middleware import Middleware
 from starlette.testclient import TestClient
 
 from imageregistry.auth.authn import Authenticator
@@ -20,10 +18,8 @@ from imageregistry.auth.tokens import TokenSigner, generate_signing_key, hash_to
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.signature_policy import POLICY_ANNOTATION
 from imageregistry.metadata.tables import objects
-from imageregistry.oci.routes import oci_routes
-from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, REPO, FakeTokens, build_services, make_image, push_image
+from tests.unit.oci.conftest import REPO, FakeTokens, build_services, make_image, push_image, serve
 
 PULLER = "puller-token"
 
@@ -50,10 +46,7 @@ def services(tmp_path: Path) -> Iterator[Services]:
 
 @pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
-    routes = signature_routes(services) + oci_routes(services)
-    app = Starlette(routes=routes, middleware=[Middleware(SignatureHeaderMiddleware)])
-    app.state.services = services
-    with TestClient(app, headers={"Authorization": f"Bearer {ADMIN}"}) as c:
+    with serve(services) as c:
         yield c
 
 
