@@ -29,7 +29,8 @@ from sqlalchemy import insert, select, update
 from imageregistry import apigroups
 from imageregistry.auth.bootstrap_roles import bootstrap_objects
 from imageregistry.auth.tokens import hash_token, new_opaque_token
-from imageregistry.metadata.db import Database, DatabaseReadOnly, record_change, utcnow
+from imageregistry.clock import rfc3339, system_clock
+from imageregistry.metadata.db import Database, DatabaseReadOnly, record_change
 from imageregistry.metadata.tables import objects
 from imageregistry.metadata.tokens import (
     ADMIN_TOKEN,
@@ -95,7 +96,7 @@ def _insert(conn: Any, resource: str, obj: dict[str, Any]) -> None:
     meta = obj["metadata"]
     name = str(meta["name"])
     rv = record_change(conn, resource, "", name, "ADDED")
-    now = utcnow()
+    now = system_clock()
     uid = str(uuid.uuid4())
     body = {
         **obj,
@@ -103,7 +104,7 @@ def _insert(conn: Any, resource: str, obj: dict[str, Any]) -> None:
             **meta,
             "uid": uid,
             "resourceVersion": str(rv),
-            "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creationTimestamp": rfc3339(now),
         },
     }
     conn.execute(

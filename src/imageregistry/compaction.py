@@ -16,10 +16,11 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from imageregistry.background import running
+from imageregistry.clock import Clock
 from imageregistry.metadata.changelog import compact
 from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.leases import release_lease, take_lease
@@ -42,7 +43,7 @@ class ChangeLogCompactor:
     def __init__(
         self,
         db: Database,
-        clock: Callable[[], datetime],
+        clock: Clock,
         holder: str,
         history_seconds: int,
         interval: float,

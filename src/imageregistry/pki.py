@@ -29,6 +29,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from imageregistry.clock import system_clock
+
 
 @dataclass(frozen=True)
 class TlsFiles:
@@ -99,7 +101,7 @@ def new_ca() -> CertificateAuthority:
     """A fresh CA (ten years), nothing written."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imageregistry-ca")])
-    now = dt.datetime.now(dt.UTC)
+    now = system_clock()
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -176,7 +178,7 @@ def ensure_tls(
     if files.key.exists() and _current_sans(files.cert) >= set(sans) and _signed_by(files.cert, ca):
         return files
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
+    now = system_clock()
     cert = (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imageregistry")]))

@@ -15,7 +15,6 @@ import dataclasses
 import logging
 import os
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
@@ -39,6 +38,7 @@ from imageregistry.auth.tokens import DEFAULT_AUDIENCE, TokenSigner, generate_si
 from imageregistry.blobport.links import BlobLinks, new_link_key
 from imageregistry.blobport.server import blob_port
 from imageregistry.changefeed import ChangeFeed, WatchSlots
+from imageregistry.clock import system_clock
 from imageregistry.compaction import compacting_change_log
 from imageregistry.config import Settings, load_settings
 from imageregistry.draining import Draining, draining_marker
@@ -82,10 +82,6 @@ from imageregistry.storage import open_blob_store
 from imageregistry.tuning.affinity import runtime_affinity
 
 
-def _clock() -> datetime:
-    return datetime.now(UTC)
-
-
 def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     """Open everything; `migrate=False` in workers, whose supervisor already migrated."""
     engine = open_engine(settings.database_url) if migrate else create_engine(settings.database_url)
@@ -100,7 +96,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
 
         passwords = HtpasswdFile(Path(settings.htpasswd_file))
     token_store, signer = (
-        TokenStore(db, _clock),
+        TokenStore(db, system_clock),
         TokenSigner(key_pem.encode(), previous_public_keys_pem=previous),
     )
     accounts = ServiceAccountLookup(db)
@@ -115,14 +111,14 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         throttle=LoginThrottle(settings.failed_logins_per_minute, 60.0),
     )
     refresh_tokens = RefreshTokens(
-        RefreshTokenStore(db, _clock),
+        RefreshTokenStore(db, system_clock),
         signer,
         DEFAULT_AUDIENCE,
         tokens=token_store,
         passwords=passwords,
         service_accounts=accounts,
         ttl_seconds=settings.refresh_token_ttl_seconds,
-        clock=_clock,
+        clock=system_clock,
     )
     blob_links = None
     if settings.blob_listen:
@@ -144,7 +140,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         ),
         authn=authn,
         authz=sources.CountingAuthorizer(build_authorizer(db).store, metrics),
-        clock=_clock,
+        clock=system_clock,
         changes=ChangeFeed(db),
         watches=WatchSlots(settings.watch_max_per_user, settings.watch_max_total),
         blob_links=blob_links,
@@ -195,7 +191,7 @@ def _notifier(settings: Settings, db: Database) -> Notifier | None:
     if not endpoints:
         return None
     source = Source.for_port(settings.port)
-    return Notifier(db, endpoints, source, settings.public_url, _clock)
+    return Notifier(db, endpoints, source, settings.public_url, system_clock)
 
 
 def build_app(services: Services) -> Starlette:

@@ -9,15 +9,14 @@ lifespan flushes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from imageregistry.auth.authn import Authenticator
 from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.changefeed import ChangeFeed, WatchSlots
+from imageregistry.clock import Clock
 from imageregistry.config import Settings
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import PullTimes
@@ -34,7 +33,7 @@ class Services:
     blobs: BlobStore
     authn: Authenticator
     authz: Authorizer
-    clock: Callable[[], datetime]
+    clock: Clock
     changes: ChangeFeed  # the process's one change-log poller (watches)
     watches: WatchSlots  # caps on concurrent watches
     blob_links: BlobLinks | None = None  # set when the blob port is on (`blob_listen`)

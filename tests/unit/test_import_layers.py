@@ -29,6 +29,7 @@ BELOW_HTTP = (
     "metadata",
     "tuning",
     "apigroups",
+    "clock",
     "errorcodes",
     "httpbits",
     "httpinput",

@@ -29,6 +29,7 @@ from imageregistry.apiserver.protobuf_schema import (
     TIME,
     FieldSpec,
 )
+from imageregistry.clock import rfc3339
 
 MAGIC = b"k8s\x00"
 _PACKAGE = "imageregistry.k8s"
@@ -145,10 +146,7 @@ def _rfc3339(message: Message, fields: Mapping[str, object]) -> str | None:
         moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
     except (OverflowError, OSError, ValueError) as exc:
         raise ProtobufDecodeError(f"timestamp seconds {seconds} out of range") from exc
-    return (
-        f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
-        f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}Z"
-    )
+    return rfc3339(moment)
 
 
 def _reject_wrong_wire_types(message: Message, name: str) -> None:

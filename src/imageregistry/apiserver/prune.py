@@ -30,8 +30,9 @@ from imageregistry.apiserver.resource import (
 )
 from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.status import ApiError, bad_request, forbidden, not_found
-from imageregistry.apiserver.store import current_resource_version, rfc3339
+from imageregistry.apiserver.store import current_resource_version
 from imageregistry.auth.authorizer import IMAGE_GROUP
+from imageregistry.clock import rfc3339
 from imageregistry.metadata.prune_runs import RunNotFound, UndoRefused, get_run, list_runs
 from imageregistry.prune.inuse import InvalidReferences
 from imageregistry.prune.options import InvalidOptions, PruneOptions

@@ -18,7 +18,6 @@ import json
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, or_, select, tuple_, update
@@ -49,16 +48,13 @@ from imageregistry.apiserver.validation import (
     label_causes,
     name_causes,
 )
+from imageregistry.clock import rfc3339
 from imageregistry.httpinput import load_json
-from imageregistry.metadata.db import Database, as_utc, record_change
+from imageregistry.metadata.db import Database, record_change
 from imageregistry.metadata.namespaces import namespace_exists
 from imageregistry.metadata.tables import changes, objects
 
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # kube's generateName alphabet
-
-
-def rfc3339(value: datetime) -> str:
-    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def current_resource_version(conn: Connection) -> str:

@@ -53,8 +53,8 @@ from imageregistry.auth.tokens import (
     TokenSigner,
     hash_token,
     looks_like_jwt,
-    utc_now,
 )
+from imageregistry.clock import Clock, system_clock
 
 
 class Unauthenticated(Exception):
@@ -156,7 +156,7 @@ class Authenticator:
         passwords: PasswordChecker | None = None,
         service_accounts: ServiceAccountChecker | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        clock: Callable[[], datetime] = utc_now,
+        clock: Clock = system_clock,
         cache_seconds: float = AUTH_CACHE_SECONDS,
         epoch: IdentityEpoch | None = None,
         throttle: LoginThrottle | None = None,

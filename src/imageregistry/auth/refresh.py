@@ -17,9 +17,8 @@ the `kubernetes.io` service-account claim) and never live past the refresh token
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from imageregistry.auth.authn import (
     IDP_CLAIM,
@@ -43,6 +42,7 @@ from imageregistry.auth.tokens import (
     looks_like_jwt,
     new_refresh_token,
 )
+from imageregistry.clock import Clock
 from imageregistry.metadata.tokens import RefreshRecord, RefreshTokenStore
 
 # distribution's token spec: a token is never handed out with less than 60 s to live.
@@ -68,7 +68,7 @@ class RefreshTokens:
         passwords: PasswordChecker | None,
         service_accounts: ServiceAccountChecker | None,
         ttl_seconds: int,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self._store = store
         self._signer = signer

@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote
@@ -46,6 +46,7 @@ from cryptography.x509.verification import (
 )
 
 from imageregistry.auth.identity import UserInfo, authenticated
+from imageregistry.clock import Clock, system_clock
 from imageregistry.configerror import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,7 @@ class RequestHeaderAuthenticator:
         self,
         config: RequestHeaderConfig,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = system_clock,
         monotonic: Callable[[], float] = time.monotonic,
         ca_file: CABundle | None = None,
     ) -> None:

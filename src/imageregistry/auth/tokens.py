@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
@@ -27,6 +27,8 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from imageregistry.clock import Clock, system_clock
+
 DEFAULT_AUDIENCE = "https://imageregistry.local"
 DEFAULT_ISSUER = "https://imageregistry.local"
 ALGORITHM = "ES256"
@@ -34,15 +36,9 @@ KUBERNETES_CLAIM = "kubernetes.io"
 OPAQUE_PREFIX = "ir_"
 REFRESH_PREFIX = "irr_"
 
-Clock = Callable[[], datetime]
-
 
 class InvalidToken(Exception):
     """The token is malformed, badly signed, expired, not yet valid or for another audience."""
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def generate_signing_key() -> bytes:
@@ -113,7 +109,7 @@ class TokenSigner:
         *,
         issuer: str = DEFAULT_ISSUER,
         previous_public_keys_pem: Sequence[bytes] = (),
-        clock: Clock = utc_now,
+        clock: Clock = system_clock,
     ) -> None:
         key = serialization.load_pem_private_key(private_key_pem, password=None)
         if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name != "secp256r1":

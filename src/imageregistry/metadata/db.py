@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, insert, text
 from sqlalchemy.exc import DBAPIError
 
+from imageregistry.clock import system_clock
 from imageregistry.metadata.tables import changes
 
 log = logging.getLogger(__name__)
@@ -80,10 +81,6 @@ def refusal(exc: DBAPIError) -> type[DatabaseUnavailable] | None:
     if primary == _SQLITE_READONLY:
         return DatabaseReadOnly
     return DatabaseBusy if primary in (_SQLITE_BUSY, _SQLITE_LOCKED) else None
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def as_utc(value: datetime) -> datetime:
@@ -185,7 +182,7 @@ def record_change(conn: Connection, resource: str, namespace: str, name: str, ev
     """Append to the change log and return the new resourceVersion."""
     result = conn.execute(
         insert(changes).values(
-            resource=resource, namespace=namespace, name=name, event=event, at=utcnow()
+            resource=resource, namespace=namespace, name=name, event=event, at=system_clock()
         )
     )
     key = result.inserted_primary_key

@@ -16,7 +16,8 @@ from typing import Any
 from sqlalchemy import Connection, delete, func, select, update
 
 from imageregistry import apigroups
-from imageregistry.metadata.db import as_utc, record_change
+from imageregistry.clock import rfc3339
+from imageregistry.metadata.db import record_change
 from imageregistry.metadata.quota import check_reference
 from imageregistry.metadata.registry import (
     IMAGES,
@@ -49,7 +50,7 @@ MANAGED = f"{apigroups.IMAGE}/managed"
 
 
 def ts(value: datetime | None) -> str | None:
-    return None if value is None else as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return None if value is None else rfc3339(value)
 
 
 def _user_meta(user_data: dict[str, Any]) -> dict[str, Any]:

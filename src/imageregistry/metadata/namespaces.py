@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from imageregistry.clock import rfc3339
 from imageregistry.metadata.db import record_change
 from imageregistry.metadata.tables import objects
 
@@ -40,7 +41,7 @@ def create_namespace(conn: Connection, name: str, now: datetime) -> None:
     meta = {
         "name": name,
         "uid": uid,
-        "creationTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "creationTimestamp": rfc3339(now),
         "labels": {"kubernetes.io/metadata.name": name},
     }
     body: dict[str, Any] = {

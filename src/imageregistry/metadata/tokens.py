@@ -19,7 +19,8 @@ from datetime import datetime
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from imageregistry.metadata.db import Database, as_utc, utcnow
+from imageregistry.clock import Clock, system_clock
+from imageregistry.metadata.db import Database, as_utc
 from imageregistry.metadata.tables import objects, refresh_tokens, settings, tokens
 
 # The `settings` rows every replica shares (docs/operations.md, "Several replicas").
@@ -31,7 +32,7 @@ ADMIN_TOKEN = "admin-token"  # the cluster-admin token every admin.kubeconfig ca
 
 
 class TokenStore:
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, clock: Clock = system_clock) -> None:
         self._db = db
         self._clock = clock
 
@@ -86,7 +87,7 @@ class RefreshRecord:
 
 
 class RefreshTokenStore:
-    def __init__(self, db: Database, clock: Callable[[], datetime] = utcnow) -> None:
+    def __init__(self, db: Database, clock: Clock = system_clock) -> None:
         self._db = db
         self._clock = clock
 
@@ -209,7 +210,7 @@ def set_secret(
                     token_sha256=new_token.token_sha256,
                     username=new_token.username,
                     groups=list(new_token.groups),
-                    created=utcnow(),
+                    created=system_clock(),
                     expires=None,
                 )
             )

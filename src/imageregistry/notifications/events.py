@@ -25,10 +25,11 @@ import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from imageregistry.auth.identity import UserInfo
+from imageregistry.clock import rfc3339_nanos
 
 MEDIA_TYPE = "application/vnd.docker.distribution.events.v1+json"
 BLOB_MEDIA_TYPE = "application/octet-stream"  # what distribution reports for every blob
@@ -90,12 +91,6 @@ def base_url(scope: Mapping[str, Any], public_url: str) -> str:
     return f"{scheme}://{_header(scope, b'host')}"
 
 
-def _timestamp(now: datetime) -> str:
-    """RFC 3339 in UTC with nanoseconds, as Go's `time.Time` marshals."""
-    now = now.astimezone(UTC)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond:06d}000Z"
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     id: str
@@ -140,7 +135,7 @@ class EventFactory:
         event_id = str(uuid.uuid4())
         body = {
             "id": event_id,
-            "timestamp": _timestamp(self.now),
+            "timestamp": rfc3339_nanos(self.now),
             "action": action,
             "target": target,
             "request": self.request.as_json(),

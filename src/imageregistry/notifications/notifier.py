@@ -21,12 +21,12 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
 
 from imageregistry.auth.identity import UserInfo
+from imageregistry.clock import Clock
 from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.outbox import Emit, Outgoing, enqueue
 from imageregistry.notifications.config import Endpoint
@@ -44,7 +44,7 @@ class Notifier:
         endpoints: Sequence[Endpoint],
         source: Source,
         public_url: str,
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self.db = db
         self.endpoints = tuple(endpoints)

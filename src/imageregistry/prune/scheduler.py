@@ -18,7 +18,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from sqlalchemy import select, update
@@ -27,6 +27,7 @@ from imageregistry import apigroups
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.background import running
+from imageregistry.clock import Clock, parse_rfc3339, rfc3339
 from imageregistry.metadata.db import Database, record_change
 from imageregistry.metadata.leases import release_lease, take_lease
 from imageregistry.metadata.tables import objects
@@ -66,8 +67,7 @@ def scheduled_prune_health(db: Database) -> ScheduledPruneHealth:
     status = (body or {}).get("status") or {}
     last = None
     with contextlib.suppress(KeyError, ValueError):
-        last = datetime.strptime(str(status["lastSuccessfulTime"]), "%Y-%m-%dT%H:%M:%SZ")
-        last = last.replace(tzinfo=UTC)
+        last = parse_rfc3339(str(status["lastSuccessfulTime"]))
     return ScheduledPruneHealth(last, int(status.get("consecutiveFailures") or 0))
 
 
@@ -99,7 +99,7 @@ def _condition(kind: str, ok: bool, reason: str, message: str, now: datetime) ->
         "status": "True" if ok else "False",
         "reason": reason,
         "message": message,
-        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "lastTransitionTime": rfc3339(now),
     }
 
 
@@ -110,7 +110,7 @@ class ImagePrunerScheduler:
         self,
         db: Database,
         pruner: Pruner,
-        clock: Callable[[], datetime],
+        clock: Clock,
         holder: str,
         interval: float = 20.0,
         on_run: Callable[[dict[str, Any]], None] | None = None,
@@ -153,7 +153,7 @@ class ImagePrunerScheduler:
     async def _run(self, body: dict[str, Any], now: datetime) -> dict[str, Any]:
         spec = body.get("spec") or {}
         previous = dict(body.get("status") or {})
-        entry: dict[str, Any] = {"time": now.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        entry: dict[str, Any] = {"time": rfc3339(now)}
         try:
             options = options_from_spec(spec)
             outcome = await asyncio.to_thread(self._pruner.prune, options, SCHEDULED_PRUNER, False)

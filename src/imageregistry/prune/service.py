@@ -13,11 +13,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy import text
 
+from imageregistry.clock import Clock
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.gc_queries import SqlBlobChecks, SqlGcStore
 from imageregistry.metadata.prune_queries import SqlPruneDeleter, load_snapshot
@@ -86,7 +87,7 @@ class Pruner:
         self,
         db: Database,
         blobs: BlobStore,
-        clock: Callable[[], datetime],
+        clock: Clock,
         gc_settings: GcSettings,
         registry_hosts: Iterable[str] = (),
         observer: RunObserver | None = None,

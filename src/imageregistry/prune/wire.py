@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from imageregistry import apigroups
+from imageregistry.clock import rfc3339
 from imageregistry.metadata.prune_runs import PruneRun, RestoreResult
 from imageregistry.prune.gc import GcResult
 from imageregistry.prune.reconcile import ReconcileResult
@@ -89,9 +90,7 @@ def gc_status(result: GcResult) -> dict[str, Any]:
         "held": {
             "count": result.held.count,
             "size": result.held.size,
-            "until": result.held.until.strftime("%Y-%m-%dT%H:%M:%SZ")
-            if result.held.until
-            else None,
+            "until": rfc3339(result.held.until) if result.held.until else None,
         },
     }
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from imageregistry.clock import rfc3339
 from imageregistry.signatures import cosign, gpg
 from imageregistry.signatures.errors import SignatureError
 from imageregistry.signatures.identity import match_identity
@@ -136,17 +137,13 @@ def _check_cosign(content: bytes, pem_keys: Sequence[bytes]) -> _Checked:
     raise SignatureError(f"cosign signature matches none of the {len(pem_keys)} trusted keys")
 
 
-def _rfc3339(now: datetime) -> str:
-    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def trusted_conditions(
     outcome: SignatureOutcome, verifying_user: str, now: datetime
 ) -> list[dict[str, str]]:
     """The `Trusted`/`ForImage` conditions to store for a successful outcome."""
     if not outcome.ok or outcome.payload is None:
         raise ValueError("trusted_conditions needs a successful verification outcome")
-    stamp = _rfc3339(now)
+    stamp = rfc3339(now)
     return [
         {
             "type": TRUSTED,

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 
+from imageregistry.clock import system_clock
 from imageregistry.content.digest import Digest, digest_of
 from imageregistry.storage.driver import (
     BlobInfo,
@@ -40,7 +41,7 @@ _READ_BLOCK = 1 << 16
 @dataclass
 class _Upload:
     data: bytearray = field(default_factory=bytearray)
-    modified: datetime = field(default_factory=lambda: datetime.now(UTC))
+    modified: datetime = field(default_factory=system_clock)
     busy: bool = False
 
 
@@ -90,7 +91,7 @@ class InMemoryBlobStore:
                     del upload.data[offset:]
                     raise UploadTooLarge(upload_id, limit)
                 upload.data += chunk
-                upload.modified = datetime.now(UTC)
+                upload.modified = system_clock()
         finally:
             upload.busy = False
         return len(upload.data)
@@ -125,7 +126,7 @@ class InMemoryBlobStore:
             raise DigestMismatch(expected, actual)
         stored = self.backend.blobs.get(expected)
         if replace or stored is None or len(stored[0]) != len(data):
-            self.backend.blobs[expected] = (bytes(data), datetime.now(UTC))
+            self.backend.blobs[expected] = (bytes(data), system_clock())
         return BlobInfo(expected, len(data))
 
     async def hash_blob(self, digest: Digest) -> BlobInfo:

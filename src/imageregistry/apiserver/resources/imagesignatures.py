@@ -17,6 +17,7 @@ from imageregistry import apigroups
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler, ResourceInfo
 from imageregistry.apiserver.status import FieldCause, already_exists, invalid, not_found
+from imageregistry.clock import rfc3339
 from imageregistry.metadata import signatures as sigs
 from imageregistry.metadata.db import Database
 
@@ -106,7 +107,7 @@ def _render(record: sigs.SignatureRecord) -> dict[str, Any]:
         "apiVersion": apigroups.IMAGE_V1,
         "metadata": {
             "name": record.name,
-            "creationTimestamp": record.created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "creationTimestamp": rfc3339(record.created),
         },
         "type": record.type,
         "content": base64.b64encode(record.content).decode(),

@@ -24,9 +24,10 @@ from imageregistry.apiserver.status import (
     method_not_allowed,
     not_found,
 )
-from imageregistry.apiserver.store import StoredResource, rfc3339
+from imageregistry.apiserver.store import StoredResource
 from imageregistry.auth.identity import service_account_groups, service_account_username
 from imageregistry.auth.tokens import ServiceAccountRef, TokenSigner
+from imageregistry.clock import rfc3339
 from imageregistry.metadata.db import Database
 
 DEFAULT_EXPIRATION = 3600

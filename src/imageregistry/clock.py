@@ -1,0 +1,80 @@
+"""The one clock and the one way timestamps become text (RFC 3339) and back.
+
+Every component that needs the time is given a `Clock` by whoever builds it (the server
+passes `system_clock`; tests pass a function returning a fixed moment), so no module asks
+the operating system for the time on its own and a test can step time deliberately.
+
+Timestamps leave the server in the shapes Kubernetes and distribution use, always UTC
+with a literal `Z`:
+
+- `rfc3339`: seconds, `2006-01-02T15:04:05Z` — Kubernetes' `metav1.Time` (object
+  metadata, conditions, status times, token `issued_at`).
+- `rfc3339_nanos`: nine fractional digits — Go's `time.Time` as distribution's event
+  envelopes carry it (datetime holds microseconds, so the last three are zero).
+
+`parse_rfc3339` reads the profile back strictly (date, `T`, time, optional fraction, `Z` or
+a numeric offset) instead of `datetime.fromisoformat`, which also takes ISO 8601 forms no
+Kubernetes client sends (week dates, basic format, a missing zone).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Protocol
+
+
+class Clock(Protocol):
+    """What tells a component the time: an aware UTC `datetime` on each call."""
+
+    def __call__(self) -> datetime: ...
+
+
+def system_clock() -> datetime:
+    """The real time, in UTC: the `Clock` the server hands out."""
+    return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """Naive values are UTC already (SQLite hands them back naive); aware ones convert."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def rfc3339(moment: datetime) -> str:
+    """`2006-01-02T15:04:05Z`: UTC to the second, the fraction dropped (not rounded)."""
+    # isoformat is several times faster than strftime and pads the year to four digits.
+    return _utc(moment).isoformat(timespec="seconds")[:19] + "Z"
+
+
+def rfc3339_nanos(moment: datetime) -> str:
+    """`2006-01-02T15:04:05.123456000Z`: UTC with nine fractional digits, always."""
+    return _utc(moment).isoformat(timespec="microseconds")[:26] + "000Z"
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
+    r"(?:([Zz])|([+-])(\d{2}):(\d{2}))",
+    re.ASCII,  # `\d` is 0-9 only, not every Unicode digit
+)
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An aware UTC `datetime` from RFC 3339 text; `ValueError` for anything else.
+
+    Fractions beyond microseconds (Go writes nanoseconds) are truncated, as `datetime`
+    cannot hold them."""
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        raise ValueError(f"not an RFC 3339 timestamp: {text[:64]!r}")
+    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
+    micro = int((match.group(7) or "").ljust(6, "0")[:6])
+    if match.group(8):
+        zone = UTC
+    else:
+        sign = -1 if match.group(9) == "-" else 1
+        hours, minutes = int(match.group(10)), int(match.group(11))
+        if hours > 23 or minutes > 59:
+            raise ValueError(f"not an RFC 3339 timestamp: {text[:64]!r}")
+        zone = timezone(sign * timedelta(hours=hours, minutes=minutes))
+    # datetime checks the ranges (month 13, February 30, second 60 are refused).
+    return datetime(year, month, day, hour, minute, second, micro, tzinfo=zone).astimezone(UTC)
