@@ -24,7 +24,6 @@ from imageregistry.clock import Clock
 from imageregistry.metadata.changelog import compact
 from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.leases import release_lease, take_lease
-from imageregistry.services import Services
 
 LEASE = "change-log-compaction"
 MAX_INTERVAL = 60.0
@@ -87,15 +86,17 @@ class ChangeLogCompactor:
 
 
 @contextlib.asynccontextmanager
-async def compacting_change_log(services: Services) -> AsyncIterator[None]:
-    """Run this replica's compaction loop for the lifetime of the server."""
-    history = services.settings.watch_history_seconds
-    if history <= 0:
+async def compacting_change_log(
+    db: Database, clock: Clock, history_seconds: int
+) -> AsyncIterator[None]:
+    """Run this replica's compaction loop for the lifetime of the server
+    (`history_seconds` is `watch_history_seconds`; 0 or less keeps the whole log)."""
+    if history_seconds <= 0:
         yield
         return
     holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
     compactor = ChangeLogCompactor(
-        services.db, services.clock, holder, history, interval_for(history)
+        db, clock, holder, history_seconds, interval_for(history_seconds)
     )
     async with running(compactor.run_forever()):
         yield

@@ -218,9 +218,9 @@ def build_app(services: Services) -> Starlette:
         settings = services.settings
         async with (
             runtime_affinity(settings.cpu_affinity, settings.workers, settings.data_dir / "run"),
-            scheduled_pruning(services),
+            scheduled_pruning(services.db, services.pruner, services.clock, services.audit),
             services.changes.running(),
-            compacting_change_log(services),
+            compacting_change_log(services.db, services.clock, settings.watch_history_seconds),
             _blob_port(services),
             flushing_pull_times(services.pull_times, settings.pull_times_flush_seconds),
             sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),

@@ -140,3 +140,16 @@ def test_nothing_below_the_http_layers_imports_starlette() -> None:
 def test_the_package_imports_no_cycle() -> None:
     """Also the API's router and dispatcher, and the prune and verification resources."""
     assert _cycle_in("imageregistry") == []
+
+
+def test_core_modules_take_their_collaborators_not_the_services_value() -> None:
+    """`Services` is the composition root's value (docs/architecture.md#wiring): only
+    `server.py` and the HTTP surfaces' route builders it calls may import it; prune,
+    signatures and the rest below them are handed a database, blob store and clock."""
+    below = (*BELOW_HTTP, "compaction", "bootstrap", "notifications", "changefeed")
+    offenders = [
+        hit
+        for package in below
+        for hit in _imports_from(f"imageregistry.{package}", "imageregistry.services")
+    ]
+    assert offenders == []

@@ -37,7 +37,6 @@ from imageregistry.apiserver.resources.serviceaccounts import ServiceAccounts
 from imageregistry.apiserver.verify import RegistryVerifications
 from imageregistry.auth.rbac_store import build_resolver
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE
-from imageregistry.prune.service import build_pruner
 from imageregistry.services import Services
 
 
@@ -94,7 +93,7 @@ def image_handlers(services: Services) -> list[ResourceHandler]:
 
 def prune_handlers(services: Services) -> list[ResourceHandler]:
     """The operation resources sharing one pruner: prune, GC, verification, runs, schedule."""
-    pruner = build_pruner(services)
+    pruner = services.pruner
     return [
         ImagePrunes(pruner),
         RegistryGCs(pruner),

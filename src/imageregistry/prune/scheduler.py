@@ -33,8 +33,7 @@ from imageregistry.metadata.leases import release_lease, take_lease
 from imageregistry.metadata.tables import objects
 from imageregistry.prune.cron import CronSchedule, InvalidSchedule
 from imageregistry.prune.options import PruneOptions, parse_duration
-from imageregistry.prune.service import Pruner, build_pruner
-from imageregistry.services import Services
+from imageregistry.prune.service import Pruner
 
 OPERATOR_GROUP = apigroups.OPERATOR
 PRUNER_RESOURCE = f"imagepruners.{OPERATOR_GROUP}"
@@ -239,12 +238,15 @@ def auditing(audit: AuditRecorder | None) -> Callable[[dict[str, Any]], None] | 
 
 
 @contextlib.asynccontextmanager
-async def scheduled_pruning(services: Services, interval: float = 20.0) -> AsyncIterator[None]:
+async def scheduled_pruning(
+    db: Database,
+    pruner: Pruner,
+    clock: Clock,
+    audit: AuditRecorder | None,
+    interval: float = 20.0,
+) -> AsyncIterator[None]:
     """Run this replica's scheduler loop for the lifetime of the server."""
     holder = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-    record = auditing(services.audit)
-    scheduler = ImagePrunerScheduler(
-        services.db, build_pruner(services), services.clock, holder, interval, record
-    )
+    scheduler = ImagePrunerScheduler(db, pruner, clock, holder, interval, auditing(audit))
     async with running(scheduler.run_forever()):
         yield

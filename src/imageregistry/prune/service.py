@@ -1,4 +1,5 @@
-"""Prune, undo and GC as operations on the shared services: the API resources call these.
+"""Prune, undo and GC over one database and blob store: the API resources and the scheduler
+call these; `server.py` builds the one `Pruner` (through `Services`) and hands it to both.
 
 `Pruner.prune` loads the snapshot, plans and executes in one database transaction, so the plan the
 caller sees is exactly what was applied (docs/architecture.md#plans-then-actions). A dry run reads
@@ -13,7 +14,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from typing import Protocol
 
 from sqlalchemy import text
@@ -54,7 +54,6 @@ from imageregistry.prune.options import PruneOptions
 from imageregistry.prune.planner import PrunePlan, plan_prune_keeping
 from imageregistry.prune.reconcile import ReconcileResult, reconcile
 from imageregistry.prune.verify import VerifyPage, verify_page
-from imageregistry.services import Services
 from imageregistry.storage.driver import BlobStore
 
 _PRUNE_LOCK = 0x5052554E  # "PRUN": pg_advisory_xact_lock key for confirmed prunes
@@ -216,19 +215,3 @@ class Pruner:
         return await reconcile(
             store, self._blobs, self._clock(), self._gc_settings.reconcile_grace, dry_run
         )
-
-
-def build_pruner(services: Services) -> Pruner:
-    settings = services.settings
-    return Pruner(
-        services.db,
-        services.blobs,
-        services.clock,
-        GcSettings(
-            upload_max_age=timedelta(seconds=settings.upload_max_age_seconds),
-            blob_grace=timedelta(seconds=settings.gc_grace_seconds),
-            reconcile_grace=timedelta(seconds=settings.reconcile_grace_seconds),
-        ),
-        [settings.registry_host],
-        services.metrics,
-    )
