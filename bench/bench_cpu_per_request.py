@@ -90,18 +90,28 @@ def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> 
             else:
                 os.environ[key] = value
     try:
-        with server.client() as client:
-            push_image(client, server, REPO, "latest")
-        script = workdir / "get.lua"
-        script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
-        url = f"{server.base_url}/v2/{REPO}/manifests/latest"
-        wrk(url, server.authorization, script, 3)  # warm-up
-        before = cpu_seconds(server.pid)
-        done, rps = wrk(url, server.authorization, script, duration)
-        spent = cpu_seconds(server.pid) - before
-        return spent / done * 1e6, rps
+        _done, rps, cpu_us = manifest_gets(server, workdir, duration, warmup=True)
+        return cpu_us, rps
     finally:
         server.stop()
+
+
+def manifest_gets(
+    server: common.Server, workdir: Path, duration: int, *, warmup: bool
+) -> tuple[int, float, float]:
+    """Push a small image to `server`, then `duration` seconds of wrk GETs of its manifest
+    by tag (after 3 untimed seconds when `warmup`): the requests completed, requests per
+    second and the server's CPU microseconds per request."""
+    with server.client() as client:
+        push_image(client, server, REPO, "latest")
+    script = workdir / "get.lua"
+    script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
+    url = f"{server.base_url}/v2/{REPO}/manifests/latest"
+    if warmup:
+        wrk(url, server.authorization, script, 3)
+    before = cpu_seconds(server.pid)
+    done, rps = wrk(url, server.authorization, script, duration)
+    return done, rps, (cpu_seconds(server.pid) - before) / done * 1e6
 
 
 def main() -> None:

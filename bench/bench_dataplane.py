@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,18 +27,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import (
     MiB,
-    RssSampler,
     Server,
     WrkResult,
-    curl_pull,
-    curl_push,
+    add_client_options,
+    add_report_options,
+    human,
     loadavg,
     machine_info,
     make_blob_file,
     make_tls,
     median,
-    push_image,
-    restamp,
+    parse_size,
+    pull_rounds,
+    push_checked_image,
+    push_rounds,
+    push_rss,
+    rendered_saved,
     run_wrk,
     save_result,
     scratch,
@@ -58,18 +61,6 @@ TARGETS = {"push": 2.5, "pull": 1.2, "manifest": 5.0}
 RSS_LIMIT_MB = 150
 
 
-def parse_size(text: str) -> int:
-    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def human(size: int) -> str:
-    return f"{size // (1024 * MiB)} GiB" if size % (1024 * MiB) == 0 else f"{size // MiB} MiB"
-
-
 # ---------------------------------------------------------------- measurements
 
 
@@ -80,28 +71,9 @@ def bench_blobs(
     last one `pull_reps`+1 times (pulls are cheap, so more of them steady the median)."""
     path = blob_dir / f"blob-{size}.bin"
     make_blob_file(path, size)
-    pushes: dict[str, list[float]] = {s.name: [] for s in servers}
-    digest = ""
-    for i in range(reps + 1):
-        digest = restamp(path, size + i)
-        order = servers if i % 2 == 0 else list(reversed(servers))
-        timings = []
-        for server in order:
-            os.sync()
-            seconds = curl_push(server, REPO, path, digest)
-            timings.append(f"{server.name} {seconds:.2f}s")
-            if i > 0:
-                pushes[server.name].append(seconds)
-        warm = " (warm-up)" if i == 0 else ""
-        print(f"  push {human(size)} #{i}{warm}: {', '.join(timings)}", flush=True)
+    pushes, digest = push_rounds(servers, REPO, path, reps, warmup=True)
     os.sync()
-    pulls: dict[str, list[float]] = {s.name: [] for s in servers}
-    for i in range(pull_reps + 1):
-        order = servers if i % 2 == 0 else list(reversed(servers))
-        for server in order:
-            seconds = curl_pull(server, REPO, digest, size)
-            if i > 0:
-                pulls[server.name].append(seconds)
+    pulls = pull_rounds(servers, REPO, digest, size, pull_reps)
     out: dict[str, dict[str, Any]] = {}
     for server in servers:
         push_s, pull_s = median(pushes[server.name]), median(pulls[server.name])
@@ -142,13 +114,7 @@ def bench_manifest(
     out: dict[str, dict[str, Any]] = {}
     for server in servers:
         with server.client() as client:
-            push_image(client, server, REPO, "latest")
-            check = client.get(
-                f"/v2/{REPO}/manifests/latest",
-                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-            )
-            if check.status_code != 200:
-                raise RuntimeError(f"{server.name}: manifest GET {check.status_code}")
+            push_checked_image(client, server, REPO)
             if server.name == "ours":  # distribution lets any htpasswd user pull
                 _grant_pull(client, REPO.split("/")[0], "bench")
     # Ours three times: the token as Bearer; the same token as the Basic
@@ -184,27 +150,6 @@ def bench_manifest(
             "p99_ms_median": median([r.latency_p99_ms for r in runs]),
         }
         print(f"  manifest GET {name}: {out[name]['rps_median']:.0f} req/s", flush=True)
-    return out
-
-
-def bench_rss(servers: list[Server], blob_dir: Path, size: int) -> dict[str, dict[str, Any]]:
-    path = blob_dir / f"blob-{size}.bin"
-    make_blob_file(path, size)
-    digest = restamp(path, 7 * size)
-    out: dict[str, dict[str, Any]] = {}
-    for server in servers:
-        os.sync()
-        with RssSampler(server.pid) as sampler:
-            seconds = curl_push(server, REPO, path, digest)
-        out[server.name] = {
-            "push_seconds": seconds,
-            "baseline_total_mb": sampler.baseline_total_kib / 1024,
-            "peak_total_mb": sampler.peak_total_kib / 1024,
-            "peak_process_mb": sampler.peak_process_kib / 1024,
-            "peak_pss_mb": sampler.peak_pss_kib / 1024,
-            "samples": sampler.samples,
-        }
-        print(f"  RSS {server.name}: peak {out[server.name]['peak_total_mb']:.0f} MB", flush=True)
     return out
 
 
@@ -268,7 +213,7 @@ def run_pair(args: argparse.Namespace, workdir: Path, blob_dir: Path, tls: bool)
                 extra.name = f"ours, `--workers {args.rss_workers}`"
                 servers.append(extra)  # stopped with the others
                 rss_servers.append(extra)
-            result["rss"] = bench_rss(rss_servers, blob_dir, args.rss_size)
+            result["rss"] = push_rss(rss_servers, REPO, blob_dir, args.rss_size)
         return result
     finally:
         for server in servers:
@@ -486,27 +431,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_false",
         help="skip the plain-HTTP pulls through a second server of ours with `blob_listen`",
     )
-    parser.add_argument("--wrk-duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bcrypt-cost", type=int, default=5)
+    add_client_options(parser)
     parser.add_argument(
         "--quick", action="store_true", help="small sizes, few reps (harness check)"
     )
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch parent (default /tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    parser.add_argument("--write-docs", action="store_true")
-    parser.add_argument(
-        "--from-json", type=Path, default=None, help="render a saved result instead of running"
-    )
-    parser.add_argument("--note", action="append", default=[], help="line appended to the docs")
+    add_report_options(parser)
     args = parser.parse_args(argv)
-    if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        saved["notes"] = [*saved.get("notes", []), *args.note]
-        print(render(saved))
-        if args.write_docs:
-            write_doc_section("dataplane", render(saved))
+    if rendered_saved(args, render, "dataplane"):
         return 0
     if args.quick:
         args.sizes, args.reps, args.rss_size, args.wrk_duration = "32M", 2, "256M", 3

@@ -23,12 +23,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import common
-from bench_cpu_per_request import cpu_seconds, wrk
-from common import WRK_SCRIPT, loadavg, median, push_image, scratch, start_ours
+from bench_cpu_per_request import manifest_gets
+from common import loadavg, median, scratch, start_ours
 from tests.support.receiver import Receiver
 
-REPO = "bench/app"
 NOTIFY_ENV = "IMAGE_REGISTRY_NOTIFICATIONS"
 
 
@@ -42,14 +40,9 @@ def measure(workdir: Path, duration: int, receiver: Receiver | None) -> dict[str
     finally:
         os.environ.pop(NOTIFY_ENV, None)
     try:
-        with server.client() as client:
-            push_image(client, server, REPO, "latest")
-        script = workdir / "get.lua"
-        script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
-        url = f"{server.base_url}/v2/{REPO}/manifests/latest"
-        before = cpu_seconds(server.pid)
-        done, rps = wrk(url, server.authorization, script, duration)
-        result = {"cpu_us": (cpu_seconds(server.pid) - before) / done * 1e6, "rps": rps}
+        # No warm-up: every GET is a pull event the receiver must see.
+        done, rps, cpu_us = manifest_gets(server, workdir, duration, warmup=False)
+        result = {"cpu_us": cpu_us, "rps": rps}
         if receiver is None:
             return result
         ended = time.monotonic()

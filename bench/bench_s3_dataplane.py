@@ -38,16 +38,20 @@ sys.path.insert(0, str(ROOT))
 
 from common import (  # noqa: E402
     MiB,
-    RssSampler,
     Server,
-    curl_pull,
-    curl_push,
+    add_client_options,
+    add_report_options,
+    human,
     loadavg,
     machine_info,
     make_blob_file,
     median,
-    push_image,
-    restamp,
+    parse_size,
+    pull_rounds,
+    push_checked_image,
+    push_rounds,
+    push_rss,
+    rendered_saved,
     run_wrk,
     save_result,
     scratch,
@@ -64,18 +68,6 @@ TARGETS = {"push": 1.5, "pull": 1.0, "manifest": 5.0}
 RSS_LIMIT_MB = 200
 MODES = ("redirect", "proxy")
 DOC_SECTION = "s3-dataplane"
-
-
-def parse_size(text: str) -> int:
-    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
-    if text[-1] in units:
-        return int(float(text[:-1]) * units[text[-1]])
-    return int(text)
-
-
-def human(size: int) -> str:
-    return f"{size // (1024 * MiB)} GiB" if size % (1024 * MiB) == 0 else f"{size // MiB} MiB"
 
 
 @contextmanager
@@ -153,20 +145,7 @@ def bench_push(
     timings and the last digest (pulled afterwards)."""
     path = blob_dir / f"blob-{size}.bin"
     make_blob_file(path, size)
-    seconds: dict[str, list[float]] = {s.name: [] for s in servers}
-    digest = ""
-    for i in range(reps + (1 if warmup else 0)):
-        digest = restamp(path, size + i)
-        order = servers if i % 2 == 0 else list(reversed(servers))
-        line = []
-        for server in order:
-            os.sync()
-            took = curl_push(server, REPO, path, digest)
-            line.append(f"{server.name} {took:.1f}s")
-            if not (warmup and i == 0):
-                seconds[server.name].append(took)
-        warm = " (warm-up)" if warmup and i == 0 else ""
-        print(f"  push {human(size)} #{i}{warm}: {', '.join(line)}", flush=True)
+    seconds, digest = push_rounds(servers, REPO, path, reps, warmup=warmup)
     out = {
         name: {"seconds": spread(values), "mib_s": size / MiB / median(values)}
         for name, values in seconds.items()
@@ -176,13 +155,7 @@ def bench_push(
 
 def bench_pull(servers: list[Server], digest: str, size: int, reps: int) -> dict[str, Any]:
     """One untimed GET each, then `reps` timed GETs following the redirect, alternating."""
-    seconds: dict[str, list[float]] = {s.name: [] for s in servers}
-    for i in range(reps + 1):
-        order = servers if i % 2 == 0 else list(reversed(servers))
-        for server in order:
-            took = curl_pull(server, REPO, digest, size)
-            if i > 0:
-                seconds[server.name].append(took)
+    seconds = pull_rounds(servers, REPO, digest, size, reps)
     line = ", ".join(f"{name} {median(v):.2f}s" for name, v in seconds.items())
     print(f"  pull {human(size)}: {line}", flush=True)
     return {
@@ -194,13 +167,7 @@ def bench_pull(servers: list[Server], digest: str, size: int, reps: int) -> dict
 def prepare_manifest(servers: list[Server]) -> None:
     for server in servers:
         with server.client() as client:
-            push_image(client, server, REPO, "latest")
-            check = client.get(
-                f"/v2/{REPO}/manifests/latest",
-                headers={"Accept": "application/vnd.oci.image.manifest.v1+json"},
-            )
-            if check.status_code != 200:
-                raise RuntimeError(f"{server.name}: manifest GET {check.status_code}")
+            push_checked_image(client, server, REPO)
 
 
 def bench_manifest(
@@ -237,31 +204,6 @@ def bench_manifest(
     }
 
 
-def bench_rss(servers: list[Server], blob_dir: Path, size: int) -> dict[str, Any]:
-    path = blob_dir / f"blob-{size}.bin"
-    make_blob_file(path, size)
-    digest = restamp(path, 7 * size)
-    out: dict[str, Any] = {}
-    for server in servers:
-        os.sync()
-        with RssSampler(server.pid) as sampler:
-            took = curl_push(server, REPO, path, digest)
-        out[server.name] = {
-            "push_seconds": took,
-            "baseline_total_mb": sampler.baseline_total_kib / 1024,
-            "peak_total_mb": sampler.peak_total_kib / 1024,
-            "peak_process_mb": sampler.peak_process_kib / 1024,
-            "samples": sampler.samples,
-        }
-        print(
-            f"  RSS {server.name} ({human(size)} push, {took:.0f} s): peak "
-            f"{out[server.name]['peak_total_mb']:.0f} MB (largest process "
-            f"{out[server.name]['peak_process_mb']:.0f} MB)",
-            flush=True,
-        )
-    return out
-
-
 # ---------------------------------------------------------------- one S3 server
 
 
@@ -292,7 +234,7 @@ def run_s3(
                     if "rss" in args.only:
                         rss_servers = servers if "distribution" in args.rss_servers else [ours]
                         try:
-                            result["rss"] = bench_rss(rss_servers, blob_dir, args.rss_size)
+                            result["rss"] = push_rss(rss_servers, REPO, blob_dir, args.rss_size)
                         except RuntimeError as exc:  # reported, and the pulls still run
                             print(f"  RSS push failed: {exc}", flush=True)
                             result["failures"].append(
@@ -467,23 +409,11 @@ def main(argv: list[str] | None = None) -> int:
         help="ours' storage_s3.timeout_seconds (0: its default, 30 s; a 1 GiB multipart "
         "completion on a loaded moto takes longer)",
     )
-    parser.add_argument("--wrk-duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--bcrypt-cost", type=int, default=5)
+    add_client_options(parser)
     parser.add_argument("--quick", action="store_true", help="small sizes (harness check)")
-    parser.add_argument("--workdir", type=Path, default=None, help="scratch parent (default /tmp)")
-    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
-    parser.add_argument("--write-docs", action="store_true")
-    parser.add_argument("--from-json", type=Path, default=None, help="render a saved result")
-    parser.add_argument("--note", action="append", default=[], help="line appended to the docs")
+    add_report_options(parser)
     args = parser.parse_args(argv)
-    if args.from_json:
-        saved = json.loads(args.from_json.read_text())
-        saved["notes"] = [*saved.get("notes", []), *args.note]
-        print(render(saved))
-        if args.write_docs:
-            write_doc_section(DOC_SECTION, render(saved))
+    if rendered_saved(args, render, DOC_SECTION):
         return 0
     if args.quick:
         args.sizes, args.reps, args.big_reps, args.pull_reps = "16M,32M", 1, 1, 1

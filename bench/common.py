@@ -9,6 +9,7 @@ imported by the test suite.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -22,7 +23,7 @@ import statistics
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -332,7 +333,55 @@ class RssSampler:
         self._thread.join()
 
 
+# ---------------------------------------------------------------- command line
+
+
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """The clients' settings, the same for both registries (wrk, htpasswd)."""
+    parser.add_argument("--wrk-duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--bcrypt-cost", type=int, default=5)
+
+
+def add_report_options(parser: argparse.ArgumentParser) -> None:
+    """Where a run works and what it writes; `--from-json` renders a saved result."""
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch parent (default /tmp)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch directory")
+    parser.add_argument("--write-docs", action="store_true")
+    parser.add_argument("--from-json", type=Path, default=None, help="render a saved result")
+    parser.add_argument("--note", action="append", default=[], help="line appended to the docs")
+
+
+def rendered_saved(
+    args: argparse.Namespace, render: Callable[[dict[str, Any]], str], section: str
+) -> bool:
+    """With `--from-json`: print (and with `--write-docs` write) that saved result, with
+    this call's `--note` lines added; False when there is none to render."""
+    if not args.from_json:
+        return False
+    saved = json.loads(args.from_json.read_text())
+    saved["notes"] = [*saved.get("notes", []), *args.note]
+    print(render(saved))
+    if args.write_docs:
+        write_doc_section(section, render(saved))
+    return True
+
+
 # ---------------------------------------------------------------- data
+
+
+def parse_size(text: str) -> int:
+    """`256M`, `1G`, `2GiB`, `4096`: bytes."""
+    units = {"K": 1024, "M": MiB, "G": 1024 * MiB}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    if text[-1] in units:
+        return int(float(text[:-1]) * units[text[-1]])
+    return int(text)
+
+
+def human(size: int) -> str:
+    return f"{size // (1024 * MiB)} GiB" if size % (1024 * MiB) == 0 else f"{size // MiB} MiB"
 
 
 def make_blob_file(path: Path, size: int) -> None:
@@ -424,6 +473,15 @@ def push_image(client: httpx.Client, server: Server, repo: str, tag: str) -> str
     return "sha256:" + hashlib.sha256(manifest).hexdigest()
 
 
+def push_checked_image(client: httpx.Client, server: Server, repo: str) -> None:
+    """The small image of `push_image` as `repo:latest`, then one manifest GET by that tag
+    (what the manifest measurements repeat) that must answer 200."""
+    push_image(client, server, repo, "latest")
+    check = client.get(f"/v2/{repo}/manifests/latest", headers={"Accept": OCI_MANIFEST})
+    if check.status_code != 200:
+        raise RuntimeError(f"{server.name}: manifest GET {check.status_code}")
+
+
 def _curl_base(server: Server, write_out: str = "%{http_code} %{time_total}") -> list[str]:
     argv = ["curl", "-sS", "--fail-with-body", "-o", "/dev/null", "-w", write_out]
     if server.cacert:
@@ -472,6 +530,78 @@ def curl_pull(server: Server, repo: str, digest: str, expected_size: int) -> flo
 
 
 # ---------------------------------------------------------------- wrk
+
+# ---------------------------------------------------------------- blob rounds
+
+
+def _alternating(servers: list[Server], i: int) -> list[Server]:
+    """Round `i`'s order: the servers take turns going first."""
+    return servers if i % 2 == 0 else list(reversed(servers))
+
+
+def push_rounds(
+    servers: list[Server], repo: str, path: Path, reps: int, *, warmup: bool
+) -> tuple[dict[str, list[float]], str]:
+    """`reps` timed pushes of the file at `path` to each server (after one untimed round
+    when `warmup`), a new digest each round and `sync` before every push, so one server's
+    dirty pages are never written back on the other's clock. Returns each server's
+    seconds and the last digest (the one to pull)."""
+    size = path.stat().st_size
+    seconds: dict[str, list[float]] = {s.name: [] for s in servers}
+    digest = ""
+    for i in range(reps + (1 if warmup else 0)):
+        digest = restamp(path, size + i)
+        timings = []
+        for server in _alternating(servers, i):
+            os.sync()
+            took = curl_push(server, repo, path, digest)
+            timings.append(f"{server.name} {took:.2f}s")
+            if not (warmup and i == 0):
+                seconds[server.name].append(took)
+        warm = " (warm-up)" if warmup and i == 0 else ""
+        print(f"  push {human(size)} #{i}{warm}: {', '.join(timings)}", flush=True)
+    return seconds, digest
+
+
+def pull_rounds(
+    servers: list[Server], repo: str, digest: str, size: int, reps: int
+) -> dict[str, list[float]]:
+    """One untimed GET of `digest` from each server, then `reps` timed ones, alternating."""
+    seconds: dict[str, list[float]] = {s.name: [] for s in servers}
+    for i in range(reps + 1):
+        for server in _alternating(servers, i):
+            took = curl_pull(server, repo, digest, size)
+            if i > 0:
+                seconds[server.name].append(took)
+    return seconds
+
+
+def push_rss(servers: list[Server], repo: str, blob_dir: Path, size: int) -> dict[str, Any]:
+    """Each server's memory (`RssSampler`) while it receives one new blob of `size`."""
+    path = blob_dir / f"blob-{size}.bin"
+    make_blob_file(path, size)
+    digest = restamp(path, 7 * size)
+    out: dict[str, Any] = {}
+    for server in servers:
+        os.sync()
+        with RssSampler(server.pid) as sampler:
+            took = curl_push(server, repo, path, digest)
+        out[server.name] = {
+            "push_seconds": took,
+            "baseline_total_mb": sampler.baseline_total_kib / 1024,
+            "peak_total_mb": sampler.peak_total_kib / 1024,
+            "peak_process_mb": sampler.peak_process_kib / 1024,
+            "peak_pss_mb": sampler.peak_pss_kib / 1024,
+            "samples": sampler.samples,
+        }
+        print(
+            f"  RSS {server.name} ({human(size)} push, {took:.0f} s): peak "
+            f"{out[server.name]['peak_total_mb']:.0f} MB (largest process "
+            f"{out[server.name]['peak_process_mb']:.0f} MB)",
+            flush=True,
+        )
+    return out
+
 
 WRK_SCRIPT = """
 wrk.method = "GET"
