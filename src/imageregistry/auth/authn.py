@@ -41,6 +41,7 @@ import hashlib
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -204,36 +205,27 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None, *, source: str | None = None) -> UserInfo:
         """The caller; `source` (the client's address) keys the failed-password throttle."""
-        if not authorization:
+        presented = credentials(authorization)
+        if presented is None:
             return anonymous()
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer" and value:
-            return self.authenticate_token(value)
-        if scheme.lower() == "basic" and value:
-            username, password = _basic_credentials(value)
-            return self._basic(username, password, source)
-        raise Unauthenticated("unsupported authorization scheme")
+        if presented.username is None:
+            return self.authenticate_token(presented.secret)
+        return self._basic(presented.username, presented.secret, source)
 
     def cached(self, authorization: str | None) -> UserInfo | None:
         """The user for this header if that needs no I/O (no header, a Bearer token in the
         cache, or Basic credentials that are a remembered password check or a cached
         token); None when `authenticate` would have to do real work."""
-        if not authorization:
+        try:
+            presented = credentials(authorization)
+        except Unauthenticated:
+            return None  # `authenticate` raises it
+        if presented is None:
             return anonymous()
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer" and value:
-            return self._remembered(hash_token(value))
-        if scheme.lower() == "basic" and value:
-            try:
-                username, password = _basic_credentials(value)
-            except Unauthenticated:
-                return None  # `authenticate` raises it
-            return self._remembered_password(username, password) or self._remembered(
-                hash_token(password)
-            )
-        return None
+        if presented.username is None:
+            return self._remembered(hash_token(presented.secret))
+        password = self._remembered_password(presented.username, presented.secret)
+        return password or self._remembered(hash_token(presented.secret))
 
     def authenticate_token(self, token: str) -> UserInfo:
         key = hash_token(token)
@@ -350,7 +342,28 @@ class Authenticator:
         )
 
 
-def _basic_credentials(value: str) -> tuple[str, str]:
+@dataclass(frozen=True)
+class Credentials:
+    """What an `Authorization` header presents: a Bearer token (`username` None) or Basic
+    credentials (`secret` is the password, which may itself be a token)."""
+
+    secret: str
+    username: str | None = None
+
+
+def credentials(authorization: str | None) -> Credentials | None:
+    """The one reading of an `Authorization` header, for every authenticator: None when
+    there is none (the anonymous user); `Unauthenticated` for another scheme, an empty
+    value or malformed Basic credentials (not base64 of UTF-8 `user:password`, or no
+    password)."""
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    value = value.strip()
+    if scheme.lower() == "bearer" and value:
+        return Credentials(value)
+    if scheme.lower() != "basic" or not value:
+        raise Unauthenticated("unsupported authorization scheme")
     try:
         decoded = base64.b64decode(value, validate=True).decode("utf-8")
     except (binascii.Error, UnicodeDecodeError):
@@ -358,7 +371,7 @@ def _basic_credentials(value: str) -> tuple[str, str]:
     username, sep, password = decoded.partition(":")
     if not sep or not password:
         raise Unauthenticated("malformed basic credentials")
-    return username, password
+    return Credentials(password, username)
 
 
 def _password_key(username: str, password: str) -> str:

@@ -28,12 +28,7 @@ from datetime import datetime
 from typing import Any
 
 from imageregistry import apigroups
-from imageregistry.auth.authn import (
-    Authenticator,
-    StoredToken,
-    Unauthenticated,
-    _basic_credentials,
-)
+from imageregistry.auth.authn import Authenticator, StoredToken, Unauthenticated, credentials
 from imageregistry.auth.cluster.cache import Coalescer, DecisionCache
 from imageregistry.auth.cluster.client import ClusterClient
 from imageregistry.auth.cluster.errors import ClusterUnavailable
@@ -72,16 +67,10 @@ class TokenReviewAuthenticator(Authenticator):
         self._inflight: Coalescer[UserInfo | str] = Coalescer()
 
     def authenticate(self, authorization: str | None, *, source: str | None = None) -> UserInfo:
-        if not authorization:
+        presented = credentials(authorization)
+        if presented is None:
             return anonymous()
-        scheme, _, value = authorization.strip().partition(" ")
-        value = value.strip()
-        if scheme.lower() == "bearer" and value:
-            return self.authenticate_token(value)
-        if scheme.lower() == "basic" and value:
-            _username, password = _basic_credentials(value)
-            return self.authenticate_token(password)
-        raise Unauthenticated("unsupported authorization scheme")
+        return self.authenticate_token(presented.secret)  # Basic: the password is the token
 
     def cached(self, authorization: str | None) -> UserInfo | None:
         """Never: even a cached identity's authorization may need the cluster, which the
