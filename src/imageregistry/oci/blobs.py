@@ -106,7 +106,7 @@ async def delete_blob(ctx: Ctx) -> Response:
     digest = Digest.parse(ctx.arg)
     notifier = ctx.registry.services.notifier
     await notify.settle_pulls(notifier)
-    emit = notify.blob_deleted(notifier, ctx.request.scope, user, ctx.repo, str(digest))
+    emit = notify.deleted(notifier, ctx.request.scope, user, ctx.repo, digest=str(digest))
     await ctx.run(ctx.registry.meta.unlink_blob, ctx.repo, str(digest), emit)
     if notifier is not None:
         notifier.committed()

@@ -140,7 +140,7 @@ async def delete_manifest(ctx: Ctx) -> Response:
     await notify.settle_pulls(notifier)
     if ref.tag is not None:
         user = await ctx.authorize(RegistryAction.DELETE_TAG)
-        emit = notify.tag_deleted(notifier, scope, user, ctx.repo, ref.tag)
+        emit = notify.deleted(notifier, scope, user, ctx.repo, tag=ref.tag)
         await ctx.run(ctx.registry.meta.delete_tag, ctx.repo, ref.tag, emit)
     else:
         user = await ctx.authorize(RegistryAction.DELETE_DIGEST)

@@ -83,12 +83,20 @@ def manifest_deleted(
     return emit
 
 
-def tag_deleted(
-    notifier: Notifier | None, scope: Mapping[str, Any], user: UserInfo, repo: RepoKey, tag: str
+def deleted(
+    notifier: Notifier | None,
+    scope: Mapping[str, Any],
+    user: UserInfo,
+    repo: RepoKey,
+    *,
+    tag: str = "",
+    digest: str = "",
 ) -> Emit | None:
+    """A tag or a blob deleted: one `delete` event naming just that (a deleted manifest
+    reports its tags too, `manifest_deleted`)."""
     if notifier is None:
         return None
-    return notifier.emit([notifier.factory(scope, user).deleted(str(repo), tag=tag)])
+    return notifier.emit([notifier.factory(scope, user).deleted(str(repo), tag=tag, digest=digest)])
 
 
 def blob_pushed(
@@ -133,11 +141,3 @@ def blob_pulled(
     if notifier is None or not notifier.wants_pulls:
         return
     notifier.pulled(notifier.factory(scope, user).blob("pull", str(repo), digest, size))
-
-
-def blob_deleted(
-    notifier: Notifier | None, scope: Mapping[str, Any], user: UserInfo, repo: RepoKey, digest: str
-) -> Emit | None:
-    if notifier is None:
-        return None
-    return notifier.emit([notifier.factory(scope, user).deleted(str(repo), digest=digest)])
