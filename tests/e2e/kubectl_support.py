@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,3 +89,22 @@ def push_image(
     layout, manifest, _ = write_layout(root / f"layout-{seed}", [layer(seed, 2048)])
     push(layout, f"{server.host}/{repo}", token or server.admin_token, server.cert_dir(root))
     return manifest.digest
+
+
+def read_until(proc: subprocess.Popen[str], needle: str, limit: float = 60.0) -> str:
+    """A watch's output until `needle` shows up (the limit only guards against a hang).
+
+    Reads the pipe's fd directly: a buffered readline() may pull two lines (header and row)
+    into Python's buffer, after which select() on the empty pipe would never fire again."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    seen = b""
+    end = time.monotonic() + limit
+    while needle.encode() not in seen and time.monotonic() < end:
+        ready, _, _ = select.select([fd], [], [], 1.0)
+        if ready:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            seen += chunk
+    return seen.decode("utf-8", "replace")

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import select
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.e2e.kubectl_support import Kubectl, add_user_token, push_image
+from tests.e2e.kubectl_support import Kubectl, add_user_token, push_image, read_until
 from tests.support.server import RegistryProcess
 
 
@@ -215,26 +212,6 @@ def test_strict_field_validation_rejects_unknown_fields(k: Kubectl, work: Path) 
     assert "No resources found" in k.run("get", "is", "-n", "strict-ns").stderr
 
 
-def _read_until(proc: object, needle: str, limit: float = 60.0) -> str:
-    """Read watch output until `needle` shows up (the limit only guards against a hang)."""
-    import subprocess
-
-    assert isinstance(proc, subprocess.Popen) and proc.stdout is not None
-    # Read the pipe's fd directly: a buffered readline() may pull two lines (header and row)
-    # into Python's buffer, after which select() on the empty pipe would never fire again.
-    fd = proc.stdout.fileno()
-    seen = b""
-    end = time.monotonic() + limit
-    while needle.encode() not in seen and time.monotonic() < end:
-        ready, _, _ = select.select([fd], [], [], 1.0)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-    return seen.decode("utf-8", "replace")
-
-
 def test_get_watch_receives_push_event(k: Kubectl, server: RegistryProcess, work: Path) -> None:
     k.ok("create", "ns", "watch-ns")
     proc = k.popen("get", "imagestreams", "-n", "watch-ns", "-w")
@@ -242,7 +219,7 @@ def test_get_watch_receives_push_event(k: Kubectl, server: RegistryProcess, work
         push_image(server, work, "watch-ns/watched:v1", "watched")
         # Wait for the whole row (the repository column), not only the name: a row may
         # reach the pipe in more than one read.
-        seen = _read_until(proc, f"{server.host}/watch-ns/watched")
+        seen = read_until(proc, f"{server.host}/watch-ns/watched")
     finally:
         proc.kill()
         proc.wait()
@@ -254,9 +231,9 @@ def test_get_watch_on_imagestreamtags(k: Kubectl, server: RegistryProcess, work:
     first = push_image(server, work, "istag-watch/app:v1", "istag-one")
     proc = k.popen("get", "istag", "-n", "istag-watch", "-w", "-o", "wide")
     try:
-        assert first in _read_until(proc, first)  # the listed tag
+        assert first in read_until(proc, first)  # the listed tag
         second = push_image(server, work, "istag-watch/app:v2", "istag-two")
-        seen = _read_until(proc, second)
+        seen = read_until(proc, second)
     finally:
         proc.kill()
         proc.wait()

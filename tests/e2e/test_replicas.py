@@ -14,7 +14,6 @@ import base64
 import hashlib
 import json
 import os
-import select
 import subprocess
 import threading
 import time
@@ -31,6 +30,7 @@ import pytest
 import yaml
 
 from tests.e2e.ac_images import blob, layer, write_index_layout, write_layout
+from tests.e2e.kubectl_support import read_until
 from tests.e2e.oci_support import assert_copied, build_layout, skopeo
 from tests.support.replicas import S3_KINDS, Replicas, s3_server, two_replicas
 from tests.support.server import BIN, RegistryProcess
@@ -348,21 +348,6 @@ def test_a_blob_redirect_from_either_replica_serves_the_bytes(pair: Replicas) ->
         assert anonymous.get(f"/v2/team/redirect/blobs/{digest}").status_code == 401
 
 
-def _read_until(proc: subprocess.Popen[str], needle: str, limit: float = 120.0) -> str:
-    """Read a watch's output until `needle` shows up (the limit only guards a hang)."""
-    assert proc.stdout is not None
-    fd, seen = proc.stdout.fileno(), b""
-    end = time.monotonic() + limit
-    while needle.encode() not in seen and time.monotonic() < end:
-        ready, _, _ = select.select([fd], [], [], 1.0)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-    return seen.decode("utf-8", "replace")
-
-
 def test_kubectl_watch_on_a_sees_a_push_made_on_b(pair: Replicas, work: Path) -> None:
     a, b = pair.both
     assert _kubectl(a.kubeconfig, a, work, "create", "namespace", "watched").returncode == 0
@@ -381,7 +366,7 @@ def test_kubectl_watch_on_a_sees_a_push_made_on_b(pair: Replicas, work: Path) ->
             f"oci:{layout}:img",
             f"docker://{b.host}/watched/pushed-on-b:v1",
         )
-        seen = _read_until(proc, "imagestream.image.alauda.io/pushed-on-b")
+        seen = read_until(proc, "imagestream.image.alauda.io/pushed-on-b", limit=120.0)
     finally:
         proc.kill()
         proc.wait()

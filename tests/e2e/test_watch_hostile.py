@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.kubectl_support import Kubectl, add_user_token
+from tests.e2e.kubectl_support import Kubectl, add_user_token, read_until
 from tests.e2e.oci_support import image_manifest, sha
 from tests.support.server import RegistryProcess
 
@@ -290,7 +290,7 @@ def test_kubectl_watch_sees_changes_and_expired_versions(
     proc = k.popen("get", "serviceaccounts", "-n", "kw", "--watch")
     try:
         k.ok("create", "serviceaccount", "watched-one", "-n", "kw")
-        seen = _read_until(proc, "watched-one")
+        seen = read_until(proc, "watched-one")
     finally:
         proc.kill()
         proc.wait()
@@ -304,21 +304,3 @@ def test_kubectl_watch_sees_changes_and_expired_versions(
             break
         time.sleep(0.5)
     assert event["type"] == "ERROR" and event["object"]["reason"] == "Expired"
-
-
-def _read_until(proc: Any, needle: str, limit: float = 60.0) -> str:
-    import os
-    import select
-
-    assert proc.stdout is not None
-    fd = proc.stdout.fileno()
-    seen = b""
-    end = time.monotonic() + limit
-    while needle.encode() not in seen and time.monotonic() < end:
-        ready, _, _ = select.select([fd], [], [], 1.0)
-        if ready:
-            chunk = os.read(fd, 65536)
-            if not chunk:
-                break
-            seen += chunk
-    return seen.decode("utf-8", "replace")
