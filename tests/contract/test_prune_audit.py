@@ -15,17 +15,7 @@ from imageregistry.observability.auditpolicy import parse_policy
 from imageregistry.prune.scheduler import ImagePrunerScheduler, auditing
 from tests.contract.test_prune_gc import NOW, Seed, _store_pruner, seed_stream
 from tests.contract.test_prune_metrics import set_spec
-
-
-class Lines:
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-
-    def write(self, line: bytes) -> None:
-        self.lines.append(line)
-
-    def close(self) -> None:
-        return None
+from tests.support.audit import Lines
 
 
 def test_scheduled_runs_are_audited(tmp_path: Path) -> None:

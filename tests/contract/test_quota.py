@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import insert
 
-from imageregistry.metadata.db import Database, record_change
+from imageregistry.metadata.db import Database
 from imageregistry.metadata.namespaces import create_namespace
 from imageregistry.metadata.prune_runs import UndoRefused
 from imageregistry.metadata.quota import (
@@ -35,6 +33,7 @@ from imageregistry.metadata.tables import objects
 from imageregistry.prune.gc import GcSettings
 from imageregistry.prune.service import Pruner
 from imageregistry.storage.memory import InMemoryBlobStore
+from tests.support.rows import insert_object
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CFG = "sha256:" + "c" * 64
@@ -61,21 +60,9 @@ def image(n: int, layers: dict[str, int]) -> NewManifest:
 
 
 def put_object(db: Database, resource: str, namespace: str, name: str, spec: Any) -> None:
+    body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
     with db.write() as conn:
-        rv = record_change(conn, resource, namespace, name, "ADDED")
-        body = {"metadata": {"name": name, "namespace": namespace}, "spec": spec}
-        conn.execute(
-            insert(objects).values(
-                resource=resource,
-                namespace=namespace,
-                name=name,
-                uid=str(uuid.uuid4()),
-                resource_version=rv,
-                created=NOW,
-                labels={},
-                body=body,
-            )
-        )
+        insert_object(conn, resource, namespace, name, body, NOW)
 
 
 def quota(db: Database, namespace: str, name: str, **hard: str) -> None:

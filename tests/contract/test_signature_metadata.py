@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection, insert, select
@@ -13,7 +10,6 @@ from sqlalchemy import Connection, insert, select
 from imageregistry.metadata import signature_policy as policy
 from imageregistry.metadata import signatures as sm
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.namespaces import create_namespace
 from imageregistry.metadata.signature_limits import MAX_LIST_CONTENT_BYTES
 from imageregistry.metadata.tables import (
@@ -25,7 +21,6 @@ from imageregistry.metadata.tables import (
     signatures,
 )
 from imageregistry.signatures.verify import validate_signature_object
-from tests.support.postgres import create_database
 from tests.support.rows import insert_manifest, insert_repository
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -41,15 +36,11 @@ TRUSTED = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, "sig_" + uuid.uuid4().hex[:12])
-    database = Database(open_engine(url))
-    with database.write() as conn:
+@pytest.fixture
+def db(db: Database) -> Database:
+    """The contract database (tests/contract/conftest.py) holding three images, one
+    repository of namespace `ns` with one of them, and an index over another."""
+    with db.write() as conn:
         for digest in (IMG, OTHER, INDEX):
             _image(conn, digest)
         repo_id = insert_repository(conn, "ns", "demo", NOW)
@@ -66,8 +57,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
             )
         )
         create_namespace(conn, "ns", NOW)
-    yield database
-    database.dispose()
+    return db
 
 
 def _image(conn: Connection, digest: str) -> None:

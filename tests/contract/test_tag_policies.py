@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import re
 import threading
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import insert, text
+from sqlalchemy import text
 
 from imageregistry.apiserver.imagetagpolicy import ImageTagPolicies
 from imageregistry.apiserver.resource import RequestContext
@@ -24,11 +23,10 @@ from imageregistry.apiserver.status import ApiError
 from imageregistry.auth.identity import authenticated
 from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.metadata import images as q
-from imageregistry.metadata.db import Database, record_change
+from imageregistry.metadata.db import Database
 from imageregistry.metadata.prune_runs import restore_run
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import BlobRef, ManifestMetadata, NewManifest
-from imageregistry.metadata.tables import objects
 from imageregistry.metadata.tag_policies import (
     POLICIES,
     TagImmutable,
@@ -36,6 +34,7 @@ from imageregistry.metadata.tag_policies import (
     immutable_tags,
     lock_for_policy_write,
 )
+from tests.support.rows import insert_object
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 REPO = RepoKey("team-a", "app")
@@ -215,20 +214,8 @@ def test_a_tag_write_waits_for_a_policy_being_written(
     mover = threading.Thread(target=move)
     with db.write() as conn:
         lock_for_policy_write(conn, "team-a")  # what ImageTagPolicies.create does first
-        rv = record_change(conn, POLICIES, "team-a", "release", "ADDED")
         body = {**policy(), "kind": "ImageTagPolicy", "apiVersion": "image.alauda.io/v1"}
-        conn.execute(
-            insert(objects).values(
-                resource=POLICIES,
-                namespace="team-a",
-                name="release",
-                uid=str(uuid.uuid4()),
-                resource_version=rv,
-                created=NOW,
-                labels={},
-                body=body,
-            )
-        )
+        insert_object(conn, POLICIES, "team-a", "release", body, NOW)
         mover.start()
         started.wait(60)
         waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"

@@ -20,7 +20,6 @@ import contextlib
 import os
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ import pytest
 
 from tests.support.certs import Authority
 from tests.support.postgres import free_port
-from tests.support.server import RegistryProcess
+from tests.support.server import RegistryProcess, refused_serve
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -301,22 +300,12 @@ def test_serve_refuses_a_request_header_ca_it_cannot_use(tmp_path: Path) -> None
         (tmp_path / "missing.crt", "No such file or directory"),
         (bad, "not a PEM certificate bundle"),
     ]:
-        result = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "image-registry"),
-                "serve",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--listen",
-                f"127.0.0.1:{free_port()}",
-                "--front-proxy-listen",
-                f"127.0.0.1:{free_port()}",
-                "--requestheader-client-ca-file",
-                str(path),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = refused_serve(
+            tmp_path / "data",
+            "--front-proxy-listen",
+            f"127.0.0.1:{free_port()}",
+            "--requestheader-client-ca-file",
+            str(path),
         )
         assert result.returncode != 0
         assert f"requestheader_client_ca_file {path}" in result.stderr or str(path) in result.stderr

@@ -15,8 +15,6 @@ certificates are real, signed by the CA the fake publishes.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +29,7 @@ import yaml
 from tests.e2e.test_aggregated_api import Setup, whoami
 from tests.support.certs import Authority
 from tests.support.postgres import free_port
-from tests.support.server import RegistryProcess
+from tests.support.server import RegistryProcess, refused_serve
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -196,20 +194,7 @@ def test_serve_refuses_when_the_configmap_cannot_be_read(tmp_path: Path) -> None
     cluster = FakeCluster(Authority.create(certs, "ca").path.read_text(), status=403)
     httpd, url = _serve(cluster)
     try:
-        result = subprocess.run(
-            [
-                str(Path(sys.executable).parent / "image-registry"),
-                "serve",
-                "--data-dir",
-                str(tmp_path / "data"),
-                "--listen",
-                f"127.0.0.1:{free_port()}",
-                *_args(_kubeconfig(tmp_path, url), free_port()),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = refused_serve(tmp_path / "data", *_args(_kubeconfig(tmp_path, url), free_port()))
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -26,7 +26,7 @@ import yaml
 
 from tests.e2e.ac_images import layer, push, write_layout
 from tests.e2e.kubectl_support import Kubectl, add_user_token
-from tests.support.server import BIN, RegistryProcess
+from tests.support.server import BIN, RegistryProcess, refused_serve
 
 PASSWORD = "aud1t-Pa55-wörd"
 POLICY = """\
@@ -431,13 +431,7 @@ def test_a_bad_policy_stops_serve_with_one_line(tmp_path: Path) -> None:
             },
         ),
     ):
-        result = subprocess.run(
-            [str(BIN / "image-registry"), "serve", "--data-dir", str(tmp_path / "data"), *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            env={"PATH": "/usr/bin:/bin", **env},
-        )
+        result = refused_serve(tmp_path / "data", *args, env={"PATH": "/usr/bin:/bin", **env})
         assert result.returncode != 0
         assert result.stderr.strip().splitlines() == [
             f"Error: audit policy file {policy}: rules[0].level: expected one of None,"

@@ -27,7 +27,7 @@ from imageregistry.content.digest import Digest
 from tests.e2e.ac_support import ac
 from tests.e2e.oci_support import assert_copied, build_layout, skopeo
 from tests.support.postgres import free_port
-from tests.support.server import BIN, RegistryProcess
+from tests.support.server import RegistryProcess, refused_serve
 
 REPO = "team/app"
 BIG = os.urandom(3 * 1024 * 1024 + 17)
@@ -305,11 +305,7 @@ def test_sigterm_lets_a_transfer_in_flight_finish(tmp_path: Path) -> None:
 
 def test_blob_port_needs_plain_http_and_a_free_address(tmp_path: Path) -> None:
     def serve(env: dict[str, str], *flags: str) -> subprocess.CompletedProcess[str]:
-        argv = [str(BIN / "image-registry"), "serve", "--data-dir", str(tmp_path / "d")]
-        argv += ["--listen", f"127.0.0.1:{free_port()}", *flags]
-        return subprocess.run(
-            argv, capture_output=True, text=True, timeout=60, env={**os.environ, **env}
-        )
+        return refused_serve(tmp_path / "d", *flags, env={**os.environ, **env})
 
     port = free_port()
     tls = serve({"IMAGE_REGISTRY_BLOB_LISTEN": f"127.0.0.1:{port}"})

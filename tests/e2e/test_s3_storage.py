@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,9 +21,8 @@ import pytest
 
 from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
-from tests.support.postgres import free_port
 from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
-from tests.support.server import RegistryProcess
+from tests.support.server import RegistryProcess, refused_serve
 
 BUCKET = "registry-e2e"
 PREFIX = "team-a/registry"
@@ -140,19 +138,7 @@ def test_blob_get_redirects_to_a_presigned_url_after_authorization(
 
 def _serve_once(tmp: Path, storage: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Start ``serve`` and expect it to refuse (it must exit on its own)."""
-    command = [
-        str(Path(sys.executable).parent / "image-registry"),
-        "serve",
-        "--data-dir",
-        str(tmp / "data"),
-        "--listen",
-        f"127.0.0.1:{free_port()}",
-        "--storage",
-        storage,
-    ]
-    return subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env={**os.environ, **env}
-    )
+    return refused_serve(tmp / "data", "--storage", storage, env={**os.environ, **env})
 
 
 def test_serve_refuses_wrong_credentials_and_a_missing_bucket(

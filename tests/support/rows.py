@@ -10,7 +10,8 @@ from typing import Any
 
 from sqlalchemy import Connection, insert
 
-from imageregistry.metadata.tables import manifests, repositories
+from imageregistry.metadata.db import record_change
+from imageregistry.metadata.tables import manifests, objects, repositories
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
@@ -50,5 +51,25 @@ def insert_manifest(
     conn.execute(
         insert(manifests).values(
             digest=digest, media_type=media_type, content=content, created=created, **values
+        )
+    )
+
+
+def insert_object(
+    conn: Connection, resource: str, namespace: str, name: str, body: Any, created: datetime
+) -> None:
+    """An API object row (a Role, a ResourceQuota, a policy...) with the change-log row
+    the API store writes with it, so watches and the RBAC snapshot see it as created."""
+    rv = record_change(conn, resource, namespace, name, "ADDED")
+    conn.execute(
+        insert(objects).values(
+            resource=resource,
+            namespace=namespace,
+            name=name,
+            uid=str(uuid.uuid4()),
+            resource_version=rv,
+            created=created,
+            labels={},
+            body=body,
         )
     )

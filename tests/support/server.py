@@ -14,6 +14,7 @@ import ssl
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +24,19 @@ import yaml
 from tests.support.postgres import free_port
 
 BIN = Path(sys.executable).parent
+
+
+def refused_serve(
+    data_dir: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`image-registry serve --data-dir DATA_DIR --listen <free loopback port> ARGS` run to
+    its exit, for settings it must refuse before serving (a server that starts instead
+    fails the test at `timeout`). `env` replaces the environment (default: this one's)."""
+    argv = [str(BIN / "image-registry"), "serve", "--data-dir", str(data_dir)]
+    argv += ["--listen", f"127.0.0.1:{free_port()}", *args]
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, env=dict(env or os.environ)
+    )
 
 
 @dataclass

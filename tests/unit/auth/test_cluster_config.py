@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from imageregistry.auth.cluster.cache import DecisionCache
 from imageregistry.auth.cluster.kubeconfig import KubeconfigError, in_cluster, load
 from imageregistry.config import ConfigurationError, load_settings
 from imageregistry.pki import ensure_tls
+from tests.support.server import refused_serve
 
 
 def _kubeconfig(path: Path, cluster: Mapping[str, object], user: Mapping[str, object]) -> Path:
@@ -117,21 +116,6 @@ def test_settings() -> None:
 
 def test_serve_refuses_to_start_without_a_cluster_configuration(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBERNETES_")}
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "image-registry"),
-            "serve",
-            "--data-dir",
-            str(tmp_path / "data"),
-            "--listen",
-            "127.0.0.1:0",
-            "--auth-mode",
-            "kubernetes",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    result = refused_serve(tmp_path / "data", "--auth-mode", "kubernetes", env=env)
     assert result.returncode != 0
     assert "KUBERNETES_SERVICE_HOST" in result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
 
 from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.auth.tokens import new_opaque_token
@@ -12,26 +11,13 @@ from imageregistry.observability import requestinfo
 from imageregistry.observability.audit import Auditor
 from imageregistry.observability.auditpolicy import parse_policy
 from imageregistry.observability.requestinfo import RequestInfo
+from tests.support.audit import Lines
 
 EVERYTHING = {
     "apiVersion": "audit.k8s.io/v1",
     "kind": "Policy",
     "rules": [{"level": "RequestResponse"}],
 }
-
-
-class Lines:
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-
-    def write(self, line: bytes) -> None:
-        self.lines.append(line)
-
-    def close(self) -> None:
-        return None
-
-    def events(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.lines]
 
 
 def _request(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> RequestInfo:

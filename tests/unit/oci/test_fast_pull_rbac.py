@@ -4,19 +4,19 @@ statement itself)."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, insert
+from sqlalchemy import delete
 from starlette.testclient import TestClient
 
 from imageregistry.auth.rbac_store import CLUSTER_ROLES, ROLE_BINDINGS, build_authorizer
 from imageregistry.metadata.db import record_change
 from imageregistry.metadata.tables import objects
 from imageregistry.services import Services
+from tests.support.rows import insert_object
 from tests.unit.oci.conftest import ALICE, REPO, make_image, push_image, serve, with_authorizer
 
 NAMESPACE = REPO.split("/")[0]
@@ -24,19 +24,7 @@ NAMESPACE = REPO.split("/")[0]
 
 def _put(services: Services, resource: str, namespace: str, name: str, body: Any) -> None:
     with services.db.write() as conn:
-        rv = record_change(conn, resource, namespace, name, "ADDED")
-        conn.execute(
-            insert(objects).values(
-                resource=resource,
-                namespace=namespace,
-                name=name,
-                uid=str(uuid.uuid4()),
-                resource_version=rv,
-                created=datetime.now(UTC),
-                labels={},
-                body=body,
-            )
-        )
+        insert_object(conn, resource, namespace, name, body, datetime.now(UTC))
 
 
 def _remove(services: Services, resource: str, namespace: str, name: str) -> None:
