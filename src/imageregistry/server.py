@@ -21,8 +21,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute, Route
 
-from imageregistry.apiserver.routes import api_routes
-from imageregistry.apiserver.usage import usage_routes
+from imageregistry.apiserver.api_routes import api_routes
 from imageregistry.apiserver.version import version
 from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.cluster import kubeconfig
@@ -206,7 +205,6 @@ def build_app(services: Services) -> Starlette:
     pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
     routes += signature_routes(services)
     routes += oci_routes(services, pull=pull)
-    routes += usage_routes(services)
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()
     auditor = services.audit

@@ -19,7 +19,7 @@ from imageregistry.apiserver.protobuf import ProtobufDecodeError, decode_k8s_pro
 from imageregistry.apiserver.status import bad_request, unsupported_media_type
 from imageregistry.httpinput import InvalidJSON, load_json
 
-# kube-apiserver's default request size limit; routes.py reads no more (httpinput.read_body)
+# kube-apiserver's default request size limit; api_endpoints.py reads no more (httpinput.read_body)
 MAX_BODY_BYTES = 3 * 1024 * 1024
 MAX_DEPTH = 100  # far beyond any real object; well inside Python's recursion limit
 PROTOBUF = "application/vnd.kubernetes.protobuf"

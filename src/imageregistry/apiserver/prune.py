@@ -6,9 +6,10 @@ anything (docs/behaviour.md#ac-adm-prune-images). `spec.undo: RUN` restores a re
 refused with 403 unless the caller may pull every image it would put back into a stream
 (`resources.image_access`). Creating a `RegistryGC` runs (or with `dryRun=All`, previews) blob
 reclamation, plus the storage reconciler when `spec.reconcile` is set. Nothing is stored for either
-object; `imagepruneruns` lists the recorded runs an undo can name. The route layer has already
-authorized `create` on the resource (system:image-pruner); a confirmed prune with `pruneRegistry`
-also needs `create registrygcs`.
+object; `imagepruneruns` lists the recorded runs an undo can name. The dispatcher
+(`api_dispatch.py`) has already authorized `create` on the resource (system:image-pruner); a
+confirmed prune with `pruneRegistry` also needs `create registrygcs`, an admission step
+(`admission.py`).
 """
 
 from __future__ import annotations
@@ -126,7 +127,7 @@ class ImagePrunes(ResourceHandler):
         except (InvalidOptions, OverflowError) as exc:
             raise bad_request(f"invalid prune spec: {exc}") from None
         with_gc = options.prune_registry and not ctx.dry_run
-        if with_gc and not ctx.allowed("create", IMAGE_GROUP, "registrygcs"):
+        if with_gc and not ctx.admission_allows("create", IMAGE_GROUP, "registrygcs"):
             raise forbidden(
                 "registrygcs",
                 IMAGE_GROUP,

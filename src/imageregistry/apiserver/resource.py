@@ -4,8 +4,10 @@
 names). `ResourceHandler` is the base class of every resource implementation: the generic
 object store's resources, the image resources rendered from typed tables, and the review
 resources that compute an answer without storing anything. A verb a handler does not
-override answers 405 MethodNotAllowed. `RequestContext` is the per-request state (who is
-asking, dry run, the clock, the authorizer) that handlers receive instead of the HTTP request.
+override answers 405 MethodNotAllowed. `RequestContext` is the per-request state that
+handlers receive instead of the HTTP request: who is asking (already authorized for the
+request's action by the dispatcher, `api_dispatch.py`), dry run, the clock, and the
+authorizer for the named admission steps of `admission.py`.
 """
 
 from __future__ import annotations
@@ -15,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from imageregistry.apiserver.admission import admission_allows
 from imageregistry.apiserver.codec import ANY, Schema
 from imageregistry.apiserver.status import ApiError, method_not_allowed
 from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, default_cells
 from imageregistry.auth.authorizer import Authorizer
-from imageregistry.auth.identity import Attributes, UserInfo
+from imageregistry.auth.identity import UserInfo
 
 CRUD_VERBS = ("create", "delete", "get", "list", "patch", "update", "watch")
 
@@ -71,7 +74,7 @@ class RequestContext:
     field_manager: str = ""
     warnings: list[str] = field(default_factory=list)
 
-    def allowed(
+    def admission_allows(
         self,
         verb: str,
         group: str,
@@ -81,7 +84,10 @@ class RequestContext:
         name: str = "",
         namespace: str = "",
     ) -> bool:
-        attrs = Attributes.for_resource(
+        """An admission step's extra review of the caller (`admission.py` names each one);
+        the request itself was authorized before the handler ran."""
+        return admission_allows(
+            self.authorizer,
             self.user,
             verb,
             group,
@@ -90,7 +96,6 @@ class RequestContext:
             name=name,
             namespace=namespace,
         )
-        return self.authorizer.authorize(attrs).allowed
 
 
 PatchFn = Callable[[dict[str, Any]], dict[str, Any]]

@@ -2,9 +2,9 @@
 
 kubectl only renders an error body that is a real `Status` (`kind: Status`, `apiVersion: v1`); it
 prints `Error from server (<reason>): <message>` (docs/kubectl.md#error-rendering). `ApiError`
-carries the HTTP code, the reason and the message, plus optional `details`; the route layer turns it
-into the JSON body. The constructors below word messages the way kube-apiserver does, since users
-and scripts match on that text.
+carries the HTTP code, the reason and the message, plus optional `details`; `responses.render`
+turns it into the JSON body. The constructors below word messages the way kube-apiserver does,
+since users and scripts match on that text.
 """
 
 from __future__ import annotations

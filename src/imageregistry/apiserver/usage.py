@@ -4,9 +4,9 @@
 namespace-scoped `/namespaces/NS/...` variants) return a list whose items are computed by
 `metadata.usage` with set-based SQL (image items are arrays; the head names the columns).
 The body is streamed with one item per line, so the server never holds the JSON of 100,000
-images in memory and the client can parse it as it arrives. Access: the cluster-wide report
-needs `list images`; a namespace report needs `list imagestreams` in that namespace
-(docs/behaviour.md#bootstrap-roles).
+images in memory and the client can parse it as it arrives. Access, declared by the routes
+in `api_routes.py`: the cluster-wide report needs `list images`; a namespace report needs
+`list imagestreams` in that namespace (docs/behaviour.md#bootstrap-roles).
 """
 
 from __future__ import annotations
@@ -18,21 +18,13 @@ from itertools import islice
 from json.encoder import encode_basestring_ascii as quote
 
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
-from starlette.routing import BaseRoute, Route
 
-from imageregistry.apiserver.request_context import authorize_request, identify
-from imageregistry.apiserver.responses import render
 from imageregistry.auth.authorizer import IMAGE_GROUP
-from imageregistry.auth.identity import Attributes, UserInfo
-from imageregistry.frontproxy.middleware import front_proxy_user
-from imageregistry.httpinput import client_host
 from imageregistry.metadata.usage import ImageUsage, StreamUsage, image_usage, stream_usage
 from imageregistry.services import Services
 from imageregistry.tuning.collector import collector_paused
 
-PREFIX = f"/apis/{IMAGE_GROUP}/v1"
 API_VERSION = f"{IMAGE_GROUP}/v1"
 _BATCH = 1000
 
@@ -121,36 +113,16 @@ def stream_list(
     yield b"]}\n"
 
 
-class _Usage:
-    """Authenticates, impersonates and authorizes exactly like every other API request
-    (`apiserver/request_context.py`), so `--as` works and a denial is the standard Status."""
+class UsageReports:
+    """The handlers of the usage routes. The dispatcher has authenticated the caller, applied
+    any impersonation, and authorized the route's action before they run, exactly as for
+    every other API request (`api_routes.py`). So `--as` works and a denial is the standard
+    Status."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
 
-    def _user(self, request: Request) -> UserInfo:
-        return identify(
-            self.services.authn,
-            self.services.authz,
-            request.headers,
-            client_host(request.scope),
-            front_proxy_user(request.scope),
-        )
-
-    def _authorize(self, request: Request, resource: str, namespace: str) -> None:
-        """The cluster report needs `list images`; a namespace report `list imagestreams`."""
-        user = self._user(request)
-        listed = "images" if not namespace else "imagestreams"
-        attrs = Attributes.for_resource(user, "list", IMAGE_GROUP, listed, namespace=namespace)
-        authorize_request(self.services.authz, attrs, listed, IMAGE_GROUP)
-
-    async def images(self, request: Request) -> Response:
-        namespace = request.path_params.get("namespace", "")
-        try:
-            await run_in_threadpool(self._authorize, request, "imageusages", namespace)
-        except Exception as exc:
-            return render(exc)
-
+    async def images(self, namespace: str) -> Response:
         def body() -> Iterator[bytes]:
             # Runs in Starlette's thread pool (a synchronous body): the queries finish and
             # the connection closes before the first item line is written.
@@ -161,31 +133,13 @@ class _Usage:
 
         return StreamingResponse(body(), media_type="application/json")
 
-    async def streams(self, request: Request) -> Response:
-        namespace = request.path_params.get("namespace", "")
-
+    async def streams(self, namespace: str) -> Response:
         def rows() -> list[StreamUsage]:
             with self.services.db.read() as conn, collector_paused():
                 return stream_usage(conn, namespace or None)
 
-        try:
-            await run_in_threadpool(self._authorize, request, "imagestreamusages", namespace)
-            found = await run_in_threadpool(rows)
-        except Exception as exc:
-            return render(exc)
+        found = await run_in_threadpool(rows)
         return StreamingResponse(
             stream_list("ImageStreamUsageList", map(stream_line, found), len(found)),
             media_type="application/json",
         )
-
-
-def usage_routes(services: Services) -> list[BaseRoute]:
-    usage = _Usage(services)
-    return [
-        Route(f"{PREFIX}/imageusages", usage.images, methods=["GET"]),
-        Route(f"{PREFIX}/namespaces/{{namespace}}/imageusages", usage.images, methods=["GET"]),
-        Route(f"{PREFIX}/imagestreamusages", usage.streams, methods=["GET"]),
-        Route(
-            f"{PREFIX}/namespaces/{{namespace}}/imagestreamusages", usage.streams, methods=["GET"]
-        ),
-    ]

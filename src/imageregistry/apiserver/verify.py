@@ -5,7 +5,8 @@ Creating a `RegistryVerification` re-hashes up to `spec.limit` stored blobs afte
 the next page starts ("" when done); `?dryRun=All` only reports, a real create also marks
 damaged blobs `corrupt` (`prune.verify`). Nothing is stored for the object itself; the
 client drives the pages, so an interrupted run resumes from the last token it printed.
-The route layer has already authorized `create` on the resource (system:image-pruner).
+The dispatcher (`api_dispatch.py`) has already authorized `create` on the resource
+(system:image-pruner).
 """
 
 from __future__ import annotations

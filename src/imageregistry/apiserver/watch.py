@@ -215,7 +215,7 @@ class WatchStream:
                     yield self._event("ADDED", obj)
             after = self.seeded_at = int(listed.resource_version)
         if not replay:
-            after = parse_int(rv, "resourceVersion")  # checked by `Dispatcher.list_options`
+            after = parse_int(rv, "resourceVersion")  # checked by `ResourceVerbs.list_options`
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         next_bookmark = loop.time() + BOOKMARK_SECONDS

@@ -17,7 +17,8 @@ The caller may add the image when one of these holds:
   (a digest in a status item or a mapping), any stream holding the image.
 
 An image that does not exist gets the same 403 as one the caller may not read, so the check
-cannot be used to probe another namespace for digests.
+cannot be used to probe another namespace for digests. This is an admission step
+(`apiserver/admission.py`): it runs after the dispatcher has authorized the request itself.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _holders(conn: Connection, digest: str) -> list[StreamKey]:
 
 
 def _may_pull(ctx: RequestContext, source: StreamKey) -> bool:
-    return ctx.allowed(
+    return ctx.admission_allows(
         "get",
         GROUP,
         "imagestreams",
@@ -76,7 +77,7 @@ def may_reference(
     named sources counts (the answer must not depend on what exists there)."""
     if digest is not None and target in _holders(conn, digest):
         return True
-    if ctx.allowed("get", GROUP, "images"):
+    if ctx.admission_allows("get", GROUP, "images"):
         return True
     if sources is None:
         sources = _holders(conn, digest) if digest is not None else []

@@ -137,7 +137,7 @@ class _RoleBase(_RbacBase):
     def admit(self, ctx: RequestContext, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
         meta = obj["metadata"]
         namespace = meta.get("namespace", "")
-        if ctx.allowed(
+        if ctx.admission_allows(
             "escalate", RBAC_GROUP, self.info.plural, name=meta["name"], namespace=namespace
         ):
             return
@@ -290,7 +290,7 @@ class _BindingBase(_RbacBase):
         ref = binding.role_ref
         namespace = binding.namespace or ""
         plural = "clusterroles" if ref.kind == KIND_CLUSTER_ROLE else "roles"
-        if ctx.allowed("bind", RBAC_GROUP, plural, name=ref.name, namespace=namespace):
+        if ctx.admission_allows("bind", RBAC_GROUP, plural, name=ref.name, namespace=namespace):
             return
         if ref.kind == KIND_CLUSTER_ROLE:
             rules = self.roles.get_cluster_role(ref.name)

@@ -3,7 +3,9 @@
 `authorization.k8s.io/v1` SelfSubjectAccessReview (`kubectl auth can-i`), SubjectAccessReview,
 LocalSubjectAccessReview and SelfSubjectRulesReview (`kubectl auth can-i --list`), and
 `authentication.k8s.io/v1` SelfSubjectReview (`kubectl auth whoami`) and TokenReview. Each
-echoes the request with a computed `status`, as kube-apiserver does (201 Created).
+echoes the request with a computed `status`, as kube-apiserver does (201 Created). The
+dispatcher has authorized `create` on the review; the access a review reports is its
+subject's, evaluated by `admission.review_answer`.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from imageregistry import apigroups
+from imageregistry.apiserver.admission import review_answer
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler, ResourceInfo
 from imageregistry.apiserver.status import FieldCause, bad_request, invalid
@@ -126,7 +129,7 @@ class _Review(ResourceHandler):
                 name=attrs.name,
                 namespace=namespace,
             )
-        decision = self.resolver.authorize(attrs)
+        decision = review_answer(self.resolver, attrs)
         status: dict[str, Any] = {"allowed": decision.allowed}
         if decision.allowed and decision.reason:
             status["reason"] = decision.reason

@@ -1,21 +1,23 @@
-"""One resource request, after authorization: decode the body, call the handler, shape the reply.
+"""The handler of a resource route, once authorized: decode the body, call the resource
+handler for the verb, shape the reply.
 
-Runs in a worker thread. Create and update bodies are decoded (JSON or protobuf), checked to be
-the right kind, and filtered by `fieldValidation`; PATCH bodies are applied to the current
-object; list and get answer a `meta.k8s.io/v1` Table when kubectl asks for one, else the
-object or `<Kind>List`.
+`ApiEndpoints.resource` (`api_endpoints.py`) runs `ResourceVerbs.run` in a worker thread
+after the dispatcher has authorized the request's action (`api_dispatch.py`). Create and
+update bodies are decoded (JSON or protobuf), checked to be the right kind, and filtered by
+`fieldValidation`. A PATCH body is applied to the current object. A list or get answers a
+`meta.k8s.io/v1` Table when kubectl asks for one, and otherwise the object or `<Kind>List`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from imageregistry import apigroups
+from imageregistry.apiserver.api_actions import Target
 from imageregistry.apiserver.codec import (
     ANY,
     Decoded,
@@ -27,33 +29,21 @@ from imageregistry.apiserver.codec import (
 from imageregistry.apiserver.patch import apply_patch
 from imageregistry.apiserver.resource import ListOptions, RequestContext, ResourceHandler
 from imageregistry.apiserver.responses import json_response
-from imageregistry.apiserver.status import bad_request, conflict
+from imageregistry.apiserver.status import bad_request, conflict, method_not_allowed
 from imageregistry.apiserver.tables import render_table, wants_table
 from imageregistry.httpinput import parse_int
 from imageregistry.observability.requestinfo import note_request_object
-from imageregistry.services import Services
 
 
-@dataclass(frozen=True)
-class Target:
-    """The resource a request under `/api` or `/apis` names: parsed by `routes`, served here."""
+class ResourceVerbs:
+    """One verb of one resource request, for the resource's handler."""
 
-    handler: ResourceHandler
-    namespace: str
-    name: str
-    sub: str
-
-
-class Dispatcher:
-    def __init__(
-        self, handler: ResourceHandler, ctx: RequestContext, request: Request, services: Services
-    ) -> None:
+    def __init__(self, handler: ResourceHandler, ctx: RequestContext, request: Request) -> None:
         self.handler = handler
         self.ctx = ctx
         self.query = request.query_params
         self.accept = request.headers.get("accept", "")
         self.content_type = request.headers.get("content-type", "")
-        self.services = services
 
     # --- options ---------------------------------------------------------------------
 
@@ -179,8 +169,6 @@ class Dispatcher:
             self._delete_options(raw, target)
             result = h.delete(self.ctx, ns, name)
         else:
-            from imageregistry.apiserver.status import method_not_allowed
-
             raise method_not_allowed(verb, info.plural)
         return json_response(result, status, self.ctx.warnings)
 
@@ -310,4 +298,4 @@ def _method(verb: str) -> str:
     }.get(verb, verb)
 
 
-__all__ = ["ANY", "Dispatcher"]
+__all__ = ["ANY", "ResourceVerbs", "Target"]
