@@ -4,7 +4,6 @@ second engine) defines its own `db` fixture, which takes precedence over this on
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,16 +11,11 @@ import pytest
 
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
-from tests.support.postgres import create_database
+from tests.support.postgres import fresh_database_url
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'meta.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"contract_{uuid.uuid4().hex[:12]}")
-    database = Database(open_engine(url))
+    database = Database(open_engine(fresh_database_url(request, tmp_path, request.param)))
     yield database
     database.dispose()

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from imageregistry.metadata.changelog import Change, compact, compaction_mark
 from imageregistry.metadata.db import Database, record_change
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.tables import changes
-from tests.support.postgres import create_database
+from tests.support.postgres import fresh_database_url
 
 ADMIN = authenticated("root", ("system:masters",))
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
@@ -36,23 +35,9 @@ NS = "namespaces"
 ROLES = "clusterroles.rbac.authorization.k8s.io"
 
 
-def _url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'log.db'}"
-    server: str = request.getfixturevalue("postgres_server")
-    return create_database(server, f"log_{uuid.uuid4().hex[:12]}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    database = Database(open_engine(_url(request, tmp_path, request.param)))
-    yield database
-    database.dispose()
-
-
 @pytest.fixture
 def pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    database = Database(open_engine(_url(request, tmp_path, "postgresql")))
+    database = Database(open_engine(fresh_database_url(request, tmp_path, "postgresql")))
     yield database
     database.dispose()
 

@@ -7,7 +7,6 @@ becomes collectable sooner than before the upgrade.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,19 +19,14 @@ from sqlalchemy import Engine, select, text
 from imageregistry.metadata.db import as_utc
 from imageregistry.metadata.engine import MIGRATIONS, create, migrate
 from imageregistry.metadata.tables import blobs
-from tests.support.postgres import create_database
+from tests.support.postgres import fresh_database_url
 
 HOLD = datetime(2025, 3, 1, 13, 0, tzinfo=UTC)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:
-        server: str = request.getfixturevalue("postgres_server")
-        url = create_database(server, f"mig_{uuid.uuid4().hex[:12]}")
-    built = create(url)
+    built = create(fresh_database_url(request, tmp_path, request.param))
     yield built
     built.dispose()
 

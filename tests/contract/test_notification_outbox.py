@@ -6,37 +6,19 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from imageregistry.metadata import outbox
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.outbox import Outgoing
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.tables import notification_outbox
-from tests.support.postgres import create_database
 
 NOW = datetime(2026, 12, 1, tzinfo=UTC)
 LEASE = NOW + timedelta(minutes=5)
-
-
-def _url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
-    if kind == "sqlite":
-        return f"sqlite:///{tmp_path / 'outbox.db'}"
-    server: str = request.getfixturevalue("postgres_server")
-    return create_database(server, f"outbox_{uuid.uuid4().hex[:12]}")
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    database = Database(open_engine(_url(request, tmp_path, request.param)))
-    yield database
-    database.dispose()
 
 
 def add(db: Database, repository: str, count: int, endpoints: tuple[str, ...] = ("hook",)) -> None:

@@ -11,10 +11,15 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def free_port() -> int:
@@ -160,3 +165,13 @@ def hot_standby(primary: PostgresCluster) -> Iterator[PostgresCluster]:
     finally:
         standby.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def fresh_database_url(request: pytest.FixtureRequest, tmp_path: Path, kind: str) -> str:
+    """The URL of a new, empty database of `kind`: "sqlite" (a file in `tmp_path`) or
+    "postgresql" (a database of its own on the session's server, the `postgres_server`
+    fixture, which starts it at first use)."""
+    if kind == "sqlite":
+        return f"sqlite:///{tmp_path / 'meta.db'}"
+    server: str = request.getfixturevalue("postgres_server")
+    return create_database(server, f"contract_{uuid.uuid4().hex[:12]}")
