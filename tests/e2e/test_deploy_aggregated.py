@@ -20,26 +20,23 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
-import kubernetes_validate
 import pytest
 import yaml
 
 from tests.e2e.test_deploy_manifests import (
-    K8S_VERSION,
     OVERLAYS,
     LocalPod,
     localize,
     one,
     probe,
+    render,
     run_pod,
     stop,
+    validate,
 )
 from tests.support.certs import Authority
 from tests.support.postgres import free_port
@@ -54,35 +51,9 @@ def overlay(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-def render_with_component(overlay: str) -> list[dict[str, Any]]:
-    """The overlay plus the component, from a kustomization beside the overlays (kustomize
-    accepts only relative paths)."""
-    directory = Path(tempfile.mkdtemp(prefix=".aggregated-test-", dir=OVERLAYS))
-    try:
-        (directory / "kustomization.yaml").write_text(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            f"resources:\n  - ../{overlay}\n"
-            "components:\n  - ../../components/aggregated-api\n"
-        )
-        result = subprocess.run(
-            ["kubectl", "kustomize", str(directory)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    finally:
-        shutil.rmtree(directory)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
 def test_component_renders_validates_and_is_wired(overlay: str) -> None:
-    objects = render_with_component(overlay)
-    for obj in objects:
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+    objects = render(overlay, "aggregated-api")
+    validate(objects)
     api = one(objects, "APIService")
     assert api["metadata"]["name"] == "v1.image.alauda.io"
     assert (api["spec"]["group"], api["spec"]["version"]) == ("image.alauda.io", "v1")
@@ -122,7 +93,7 @@ def request_header_ca(tmp_path: Path) -> Iterator[Authority]:
 
 
 def test_single_pod_serves_the_aggregated_api(tmp_path: Path, request_header_ca: Authority) -> None:
-    objects = render_with_component("single")
+    objects = render("single", "aggregated-api")
     config_map = one(objects, "ConfigMap")
     pod_spec = one(objects, "Deployment")["spec"]["template"]["spec"]
     (container,) = pod_spec["containers"]

@@ -13,15 +13,8 @@ pod reach the API server. The behaviour itself is tests/e2e/test_cluster_mode.py
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
-
-import kubernetes_validate
-import pytest
-import yaml
 
 from imageregistry.auth.bootstrap_roles import (
     DELETER,
@@ -33,34 +26,7 @@ from imageregistry.auth.bootstrap_roles import (
     tag_policy_aggregated_roles,
 )
 from imageregistry.config import load_settings
-from tests.e2e.test_deploy_manifests import K8S_VERSION, OVERLAYS, one, render
-
-
-def render_with_components(overlay: str, *components: str) -> list[dict[str, Any]]:
-    """An overlay plus components, from a kustomization beside the overlays (kustomize
-    accepts only relative paths), as docs/operations.md tells the reader to add them."""
-    directory = Path(tempfile.mkdtemp(prefix=".cluster-mode-test-", dir=OVERLAYS))
-    try:
-        listed = "".join(f"  - ../../components/{c}\n" for c in components)
-        (directory / "kustomization.yaml").write_text(
-            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
-            f"resources:\n  - ../{overlay}\ncomponents:\n{listed}"
-        )
-        result = subprocess.run(
-            ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60
-        )
-    finally:
-        shutil.rmtree(directory)
-    assert result.returncode == 0, result.stderr
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
-
-
-def _validate(objects: list[dict[str, Any]]) -> None:
-    for obj in objects:
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+from tests.e2e.test_deploy_manifests import one, render, validate
 
 
 def _check_cluster_mode(objects: list[dict[str, Any]], tmp_path: Path) -> None:
@@ -113,13 +79,13 @@ def _check_cluster_mode(objects: list[dict[str, Any]], tmp_path: Path) -> None:
 
 def test_cluster_overlay_renders_validates_and_is_cluster_mode(tmp_path: Path) -> None:
     objects = render("cluster")
-    _validate(objects)
+    validate(objects)
     _check_cluster_mode(objects, tmp_path)
 
 
 def test_component_with_ha_and_the_aggregated_api(tmp_path: Path) -> None:
-    objects = render_with_components("ha", "cluster-mode", "aggregated-api")
-    _validate(objects)
+    objects = render("ha", "cluster-mode", "aggregated-api")
+    validate(objects)
     _check_cluster_mode(objects, tmp_path)
     assert one(objects, "APIService")["metadata"]["name"] == "v1.image.alauda.io"
 

@@ -46,15 +46,38 @@ OVERLAYS = ROOT / "deploy" / "kubernetes" / "overlays"
 K8S_VERSION = "1.32.0"
 
 
-def render(overlay: str) -> list[dict[str, Any]]:
+def render(overlay: str, *components: str) -> list[dict[str, Any]]:
+    """An overlay, plus components from a kustomization beside the overlays (kustomize
+    accepts only relative paths), as docs/operations.md tells the reader to add them."""
+    if not components:
+        return _kustomize(OVERLAYS / overlay)
+    directory = Path(tempfile.mkdtemp(prefix=".components-test-", dir=OVERLAYS))
+    try:
+        listed = "".join(f"  - ../../components/{c}\n" for c in components)
+        (directory / "kustomization.yaml").write_text(
+            "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+            f"resources:\n  - ../{overlay}\ncomponents:\n{listed}"
+        )
+        return _kustomize(directory)
+    finally:
+        shutil.rmtree(directory)
+
+
+def _kustomize(directory: Path) -> list[dict[str, Any]]:
     result = subprocess.run(
-        ["kubectl", "kustomize", str(OVERLAYS / overlay)],
-        capture_output=True,
-        text=True,
-        timeout=60,
+        ["kubectl", "kustomize", str(directory)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+def validate(objects: list[dict[str, Any]]) -> None:
+    """Every object is valid for Kubernetes `K8S_VERSION`, strictly (no unknown fields)."""
+    for obj in objects:
+        try:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
 
 
 def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
@@ -66,11 +89,7 @@ def one(objects: list[dict[str, Any]], kind: str) -> dict[str, Any]:
 @pytest.mark.parametrize("overlay", ["single", "ha"])
 def test_overlay_renders_and_validates_against_kubernetes_1_32(overlay: str) -> None:
     objects = render(overlay)
-    for obj in objects:
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']}: {exc.message}")
+    validate(objects)
     kinds = sorted(o["kind"] for o in objects)
     expected = ["ConfigMap", "Deployment", "Namespace", "NetworkPolicy", "Service"]
     expected.append("ServiceAccount")
