@@ -24,10 +24,10 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
 from tests.e2e.test_aggregated_api import Setup, whoami
 from tests.support.certs import Authority
+from tests.support.kubeconfig import token_kubeconfig
 from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess, refused_serve
 
@@ -107,24 +107,10 @@ def _serve(cluster: FakeCluster) -> tuple[ThreadingHTTPServer, str]:
     return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
 
 
-def _kubeconfig(root: Path, url: str) -> Path:
-    path = root / "cluster.kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                "users": [{"name": "registry", "user": {"token": OWN_TOKEN}}],
-                "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "registry"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
-
-
-def _args(kubeconfig: Path, front_port: int) -> list[str]:
+def _args(root: Path, url: str, front_port: int) -> list[str]:
+    """Cluster mode against the fake at `url` (its kubeconfig written under `root`), with
+    the front-proxy port on `front_port`."""
+    kubeconfig = token_kubeconfig(root / "cluster.kubeconfig", url, OWN_TOKEN)
     return [
         "--auth-mode",
         "kubernetes",
@@ -144,7 +130,8 @@ def test_the_request_header_ca_and_names_come_from_the_clusters_configmap(tmp_pa
     front_port = free_port()
     try:
         server = RegistryProcess(
-            data_dir=tmp_path / "data", extra_args=_args(_kubeconfig(tmp_path, url), front_port)
+            data_dir=tmp_path / "data",
+            extra_args=_args(tmp_path, url, front_port),
         )
         with server:
             proxy = cluster_ca.client(certs, PROXY_NAME)
@@ -194,7 +181,10 @@ def test_serve_refuses_when_the_configmap_cannot_be_read(tmp_path: Path) -> None
     cluster = FakeCluster(Authority.create(certs, "ca").path.read_text(), status=403)
     httpd, url = _serve(cluster)
     try:
-        result = refused_serve(tmp_path / "data", *_args(_kubeconfig(tmp_path, url), free_port()))
+        result = refused_serve(
+            tmp_path / "data",
+            *_args(tmp_path, url, free_port()),
+        )
     finally:
         httpd.shutdown()
         httpd.server_close()

@@ -23,8 +23,8 @@ from typing import Any
 
 import httpx
 import pytest
-import yaml
 
+from tests.support.kubeconfig import token_kubeconfig
 from tests.support.server import RegistryProcess
 
 GOOD_TOKEN = "good-alice"  # the fake accepts every token starting with "good-"
@@ -158,19 +158,7 @@ def registry(
 ) -> Iterator[RegistryProcess]:
     _cluster, url = fake
     root = tmp_path_factory.mktemp("cluster-faults")
-    kubeconfig = root / "cluster.kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "fake", "cluster": {"server": url}}],
-                "users": [{"name": "registry", "user": {"token": "registry-own-token"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "fake", "user": "registry"}}],
-                "current-context": "c",
-            }
-        )
-    )
+    kubeconfig = token_kubeconfig(root / "cluster.kubeconfig", url, "registry-own-token")
     env = {
         "IMAGE_REGISTRY_CLUSTER_TIMEOUT_SECONDS": str(TIMEOUT_SECONDS),
         "IMAGE_REGISTRY_CLUSTER_AUDIENCES": "registry.example",
