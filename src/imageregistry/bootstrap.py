@@ -19,19 +19,21 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import uuid
 from pathlib import Path
 from typing import Any
 
 import yaml
-from sqlalchemy import insert, select, update
 
 from imageregistry import apigroups
 from imageregistry.auth.bootstrap_roles import bootstrap_objects
 from imageregistry.auth.tokens import hash_token, new_opaque_token
-from imageregistry.clock import rfc3339, system_clock
-from imageregistry.metadata.db import Database, DatabaseReadOnly, record_change
-from imageregistry.metadata.tables import objects
+from imageregistry.clock import system_clock
+from imageregistry.metadata.cluster_objects import (
+    find_cluster_object,
+    insert_cluster_object,
+    replace_cluster_object,
+)
+from imageregistry.metadata.db import Database, DatabaseReadOnly
 from imageregistry.metadata.tokens import (
     ADMIN_TOKEN,
     SERVING_CA,
@@ -60,27 +62,15 @@ def reconcile_bootstrap_objects(db: Database) -> None:
         resource = _RESOURCE_KEYS[str(obj["kind"])]
         name = str(obj["metadata"]["name"])
         with db.write() as conn:
-            row = conn.execute(
-                select(objects.c.id, objects.c.body).where(
-                    objects.c.resource == resource,
-                    objects.c.namespace == "",
-                    objects.c.name == name,
-                )
-            ).first()
+            row = find_cluster_object(conn, resource, name)
             if row is None:
-                _insert(conn, resource, obj)
+                insert_cluster_object(conn, resource, obj, system_clock())
             elif _autoupdate(row.body) and _desired_changed(row.body, obj):
                 body = dict(row.body)
                 for key in ("rules", "subjects", "roleRef", "aggregationRule"):
                     if key in obj:
                         body[key] = obj[key]
-                rv = record_change(conn, resource, "", name, "MODIFIED")
-                body["metadata"] = {**body["metadata"], "resourceVersion": str(rv)}
-                conn.execute(
-                    update(objects)
-                    .where(objects.c.id == row.id)
-                    .values(body=body, resource_version=rv)
-                )
+                replace_cluster_object(conn, resource, row, body)
 
 
 def _autoupdate(body: dict[str, Any]) -> bool:
@@ -90,35 +80,6 @@ def _autoupdate(body: dict[str, Any]) -> bool:
 
 def _desired_changed(current: dict[str, Any], desired: dict[str, Any]) -> bool:
     return any(current.get(k) != desired.get(k) for k in ("rules", "subjects", "roleRef"))
-
-
-def _insert(conn: Any, resource: str, obj: dict[str, Any]) -> None:
-    meta = obj["metadata"]
-    name = str(meta["name"])
-    rv = record_change(conn, resource, "", name, "ADDED")
-    now = system_clock()
-    uid = str(uuid.uuid4())
-    body = {
-        **obj,
-        "metadata": {
-            **meta,
-            "uid": uid,
-            "resourceVersion": str(rv),
-            "creationTimestamp": rfc3339(now),
-        },
-    }
-    conn.execute(
-        insert(objects).values(
-            resource=resource,
-            namespace="",
-            name=name,
-            uid=uid,
-            resource_version=rv,
-            created=now,
-            labels=meta.get("labels") or {},
-            body=body,
-        )
-    )
 
 
 def shared_ca(db: Database, tls_dir: Path) -> CertificateAuthority | None:

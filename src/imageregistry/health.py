@@ -20,13 +20,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import BaseRoute, Route
 
 from imageregistry.content.digest import Digest
 from imageregistry.metadata.db import Database
+from imageregistry.metadata.tokens import count_shared_settings
 from imageregistry.storage.driver import BlobStore
 
 CHECK_TIMEOUT = 2.0
@@ -63,10 +63,7 @@ def _describe(exc: BaseException) -> str:
 
 def _database_check(db: Database) -> Callable[[], Awaitable[None]]:
     def query() -> None:
-        # A table of the schema, not `SELECT 1`: a database that lost (or never got) the
-        # migrated schema is as unusable as an unreachable one.
-        with db.read() as conn:
-            conn.execute(text("SELECT count(*) FROM settings")).scalar_one()
+        count_shared_settings(db)  # a table of the schema, not `SELECT 1`
 
     async def run() -> None:
         await asyncio.to_thread(query)

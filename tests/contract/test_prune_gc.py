@@ -352,8 +352,8 @@ def test_reconcile_reports_bytes_the_database_does_not_know(db: Database) -> Non
 
 
 def _store_pruner(db: Database, spec: dict[str, object]) -> None:
+    from imageregistry.metadata.image_pruner import PRUNER_NAME, PRUNER_RESOURCE
     from imageregistry.metadata.tables import objects
-    from imageregistry.prune.scheduler import PRUNER_NAME, PRUNER_RESOURCE
 
     body = {
         "apiVersion": "imageregistry.operator.alauda.io/v1",

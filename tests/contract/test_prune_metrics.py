@@ -13,17 +13,13 @@ from sqlalchemy import update
 
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.engine import open_engine
+from imageregistry.metadata.image_pruner import PRUNER_NAME, PRUNER_RESOURCE
 from imageregistry.metadata.tables import objects
 from imageregistry.observability.metrics import Metrics
 from imageregistry.observability.sources import publish_totals
 from imageregistry.prune.gc import GcSettings
 from imageregistry.prune.options import PruneOptions
-from imageregistry.prune.scheduler import (
-    PRUNER_NAME,
-    PRUNER_RESOURCE,
-    ImagePrunerScheduler,
-    scheduled_prune_health,
-)
+from imageregistry.prune.scheduler import ImagePrunerScheduler, scheduled_prune_health
 from imageregistry.prune.service import Pruner
 from tests.contract.test_prune_gc import NOW, Seed, _store_pruner, seed_stream
 

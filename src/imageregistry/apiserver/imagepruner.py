@@ -15,9 +15,10 @@ from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceInfo
 from imageregistry.apiserver.status import FieldCause
 from imageregistry.apiserver.store import StoredResource
+from imageregistry.metadata.image_pruner import PRUNER_NAME
 from imageregistry.prune.cron import CronSchedule, InvalidSchedule
 from imageregistry.prune.options import InvalidOptions, parse_duration
-from imageregistry.prune.scheduler import OPERATOR_GROUP, PRUNER_NAME
+from imageregistry.prune.scheduler import OPERATOR_GROUP
 
 _COUNTS = ("keepTagRevisions", "successfulJobsHistoryLimit", "failedJobsHistoryLimit")
 _FLAGS = ("suspend", "pruneRegistry", "ignoreInvalidImageReferences")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, RowMapping, insert, select, update
+from sqlalchemy import Connection, RowMapping, insert, select, text, update
 
 from imageregistry.metadata.db import as_utc, record_change
 from imageregistry.metadata.prune_queries import (
@@ -43,6 +43,16 @@ from imageregistry.metadata.tables import (
 from imageregistry.metadata.tag_policies import check_rewrite, current_tags
 
 DONE, UNDONE, IRREVERSIBLE = "done", "undone", "irreversible"
+
+
+_PRUNE_LOCK = 0x5052554E  # "PRUN": pg_advisory_xact_lock key for confirmed prunes
+
+
+def lock_confirmed_prunes(conn: Connection) -> None:
+    """Serialize confirmed prunes: on PostgreSQL a transaction-scoped advisory lock (held
+    until `conn`'s transaction ends); SQLite's write transaction already serializes them."""
+    if conn.dialect.name != "sqlite":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PRUNE_LOCK})
 
 
 @dataclass(frozen=True)

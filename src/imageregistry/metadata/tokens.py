@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import delete, insert, select, text
 from sqlalchemy.exc import IntegrityError
 
 from imageregistry.clock import Clock, system_clock
@@ -155,6 +155,14 @@ def get_or_create_secret(db: Database, key: str, make: Callable[[], str]) -> str
         pass
     with db.read() as conn:
         return str(conn.execute(select(settings.c.value).where(settings.c.key == key)).scalar_one())
+
+
+def count_shared_settings(db: Database) -> int:
+    """How many shared settings rows there are: `/readyz` runs this as its database probe
+    (a table of the schema, not `SELECT 1`: a database that lost, or never got, the migrated
+    schema is as unusable as an unreachable one)."""
+    with db.read() as conn:
+        return int(conn.execute(text("SELECT count(*) FROM settings")).scalar_one())
 
 
 def get_secret(db: Database, key: str) -> str | None:

@@ -21,37 +21,25 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
-
 from imageregistry import apigroups
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.background import running
 from imageregistry.clock import Clock, parse_rfc3339, rfc3339
-from imageregistry.metadata.db import Database, record_change
+from imageregistry.metadata.db import Database
+from imageregistry.metadata.image_pruner import (
+    ImagePrunerRow,
+    load_image_pruner,
+    save_image_pruner_status,
+)
 from imageregistry.metadata.leases import release_lease, take_lease
-from imageregistry.metadata.tables import objects
 from imageregistry.prune.cron import CronSchedule, InvalidSchedule
 from imageregistry.prune.options import PruneOptions, parse_duration
 from imageregistry.prune.service import Pruner
 
 OPERATOR_GROUP = apigroups.OPERATOR
-PRUNER_RESOURCE = f"imagepruners.{OPERATOR_GROUP}"
-PRUNER_NAME = "cluster"
 LEASE = "image-pruner"
 SCHEDULED_PRUNER = "system:image-pruner"  # who a scheduled run prunes as
-
-
-def _load(db: Database) -> dict[str, Any] | None:
-    with db.read() as conn:
-        body = conn.execute(
-            select(objects.c.body).where(
-                objects.c.resource == PRUNER_RESOURCE,
-                objects.c.namespace == "",
-                objects.c.name == PRUNER_NAME,
-            )
-        ).scalar()
-    return dict(body) if body else None
 
 
 @dataclass(frozen=True)
@@ -62,25 +50,12 @@ class ScheduledPruneHealth:
 
 def scheduled_prune_health(db: Database) -> ScheduledPruneHealth:
     """What the metrics report of the scheduled pruner, from its recorded status."""
-    body = _load(db)
-    status = (body or {}).get("status") or {}
+    pruner = load_image_pruner(db)
+    status = pruner.status if pruner is not None else {}
     last = None
     with contextlib.suppress(KeyError, ValueError):
         last = parse_rfc3339(str(status["lastSuccessfulTime"]))
     return ScheduledPruneHealth(last, int(status.get("consecutiveFailures") or 0))
-
-
-def _save_status(db: Database, status: dict[str, Any]) -> None:
-    key = (objects.c.resource == PRUNER_RESOURCE, objects.c.name == PRUNER_NAME)
-    with db.write() as conn:
-        body = conn.execute(select(objects.c.body).where(*key)).scalar()
-        if not body:
-            return
-        version = record_change(conn, PRUNER_RESOURCE, "", PRUNER_NAME, "MODIFIED")
-        body = dict(body)
-        body["status"] = status
-        body.setdefault("metadata", {})["resourceVersion"] = str(version)
-        conn.execute(update(objects).where(*key).values(body=body, resource_version=version))
 
 
 def options_from_spec(spec: dict[str, Any]) -> PruneOptions:
@@ -121,15 +96,15 @@ class ImagePrunerScheduler:
         self._interval = interval
         self._on_run = on_run  # told each run's history entry (the audit log)
 
-    def _due(self, body: dict[str, Any], minute: datetime) -> bool:
-        spec = body.get("spec") or {}
+    def _due(self, pruner: ImagePrunerRow, minute: datetime) -> bool:
+        spec = pruner.spec
         if spec.get("suspend") or not spec.get("schedule"):
             return False
         try:
             schedule = CronSchedule.parse(str(spec["schedule"]))
         except InvalidSchedule:
             return False
-        last = (body.get("status") or {}).get("lastScheduledMinute", "")
+        last = pruner.status.get("lastScheduledMinute", "")
         return schedule.matches(minute) and last != minute.isoformat()
 
     async def tick(self) -> dict[str, Any] | None:
@@ -138,20 +113,19 @@ class ImagePrunerScheduler:
         ttl = timedelta(seconds=self._interval * 3)
         if not await asyncio.to_thread(take_lease, self._db, LEASE, self._holder, now, ttl):
             return None
-        body = await asyncio.to_thread(_load, self._db)
+        pruner = await asyncio.to_thread(load_image_pruner, self._db)
         minute = now.replace(second=0, microsecond=0)
-        if body is None or not self._due(body, minute):
+        if pruner is None or not self._due(pruner, minute):
             return None
-        status = await self._run(body, now)
+        status = await self._run(pruner, now)
         status["lastScheduledMinute"] = minute.isoformat()
-        await asyncio.to_thread(_save_status, self._db, status)
+        await asyncio.to_thread(save_image_pruner_status, self._db, status)
         if self._on_run is not None:
             self._on_run(status["lastRun"])
         return status
 
-    async def _run(self, body: dict[str, Any], now: datetime) -> dict[str, Any]:
-        spec = body.get("spec") or {}
-        previous = dict(body.get("status") or {})
+    async def _run(self, pruner: ImagePrunerRow, now: datetime) -> dict[str, Any]:
+        spec, previous = pruner.spec, dict(pruner.status)
         entry: dict[str, Any] = {"time": rfc3339(now)}
         try:
             options = options_from_spec(spec)

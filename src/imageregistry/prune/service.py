@@ -16,8 +16,6 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from sqlalchemy import text
-
 from imageregistry.clock import Clock
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.gc_queries import SqlBlobChecks, SqlGcStore
@@ -27,6 +25,7 @@ from imageregistry.metadata.prune_runs import (
     RestoreResult,
     UndoRefused,
     get_run,
+    lock_confirmed_prunes,
     new_run_id,
     record_run,
     restore_run,
@@ -55,8 +54,6 @@ from imageregistry.prune.planner import PrunePlan, plan_prune_keeping
 from imageregistry.prune.reconcile import ReconcileResult, reconcile
 from imageregistry.prune.verify import VerifyPage, verify_page
 from imageregistry.storage.driver import BlobStore
-
-_PRUNE_LOCK = 0x5052554E  # "PRUN": pg_advisory_xact_lock key for confirmed prunes
 
 
 @dataclass(frozen=True)
@@ -143,8 +140,7 @@ class Pruner:
             )
             return PruneOutcome(plan, result, in_use, immutable_kept=kept)
         with self._db.write() as conn:
-            if not self._db.is_sqlite:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PRUNE_LOCK})
+            lock_confirmed_prunes(conn)
             # Immutable tags are read in this transaction: a tag moved or a policy written
             # meanwhile waits for it (or was committed before and is seen).
             plan, kept = plan_prune_keeping(
