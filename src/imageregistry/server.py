@@ -60,6 +60,7 @@ from imageregistry.metadata.tokens import (
     get_secret,
     split_pem,
 )
+from imageregistry.metadata.upload_locks import UploadLocks
 from imageregistry.notifications import sender as notification_sender
 from imageregistry.notifications.config import endpoints as notification_endpoints
 from imageregistry.notifications.events import Source
@@ -134,6 +135,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
                 fsync=settings.blob_fsync,
                 direct_io=settings.blob_direct_io,
                 s3=settings.storage_s3,
+                session_locks=UploadLocks(db).try_acquire,
             ),
             metrics,
         ),

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
+import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
 import httpx
 import oras.client
 import oras.oci
@@ -442,6 +443,100 @@ def test_a_replica_killed_mid_upload_the_client_finishes_on_the_other(pair: Repl
         resume.set()
         if a.proc is not None and a.proc.poll() is not None:
             a.start(timeout=120)  # the other tests of the module keep their pair
+
+
+def _multipart_uploads(pair: Replicas, key: str) -> int:
+    """Multipart uploads under way at `key` of the pair's bucket."""
+    client = boto3.client(
+        "s3",
+        endpoint_url=pair.s3.endpoint,
+        region_name=pair.s3.region,
+        aws_access_key_id=pair.s3.access_key,
+        aws_secret_access_key=pair.s3.secret_key,
+    )
+    uploads = client.list_multipart_uploads(Bucket=pair.bucket).get("Uploads", [])
+    return sum(1 for upload in uploads if upload["Key"] == key)
+
+
+def test_a_chunk_sent_to_b_while_a_streams_one_to_the_same_upload_is_refused(
+    pair: Replicas,
+) -> None:
+    """Two chunks for the same offset of one upload, one streaming into A when the other
+    reaches B: B refuses its chunk (409, the session is busy) instead of staging it at
+    the same offset, and the upload commits as exactly the bytes A received
+    (docs/operations.md, "Several replicas")."""
+    a, b = pair.both
+    token = a.admin_token
+    mine = os.urandom(8 * MiB)  # more than one part: A's stream is visible in the bucket
+    other = os.urandom(MiB)
+    digest = "sha256:" + hashlib.sha256(mine).hexdigest()
+    other_digest = "sha256:" + hashlib.sha256(other).hexdigest()
+    streaming = threading.Event()
+    resume = threading.Event()
+
+    def chunk() -> Iterator[bytes]:
+        yield mine[: 6 * MiB]
+        streaming.set()
+        resume.wait(120)
+        yield mine[6 * MiB :]
+
+    answers: list[httpx.Response | BaseException] = []
+    with a.client(token, timeout=120) as on_a, b.client(token, timeout=120) as on_b:
+        started = on_a.post("/v2/team/contended/blobs/uploads/")
+        assert started.status_code == 202, started.text
+        location = started.headers["location"]
+        upload_id = location.rstrip("/").rsplit("/", 1)[1]
+        segment = f"{pair.prefix}/uploads/{upload_id}/data/{0:020d}"
+
+        def stream() -> None:
+            try:
+                answers.append(
+                    on_a.patch(
+                        location,
+                        content=chunk(),
+                        headers={
+                            "Content-Type": "application/octet-stream",
+                            "Content-Range": f"0-{len(mine) - 1}",
+                        },
+                    )
+                )
+            except BaseException as exc:  # reported by the assertion below
+                answers.append(exc)
+
+        sender = threading.Thread(target=stream)
+        sender.start()
+        try:
+            assert streaming.wait(120)
+            # A has passed its offset check and is sending parts of segment 0 to the store.
+            deadline = time.monotonic() + 120
+            while _multipart_uploads(pair, segment) == 0:
+                assert time.monotonic() < deadline, "A never started streaming its chunk"
+                time.sleep(0.1)
+            refused = on_b.patch(
+                location,
+                content=other,
+                headers={
+                    "Content-Type": "application/octet-stream",
+                    "Content-Range": f"0-{len(other) - 1}",
+                },
+            )
+        finally:
+            resume.set()
+            sender.join(120)
+        assert refused.status_code == 409, refused.text
+        assert refused.json()["errors"][0]["code"] == "BLOB_UPLOAD_INVALID"
+        assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
+        assert answers[0].status_code == 202, answers[0].text
+        assert answers[0].headers["range"] == f"0-{len(mine) - 1}"
+        # The loser's replica sees A's chunk and commits exactly those bytes.
+        status = on_b.get(location)
+        assert status.headers["range"] == f"0-{len(mine) - 1}"
+        done = on_b.put(location, params={"digest": digest})
+        assert done.status_code == 201, done.text
+        pulled = on_b.get(f"/v2/team/contended/blobs/{digest}", follow_redirects=True)
+        assert pulled.status_code == 200
+        assert hashlib.sha256(pulled.content).hexdigest() == digest.split(":")[1]
+        assert on_a.head(f"/v2/team/contended/blobs/{other_digest}").status_code == 404
 
 
 def test_rotating_the_admin_token_takes_effect_on_every_replica(pair: Replicas) -> None:

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 from imageregistry.storage.driver import (
     BlobInfo,
     BlobStore,
+    SessionLocks,
     StoredBlob,
     StoredUpload,
     blob_key,
@@ -33,6 +34,7 @@ __all__ = [
     "ConfigurationError",
     "FilesystemBlobStore",
     "InMemoryBlobStore",
+    "SessionLocks",
     "StoredBlob",
     "StoredUpload",
     "blob_key",
@@ -52,11 +54,14 @@ def open_blob_store(
     direct_io: bool = True,
     s3: Mapping[str, Any] | None = None,
     env: Mapping[str, str] | None = None,
+    session_locks: SessionLocks | None = None,
 ) -> BlobStore:
     """Build the driver for ``url_or_path`` (see the module docstring).
 
     ``s3`` is the ``storage_s3:`` block and ``env`` the environment (default
-    ``os.environ``) the S3 driver reads its AWS variables from."""
+    ``os.environ``) the S3 driver reads its AWS variables from; ``session_locks`` makes
+    the S3 driver's appends to one upload exclusive across processes (see
+    ``S3BlobStore``; the filesystem driver locks its staged files itself)."""
     if not url_or_path or not url_or_path.strip():
         raise ConfigurationError("blob storage location is empty")
     match = _SCHEME.match(url_or_path)
@@ -77,7 +82,7 @@ def open_blob_store(
             raise ConfigurationError(f"memory URL {url_or_path!r} takes no host, path or options")
         return InMemoryBlobStore()
     if scheme == "s3":
-        return _open_s3(url_or_path, s3 or {}, env)
+        return _open_s3(url_or_path, s3 or {}, env, session_locks)
     raise ConfigurationError(
         f"unknown blob storage scheme {scheme!r} in {url_or_path!r} "
         "(supported: file:///path, a plain path, memory://, s3://bucket/prefix)"
@@ -101,7 +106,12 @@ def check_blob_store(store: BlobStore) -> None:
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]|[A-Za-z0-9._-]{1,255}")
 
 
-def _open_s3(url: str, block: Mapping[str, Any], env: Mapping[str, str] | None) -> BlobStore:
+def _open_s3(
+    url: str,
+    block: Mapping[str, Any],
+    env: Mapping[str, str] | None,
+    session_locks: SessionLocks | None = None,
+) -> BlobStore:
     from imageregistry.storage.s3 import S3BlobStore
     from imageregistry.storage.s3config import resolve
 
@@ -115,4 +125,4 @@ def _open_s3(url: str, block: Mapping[str, Any], env: Mapping[str, str] | None) 
     prefix = unquote(parts.path).strip("/")
     if any(piece in ("", ".", "..") for piece in prefix.split("/")) and prefix:
         raise ConfigurationError(f"s3 URL {url!r}: the prefix has an empty, . or .. segment")
-    return S3BlobStore(resolve(parts.netloc, prefix, block, env))
+    return S3BlobStore(resolve(parts.netloc, prefix, block, env), session_locks)

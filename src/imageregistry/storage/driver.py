@@ -14,7 +14,7 @@ upload can never be mistaken for a blob.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -75,6 +75,13 @@ def validate_upload_id(upload_id: str) -> str:
 def blob_key(digest: Digest) -> str:
     """The store-relative key of a blob: ``blobs/<alg>/<2 hex>/<hex>``."""
     return f"blobs/{digest.algorithm}/{digest.hex[:2]}/{digest.hex}"
+
+
+# ``session_locks(upload_id)``: a release function once the calling process holds the
+# upload session against every other process sharing the store, None while another holds
+# it. Blocking (a database round trip): drivers call it from a thread. Given to drivers
+# whose staged uploads live where several processes reach them (object storage).
+SessionLocks = Callable[[str], Callable[[], None] | None]
 
 
 class BlobStore(Protocol):

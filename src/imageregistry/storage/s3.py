@@ -30,13 +30,18 @@ one larger than 5 GiB, CopyObject's limit) are streamed into the blob key with a
 multipart upload whose last step, completion, is never sent when the digest does not
 match. A mismatch therefore publishes nothing and the session's keys are deleted.
 
-Concurrent appends to one session are refused within a process (``UploadInProgress``);
-two replicas appending to the same session at the same moment are not serialized (a
-client drives its upload one request at a time).
+An append, a commit or a cancel holds the session: within the process (a set of busy
+ids) and, given ``session_locks`` (the server passes the database's, see
+``metadata/upload_locks.py``), across every process sharing the bucket. A second request
+for a held session is refused with ``UploadInProgress`` before it touches the bucket:
+without that, two replicas would both stage a chunk at the same offset, one chunk would
+silently replace the other and a digest hashed by one process could be taken for bytes
+another wrote (docs/architecture.md#built-for-several-replicas).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
@@ -46,6 +51,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
+import anyio
+import anyio.to_thread
 import obstore
 from obstore.exceptions import BaseError, NotFoundError
 from obstore.store import S3Store
@@ -54,6 +61,7 @@ from imageregistry.content.digest import Digest
 from imageregistry.storage.driver import (
     BlobInfo,
     PendingWrite,
+    SessionLocks,
     StoredBlob,
     StoredUpload,
     blob_key,
@@ -225,8 +233,9 @@ class _Hashers:
 class S3BlobStore:
     """``BlobStore`` over one S3 bucket/prefix (see the module docstring)."""
 
-    def __init__(self, settings: S3Settings) -> None:
+    def __init__(self, settings: S3Settings, session_locks: SessionLocks | None = None) -> None:
         self.settings = settings
+        self._session_locks = session_locks
         self._store = build_store(settings)
         self._copiers: dict[int, S3Store] = {}  # by timeout: a few, in whole minutes
         self._busy: set[str] = set()
@@ -365,11 +374,29 @@ class S3BlobStore:
                 raise failure from None
             raise
 
-    def _claim(self, upload_id: str) -> Callable[[], None]:
+    @contextlib.asynccontextmanager
+    async def _held(self, upload_id: str) -> AsyncIterator[None]:
+        """Hold the session for one append, commit or cancel (see the module docstring)."""
         if upload_id in self._busy:
             raise UploadInProgress(upload_id)
         self._busy.add(upload_id)
-        return lambda: self._busy.discard(upload_id)
+        try:
+            if self._session_locks is None:
+                yield
+                return
+            # Shielded: a lock taken by the thread must always be given back, even when
+            # the request is cancelled while it waits for the thread.
+            with anyio.CancelScope(shield=True):
+                release = await anyio.to_thread.run_sync(self._session_locks, upload_id)
+            if release is None:
+                raise UploadInProgress(upload_id)
+            try:
+                yield
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(release)
+        finally:
+            self._busy.discard(upload_id)
 
     # -- uploads ----------------------------------------------------------------------
 
@@ -391,8 +418,7 @@ class S3BlobStore:
         final: Digest | None = None,
     ) -> int:
         prefix = self._dir(upload_id)
-        release = self._claim(upload_id)
-        try:
+        async with self._held(upload_id):
             segments, keys = await self._segments(upload_id)
             staged = _written_end(prefix, keys) or self._staged(segments)
             if offset != staged:
@@ -432,8 +458,6 @@ class S3BlobStore:
                 while len(self._hashers) > _MAX_HASHERS:  # oldest first: commit re-reads
                     del self._hashers[next(iter(self._hashers))]
             return end
-        finally:
-            release()
 
     async def _append_final(
         self, upload_id: str, chunks: AsyncIterator[bytes], limit: int | None, final: Digest
@@ -531,8 +555,7 @@ class S3BlobStore:
         *,
         replace: bool = False,
     ) -> BlobInfo:
-        release = self._claim(upload_id)
-        try:
+        async with self._held(upload_id):
             segments, keys = await self._segments(upload_id)
             written = [k for k in keys if k.startswith(self._dir(upload_id) + "written/")]
             if written:
@@ -562,8 +585,6 @@ class S3BlobStore:
             finally:
                 await self._delete_keys(keys)
             return BlobInfo(expected, size)
-        finally:
-            release()
 
     async def _publish(
         self,
@@ -616,13 +637,10 @@ class S3BlobStore:
 
     @_unavailable
     async def cancel_upload(self, upload_id: str) -> None:
-        release = self._claim(upload_id)
-        try:
+        async with self._held(upload_id):
             _, keys = await self._segments(upload_id)
             self._hashers.pop(upload_id, None)
             await self._delete_keys(keys)
-        finally:
-            release()
 
     # -- blobs ------------------------------------------------------------------------
 
