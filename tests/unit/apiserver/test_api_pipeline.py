@@ -12,19 +12,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 from starlette.testclient import TestClient
 
+from imageregistry.apiserver import api_routes as api_routes_module
 from imageregistry.apiserver.api_actions import ApiAction, ApiPath, ApiRoute, AuthorizedRequest
-from imageregistry.apiserver.api_dispatch import ApiDispatcher
 from imageregistry.apiserver.api_endpoints import ApiEndpoints
 from imageregistry.apiserver.api_routes import api_route_table
 from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, build_services
+from tests.unit.oci.conftest import ADMIN, ALICE, serve
 
 IMAGE = "image.alauda.io"
 RBAC = "rbac.authorization.k8s.io"
@@ -110,13 +108,6 @@ def _request(method: str, target: str) -> Request:
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    built = build_services(tmp_path)
-    yield built
-    built.db.dispose()
-
-
-@pytest.fixture
 def table(services: Services) -> tuple[ApiRoute, ...]:
     return api_route_table(ApiEndpoints(services, build_handlers(services)))
 
@@ -160,20 +151,16 @@ class _Spy:
 
 
 @pytest.fixture
-def spied(services: Services, table: tuple[ApiRoute, ...]) -> Iterator[tuple[TestClient, _Spy]]:
+def spied(services: Services, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[TestClient, _Spy]]:
+    """The production app (`server.build_app`) whose API route table has every handler
+    spied on."""
     spy = _Spy()
-    dispatcher = ApiDispatcher(services, [spy.wrap(route) for route in table])
-    methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-    app = Starlette(
-        routes=[
-            Route("/api", dispatcher.handle, methods=methods),
-            Route("/api/{rest:path}", dispatcher.handle, methods=methods),
-            Route("/apis", dispatcher.handle, methods=methods),
-            Route("/apis/{rest:path}", dispatcher.handle, methods=methods),
-            Route("/openapi/{rest:path}", dispatcher.handle, methods=methods),
-        ]
-    )
-    with TestClient(app) as client:
+
+    def spied_table(endpoints: ApiEndpoints) -> tuple[ApiRoute, ...]:
+        return tuple(spy.wrap(route) for route in api_route_table(endpoints))
+
+    monkeypatch.setattr(api_routes_module, "api_route_table", spied_table)
+    with serve(services, token=None) as client:
         yield client, spy
 
 

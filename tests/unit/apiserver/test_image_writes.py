@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,16 +17,9 @@ from imageregistry.apiserver.resource import ListOptions, RequestContext
 from imageregistry.apiserver.watch import WatchStream
 from imageregistry.auth.identity import authenticated
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ALICE, build_services, make_image, push_image, serve
+from tests.unit.oci.conftest import ALICE, make_image, push_image, serve
 
 API = "/apis/image.alauda.io/v1/namespaces/team"
-
-
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    built = build_services(tmp_path)
-    yield built
-    built.db.dispose()
 
 
 @pytest.fixture

@@ -97,13 +97,6 @@ def alongside(
 
 
 @pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    built = build_services(tmp_path)
-    yield built
-    built.db.dispose()
-
-
-@pytest.fixture
 def client(services: Services) -> Iterator[TestClient]:
     with serve(services) as c:
         yield c
