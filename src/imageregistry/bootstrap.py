@@ -114,13 +114,22 @@ def shared_admin_token(db: Database, adopt: str | None = None) -> str:
         with contextlib.suppress(DatabaseReadOnly):
             set_secret(db, ADMIN_TOKEN, adopt)
         return adopt
+    return new_admin_token(db, revoked_token_sha256=hash_token(stored) if stored else None)
+
+
+def new_admin_token(
+    db: Database, *, revoked_token_sha256: str | None = None, revoked_username: str | None = None
+) -> str:
+    """A new cluster-admin token, stored as the shared secret and recorded as a token in
+    the transaction that forgets the ones it replaces (`metadata.tokens.set_secret`)."""
     token = new_opaque_token()
     set_secret(
         db,
         ADMIN_TOKEN,
         token,
         new_token=NewToken(hash_token(token), ADMIN_USER, ADMIN_GROUPS),
-        revoked_token_sha256=hash_token(stored) if stored else None,
+        revoked_token_sha256=revoked_token_sha256,
+        revoked_username=revoked_username,
     )
     return token
 

@@ -21,17 +21,15 @@ from __future__ import annotations
 
 from cryptography.hazmat.primitives import serialization
 
-from imageregistry.auth.tokens import generate_signing_key, hash_token, new_opaque_token
+from imageregistry.auth.tokens import generate_signing_key
 from imageregistry.blobport.links import new_link_key
-from imageregistry.bootstrap import ADMIN_GROUPS, ADMIN_USER
+from imageregistry.bootstrap import ADMIN_USER, new_admin_token
 from imageregistry.metadata.db import Database
 from imageregistry.metadata.tokens import (
-    ADMIN_TOKEN,
     BLOB_LINK_KEY,
     PREVIOUS_SIGNING_KEYS,
     SERVING_CA,
     SIGNING_KEY,
-    NewToken,
     get_secret,
     set_secret,
 )
@@ -72,14 +70,7 @@ def rotate(db: Database, name: str, *, revoke_old: bool = False) -> str:
             " clients the new DATA_DIR/tls/ca.crt (admin.kubeconfig is updated at start)"
         )
     if name == "admin-token":
-        token = new_opaque_token()
-        set_secret(
-            db,
-            ADMIN_TOKEN,
-            token,
-            new_token=NewToken(hash_token(token), ADMIN_USER, ADMIN_GROUPS),
-            revoked_username=ADMIN_USER,
-        )
+        new_admin_token(db, revoked_username=ADMIN_USER)
         return (
             "new cluster-admin token; the old ones are refused now; each replica writes the"
             " new one into its admin.kubeconfig when it starts"
