@@ -41,7 +41,7 @@ from imageregistry.observability import auditpolicy
 from imageregistry.observability.auditlog import EventWriter, open_writer
 from imageregistry.observability.auditpolicy import Outcome, Policy, load_policy
 from imageregistry.observability.requestid import IdSource
-from imageregistry.observability.requestinfo import RequestInfo
+from imageregistry.observability.requestinfo import SOURCE_HEADERS, RequestInfo
 
 BODY_LIMIT = 1 << 20
 ERROR_BODY_LIMIT = 8 * 1024
@@ -76,6 +76,7 @@ _TOKEN_RESOURCES = frozenset(
 )
 _JSON_MARK = b"json"
 _USER_CACHE_LIMIT = 4096
+_LINE_CACHE_LIMIT = 4096
 _ANONYMOUS = anonymous()  # an immutable value, for requests that named no one
 
 
@@ -150,6 +151,7 @@ class Auditor:
         self._refs: dict[tuple[str, ...], str] = {}
         # Policy outcomes live as long as the policy, so their ids are stable keys.
         self._light: dict[int, AuditState] = {}
+        self._lines: dict[tuple[Any, ...], tuple[Any, ...]] = {}
 
     # --- the middleware's two calls ---------------------------------------------------
 
@@ -250,33 +252,100 @@ class Auditor:
         status: int | None,
         error_body: bytes | None,
     ) -> bytes:
+        """The event's line. Only the id and the two timestamps differ between the events
+        of requests that asked the same thing the same way and got the same kind of answer,
+        so at the levels that keep no body, for answers below 400 (no error message), the
+        rest is built once per such request shape and kept. The shape is everything the
+        kept parts are made of: the outcome, the caller (by identity; the kept entry holds
+        the objects, so an id is not reused while it is kept), the request's URI, method,
+        source headers and peer, the fields of the access review the line names, the
+        decision and the status."""
+        outcome = state.outcome
+        if outcome.level >= auditpolicy.REQUEST or (status is not None and status >= 400):
+            head, middle, tail = self._parts(info, state, stage, status, error_body)
+        else:
+            scope = info.scope
+            attrs = info.attributes
+            source = info.source
+            client = scope.get("client")
+            key = (
+                id(outcome),
+                stage,
+                status,
+                id(info.user),
+                id(info.impersonated),
+                scope.get("raw_path"),
+                scope.get("path"),
+                scope.get("query_string"),
+                scope["method"],
+                tuple(source) if source is not None else _source_items(scope),
+                client[0] if client else None,
+                None
+                if attrs is None
+                else (
+                    attrs.verb,
+                    attrs.is_resource_request,
+                    attrs.api_group,
+                    attrs.resource,
+                    attrs.subresource,
+                    attrs.namespace,
+                    attrs.name,
+                ),
+                info.object_name,
+                info.allowed,
+                info.reason,
+                info.authenticated,
+            )
+            entry = self._lines.get(key)
+            if entry is None or entry[0] is not info.user or entry[1] is not info.impersonated:
+                if len(self._lines) >= _LINE_CACHE_LIMIT:
+                    self._lines.clear()
+                parts = self._parts(info, state, stage, status, error_body)
+                entry = self._lines[key] = (info.user, info.impersonated, *parts)
+            head, middle, tail = entry[2], entry[3], entry[4]
+        clock = self._clock
+        return (
+            f"{head}{_enc(info.request_id)}{middle}{clock.format(info.received)}"
+            f'","stageTimestamp":"{clock.format(self._now())}{tail}'
+        ).encode()
+
+    def _parts(
+        self,
+        info: RequestInfo,
+        state: AuditState,
+        stage: str,
+        status: int | None,
+        error_body: bytes | None,
+    ) -> tuple[str, str, str]:
+        """The line around its id (between the first two parts) and its two timestamps
+        (between the last two)."""
         outcome = state.outcome
         attrs = info.attributes
         user = info.user or _ANONYMOUS
         verb = attrs.verb if attrs is not None else info.method.lower()
-        now = self._now()
         ips, agent = info.source_and_agent()
-        line = (
+        head = (
             f'{{"kind":"Event","apiVersion":"audit.k8s.io/v1","level":"{outcome.level_name}"'
-            f',"auditID":{_enc(info.request_id)},"stage":"{stage}"'
+            ',"auditID":'
+        )
+        middle = (
+            f',"stage":"{stage}"'
             f',"requestURI":{_enc(info.uri)},"verb":{_enc(verb)},"user":{self._user(user)}'
         )
         if info.impersonated is not None:
-            line += f',"impersonatedUser":{self._user(info.impersonated)}'
-        line += f',"sourceIPs":[{",".join(map(_enc, ips))}]'
+            middle += f',"impersonatedUser":{self._user(info.impersonated)}'
+        middle += f',"sourceIPs":[{",".join(map(_enc, ips))}]'
         if agent:
-            line += f',"userAgent":{_enc(agent)}'
+            middle += f',"userAgent":{_enc(agent)}'
         if attrs is not None and attrs.is_resource_request:
-            line += f',"objectRef":{self._object_ref(attrs, info.object_name)}'
+            middle += f',"objectRef":{self._object_ref(attrs, info.object_name)}'
         if status is not None:
-            line += f',"responseStatus":{_response_status(status, error_body)}'
+            middle += f',"responseStatus":{_response_status(status, error_body)}'
             if outcome.level >= auditpolicy.REQUEST:
-                line += _bodies(state, outcome.omit_managed_fields)
-        line += (
-            f',"requestReceivedTimestamp":"{self._clock.format(info.received)}"'
-            f',"stageTimestamp":"{self._clock.format(now)}"{_annotations(info)}}}\n'
-        )
-        return line.encode()
+                middle += _bodies(state, outcome.omit_managed_fields)
+        middle += ',"requestReceivedTimestamp":"'
+        tail = f'"{_annotations(info)}}}\n'
+        return head, middle, tail
 
     def _object_ref(self, attrs: Attributes, name: str) -> str:
         a = attrs
@@ -446,6 +515,10 @@ def _drop_managed_fields(value: Any) -> None:
     if isinstance(items, list):
         for item in items:
             _drop_managed_fields(item)
+
+
+def _source_items(scope: Any) -> tuple[tuple[bytes, bytes], ...]:
+    return tuple(item for item in scope.get("headers", ()) if item[0] in SOURCE_HEADERS)
 
 
 def _header(info: RequestInfo, name: bytes) -> bytes:

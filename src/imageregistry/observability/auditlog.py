@@ -1,11 +1,14 @@
 """Where audit events go: one line per `write`, to a file rotated by size or to stdout.
 
 Every Granian worker process opens the file itself, once, with `O_APPEND`, and writes whole
-event lines with a single `write(2)` — the lines its event loop produced in one pass
-together (`CoalescingWriter`) — so the kernel appends them whole at the end of the file
-and lines of several workers never interleave (local filesystems; not NFS). Rotation is
-coordinated through `FILE.lock`: a worker whose own writes have added a sixteenth of the
-maximum size (at most 64 KiB) since its last look checks the file's size; when it is over
+event lines with a single `write(2)` — the lines its event loop produced within
+`FLUSH_SECONDS` together, or sooner once they reach `FLUSH_BYTES` (`CoalescingWriter`) —
+so the kernel appends them whole at the end of the file and lines of several workers never
+interleave (local filesystems; not NFS). An event is therefore in the file at most
+`FLUSH_SECONDS` after its request ended, and every pending one when the server stops.
+Rotation is coordinated through `FILE.lock`: a worker whose own writes would add more than
+a sixteenth of the maximum size (at most 64 KiB) since its last look checks the file's
+size first; when it is over
 `--audit-log-maxsize`, the worker takes an exclusive `flock` on the lock file and looks
 again. If the file under the name is still the one it writes to, it renames `FILE.N-1` to
 `FILE.N` ... `FILE` to `FILE.1` (dropping the oldest beyond `--audit-log-maxbackup`) and
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 MEGABYTE = 1024 * 1024
 _MAX_CHECK_INTERVAL = 64 * 1024
 _ERROR_LOG_SECONDS = 60.0
+# How long an event may wait in memory, and how much may wait, before it is written.
+FLUSH_SECONDS = 0.1
+FLUSH_BYTES = 64 * 1024
 
 
 class AuditLogError(ConfigurationError):
@@ -111,7 +117,7 @@ class RotatingFileWriter:
     def write(self, line: bytes) -> None:
         with self._lock:
             try:
-                if self.max_bytes and self._since_check >= self._check_interval:
+                if self.max_bytes and self._since_check + len(line) > self._check_interval:
                     self._since_check = 0
                     self._rotate_if_full()
                 _write_all(self._fd, line)
@@ -167,28 +173,40 @@ class RotatingFileWriter:
 
 
 class CoalescingWriter:
-    """Lines written on the event loop during one pass of it leave in one `write(2)` at the
-    end of that pass (`call_soon`), so a busy worker pays one system call for all the
-    requests it finished in that pass instead of one each; still only whole lines, so the
-    `O_APPEND` guarantee holds. Written from any other thread (no running loop), a line
-    goes out at once, after any pending ones, in order."""
+    """Lines written on the event loop wait up to `delay` seconds (or until `limit` bytes
+    wait) and then leave in one `write(2)`, so a busy worker pays one system call for many
+    requests instead of one each (docs/benchmarks.md, "Audit on the manifest GET"); still
+    only whole lines, so the `O_APPEND` guarantee holds. Written from any other thread (no
+    running loop), a line goes out at once, after any pending ones, in order. `close`
+    writes whatever waits."""
 
-    def __init__(self, inner: EventWriter) -> None:
+    def __init__(
+        self, inner: EventWriter, delay: float = FLUSH_SECONDS, limit: int = FLUSH_BYTES
+    ) -> None:
         self._inner = inner
+        self._delay = delay
+        self._limit = limit
         self._lock = threading.Lock()
         self._pending: list[bytes] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
 
     def write(self, line: bytes) -> None:
         try:
-            loop = asyncio.get_running_loop()
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
         with self._lock:
             self._pending.append(line)
-            if loop is not None:
-                if len(self._pending) == 1:
-                    loop.call_soon(self.flush)
-                return
+            self._size += len(line)
+            if loop is None or self._size >= self._limit:
+                self._flush_locked()
+            elif self._timer is None:
+                self._timer = loop.call_later(self._delay, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        with self._lock:
+            self._timer = None
             self._flush_locked()
 
     def flush(self) -> None:
@@ -197,11 +215,15 @@ class CoalescingWriter:
 
     def _flush_locked(self) -> None:
         if self._pending:
-            lines, self._pending = self._pending, []
+            lines, self._pending, self._size = self._pending, [], 0
             self._inner.write(lines[0] if len(lines) == 1 else b"".join(lines))
 
     def close(self) -> None:
-        self.flush()
+        with self._lock:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._flush_locked()
         self._inner.close()
 
 

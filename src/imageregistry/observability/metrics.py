@@ -28,7 +28,6 @@ from __future__ import annotations
 import os
 import threading
 from bisect import bisect_left
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -128,14 +127,34 @@ class BufferedHistogram:
         self.child._sum.inc(total)
 
 
-@dataclass(frozen=True)
 class RequestChildren:
     """The pre-bound series one (surface, route, method, code) request updates."""
 
-    count: BufferedCounter
-    duration: BufferedHistogram
-    received: BufferedCounter
-    sent: BufferedCounter
+    __slots__ = ("count", "duration", "received", "sent")
+
+    def __init__(
+        self,
+        count: BufferedCounter,
+        duration: BufferedHistogram,
+        received: BufferedCounter,
+        sent: BufferedCounter,
+    ) -> None:
+        self.count = count
+        self.duration = duration
+        self.received = received
+        self.sent = sent
+
+    def record(self, seconds: float, sent: int, received: int) -> None:
+        """One answered request, in one call (the request series are only ever updated
+        from the event loop, so the duration's histogram takes no lock)."""
+        self.count.pending += 1
+        duration = self.duration
+        duration.counts[bisect_left(duration.bounds, seconds)] += 1
+        duration.total += seconds
+        if sent:
+            self.sent.pending += sent
+        if received:
+            self.received.pending += received
 
 
 class Metrics:
@@ -170,7 +189,7 @@ class Metrics:
         )
         self.sent_bytes = Counter(
             f"{p}_http_response_body_bytes",
-            "Response body bytes sent (by Content-Length when the response has one).",
+            "Response body bytes sent (a file the HTTP server sends itself: its Content-Length).",
             ["surface", "route"],
             registry=r,
         )
@@ -358,6 +377,22 @@ class Metrics:
 
     # --- the request pipeline's hook --------------------------------------------------
 
+    def record_request(
+        self,
+        surface: str,
+        route: str,
+        method: str,
+        code: int,
+        seconds: float,
+        sent: int,
+        received: int,
+    ) -> None:
+        """One answered request (the request pipeline's hook, in one call)."""
+        children = self._children.get((surface, route, method, code))
+        if children is None:
+            children = self.request_children(surface, route, method, code)
+        children.record(seconds, sent, received)
+
     def request_children(self, surface: str, route: str, method: str, code: int) -> RequestChildren:
         key = (surface, route, method, code)
         children = self._children.get(key)
@@ -375,11 +410,7 @@ class Metrics:
 
     def observe_blob_port(self, method: str, code: int, sent: int, seconds: float) -> None:
         """One answered request of the blob port (`blobport.server`)."""
-        children = self.request_children("blobport", "/blobs/{digest}", method, code)
-        children.count.inc()
-        children.duration.observe(seconds)
-        if sent:
-            children.sent.inc(sent)
+        self.record_request("blobport", "/blobs/{digest}", method, code, seconds, sent, 0)
 
     # --- prune and GC (prune.service.RunObserver) --------------------------------------
 

@@ -3,9 +3,10 @@ lines written while a request is handled name it.
 
 The id is the client's `X-Request-Id` when it is well-formed (1-128 characters of
 letters, digits and `._:-+=/`, so a proxy's or a client's id follows the request through),
-otherwise a new one (`IdSource`). It lives in a context variable for the request's task (and the
-threads Starlette runs its synchronous work in, which copy the context), where the
-logging filter reads it; nothing else has to pass it around.
+otherwise a new one (`IdSource`). It lives in the request's `RequestInfo`, which is in a
+context variable for the request's task (and the threads Starlette runs its synchronous
+work in, which copy the context), where the logging filter reads it (`current`); nothing
+else has to pass it around, and a request sets one context variable, not two.
 """
 
 from __future__ import annotations
@@ -15,13 +16,23 @@ import json
 import logging
 import re
 import secrets
-from contextvars import ContextVar
+
+from imageregistry.observability import requestinfo
 
 HEADER = b"x-request-id"
 NO_REQUEST = "-"
 _WELL_FORMED = re.compile(rb"[A-Za-z0-9._:+=/-]{1,128}")
 
-current: ContextVar[str] = ContextVar("imageregistry_request_id", default=NO_REQUEST)
+
+class _CurrentId:
+    """`current.get()`: the id of the request being handled, `NO_REQUEST` outside one."""
+
+    def get(self) -> str:
+        info = requestinfo.current.get()
+        return NO_REQUEST if info is None else info.request_id
+
+
+current = _CurrentId()
 
 
 class IdSource:

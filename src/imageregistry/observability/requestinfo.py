@@ -11,7 +11,8 @@ change — take it with `current_info()` and read it; none of them is imported h
 seams cost a context-variable read and a few attribute stores. Worker threads that
 Starlette starts copy the context, and with it the reference to the same record.
 
-Header-derived values (`source_ips`, `user_agent`) are computed when read, from the ASGI
+Header-derived values (`source_ips`, `user_agent`) are computed when read, from the
+headers the middleware kept in its one pass over them (`source`) or else from the ASGI
 scope, so a request nobody audits never parses them.
 """
 
@@ -40,6 +41,10 @@ class DecisionListener(Protocol):
     def request_object(self, info: RequestInfo, body: Any) -> None: ...
 
 
+# The headers the source fields are made of (`RequestInfo.source_and_agent`).
+SOURCE_HEADERS = frozenset((b"user-agent", b"x-forwarded-for", b"x-real-ip"))
+
+
 class RequestInfo:
     """One main-port request: its id, what it asked, who asked and what they were told."""
 
@@ -55,6 +60,7 @@ class RequestInfo:
         "received",
         "request_id",
         "scope",
+        "source",
         "user",
     )
 
@@ -71,6 +77,8 @@ class RequestInfo:
         self.object_name = ""  # a create's object name, from its body (its path has none)
         self.listener: DecisionListener | None = None
         self.audit: Any = None  # private state of the audit log
+        # the request's `SOURCE_HEADERS` in order, when the middleware kept them
+        self.source: list[tuple[bytes, bytes]] | None = None
 
     @property
     def method(self) -> str:
@@ -108,9 +116,10 @@ class RequestInfo:
         `User-Agent`, in one pass over the headers."""
         forwarded: list[str] = []
         real = agent = ""
-        for name, value in self.scope["headers"]:
+        headers = self.source if self.source is not None else self.scope["headers"]
+        for name, value in headers:
             if name == b"user-agent":
-                agent = value.decode("latin-1")
+                agent = bytes(value).decode("latin-1")
             elif name == b"x-forwarded-for":
                 text = bytes(value).decode("latin-1")
                 forwarded.extend(p.strip() for p in text.split(",") if p.strip())

@@ -19,6 +19,7 @@ renders the refusal. Refused credentials and unexpected exceptions are rendered 
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -41,6 +42,8 @@ from imageregistry.oci.pull import (
 )
 
 _MANIFEST_PATH = re.compile(r"^/v2/(?P<name>.+)/manifests/(?P<arg>[^/]+)$")
+_TARGET_CACHE_LIMIT = 1024
+Target = tuple[RepoKey, str | None, str | None]
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -50,7 +53,7 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def _target(scope: Scope) -> tuple[RepoKey, str | None, str | None] | None:
+def _target(scope: Scope) -> Target | None:
     raw = scope.get("raw_path")
     path = bytes(raw).split(b"?", 1)[0].decode("latin-1") if raw else str(scope.get("path", ""))
     match = _MANIFEST_PATH.match(path)
@@ -78,6 +81,20 @@ class InlinePullLayer:
         self.pull = pull
         self.gate = gate
         self.notifier = notifier
+        # path -> what it names: a client pulls the same few tags over and over, and
+        # parsing and checking the name is a good part of this layer's own time
+        self._targets: dict[Any, Target | None] = {}
+
+    def _target(self, scope: Scope) -> Target | None:
+        key = scope.get("raw_path") or scope.get("path", "")
+        try:
+            return self._targets[key]
+        except KeyError:
+            pass
+        if len(self._targets) >= _TARGET_CACHE_LIMIT:
+            self._targets.clear()
+        target = self._targets[key] = _target(scope)
+        return target
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -95,7 +112,7 @@ class InlinePullLayer:
 
     async def _answer(self, scope: Scope, send: Send) -> bool:
         """Answer the pull when `pull` yields the manifest; False: hand it to the router."""
-        target = _target(scope)
+        target = self._target(scope)
         if target is None:
             return False
         repo, digest, tag = target

@@ -110,21 +110,25 @@ class Recorder:
         self.writes.append(b"<closed>")
 
 
-def test_lines_of_one_loop_pass_leave_in_one_write_in_order() -> None:
+def test_lines_wait_for_the_flush_interval_and_leave_in_one_write_in_order() -> None:
     inner = Recorder()
-    writer = CoalescingWriter(inner)
+    writer = CoalescingWriter(inner, delay=0.05, limit=1024)
 
     async def requests() -> None:
         writer.write(b"a\n")
         writer.write(b"b\n")
-        assert inner.writes == []  # not yet: at the end of this pass of the loop
         await asyncio.sleep(0)
+        assert inner.writes == []  # not yet: when the interval is over
+        while not inner.writes:
+            await asyncio.sleep(0.01)
         assert inner.writes == [b"a\nb\n"]
         writer.write(b"c\n")
         await asyncio.to_thread(writer.write, b"d\n")  # another thread: at once, after c
         assert inner.writes == [b"a\nb\n", b"c\nd\n"]
+        writer.write(b"x" * 1023 + b"\n")  # the size limit: at once
+        assert inner.writes[-1] == b"x" * 1023 + b"\n"
         writer.write(b"e\n")
 
     asyncio.run(requests())
-    writer.close()
-    assert inner.writes == [b"a\nb\n", b"c\nd\n", b"e\n", b"<closed>"]
+    writer.close()  # what still waits is written on the way out
+    assert inner.writes[-2:] == [b"e\n", b"<closed>"]
