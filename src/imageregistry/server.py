@@ -67,10 +67,11 @@ from imageregistry.notifications.events import Source
 from imageregistry.notifications.notifier import Notifier
 from imageregistry.observability import metrics as obs
 from imageregistry.observability import requestid, sources
-from imageregistry.observability.audit import build_auditor
-from imageregistry.observability.endpoint import Scraper, metrics_routes
+from imageregistry.observability.audit import Auditor, build_auditor
+from imageregistry.observability.endpoint import PATH, Scraper, metrics_routes
 from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
+from imageregistry.observability.ports import NotingLinks, PortObserver
 from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.inline_pull import InlinePullLayer
 from imageregistry.oci.pull import ManifestPull
@@ -225,7 +226,7 @@ def build_app(services: Services) -> Starlette:
             flushing_pull_times(services.pull_times, settings.pull_times_flush_seconds),
             sources.refreshing_totals(services.db, metrics, _serving_cert(settings)),
             sources.flushing(metrics, obs.FLUSH_SECONDS),
-            _metrics_listener(settings, scraper),
+            _metrics_listener(settings, scraper, auditor),
             _front_proxy_listener(settings, _app, trust),
             _notifications(services),
         ):
@@ -286,11 +287,13 @@ def _notifications(services: Services) -> contextlib.AbstractAsyncContextManager
 
 
 def _metrics_listener(
-    settings: Settings, scraper: Scraper
+    settings: Settings, scraper: Scraper, auditor: Auditor | None
 ) -> contextlib.AbstractAsyncContextManager[None]:
     if not settings.metrics_listen:
         return contextlib.nullcontext()
-    return metrics_listener(settings.metrics_listen, scraper)
+    # request ids and audit events as on the main port; not in the request series
+    observer = PortObserver(None, auditor, "metrics", PATH)
+    return metrics_listener(settings.metrics_listen, scraper, observer)
 
 
 def _request_header_names(settings: Settings, trust: FrontProxyTrust | None) -> HeaderNames:
@@ -334,8 +337,9 @@ def _serving_cert(settings: Settings) -> Path | None:
 def _blob_port(services: Services) -> contextlib.AbstractAsyncContextManager[None]:
     if services.blob_links is None:
         return contextlib.nullcontext()
-    observe = services.metrics.observe_blob_port if services.metrics is not None else None
-    return blob_port(services.blob_links, services.blobs, observe)
+    # the same request ids, series and audit events as the main port's requests
+    observe = PortObserver(services.metrics, services.audit, "blobport", "/blobs/{digest}")
+    return blob_port(NotingLinks.wrapping(services.blob_links), services.blobs, observe)
 
 
 def configure_logging(level: str, log_format: str = "text") -> None:

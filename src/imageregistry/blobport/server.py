@@ -20,9 +20,9 @@ import json
 import logging
 import os
 import socket
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import h11
@@ -43,8 +43,21 @@ SHUTDOWN_GRACE = 25.0  # inside the kubelet's default 30 s termination grace
 _RECV_SIZE = 64 * 1024
 
 
-# (method, status, body bytes sent, seconds) of each answered request: the metrics' hook.
-Observer = Callable[[str, int, int, float], None]
+class ObservedRequest(Protocol):
+    header: tuple[bytes, bytes]  # X-Request-Id, for every response to the request
+
+    def end(self, status: int, sent: int, error_body: bytes = b"", raised: bool = False) -> None:
+        """The answer (status, body bytes sent, an error's body) is over."""
+
+
+class Observer(Protocol):
+    """Each request's id, series and audit event (`observability.ports.PortObserver`)."""
+
+    def begin(
+        self, method: bytes, path: bytes, headers: Any, client: Any = None
+    ) -> ObservedRequest: ...
+
+    def new_header(self) -> tuple[bytes, bytes]: ...
 
 
 @contextlib.asynccontextmanager
@@ -147,7 +160,13 @@ class _Connection:
         self.head = False  # the request being answered is a HEAD: no body, errors included
         self.status = 0  # of the response being sent, and its body bytes (for the metrics)
         self.sent = 0
+        self.error_body = b""
+        self.id_header: tuple[bytes, bytes] | None = None  # of the request being answered
         self.http = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        try:
+            self.peer: Any = sock.getpeername()
+        except OSError:
+            self.peer = None
 
     async def serve(self) -> None:
         try:
@@ -204,12 +223,23 @@ class _Connection:
         if observe is None:
             await self._answer(request)
             return
-        started, self.status, self.sent = time.perf_counter(), 0, 0
+        self.status, self.sent, self.error_body = 0, 0, b""
+        path = request.target.split(b"?", 1)[0]  # the query holds the link's signature
+        observed = observe.begin(request.method, path, request.headers, self.peer)
+        self.id_header, failed = observed.header, False
         try:
             await self._answer(request)
+        except Exception as exc:
+            failed = not isinstance(exc, OSError | TimeoutError | h11.LocalProtocolError)
+            raise
         finally:  # a client gone mid-body still counts, with the status it was sent
-            method = request.method.decode("ascii", "replace")
-            observe(method, self.status, self.sent, time.perf_counter() - started)
+            self.id_header = None
+            observed.end(self.status, self.sent, self.error_body, failed)
+
+    def _id_headers(self) -> list[tuple[bytes, bytes]]:
+        if self.id_header is None and self.server.observe is not None:
+            self.id_header = self.server.observe.new_header()  # an answer to no request
+        return [self.id_header] if self.id_header is not None else []
 
     async def _answer(self, request: h11.Request) -> None:
         if request.method not in (b"GET", b"HEAD"):
@@ -256,7 +286,12 @@ class _Connection:
 
     async def _send_blob(self, request: h11.Request, fd: int, digest: str, size: int) -> None:
         etag = digest_etag(digest)
-        headers = [("Docker-Content-Digest", digest), ("Accept-Ranges", "bytes"), ("ETag", etag)]
+        headers: list[tuple[Any, Any]] = [
+            ("Docker-Content-Digest", digest),
+            ("Accept-Ranges", "bytes"),
+            ("ETag", etag),
+            *self._id_headers(),
+        ]
         fields = {name.decode().lower(): value.decode("latin-1") for name, value in request.headers}
         if etag_matches(fields.get("if-none-match"), etag):
             self.status = 304
@@ -295,11 +330,15 @@ class _Connection:
     async def _error(self, error: RegistryError, *, close: bool = False) -> None:
         """The OCI envelope of the main port (`errorcodes.envelope`), over h11."""
         body = json.dumps(envelope(error)).encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers: list[tuple[Any, Any]] = [
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(body))),
+            *self._id_headers(),
+        ]
         if close:
             headers.append(("Connection", "close"))
         headers += list(error.headers.items())
-        self.status = error.status
+        self.status, self.error_body = error.status, body
         await self._send(self.http.send(h11.Response(status_code=error.status, headers=headers)))
         if not self.head:
             self.sent += len(body)

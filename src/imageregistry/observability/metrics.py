@@ -408,10 +408,6 @@ class Metrics:
             self._children[key] = children
         return children
 
-    def observe_blob_port(self, method: str, code: int, sent: int, seconds: float) -> None:
-        """One answered request of the blob port (`blobport.server`)."""
-        self.record_request("blobport", "/blobs/{digest}", method, code, seconds, sent, 0)
-
     # --- prune and GC (prune.service.RunObserver) --------------------------------------
 
     def gc_finished(self, result: GcResult | None, seconds: float) -> None:
