@@ -7,7 +7,14 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from imageregistry.clock import Clock, parse_rfc3339, rfc3339, rfc3339_nanos, system_clock
+from imageregistry.clock import (
+    Clock,
+    parse_rfc3339,
+    rfc3339,
+    rfc3339_nanos,
+    rfc3339_precise,
+    system_clock,
+)
 
 MOMENT = datetime(2026, 12, 5, 2, 5, 9, 123456, tzinfo=UTC)
 
@@ -35,10 +42,20 @@ def test_rfc3339_nanos_has_nine_digits_like_go() -> None:
     assert rfc3339_nanos(MOMENT.replace(microsecond=0)) == "2026-12-05T02:05:09.000000000Z"
 
 
+def test_rfc3339_precise_keeps_the_microseconds_a_value_has() -> None:
+    """Prune and GC results have always carried Python's isoformat with a `Z`."""
+    assert rfc3339_precise(MOMENT) == "2026-12-05T02:05:09.123456Z"
+    assert rfc3339_precise(MOMENT.replace(microsecond=0)) == "2026-12-05T02:05:09Z"
+    for moment in (MOMENT, MOMENT.replace(microsecond=0)):
+        assert rfc3339_precise(moment) == moment.isoformat().replace("+00:00", "Z")
+    assert rfc3339_precise(MOMENT.replace(tzinfo=None)) == "2026-12-05T02:05:09.123456Z"
+
+
 def test_round_trip() -> None:
     seconds = MOMENT.replace(microsecond=0)
     assert parse_rfc3339(rfc3339(seconds)) == seconds
     assert parse_rfc3339(rfc3339_nanos(MOMENT)) == MOMENT
+    assert parse_rfc3339(rfc3339_precise(MOMENT)) == MOMENT
     assert parse_rfc3339(rfc3339(MOMENT)).tzinfo is UTC
 
 

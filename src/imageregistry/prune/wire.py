@@ -10,16 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from imageregistry import apigroups
-from imageregistry.clock import rfc3339
+from imageregistry.clock import rfc3339, rfc3339_precise
 from imageregistry.metadata.prune_runs import PruneRun, RestoreResult
 from imageregistry.prune.gc import GcResult
 from imageregistry.prune.reconcile import ReconcileResult
 from imageregistry.prune.service import PruneOutcome
 from imageregistry.prune.verify import VerifyPage
-
-
-def _iso(value: Any) -> str:
-    return str(value.isoformat().replace("+00:00", "Z"))
 
 
 def prune_status(outcome: PruneOutcome) -> dict[str, Any]:
@@ -43,7 +39,8 @@ def prune_status(outcome: PruneOutcome) -> dict[str, Any]:
                 "name": s.name,
                 "removedTags": list(s.emptied_tags),
                 "items": [
-                    {"tag": e.tag, "image": e.digest, "created": _iso(e.created)} for e in s.events
+                    {"tag": e.tag, "image": e.digest, "created": rfc3339_precise(e.created)}
+                    for e in s.events
                 ],
             }
             for s in outcome.plan.streams
@@ -78,13 +75,13 @@ def gc_status(result: GcResult) -> dict[str, Any]:
             for link in result.stale_links
         ],
         "uploads": [
-            {"id": u.upload_id, "repository": u.repository, "updated": _iso(u.updated)}
+            {"id": u.upload_id, "repository": u.repository, "updated": rfc3339_precise(u.updated)}
             for u in result.uploads
         ],
         "irreversibleRuns": list(result.irreversible_runs),
         "failed": [{"target": t, "error": e} for t, e in result.failed],
         "multipartUploads": [
-            {"key": w.key, "uploadID": w.upload_id, "initiated": _iso(w.initiated)}
+            {"key": w.key, "uploadID": w.upload_id, "initiated": rfc3339_precise(w.initiated)}
             for w in result.pending_writes
         ],
         "held": {
@@ -100,12 +97,12 @@ def reconcile_status(result: ReconcileResult) -> dict[str, Any]:
         "dryRun": result.dry_run,
         "scanned": result.scanned,
         "unknown": [
-            {"digest": str(b.digest), "size": b.size, "modified": _iso(b.modified)}
+            {"digest": str(b.digest), "size": b.size, "modified": rfc3339_precise(b.modified)}
             for b in result.unknown
         ],
         "size": result.size,
         "multipartUploads": [
-            {"key": w.key, "uploadID": w.upload_id, "initiated": _iso(w.initiated)}
+            {"key": w.key, "uploadID": w.upload_id, "initiated": rfc3339_precise(w.initiated)}
             for w in result.pending_writes
         ],
     }
@@ -179,7 +176,7 @@ def run_object(run: PruneRun) -> dict[str, Any]:
     return {
         "apiVersion": apigroups.IMAGE_V1,
         "kind": "ImagePruneRun",
-        "metadata": {"name": run.id, "creationTimestamp": _iso(run.created)},
+        "metadata": {"name": run.id, "creationTimestamp": rfc3339_precise(run.created)},
         "spec": dict(run.options),
         "status": status,
     }
