@@ -20,6 +20,7 @@ from imageregistry.metadata.db import Database
 from imageregistry.metadata.namespaces import create_namespace
 from imageregistry.metadata.prune_runs import UndoRefused
 from imageregistry.metadata.quota import (
+    IMAGE_LIMIT,
     IMAGES,
     STORAGE,
     STREAMS,
@@ -69,11 +70,19 @@ def quota(db: Database, namespace: str, name: str, **hard: str) -> None:
     put_object(db, "resourcequotas", namespace, name, {"hard": hard})
 
 
-def push(db: Database, repo: RepoKey, manifest: NewManifest, tag: str | None = "latest") -> None:
+def push(
+    db: Database,
+    repo: RepoKey,
+    manifest: NewManifest,
+    tag: str | None = "latest",
+    manifests: ManifestMetadata | None = None,
+) -> None:
+    """`manifests`: the one a server process keeps (with its cache of the namespace's
+    quota and limit objects); a new one by default."""
     meta = RegistryMetadata(db)
     for ref in manifest.blobs:
         meta.record_blob(repo, ref.digest, ref.size, NOW, may_create_ns=True)
-    ManifestMetadata(db).record(repo, manifest, tag, NOW, may_create_ns=True)
+    (manifests or ManifestMetadata(db)).record(repo, manifest, tag, NOW, may_create_ns=True)
 
 
 def usage(db: Database, namespace: str) -> dict[str, int]:
@@ -237,3 +246,66 @@ def test_admission_bound_never_admits_too_much_nor_refuses_wrongly(db: Database)
     with pytest.raises(QuotaExceeded, match="used 5, limited 5"):
         push(db, repo, image(7, {layer(7): 10}), tag="seven")
     assert usage(db, "a")[IMAGES] == 5
+
+
+def replace_quota(db: Database, namespace: str, name: str, **hard: str) -> None:
+    """Change a quota's spec in place (same object, new resourceVersion), as an update
+    through the API does."""
+    with db.write() as conn:
+        rv = record_change(conn, "resourcequotas", namespace, name, "MODIFIED")
+        body = {"metadata": {"name": name, "namespace": namespace}, "spec": {"hard": hard}}
+        conn.execute(
+            objects.update()
+            .where(
+                objects.c.resource == "resourcequotas",
+                objects.c.namespace == namespace,
+                objects.c.name == name,
+            )
+            .values(resource_version=rv, body=body)
+        )
+
+
+def test_one_process_sees_every_change_of_the_namespace_limits(db: Database) -> None:
+    """A server process keeps the namespace's parsed quota and limit objects between
+    pushes; every change of them (here written outside that process) applies to its
+    next push: lowered, raised, deleted and recreated under the same name, a LimitRange
+    added."""
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    repo, process = RepoKey("a", "app"), ManifestMetadata(db)
+    quota(db, "a", "q", **{IMAGES: "3"})
+    push(db, repo, image(1, {layer(1): 10}), "one", process)
+    push(db, repo, image(2, {layer(2): 10}), "two", process)
+    replace_quota(db, "a", "q", **{IMAGES: "2"})
+    with pytest.raises(QuotaExceeded, match="requested 1, used 2, limited 2"):
+        push(db, repo, image(3, {layer(3): 10}), "three", process)
+    replace_quota(db, "a", "q", **{IMAGES: "5"})
+    push(db, repo, image(3, {layer(3): 10}), "three", process)
+    delete_object(db, "resourcequotas", "a", "q")
+    quota(db, "a", "q", **{IMAGES: "3"})
+    with pytest.raises(QuotaExceeded, match="requested 1, used 3, limited 3"):
+        push(db, repo, image(4, {layer(4): 10}), "four", process)
+    delete_object(db, "resourcequotas", "a", "q")
+    push(db, repo, image(4, {layer(4): 10}), "four", process)
+    put_object(
+        db, "limitranges", "a", "lr", {"limits": [{"type": IMAGE_LIMIT, "max": {"storage": "1Ki"}}]}
+    )
+    with pytest.raises(LimitExceeded, match="refused by LimitRange lr"):
+        push(db, repo, image(5, {layer(5): 2000}), "five", process)
+    assert usage(db, "a")[IMAGES] == 4
+
+
+def test_image_with_many_layers_requests_only_the_new_ones(db: Database) -> None:
+    """An image with more layers than the check asks about in its one statement: layers
+    the namespace holds are still not requested again."""
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    repo, process = RepoKey("a", "app"), ManifestMetadata(db)
+    base = {layer(100 + i): 10 for i in range(40)}
+    quota(db, "a", "q", **{STORAGE: str(CFG_SIZE + 400 + 70)})
+    push(db, repo, image(1, base), "one", process)
+    second = {**dict(list(base.items())[:30]), **{layer(200 + i): 7 for i in range(10)}}
+    push(db, repo, image(2, second), "two", process)
+    assert usage(db, "a")[STORAGE] == CFG_SIZE + 400 + 70
+    with pytest.raises(QuotaExceeded, match=f"{STORAGE} requested 1, used 480, limited 480"):
+        push(db, repo, image(3, {**second, layer(300): 1}), "three", process)

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,16 +43,19 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     and_,
+    bindparam,
     delete,
     exists,
     func,
     insert,
+    literal,
     select,
     text,
     union,
     update,
 )
-from sqlalchemy.sql.selectable import CompoundSelect
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import CompoundSelect, Select
 
 from imageregistry import apigroups
 from imageregistry.metadata.tables import (
@@ -210,14 +214,25 @@ def limit_items(name: str, spec: Any) -> list[LimitItem]:
 def namespace_limits(conn: Connection, namespace: str) -> NamespaceLimits:
     """The ResourceQuotas and LimitRange items of a namespace (one indexed read).
     Objects are validated when written; one that no longer parses is skipped."""
+    return _load_limits(conn, namespace)[1]
+
+
+Fingerprint = frozenset[tuple[str, int]]  # (uid, resourceVersion) of each object
+
+
+def _load_limits(conn: Connection, namespace: str) -> tuple[Fingerprint, NamespaceLimits]:
     rows = conn.execute(
-        select(objects.c.resource, objects.c.name, objects.c.body).where(
-            objects.c.resource.in_((QUOTAS, LIMIT_RANGES)), objects.c.namespace == namespace
-        )
+        select(
+            objects.c.resource,
+            objects.c.name,
+            objects.c.body,
+            objects.c.uid,
+            objects.c.resource_version,
+        ).where(objects.c.resource.in_((QUOTAS, LIMIT_RANGES)), objects.c.namespace == namespace)
     ).all()
     quotas: list[Quota] = []
     items: list[LimitItem] = []
-    for resource, name, body in sorted(rows, key=lambda r: (r[0], r[1])):
+    for resource, name, body, _, _ in sorted(rows, key=lambda r: (r[0], r[1])):
         try:
             if resource == QUOTAS:
                 quotas.append(Quota(name, quota_hard((body or {}).get("spec") or {})))
@@ -225,7 +240,121 @@ def namespace_limits(conn: Connection, namespace: str) -> NamespaceLimits:
                 items += limit_items(name, (body or {}).get("spec") or {})
         except ValueError:
             continue
-    return NamespaceLimits(tuple(quotas), tuple(items))
+    fingerprint = frozenset((str(r.uid), int(r.resource_version)) for r in rows)
+    return fingerprint, NamespaceLimits(tuple(quotas), tuple(items))
+
+
+class LimitsCache:
+    """One per process (held by `ManifestMetadata`): the parsed quota and limit objects of
+    the namespaces pushed into, and the push check's statements.
+
+    Exact without any invalidation message: every push reads the namespace's objects'
+    (uid, resourceVersion) pairs in its check statement and uses the cached objects only
+    when that set is the one they were parsed from. Every write of an object gives it a
+    resourceVersion never used before (the change log keeps its newest row, so ids are
+    not reused), and a new object has a new uid, so any create, change or delete of a
+    quota or a LimitRange, by this process or another, changes the set."""
+
+    MAX_NAMESPACES = 4096
+    MAX_BLOBS = 32  # blobs asked about in the check statement; more take a second query
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._limits: dict[str, tuple[Fingerprint, NamespaceLimits]] = {}
+        self._statements: dict[tuple[bool, int], Select[Any]] = {}
+
+    def expects(self, namespace: str) -> bool:
+        """Whether the namespace had quota or limit objects when last seen."""
+        entry = self._limits.get(namespace)
+        return entry is not None and bool(entry[0])
+
+    def limits(self, conn: Connection, namespace: str, fingerprint: Fingerprint) -> NamespaceLimits:
+        entry = self._limits.get(namespace)
+        if entry is not None and entry[0] == fingerprint:
+            return entry[1]
+        loaded = _load_limits(conn, namespace) if fingerprint else (fingerprint, NamespaceLimits())
+        with self._lock:
+            if namespace not in self._limits and len(self._limits) >= self.MAX_NAMESPACES:
+                self._limits.pop(next(iter(self._limits)))
+            self._limits[namespace] = loaded
+        return loaded[1]
+
+    def statement(self, image: bool, blobs: int) -> Select[Any]:
+        key = (image, blobs)
+        found = self._statements.get(key)
+        if found is None:
+            found = self._statements[key] = _survey_statement(image, blobs)
+        return found
+
+
+@dataclass(frozen=True)
+class Survey:
+    """What the push check's statement found (`present` and `shared` only when asked)."""
+
+    fingerprint: Fingerprint
+    bound: dict[str, int] | None
+    bound_stored: bool
+    present: bool | None = None
+    shared: frozenset[str] | None = None
+
+
+def _survey_statement(image: bool, blobs: int) -> Select[Any]:
+    """One row per quota or limit object of the namespace (one row if it has none), each
+    with the admission bound and, with `image`, whether the namespace holds the image and
+    each blob: uncorrelated scalar subqueries, evaluated once."""
+    namespace: BindParameter[str] = bindparam("namespace")
+    columns: list[Any] = [
+        objects.c.uid,
+        objects.c.resource_version,
+        select(settings.c.value)
+        .where(settings.c.key == bindparam("bound_key"))
+        .scalar_subquery()
+        .label("bound"),
+    ]
+    if image:
+        columns.append(_in_namespace(namespace, bindparam("digest")).label("present"))
+        for i in range(blobs):
+            # EXISTS per blob stops at the first image of the namespace that has it (a
+            # config or base layer shared by thousands of images costs one probe).
+            held = exists().where(
+                manifest_blobs.c.blob_digest == bindparam(f"blob{i}"),
+                _in_namespace(namespace, manifest_blobs.c.manifest_digest),
+            )
+            columns.append(held.label(f"held{i}"))
+    one = select(literal(1).label("one")).subquery("one")
+    mine = and_(objects.c.resource.in_((QUOTAS, LIMIT_RANGES)), objects.c.namespace == namespace)
+    return select(*columns).select_from(one.outerjoin(objects, mine))
+
+
+def _survey(
+    conn: Connection,
+    namespace: str,
+    digest: str,
+    blob_sizes: Mapping[str, int],
+    cache: LimitsCache,
+    *,
+    image: bool,
+) -> Survey:
+    digests = sorted(blob_sizes) if len(blob_sizes) <= cache.MAX_BLOBS else []
+    params: dict[str, Any] = {"namespace": namespace, "bound_key": _bound_key(namespace)}
+    if image:
+        params["digest"] = digest
+        params.update((f"blob{i}", d) for i, d in enumerate(digests))
+    rows = conn.execute(cache.statement(image, len(digests)), params).all()
+    first = rows[0]._mapping
+    fingerprint = frozenset(
+        (str(r.uid), int(r.resource_version)) for r in rows if r.uid is not None
+    )
+    bound_value = first["bound"]
+    survey = Survey(fingerprint, _parse_bound(bound_value), bound_value is not None)
+    if not image:
+        return survey
+    shared = None
+    if len(digests) == len(blob_sizes):
+        shared = frozenset(d for i, d in enumerate(digests) if first[f"held{i}"])
+    return Survey(
+        survey.fingerprint, survey.bound, survey.bound_stored, bool(first["present"]), shared
+    )
 
 
 # --- usage ----------------------------------------------------------------------------
@@ -298,7 +427,7 @@ def namespace_usage(
     return Usage(values)
 
 
-def _in_namespace(namespace: str, digest_column: Any) -> Any:
+def _in_namespace(namespace: str | BindParameter[str], digest_column: Any) -> Any:
     """SQL: the image named by `digest_column` is linked or tagged in the namespace."""
     return exists().where(
         repository_manifests.c.digest == digest_column,
@@ -315,11 +444,11 @@ def image_in_namespace(conn: Connection, namespace: str, digest: str) -> bool:
     return bool(conn.execute(select(_in_namespace(namespace, digest))).scalar())
 
 
-def new_blob_bytes(conn: Connection, namespace: str, sizes: Mapping[str, int]) -> int:
-    """Bytes of the blobs in `sizes` that no image of the namespace references yet."""
+def _shared_blobs(conn: Connection, namespace: str, sizes: Mapping[str, int]) -> set[str]:
+    """Those of the blobs in `sizes` that an image of the namespace references already."""
     if not sizes:
-        return 0
-    shared = set(
+        return set()
+    return set(
         conn.execute(
             select(manifest_blobs.c.blob_digest)
             .where(
@@ -329,7 +458,6 @@ def new_blob_bytes(conn: Connection, namespace: str, sizes: Mapping[str, int]) -
             .distinct()
         ).scalars()
     )
-    return sum(size for digest, size in sizes.items() if digest not in shared)
 
 
 def _stream_counts(conn: Connection, repo_id: int) -> tuple[set[str], set[str]]:
@@ -368,10 +496,7 @@ def _bound_key(namespace: str) -> str:
     return _BOUND_PREFIX + hashlib.sha256(namespace.encode()).hexdigest()[:40]
 
 
-def _read_bound(conn: Connection, namespace: str) -> dict[str, int] | None:
-    value = conn.execute(
-        select(settings.c.value).where(settings.c.key == _bound_key(namespace))
-    ).scalar()
+def _parse_bound(value: str | None) -> dict[str, int] | None:
     if value is None:
         return None
     try:
@@ -381,12 +506,16 @@ def _read_bound(conn: Connection, namespace: str) -> dict[str, int] | None:
         return None
 
 
-def _write_bound(conn: Connection, namespace: str, values: Mapping[str, int]) -> None:
-    """Under the namespace lock: nobody else writes this row meanwhile."""
+def _write_bound(
+    conn: Connection, namespace: str, values: Mapping[str, int], *, stored: bool
+) -> None:
+    """Under the namespace lock, so nobody else writes this row meanwhile and `stored`
+    (whether the row existed when the check read it) still holds."""
     key = _bound_key(namespace)
     body = json.dumps({IMAGES: int(values[IMAGES]), STORAGE: int(values[STORAGE])})
-    changed = conn.execute(update(settings).where(settings.c.key == key).values(value=body))
-    if changed.rowcount == 0:
+    if stored:
+        conn.execute(update(settings).where(settings.c.key == key).values(value=body))
+    else:
         conn.execute(insert(settings).values(key=key, value=body))
 
 
@@ -433,18 +562,32 @@ def check_push(
     blob_sizes: Mapping[str, int],
     image_storage: int,
     tag: str | None,
+    cache: LimitsCache | None = None,
 ) -> None:
     """Before a manifest is recorded in `namespace/stream` (tagged `tag`): refuse it when
-        it would pass a LimitRange or a ResourceQuota. Called first in the push transaction,
-        so the namespace lock is taken before any blob row lock (no lock-order inversion with
-        other pushes). Pushing an image the namespace already has requests no quota and is
-    not measured against `image.alauda.io/Image` again (a retry must not fail)."""
-    limits = namespace_limits(conn, namespace)
+    it would pass a LimitRange or a ResourceQuota. Called first in the push transaction,
+    so the namespace lock is taken before any blob row lock (no lock-order inversion with
+    other pushes). Pushing an image the namespace already has requests no quota and is
+    not measured against `image.alauda.io/Image` again (a retry must not fail).
+
+    The check is one statement after the lock (`_survey`: which quota and limit objects
+    the namespace has, its admission bound, whether it holds the image and which of the
+    image's blobs it holds) and one write of the bound; `cache` (one per process) keeps
+    the parsed objects, so they are read again only when they changed."""
+    cache = cache if cache is not None else LimitsCache()
     lock_namespace(conn, namespace)  # also without limits: the bound must not miss this push
+    # Ask about the image only where the objects were last seen: a namespace without them
+    # pays for one cheap statement, not for the blob lookups.
+    seen = _survey(conn, namespace, digest, blob_sizes, cache, image=cache.expects(namespace))
+    limits = cache.limits(conn, namespace, seen.fingerprint)
     if not limits:
-        forget_usage(conn, [namespace])
+        if seen.bound_stored:
+            forget_usage(conn, [namespace])
         return
-    new_here = not image_in_namespace(conn, namespace, digest)
+    if seen.present is None:  # the objects are new to this process: ask again, in full
+        seen = _survey(conn, namespace, digest, blob_sizes, cache, image=True)
+        limits = cache.limits(conn, namespace, seen.fingerprint)
+    new_here = not seen.present
     for item in limits.of_type(IMAGE_LIMIT) if new_here else ():
         maximum = item.max.get(LIMIT_STORAGE)
         if maximum is not None and image_storage > maximum:
@@ -472,10 +615,13 @@ def check_push(
     if not new_here:
         return  # a new tag or a re-push of an image the namespace holds adds no usage
     if not limits.quotas:
-        forget_usage(conn, [namespace])
+        if seen.bound_stored:
+            forget_usage(conn, [namespace])
         return
-    requested = {IMAGES: 1, STORAGE: new_blob_bytes(conn, namespace, blob_sizes)}
-    bound = _read_bound(conn, namespace)
+    shared = seen.shared if seen.shared is not None else _shared_blobs(conn, namespace, blob_sizes)
+    new_bytes = sum(size for d, size in blob_sizes.items() if d not in shared)
+    requested = {IMAGES: 1, STORAGE: new_bytes}
+    bound = seen.bound
     if bound is None or not _fits(limits.quotas, bound, requested):
         usage = namespace_usage(conn, namespace, (IMAGES, STORAGE))
         for quota in limits.quotas:
@@ -484,7 +630,12 @@ def check_push(
                 if want > 0 and used + want > hard:
                     raise QuotaExceeded(quota.name, resource, want, used, hard)
         bound = dict(usage.values)
-    _write_bound(conn, namespace, {r: bound[r] + requested[r] for r in (IMAGES, STORAGE)})
+    _write_bound(
+        conn,
+        namespace,
+        {r: bound[r] + requested[r] for r in (IMAGES, STORAGE)},
+        stored=seen.bound_stored,
+    )
 
 
 def _fits(quotas: Iterable[Quota], bound: Mapping[str, int], requested: Mapping[str, int]) -> bool:

@@ -28,7 +28,7 @@ from imageregistry.metadata.db import Database, as_utc, record_change
 from imageregistry.metadata.outbox import Emit
 from imageregistry.metadata.prune_queries import capture_image, row_to_json, undo_record
 from imageregistry.metadata.prune_runs import new_run_id, record_run
-from imageregistry.metadata.quota import check_push
+from imageregistry.metadata.quota import LimitsCache, check_push
 from imageregistry.metadata.registry import (
     IMAGES,
     BlobDeleting,
@@ -149,6 +149,7 @@ class Referrer:
 class ManifestMetadata:
     def __init__(self, db: Database) -> None:
         self.db = db
+        self.limits = LimitsCache()  # this process's parsed quota and limit objects
 
     def record(
         self,
@@ -167,7 +168,16 @@ class ManifestMetadata:
         def work(conn: Connection) -> None:
             # Quotas and limits first: their namespace lock precedes any blob row lock.
             sizes = {b.digest: b.size for b in new.blobs}
-            check_push(conn, repo.namespace, repo.name, new.digest, sizes, new.storage_size, tag)
+            check_push(
+                conn,
+                repo.namespace,
+                repo.name,
+                new.digest,
+                sizes,
+                new.storage_size,
+                tag,
+                self.limits,
+            )
             repo_id = ensure_repository(conn, repo, now, may_create_ns)
             self._check_references(conn, repo_id, new)
             if sizes:
