@@ -25,6 +25,7 @@ from imageregistry.metadata.quota import (
     STORAGE,
     STREAMS,
     LimitExceeded,
+    LimitsCache,
     QuotaExceeded,
     namespace_usage,
 )
@@ -309,3 +310,23 @@ def test_image_with_many_layers_requests_only_the_new_ones(db: Database) -> None
     assert usage(db, "a")[STORAGE] == CFG_SIZE + 400 + 70
     with pytest.raises(QuotaExceeded, match=f"{STORAGE} requested 1, used 480, limited 480"):
         push(db, repo, image(3, {**second, layer(300): 1}), "three", process)
+
+
+def test_layer_shared_mostly_with_other_namespaces_is_requested_exactly(db: Database) -> None:
+    """The check looks at a blob's most recent references only (so a base layer that
+    thousands of other images share costs no more than a new one); when they all belong
+    to other namespaces the layer is first taken as new, and a push that then does not
+    fit is measured exactly: admitted when the truth fits, refused with the true request."""
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    process = ManifestMetadata(db)
+    process.limits = LimitsCache(probes=4)
+    base = layer(1)
+    push(db, RepoKey("a", "app"), image(1, {base: 1000}), "one", process)
+    for i in range(6):  # newer references of the base layer, all in namespace b
+        push(db, RepoKey("b", "app"), image(10 + i, {base: 1000, layer(10 + i): 1}), f"v{i}")
+    quota(db, "a", "q", **{STORAGE: str(CFG_SIZE + 1000 + 5)})
+    push(db, RepoKey("a", "app"), image(2, {base: 1000, layer(2): 5}), "two", process)
+    with pytest.raises(QuotaExceeded, match=f"{STORAGE} requested 1, used 1015, limited 1015"):
+        push(db, RepoKey("a", "app"), image(3, {base: 1000, layer(3): 1}), "three", process)
+    assert usage(db, "a")[STORAGE] == CFG_SIZE + 1000 + 5

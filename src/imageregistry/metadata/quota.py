@@ -14,8 +14,12 @@ transaction that is about to change them, so it cannot drift from what the regis
 Checks run under a per-namespace lock, so concurrent pushes into one namespace are decided
 one after the other against committed usage: on PostgreSQL a transaction-scoped advisory
 lock (held until commit, shared by every server process on the database), on SQLite the
-write transaction itself (BEGIN IMMEDIATE admits one writer at a time). A namespace
-without ResourceQuota or LimitRange objects costs one indexed read per push.
+write transaction itself (BEGIN IMMEDIATE admits one writer at a time). A push's check is
+one statement (which quota and limit objects the namespace has, its admission bound below,
+whether it holds the image and each of its blobs) plus one write of the bound; the parsed
+objects are kept per process (`LimitsCache`) and used only while that statement finds them
+unchanged. A namespace without ResourceQuota or LimitRange objects costs one indexed read
+per push.
 
 A push admits against an *admission bound* instead of recomputing the namespace's usage
 each time (that cost grows with the namespace): a `settings` row per namespace holding
@@ -49,6 +53,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
     select,
     text,
     union,
@@ -256,12 +261,15 @@ class LimitsCache:
     quota or a LimitRange, by this process or another, changes the set."""
 
     MAX_NAMESPACES = 4096
-    MAX_BLOBS = 32  # blobs asked about in the check statement; more take a second query
 
-    def __init__(self) -> None:
+    def __init__(self, max_blobs: int = 64, probes: int = 64) -> None:
+        """`max_blobs`: blobs of an image asked about in the check statement (the others
+        count as new to the namespace in the estimate); `probes`: the most recent
+        references of each blob looked at."""
+        self.max_blobs, self.probes = max_blobs, probes
         self._lock = threading.Lock()
         self._limits: dict[str, tuple[Fingerprint, NamespaceLimits]] = {}
-        self._statements: dict[tuple[bool, int], Select[Any]] = {}
+        self._statements: dict[tuple[bool, int, str], Select[Any]] = {}
 
     def expects(self, namespace: str) -> bool:
         """Whether the namespace had quota or limit objects when last seen."""
@@ -279,29 +287,35 @@ class LimitsCache:
             self._limits[namespace] = loaded
         return loaded[1]
 
-    def statement(self, image: bool, blobs: int) -> Select[Any]:
-        key = (image, blobs)
+    def statement(self, image: bool, blobs: int, dialect: str) -> Select[Any]:
+        key = (image, blobs, dialect)
         found = self._statements.get(key)
         if found is None:
-            found = self._statements[key] = _survey_statement(image, blobs)
+            found = _survey_statement(image, blobs, dialect == "sqlite", self.probes)
+            self._statements[key] = found
         return found
 
 
 @dataclass(frozen=True)
 class Survey:
-    """What the push check's statement found (`present` and `shared` only when asked)."""
+    """What the push check's statement found (`present` and `held` only when asked).
+    `held`: blobs of the image found among the namespace's images; a blob not in it may
+    still be held (only its most recent references were looked at)."""
 
     fingerprint: Fingerprint
     bound: dict[str, int] | None
     bound_stored: bool
     present: bool | None = None
-    shared: frozenset[str] | None = None
+    held: frozenset[str] = frozenset()
 
 
-def _survey_statement(image: bool, blobs: int) -> Select[Any]:
+def _survey_statement(image: bool, blobs: int, sqlite: bool, probes: int) -> Select[Any]:
     """One row per quota or limit object of the namespace (one row if it has none), each
     with the admission bound and, with `image`, whether the namespace holds the image and
-    each blob: uncorrelated scalar subqueries, evaluated once."""
+    whether one of the `probes` most recent references of each blob is an image of the
+    namespace: uncorrelated scalar subqueries, evaluated once. The probes keep the cost of
+    a blob that thousands of images of other namespaces share (a common base layer) from
+    growing with them; a held blob the probes miss only makes the estimate high."""
     namespace: BindParameter[str] = bindparam("namespace")
     columns: list[Any] = [
         objects.c.uid,
@@ -314,11 +328,16 @@ def _survey_statement(image: bool, blobs: int) -> Select[Any]:
     if image:
         columns.append(_in_namespace(namespace, bindparam("digest")).label("present"))
         for i in range(blobs):
-            # EXISTS per blob stops at the first image of the namespace that has it (a
-            # config or base layer shared by thousands of images costs one probe).
-            held = exists().where(
-                manifest_blobs.c.blob_digest == bindparam(f"blob{i}"),
-                _in_namespace(namespace, manifest_blobs.c.manifest_digest),
+            recent = select(manifest_blobs.c.manifest_digest).where(
+                manifest_blobs.c.blob_digest == bindparam(f"blob{i}")
+            )
+            if sqlite:  # newest first: the index on blob_digest is in rowid order
+                recent = recent.order_by(literal_column("manifest_blobs.rowid").desc())
+            refs = recent.limit(probes).subquery(f"refs{i}")
+            held = exists(
+                select(refs.c.manifest_digest).where(
+                    _in_namespace(namespace, refs.c.manifest_digest)
+                )
             )
             columns.append(held.label(f"held{i}"))
     one = select(literal(1).label("one")).subquery("one")
@@ -335,12 +354,13 @@ def _survey(
     *,
     image: bool,
 ) -> Survey:
-    digests = sorted(blob_sizes) if len(blob_sizes) <= cache.MAX_BLOBS else []
+    digests = sorted(blob_sizes)[: cache.max_blobs] if image else []
     params: dict[str, Any] = {"namespace": namespace, "bound_key": _bound_key(namespace)}
     if image:
         params["digest"] = digest
         params.update((f"blob{i}", d) for i, d in enumerate(digests))
-    rows = conn.execute(cache.statement(image, len(digests)), params).all()
+    statement = cache.statement(image, len(digests), conn.dialect.name)
+    rows = conn.execute(statement, params).all()
     first = rows[0]._mapping
     fingerprint = frozenset(
         (str(r.uid), int(r.resource_version)) for r in rows if r.uid is not None
@@ -349,11 +369,9 @@ def _survey(
     survey = Survey(fingerprint, _parse_bound(bound_value), bound_value is not None)
     if not image:
         return survey
-    shared = None
-    if len(digests) == len(blob_sizes):
-        shared = frozenset(d for i, d in enumerate(digests) if first[f"held{i}"])
+    held = frozenset(d for i, d in enumerate(digests) if first[f"held{i}"])
     return Survey(
-        survey.fingerprint, survey.bound, survey.bound_stored, bool(first["present"]), shared
+        survey.fingerprint, survey.bound, survey.bound_stored, bool(first["present"]), held
     )
 
 
@@ -573,7 +591,8 @@ def check_push(
     The check is one statement after the lock (`_survey`: which quota and limit objects
     the namespace has, its admission bound, whether it holds the image and which of the
     image's blobs it holds) and one write of the bound; `cache` (one per process) keeps
-    the parsed objects, so they are read again only when they changed."""
+    the parsed objects, so they are read again only when they changed. A request that
+    does not fit under the bound is measured exactly before it is refused or admitted."""
     cache = cache if cache is not None else LimitsCache()
     lock_namespace(conn, namespace)  # also without limits: the bound must not miss this push
     # Ask about the image only where the objects were last seen: a namespace without them
@@ -618,11 +637,15 @@ def check_push(
         if seen.bound_stored:
             forget_usage(conn, [namespace])
         return
-    shared = seen.shared if seen.shared is not None else _shared_blobs(conn, namespace, blob_sizes)
-    new_bytes = sum(size for d, size in blob_sizes.items() if d not in shared)
-    requested = {IMAGES: 1, STORAGE: new_bytes}
+    # At most what the image adds (a held blob the survey missed counts as new): admitting
+    # on it under the bound is safe, and raising the bound by it keeps the bound high.
+    unsure = {d: size for d, size in blob_sizes.items() if d not in seen.held}
+    requested = {IMAGES: 1, STORAGE: sum(unsure.values())}
     bound = seen.bound
     if bound is None or not _fits(limits.quotas, bound, requested):
+        # Decided exactly: what the image adds and what the namespace uses, from scratch.
+        shared = _shared_blobs(conn, namespace, unsure)
+        requested[STORAGE] = sum(size for d, size in unsure.items() if d not in shared)
         usage = namespace_usage(conn, namespace, (IMAGES, STORAGE))
         for quota in limits.quotas:
             for resource, hard in sorted(quota.hard.items()):
