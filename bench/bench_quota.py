@@ -1,10 +1,11 @@
 """What a ResourceQuota costs a push, and how long computing a namespace's usage takes.
 
 1. Against a running server (plain HTTP, one worker): manifest PUT rate (every PUT a new
-   image with a new 4 KiB layer, so each one requests images and storage and the check
-   computes the namespace's usage) and push throughput (POST + monolithic PUT of a 16 MiB
-   layer, config, manifest), in a namespace without and one with a ResourceQuota,
-   alternating rounds, median. Target: with a quota within 10 % of without.
+   image with a new 4 KiB layer and the config both namespaces share, so each one requests
+   images and storage and is checked against the admission bound) and push throughput
+   (POST + monolithic PUT of a 16 MiB layer, config, manifest), in a namespace without and
+   one with a ResourceQuota, alternating rounds, median. Target: with a quota within 10 %
+   of without.
 2. In process, on SQLite (and PostgreSQL with `--postgres URL`): a namespace of 10,000
    images (50 streams x 200 images; each image a unique config and layer plus one of 10
    base layers shared in the namespace), next to another namespace of 2,000 images sharing
@@ -391,8 +392,9 @@ def write_docs(result: dict[str, Any]) -> None:
         "`limited` a ResourceQuota on all three resources (limits never reached). "
         f"{a['rounds']} alternating rounds, median. Manifest PUTs: {a['puts']} per round over "
         f"{a['threads']} connections, each a new image whose 4 KiB layer was uploaded "
-        "beforehand, so every PUT in `limited` requests images and storage and is checked "
-        "against the namespace's admission bound (the namespace grows to "
+        "beforehand (the config is the same in both namespaces), so every PUT in `limited` "
+        "requests images and storage and is checked against the namespace's admission bound "
+        "(the namespace grows to "
         f"{a['rounds'] * a['puts']} images). Pushes: {a['pushes']} per round, sequential.",
         "",
         table(["measurement", "no quota", "with quota", "ratio", "target", "verdict"], rows),

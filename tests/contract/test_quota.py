@@ -15,8 +15,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
-from imageregistry.metadata.db import Database
+from imageregistry.metadata.db import Database, record_change
+from imageregistry.metadata.images import delete_stream
 from imageregistry.metadata.namespaces import create_namespace
 from imageregistry.metadata.prune_runs import UndoRefused
 from imageregistry.metadata.quota import (
@@ -31,7 +33,7 @@ from imageregistry.metadata.quota import (
 )
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import BlobRef, ManifestMetadata, NewManifest
-from imageregistry.metadata.tables import objects
+from imageregistry.metadata.tables import objects, repositories
 from imageregistry.prune.gc import GcSettings
 from imageregistry.prune.service import Pruner
 from imageregistry.storage.memory import InMemoryBlobStore
@@ -330,3 +332,64 @@ def test_layer_shared_mostly_with_other_namespaces_is_requested_exactly(db: Data
     with pytest.raises(QuotaExceeded, match=f"{STORAGE} requested 1, used 1015, limited 1015"):
         push(db, RepoKey("a", "app"), image(3, {base: 1000, layer(3): 1}), "three", process)
     assert usage(db, "a")[STORAGE] == CFG_SIZE + 1000 + 5
+
+
+def test_empty_stream_left_by_a_refused_push_counts_until_deleted(db: Database) -> None:
+    """A push into a new stream creates the stream at its first blob upload; when its
+    manifest is then refused (here over storage), the empty stream stays and counts,
+    like every stream `kubectl get imagestreams` lists (docs/operations.md, "Quotas and
+    limits"), and deleting it frees its place at once."""
+    with db.write() as conn:
+        create_namespace(conn, "a", NOW)
+    quota(db, "a", "q", **{STREAMS: "2", STORAGE: str(CFG_SIZE + 10)})
+    push(db, RepoKey("a", "one"), image(1, {layer(1): 10}))
+    with pytest.raises(QuotaExceeded, match=f"{STORAGE} requested 5"):
+        push(db, RepoKey("a", "two"), image(2, {layer(2): 5}))
+    assert usage(db, "a") == {STREAMS: 2, IMAGES: 1, STORAGE: CFG_SIZE + 10}
+    meta = RegistryMetadata(db)
+    with pytest.raises(QuotaExceeded, match=f"{STREAMS} requested 1, used 2, limited 2"):
+        meta.check_push_target(RepoKey("a", "three"), may_create_ns=True)
+    with db.write() as conn:
+        row = conn.execute(
+            select(repositories).where(
+                repositories.c.namespace == "a", repositories.c.name == "two"
+            )
+        ).one()
+        delete_stream(conn, row)
+    assert usage(db, "a")[STREAMS] == 1
+    meta.check_push_target(RepoKey("a", "three"), may_create_ns=True)
+
+
+def test_concurrent_pushes_through_one_process_admit_exactly_what_fits(db: Database) -> None:
+    """As `test_concurrent_pushes_admit_exactly_what_fits`, through one server process
+    that knows the namespace's quota already (its pushes then check and raise the
+    admission bound in one statement each)."""
+    with db.write() as conn:
+        create_namespace(conn, "race", NOW)
+    quota(db, "race", "q", **{STORAGE: str(CFG_SIZE + 100 + 5 * 100 + 50)})
+    process = ManifestMetadata(db)
+    push(db, RepoKey("race", "app"), image(99, {layer(99): 100}), "first", process)
+    manifests = [image(i, {layer(100 + i): 100}) for i in range(8)]
+    for m in manifests:
+        for ref in m.blobs:
+            RegistryMetadata(db).record_blob(
+                RepoKey("race", "app"), ref.digest, ref.size, NOW, True
+            )
+    outcomes: list[str] = []
+    start = threading.Barrier(8)
+
+    def one(m: NewManifest) -> None:
+        start.wait()
+        try:
+            process.record(RepoKey("race", "app"), m, m.digest[-6:], NOW, True)
+            outcomes.append("ok")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=one, args=(m,)) for m in manifests]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert sorted(outcomes) == ["ok"] * 5 + ["refused"] * 3
+    assert usage(db, "race")[STORAGE] == CFG_SIZE + 100 + 5 * 100

@@ -14,15 +14,19 @@ transaction that is about to change them, so it cannot drift from what the regis
 Checks run under a per-namespace lock, so concurrent pushes into one namespace are decided
 one after the other against committed usage: on PostgreSQL a transaction-scoped advisory
 lock (held until commit, shared by every server process on the database), on SQLite the
-write transaction itself (BEGIN IMMEDIATE admits one writer at a time). A push's check is
-one statement (which quota and limit objects the namespace has, its admission bound below,
-whether it holds the image and each of its blobs) plus one write of the bound; the parsed
-objects are kept per process (`LimitsCache`) and used only while that statement finds them
-unchanged. A namespace without ResourceQuota or LimitRange objects costs one indexed read
-per push.
+write transaction itself (BEGIN IMMEDIATE admits one writer at a time).
+
+Every statement inside SQLite's single writer delays every other push, so the common push
+costs one statement: a namespace without ResourceQuota or LimitRange objects one indexed
+read (`_survey`), a new image in a namespace whose objects this process knows one UPDATE
+of its admission bound (below) that checks and raises it and returns the objects' versions
+(`_admit_known`). Everything else (the first push a process sees, changed objects, a bound
+that does not fit, LimitRanges per stream) takes the full check: one read (`_survey`),
+then what the decision needs. The parsed objects are kept per process (`LimitsCache`) and
+used only while a statement of the push finds their (uid, resourceVersion) pairs unchanged.
 
 A push admits against an *admission bound* instead of recomputing the namespace's usage
-each time (that cost grows with the namespace): a `settings` row per namespace holding
+each time (that cost grows with the namespace): a `quota_bounds` row per namespace holding
 images and storage that are never below the true usage. Every path that adds references
 either raises the bound by exactly what it adds, under the namespace lock, or deletes it
 (a push into a namespace without quotas, an undo); paths that remove references leave it
@@ -37,17 +41,19 @@ messages name the object, the resource, what was requested, what is used and the
 
 from __future__ import annotations
 
-import hashlib
-import json
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
+    String,
     and_,
     bindparam,
+    case,
+    cast,
     delete,
     exists,
     func,
@@ -59,6 +65,7 @@ from sqlalchemy import (
     union,
     update,
 )
+from sqlalchemy.sql.dml import ReturningUpdate
 from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.selectable import CompoundSelect, Select
 
@@ -68,9 +75,9 @@ from imageregistry.metadata.tables import (
     manifest_blobs,
     manifests,
     objects,
+    quota_bounds,
     repositories,
     repository_manifests,
-    settings,
     tag_events,
 )
 from imageregistry.quantity import InvalidQuantity, approx_bytes, parse_quantity
@@ -92,7 +99,6 @@ LIMIT_IMAGES = f"{apigroups.IMAGE}/images"
 LIMIT_RESOURCES = {IMAGE_LIMIT: (LIMIT_STORAGE,), STREAM_LIMIT: (LIMIT_TAGS, LIMIT_IMAGES)}
 
 _LOCK_PREFIX = "quota:"
-_BOUND_PREFIX = "quota-bound:"  # `settings` key: + a hash of the namespace (keys are short)
 
 
 class QuotaRefused(Exception):
@@ -270,11 +276,12 @@ class LimitsCache:
         self._lock = threading.Lock()
         self._limits: dict[str, tuple[Fingerprint, NamespaceLimits]] = {}
         self._statements: dict[tuple[bool, int, str], Select[Any]] = {}
+        self._fast: dict[tuple[bool, bool, int, str], ReturningUpdate[Any]] = {}
 
-    def expects(self, namespace: str) -> bool:
-        """Whether the namespace had quota or limit objects when last seen."""
+    def known(self, namespace: str) -> tuple[Fingerprint, NamespaceLimits] | None:
+        """The namespace's objects when last seen, if it had any."""
         entry = self._limits.get(namespace)
-        return entry is not None and bool(entry[0])
+        return entry if entry is not None and entry[0] else None
 
     def limits(self, conn: Connection, namespace: str, fingerprint: Fingerprint) -> NamespaceLimits:
         entry = self._limits.get(namespace)
@@ -293,6 +300,16 @@ class LimitsCache:
         if found is None:
             found = _survey_statement(image, blobs, dialect == "sqlite", self.probes)
             self._statements[key] = found
+        return found
+
+    def fast_statement(
+        self, images: bool, storage: bool, blobs: int, dialect: str
+    ) -> ReturningUpdate[Any]:
+        key = (images, storage, blobs, dialect)
+        found = self._fast.get(key)
+        if found is None:
+            found = _fast_statement(images, storage, blobs, dialect == "sqlite", self.probes)
+            self._fast[key] = found
         return found
 
 
@@ -316,33 +333,74 @@ def _survey_statement(image: bool, blobs: int, sqlite: bool, probes: int) -> Sel
     namespace: uncorrelated scalar subqueries, evaluated once. The probes keep the cost of
     a blob that thousands of images of other namespaces share (a common base layer) from
     growing with them; a held blob the probes miss only makes the estimate high."""
-    namespace: BindParameter[str] = bindparam("namespace")
+    namespace: BindParameter[str] = bindparam("ns")
     columns: list[Any] = [
         objects.c.uid,
         objects.c.resource_version,
-        select(settings.c.value)
-        .where(settings.c.key == bindparam("bound_key"))
-        .scalar_subquery()
-        .label("bound"),
+        quota_bounds.c.images.label("bound_images"),
+        quota_bounds.c.storage.label("bound_storage"),
     ]
     if image:
         columns.append(_in_namespace(namespace, bindparam("digest")).label("present"))
-        for i in range(blobs):
-            recent = select(manifest_blobs.c.manifest_digest).where(
-                manifest_blobs.c.blob_digest == bindparam(f"blob{i}")
-            )
-            if sqlite:  # newest first: the index on blob_digest is in rowid order
-                recent = recent.order_by(literal_column("manifest_blobs.rowid").desc())
-            refs = recent.limit(probes).subquery(f"refs{i}")
-            held = exists(
-                select(refs.c.manifest_digest).where(
-                    _in_namespace(namespace, refs.c.manifest_digest)
-                )
-            )
-            columns.append(held.label(f"held{i}"))
+        columns += [_held(namespace, i, sqlite, probes).label(f"held{i}") for i in range(blobs)]
     one = select(literal(1).label("one")).subquery("one")
-    mine = and_(objects.c.resource.in_((QUOTAS, LIMIT_RANGES)), objects.c.namespace == namespace)
-    return select(*columns).select_from(one.outerjoin(objects, mine))
+    joined = one.outerjoin(objects, _limit_objects(namespace)).outerjoin(
+        quota_bounds, quota_bounds.c.namespace == namespace
+    )
+    return select(*columns).select_from(joined)
+
+
+def _limit_objects(namespace: BindParameter[str]) -> Any:
+    return and_(objects.c.resource.in_((QUOTAS, LIMIT_RANGES)), objects.c.namespace == namespace)
+
+
+def _held(namespace: BindParameter[str], i: int, sqlite: bool, probes: int) -> Any:
+    """SQL: one of the `probes` most recent references of blob `blob{i}` is an image of
+    the namespace."""
+    recent = select(manifest_blobs.c.manifest_digest).where(
+        manifest_blobs.c.blob_digest == bindparam(f"blob{i}")
+    )
+    if sqlite:  # newest first: the index on blob_digest is in rowid order
+        recent = recent.order_by(literal_column("manifest_blobs.rowid").desc())
+    refs = recent.limit(probes).subquery(f"refs{i}")
+    return exists(
+        select(refs.c.manifest_digest).where(_in_namespace(namespace, refs.c.manifest_digest))
+    )
+
+
+def _fast_statement(
+    images: bool, storage: bool, blobs: int, sqlite: bool, probes: int
+) -> ReturningUpdate[Any]:
+    """The whole check of a new image in a namespace whose objects this process knows, as
+    one write: raise the bound by the image's estimate where the raised bound stays within
+    the tightest hard limits (`images`/`storage`: whether any quota limits them) and the
+    namespace does not hold the image yet; return the objects' (uid, resourceVersion)
+    pairs, so the caller can tell whether the limits it passed were still current."""
+    namespace: BindParameter[str] = bindparam("ns")
+    request: Any = bindparam("unsure", type_=BigInteger())
+    for i in range(blobs):
+        size = bindparam(f"size{i}", type_=BigInteger())
+        request = request + case((_held(namespace, i, sqlite, probes), 0), else_=size)
+    where = [
+        quota_bounds.c.namespace == namespace,
+        ~_in_namespace(namespace, bindparam("digest")),
+    ]
+    if images:
+        where.append(quota_bounds.c.images + 1 <= bindparam("hard_images", type_=BigInteger()))
+    if storage:
+        where.append(
+            quota_bounds.c.storage + request <= bindparam("hard_storage", type_=BigInteger())
+        )
+    pair = objects.c.uid + ":" + cast(objects.c.resource_version, String)
+    fingerprint = (
+        select(func.aggregate_strings(pair, ",")).where(_limit_objects(namespace)).scalar_subquery()
+    )
+    return (
+        update(quota_bounds)
+        .where(*where)
+        .values(images=quota_bounds.c.images + 1, storage=quota_bounds.c.storage + request)
+        .returning(fingerprint.label("fingerprint"))
+    )
 
 
 def _survey(
@@ -355,7 +413,7 @@ def _survey(
     image: bool,
 ) -> Survey:
     digests = sorted(blob_sizes)[: cache.max_blobs] if image else []
-    params: dict[str, Any] = {"namespace": namespace, "bound_key": _bound_key(namespace)}
+    params: dict[str, Any] = {"ns": namespace}
     if image:
         params["digest"] = digest
         params.update((f"blob{i}", d) for i, d in enumerate(digests))
@@ -365,8 +423,13 @@ def _survey(
     fingerprint = frozenset(
         (str(r.uid), int(r.resource_version)) for r in rows if r.uid is not None
     )
-    bound_value = first["bound"]
-    survey = Survey(fingerprint, _parse_bound(bound_value), bound_value is not None)
+    stored = first["bound_images"] is not None
+    bound = (
+        {IMAGES: int(first["bound_images"]), STORAGE: int(first["bound_storage"])}
+        if stored
+        else None
+    )
+    survey = Survey(fingerprint, bound, stored)
     if not image:
         return survey
     held = frozenset(d for i, d in enumerate(digests) if first[f"held{i}"])
@@ -510,38 +573,25 @@ def _repo_id(conn: Connection, namespace: str, name: str) -> int | None:
 # --- the admission bound --------------------------------------------------------------
 
 
-def _bound_key(namespace: str) -> str:
-    return _BOUND_PREFIX + hashlib.sha256(namespace.encode()).hexdigest()[:40]
-
-
-def _parse_bound(value: str | None) -> dict[str, int] | None:
-    if value is None:
-        return None
-    try:
-        data = json.loads(value)
-        return {IMAGES: int(data[IMAGES]), STORAGE: int(data[STORAGE])}
-    except (ValueError, KeyError, TypeError):
-        return None
-
-
 def _write_bound(
     conn: Connection, namespace: str, values: Mapping[str, int], *, stored: bool
 ) -> None:
     """Under the namespace lock, so nobody else writes this row meanwhile and `stored`
     (whether the row existed when the check read it) still holds."""
-    key = _bound_key(namespace)
-    body = json.dumps({IMAGES: int(values[IMAGES]), STORAGE: int(values[STORAGE])})
+    row = {"images": int(values[IMAGES]), "storage": int(values[STORAGE])}
     if stored:
-        conn.execute(update(settings).where(settings.c.key == key).values(value=body))
+        conn.execute(
+            update(quota_bounds).where(quota_bounds.c.namespace == namespace).values(**row)
+        )
     else:
-        conn.execute(insert(settings).values(key=key, value=body))
+        conn.execute(insert(quota_bounds).values(namespace=namespace, **row))
 
 
 def forget_usage(conn: Connection, namespaces: Iterable[str]) -> None:
     """Drop the admission bounds of namespaces whose usage grew outside `check_push`."""
-    keys = [_bound_key(ns) for ns in set(namespaces)]
-    if keys:
-        conn.execute(delete(settings).where(settings.c.key.in_(keys)))
+    wanted = sorted(set(namespaces))
+    if wanted:
+        conn.execute(delete(quota_bounds).where(quota_bounds.c.namespace.in_(wanted)))
 
 
 # --- checks ---------------------------------------------------------------------------
@@ -595,9 +645,14 @@ def check_push(
     does not fit under the bound is measured exactly before it is refused or admitted."""
     cache = cache if cache is not None else LimitsCache()
     lock_namespace(conn, namespace)  # also without limits: the bound must not miss this push
+    known = cache.known(namespace)
+    if known is not None and _admit_known(
+        conn, namespace, digest, blob_sizes, image_storage, known, cache
+    ):
+        return
     # Ask about the image only where the objects were last seen: a namespace without them
     # pays for one cheap statement, not for the blob lookups.
-    seen = _survey(conn, namespace, digest, blob_sizes, cache, image=cache.expects(namespace))
+    seen = _survey(conn, namespace, digest, blob_sizes, cache, image=known is not None)
     limits = cache.limits(conn, namespace, seen.fingerprint)
     if not limits:
         if seen.bound_stored:
@@ -659,6 +714,53 @@ def check_push(
         {r: bound[r] + requested[r] for r in (IMAGES, STORAGE)},
         stored=seen.bound_stored,
     )
+
+
+def _admit_known(
+    conn: Connection,
+    namespace: str,
+    digest: str,
+    blob_sizes: Mapping[str, int],
+    image_storage: int,
+    known: tuple[Fingerprint, NamespaceLimits],
+    cache: LimitsCache,
+) -> bool:
+    """The common push into a namespace with quotas, in one statement (`_fast_statement`):
+    True when it admitted the image under the bound with the limits this process knows
+    and those are still the namespace's. False leaves the decision to the full check;
+    the statement may then have raised the bound already (the limits had changed), which
+    only makes the bound higher, and a refusal rolls it back with the push."""
+    fingerprint, limits = known
+    if not limits.quotas or limits.of_type(STREAM_LIMIT):
+        return False
+    image_max = [
+        i.max[LIMIT_STORAGE] for i in limits.of_type(IMAGE_LIMIT) if LIMIT_STORAGE in i.max
+    ]
+    if image_max and image_storage > min(image_max):
+        return False  # refused unless the namespace holds the image: the full check decides
+    hard_images = [q.hard[IMAGES] for q in limits.quotas if IMAGES in q.hard]
+    hard_storage = [q.hard[STORAGE] for q in limits.quotas if STORAGE in q.hard]
+    digests = sorted(blob_sizes)
+    asked = digests[: cache.max_blobs]
+    params: dict[str, Any] = {
+        "ns": namespace,
+        "digest": digest,
+        "unsure": sum(blob_sizes[d] for d in digests[cache.max_blobs :]),
+        "hard_images": min(hard_images, default=0),
+        "hard_storage": min(hard_storage, default=0),
+    }
+    for i, d in enumerate(asked):
+        params[f"blob{i}"], params[f"size{i}"] = d, blob_sizes[d]
+    statement = cache.fast_statement(
+        bool(hard_images), bool(hard_storage), len(asked), conn.dialect.name
+    )
+    row = conn.execute(statement, params).first()
+    return row is not None and _parse_fingerprint(row.fingerprint) == fingerprint
+
+
+def _parse_fingerprint(value: str | None) -> Fingerprint:
+    pairs = (item.rpartition(":") for item in (value or "").split(",") if item)
+    return frozenset((uid, int(version)) for uid, _, version in pairs)
 
 
 def _fits(quotas: Iterable[Quota], bound: Mapping[str, int], requested: Mapping[str, int]) -> bool:

@@ -349,6 +349,16 @@ settings = Table(
     Column("value", Text, nullable=False),
 )
 
+# A namespace's quota admission bound (metadata/quota.py): images and bytes never below
+# what the namespace uses. A cache of a derived value: deleting a row is always safe.
+quota_bounds = Table(
+    "quota_bounds",
+    metadata,
+    Column("namespace", String(253), primary_key=True),
+    Column("images", BigInteger, nullable=False),
+    Column("storage", BigInteger, nullable=False),
+)
+
 __all__ = [
     "blobs",
     "changes",
@@ -361,6 +371,7 @@ __all__ = [
     "notification_sequences",
     "objects",
     "prune_runs",
+    "quota_bounds",
     "refresh_tokens",
     "repositories",
     "repository_blobs",
