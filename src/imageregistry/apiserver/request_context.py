@@ -1,5 +1,8 @@
 """Who is asking, per request: authentication, impersonation, then authorization.
 
+These are steps 2 and 3 of the API's pipeline, and the API dispatcher (`api_dispatch.py`)
+is their one caller on `/api`, `/apis` and `/openapi`. `/metrics` uses them too.
+
 The bearer credential is authenticated (401 Status if it is presented but invalid). kubectl
 `--as`/`--as-group`/`--as-uid` send `Impersonate-User`, one `Impersonate-Group` header per group,
 and `Impersonate-Uid` on every request (docs/kubectl.md#auth-can-i); each is allowed only with the
