@@ -4,12 +4,13 @@ Every write to a Role, ClusterRole, RoleBinding or ClusterRoleBinding appends a 
 `changes` log, so the highest change id of those four resources is a version of "the RBAC
 data". `ObjectsRbacStore.current()` reads that version with one indexed query (four
 `max(id)` lookups on `ix_changes_resource (resource, id)`) and hands out an `RbacSnapshot`
-for it: a memo that reads bindings and roles lazily with indexed lookups on (resource,
-namespace, name) — all ClusterRoleBindings, one namespace's RoleBindings, one role per
-matching binding — parses them once, and remembers whole decisions. A snapshot is never
-used once the version moved, so replicas sharing a database stay correct and no decision
-outlives a change; data read into a snapshot is at least as new as its version. A decision
-on the registry hot path therefore costs one cheap query however many bindings exist.
+for it (the statements are `metadata.rbac_objects`): a memo that reads bindings and roles
+lazily with indexed lookups on (resource, namespace, name) — all ClusterRoleBindings, one
+namespace's RoleBindings, one role per matching binding — parses them once, and remembers
+whole decisions. A snapshot is never used once the version moved, so replicas sharing a
+database stay correct and no decision outlives a change; data read into a snapshot is at
+least as new as its version. A decision on the registry hot path therefore costs one cheap
+query however many bindings exist.
 Aggregated ClusterRoles are resolved when read (they are rare and small). `RbacAuthorizer`
 adapts this to the `Authorizer` protocol; `system:masters` is the superuser group and needs
 no query at all.
@@ -20,33 +21,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
-
 from imageregistry.auth.aggregation import ClusterRole, aggregated_rules
 from imageregistry.auth.authorizer import Verdict
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes
 from imageregistry.auth.rbac import Binding, PolicyRule, rules_from_json
 from imageregistry.auth.resolver import Decision, RuleResolver
 from imageregistry.metadata.db import Database
-from imageregistry.metadata.tables import objects
-
-ROLES = "roles.rbac.authorization.k8s.io"
-CLUSTER_ROLES = "clusterroles.rbac.authorization.k8s.io"
-ROLE_BINDINGS = "rolebindings.rbac.authorization.k8s.io"
-CLUSTER_ROLE_BINDINGS = "clusterrolebindings.rbac.authorization.k8s.io"
-RBAC_RESOURCES = (ROLES, CLUSTER_ROLES, ROLE_BINDINGS, CLUSTER_ROLE_BINDINGS)
-
-# One scalar subquery per resource so both SQLite and PostgreSQL answer each from the end of
-# the (resource, id) index instead of scanning every change of the four resources. The keys
-# are constants of this module, never user input.
-_VERSION_SQL = "SELECT " + ", ".join(
-    f"(SELECT max(id) FROM changes WHERE resource = '{key}')" for key in RBAC_RESOURCES
+from imageregistry.metadata.rbac_objects import (
+    CLUSTER_ROLE_BINDINGS,
+    CLUSTER_ROLES,
+    ROLE_BINDINGS,
+    ROLES,
+    object_bodies,
+    object_body,
+    rbac_version,
 )
-# The same version as columns another statement can read in passing (the manifest pull
-# statement does, `oci.pull`), so a decision there costs no query of its own.
-VERSION_COLUMNS = tuple(
-    f"(SELECT max(v.id) FROM changes v WHERE v.resource = '{key}')" for key in RBAC_RESOURCES
+from imageregistry.metadata.rbac_objects import (
+    VERSION_COLUMNS as VERSION_COLUMNS,  # what `oci.pull` embeds, beside `decide_at`
 )
+
 MAX_REMEMBERED_DECISIONS = 10_000
 DecisionKey = tuple[Any, ...]
 
@@ -101,28 +94,8 @@ class RbacSnapshot:
         self._decisions: dict[DecisionKey, Decision] = {}
         self.resolver = RuleResolver(self, self)
 
-    def _body(self, resource: str, namespace: str, name: str) -> Any:
-        with self._db.read() as conn:
-            return conn.execute(
-                select(objects.c.body).where(
-                    objects.c.resource == resource,
-                    objects.c.namespace == namespace,
-                    objects.c.name == name,
-                )
-            ).scalar()
-
-    def _bodies(self, resource: str, namespace: str) -> list[Any]:
-        with self._db.read() as conn:
-            return list(
-                conn.execute(
-                    select(objects.c.body).where(
-                        objects.c.resource == resource, objects.c.namespace == namespace
-                    )
-                ).scalars()
-            )
-
     def _load_role(self, namespace: str, name: str) -> Sequence[PolicyRule] | _Missing:
-        body = self._body(ROLES, namespace, name)
+        body = object_body(self._db, ROLES, namespace, name)
         if body is None:
             return _MISSING
         try:
@@ -131,14 +104,14 @@ class RbacSnapshot:
             return ()
 
     def _load_cluster_role(self, name: str) -> Sequence[PolicyRule] | _Missing:
-        body = self._body(CLUSTER_ROLES, "", name)
+        body = object_body(self._db, CLUSTER_ROLES, "", name)
         if body is None:
             return _MISSING
         try:
             role = ClusterRole.from_json(body)
             if not role.is_aggregated:
                 return role.rules
-            others = [ClusterRole.from_json(b) for b in self._bodies(CLUSTER_ROLES, "")]
+            others = [ClusterRole.from_json(b) for b in object_bodies(self._db, CLUSTER_ROLES, "")]
             return aggregated_rules(role, others)
         except ValueError:
             return ()
@@ -159,14 +132,14 @@ class RbacSnapshot:
     def list_role_bindings(self, namespace: str) -> list[Binding]:
         found = self._bindings.get(namespace)
         if found is None:
-            found = _bindings(self._bodies(ROLE_BINDINGS, namespace), "RoleBinding")
+            found = _bindings(object_bodies(self._db, ROLE_BINDINGS, namespace), "RoleBinding")
             self._bindings[namespace] = found
         return found
 
     def list_cluster_role_bindings(self) -> list[Binding]:
         if self._cluster_bindings is None:
             self._cluster_bindings = _bindings(
-                self._bodies(CLUSTER_ROLE_BINDINGS, ""), "ClusterRoleBinding"
+                object_bodies(self._db, CLUSTER_ROLE_BINDINGS, ""), "ClusterRoleBinding"
             )
         return self._cluster_bindings
 
@@ -190,8 +163,7 @@ class ObjectsRbacStore:
 
     def version(self) -> tuple[int, ...]:
         """The newest change id of each RBAC resource (0 where none)."""
-        row = self._db.fetch_one_raw(_VERSION_SQL)
-        return tuple(int(v or 0) for v in (row or ()))
+        return rbac_version(self._db)
 
     def current(self) -> RbacSnapshot:
         """The snapshot for the RBAC data as it is now (a new one whenever it changed)."""

@@ -12,8 +12,9 @@ import pytest
 from sqlalchemy import delete
 from starlette.testclient import TestClient
 
-from imageregistry.auth.rbac_store import CLUSTER_ROLES, ROLE_BINDINGS, build_authorizer
+from imageregistry.auth.rbac_store import build_authorizer
 from imageregistry.metadata.db import record_change
+from imageregistry.metadata.rbac_objects import CLUSTER_ROLES, ROLE_BINDINGS
 from imageregistry.metadata.tables import objects
 from imageregistry.services import Services
 from tests.support.rows import insert_object
