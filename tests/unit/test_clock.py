@@ -40,6 +40,10 @@ def test_rfc3339_converts_other_zones_and_reads_naive_values_as_utc() -> None:
 def test_rfc3339_nanos_has_nine_digits_like_go() -> None:
     assert rfc3339_nanos(MOMENT) == "2026-12-05T02:05:09.123456000Z"
     assert rfc3339_nanos(MOMENT.replace(microsecond=0)) == "2026-12-05T02:05:09.000000000Z"
+    assert rfc3339_nanos(MOMENT.replace(tzinfo=None)) == "2026-12-05T02:05:09.123456000Z"
+    east = MOMENT.astimezone(timezone(timedelta(hours=-3)))
+    assert rfc3339_nanos(east) == "2026-12-05T02:05:09.123456000Z"
+    assert rfc3339_precise(east) == "2026-12-05T02:05:09.123456Z"
 
 
 def test_rfc3339_precise_keeps_the_microseconds_a_value_has() -> None:
