@@ -152,6 +152,10 @@ class Auditor:
         # Policy outcomes live as long as the policy, so their ids are stable keys.
         self._light: dict[int, AuditState] = {}
         self._lines: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        # Nothing to do before the end of a request when the policy never writes
+        # RequestReceived and keeps no body: the level is then decided at the end, and for
+        # an answer below 400 found with the event's line parts by the request's shape.
+        self._late = not policy.acts_early
 
     # --- the middleware's two calls ---------------------------------------------------
 
@@ -161,7 +165,7 @@ class Auditor:
     def decided(self, info: RequestInfo) -> None:
         """The request's access review is known: decide the level, write RequestReceived."""
         attrs = info.attributes
-        if attrs is None or info.audit is not None:
+        if attrs is None or info.audit is not None or self._late:
             return
         state = self._state(info, attrs)
         outcome = state.outcome
@@ -171,18 +175,21 @@ class Auditor:
     def request_object(self, info: RequestInfo, body: Any) -> None:
         """The API decoded the request's body: kept when the raw body is (so protobuf
         bodies are recorded too), in place of the raw bytes."""
-        state = info.audit
-        if state is None:
-            return
-        if state.wants_request:
-            state.request_object = body
         meta = body.get("metadata") if isinstance(body, dict) else None
         if isinstance(meta, dict) and isinstance(meta.get("name"), str):
             info.object_name = meta["name"]
+        state = info.audit
+        if state is not None and state.wants_request:
+            state.request_object = body
 
     def complete(self, info: RequestInfo, status: int, error_body: bytes, raised: bool) -> None:
         """The response is over: write ResponseComplete (or Panic)."""
         state = info.audit
+        if state is None and self._late and status < 400 and not raised:
+            line = self._shaped_line(info, status)
+            if line is not None:
+                self.writer.write(line)
+            return
         if state is None:
             attrs = info.attributes or Attributes.for_path(
                 info.user or _ANONYMOUS, info.method.lower(), info.path
@@ -255,47 +262,12 @@ class Auditor:
         """The event's line. Only the id and the two timestamps differ between the events
         of requests that asked the same thing the same way and got the same kind of answer,
         so at the levels that keep no body, for answers below 400 (no error message), the
-        rest is built once per such request shape and kept. The shape is everything the
-        kept parts are made of: the outcome, the caller (by identity; the kept entry holds
-        the objects, so an id is not reused while it is kept), the request's URI, method,
-        source headers and peer, the fields of the access review the line names, the
-        decision and the status."""
+        rest is built once per outcome, stage and request shape (`_shape`) and kept."""
         outcome = state.outcome
         if outcome.level >= auditpolicy.REQUEST or (status is not None and status >= 400):
             head, middle, tail = self._parts(info, state, stage, status, error_body)
         else:
-            scope = info.scope
-            attrs = info.attributes
-            source = info.source
-            client = scope.get("client")
-            key = (
-                id(outcome),
-                stage,
-                status,
-                id(info.user),
-                id(info.impersonated),
-                scope.get("raw_path"),
-                scope.get("path"),
-                scope.get("query_string"),
-                scope["method"],
-                tuple(source) if source is not None else _source_items(scope),
-                client[0] if client else None,
-                None
-                if attrs is None
-                else (
-                    attrs.verb,
-                    attrs.is_resource_request,
-                    attrs.api_group,
-                    attrs.resource,
-                    attrs.subresource,
-                    attrs.namespace,
-                    attrs.name,
-                ),
-                info.object_name,
-                info.allowed,
-                info.reason,
-                info.authenticated,
-            )
+            key = (id(outcome), stage, *self._shape(info, status))
             entry = self._lines.get(key)
             if entry is None or entry[0] is not info.user or entry[1] is not info.impersonated:
                 if len(self._lines) >= _LINE_CACHE_LIMIT:
@@ -308,6 +280,73 @@ class Auditor:
             f"{head}{_enc(info.request_id)}{middle}{clock.format(info.received)}"
             f'","stageTimestamp":"{clock.format(self._now())}{tail}'
         ).encode()
+
+    def _shaped_line(self, info: RequestInfo, status: int) -> bytes | None:
+        """The ResponseComplete line of an answer below 400 when nothing was decided
+        before (`_late`): the level and the line's parts come with the request's shape,
+        which holds everything the policy reads (the caller, the access review's fields,
+        the method and path); None when the policy leaves the request out."""
+        key = self._shape(info, status)
+        entry = self._lines.get(key)
+        if entry is None or entry[0] is not info.user or entry[1] is not info.impersonated:
+            if len(self._lines) >= _LINE_CACHE_LIMIT:
+                self._lines.clear()
+            attrs = info.attributes or Attributes.for_path(
+                info.user or _ANONYMOUS, info.method.lower(), info.path
+            )
+            state = self._state(info, attrs)
+            outcome = state.outcome
+            parts = None
+            if outcome.level and "ResponseComplete" not in outcome.omit_stages:
+                parts = self._parts(info, state, "ResponseComplete", status, b"")
+            entry = self._lines[key] = (info.user, info.impersonated, parts)
+        parts = entry[2]
+        if parts is None:
+            return None
+        head, middle, tail = parts
+        clock = self._clock
+        return (
+            f"{head}{_enc(info.request_id)}{middle}{clock.format(info.received)}"
+            f'","stageTimestamp":"{clock.format(self._now())}{tail}'
+        ).encode()
+
+    @staticmethod
+    def _shape(info: RequestInfo, status: int | None) -> tuple[Any, ...]:
+        """What a request's event is made of, but for its id and timestamps: the caller
+        (by identity; a kept entry holds the objects, so an id is not reused while it is
+        kept), the request's URI, method, source headers and peer, the access review's
+        fields, the decision and the status."""
+        scope = info.scope
+        attrs = info.attributes
+        source = info.source
+        client = scope.get("client")
+        return (
+            status,
+            id(info.user),
+            id(info.impersonated),
+            scope.get("raw_path"),
+            scope.get("path"),
+            scope.get("query_string"),
+            scope["method"],
+            tuple(source) if source is not None else _source_items(scope),
+            client[0] if client else None,
+            None
+            if attrs is None
+            else (
+                attrs.verb,
+                attrs.is_resource_request,
+                attrs.api_group,
+                attrs.resource,
+                attrs.subresource,
+                attrs.namespace,
+                attrs.name,
+                attrs.path,
+            ),
+            info.object_name,
+            info.allowed,
+            info.reason,
+            info.authenticated,
+        )
 
     def _parts(
         self,

@@ -146,6 +146,15 @@ class Policy:
             for rule in self._rules
         )
 
+    @property
+    def acts_early(self) -> bool:
+        """Whether some request may need its level before it ends: a rule writes the
+        `RequestReceived` stage or keeps bodies (level `Request` and above)."""
+        return any(
+            o.level >= REQUEST or (o.level and "RequestReceived" not in o.omit_stages)
+            for o in self._outcomes
+        )
+
     def evaluate(self, user: UserInfo, attrs: Attributes) -> Outcome:
         """The first matching rule's outcome; `NOT_AUDITED` when none matches. `user` is
         the caller as authenticated (before impersonation), as in kube-apiserver."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.auth.tokens import new_opaque_token
@@ -92,3 +93,59 @@ def test_forwarded_addresses_come_first_as_kube_lists_them() -> None:
         [(b"x-forwarded-for", b"203.0.113.9, 10.0.0.1"), (b"x-real-ip", b"10.0.0.1")],
     )
     assert info.source_ips == ["203.0.113.9", "10.0.0.1", "10.1.2.3"]
+
+
+METADATA_BUT_BOB = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "None", "users": ["bob"]}, {"level": "Metadata"}],
+}
+
+
+def test_lines_built_once_per_request_shape_stay_each_requests_own() -> None:
+    """With a policy that decides nothing before the end (no RequestReceived, no bodies),
+    the level and the line's parts are kept per request shape: each request still gets
+    its own id, caller, object, decision and status, and the policy's None still holds."""
+    lines = Lines()
+    auditor = Auditor(parse_policy(METADATA_BUT_BOB), lines, clock=lambda: 1_733_353_201.5)
+    alice, carol, bob = authenticated("alice"), authenticated("carol"), authenticated("bob")
+
+    def request(
+        request_id: str, user: Any, status: int, name: str = "", agent: bytes = b"a/1"
+    ) -> None:
+        info = _request("POST", "/api/v1/namespaces/a/things", [(b"user-agent", agent)])
+        info.request_id = request_id
+        token = requestinfo.current.set(info)
+        try:
+            auditor.begin(info)
+            requestinfo.note_user(user)
+            attrs = Attributes.for_resource(user, "create", "", "things", namespace="a")
+            requestinfo.note_decision(attrs, status != 403, "")
+            if name:
+                requestinfo.note_request_object({"metadata": {"name": name}})
+            body = b'{"message": "no such thing"}' if status >= 400 else b""
+            auditor.complete(info, status, body, False)
+        finally:
+            requestinfo.current.reset(token)
+
+    request("r1", alice, 201, "x")
+    request("r2", alice, 201, "x")
+    request("r3", carol, 201, "x")
+    request("r4", bob, 201, "x")
+    request("r5", alice, 201, "y")
+    request("r6", alice, 403)
+    request("r7", alice, 201, "x", agent=b"b/2")
+    events = {e["auditID"]: e for e in lines.events()}
+    assert sorted(events) == ["r1", "r2", "r3", "r5", "r6", "r7"]  # bob's: level None
+    assert events["r1"] | {"auditID": "r2"} == events["r2"]
+    assert events["r3"]["user"]["username"] == "carol"
+    assert events["r5"]["objectRef"]["name"] == "y" and events["r1"]["objectRef"]["name"] == "x"
+    assert events["r6"]["responseStatus"] == {
+        "metadata": {},
+        "status": "Failure",
+        "message": "no such thing",
+        "code": 403,
+    }
+    assert events["r6"]["annotations"]["authorization.k8s.io/decision"] == "forbid"
+    assert events["r7"]["userAgent"] == "b/2" and events["r1"]["userAgent"] == "a/1"
