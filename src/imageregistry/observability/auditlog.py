@@ -190,12 +190,25 @@ class CoalescingWriter:
         self._pending: list[bytes] = []
         self._size = 0
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # the last one seen, and its thread
+        self._loop_thread = -1
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop running in this thread, if any. `asyncio.get_running_loop`
+        costs a `getpid(2)` system call whenever its per-thread cache misses, which under
+        Granian is most requests; the thread's identity and the loop's own flag are free."""
+        loop = self._loop
+        if loop is not None and self._loop_thread == threading.get_ident() and loop.is_running():
+            return loop
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        self._loop, self._loop_thread = loop, threading.get_ident()
+        return loop
 
     def write(self, line: bytes) -> None:
-        try:
-            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
-        except RuntimeError:
-            loop = None
+        loop = self._running_loop()
         with self._lock:
             self._pending.append(line)
             self._size += len(line)
