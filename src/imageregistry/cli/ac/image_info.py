@@ -13,7 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import click
@@ -24,6 +24,7 @@ from imageregistry.cli.ac.options import common_options, session
 from imageregistry.cli.ac.output import ago, human_size
 from imageregistry.cli.ac.progress import Progress
 from imageregistry.cli.ac.references import parse_reference
+from imageregistry.clock import system_clock
 
 INDEX_TYPES = (
     "application/vnd.oci.image.index.v1+json",
@@ -79,7 +80,7 @@ def _rows(
     created = config.get("created", "")
     try:
         when = datetime.fromisoformat(created.replace("Z", "+00:00"))
-        created_text = ago(when, datetime.now(UTC))
+        created_text = ago(when, system_clock())
     except (ValueError, AttributeError):
         created_text = created or "<unknown>"
     rows = [("Name", name), ("Digest", image.digest)]

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from imageregistry.cli.ac.options import common_options, global_options, session
 from imageregistry.cli.ac.output import NONE, ago, human_size, join, table
 from imageregistry.cli.ac.progress import Progress
 from imageregistry.cli.ac.references import ReferenceIndex, gather_references
+from imageregistry.clock import system_clock
 from imageregistry.tuning.collector import collector_paused
 
 API = apigroups.IMAGE_API
@@ -254,7 +255,7 @@ def top_images(
         Path(cluster_kubeconfig) if cluster_kubeconfig else None,
     )
     index = ReferenceIndex.build(refs, [session(ctx).registry_host])
-    usage = UsageCells(index, datetime.now(UTC))
+    usage = UsageCells(index, system_clock())
 
     def convert(batch: UsageList) -> list[Any]:
         if output == "json":

@@ -150,9 +150,9 @@ def _entry(result: Result, trust: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def _save(api: httpx.Client, image: dict[str, Any], results: list[Result], user: str) -> int:
-    from datetime import UTC, datetime
+    from imageregistry.clock import system_clock
 
-    now = datetime.now(UTC)
+    now = system_clock()
     entries = [
         _entry(r, trust_fields(r.outcome, user, now) if r.outcome.ok else None) for r in results
     ]
