@@ -98,6 +98,6 @@ def prune_handlers(services: Services) -> list[ResourceHandler]:
         ImagePrunes(pruner),
         RegistryGCs(pruner),
         RegistryVerifications(pruner),
-        ImagePruneRuns(pruner),
+        ImagePruneRuns(services.db),
         ImagePruners(services.db),
     ]

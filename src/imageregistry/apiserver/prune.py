@@ -34,6 +34,7 @@ from imageregistry.apiserver.status import ApiError, bad_request, forbidden, not
 from imageregistry.apiserver.store import current_resource_version
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.clock import rfc3339
+from imageregistry.metadata.db import Database
 from imageregistry.metadata.prune_runs import RunNotFound, UndoRefused, get_run, list_runs
 from imageregistry.prune.inuse import InvalidReferences
 from imageregistry.prune.options import InvalidOptions, PruneOptions
@@ -193,18 +194,18 @@ class ImagePruneRuns(ResourceHandler):
         verbs=("get", "list"),
     )
 
-    def __init__(self, pruner: Pruner) -> None:
-        self._pruner = pruner
+    def __init__(self, db: Database) -> None:
+        self._db = db
 
     def get(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
-        with self._pruner.db.read() as conn:
+        with self._db.read() as conn:
             run = get_run(conn, name)
         if run is None:
             raise not_found(self.info.plural, IMAGE_GROUP, name)
         return run_object(run)
 
     def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
-        with self._pruner.db.read() as conn:
+        with self._db.read() as conn:
             runs = list_runs(conn)
             version = current_resource_version(conn)
         return ListResult([run_object(r) for r in runs], version)

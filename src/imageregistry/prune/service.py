@@ -90,7 +90,6 @@ class Pruner:
     ) -> None:
         self._observer = observer
         self._db = db
-        self.db = db
         self._blobs = blobs
         self._clock = clock
         self._gc_settings = gc_settings
