@@ -1,14 +1,16 @@
 """The one clock and the one way timestamps become text (RFC 3339) and back.
 
-Every component that needs the time is given a `Clock` by whoever builds it (the server
-passes `system_clock`; tests pass a function returning a fixed moment), so no module asks
-the operating system for the time on its own and a test can step time deliberately.
+A component whose behaviour depends on the time (tokens, leases, pruning, GC, pulls) is
+given a `Clock` by whoever builds it: the server passes `system_clock`, tests a function
+returning a fixed moment, so a test can step time deliberately. The few places that only
+stamp a row with the moment it was written (the change log, bootstrap objects, secrets)
+call `system_clock` directly: one implementation either way.
 
 Timestamps leave the server in the shapes Kubernetes and distribution use, always UTC
 with a literal `Z`:
 
 - `rfc3339`: seconds, `2006-01-02T15:04:05Z` — Kubernetes' `metav1.Time` (object
-  metadata, conditions, status times, token `issued_at`).
+  metadata, conditions, status times).
 - `rfc3339_precise`: microseconds when the value has any, none otherwise — the times
   in prune, GC and verification results (`prune/wire.py`), which have always been
   written so.

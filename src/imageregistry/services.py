@@ -1,7 +1,8 @@
 """The long-lived collaborators every HTTP surface receives from `server.py`.
 
-There are no module-level singletons: `server.build_app` constructs one `Services` value
-and hands it to the route builders of each surface (`oci`, `apiserver`). Tests build
+There are no module-level singletons: `server.build_services` constructs one `Services`
+value and `server.build_app` hands it to the route builders of each surface (`oci`,
+`apiserver`). Tests build
 their own with in-memory fakes where that is enough. Each `Services` keeps the process's
 one `PullTimes` buffer over its database (`metadata.manifest_pull`), which the server's
 lifespan flushes, and its one `Pruner`, which the API's operation resources and the
