@@ -75,8 +75,8 @@ from imageregistry.observability.ports import NotingLinks, PortObserver
 from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.inline_pull import InlinePullLayer
 from imageregistry.oci.pull import ManifestPull
-from imageregistry.oci.routes import oci_routes
 from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
+from imageregistry.oci.v2_routes import oci_routes
 from imageregistry.prune.scheduler import scheduled_pruning
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store

@@ -1,7 +1,7 @@
 """Request path → (surface, route template), the labels of the request metrics.
 
 The OCI surface routes on the raw path with its own regular expressions
-(`oci.routes.ENDPOINTS`) and the API parses its paths by hand, so there is no framework
+(`oci.v2_routes.V2_ROUTES`) and the API parses its paths by hand, so there is no framework
 route object to read the template from; this module names the template from the path's
 shape instead. It never returns a piece of the path a client chose (a repository, tag,
 digest, upload id, namespace or object name): only fixed words and placeholders, so the

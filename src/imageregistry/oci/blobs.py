@@ -21,7 +21,6 @@ import logging
 
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
-from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import Digest
 from imageregistry.httpbits import OCTET, REDIRECT_MIN_SIZE, digest_etag, etag_matches, parse_range
 from imageregistry.oci import notify
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 
 
 async def get_blob(ctx: Ctx) -> Response:
-    user = await ctx.authorize(RegistryAction.PULL)
     digest = Digest.parse(ctx.arg)
     size = await ctx.run(ctx.registry.meta.blob_size, ctx.repo, str(digest))
     store = ctx.registry.blobs
@@ -42,7 +40,7 @@ async def get_blob(ctx: Ctx) -> Response:
         return Response(status_code=304, headers=headers)
     await _check_stored_size(ctx, digest, size)
     notifier = ctx.registry.services.notifier  # GET and HEAD, as distribution reports them
-    notify.blob_pulled(notifier, ctx.request.scope, user, ctx.repo, str(digest), size)
+    notify.blob_pulled(notifier, ctx.request.scope, ctx.user, ctx.repo, str(digest), size)
     range_header = ctx.request.headers.get("range")
     if range_header:
         return await _ranged(ctx, digest, size, range_header, headers)
@@ -102,11 +100,10 @@ async def _ranged(
 
 
 async def delete_blob(ctx: Ctx) -> Response:
-    user = await ctx.authorize(RegistryAction.DELETE_DIGEST)
     digest = Digest.parse(ctx.arg)
     notifier = ctx.registry.services.notifier
     await notify.settle_pulls(notifier)
-    emit = notify.deleted(notifier, ctx.request.scope, user, ctx.repo, digest=str(digest))
+    emit = notify.deleted(notifier, ctx.request.scope, ctx.user, ctx.repo, digest=str(digest))
     await ctx.run(ctx.registry.meta.unlink_blob, ctx.repo, str(digest), emit)
     if notifier is not None:
         notifier.committed()

@@ -7,13 +7,13 @@ the authentication cache, the metadata is SQLite (WAL readers never wait for wri
 the authorizer decides locally (`ManifestPull.decides_inline`) — it runs right on the
 event loop, without a thread hop (measured: twice the requests per second of the hop);
 otherwise authentication and the pull run in one worker-thread hop
-(`oci.gate.RegistryGate.run_as`, as the router's handler does), so cluster mode and
+(`oci.gate.RegistryGate.run_as`, as the router's dispatcher does), so cluster mode and
 PostgreSQL never decide on the event loop. The layer makes no decision of its own:
 whatever `pull` refuses goes on to the router unchanged (with the caller it authenticated
-remembered on the request), where `oci.manifests.get_manifest` runs the same `pull` and
-renders the refusal. Refused credentials and unexpected exceptions are rendered here by
-`oci.errors.render`, like any other `/v2/` error. Composed in `server.build_app`
-(docs/architecture.md, "Request flow").
+remembered on the request), where the dispatcher runs the same `pull` (the route's
+`oci.pipeline.PullReview`) and `oci.manifests.get_manifest` renders the refusal. Refused
+credentials and unexpected exceptions are rendered here by `oci.errors.render`, like any
+other `/v2/` error. Composed in `server.build_app` (docs/architecture.md, "Request flow").
 """
 
 from __future__ import annotations

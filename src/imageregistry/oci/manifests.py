@@ -18,9 +18,9 @@ from __future__ import annotations
 from starlette.responses import Response
 
 from imageregistry.auth.authorizer import RegistryAction
-from imageregistry.content.digest import InvalidDigest, digest_of
+from imageregistry.content.digest import digest_of
 from imageregistry.content.manifest import parse_manifest
-from imageregistry.content.reference import InvalidTag, parse_manifest_reference
+from imageregistry.content.reference import parse_manifest_reference
 from imageregistry.httpinput import BodyTooLarge, read_body
 from imageregistry.oci import notify
 from imageregistry.oci.conditional import digest_etag, etag_matches
@@ -33,31 +33,18 @@ RUN_HEADER = "X-Registry-Prune-Run"
 
 
 async def get_manifest(ctx: Ctx) -> Response:
-    """Pull: authenticate and run the one pull decision (`oci.pull.ManifestPull.pull`) in
-    one worker-thread hop, and render what it answers.
+    """Render what the one pull decision (`oci.pull.ManifestPull.pull`, run by the
+    dispatcher for the route's `PullReview`) answered: the manifest, or why there is none.
 
     A reference that is neither a tag nor a digest names no manifest: after the usual
     authorization it is `404 MANIFEST_UNKNOWN`, as the OCI conformance suite expects (a
     PUT with such a reference is still refused as invalid)."""
-    try:
-        ref = parse_manifest_reference(ctx.arg)
-    except (InvalidTag, InvalidDigest):
-        await ctx.authorize(RegistryAction.PULL)
-        raise RegistryError(
-            "MANIFEST_UNKNOWN", f"{ctx.arg[:140]!r} is neither a tag nor a digest"
-        ) from None
-    digest = str(ref.digest) if ref.digest else None
-    pull, record = ctx.registry.pull.pull, not ctx.is_head
-    user, pulled = await ctx.registry.gate.run_as(
-        ctx.request,
-        RegistryAction.PULL,
-        ctx.repo,
-        lambda user: pull(user, ctx.repo, digest, ref.tag, record=record),
-    )
+    pulled = ctx.pulled
+    if pulled is None:
+        raise RegistryError("MANIFEST_UNKNOWN", f"{ctx.arg[:140]!r} is neither a tag nor a digest")
     if isinstance(pulled, Refused):
-        if pulled.denied:
-            raise ctx.registry.gate.refusal(ctx.request, user, RegistryAction.PULL, ctx.repo)
         raise pulled.error or RegistryError("MANIFEST_UNKNOWN")
+    tag = parse_manifest_reference(ctx.arg).tag
     etag = digest_etag(pulled.digest)
     headers = {"Docker-Content-Digest": pulled.digest, "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
@@ -65,12 +52,12 @@ async def get_manifest(ctx: Ctx) -> Response:
     notify.manifest_pulled(  # GET and HEAD, as distribution reports them
         ctx.registry.services.notifier,
         ctx.request.scope,
-        user,
+        ctx.user,
         ctx.repo,
         pulled.digest,
         pulled.media_type,
         len(pulled.content),
-        ref.tag,
+        tag,
     )
     headers["Content-Length"] = str(len(pulled.content))
     body = b"" if ctx.is_head else pulled.content
@@ -87,7 +74,6 @@ async def _read_body(ctx: Ctx) -> bytes:
 
 
 async def put_manifest(ctx: Ctx) -> Response:
-    user = await ctx.authorize(RegistryAction.PUSH)
     ref = parse_manifest_reference(ctx.arg)
     body = await _read_body(ctx)
     if ref.digest is not None:
@@ -102,7 +88,7 @@ async def put_manifest(ctx: Ctx) -> Response:
     emit = notify.manifest_pushed(
         notifier,
         ctx.request.scope,
-        user,
+        ctx.user,
         ctx.repo,
         str(digest),
         parsed.media_type,
@@ -117,8 +103,8 @@ async def put_manifest(ctx: Ctx) -> Response:
         body,
         ref.tag,
         ctx.registry.now(),
-        ctx.registry.gate.may_create_namespace(user),
-        lambda: ctx.registry.gate.allowed(ctx.request, RegistryAction.SIGN, ctx.repo),
+        ctx.may_create_namespace,
+        lambda: ctx.also_allowed(RegistryAction.SIGN, ctx.repo),
         emit,
     )
     if notifier is not None:
@@ -134,23 +120,23 @@ async def put_manifest(ctx: Ctx) -> Response:
 
 
 async def delete_manifest(ctx: Ctx) -> Response:
+    """By tag or by digest: the dispatcher reviewed the one the reference names
+    (`ReviewByReference`)."""
     ref = parse_manifest_reference(ctx.arg)
     headers = {"Content-Length": "0"}
     notifier, scope = ctx.registry.services.notifier, ctx.request.scope
     await notify.settle_pulls(notifier)
     if ref.tag is not None:
-        user = await ctx.authorize(RegistryAction.DELETE_TAG)
-        emit = notify.deleted(notifier, scope, user, ctx.repo, tag=ref.tag)
+        emit = notify.deleted(notifier, scope, ctx.user, ctx.repo, tag=ref.tag)
         await ctx.run(ctx.registry.meta.delete_tag, ctx.repo, ref.tag, emit)
     else:
-        user = await ctx.authorize(RegistryAction.DELETE_DIGEST)
         deleted = await ctx.run(
             ctx.registry.manifests.delete,
             ctx.repo,
             str(ref.digest),
-            user.username,
+            ctx.user.username,
             ctx.registry.now(),
-            notify.manifest_deleted(notifier, scope, user, ctx.repo),
+            notify.manifest_deleted(notifier, scope, ctx.user, ctx.repo),
         )
         headers[RUN_HEADER] = deleted.run_id
     if notifier is not None:

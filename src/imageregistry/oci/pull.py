@@ -1,7 +1,7 @@
 """The one manifest pull: `ManifestPull.pull(user, repository, reference)`.
 
-Every manifest GET/HEAD is decided here, whichever way it arrives (the router's handler,
-`oci.manifests.get_manifest`, or the layer that answers on the event loop,
+Every manifest GET/HEAD is decided here, whichever way it arrives (the `/v2/` dispatcher,
+for the route's `oci.pipeline.PullReview`, or the layer that answers on the event loop,
 `oci.inline_pull`): authorize the pull with the server's authorizer, look the manifest up
 (one statement, `metadata.manifest_pull`, which also reads the namespace signature policy
 and, with the local RBAC authorizer, the RBAC version the decision is taken at), apply the

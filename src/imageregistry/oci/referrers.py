@@ -12,7 +12,6 @@ from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.content.digest import Digest
 from imageregistry.content.mediatypes import OCI_INDEX
 from imageregistry.metadata.registry_manifests import Referrer
@@ -48,7 +47,6 @@ def descriptor(referrer: Referrer) -> dict[str, Any]:
 
 
 async def list_referrers(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PULL)
     subject = Digest.parse(ctx.arg)
     found = await ctx.run(ctx.registry.manifests.referrers, ctx.repo, str(subject))
     wanted = ctx.request.query_params.get("artifactType")

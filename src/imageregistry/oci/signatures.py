@@ -34,8 +34,8 @@ from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci.errors import RegistryError, render
 from imageregistry.oci.gate import RegistryGate
+from imageregistry.oci.pipeline import PrefixRoute, unsupported
 from imageregistry.oci.pull import SUPPORTS_SIGNATURES_HEADER
-from imageregistry.oci.routes import PrefixRoute, unsupported
 from imageregistry.services import Services
 
 SUPPORTS_HEADER = SUPPORTS_SIGNATURES_HEADER
@@ -148,7 +148,7 @@ class SignatureEndpoints:
     async def handle(self, request: Request) -> Response:
         try:
             if request.method not in ("GET", "HEAD", "PUT"):
-                raise unsupported(request, allow=("GET", "HEAD", "PUT"))
+                raise unsupported(request, ("GET", "HEAD", "PUT"))
             repo, digest = _target(request)
             if request.method == "PUT":
                 return await self._put(request, repo, digest)

@@ -7,24 +7,19 @@ permission (docs/behaviour.md#access-control).
 
 from __future__ import annotations
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from imageregistry.auth.authorizer import RegistryAction
-from imageregistry.oci.context import Ctx, Registry
+from imageregistry.oci.context import Ctx
 from imageregistry.oci.pagination import paginate
 
 
 async def list_tags(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PULL)
     tags = await ctx.run(ctx.registry.meta.list_tags, ctx.repo)
     page, headers = paginate(ctx.request, f"/v2/{ctx.repo}/tags/list", tags)
     return JSONResponse({"name": str(ctx.repo), "tags": page}, headers=headers)
 
 
-async def catalog(request: Request, registry: Registry) -> Response:
-    await registry.gate.authorize(request, RegistryAction.CATALOG, None)
-    names = await run_in_threadpool(registry.meta.list_repositories)
-    page, headers = paginate(request, "/v2/_catalog", names)
+async def catalog(ctx: Ctx) -> Response:
+    names = await ctx.run(ctx.registry.meta.list_repositories)
+    page, headers = paginate(ctx.request, "/v2/_catalog", names)
     return JSONResponse({"repositories": page}, headers=headers)

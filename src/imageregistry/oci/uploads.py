@@ -91,9 +91,9 @@ def _query_digest(ctx: Ctx) -> Digest | None:
 
 
 async def start_upload(ctx: Ctx) -> Response:
-    user = await ctx.authorize(RegistryAction.PUSH)
+    user = ctx.user
     registry = ctx.registry
-    create_ns = ctx.registry.gate.may_create_namespace(user)
+    create_ns = ctx.may_create_namespace
     mounted = await _try_mount(ctx, user, create_ns)
     if mounted is not None:
         return mounted
@@ -143,7 +143,7 @@ async def _try_mount(ctx: Ctx, user: UserInfo, create_ns: bool) -> Response | No
     except (InvalidDigest, InvalidName):
         return None
     source = RepoKey(parsed.namespace, parsed.stream)
-    if not await ctx.registry.gate.allowed(ctx.request, RegistryAction.PULL, source):
+    if not await ctx.also_allowed(RegistryAction.PULL, source):
         return None  # docs/behaviour.md#access-control: fall back to a normal upload
     stored = await ctx.registry.blobs.stat(digest)
     if stored is None:
@@ -300,7 +300,6 @@ async def _append(
 
 
 async def patch_upload(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PUSH)
     session = await _session(ctx)
     upload_id = session.id
     size = await ctx.registry.blobs.upload_size(upload_id)
@@ -310,7 +309,6 @@ async def patch_upload(ctx: Ctx) -> Response:
 
 
 async def put_upload(ctx: Ctx) -> Response:
-    user = await ctx.authorize(RegistryAction.PUSH)
     session = await _session(ctx)
     upload_id = session.id
     digest = _query_digest(ctx)
@@ -323,8 +321,7 @@ async def put_upload(ctx: Ctx) -> Response:
         # The whole blob in this one request: the store may write it where it belongs.
         whole = size == 0 and "content-range" not in headers
         await _append(ctx, upload_id, size, session.owner, final=digest if whole else None)
-    create_ns = ctx.registry.gate.may_create_namespace(user)
-    return await _complete(ctx, user, upload_id, digest, create_ns, tracked=True)
+    return await _complete(ctx, ctx.user, upload_id, digest, ctx.may_create_namespace, tracked=True)
 
 
 async def _complete(
@@ -377,14 +374,12 @@ async def _state_after_any_sweep(ctx: Ctx, digest: Digest) -> str | None:
 
 
 async def upload_status(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PUSH)
     upload_id = (await _session(ctx)).id
     size = await ctx.registry.blobs.upload_size(upload_id)
     return Response(status_code=204, headers=_session_headers(ctx.repo, upload_id, size))
 
 
 async def cancel_upload(ctx: Ctx) -> Response:
-    await ctx.authorize(RegistryAction.PUSH)
     upload_id = (await _session(ctx)).id
     # Staged data already gone still ends the session.
     with contextlib.suppress(st.UploadNotFound):

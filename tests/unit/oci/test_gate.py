@@ -7,7 +7,7 @@ from starlette.testclient import TestClient
 
 from imageregistry.auth.authorizer import Verdict
 from imageregistry.auth.identity import Attributes
-from imageregistry.oci.routes import oci_routes
+from imageregistry.oci.v2_routes import oci_routes
 from imageregistry.services import Services
 from tests.unit.oci.conftest import (
     ADMIN,
