@@ -72,10 +72,11 @@ from imageregistry.observability.endpoint import PATH, Scraper, metrics_routes
 from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
 from imageregistry.observability.ports import NotingLinks, PortObserver
+from imageregistry.oci.extension_routes import signature_routes
 from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.inline_pull import InlinePullLayer
 from imageregistry.oci.pull import ManifestPull
-from imageregistry.oci.signatures import SignatureHeaderMiddleware, signature_routes
+from imageregistry.oci.signatures import SignatureHeaderMiddleware
 from imageregistry.oci.v2_routes import oci_routes
 from imageregistry.prune.scheduler import scheduled_pruning
 from imageregistry.services import Services
@@ -206,7 +207,7 @@ def build_app(services: Services) -> Starlette:
     # The one manifest pull decision, shared by the router and the layer that answers
     # pulls on the event loop (docs/architecture.md, "Request flow").
     pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
-    routes += signature_routes(services)
+    routes += signature_routes(services, pull=pull)
     routes += oci_routes(services, pull=pull)
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()

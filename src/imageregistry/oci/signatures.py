@@ -10,31 +10,26 @@ without signatures must answer 200 `{"signatures":[]}` from one indexed query, a
 expecting 201 (409 when the same content is already stored, 400 when the entry is
 malformed). GET is authorized as a pull of the stream, PUT as `create imagesignatures` in
 the namespace, through the same gate as the rest of the registry; the image must be linked
-to the repository named in the path.
+to the repository named in the path. The route table and its dispatcher, which authorizes
+before these handlers run, are `oci.extension_routes`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import re
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imageregistry.auth.authorizer import RegistryAction
-from imageregistry.content.reference import parse_repository
 from imageregistry.httpinput import InvalidJSON, load_json, read_body
 from imageregistry.metadata import signatures as sigdb
+from imageregistry.metadata.db import Database
 from imageregistry.metadata.registry import RepoKey
-from imageregistry.oci.errors import RegistryError, render
-from imageregistry.oci.gate import RegistryGate
-from imageregistry.oci.pipeline import PrefixRoute, unsupported
+from imageregistry.oci.context import Ctx
+from imageregistry.oci.errors import RegistryError
 from imageregistry.oci.pull import SUPPORTS_SIGNATURES_HEADER
 from imageregistry.services import Services
 
@@ -42,10 +37,6 @@ SUPPORTS_HEADER = SUPPORTS_SIGNATURES_HEADER
 SCHEMA_VERSION = 2
 ATOMIC = "atomic"
 MAX_BODY_BYTES = 1 << 20  # a signature is a few hundred bytes; refuse anything absurd
-_PATH_RE = re.compile(
-    r"^/extensions/v2/(?P<name>.+)/signatures/(?P<digest>sha(?:256|512):[a-f0-9]+)$"
-)
-_DIGEST_RE = re.compile(r"^(?:sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
 
 
 class SignatureHeaderMiddleware:
@@ -72,25 +63,6 @@ class SignatureHeaderMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_header)
-
-
-def _raw_path(request: Request) -> str:
-    raw = request.scope.get("raw_path")
-    if isinstance(raw, bytes | bytearray) and raw:
-        return bytes(raw).split(b"?", 1)[0].decode("latin-1")
-    return request.url.path
-
-
-def _target(request: Request) -> tuple[RepoKey, str]:
-    path = _raw_path(request)
-    match = _PATH_RE.match(path)
-    if match is None:
-        raise RegistryError("NAME_UNKNOWN", f"no signature endpoint at {path[:200]!r}")
-    digest = match.group("digest")
-    if not _DIGEST_RE.match(digest):
-        raise RegistryError("DIGEST_INVALID", f"{digest[:150]!r} is not a valid digest")
-    repo = parse_repository(match.group("name"))
-    return RepoKey(repo.namespace, repo.stream), digest
 
 
 def _entry(name: str, sig_type: str, content: bytes) -> dict[str, Any]:
@@ -138,61 +110,43 @@ def parse_entry(body: bytes, digest: str) -> tuple[str, str, bytes]:
     return name, sig_type, content
 
 
-class SignatureEndpoints:
-    """GET and PUT of one image's signatures inside one repository."""
+async def get_signatures(ctx: Ctx) -> Response:
+    """GET/HEAD: the image's atomic signatures; 404 when the image is not in the repository."""
+    found = await ctx.run(_list, ctx.registry.services.db, ctx.repo, ctx.arg)
+    if found is None:
+        raise RegistryError("MANIFEST_UNKNOWN", f"image {ctx.arg} not found in {ctx.repo}")
+    # Only atomic entries: containers/image cannot use other types from this API.
+    entries = [_entry(n, t, c) for n, t, c in found if t == ATOMIC]
+    return JSONResponse({"signatures": entries})
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
-        self.gate = RegistryGate(services)
 
-    async def handle(self, request: Request) -> Response:
-        try:
-            if request.method not in ("GET", "HEAD", "PUT"):
-                raise unsupported(request, ("GET", "HEAD", "PUT"))
-            repo, digest = _target(request)
-            if request.method == "PUT":
-                return await self._put(request, repo, digest)
-            return await self._get(request, repo, digest)
-        except Exception as exc:
-            return render(exc, request)
+async def put_signature(ctx: Ctx) -> Response:
+    """PUT: store one signature entry for the image (201; 409 when already stored)."""
+    body = await read_body(ctx.request, MAX_BODY_BYTES)  # 413 SIZE_INVALID above it
+    name, sig_type, content = parse_entry(body, ctx.arg)
+    services = ctx.registry.services
+    await ctx.run(_store, services, ctx.repo, ctx.arg, name, sig_type, content)
+    return Response(status_code=201)
 
-    def _list(self, repo: RepoKey, digest: str) -> list[tuple[str, str, bytes]] | None:
-        with self.services.db.read() as conn:
-            if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
-                return None
-            return sigdb.list_for_extension(conn, digest)
 
-    async def _get(self, request: Request, repo: RepoKey, digest: str) -> Response:
-        await self.gate.authorize(request, RegistryAction.PULL, repo)
-        found = await run_in_threadpool(self._list, repo, digest)
-        if found is None:
+def _list(db: Database, repo: RepoKey, digest: str) -> list[tuple[str, str, bytes]] | None:
+    with db.read() as conn:
+        if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
+            return None
+        return sigdb.list_for_extension(conn, digest)
+
+
+def _store(
+    services: Services, repo: RepoKey, digest: str, name: str, sig_type: str, content: bytes
+) -> None:
+    with services.db.write() as conn:
+        if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
             raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
-        # Only atomic entries: containers/image cannot use other types from this API.
-        entries = [_entry(n, t, c) for n, t, c in found if t == ATOMIC]
-        return JSONResponse({"signatures": entries})
-
-    async def _put(self, request: Request, repo: RepoKey, digest: str) -> Response:
-        await self.gate.authorize(request, RegistryAction.SIGN, repo)
-        body = await read_body(request, MAX_BODY_BYTES)  # 413 SIZE_INVALID above it
-        name, sig_type, content = parse_entry(body, digest)
-        await run_in_threadpool(self._store, repo, digest, name, sig_type, content)
-        return Response(status_code=201)
-
-    def _store(self, repo: RepoKey, digest: str, name: str, sig_type: str, content: bytes) -> None:
-        with self.services.db.write() as conn:
-            if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
-                raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
-            try:
-                sigdb.add_signature(conn, name, sig_type, content, self.services.clock())
-            except sigdb.SignatureLimitExceeded as exc:  # keep the list readable by pullers
-                raise RegistryError("DENIED", str(exc), status=413) from None
-            except sigdb.SignatureConflict as exc:
-                raise RegistryError("SIGNATURE_EXISTS", str(exc), status=409) from None
-            except sigdb.ImageNotFound as exc:
-                raise RegistryError("MANIFEST_UNKNOWN", str(exc)) from None
-
-
-def signature_routes(services: Services) -> list[BaseRoute]:
-    """The `/extensions/v2/.../signatures/<digest>` route (GET, PUT)."""
-    endpoint = SignatureEndpoints(services)
-    return [PrefixRoute("/extensions/v2", endpoint.handle)]
+        try:
+            sigdb.add_signature(conn, name, sig_type, content, services.clock())
+        except sigdb.SignatureLimitExceeded as exc:  # keep the list readable by pullers
+            raise RegistryError("DENIED", str(exc), status=413) from None
+        except sigdb.SignatureConflict as exc:
+            raise RegistryError("SIGNATURE_EXISTS", str(exc), status=409) from None
+        except sigdb.ImageNotFound as exc:
+            raise RegistryError("MANIFEST_UNKNOWN", str(exc)) from None

@@ -1,5 +1,6 @@
-"""The `/v2/` route table: every route declares the access it needs, and the dispatcher
-enforces exactly that before any handler runs (docs/architecture.md#request-pipelines).
+"""The OCI route tables (`/v2/` and the signature extension `/extensions/v2/`): every route
+declares the access it needs, and the surface's dispatcher enforces exactly that before any
+handler runs (docs/architecture.md#request-pipelines).
 
 The HTTP checks go through the production app (`server.build_app`, the inline manifest
 pull layer included) over SQLite and in-memory blobs, with an authorizer that refuses one
@@ -9,8 +10,8 @@ access review and allows everything else.
 from __future__ import annotations
 
 import ast
-import dataclasses
-from collections.abc import Iterator
+import base64
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
@@ -20,10 +21,10 @@ from imageregistry.auth.authorizer import RegistryAction, Verdict, registry_attr
 from imageregistry.auth.identity import Attributes
 from imageregistry.observability.routes import classify
 from imageregistry.oci import pipeline
+from imageregistry.oci.extension_routes import EXTENSION_ROUTES
 from imageregistry.oci.v2_routes import V2_ROUTES
-from imageregistry.server import build_app
 from imageregistry.services import Services
-from tests.unit.oci.conftest import ADMIN, ALICE, build_services, make_image, push_image
+from tests.unit.oci.conftest import ADMIN, ALICE, make_image, push_image, serve, with_authorizer
 
 DIGEST = "sha256:" + "a" * 64
 EXAMPLES = {
@@ -35,7 +36,10 @@ EXAMPLES = {
 PUBLIC_ROUTES = {("/v2/token", "GET"), ("/v2/token", "HEAD"), ("/v2/token", "POST")}
 LOGIN_ONLY_ROUTES = {("/v2/", "GET"), ("/v2/", "HEAD")}
 SRC = Path(__file__).resolve().parents[3] / "src" / "imageregistry"
-HANDLER_MODULES = ("blobs", "manifests", "referrers", "tags", "uploads")
+HANDLER_MODULES = ("blobs", "manifests", "referrers", "tags", "uploads", "signatures")
+# (the surface's name in the request metrics, its route table)
+SURFACES = (("oci", V2_ROUTES), ("extensions", EXTENSION_ROUTES))
+ROUTES = (*V2_ROUTES, *EXTENSION_ROUTES)
 
 
 def example(template: str, reference: str = "latest") -> str:
@@ -49,7 +53,7 @@ def reviewed() -> list[tuple[str, str, RegistryAction]]:
     """(method, example path, action) for every review a route declares; a manifest
     DELETE once by tag and once by digest."""
     cases = []
-    for route in V2_ROUTES:
+    for route in ROUTES:
         for method, endpoint in route.endpoints.items():
             access = endpoint.access
             if isinstance(access, pipeline.ReviewByReference):
@@ -69,7 +73,7 @@ def test_every_route_declares_its_access() -> None:
         pipeline.Authenticated,
     )
     public, login_only = set(), set()
-    for route in V2_ROUTES:
+    for route in ROUTES:
         assert route.endpoints, route.template
         for method, endpoint in route.endpoints.items():
             assert isinstance(endpoint.access, kinds), (route.template, method)
@@ -103,6 +107,9 @@ DOCUMENTED = {
     ("/v2/{name}/blobs/{digest}", "HEAD"): ("pull",),
     ("/v2/{name}/blobs/{digest}", "DELETE"): ("delete-digest",),
     ("/v2/{name}/referrers/{digest}", "GET"): ("pull",),
+    ("/extensions/v2/{name}/signatures/{digest}", "GET"): ("pull",),
+    ("/extensions/v2/{name}/signatures/{digest}", "HEAD"): ("pull",),
+    ("/extensions/v2/{name}/signatures/{digest}", "PUT"): ("sign",),
 }
 SECONDARY = {
     ("/v2/{name}/manifests/{reference}", "PUT"): ("sign",),  # a pushed cosign signature
@@ -112,7 +119,7 @@ SECONDARY = {
 
 def test_declared_reviews_are_the_documented_ones() -> None:
     declared, secondary = {}, {}
-    for route in V2_ROUTES:
+    for route in ROUTES:
         for method, endpoint in route.endpoints.items():
             if endpoint.access.actions:
                 declared[route.template, method] = tuple(a.value for a in endpoint.access.actions)
@@ -125,10 +132,11 @@ def test_declared_reviews_are_the_documented_ones() -> None:
 def test_route_templates_are_the_metrics_templates() -> None:
     """The table's templates are the ones the request metrics label requests with, so a
     metric or audit event taken in the dispatcher names the same route."""
-    for route in V2_ROUTES:
-        path = example(route.template)
-        assert classify(path) == ("oci", route.template), path
-        assert route.pattern.match(path), path
+    for surface, routes in SURFACES:
+        for route in routes:
+            path = example(route.template)
+            assert classify(path) == (surface, route.template), path
+            assert route.pattern.match(path), path
 
 
 def test_no_handler_authorizes_on_its_own() -> None:
@@ -161,16 +169,8 @@ class RefuseOne:
         return Verdict(allowed, "" if allowed else "refused by the test")
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    built = build_services(tmp_path)
-    yield built
-    built.db.dispose()
-
-
-def _client(services: Services, authz: RefuseOne, token: str) -> TestClient:
-    app = build_app(dataclasses.replace(services, authz=authz))
-    return TestClient(app, headers={"Authorization": f"Bearer {token}"})
+def _client(services: Services, authz: RefuseOne, token: str) -> AbstractContextManager[TestClient]:
+    return serve(with_authorizer(services, authz), token)
 
 
 @pytest.mark.parametrize(("method", "path", "action"), reviewed())
@@ -198,3 +198,21 @@ def test_a_refused_delete_never_reaches_its_handler(services: Services) -> None:
     with _client(services, RefuseOne(RegistryAction.DELETE_TAG), ALICE) as alice:
         assert alice.delete("/v2/team/app/manifests/latest").status_code == 403
         assert alice.get("/v2/team/app/tags/list").json()["tags"] == ["latest"]
+
+
+def test_a_refused_signature_put_never_reaches_its_handler(services: Services) -> None:
+    with _client(services, RefuseOne(RegistryAction.SIGN), ADMIN) as admin:
+        digest = push_image(admin, make_image())
+    url = f"/extensions/v2/team/app/signatures/{digest}"
+    entry = {
+        "schemaVersion": 2,
+        "name": f"{digest}@{'1' * 32}",
+        "type": "atomic",
+        "content": base64.b64encode(b"signed").decode(),
+    }
+    with _client(services, RefuseOne(RegistryAction.SIGN), ALICE) as alice:
+        assert alice.put(url, json=entry).status_code == 403
+        assert alice.get(url).json() == {"signatures": []}
+    with _client(services, RefuseOne(None), ALICE) as alice:  # the same PUT, allowed
+        assert alice.put(url, json=entry).status_code == 201
+        assert len(alice.get(url).json()["signatures"]) == 1
