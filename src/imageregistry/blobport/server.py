@@ -2,13 +2,15 @@
 
 Each Granian worker runs one on its own event loop, bound with `SO_REUSEPORT`, so the
 kernel spreads connections over the workers. It answers only
-`GET`/`HEAD /blobs/<digest>?expires=..&signature=..` (`links.BlobLinks.check`), with a
-single `Range` as on the main port, and keeps connections alive between requests. The
-socket is non-blocking: the body goes out in as few `sendfile` calls as the socket buffer
-allows, waiting for writability in between, so a slow client holds a connection, not the
-loop. Limits: `MAX_HEAD` bytes of request head, `IDLE_TIMEOUT` for a whole request head,
-`STALL_TIMEOUT` for a client that stops reading, `MAX_CONNECTIONS` per worker. Nothing here
-logs a request's query, which holds the link's signature.
+`GET`/`HEAD /blobs/<digest>?expires=..&signature=..` (the route table and the chain that
+checks the link and sends the blob are `port_routes`), with a single `Range` as on the main
+port, and keeps connections alive between requests; every refusal is rendered by
+`_Connection.render`. The socket is non-blocking: the body goes out in as few `sendfile`
+calls as the socket buffer allows, waiting for writability in between, so a slow client
+holds a connection, not the loop. Limits: `MAX_HEAD` bytes of request head, `IDLE_TIMEOUT`
+for a whole request head, `STALL_TIMEOUT` for a client that stops reading,
+`MAX_CONNECTIONS` per worker. Nothing here logs a request's query, which holds the link's
+signature.
 """
 
 from __future__ import annotations
@@ -23,14 +25,13 @@ import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
-from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-from imageregistry.blobport.links import BlobLinks, LinkRefused
+from imageregistry.blobport.links import BlobLinks
+from imageregistry.blobport.port_routes import BlobPortDispatcher, PortRequest
 from imageregistry.blobport.sockets import bind
 from imageregistry.errorcodes import RegistryError, envelope
-from imageregistry.httpbits import OCTET, digest_etag, etag_matches, parse_range
 from imageregistry.storage.driver import BlobStore
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,8 @@ class BlobPortServer:
         observe: Observer | None = None,
     ) -> None:
         self.observe = observe
+        self.dispatcher = BlobPortDispatcher(links, store)
         self._listener = listener
-        self._links = links
-        self._store = store
         self._connections: dict[asyncio.Task[None], _Connection] = {}
         self.closing = False
 
@@ -132,12 +132,6 @@ class BlobPortServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-    def check(self, path: str, query: dict[str, str]) -> tuple[str | None, str, int | None]:
-        """(local file path or None, digest, recorded size or None) for a request, or
-        `LinkRefused`."""
-        digest, size = self._links.grant(path, query)
-        return self._store.local_path(digest), str(digest), size
 
 
 @dataclass(frozen=True)
@@ -242,93 +236,44 @@ class _Connection:
         return [self.id_header] if self.id_header is not None else []
 
     async def _answer(self, request: h11.Request) -> None:
-        if request.method not in (b"GET", b"HEAD"):
-            message, allow = "the blob port answers GET and HEAD only", {"Allow": "GET, HEAD"}
-            error = RegistryError("UNSUPPORTED", message, headers=allow)
-            # Its body is not read, so the connection ends: say so, or a client that reuses it
-            # races the close and gets a reset.
-            await self._error(error, close=True)
-            return
-        target = urlsplit(request.target.decode("ascii", "replace"))
+        """One request through the port's chain (`port_routes.BlobPortDispatcher`); every
+        refusal it raises is rendered here, once."""
+        info = PortRequest(
+            request.method.decode("ascii", "replace"),
+            request.target.decode("ascii", "replace"),
+            {name.decode().lower(): value.decode("latin-1") for name, value in request.headers},
+        )
         try:
-            query = dict(parse_qsl(target.query, max_num_fields=16))
-            path, digest, recorded = self.server.check(target.path, query)
-        except ValueError:
-            await self._error(RegistryError("BAD_REQUEST", "the query string is not a link's"))
-            return
-        except LinkRefused as exc:
-            await self._error(RegistryError(exc.code, str(exc), status=exc.status))
-            return
-        try:
-            if path is None:
-                raise FileNotFoundError(digest)
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError:  # gone (registry GC) or never stored
-            await self._error(RegistryError("BLOB_UNKNOWN", f"blob {digest} is not stored here"))
-            return
-        try:
-            size = os.fstat(fd).st_size
-            if recorded is not None and size != recorded:
-                # Damaged in storage: never short (or extra) bytes under the digest's name.
-                log.error(
-                    "blob port: blob %s has %d bytes in storage but %d recorded; refused "
-                    "(push it again to repair it; `ac adm registry verify` finds others)",
-                    digest,
-                    size,
-                    recorded,
-                )
-                message = f"blob {digest} is damaged in the registry's storage; push it again"
-                await self._error(RegistryError("BLOB_UNKNOWN", message))
-                return
-            await self._send_blob(request, fd, digest, size)
-        finally:
-            os.close(fd)
+            await self.server.dispatcher.dispatch(info, self)
+        except RegistryError as error:
+            await self.render(error)
 
-    async def _send_blob(self, request: h11.Request, fd: int, digest: str, size: int) -> None:
-        etag = digest_etag(digest)
-        headers: list[tuple[Any, Any]] = [
-            ("Docker-Content-Digest", digest),
-            ("Accept-Ranges", "bytes"),
-            ("ETag", etag),
-            *self._id_headers(),
-        ]
-        fields = {name.decode().lower(): value.decode("latin-1") for name, value in request.headers}
-        if etag_matches(fields.get("if-none-match"), etag):
-            self.status = 304
-            await self._send(self.http.send(h11.Response(status_code=304, headers=headers)))
-            await self._send(self.http.send(h11.EndOfMessage()))
-            return
-        status, offset, count = 200, 0, size
-        if "range" in fields:
-            span = parse_range(fields["range"], size)
-            if span is None:
-                message = f"range cannot be satisfied for a blob of {size} bytes"
-                refused = {"Content-Range": f"bytes */{size}"}
-                await self._error(RegistryError("RANGE_INVALID", message, headers=refused))
-                return
-            status, offset, count = 206, span[0], span[1] - span[0] + 1
-            headers.append(("Content-Range", f"bytes {span[0]}-{span[1]}/{size}"))
-        headers += [("Content-Type", OCTET), ("Content-Length", str(count))]
+    async def start(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
-        await self._send(self.http.send(h11.Response(status_code=status, headers=headers)))
-        if request.method == b"GET" and count:
-            body = _FileSpan(fd, offset, count)
-            pieces = self.http.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
-            for piece in pieces or ():
-                if isinstance(piece, _FileSpan):
-                    await self._sendfile(piece)
-                else:
-                    await self._send(piece)
+        fields: list[tuple[Any, Any]] = [*headers, *self._id_headers()]
+        await self._send(self.http.send(h11.Response(status_code=status, headers=fields)))
+
+    async def send_file(self, fd: int, offset: int, count: int) -> None:
+        body = _FileSpan(fd, offset, count)
+        pieces = self.http.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+        for piece in pieces or ():
+            if isinstance(piece, _FileSpan):
+                await self._sendfile(piece)
+            else:
+                await self._send(piece)
+
+    async def end(self) -> None:
         await self._send(self.http.send(h11.EndOfMessage()))
 
     async def _last_error(self, error: RegistryError) -> None:
         """Answer `error` and close, unless a response had already begun."""
         if self.http.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(OSError, TimeoutError, h11.LocalProtocolError):
-                await self._error(error, close=True)
+                await self.render(error, close=True)
 
-    async def _error(self, error: RegistryError, *, close: bool = False) -> None:
-        """The OCI envelope of the main port (`errorcodes.envelope`), over h11."""
+    async def render(self, error: RegistryError, *, close: bool = False) -> None:
+        """The port's one error renderer: the OCI envelope of the main port
+        (`errorcodes.envelope`), over h11; a HEAD gets the status and headers only."""
         body = json.dumps(envelope(error)).encode()
         headers: list[tuple[Any, Any]] = [
             ("Content-Type", "application/json"),
