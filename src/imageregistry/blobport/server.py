@@ -223,11 +223,12 @@ class _Connection:
         self.id_header, failed = observed.header, False
         try:
             await self._answer(request)
-        except Exception as exc:
+        except Exception as exc:  # the id stays for the error answer `serve` may send
             failed = not isinstance(exc, OSError | TimeoutError | h11.LocalProtocolError)
             raise
-        finally:  # a client gone mid-body still counts, with the status it was sent
+        else:
             self.id_header = None
+        finally:  # a client gone mid-body still counts, with the status it was sent
             observed.end(self.status, self.sent, self.error_body, failed)
 
     def _id_headers(self) -> list[tuple[bytes, bytes]]:
