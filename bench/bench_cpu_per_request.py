@@ -129,6 +129,7 @@ def main() -> None:
         name, key, value = spec.split("=", 2)
         side_env[name][key] = value
     results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in sides}
+    print(f"load average at start: {loadavg()}", flush=True)
     with scratch(False) as root:
         for round_ in range(args.rounds):
             for name, binary in sides:
@@ -148,9 +149,11 @@ def main() -> None:
                     f" load {loadavg()}",
                     flush=True,
                 )
+    print(f"load average at the end: {loadavg()}")
     for name, runs in results.items():
+        each = ", ".join(f"{c:.1f}" for c, _ in runs)
         print(
-            f"{name}: median {median([c for c, _ in runs]):.1f} us CPU/request,"
+            f"{name}: median {median([c for c, _ in runs]):.1f} us CPU/request ({each}),"
             f" median {median([r for _, r in runs]):,.0f} req/s"
         )
 
