@@ -160,3 +160,29 @@ def test_only_the_server_and_the_surfaces_route_builders_import_services() -> No
         if not any(_within(hit.split(" -> ")[0], package) for package in allowed)
     ]
     assert importers == []
+
+
+# What the API layer may take from SQLAlchemy: the transaction handle it opens with
+# `Database.read()`/`write()` and passes to `metadata` functions (a type, no SQL).
+_API_SQLALCHEMY_NAMES = {"sqlalchemy", "sqlalchemy.Connection"}
+# Modules allowed more, each with the reason.
+_API_SQLALCHEMY_EXCEPTIONS = {
+    # `ensure_namespace` treats a concurrent create of the `default` namespace by another
+    # worker (the unique key refusing the second insert) as success.
+    "imageregistry.apiserver.resources.namespaces -> sqlalchemy.exc",
+    "imageregistry.apiserver.resources.namespaces -> sqlalchemy.exc.IntegrityError",
+}
+
+
+def test_the_api_layer_writes_no_sql() -> None:
+    """SQL lives in `metadata/`, which returns typed rows; `apiserver` renders Kubernetes
+    objects from them (docs/architecture.md#wiring). No API module imports the table
+    definitions or builds a statement."""
+    assert _imports_from("imageregistry.apiserver", "imageregistry.metadata.tables") == []
+    offenders = [
+        hit
+        for hit in _imports_from("imageregistry.apiserver", "sqlalchemy")
+        if hit.split(" -> ")[1] not in _API_SQLALCHEMY_NAMES
+        and hit not in _API_SQLALCHEMY_EXCEPTIONS
+    ]
+    assert offenders == []

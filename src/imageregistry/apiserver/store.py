@@ -5,8 +5,10 @@ Namespaces, service accounts and the RBAC kinds are JSON bodies in one table key
 and `metadata.name` field selectors), create (generateName, namespace must exist), update
 (409 on a stale resourceVersion), delete (synchronous: the row is gone before the response,
 so `kubectl delete` does not wait) and dry runs. Every write appends to `changes`, whose id is
-the new resourceVersion and the watch log. Per-resource behaviour lives in subclasses that
-override the hooks `validate`, `prepare`, `admit` and `on_delete` (one module per resource).
+the new resourceVersion and the watch log. The statements are in `metadata/objects.py`;
+this module decides and keeps the transaction boundaries. Per-resource behaviour lives in
+subclasses that override the hooks `validate`, `prepare`, `admit` and `on_delete` (one module
+per resource).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection
 
 from imageregistry.apiserver.resource import (
     ListOptions,
@@ -50,15 +52,16 @@ from imageregistry.apiserver.validation import (
 )
 from imageregistry.clock import rfc3339
 from imageregistry.httpinput import load_json
+from imageregistry.metadata import objects
+from imageregistry.metadata.changelog import latest_change_id
 from imageregistry.metadata.db import Database, record_change
 from imageregistry.metadata.namespaces import namespace_exists
-from imageregistry.metadata.tables import changes, objects
 
 _SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # kube's generateName alphabet
 
 
 def current_resource_version(conn: Connection) -> str:
-    return str(conn.execute(select(func.max(changes.c.id))).scalar() or 0)
+    return str(latest_change_id(conn))
 
 
 def encode_continue(namespace: str, name: str) -> str:
@@ -106,14 +109,8 @@ class StoredResource(ResourceHandler):
 
     # --- helpers ---------------------------------------------------------------------
 
-    def _row(self, conn: Connection, namespace: str, name: str) -> Any:
-        return conn.execute(
-            select(objects.c.id, objects.c.resource_version, objects.c.body).where(
-                objects.c.resource == self.info.key,
-                objects.c.namespace == namespace,
-                objects.c.name == name,
-            )
-        ).first()
+    def _row(self, conn: Connection, namespace: str, name: str) -> objects.StoredObject | None:
+        return objects.find_object(conn, self.info.key, namespace, name)
 
     def _not_found(self, name: str) -> ApiError:
         return not_found(self.info.plural, self.info.group, name)
@@ -168,37 +165,20 @@ class StoredResource(ResourceHandler):
         """One query for a whole page of watch events."""
         if not keys:
             return {}
-        query = select(objects.c.namespace, objects.c.name, objects.c.body).where(
-            objects.c.resource == self.info.key,
-            tuple_(objects.c.namespace, objects.c.name).in_(list(keys)),
-        )
         with self.db.read() as conn:
-            return {(row.namespace, row.name): dict(row.body) for row in conn.execute(query)}
+            return objects.bodies_by_key(conn, self.info.key, keys)
 
     def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
         labels = label_predicate(opts.label_selector) if opts.label_selector else None
         fields = field_predicate(opts.field_selector) if opts.field_selector else None
-        query = select(objects.c.namespace, objects.c.name, objects.c.body).where(
-            objects.c.resource == self.info.key
-        )
-        if namespace:
-            query = query.where(objects.c.namespace == namespace)
         pinned = name_from_field_selector(opts.field_selector) if opts.field_selector else None
-        if pinned is not None:
-            query = query.where(objects.c.name == pinned)
-        if opts.continue_token:
-            ns, name = decode_continue(opts.continue_token)
-            query = query.where(
-                or_(
-                    objects.c.namespace > ns, and_(objects.c.namespace == ns, objects.c.name > name)
-                )
-            )
-        query = query.order_by(objects.c.namespace, objects.c.name)
+        after = decode_continue(opts.continue_token) if opts.continue_token else None
         items: list[dict[str, Any]] = []
         token = ""
         with self.db.read() as conn:
             rv = current_resource_version(conn)
-            for row in conn.execute(query):
+            rows = objects.iter_objects(conn, self.info.key, namespace, name=pinned, after=after)
+            for row in rows:
                 body = dict(row.body)
                 if (labels and not labels(body)) or (fields and not fields(body)):
                     continue
@@ -241,17 +221,15 @@ class StoredResource(ResourceHandler):
                 return obj
             rv = record_change(conn, self.info.key, namespace, name, "ADDED")
             meta["resourceVersion"] = str(rv)
-            conn.execute(
-                insert(objects).values(
-                    resource=self.info.key,
-                    namespace=namespace,
-                    name=name,
-                    uid=meta["uid"],
-                    resource_version=rv,
-                    created=now,
-                    labels=meta.get("labels") or {},
-                    body=obj,
-                )
+            objects.insert_object(
+                conn,
+                self.info.key,
+                namespace,
+                name,
+                uid=meta["uid"],
+                resource_version=rv,
+                created=now,
+                body=obj,
             )
         return obj
 
@@ -293,11 +271,7 @@ class StoredResource(ResourceHandler):
                 return obj
             rv = record_change(conn, self.info.key, namespace, name, "MODIFIED")
             meta["resourceVersion"] = str(rv)
-            conn.execute(
-                update(objects)
-                .where(objects.c.id == row.id)
-                .values(resource_version=rv, labels=meta.get("labels") or {}, body=obj)
-            )
+            objects.replace_object(conn, row.id, rv, obj)
         return obj
 
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
@@ -309,21 +283,8 @@ class StoredResource(ResourceHandler):
             obj = dict(row.body)
             if ctx.dry_run:
                 return obj
-            conn.execute(delete(objects).where(objects.c.id == row.id))
+            objects.delete_object(conn, row.id)
             rv = record_change(conn, self.info.key, namespace, name, "DELETED")
             obj["metadata"] = {**obj["metadata"], "resourceVersion": str(rv)}
             self.on_delete(conn, obj)
         return obj
-
-
-def delete_namespace_objects(conn: Connection, namespace: str) -> None:
-    """Remove every object of a namespace, logging a DELETED change for each (watchers)."""
-    rows = conn.execute(
-        select(objects.c.id, objects.c.resource, objects.c.name).where(
-            objects.c.namespace == namespace
-        )
-    ).all()
-    for row in rows:
-        record_change(conn, row.resource, namespace, row.name, "DELETED")
-    if rows:
-        conn.execute(delete(objects).where(objects.c.namespace == namespace))

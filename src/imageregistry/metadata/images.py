@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, func, select, update
 
@@ -66,6 +66,22 @@ def image_reference(conn: Connection, host: str, digest: str) -> str:
         .limit(1)
     ).first()
     return f"{host}/{row.namespace}/{row.name}@{digest}" if row else digest
+
+
+class StreamName(NamedTuple):
+    namespace: str
+    name: str
+
+
+def streams_holding(conn: Connection, digest: str) -> list[StreamName]:
+    """Every image stream whose repository holds manifest `digest`, by namespace and name."""
+    rows = conn.execute(
+        select(repositories.c.namespace, repositories.c.name)
+        .join(repository_manifests, repository_manifests.c.repository_id == repositories.c.id)
+        .where(repository_manifests.c.digest == digest)
+        .order_by(repositories.c.namespace, repositories.c.name)
+    )
+    return [StreamName(namespace, name) for namespace, name in rows]
 
 
 def _signatures(conn: Connection, digest: str) -> list[dict[str, Any]]:

@@ -26,12 +26,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 
 from imageregistry import apigroups
 from imageregistry.apiserver.resource import RequestContext
 from imageregistry.apiserver.status import forbidden
-from imageregistry.metadata.tables import repositories, repository_manifests
+from imageregistry.metadata.images import streams_holding
 
 GROUP = apigroups.IMAGE
 
@@ -43,13 +43,7 @@ class StreamKey:
 
 
 def _holders(conn: Connection, digest: str) -> list[StreamKey]:
-    rows = conn.execute(
-        select(repositories.c.namespace, repositories.c.name)
-        .join(repository_manifests, repository_manifests.c.repository_id == repositories.c.id)
-        .where(repository_manifests.c.digest == digest)
-        .order_by(repositories.c.namespace, repositories.c.name)
-    )
-    return [StreamKey(ns, name) for ns, name in rows]
+    return [StreamKey(ns, name) for ns, name in streams_holding(conn, digest)]
 
 
 def _may_pull(ctx: RequestContext, source: StreamKey) -> bool:

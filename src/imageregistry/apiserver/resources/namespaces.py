@@ -17,10 +17,11 @@ from sqlalchemy import Connection
 
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.resource import RequestContext, ResourceInfo
-from imageregistry.apiserver.store import StoredResource, delete_namespace_objects
+from imageregistry.apiserver.store import StoredResource
 from imageregistry.apiserver.tables import AGE_COLUMN, NAME_COLUMN, Column, created_age
 from imageregistry.apiserver.validation import dns1123_label
 from imageregistry.metadata.db import Database
+from imageregistry.metadata.objects import delete_namespace_objects
 
 NamespaceCleanup = Callable[[Connection, str], None]
 
