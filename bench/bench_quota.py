@@ -404,9 +404,10 @@ def write_docs(result: dict[str, Any]) -> None:
         f"shares the bases), median of {a['reps']}: `namespace_usage` from scratch (streams, "
         "images, storage; what every quota read renders) and one push's quota check: without "
         "an admission bound (the first push after a refusal, an undo or a push without "
-        "quota) it computes the usage in full; with one it reads the bound and which of the "
-        "image's blobs the namespace holds (the image: a new layer and one of the shared base "
-        "layers; `metadata/quota.py`).",
+        "quota) it computes the usage in full; with one, in a process that knows the "
+        "namespace's quota, it is one UPDATE of the bound that also asks which of the image's "
+        "blobs the namespace holds (the image: a new layer and one of the shared base layers; "
+        "`metadata/quota.py`).",
         "",
         table(
             [

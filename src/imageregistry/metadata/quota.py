@@ -60,6 +60,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     text,
     union,
@@ -363,9 +364,26 @@ def _held(namespace: BindParameter[str], i: int, sqlite: bool, probes: int) -> A
     if sqlite:  # newest first: the index on blob_digest is in rowid order
         recent = recent.order_by(literal_column("manifest_blobs.rowid").desc())
     refs = recent.limit(probes).subquery(f"refs{i}")
-    return exists(
-        select(refs.c.manifest_digest).where(_in_namespace(namespace, refs.c.manifest_digest))
-    )
+    if sqlite:  # one probe of the digest index per reference
+        held = _in_namespace(namespace, refs.c.manifest_digest)
+    else:
+        # OFFSET 0 keeps PostgreSQL from turning the correlated EXISTS into a hash of every
+        # image of the namespace, built on every push (it expects few per namespace).
+        held = or_(
+            *(
+                exists(
+                    select(literal(1))
+                    .where(
+                        table.c.digest == refs.c.manifest_digest,
+                        table.c.repository_id == repositories.c.id,
+                        repositories.c.namespace == namespace,
+                    )
+                    .offset(0)
+                )
+                for table in (repository_manifests, tag_events)
+            )
+        )
+    return exists(select(refs.c.manifest_digest).where(held))
 
 
 def _fast_statement(
