@@ -42,7 +42,9 @@ class Public:
     """No authentication and no review here: the endpoint is the realm itself (`/v2/token`
     checks the credentials it is given and answers in its own terms)."""
 
-    actions: tuple[RegistryAction, ...] = ()
+    @property
+    def actions(self) -> tuple[RegistryAction, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -50,7 +52,9 @@ class Authenticated:
     """Any caller who is not anonymous; no access review. The `/v2/` ping: its 401 and
     challenge tell a client to log in before it asks for anything."""
 
-    actions: tuple[RegistryAction, ...] = ()
+    @property
+    def actions(self) -> tuple[RegistryAction, ...]:
+        return ()
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,9 @@ class PullReview:
     `Ctx.pulled`. A reference that is neither a tag nor a digest names no manifest: it
     takes a plain pull review, and `Ctx.pulled` is None."""
 
-    actions: tuple[RegistryAction, ...] = (RegistryAction.PULL,)
+    @property
+    def actions(self) -> tuple[RegistryAction, ...]:
+        return (RegistryAction.PULL,)
 
 
 Access = Public | Authenticated | Review | ReviewByReference | PullReview
@@ -123,11 +129,10 @@ class Route:
 
 @dataclass(frozen=True)
 class Grant:
-    """What the authorization step established: the caller, the action it was reviewed
-    for (None for `Public` and `Authenticated`) and, for `PullReview`, the pull's answer."""
+    """What the authorization step established: the caller and, for `PullReview`, the
+    pull's answer."""
 
     user: UserInfo
-    action: RegistryAction | None
     pulled: PulledManifest | Refused | None = None
 
 
@@ -152,20 +157,20 @@ async def authorize(
     refusal (401 with a challenge to an anonymous caller, 403 `DENIED` otherwise; refused
     credentials 401, throttled ones 429)."""
     if isinstance(access, Public):
-        return Grant(anonymous(), None)
+        return Grant(anonymous())
     if isinstance(access, Authenticated):
         user = await gate.user(request)
         if user.is_anonymous:
             raise RegistryError(
                 "UNAUTHORIZED", headers=challenge_headers(request, gate.services, None, None)
             )
-        return Grant(user, None)
+        return Grant(user)
     if isinstance(access, Review):
-        return Grant(await gate.authorize(request, access.action, repo), access.action)
+        return Grant(await gate.authorize(request, access.action, repo))
     if isinstance(access, ReviewByReference):
         ref = parse_manifest_reference(arg)  # a malformed reference is refused first
         action = access.tag if ref.tag is not None else access.digest
-        return Grant(await gate.authorize(request, action, repo), action)
+        return Grant(await gate.authorize(request, action, repo))
     return await _pull(gate, pull, request, repo, arg)
 
 
@@ -178,7 +183,7 @@ async def _pull(
     try:
         ref = parse_manifest_reference(arg)
     except (InvalidTag, InvalidDigest):
-        return Grant(await gate.authorize(request, action, repo), action, None)
+        return Grant(await gate.authorize(request, action, repo))
     digest, tag = (str(ref.digest) if ref.digest else None), ref.tag
     record = request.method != "HEAD"  # a HEAD is no pull to note
     user, pulled = await gate.run_as(
@@ -186,7 +191,7 @@ async def _pull(
     )
     if isinstance(pulled, Refused) and pulled.denied:
         raise gate.refusal(request, user, action, repo)
-    return Grant(user, action, pulled)
+    return Grant(user, pulled)
 
 
 class PrefixRoute(StarletteRoute):
