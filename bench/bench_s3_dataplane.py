@@ -63,6 +63,8 @@ from common import (  # noqa: E402
 )
 from tests.support.s3servers import S3Server, create_bucket  # noqa: E402
 
+from imageregistry.storage.s3config import S3Settings  # noqa: E402
+
 REPO = "bench/app"
 TARGETS = {"push": 1.5, "pull": 1.0, "manifest": 5.0}
 RSS_LIMIT_MB = 200
@@ -338,7 +340,7 @@ def render(results: dict[str, Any]) -> str:
         "server mode, an emulator (objects in Python memory/temp files). Each registry has "
         "a bucket of its own on the same server.",
         f"- Ours: `--workers {a['workers']}`, `--storage s3://ours/registry`, part size "
-        f"{(a['part_size'] or 8 * MiB) // MiB} MiB (one part in flight per upload), "
+        f"{(a['part_size'] or S3Settings.part_size) // MiB} MiB (one part in flight per upload), "
         + (
             f"`timeout_seconds: {a['timeout_seconds']}`; "
             if a.get("timeout_seconds")

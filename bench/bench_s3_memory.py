@@ -10,7 +10,7 @@ to 900: the commit's server-side copy of a 2 GiB blob takes longer than the defa
 on Swift here.
 
     .venv/bin/python bench/bench_s3_memory.py [--server moto|swift] [--size-mib 2048]
-        [--part-mib 8]
+        [--part-mib 32]
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--server", choices=("moto", "swift"), default="moto")
     parser.add_argument("--size-mib", type=int, default=2048)
-    parser.add_argument("--part-mib", type=int, default=8)
+    parser.add_argument("--part-mib", type=int, default=32, help="the driver's default")
     args = parser.parse_args()
     size, part = args.size_mib * MiB, args.part_mib * MiB
     with moto_server() if args.server == "moto" else swift_server() as s3:
