@@ -83,6 +83,7 @@ def pushed(db: Database) -> tuple[ManifestMetadata, RegistryMetadata]:
 def tags(db: Database) -> dict[str, str]:
     with db.read() as conn:
         row = q.stream_row(conn, "team-a", "app")
+        assert row is not None
         return current_tags(conn, row.id)
 
 
@@ -134,6 +135,7 @@ def test_older_history_may_be_dropped_and_undo_cannot_move_the_tag(
 ) -> None:
     with db.write() as conn:
         row = q.stream_row(conn, "team-a", "app")
+        assert row is not None
         older = [e.id for e in q.tag_event_rows(conn, row.id) if e.tag == "v1.0"][1:]
         q.rewrite_history(conn, row, older, [], NOW)
     assert tags(db) == BEFORE

@@ -1,22 +1,22 @@
-"""Image API objects rendered from the typed registry tables, and the writes the API makes.
+"""The image API's reads of the typed registry tables, and the writes the API makes.
 
-`Image` comes from a `manifests` row (+ its layers, index children and signatures),
-`ImageStream` from a `repositories` row plus its tag history (`tag_events`, newest first),
-`ImageStreamTag` / `ImageStreamImage` are views of those. What users may edit (labels,
-annotations, ImageStream spec) lives in the rows' `user_data` JSON. Every write records a
-change (resourceVersion, watch) under the same keys the data plane uses.
+An Image is read as an `ImageRecord` (a `manifests` row with its layers, index children,
+first stream and signatures), an ImageStream as a `StreamRow` plus its tag history
+(`tag_event_rows`, newest first per tag); `apiserver/resources/image_objects.py` renders the
+Kubernetes objects from them. What users may edit (labels, annotations, ImageStream spec)
+lives in the rows' `user_data` JSON. Every write records a change (resourceVersion, watch)
+under the same keys the data plane uses.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, delete, func, select, update
 
-from imageregistry import apigroups
-from imageregistry.clock import rfc3339
 from imageregistry.metadata.db import record_change
 from imageregistry.metadata.quota import check_reference
 from imageregistry.metadata.registry import (
@@ -27,7 +27,7 @@ from imageregistry.metadata.registry import (
     insert_ignore,
     touch_repository,
 )
-from imageregistry.metadata.signatures import list_signatures
+from imageregistry.metadata.signatures import SignatureRecord, list_signatures
 from imageregistry.metadata.tables import (
     manifest_blobs,
     manifest_children,
@@ -45,19 +45,50 @@ from imageregistry.metadata.tag_policies import (
     current_tags,
 )
 
-IMAGE_API = apigroups.IMAGE_V1
-MANAGED = f"{apigroups.IMAGE}/managed"
+
+@dataclass(frozen=True)
+class ImageLayer:
+    digest: str
+    size: int
+    media_type: str
 
 
-def ts(value: datetime | None) -> str | None:
-    return None if value is None else rfc3339(value)
+@dataclass(frozen=True)
+class ImageChild:
+    """One manifest of an index, with the platform it is for."""
+
+    digest: str
+    media_type: str
+    size: int
+    architecture: str | None
+    os: str | None
+    variant: str | None
 
 
-def _user_meta(user_data: dict[str, Any]) -> dict[str, Any]:
-    return {k: user_data[k] for k in ("labels", "annotations") if user_data.get(k)}
+@dataclass(frozen=True)
+class ImageRecord:
+    """What the Image object is rendered from: a `manifests` row with its layers, index
+    children, the stream it was first pushed to (None once no stream holds it) and its
+    signatures."""
+
+    digest: str
+    uid: str
+    resource_version: int
+    pushed: datetime
+    user_data: dict[str, Any]
+    image_metadata: dict[str, Any]
+    config_digest: str | None
+    media_type: str
+    content: bytes
+    layers: list[ImageLayer]
+    children: list[ImageChild]
+    first_stream: StreamName | None
+    signatures: list[SignatureRecord]
 
 
-def image_reference(conn: Connection, host: str, digest: str) -> str:
+def first_stream_holding(conn: Connection, digest: str) -> StreamName | None:
+    """The stream whose repository took manifest `digest` first (the Image's pull
+    reference)."""
     row = conn.execute(
         select(repositories.c.namespace, repositories.c.name)
         .join(repository_manifests, repository_manifests.c.repository_id == repositories.c.id)
@@ -65,7 +96,7 @@ def image_reference(conn: Connection, host: str, digest: str) -> str:
         .order_by(repository_manifests.c.created)
         .limit(1)
     ).first()
-    return f"{host}/{row.namespace}/{row.name}@{digest}" if row else digest
+    return None if row is None else StreamName(row.namespace, row.name)
 
 
 class StreamName(NamedTuple):
@@ -84,32 +115,7 @@ def streams_holding(conn: Connection, digest: str) -> list[StreamName]:
     return [StreamName(namespace, name) for namespace, name in rows]
 
 
-def _signatures(conn: Connection, digest: str) -> list[dict[str, Any]]:
-    import base64
-
-    out = []
-    for sig in list_signatures(conn, digest):
-        entry: dict[str, Any] = {
-            "name": sig.name,
-            "type": sig.type,
-            "content": base64.b64encode(sig.content).decode(),
-        }
-        entry.update({"metadata": {"name": sig.name, "creationTimestamp": ts(sig.created)}})
-        entry.update(dict(sig.status))
-        out.append(entry)
-    return out
-
-
-def render_image(conn: Connection, row: Any, host: str, full: bool = True) -> dict[str, Any]:
-    user = dict(row.user_data or {})
-    meta: dict[str, Any] = {
-        "name": row.digest,
-        "uid": row.uid,
-        "resourceVersion": str(row.resource_version),
-        "creationTimestamp": ts(row.pushed),
-        **_user_meta(user),
-    }
-    meta["annotations"] = {**meta.get("annotations", {}), MANAGED: "true"}
+def _image_record(conn: Connection, row: Any) -> ImageRecord:
     layers = conn.execute(
         select(manifest_blobs.c.blob_digest, manifest_blobs.c.size, manifest_blobs.c.media_type)
         .where(manifest_blobs.c.manifest_digest == row.digest, manifest_blobs.c.position >= 0)
@@ -120,60 +126,37 @@ def render_image(conn: Connection, row: Any, host: str, full: bool = True) -> di
         .where(manifest_children.c.parent_digest == row.digest)
         .order_by(manifest_children.c.position)
     ).all()
-    obj: dict[str, Any] = {
-        "kind": "Image",
-        "apiVersion": IMAGE_API,
-        "metadata": meta,
-        "dockerImageReference": image_reference(conn, host, row.digest),
-        "dockerImageMetadata": {
-            "kind": "DockerImage",
-            "apiVersion": "1.0",
-            **dict(row.image_metadata or {}),
-        },
-        "dockerImageMetadataVersion": "1.0",
-        "dockerImageLayers": [
-            {"name": layer.blob_digest, "size": layer.size, "mediaType": layer.media_type}
-            for layer in layers
-        ],
-        "dockerImageManifestMediaType": row.media_type,
-    }
-    if row.config_digest:
-        obj["dockerImageMetadata"]["id"] = row.config_digest
-    if children:
-        obj["dockerImageManifests"] = [
-            {
-                "digest": c.child_digest,
-                "mediaType": c.media_type,
-                "manifestSize": c.size,
-                "architecture": c.architecture or "",
-                "os": c.os or "",
-                "variant": c.variant or "",
-            }
+    return ImageRecord(
+        digest=row.digest,
+        uid=row.uid,
+        resource_version=row.resource_version,
+        pushed=row.pushed,
+        user_data=dict(row.user_data or {}),
+        image_metadata=dict(row.image_metadata or {}),
+        config_digest=row.config_digest,
+        media_type=row.media_type,
+        content=bytes(row.content),
+        layers=[ImageLayer(layer.blob_digest, layer.size, layer.media_type) for layer in layers],
+        children=[
+            ImageChild(c.child_digest, c.media_type, c.size, c.architecture, c.os, c.variant)
             for c in children
-        ]
-    if full:
-        obj["dockerImageManifest"] = bytes(row.content).decode("utf-8", "replace")
-    sigs = _signatures(conn, row.digest)
-    if sigs:
-        obj["signatures"] = sigs
-    return obj
+        ],
+        first_stream=first_stream_holding(conn, row.digest),
+        signatures=list_signatures(conn, row.digest),
+    )
 
 
-def get_image(conn: Connection, digest: str, host: str) -> dict[str, Any] | None:
+def find_image(conn: Connection, digest: str) -> ImageRecord | None:
     row = conn.execute(select(manifests).where(manifests.c.digest == digest)).first()
-    return None if row is None else render_image(conn, row, host)
+    return None if row is None else _image_record(conn, row)
 
 
-def list_images(
-    conn: Connection, host: str, after: str = "", name: str | None = None
-) -> Iterable[dict[str, Any]]:
+def iter_images(conn: Connection) -> Iterator[ImageRecord]:
+    """Every image by digest; each one's layers, children and signatures are read as the
+    caller reaches it, so a page that stops early reads no more."""
     query = select(manifests).order_by(manifests.c.digest)
-    if after:
-        query = query.where(manifests.c.digest > after)
-    if name is not None:
-        query = query.where(manifests.c.digest == name)
     for row in conn.execute(query).all():
-        yield render_image(conn, row, host, full=False)
+        yield _image_record(conn, row)
 
 
 def update_image_user_data(conn: Connection, digest: str, user_data: dict[str, Any]) -> int:
@@ -200,65 +183,47 @@ def delete_image(conn: Connection, digest: str) -> bool:
 # --- streams ---------------------------------------------------------------------------
 
 
-def tag_history(
-    conn: Connection, repo_id: int, host: str, ns: str, name: str
-) -> dict[str, list[dict[str, Any]]]:
-    rows = conn.execute(
-        select(tag_events)
-        .where(tag_events.c.repository_id == repo_id)
-        .order_by(tag_events.c.tag, tag_events.c.id.desc())
-    ).all()
-    tags: dict[str, list[dict[str, Any]]] = {}
-    for r in rows:
-        tags.setdefault(r.tag, []).append(
-            {
-                "created": ts(r.created),
-                "dockerImageReference": f"{host}/{ns}/{name}@{r.digest}",
-                "image": r.digest,
-                "generation": r.generation,
-            }
-        )
-    return tags
+@dataclass(frozen=True)
+class StreamRow:
+    """One `repositories` row: an image stream without its tag history."""
+
+    id: int
+    namespace: str
+    name: str
+    uid: str
+    resource_version: int
+    generation: int
+    created: datetime
+    user_data: dict[str, Any]
 
 
-def render_stream(conn: Connection, row: Any, host: str) -> dict[str, Any]:
-    user = dict(row.user_data or {})
-    tags = tag_history(conn, row.id, host, row.namespace, row.name)
-    spec = dict(user.get("spec") or {})
-    spec.setdefault("lookupPolicy", {"local": False})
-    return {
-        "kind": "ImageStream",
-        "apiVersion": IMAGE_API,
-        "metadata": {
-            "name": row.name,
-            "namespace": row.namespace,
-            "uid": row.uid,
-            "resourceVersion": str(row.resource_version),
-            "generation": row.generation,
-            "creationTimestamp": ts(row.created),
-            **_user_meta(user),
-        },
-        "spec": spec,
-        "status": {
-            "dockerImageRepository": f"{host}/{row.namespace}/{row.name}",
-            "tags": [{"tag": t, "items": items} for t, items in sorted(tags.items())],
-        },
-    }
+def _stream(row: Any) -> StreamRow:
+    return StreamRow(
+        row.id,
+        row.namespace,
+        row.name,
+        row.uid,
+        row.resource_version,
+        row.generation,
+        row.created,
+        row.user_data,
+    )
 
 
-def stream_row(conn: Connection, namespace: str, name: str) -> Any:
-    return conn.execute(
+def stream_row(conn: Connection, namespace: str, name: str) -> StreamRow | None:
+    row = conn.execute(
         select(repositories).where(
             repositories.c.namespace == namespace, repositories.c.name == name
         )
     ).first()
+    return None if row is None else _stream(row)
 
 
-def list_stream_rows(conn: Connection, namespace: str) -> list[Any]:
+def list_stream_rows(conn: Connection, namespace: str) -> list[StreamRow]:
     query = select(repositories).order_by(repositories.c.namespace, repositories.c.name)
     if namespace:
         query = query.where(repositories.c.namespace == namespace)
-    return list(conn.execute(query).all())
+    return [_stream(row) for row in conn.execute(query).all()]
 
 
 def create_stream(
@@ -270,7 +235,7 @@ def create_stream(
     )
 
 
-def update_stream_user_data(conn: Connection, row: Any, user_data: dict[str, Any]) -> None:
+def update_stream_user_data(conn: Connection, row: StreamRow, user_data: dict[str, Any]) -> None:
     generation = row.generation + (
         1 if (user_data.get("spec") != (row.user_data or {}).get("spec")) else 0
     )
@@ -300,7 +265,7 @@ def delete_namespace_streams(conn: Connection, namespace: str) -> None:
         _drop_stream(conn, row)
 
 
-def delete_tag(conn: Connection, row: Any, tag: str) -> bool:
+def delete_tag(conn: Connection, row: StreamRow, tag: str) -> bool:
     if current_tag(conn, row.id, tag) is not None:
         check_tag_removal(conn, row.namespace, row.name, tag)  # ImageTagPolicy
     result = conn.execute(
@@ -387,7 +352,7 @@ def image_exists(conn: Connection, digest: str) -> bool:
 
 def rewrite_history(
     conn: Connection,
-    row: Any,
+    row: StreamRow,
     delete_ids: Iterable[int],
     new_current: Iterable[tuple[str, str]],
     now: datetime,

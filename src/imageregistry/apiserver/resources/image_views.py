@@ -15,6 +15,7 @@ from typing import Any
 from imageregistry.apiserver.codec import ANY, object_schema
 from imageregistry.apiserver.imagetagpolicy import refused_as_forbidden
 from imageregistry.apiserver.resource import ListOptions, ListResult, RequestContext, ResourceInfo
+from imageregistry.apiserver.resources import image_objects
 from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.resources.images import GROUP, _ImageBase, _page
 from imageregistry.apiserver.resources.tag_sources import (
@@ -80,7 +81,9 @@ class ImageStreamTags(_ImageBase):
         event = q.current_tag(conn, row.id, tag)
         if event is None:
             return None
-        image = q.get_image(conn, event.digest, self.host) or {"metadata": {"name": event.digest}}
+        image = image_objects.get_image(conn, event.digest, self.host) or {
+            "metadata": {"name": event.digest}
+        }
         image["dockerImageReference"] = f"{self.host}/{row.namespace}/{row.name}@{event.digest}"
         image.pop("dockerImageManifest", None)
         spec = dict((row.user_data or {}).get("spec") or {})
@@ -90,13 +93,13 @@ class ImageStreamTags(_ImageBase):
         )
         return {
             "kind": "ImageStreamTag",
-            "apiVersion": q.IMAGE_API,
+            "apiVersion": image_objects.IMAGE_API,
             "metadata": {
                 "name": f"{row.name}:{tag}",
                 "namespace": row.namespace,
                 "uid": row.uid,
                 "resourceVersion": str(row.resource_version),
-                "creationTimestamp": q.ts(event.created),
+                "creationTimestamp": image_objects.ts(event.created),
             },
             "tag": ref,
             "generation": event.generation,
@@ -118,7 +121,7 @@ class ImageStreamTags(_ImageBase):
         with self.db.read() as conn:
             rv = current_resource_version(conn)
             for row in q.list_stream_rows(conn, namespace):
-                for tag in sorted(q.tag_history(conn, row.id, self.host, row.namespace, row.name)):
+                for tag in sorted(image_objects.stream_history(conn, row, self.host)):
                     obj = self._render(conn, row, tag)
                     if obj is not None:
                         objs.append(obj)
@@ -152,7 +155,7 @@ class ImageStreamTags(_ImageBase):
             exists = row is not None and q.current_tag(conn, row.id, tag) is not None
             if creating and exists:
                 raise already_exists("imagestreamtags", GROUP, name)
-            if exists and not creating:
+            if exists and not creating and row is not None:
                 check_resource_version(body, str(row.resource_version), name)
             target = StreamKey(namespace, stream)
             digest = resolve_tag_source(ctx, conn, self.host, target, name, body.get("tag"))
@@ -163,13 +166,13 @@ class ImageStreamTags(_ImageBase):
                     name,
                     [FieldCause("tag.from", "Required value", "FieldValueRequired")],
                 )
-            if digest is not None and ctx.dry_run and exists:
+            if digest is not None and ctx.dry_run and exists and row is not None:
                 current = q.current_tag(conn, row.id, tag)
                 tp.check_move(conn, namespace, stream, tag, current.digest, digest)
             elif digest is not None and not ctx.dry_run:
                 q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
         if ctx.dry_run and digest is not None:
-            return {**body, "kind": "ImageStreamTag", "apiVersion": q.IMAGE_API}
+            return {**body, "kind": "ImageStreamTag", "apiVersion": image_objects.IMAGE_API}
         return self.get(ctx, namespace, name)
 
     def delete(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
@@ -222,7 +225,7 @@ class ImageStreamImages(_ImageBase):
             row = q.stream_row(conn, namespace, stream)
             image = None
             if row is not None and q.image_in_stream(conn, row.id, digest):
-                image = q.get_image(conn, digest, self.host)
+                image = image_objects.get_image(conn, digest, self.host)
         if row is None or image is None:
             raise not_found("imagestreamimages", GROUP, name)
         image["dockerImageReference"] = f"{self.host}/{namespace}/{stream}@{digest}"
@@ -235,7 +238,7 @@ class ImageStreamImages(_ImageBase):
         }
         return {
             "kind": "ImageStreamImage",
-            "apiVersion": q.IMAGE_API,
+            "apiVersion": image_objects.IMAGE_API,
             "metadata": meta,
             "image": image,
         }
@@ -296,7 +299,7 @@ class ImageStreamMappings(_ImageBase):
                 resource="imagestreammappings",
                 name=stream,
             )
-            if q.get_image(conn, digest, self.host) is None:
+            if image_objects.get_image(conn, digest, self.host) is None:
                 raise not_found("images", GROUP, digest)
             if ctx.dry_run:
                 row = q.stream_row(conn, namespace, stream)

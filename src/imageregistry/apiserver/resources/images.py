@@ -26,6 +26,7 @@ from imageregistry.apiserver.resource import (
     ResourceHandler,
     ResourceInfo,
 )
+from imageregistry.apiserver.resources import image_objects
 from imageregistry.apiserver.resources.image_access import StreamKey, require_image_access
 from imageregistry.apiserver.resources.stream_status import TagEvent, plan_status
 from imageregistry.apiserver.selectors import field_predicate, label_predicate
@@ -97,7 +98,9 @@ def _check_rv(given: Any, current: str, plural: str, name: str) -> None:
         )
 
 
-def _stream_for_update(conn: Connection, namespace: str, name: str, body: dict[str, Any]) -> Any:
+def _stream_for_update(
+    conn: Connection, namespace: str, name: str, body: dict[str, Any]
+) -> q.StreamRow:
     """The stream's row, inside the caller's write transaction: 404 when missing, 409 when
     the body carries a stale resourceVersion."""
     row = q.stream_row(conn, namespace, name)
@@ -191,7 +194,7 @@ class Images(_ImageBase):
 
     def get(self, ctx: RequestContext, namespace: str, name: str) -> dict[str, Any]:
         with self.db.read() as conn:
-            obj = q.get_image(conn, name, self.host)
+            obj = image_objects.get_image(conn, name, self.host)
         if obj is None:
             raise not_found("images", GROUP, name)
         return obj
@@ -199,7 +202,7 @@ class Images(_ImageBase):
     def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
         with self.db.read() as conn:
             rv = current_resource_version(conn)
-            return _page(q.list_images(conn, self.host), opts, rv)
+            return _page(image_objects.list_images(conn, self.host), opts, rv)
 
     def update(
         self, ctx: RequestContext, namespace: str, name: str, body: dict[str, Any]
@@ -212,7 +215,7 @@ class Images(_ImageBase):
             name,
         )
         user = _user_data(body, keep_spec=False)
-        (user.get("annotations") or {}).pop(q.MANAGED, None)
+        (user.get("annotations") or {}).pop(image_objects.MANAGED, None)
         entries = _without_revoked_trust(body.get("signatures"), current.get("signatures"))
         if not ctx.dry_run:
             with self.db.write() as conn:
@@ -281,13 +284,14 @@ class ImageStreams(_ImageBase):
             row = q.stream_row(conn, namespace, name)
             if row is None:
                 raise not_found("imagestreams", GROUP, name)
-            return q.render_stream(conn, row, self.host)
+            return image_objects.render_stream(conn, row, self.host)
 
     def list(self, ctx: RequestContext, namespace: str, opts: ListOptions) -> ListResult:
         with self.db.read() as conn:
             rv = current_resource_version(conn)
             objs = [
-                q.render_stream(conn, row, self.host) for row in q.list_stream_rows(conn, namespace)
+                image_objects.render_stream(conn, row, self.host)
+                for row in q.list_stream_rows(conn, namespace)
             ]
         return _page(objs, opts, rv)
 
@@ -315,7 +319,7 @@ class ImageStreams(_ImageBase):
             if not ctx.dry_run:
                 q.create_stream(conn, namespace, name, user, ctx.clock())
         if ctx.dry_run:
-            return {**body, "kind": "ImageStream", "apiVersion": q.IMAGE_API}
+            return {**body, "kind": "ImageStream", "apiVersion": image_objects.IMAGE_API}
         return self.get(ctx, namespace, name)
 
     def update(
@@ -364,7 +368,7 @@ class ImageStreams(_ImageBase):
             current: dict[str, list[TagEvent]] = {}
             for event in q.tag_event_rows(conn, row.id):
                 current.setdefault(event.tag, []).append(
-                    TagEvent(event.id, event.tag, event.digest, q.ts(event.created))
+                    TagEvent(event.id, event.tag, event.digest, image_objects.ts(event.created))
                 )
             plan = plan_status(current, body.get("status"), f"{self.host}/{namespace}/{name}")
             if plan.causes:
@@ -404,7 +408,7 @@ class ImageStreams(_ImageBase):
         with self.db.read() as conn:
             for tag in stream["status"]["tags"]:
                 for item in tag["items"]:
-                    image = q.get_image(conn, item["image"], self.host)
+                    image = image_objects.get_image(conn, item["image"], self.host)
                     if image is None or item["image"] in images:
                         continue
                     layers = [layer["name"] for layer in image["dockerImageLayers"]]
@@ -426,7 +430,7 @@ class ImageStreams(_ImageBase):
         }
         return {
             "kind": "ImageStreamLayers",
-            "apiVersion": q.IMAGE_API,
+            "apiVersion": image_objects.IMAGE_API,
             "metadata": meta,
             "blobs": blobs,
             "images": images,
