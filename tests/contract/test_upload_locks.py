@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from imageregistry.metadata.db import Database
+from imageregistry.metadata.db import Database, DatabaseBusy
 from imageregistry.metadata.engine import open_engine
 from imageregistry.metadata.upload_locks import UploadLocks
 from tests.support.postgres import create_database
@@ -26,7 +26,7 @@ from tests.support.postgres import create_database
 _HOLDER = textwrap.dedent(
     """
     import sys
-    from imageregistry.metadata.db import Database
+    from imageregistry.metadata.db import Database, DatabaseBusy
     from imageregistry.metadata.engine import create
     from imageregistry.metadata.upload_locks import UploadLocks
 
@@ -108,3 +108,24 @@ def test_two_holders_in_one_process_exclude_each_other_on_postgresql(
     finally:
         first.dispose()
         second.dispose()
+
+
+def test_when_every_lock_connection_is_busy_the_request_is_told_to_retry(
+    postgres_server: str,
+) -> None:
+    """More appends streaming into one process than its lock pool has connections: the
+    next one is answered "busy, retry" (503 with Retry-After), never left hanging."""
+    url = create_database(postgres_server, f"locks_{uuid.uuid4().hex[:10]}")
+    locks = UploadLocks(Database(open_engine(url)), pool_size=1, pool_overflow=0, pool_timeout=0.5)
+    try:
+        release = locks.try_acquire("upload-1")
+        assert release is not None
+        with pytest.raises(DatabaseBusy) as refused:
+            locks.try_acquire("upload-2")
+        assert refused.value.retry_after
+        release()
+        again = locks.try_acquire("upload-2")
+        assert again is not None
+        again()
+    finally:
+        locks.dispose()

@@ -37,8 +37,9 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from imageregistry.metadata.db import Database
+from imageregistry.metadata.db import Database, DatabaseBusy
 
 Release = Callable[[], None]
 
@@ -55,13 +56,23 @@ _LOCK_NOT_AVAILABLE = "55P03"
 # appends run (each running append holds one).
 _POOL_SIZE = 2
 _POOL_OVERFLOW = 62
+# How long an append waits for a free connection when that many already stream; then
+# the request is answered 503 with Retry-After (``DatabaseBusy``), not left hanging.
+_POOL_TIMEOUT_SECONDS = 10
 
 
 class UploadLocks:
     """``try_acquire(upload_id)``: a release function, or None when another process
     holds the session. Blocking (database round trips): call it from a thread."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        pool_size: int = _POOL_SIZE,
+        pool_overflow: int = _POOL_OVERFLOW,
+        pool_timeout: float = _POOL_TIMEOUT_SECONDS,
+    ) -> None:
         url = db.engine.url
         self._engine: Engine | None = None
         self._file: Path | None = None
@@ -72,7 +83,11 @@ class UploadLocks:
                 self._file = Path(url.database + ".upload-locks")
         else:
             self._engine = create_engine(
-                url, pool_size=_POOL_SIZE, max_overflow=_POOL_OVERFLOW, pool_pre_ping=True
+                url,
+                pool_size=pool_size,
+                max_overflow=pool_overflow,
+                pool_timeout=pool_timeout,
+                pool_pre_ping=True,
             )
 
     def try_acquire(self, upload_id: str) -> Release | None:
@@ -91,7 +106,10 @@ class UploadLocks:
 
     @staticmethod
     def _advisory(engine: Engine, upload_id: str) -> Release | None:
-        conn = engine.connect()
+        try:
+            conn = engine.connect()
+        except PoolTimeout:  # every lock connection is held by a streaming append
+            raise DatabaseBusy() from None
         key = {"c": _LOCK_CLASS, "k": upload_id}
         try:
             conn.execute(text(f"SET lock_timeout = '{_WAIT_MS}ms'"))
