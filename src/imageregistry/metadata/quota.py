@@ -656,11 +656,12 @@ def check_push(
     other pushes). Pushing an image the namespace already has requests no quota and is
     not measured against `image.alauda.io/Image` again (a retry must not fail).
 
-    The check is one statement after the lock (`_survey`: which quota and limit objects
-    the namespace has, its admission bound, whether it holds the image and which of the
-    image's blobs it holds) and one write of the bound; `cache` (one per process) keeps
-    the parsed objects, so they are read again only when they changed. A request that
-    does not fit under the bound is measured exactly before it is refused or admitted."""
+    After the lock, a new image in a namespace whose quotas `cache` (one per process)
+    knows is admitted by one UPDATE of the bound (`_admit_known`). Otherwise one read
+    (`_survey`: which quota and limit objects the namespace has, its bound, whether it
+    holds the image and which of the image's blobs it holds) and what the decision needs;
+    the parsed objects are read again only when they changed. A request that does not fit
+    under the bound is measured exactly before it is refused or admitted."""
     cache = cache if cache is not None else LimitsCache()
     lock_namespace(conn, namespace)  # also without limits: the bound must not miss this push
     known = cache.known(namespace)
