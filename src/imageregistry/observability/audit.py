@@ -80,6 +80,17 @@ _LINE_CACHE_LIMIT = 4096
 _ANONYMOUS = anonymous()  # an immutable value, for requests that named no one
 
 
+class _NoAttributes:
+    """The access-review fields of a request that had none, in a request's shape (`None`
+    is no field's value in a real review)."""
+
+    verb = is_resource_request = api_group = resource = subresource = None
+    namespace = name = path = None
+
+
+_NO_ATTRIBUTES = _NoAttributes()
+
+
 class AuditState:
     """What the audit log keeps about one request between `decided` and `complete`."""
 
@@ -122,18 +133,28 @@ class AuditState:
 
 
 class _Clock:
-    """RFC 3339 timestamps with microseconds, the date part formatted once a second."""
+    """The two timestamps of a line, as `audit.k8s.io`'s MicroTime writes them
+    (`2006-01-02T15:04:05.000000Z`): the date and time up to the second are formatted once
+    a second, the microseconds are the only number formatted per line."""
 
     def __init__(self) -> None:
-        self._second = -1
-        self._prefix = ""
+        self.start = -1  # the current second, in microseconds since the epoch
+        self.prefix = ""  # ... as "YYYY-MM-DDTHH:MM:SS."
 
-    def format(self, when: float) -> str:
-        second = int(when)
-        if second != self._second:
-            self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
-        return f"{self._prefix}.{int((when - second) * 1_000_000):06d}Z"
+    def prefix_of(self, micros: int) -> tuple[str, int]:
+        """The prefix of `micros` and the microseconds past it; the newest second seen is
+        kept."""
+        start = micros - micros % 1_000_000
+        if start == self.start:
+            return self.prefix, micros - start
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(start // 1_000_000))
+        if start > self.start:
+            self.start, self.prefix = start, prefix
+        return prefix, micros - start
+
+
+# The microseconds of a timestamp as two table lookups (formatting an int costs more).
+_DIGITS = tuple(f"{n:03d}" for n in range(1000))
 
 
 class Auditor:
@@ -265,20 +286,37 @@ class Auditor:
         rest is built once per outcome, stage and request shape (`_shape`) and kept."""
         outcome = state.outcome
         if outcome.level >= auditpolicy.REQUEST or (status is not None and status >= 400):
-            head, middle, tail = self._parts(info, state, stage, status, error_body)
-        else:
-            key = (id(outcome), stage, *self._shape(info, status))
-            entry = self._lines.get(key)
-            if entry is None or entry[0] is not info.user or entry[1] is not info.impersonated:
-                if len(self._lines) >= _LINE_CACHE_LIMIT:
-                    self._lines.clear()
-                parts = self._parts(info, state, stage, status, error_body)
-                entry = self._lines[key] = (info.user, info.impersonated, *parts)
-            head, middle, tail = entry[2], entry[3], entry[4]
+            return self._fill(self._parts(info, state, stage, status, error_body), info)
+        key = (id(outcome), stage, *self._shape(info, status))
+        entry = self._lines.get(key)
+        if entry is None or entry[0] is not info.user or entry[1] is not info.impersonated:
+            if len(self._lines) >= _LINE_CACHE_LIMIT:
+                self._lines.clear()
+            parts = self._parts(info, state, stage, status, error_body)
+            entry = self._lines[key] = (info.user, info.impersonated, parts)
+        return self._fill(entry[2], info)
+
+    def _fill(self, parts: tuple[str, str, str], info: RequestInfo) -> bytes:
+        """The line: its `parts` (`_parts`) around the request's id and its two
+        timestamps, received and now."""
+        head, middle, tail = parts
+        received = int(info.received * 1_000_000)
+        now = int(self._now() * 1_000_000)
         clock = self._clock
+        start = clock.start
+        if start <= received and start <= now < start + 1_000_000:
+            # the common case: both within the second last seen
+            prefix = now_prefix = clock.prefix
+            received -= start
+            now -= start
+        else:
+            prefix, received = clock.prefix_of(received)
+            now_prefix, now = clock.prefix_of(now)
         return (
-            f"{head}{_enc(info.request_id)}{middle}{clock.format(info.received)}"
-            f'","stageTimestamp":"{clock.format(self._now())}{tail}'
+            f"{head}{_enc(info.request_id)}{middle}"
+            f"{prefix}{_DIGITS[received // 1000]}{_DIGITS[received % 1000]}"
+            f'Z","stageTimestamp":"'
+            f"{now_prefix}{_DIGITS[now // 1000]}{_DIGITS[now % 1000]}Z{tail}"
         ).encode()
 
     def _shaped_line(self, info: RequestInfo, status: int) -> bytes | None:
@@ -301,23 +339,17 @@ class Auditor:
                 parts = self._parts(info, state, "ResponseComplete", status, b"")
             entry = self._lines[key] = (info.user, info.impersonated, parts)
         parts = entry[2]
-        if parts is None:
-            return None
-        head, middle, tail = parts
-        clock = self._clock
-        return (
-            f"{head}{_enc(info.request_id)}{middle}{clock.format(info.received)}"
-            f'","stageTimestamp":"{clock.format(self._now())}{tail}'
-        ).encode()
+        return None if parts is None else self._fill(parts, info)
 
     @staticmethod
     def _shape(info: RequestInfo, status: int | None) -> tuple[Any, ...]:
         """What a request's event is made of, but for its id and timestamps: the caller
         (by identity; a kept entry holds the objects, so an id is not reused while it is
         kept), the request's URI, method, source headers and peer, the access review's
-        fields, the decision and the status."""
+        fields, the decision and the status. One flat tuple: it is built and hashed for
+        every request."""
         scope = info.scope
-        attrs = info.attributes
+        attrs = info.attributes or _NO_ATTRIBUTES
         source = info.source
         client = scope.get("client")
         return (
@@ -330,22 +362,18 @@ class Auditor:
             scope["method"],
             tuple(source) if source is not None else _source_items(scope),
             client[0] if client else None,
-            None
-            if attrs is None
-            else (
-                attrs.verb,
-                attrs.is_resource_request,
-                attrs.api_group,
-                attrs.resource,
-                attrs.subresource,
-                attrs.namespace,
-                attrs.name,
-                attrs.path,
-            ),
             info.object_name,
             info.allowed,
             info.reason,
             info.authenticated,
+            attrs.verb,
+            attrs.is_resource_request,
+            attrs.api_group,
+            attrs.resource,
+            attrs.subresource,
+            attrs.namespace,
+            attrs.name,
+            attrs.path,
         )
 
     def _parts(

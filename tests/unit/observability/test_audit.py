@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from imageregistry.auth.identity import Attributes, authenticated
@@ -149,3 +150,45 @@ def test_lines_built_once_per_request_shape_stay_each_requests_own() -> None:
     }
     assert events["r6"]["annotations"]["authorization.k8s.io/decision"] == "forbid"
     assert events["r7"]["userAgent"] == "b/2" and events["r1"]["userAgent"] == "a/1"
+
+
+def test_timestamps_are_each_requests_own_across_seconds() -> None:
+    """The date and time up to the second are formatted once a second and kept: a request
+    received in one second and answered in the next, or answered by a clock that went
+    back, still gets both of its timestamps right, to the microsecond."""
+    now = [0.0]
+    lines = Lines()
+    auditor = Auditor(parse_policy(METADATA_BUT_BOB), lines, clock=lambda: now[0])
+    alice = authenticated("alice")
+    cases = [
+        (1_733_353_200.250001, 1_733_353_200.999999),
+        (1_733_353_200.999999, 1_733_353_201.000002),  # into the next second
+        (1_733_353_201.5, 1_733_353_261.25),  # a minute later
+        (1_733_353_199.000123, 1_733_353_199.1),  # the clock went back a minute
+        (1_733_353_261.3, 1_733_353_261.300007),
+    ]
+    for index, (received, answered) in enumerate(cases):
+        info = _request("GET", "/api/v1/namespaces/a/things/x", [])
+        info.request_id = f"r{index}"
+        info.received = received
+        now[0] = answered
+        token = requestinfo.current.set(info)
+        try:
+            requestinfo.note_user(alice)
+            attrs = Attributes.for_resource(alice, "get", "", "things", namespace="a", name="x")
+            requestinfo.note_decision(attrs, True, "")
+            auditor.complete(info, 200, b"", False)
+        finally:
+            requestinfo.current.reset(token)
+    events = lines.events()
+    assert [e["auditID"] for e in events] == [f"r{i}" for i in range(len(cases))]
+    for event, (received, answered) in zip(events, cases, strict=True):
+        assert event["requestReceivedTimestamp"] == _micro_time(received)
+        assert event["stageTimestamp"] == _micro_time(answered)
+
+
+def _micro_time(when: float) -> str:
+    """audit.k8s.io's MicroTime of `when`, by the standard library."""
+    moment = datetime.fromtimestamp(int(when * 1_000_000) // 1_000_000, UTC)
+    micros = int(when * 1_000_000) % 1_000_000
+    return moment.replace(microsecond=micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
