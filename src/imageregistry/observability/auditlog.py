@@ -176,9 +176,15 @@ class CoalescingWriter:
     """Lines written on the event loop wait up to `delay` seconds (or until `limit` bytes
     wait) and then leave in one `write(2)`, so a busy worker pays one system call for many
     requests instead of one each (docs/benchmarks.md, "Audit on the manifest GET"); still
-    only whole lines, so the `O_APPEND` guarantee holds. Written from any other thread (no
-    running loop), a line goes out at once, after any pending ones, in order. `close`
-    writes whatever waits."""
+    only whole lines, so the `O_APPEND` guarantee holds. Written from any other thread, a
+    line goes out at once, after any pending ones, in order. `close` writes whatever waits.
+
+    The loop's own writes (every request's `ResponseComplete`) take no lock: only the
+    loop's thread appends to the pending list, and whoever writes it out (the loop's timer,
+    another thread, `close`) does so under the lock by copying the lines there and then
+    deleting exactly those from the front of the same list — each one step under the GIL,
+    so a line the loop appends meanwhile stays for the next write, neither lost nor
+    written twice."""
 
     def __init__(
         self, inner: EventWriter, delay: float = FLUSH_SECONDS, limit: int = FLUSH_BYTES
@@ -187,49 +193,66 @@ class CoalescingWriter:
         self._delay = delay
         self._limit = limit
         self._lock = threading.Lock()
-        self._pending: list[bytes] = []
-        self._size = 0
+        self._pending: list[bytes] = []  # appended to by the loop's thread only
+        self._size = 0  # of what the loop appended since its last flush (read by it only)
         self._timer: asyncio.TimerHandle | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None  # the last one seen, and its thread
-        self._loop_thread = -1
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop lines wait for
+        self._loop_thread = -1  # ... and its thread
 
-    def _running_loop(self) -> asyncio.AbstractEventLoop | None:
-        """The event loop running in this thread, if any. `asyncio.get_running_loop`
-        costs a `getpid(2)` system call whenever its per-thread cache misses, which under
-        Granian is most requests; the thread's identity and the loop's own flag are free."""
+    def _on_loop(self) -> asyncio.AbstractEventLoop | None:
+        """The loop lines may wait for when it runs in this thread, else None. The first
+        loop seen is kept while it runs (`asyncio.get_running_loop` costs a `getpid(2)`
+        whenever its per-thread cache misses, which under Granian is most requests)."""
         loop = self._loop
         if loop is not None and self._loop_thread == threading.get_ident() and loop.is_running():
             return loop
         try:
-            loop = asyncio.get_running_loop()
+            running = asyncio.get_running_loop()
         except RuntimeError:
             return None
-        self._loop, self._loop_thread = loop, threading.get_ident()
-        return loop
+        with self._lock:
+            if loop is not None and loop.is_running() and loop is not running:
+                return None  # another loop's lines go out at once, like other threads'
+            self._flush_locked()  # lines left by a loop that stopped go first
+            self._timer = None
+            self._loop, self._loop_thread = running, threading.get_ident()
+        return running
 
     def write(self, line: bytes) -> None:
-        loop = self._running_loop()
-        with self._lock:
-            self._pending.append(line)
-            self._size += len(line)
-            if loop is None or self._size >= self._limit:
-                self._flush_locked()
-            elif self._timer is None:
-                self._timer = loop.call_later(self._delay, self._timer_fired)
+        loop = self._on_loop()
+        if loop is None:
+            with self._lock:
+                self._flush_locked(line)
+            return
+        self._pending.append(line)
+        self._size += len(line)
+        if self._size >= self._limit:
+            self.flush()
+        elif self._timer is None:
+            self._timer = loop.call_later(self._delay, self._timer_fired)
 
     def _timer_fired(self) -> None:
-        with self._lock:
-            self._timer = None
-            self._flush_locked()
+        self._timer = None
+        self.flush()
 
     def flush(self) -> None:
         with self._lock:
             self._flush_locked()
 
-    def _flush_locked(self) -> None:
-        if self._pending:
-            lines, self._pending, self._size = self._pending, [], 0
+    def _flush_locked(self, line: bytes = b"") -> None:
+        """Writes the pending lines, then `line`, in one write; with the lock held."""
+        pending = self._pending
+        count = len(pending)
+        if count:
+            lines = pending[:count]
+            del pending[:count]
+            if threading.get_ident() == self._loop_thread:
+                self._size = 0
+            if line:
+                lines.append(line)
             self._inner.write(lines[0] if len(lines) == 1 else b"".join(lines))
+        elif line:
+            self._inner.write(line)
 
     def close(self) -> None:
         with self._lock:

@@ -132,3 +132,38 @@ def test_lines_wait_for_the_flush_interval_and_leave_in_one_write_in_order() -> 
     asyncio.run(requests())
     writer.close()  # what still waits is written on the way out
     assert inner.writes[-2:] == [b"e\n", b"<closed>"]
+
+
+def test_lines_from_the_loop_and_threads_at_once_are_each_written_once_in_order() -> None:
+    """The loop appends its lines without the lock while other threads write theirs out
+    (with whatever waits): no line is lost, none written twice, each source's in order."""
+    inner = Recorder()
+    writer = CoalescingWriter(inner, delay=0.001, limit=4096)
+    per_thread = 3000
+
+    def thread_lines(name: str) -> None:
+        for index in range(per_thread):
+            writer.write(f"{name} {index}\n".encode())
+
+    async def loop_lines() -> None:
+        threads = [asyncio.to_thread(thread_lines, f"t{n}") for n in range(3)]
+        gathered = asyncio.gather(*threads)
+        index = 0
+        while not gathered.done() or index < per_thread:
+            writer.write(f"loop {index}\n".encode())
+            index += 1
+            if index % 50 == 0:
+                await asyncio.sleep(0)
+        await gathered
+
+    asyncio.run(loop_lines())
+    writer.close()
+    lines = b"".join(inner.writes[:-1]).decode().splitlines()
+    by_source: dict[str, list[int]] = {}
+    for line in lines:
+        name, index = line.split()
+        by_source.setdefault(name, []).append(int(index))
+    assert sorted(by_source) == ["loop", "t0", "t1", "t2"]
+    for name, indexes in by_source.items():
+        assert indexes == list(range(len(indexes))), name
+    assert all(len(by_source[f"t{n}"]) == per_thread for n in range(3))
