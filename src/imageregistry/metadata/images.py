@@ -277,13 +277,30 @@ def delete_tag(conn: Connection, row: StreamRow, tag: str) -> bool:
     return True
 
 
-def current_tag(conn: Connection, repo_id: int, tag: str) -> Any:
+@dataclass(frozen=True)
+class TagEventRow:
+    """One item of a stream's tag history (`tag_events`); the newest per tag is current."""
+
+    id: int
+    repository_id: int
+    tag: str
+    digest: str
+    created: datetime
+    generation: int
+
+
+def _tag_event(row: Any) -> TagEventRow:
+    return TagEventRow(row.id, row.repository_id, row.tag, row.digest, row.created, row.generation)
+
+
+def current_tag(conn: Connection, repo_id: int, tag: str) -> TagEventRow | None:
     newest = (
         select(func.max(tag_events.c.id))
         .where(tag_events.c.repository_id == repo_id, tag_events.c.tag == tag)
         .scalar_subquery()
     )
-    return conn.execute(select(tag_events).where(tag_events.c.id == newest)).first()
+    row = conn.execute(select(tag_events).where(tag_events.c.id == newest)).first()
+    return None if row is None else _tag_event(row)
 
 
 def image_in_stream(conn: Connection, repo_id: int, digest: str) -> bool:
@@ -321,15 +338,14 @@ def record_mapping(
     touch_repository(conn, repo_id, repo)
 
 
-def tag_event_rows(conn: Connection, repo_id: int) -> list[Any]:
+def tag_event_rows(conn: Connection, repo_id: int) -> list[TagEventRow]:
     """Every tag event of a stream: by tag, newest first (what `status.tags` renders)."""
-    return list(
-        conn.execute(
-            select(tag_events)
-            .where(tag_events.c.repository_id == repo_id)
-            .order_by(tag_events.c.tag, tag_events.c.id.desc())
-        ).all()
-    )
+    rows = conn.execute(
+        select(tag_events)
+        .where(tag_events.c.repository_id == repo_id)
+        .order_by(tag_events.c.tag, tag_events.c.id.desc())
+    ).all()
+    return [_tag_event(row) for row in rows]
 
 
 def delete_tag_events(conn: Connection, repo_id: int, ids: Iterable[int]) -> int:

@@ -108,7 +108,7 @@ def list_images(conn: Connection, host: str) -> Iterator[dict[str, Any]]:
 
 
 def tag_history(
-    events: Sequence[Any], host: str, ns: str, name: str
+    events: Sequence[q.TagEventRow], host: str, ns: str, name: str
 ) -> dict[str, list[dict[str, Any]]]:
     """`status.tags` items by tag, from `metadata.images.tag_event_rows` (newest first)."""
     tags: dict[str, list[dict[str, Any]]] = {}

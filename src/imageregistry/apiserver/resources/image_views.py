@@ -168,7 +168,8 @@ class ImageStreamTags(_ImageBase):
                 )
             if digest is not None and ctx.dry_run and exists and row is not None:
                 current = q.current_tag(conn, row.id, tag)
-                tp.check_move(conn, namespace, stream, tag, current.digest, digest)
+                old = None if current is None else current.digest
+                tp.check_move(conn, namespace, stream, tag, old, digest)
             elif digest is not None and not ctx.dry_run:
                 q.record_mapping(conn, namespace, stream, tag, digest, ctx.clock())
         if ctx.dry_run and digest is not None:
