@@ -130,7 +130,9 @@ def test_cluster_binding_to_a_missing_role_needs_bind(k: Kubectl, server: Regist
         token=erin,
     )  # fmt: skip
     assert "clusterrolebinding.rbac.authorization.k8s.io/erin-later created" in out
-    # a cluster admin (system:masters) may pre-bind too, as in Kubernetes
+    # a cluster admin (system:masters) may pre-bind too, as in Kubernetes (a namespace of its
+    # own, so this test does not depend on another one having run first)
+    k.ok("create", "ns", "admin-prebind")
     k.ok(
         "create",
         "rolebinding",
@@ -138,7 +140,7 @@ def test_cluster_binding_to_a_missing_role_needs_bind(k: Kubectl, server: Regist
         "--clusterrole=also-not-yet",
         "--user=x",
         "-n",
-        "prebind",
+        "admin-prebind",
     )
 
 
