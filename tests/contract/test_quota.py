@@ -156,13 +156,12 @@ def test_limit_ranges(db: Database) -> None:
     push(db, RepoKey("a", "app"), image(3, {layer(2): 1}), tag="one")  # moves the tag
 
 
-def test_concurrent_pushes_admit_exactly_what_fits(db: Database) -> None:
-    with db.write() as conn:
-        create_namespace(conn, "race", NOW)
-    each = 100 + CFG_SIZE
-    quota(db, "race", "q", **{STORAGE: str(CFG_SIZE + 5 * 100 + 50)})
+def race_eight_pushes(db: Database, process: ManifestMetadata | None) -> list[str]:
+    """Eight images of one 100-byte layer each pushed into race/app at once, each through a
+    process of its own (`process` None) or all through `process`: each push's outcome. The
+    blobs are uploaded first, so only the manifest PUTs race."""
     manifests = [image(i, {layer(100 + i): 100}) for i in range(8)]
-    for m in manifests:  # upload first, so only the manifest PUTs race
+    for m in manifests:
         for ref in m.blobs:
             RegistryMetadata(db).record_blob(
                 RepoKey("race", "app"), ref.digest, ref.size, NOW, True
@@ -173,7 +172,9 @@ def test_concurrent_pushes_admit_exactly_what_fits(db: Database) -> None:
     def one(m: NewManifest) -> None:
         start.wait()
         try:
-            ManifestMetadata(db).record(RepoKey("race", "app"), m, m.digest[-6:], NOW, True)
+            (process or ManifestMetadata(db)).record(
+                RepoKey("race", "app"), m, m.digest[-6:], NOW, True
+            )
             outcomes.append("ok")
         except QuotaExceeded:
             outcomes.append("refused")
@@ -183,6 +184,15 @@ def test_concurrent_pushes_admit_exactly_what_fits(db: Database) -> None:
         t.start()
     for t in threads:
         t.join(120)
+    return outcomes
+
+
+def test_concurrent_pushes_admit_exactly_what_fits(db: Database) -> None:
+    with db.write() as conn:
+        create_namespace(conn, "race", NOW)
+    each = 100 + CFG_SIZE
+    quota(db, "race", "q", **{STORAGE: str(CFG_SIZE + 5 * 100 + 50)})
+    outcomes = race_eight_pushes(db, None)
     assert sorted(outcomes) == ["ok"] * 5 + ["refused"] * 3
     assert usage(db, "race")[STORAGE] == CFG_SIZE + 5 * 100
     assert each  # the config is shared by all eight: charged once
@@ -369,27 +379,6 @@ def test_concurrent_pushes_through_one_process_admit_exactly_what_fits(db: Datab
     quota(db, "race", "q", **{STORAGE: str(CFG_SIZE + 100 + 5 * 100 + 50)})
     process = ManifestMetadata(db)
     push(db, RepoKey("race", "app"), image(99, {layer(99): 100}), "first", process)
-    manifests = [image(i, {layer(100 + i): 100}) for i in range(8)]
-    for m in manifests:
-        for ref in m.blobs:
-            RegistryMetadata(db).record_blob(
-                RepoKey("race", "app"), ref.digest, ref.size, NOW, True
-            )
-    outcomes: list[str] = []
-    start = threading.Barrier(8)
-
-    def one(m: NewManifest) -> None:
-        start.wait()
-        try:
-            process.record(RepoKey("race", "app"), m, m.digest[-6:], NOW, True)
-            outcomes.append("ok")
-        except QuotaExceeded:
-            outcomes.append("refused")
-
-    threads = [threading.Thread(target=one, args=(m,)) for m in manifests]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
+    outcomes = race_eight_pushes(db, process)
     assert sorted(outcomes) == ["ok"] * 5 + ["refused"] * 3
     assert usage(db, "race")[STORAGE] == CFG_SIZE + 100 + 5 * 100

@@ -25,6 +25,19 @@ def sha(data: bytes) -> str:
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 
 
+def push_blob(client: httpx.Client, data: bytes, repo: str = "team/app") -> str:
+    """`data` pushed as one blob of `repo` in a single monolithic POST; its digest."""
+    digest = sha(data)
+    pushed = client.post(
+        f"/v2/{repo}/blobs/uploads/",
+        params={"digest": digest},
+        content=data,
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert pushed.status_code == 201, pushed.text
+    return digest
+
+
 def image_manifest(config: bytes, layers: Sequence[bytes]) -> bytes:
     """An OCI image manifest naming ``config`` and uncompressed tar ``layers`` by digest."""
     return json.dumps(

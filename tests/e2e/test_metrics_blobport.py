@@ -5,7 +5,6 @@ serves the same figures in plain HTTP with the main port's authorization."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -13,6 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from tests.e2e.oci_support import push_blob
 from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess
 
@@ -50,15 +50,8 @@ def samples(server: RegistryProcess) -> dict[str, float]:
 
 
 def test_a_redirected_pull_is_counted_on_both_ports(server: RegistryProcess) -> None:
-    digest = "sha256:" + hashlib.sha256(BIG).hexdigest()
     with server.client(server.admin_token) as client:
-        pushed = client.post(
-            "/v2/team/app/blobs/uploads/",
-            params={"digest": digest},
-            content=BIG,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert pushed.status_code == 201, pushed.text
+        digest = push_blob(client, BIG)
         redirect = client.get(f"/v2/team/app/blobs/{digest}")
         assert redirect.status_code == 307
     pulled = httpx.get(redirect.headers["location"], timeout=60)

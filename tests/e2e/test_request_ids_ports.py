@@ -6,7 +6,6 @@ holder, without the link's signature."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.e2e.oci_support import push_blob
 from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess
 
@@ -100,15 +100,8 @@ def events(log: Path, match: Callable[[dict[str, Any]], bool], count: int) -> li
 
 def test_blob_port_answers_carry_the_id_and_the_audit_event_names_it(ports: Ports) -> None:
     server = ports.server
-    digest = "sha256:" + hashlib.sha256(BIG).hexdigest()
     with server.client(server.admin_token) as client:
-        pushed = client.post(
-            "/v2/team/app/blobs/uploads/",
-            params={"digest": digest},
-            content=BIG,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert pushed.status_code == 201, pushed.text
+        digest = push_blob(client, BIG)
         redirect = client.get(f"/v2/team/app/blobs/{digest}")
     assert redirect.status_code == 307, redirect.text
     location = urlsplit(redirect.headers["location"])
