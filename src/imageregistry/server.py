@@ -73,11 +73,10 @@ from imageregistry.observability.listener import metrics_listener
 from imageregistry.observability.middleware import MetricsMiddleware
 from imageregistry.observability.ports import NotingLinks, PortObserver
 from imageregistry.oci.extension_routes import signature_routes
-from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.inline_pull import InlinePullLayer
 from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.signatures import SignatureHeaderMiddleware
-from imageregistry.oci.v2_routes import oci_routes
+from imageregistry.oci.v2_routes import build_registry, registry_routes
 from imageregistry.prune.scheduler import scheduled_pruning
 from imageregistry.services import Services
 from imageregistry.storage import open_blob_store
@@ -207,8 +206,9 @@ def build_app(services: Services) -> Starlette:
     # The one manifest pull decision, shared by the router and the layer that answers
     # pulls on the event loop (docs/architecture.md, "Request flow").
     pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
-    routes += signature_routes(services, pull=pull)
-    routes += oci_routes(services, pull=pull)
+    registry = build_registry(services, pull)  # the OCI surfaces' one set of collaborators
+    routes += signature_routes(registry)
+    routes += registry_routes(registry)
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()
     auditor = services.audit
@@ -250,7 +250,7 @@ def build_app(services: Services) -> Starlette:
             Middleware(
                 InlinePullLayer,
                 pull=pull,
-                gate=RegistryGate(services),
+                gate=registry.gate,
                 notifier=services.notifier,
             ),
             Middleware(SignatureHeaderMiddleware),

@@ -146,11 +146,13 @@ def test_only_the_server_and_the_surfaces_route_builders_import_services() -> No
     """`Services` is the composition root's value (docs/architecture.md#wiring): the server
     builds it and hands it to the HTTP surfaces, whose route builders pass parts on. Core
     (prune, signatures, content, auth, metadata, storage) and the background jobs are
-    handed a database, blob store and clock instead."""
+    handed a database, blob store and clock instead. In `oci` only the route builder that
+    takes it apart into the `Registry` may: handlers, the gate, the request pipeline and
+    the inline pull layer read the `Registry`'s named fields."""
     allowed = (
         "imageregistry.server",
         "imageregistry.services",
-        "imageregistry.oci",
+        "imageregistry.oci.v2_routes",
         "imageregistry.apiserver",
         "imageregistry.observability.endpoint",
     )

@@ -39,7 +39,7 @@ async def get_blob(ctx: Ctx) -> Response:
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     await _check_stored_size(ctx, digest, size)
-    notifier = ctx.registry.services.notifier  # GET and HEAD, as distribution reports them
+    notifier = ctx.registry.notifier  # GET and HEAD, as distribution reports them
     notify.blob_pulled(notifier, ctx.request.scope, ctx.user, ctx.repo, str(digest), size)
     range_header = ctx.request.headers.get("range")
     if range_header:
@@ -51,7 +51,7 @@ async def get_blob(ctx: Ctx) -> Response:
     if redirect is not None:
         return RedirectResponse(redirect, status_code=307, headers=headers)
     path = store.local_path(digest)
-    links = ctx.registry.services.blob_links
+    links = ctx.registry.blob_links
     if path is not None and links is not None and size >= REDIRECT_MIN_SIZE:
         location = links.url_for(digest, ctx.request.url.hostname or "", size)
         return RedirectResponse(location, status_code=307, headers=headers)
@@ -101,7 +101,7 @@ async def _ranged(
 
 async def delete_blob(ctx: Ctx) -> Response:
     digest = Digest.parse(ctx.arg)
-    notifier = ctx.registry.services.notifier
+    notifier = ctx.registry.notifier
     await notify.settle_pulls(notifier)
     emit = notify.deleted(notifier, ctx.request.scope, ctx.user, ctx.repo, digest=str(digest))
     await ctx.run(ctx.registry.meta.unlink_blob, ctx.repo, str(digest), emit)

@@ -1,6 +1,7 @@
 """What each OCI handler receives: the authorized request and shared collaborators.
 
-`Registry` is built once per app by `v2_routes.oci_routes` (no module-level state); `Ctx`
+`Registry` is built once per app by `v2_routes.build_registry` (no module-level state) and
+holds, as named fields, every collaborator and setting the handlers use; `Ctx`
 is built per request by a dispatcher (`oci.v2_routes`, `oci.extension_routes`) after the
 repository name has been validated and the route's declared access authorized.
 """
@@ -10,56 +11,58 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import ParamSpec, TypeVar
+from typing import ParamSpec, Protocol, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.auth.identity import UserInfo
+from imageregistry.clock import Clock
+from imageregistry.content.digest import Digest
 from imageregistry.content.push import ManifestPusher
+from imageregistry.metadata.db import Database
 from imageregistry.metadata.manifest_pull import PulledManifest
 from imageregistry.metadata.registry import RegistryMetadata, RepoKey
 from imageregistry.metadata.registry_manifests import ManifestMetadata
+from imageregistry.notifications.notifier import Notifier
 from imageregistry.oci.gate import RegistryGate
 from imageregistry.oci.pull import ManifestPull, Refused
-from imageregistry.services import Services
+from imageregistry.oci.token import TokenIssuer
 from imageregistry.storage.driver import BlobStore
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 
+class BlobLinks(Protocol):
+    """The blob port's signed links (`blobport.links.BlobLinks`), as `oci` sees them: the
+    two ports share no modules (docs/architecture.md#package-layout-srcimageregistry)."""
+
+    def url_for(self, digest: Digest, request_host: str, size: int | None = None) -> str: ...
+
+
 @dataclass(frozen=True)
 class Registry:
-    services: Services
+    """The OCI surface's collaborators, handed over explicitly (docs/architecture.md#wiring):
+    handlers read named fields, never the server's `Services`."""
+
     gate: RegistryGate
     meta: RegistryMetadata
     manifests: ManifestMetadata
     pusher: ManifestPusher
     pull: ManifestPull  # the one manifest pull decision (shared with `oci.inline_pull`)
-
-    @classmethod
-    def build(cls, services: Services, pull: ManifestPull | None = None) -> Registry:
-        """`pull`: the application's one `ManifestPull` (built here when not given)."""
-        if pull is None:
-            pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
-        manifests = ManifestMetadata(services.db)
-        return cls(
-            services=services,
-            gate=RegistryGate(services),
-            meta=RegistryMetadata(services.db),
-            manifests=manifests,
-            pusher=ManifestPusher(services.blobs, manifests),
-            pull=pull,
-        )
-
-    @property
-    def blobs(self) -> BlobStore:
-        return self.services.blobs
+    db: Database
+    blobs: BlobStore
+    clock: Clock
+    tokens: TokenIssuer  # what `/v2/token` uses
+    upload_max_open_per_user: int  # open upload sessions per identity; 0 = no cap
+    upload_max_staged_bytes_per_user: int  # staged bytes per identity; 0 = no cap
+    blob_links: BlobLinks | None = None  # set when the blob port is on
+    notifier: Notifier | None = None  # None: no event notifications
 
     def now(self) -> datetime:
-        return self.services.clock()
+        return self.clock()
 
 
 @dataclass(frozen=True)

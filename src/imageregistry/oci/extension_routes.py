@@ -33,9 +33,7 @@ from imageregistry.oci.pipeline import (
     raw_path,
     unsupported,
 )
-from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.signatures import get_signatures, put_signature
-from imageregistry.services import Services
 
 EXTENSION_ROUTES: tuple[Route, ...] = (
     Route(
@@ -90,8 +88,7 @@ class SignatureDispatcher:
         return await endpoint.handler(ctx)
 
 
-def signature_routes(services: Services, pull: ManifestPull | None = None) -> list[BaseRoute]:
-    """The `/extensions/v2/` routes; `pull`: the application's one manifest pull (this
-    surface takes no pull review, but shares the app's `Registry` collaborators)."""
-    dispatcher = SignatureDispatcher(Registry.build(services, pull))
+def signature_routes(registry: Registry) -> list[BaseRoute]:
+    """The `/extensions/v2/` routes over the app's one `Registry` (shared with `/v2/`)."""
+    dispatcher = SignatureDispatcher(registry)
     return [PrefixRoute("/extensions/v2", dispatcher.handle)]

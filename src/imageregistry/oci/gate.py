@@ -16,13 +16,14 @@ import base64
 import binascii
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from imageregistry.auth.authn import TooManyFailedLogins, Unauthenticated
-from imageregistry.auth.authorizer import RegistryAction, Verdict, registry_attributes
+from imageregistry.auth.authn import Authenticator, TooManyFailedLogins, Unauthenticated
+from imageregistry.auth.authorizer import Authorizer, RegistryAction, Verdict, registry_attributes
 from imageregistry.auth.identity import GROUP_MASTERS, Attributes, UserInfo, anonymous
 from imageregistry.httpinput import client_host
 from imageregistry.metadata.registry import RepoKey
@@ -32,7 +33,6 @@ from imageregistry.observability.requestinfo import (
     note_user,
 )
 from imageregistry.oci.errors import RegistryError
-from imageregistry.services import Services
 
 T = TypeVar("T")
 
@@ -49,22 +49,31 @@ _SCOPE_ACTIONS = {
 }
 
 
-def server_url(request: Request, services: Services) -> str:
+@dataclass(frozen=True)
+class Origin:
+    """The settings a challenge's realm is made of: `public_url` ("" = derive it from the
+    request's host) and `listen`, the fallback for a host header that is not one."""
+
+    public_url: str
+    listen: str
+
+
+def server_url(request: Request, origin: Origin) -> str:
     """How this client reaches us: the configured public URL, else the request's host."""
-    if services.settings.public_url:
-        return services.settings.public_url.rstrip("/")
+    if origin.public_url:
+        return origin.public_url.rstrip("/")
     host = request.headers.get("host", "")
     if not _HOST.fullmatch(host):
         # The Host header is reflected into the challenge's quoted realm; a value outside
         # RFC 3986 host[:port] (quotes, spaces, junk) would break the header's syntax.
-        host = services.settings.listen
+        host = origin.listen
     return f"{request.url.scheme}://{host}"
 
 
 def challenge_headers(
-    request: Request, services: Services, action: RegistryAction | None, repo: RepoKey | None
+    request: Request, origin: Origin, action: RegistryAction | None, repo: RepoKey | None
 ) -> dict[str, str]:
-    realm = f"{server_url(request, services)}/v2/token"
+    realm = f"{server_url(request, origin)}/v2/token"
     value = f'Bearer realm="{realm}",service="{SERVICE}"'
     if action is RegistryAction.CATALOG:
         value += ',scope="registry:catalog:*"'
@@ -74,13 +83,21 @@ def challenge_headers(
 
 
 class RegistryGate:
-    """Authentication plus the single authorization seam of the registry."""
+    """Authentication plus the single authorization seam of the registry.
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    `cluster_namespaces`: namespaces are the cluster's (`auth_mode` "kubernetes"), so an
+    authorized push may record one this registry has not seen (`may_create_namespace`)."""
+
+    def __init__(
+        self, authn: Authenticator, authz: Authorizer, origin: Origin, cluster_namespaces: bool
+    ) -> None:
+        self.authn = authn
+        self.authz = authz
+        self.origin = origin
+        self.cluster_namespaces = cluster_namespaces
 
     def _authenticate(self, header: str | None, source: str | None) -> UserInfo:
-        return self.services.authn.authenticate(header, source=source) if header else anonymous()
+        return self.authn.authenticate(header, source=source) if header else anonymous()
 
     def _decide(
         self,
@@ -92,7 +109,7 @@ class RegistryGate:
         """Authenticate (unless already done) and authorize in one worker-thread hop."""
         user = cached if cached is not None else self._authenticate(header, source)
         attrs = attrs_for(user)
-        return user, attrs, None if attrs is None else self.services.authz.authorize(attrs)
+        return user, attrs, None if attrs is None else self.authz.authorize(attrs)
 
     async def _run(
         self, request: Request, attrs_for: _AttrsFor
@@ -119,7 +136,7 @@ class RegistryGate:
         return RegistryError(
             "UNAUTHORIZED",
             f"authentication failed: {exc}",
-            headers=challenge_headers(request, self.services, None, None),
+            headers=challenge_headers(request, self.origin, None, None),
         )
 
     async def run_as(
@@ -154,7 +171,7 @@ class RegistryGate:
         (who may log in), 403 `DENIED` to everyone else."""
         if user.is_anonymous:
             return RegistryError(
-                "UNAUTHORIZED", headers=challenge_headers(request, self.services, action, repo)
+                "UNAUTHORIZED", headers=challenge_headers(request, self.origin, action, repo)
             )
         target = f" on {repo}" if repo else ""
         return RegistryError("DENIED", f"user {user.username!r} may not {action.value}{target}")
@@ -163,7 +180,7 @@ class RegistryGate:
         """Whether a push by `user` (already authorized) may record a namespace this
         registry has not seen: in cluster mode namespaces are the cluster's, so the
         cluster's yes to the push is enough; otherwise only a cluster-admin's."""
-        return self.services.settings.auth_mode == "kubernetes" or may_create_namespace(user)
+        return self.cluster_namespaces or may_create_namespace(user)
 
     async def user(self, request: Request) -> UserInfo:
         user, _attrs, _verdict = await self._run(request, lambda _user: None)

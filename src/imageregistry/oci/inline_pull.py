@@ -119,7 +119,7 @@ class InlinePullLayer:
         head, pull = scope["method"] == "HEAD", self.pull
         user = None
         if pull.decides_inline:
-            user = self.gate.services.authn.cached(_header(scope, b"authorization"))
+            user = self.gate.authn.cached(_header(scope, b"authorization"))
         if user is not None:
             pulled = pull.pull(user, repo, digest, tag, record=not head, on_loop=True)
         else:

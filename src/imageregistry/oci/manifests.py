@@ -50,7 +50,7 @@ async def get_manifest(ctx: Ctx) -> Response:
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
     notify.manifest_pulled(  # GET and HEAD, as distribution reports them
-        ctx.registry.services.notifier,
+        ctx.registry.notifier,
         ctx.request.scope,
         ctx.user,
         ctx.repo,
@@ -84,7 +84,7 @@ async def put_manifest(ctx: Ctx) -> Response:
     else:
         digest = digest_of(body)
     parsed = parse_manifest(body, ctx.request.headers.get("content-type"))
-    notifier = ctx.registry.services.notifier
+    notifier = ctx.registry.notifier
     emit = notify.manifest_pushed(
         notifier,
         ctx.request.scope,
@@ -124,7 +124,7 @@ async def delete_manifest(ctx: Ctx) -> Response:
     (`ReviewByReference`)."""
     ref = parse_manifest_reference(ctx.arg)
     headers = {"Content-Length": "0"}
-    notifier, scope = ctx.registry.services.notifier, ctx.request.scope
+    notifier, scope = ctx.registry.notifier, ctx.request.scope
     await notify.settle_pulls(notifier)
     if ref.tag is not None:
         emit = notify.deleted(notifier, scope, ctx.user, ctx.repo, tag=ref.tag)

@@ -162,7 +162,7 @@ async def authorize(
         user = await gate.user(request)
         if user.is_anonymous:
             raise RegistryError(
-                "UNAUTHORIZED", headers=challenge_headers(request, gate.services, None, None)
+                "UNAUTHORIZED", headers=challenge_headers(request, gate.origin, None, None)
             )
         return Grant(user)
     if isinstance(access, Review):

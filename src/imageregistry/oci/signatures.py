@@ -24,6 +24,7 @@ from typing import Any
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imageregistry.clock import Clock
 from imageregistry.httpinput import InvalidJSON, load_json, read_body
 from imageregistry.metadata import signatures as sigdb
 from imageregistry.metadata.db import Database
@@ -31,7 +32,6 @@ from imageregistry.metadata.registry import RepoKey
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
 from imageregistry.oci.pull import SUPPORTS_SIGNATURES_HEADER
-from imageregistry.services import Services
 
 SUPPORTS_HEADER = SUPPORTS_SIGNATURES_HEADER
 SCHEMA_VERSION = 2
@@ -112,7 +112,7 @@ def parse_entry(body: bytes, digest: str) -> tuple[str, str, bytes]:
 
 async def get_signatures(ctx: Ctx) -> Response:
     """GET/HEAD: the image's atomic signatures; 404 when the image is not in the repository."""
-    found = await ctx.run(_list, ctx.registry.services.db, ctx.repo, ctx.arg)
+    found = await ctx.run(_list, ctx.registry.db, ctx.repo, ctx.arg)
     if found is None:
         raise RegistryError("MANIFEST_UNKNOWN", f"image {ctx.arg} not found in {ctx.repo}")
     # Only atomic entries: containers/image cannot use other types from this API.
@@ -124,8 +124,8 @@ async def put_signature(ctx: Ctx) -> Response:
     """PUT: store one signature entry for the image (201; 409 when already stored)."""
     body = await read_body(ctx.request, MAX_BODY_BYTES)  # 413 SIZE_INVALID above it
     name, sig_type, content = parse_entry(body, ctx.arg)
-    services = ctx.registry.services
-    await ctx.run(_store, services, ctx.repo, ctx.arg, name, sig_type, content)
+    registry = ctx.registry
+    await ctx.run(_store, registry.db, registry.clock, ctx.repo, ctx.arg, name, sig_type, content)
     return Response(status_code=201)
 
 
@@ -137,13 +137,19 @@ def _list(db: Database, repo: RepoKey, digest: str) -> list[tuple[str, str, byte
 
 
 def _store(
-    services: Services, repo: RepoKey, digest: str, name: str, sig_type: str, content: bytes
+    db: Database,
+    clock: Clock,
+    repo: RepoKey,
+    digest: str,
+    name: str,
+    sig_type: str,
+    content: bytes,
 ) -> None:
-    with services.db.write() as conn:
+    with db.write() as conn:
         if not sigdb.image_in_repository(conn, repo.namespace, repo.name, digest):
             raise RegistryError("MANIFEST_UNKNOWN", f"image {digest} not found in {repo}")
         try:
-            sigdb.add_signature(conn, name, sig_type, content, services.clock())
+            sigdb.add_signature(conn, name, sig_type, content, clock())
         except sigdb.SignatureLimitExceeded as exc:  # keep the list readable by pullers
             raise RegistryError("DENIED", str(exc), status=413) from None
         except sigdb.SignatureConflict as exc:

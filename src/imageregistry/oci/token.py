@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import parse_qs
 
@@ -35,16 +36,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from imageregistry.auth.authn import TooManyFailedLogins, Unauthenticated
-from imageregistry.auth.authorizer import RegistryAction, registry_attributes
+from imageregistry.auth.authn import Authenticator, TooManyFailedLogins, Unauthenticated
+from imageregistry.auth.authorizer import Authorizer, RegistryAction, registry_attributes
 from imageregistry.auth.identity import UserInfo
+from imageregistry.auth.refresh import RefreshTokens
 from imageregistry.auth.tokens import is_refresh_token
+from imageregistry.clock import Clock
 from imageregistry.content.reference import InvalidName, parse_repository
 from imageregistry.httpinput import BodyTooLarge, InputError, client_host, read_body
 from imageregistry.observability.requestinfo import note_unauthenticated, note_user
 from imageregistry.oci.errors import RegistryError
-from imageregistry.oci.gate import basic_password, challenge_headers, too_many_logins
-from imageregistry.services import Services
+from imageregistry.oci.gate import Origin, basic_password, challenge_headers, too_many_logins
 
 # The form holds a password or a token (a service-account JWT is 1-2 KiB) and a scope
 # list; 64 KiB is far above any real request and small enough to hold in memory.
@@ -60,6 +62,21 @@ _SCOPE_ACTIONS: dict[str, tuple[RegistryAction, ...]] = {
     "push": (RegistryAction.PUSH,),
     "delete": (RegistryAction.DELETE_TAG, RegistryAction.DELETE_DIGEST),
 }
+
+
+@dataclass(frozen=True)
+class TokenIssuer:
+    """What the token endpoint uses: the authenticator that checks credentials and issues
+    access tokens, the authorizer that narrows a requested scope to the granted one, the
+    refresh-token store (None: no `access_type=offline` grants), the clock, the access
+    token lifetime and the origin its challenges name."""
+
+    authn: Authenticator
+    authz: Authorizer
+    refresh_tokens: RefreshTokens | None
+    clock: Clock
+    token_ttl_seconds: int
+    origin: Origin
 
 
 class OAuthError(Exception):
@@ -94,15 +111,15 @@ def _throttled(exc: TooManyFailedLogins) -> OAuthError:
     return OAuthError(429, "temporarily_unavailable", str(exc), "TOOMANYREQUESTS", retry)
 
 
-async def token_endpoint(request: Request, services: Services) -> JSONResponse:
+async def token_endpoint(request: Request, tokens: TokenIssuer) -> JSONResponse:
     try:
         if request.method == "POST":
-            return await _post(request, services)
-        return await _get(request, services)
+            return await _post(request, tokens)
+        return await _get(request, tokens)
     except OAuthError as exc:
         headers = {"Cache-Control": "no-store", **exc.headers}
         if exc.status == 401:
-            headers.update(challenge_headers(request, services, None, None))
+            headers.update(challenge_headers(request, tokens.origin, None, None))
         body = {
             "error": exc.error,
             "error_description": exc.description,
@@ -111,7 +128,7 @@ async def token_endpoint(request: Request, services: Services) -> JSONResponse:
         return JSONResponse(body, status_code=exc.status, headers=headers)
 
 
-async def _get(request: Request, services: Services) -> JSONResponse:
+async def _get(request: Request, tokens: TokenIssuer) -> JSONResponse:
     """`GET /v2/token`: credentials in the `Authorization` header (or none: anonymous)."""
     header = request.headers.get("authorization", "")
     offline = _flag(request.query_params.getlist("offline_token"), "offline_token")
@@ -121,12 +138,12 @@ async def _get(request: Request, services: Services) -> JSONResponse:
         presented = value.strip()
     elif header:
         presented = basic_password(header)
-    authn = services.authn
+    authn = tokens.authn
     try:
         if presented is not None:
             try:
                 user = await run_in_threadpool(authn.authenticate_token, presented)
-                return await _answer(services, user, presented, offline, "")
+                return await _answer(tokens, user, presented, offline, "")
             except Unauthenticated:
                 if scheme.lower() == "bearer":
                     raise
@@ -141,13 +158,13 @@ async def _get(request: Request, services: Services) -> JSONResponse:
         raise RegistryError(
             "UNAUTHORIZED",
             f"authentication failed: {exc}",
-            headers=challenge_headers(request, services, None, None),
+            headers=challenge_headers(request, tokens.origin, None, None),
         ) from None
     # No header (anonymous: never a refresh token), or Basic with an htpasswd password.
-    return await _answer(services, user, None, offline, "")
+    return await _answer(tokens, user, None, offline, "")
 
 
-async def _post(request: Request, services: Services) -> JSONResponse:
+async def _post(request: Request, tokens: TokenIssuer) -> JSONResponse:
     """`POST /v2/token`: the OAuth2 password and refresh-token grants."""
     form = await _read_form(request)
     grant_type = _one(form, "grant_type")
@@ -157,7 +174,7 @@ async def _post(request: Request, services: Services) -> JSONResponse:
     offline = access_type == "offline"
     client_id = _one(form, "client_id")
     scopes = [s for value in form.get("scope", []) for s in value.split()]
-    authn = services.authn
+    authn = tokens.authn
     if grant_type == "password":
         username, password = _one(form, "username"), _one(form, "password")
         if not username or not password:
@@ -178,12 +195,12 @@ async def _post(request: Request, services: Services) -> JSONResponse:
                 note_unauthenticated(None, username)
                 raise _invalid_grant("invalid username or password") from None
             credential = None
-        return await _answer(services, user, credential, offline, client_id, scopes)
+        return await _answer(tokens, user, credential, offline, client_id, scopes)
     if grant_type == "refresh_token":
         refresh = _one(form, "refresh_token")
         if not refresh:
             raise _invalid_request("the refresh_token grant needs refresh_token")
-        return await _refresh(services, refresh, scopes)
+        return await _refresh(tokens, refresh, scopes)
     if not grant_type:
         raise _invalid_request("grant_type is required (password or refresh_token)")
     raise OAuthError(
@@ -194,11 +211,11 @@ async def _post(request: Request, services: Services) -> JSONResponse:
     )
 
 
-async def _refresh(services: Services, refresh: str, scopes: list[str]) -> JSONResponse:
+async def _refresh(tokens: TokenIssuer, refresh: str, scopes: list[str]) -> JSONResponse:
     """A refresh token of ours, or any token this server accepts (containerd sends a
     kubelet secret's `identitytoken`, or a password with an empty username, this way)."""
-    ttl = _ttl(services)
-    refresher = services.refresh_tokens
+    ttl = _ttl(tokens)
+    refresher = tokens.refresh_tokens
     if is_refresh_token(refresh):
         if refresher is None:
             raise _invalid_grant("refresh tokens are not enabled")
@@ -211,19 +228,19 @@ async def _refresh(services: Services, refresh: str, scopes: list[str]) -> JSONR
         user = refreshed.user
     else:
         try:
-            user = await run_in_threadpool(services.authn.authenticate_token, refresh)
+            user = await run_in_threadpool(tokens.authn.authenticate_token, refresh)
         except Unauthenticated as exc:
             note_unauthenticated(None)
             raise _invalid_grant(str(exc)) from None
         access = refresh
     note_user(user)
-    granted = await run_in_threadpool(_granted_scope, services, user, scopes)
+    granted = await run_in_threadpool(_granted_scope, tokens, user, scopes)
     # RFC 6749 §6 and distribution: the refresh grant answers with the same refresh token.
-    return _json(access, ttl, services.clock(), refresh_token=refresh, scope=granted)
+    return _json(access, ttl, tokens.clock(), refresh_token=refresh, scope=granted)
 
 
 async def _answer(
-    services: Services,
+    tokens: TokenIssuer,
     user: UserInfo,
     credential: str | None,
     offline: bool,
@@ -232,23 +249,23 @@ async def _answer(
 ) -> JSONResponse:
     """The token for `user`: `credential` (a token they presented) or a new JWT."""
     note_user(user)
-    ttl = _ttl(services)
+    ttl = _ttl(tokens)
     if credential is not None:
         access = credential
     else:
-        access, _expiry = await run_in_threadpool(services.authn.issue_token, user, ttl)
+        access, _expiry = await run_in_threadpool(tokens.authn.issue_token, user, ttl)
     refresh: str | None = None
-    if offline and not user.is_anonymous and services.refresh_tokens is not None:
+    if offline and not user.is_anonymous and tokens.refresh_tokens is not None:
         try:
             refresh = await run_in_threadpool(
-                services.refresh_tokens.issue, user, credential, client_id
+                tokens.refresh_tokens.issue, user, credential, client_id
             )
         except Unauthenticated as exc:  # the token expired between the two checks
             raise _invalid_grant(str(exc)) from None
     granted = None
     if scopes is not None:
-        granted = await run_in_threadpool(_granted_scope, services, user, scopes)
-    return _json(access, ttl, services.clock(), refresh_token=refresh, scope=granted)
+        granted = await run_in_threadpool(_granted_scope, tokens, user, scopes)
+    return _json(access, ttl, tokens.clock(), refresh_token=refresh, scope=granted)
 
 
 def _json(
@@ -272,8 +289,8 @@ def _json(
     return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
 
-def _ttl(services: Services) -> int:
-    return max(60, services.settings.token_ttl_seconds)
+def _ttl(tokens: TokenIssuer) -> int:
+    return max(60, tokens.token_ttl_seconds)
 
 
 def _flag(values: list[str], name: str) -> bool:
@@ -316,7 +333,7 @@ async def _read_form(request: Request) -> dict[str, list[str]]:
         raise _invalid_request("the token request body is not a valid form") from None
 
 
-def _granted_scope(services: Services, user: UserInfo, scopes: list[str]) -> str:
+def _granted_scope(tokens: TokenIssuer, user: UserInfo, scopes: list[str]) -> str:
     """The requested scope entries (`repository:NS/STREAM:ACTIONS`, `registry:catalog:*`)
     reduced to what `user` may do now; entries this registry does not know are left out."""
     granted: list[str] = []
@@ -324,7 +341,7 @@ def _granted_scope(services: Services, user: UserInfo, scopes: list[str]) -> str
         kind, _, rest = entry.partition(":")
         name, _, actions = rest.rpartition(":")
         if kind == "registry" and name == "catalog":
-            if _allowed(services, user, RegistryAction.CATALOG, "", ""):
+            if _allowed(tokens, user, RegistryAction.CATALOG, "", ""):
                 granted.append("registry:catalog:*")
             continue
         if kind != "repository":
@@ -341,7 +358,7 @@ def _granted_scope(services: Services, user: UserInfo, scopes: list[str]) -> str
             for action in dict.fromkeys(wanted)
             if action in _SCOPE_ACTIONS
             and any(
-                _allowed(services, user, check, repo.namespace, repo.stream)
+                _allowed(tokens, user, check, repo.namespace, repo.stream)
                 for check in _SCOPE_ACTIONS[action]
             )
         ]
@@ -351,7 +368,7 @@ def _granted_scope(services: Services, user: UserInfo, scopes: list[str]) -> str
 
 
 def _allowed(
-    services: Services, user: UserInfo, action: RegistryAction, namespace: str, stream: str
+    tokens: TokenIssuer, user: UserInfo, action: RegistryAction, namespace: str, stream: str
 ) -> bool:
     attrs = registry_attributes(user, action, namespace, stream)
-    return services.authz.authorize(attrs).allowed
+    return tokens.authz.authorize(attrs).allowed

@@ -120,7 +120,7 @@ async def start_upload(ctx: Ctx) -> Response:
             ctx.repo,
             registry.now(),
             user.username,
-            registry.services.settings.upload_max_open_per_user,
+            registry.upload_max_open_per_user,
         )
     except BaseException as exc:
         with contextlib.suppress(st.StorageError):
@@ -148,7 +148,7 @@ async def _try_mount(ctx: Ctx, user: UserInfo, create_ns: bool) -> Response | No
     stored = await ctx.registry.blobs.stat(digest)
     if stored is None:
         return None
-    notifier = ctx.registry.services.notifier
+    notifier = ctx.registry.notifier
     await notify.settle_pulls(notifier)
     size = await ctx.run(
         ctx.registry.meta.mount_blob,
@@ -253,7 +253,7 @@ async def _append(
     offset, length = _declared_chunk(ctx, size)
     registry = ctx.registry
     store = registry.blobs
-    cap = registry.services.settings.upload_max_staged_bytes_per_user
+    cap = registry.upload_max_staged_bytes_per_user
     try:
         limit = await ctx.run(
             registry.meta.reserve_upload_bytes,
@@ -340,7 +340,7 @@ async def _complete(
     except st.StorageFull as exc:  # the staged data stays: the PUT can be retried
         staged = await registry.blobs.upload_size(upload_id) if tracked else None
         raise _storage_full(ctx, exc, staged) from None
-    notifier = registry.services.notifier
+    notifier = registry.notifier
     await notify.settle_pulls(notifier)
     emit = notify.blob_pushed(notifier, ctx.request.scope, user, ctx.repo, str(digest), info.size)
     try:

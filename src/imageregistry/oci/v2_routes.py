@@ -6,8 +6,9 @@ Every route of OCI distribution-spec v1.1 is one `Route` below, each method of i
 contain `/`, so routing is done on the *raw* request path rather than by Starlette's
 decoded path parameters: a percent-encoded or dot-dot name can then never be normalised
 into a different repository (it is `NAME_INVALID`), while the last segment (a digest, tag
-or upload id) is percent-decoded. `oci_routes` mounts the dispatcher at `/v2` after extra
-routes (the signature extension's, `oci.extension_routes`).
+or upload id) is percent-decoded. `registry_routes` mounts the dispatcher at `/v2` after
+extra routes (the signature extension's, `oci.extension_routes`); `build_registry` is the
+one place in `oci` that takes the server's `Services` apart (docs/architecture.md#wiring).
 """
 
 from __future__ import annotations
@@ -21,11 +22,14 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute
 
 from imageregistry.auth.authorizer import RegistryAction
+from imageregistry.content.push import ManifestPusher
 from imageregistry.content.reference import InvalidName, Repository, parse_repository
-from imageregistry.metadata.registry import RepoKey
+from imageregistry.metadata.registry import RegistryMetadata, RepoKey
+from imageregistry.metadata.registry_manifests import ManifestMetadata
 from imageregistry.oci import blobs, manifests, referrers, tags, uploads
 from imageregistry.oci.context import Ctx, Registry
 from imageregistry.oci.errors import RegistryError, render
+from imageregistry.oci.gate import Origin, RegistryGate
 from imageregistry.oci.pipeline import (
     AUTHENTICATED,
     PUBLIC,
@@ -41,7 +45,7 @@ from imageregistry.oci.pipeline import (
     unsupported,
 )
 from imageregistry.oci.pull import ManifestPull
-from imageregistry.oci.token import token_endpoint
+from imageregistry.oci.token import TokenIssuer, token_endpoint
 from imageregistry.services import Services
 
 PULL, PUSH = RegistryAction.PULL, RegistryAction.PUSH
@@ -55,7 +59,7 @@ async def ping(_ctx: Ctx) -> Response:
 
 
 async def token(ctx: Ctx) -> Response:
-    return await token_endpoint(ctx.request, ctx.registry.services)
+    return await token_endpoint(ctx.request, ctx.registry.tokens)
 
 
 _BLOB = Route(
@@ -190,17 +194,64 @@ def _repository(request: Request, name: str, route: Route) -> Repository:
         raise
 
 
+def build_registry(services: Services, pull: ManifestPull | None = None) -> Registry:
+    """The OCI surface's one `Registry`, taken apart from the server's `Services` here and
+    nowhere else in `oci` (docs/architecture.md#wiring); `pull`: the application's one
+    `ManifestPull` (built here when not given)."""
+    settings = services.settings
+    if pull is None:
+        pull = ManifestPull(services.db, services.authz, services.pull_times, services.clock)
+    origin = Origin(public_url=settings.public_url, listen=settings.listen)
+    manifests = ManifestMetadata(services.db)
+    return Registry(
+        gate=RegistryGate(
+            services.authn,
+            services.authz,
+            origin,
+            cluster_namespaces=settings.auth_mode == "kubernetes",
+        ),
+        meta=RegistryMetadata(services.db),
+        manifests=manifests,
+        pusher=ManifestPusher(services.blobs, manifests),
+        pull=pull,
+        db=services.db,
+        blobs=services.blobs,
+        clock=services.clock,
+        tokens=TokenIssuer(
+            authn=services.authn,
+            authz=services.authz,
+            refresh_tokens=services.refresh_tokens,
+            clock=services.clock,
+            token_ttl_seconds=settings.token_ttl_seconds,
+            origin=origin,
+        ),
+        upload_max_open_per_user=settings.upload_max_open_per_user,
+        upload_max_staged_bytes_per_user=settings.upload_max_staged_bytes_per_user,
+        blob_links=services.blob_links,
+        notifier=services.notifier,
+    )
+
+
 def oci_routes(
     services: Services,
     extensions: Sequence[BaseRoute] = (),
     headers: Mapping[str, str] | None = None,
     pull: ManifestPull | None = None,
 ) -> list[BaseRoute]:
+    """`registry_routes` over a `Registry` built from `services` (`pull`: as in
+    `build_registry`)."""
+    return registry_routes(build_registry(services, pull), extensions, headers)
+
+
+def registry_routes(
+    registry: Registry,
+    extensions: Sequence[BaseRoute] = (),
+    headers: Mapping[str, str] | None = None,
+) -> list[BaseRoute]:
     """Routes of the registry: `extensions` (e.g. the signature extension routes) then
     `/v2/`; `headers` are added to every `/v2/` answer (e.g.
-    `X-Registry-Supports-Signatures: 1` once that extension is mounted); `pull` is the
-    application's one manifest pull (`server.build_app` shares it with the inline layer)."""
-    dispatcher = OciDispatcher(Registry.build(services, pull), headers or {})
+    `X-Registry-Supports-Signatures: 1` once that extension is mounted)."""
+    dispatcher = OciDispatcher(registry, headers or {})
     return [
         *extensions,
         PrefixRoute("/v2", dispatcher.handle),
