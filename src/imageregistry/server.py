@@ -212,7 +212,7 @@ def build_app(services: Services) -> Starlette:
     routes += api_routes(services)
     metrics = services.metrics or obs.Metrics()
     auditor = services.audit
-    scraper = Scraper(services, metrics)
+    scraper = Scraper(services.authn, services.authz, metrics)
     routes += metrics_routes(scraper)
 
     @contextlib.asynccontextmanager

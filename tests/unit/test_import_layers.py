@@ -148,13 +148,14 @@ def test_only_the_server_and_the_surfaces_route_builders_import_services() -> No
     (prune, signatures, content, auth, metadata, storage) and the background jobs are
     handed a database, blob store and clock instead. In `oci` only the route builder that
     takes it apart into the `Registry` may: handlers, the gate, the request pipeline and
-    the inline pull layer read the `Registry`'s named fields."""
+    the inline pull layer read the `Registry`'s named fields. In `apiserver` only
+    `api_routes`, which builds the `ApiCollaborators`; the `/metrics` scraper is handed
+    the authenticator and authorizer."""
     allowed = (
         "imageregistry.server",
         "imageregistry.services",
         "imageregistry.oci.v2_routes",
-        "imageregistry.apiserver",
-        "imageregistry.observability.endpoint",
+        "imageregistry.apiserver.api_routes",
     )
     importers = [
         hit

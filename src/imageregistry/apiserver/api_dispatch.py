@@ -37,18 +37,18 @@ from imageregistry.apiserver.api_actions import (
     Handler,
     not_found,
 )
+from imageregistry.apiserver.collaborators import ApiCollaborators
 from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.responses import render
 from imageregistry.apiserver.status import ApiError, bad_request
 from imageregistry.auth.identity import UserInfo
 from imageregistry.frontproxy.middleware import front_proxy_user
 from imageregistry.httpinput import client_host
-from imageregistry.services import Services
 
 
 class ApiDispatcher:
-    def __init__(self, services: Services, routes: Sequence[ApiRoute]) -> None:
-        self.services = services
+    def __init__(self, api: ApiCollaborators, routes: Sequence[ApiRoute]) -> None:
+        self.api = api
         self.routes = tuple(routes)
 
     async def handle(self, request: Request) -> Response:
@@ -84,8 +84,8 @@ class ApiDispatcher:
     def admit(self, request: Request, found: tuple[ApiRequestInfo, Handler] | ApiError) -> UserInfo:
         """Who asks (401 before anything else), then whether they may: the route's action."""
         user = identify(
-            self.services.authn,
-            self.services.authz,
+            self.api.authn,
+            self.api.authz,
             request.headers,
             client_host(request.scope),
             front_proxy_user(request.scope),
@@ -93,5 +93,5 @@ class ApiDispatcher:
         if isinstance(found, ApiError):
             raise found
         attrs = found[0].action.attributes(user)
-        authorize_request(self.services.authz, attrs, attrs.resource, attrs.api_group)
+        authorize_request(self.api.authz, attrs, attrs.resource, attrs.api_group)
         return user

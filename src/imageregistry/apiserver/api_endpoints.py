@@ -21,6 +21,7 @@ from starlette.responses import Response
 from imageregistry.apiserver import discovery, openapi
 from imageregistry.apiserver.api_actions import AuthorizedRequest, Target, not_found
 from imageregistry.apiserver.codec import MAX_BODY_BYTES
+from imageregistry.apiserver.collaborators import ApiCollaborators
 from imageregistry.apiserver.resource import RequestContext, ResourceHandler
 from imageregistry.apiserver.resource_verbs import ResourceVerbs
 from imageregistry.apiserver.resources.namespaces import record_cluster_namespace
@@ -34,7 +35,6 @@ from imageregistry.apiserver.usage import UsageReports
 from imageregistry.apiserver.watch import WatchResponse, WatchStream
 from imageregistry.changefeed import WatchLimitExceeded
 from imageregistry.httpinput import parse_int, read_body
-from imageregistry.services import Services
 
 # Deleting these ends the tokens of the service accounts in them (authn.py's cache).
 IDENTITY_HOLDERS = {("", "serviceaccounts"), ("", "namespaces")}
@@ -44,11 +44,11 @@ WATCH_RETRY_AFTER = 5  # seconds a client over a watch cap is asked to wait
 
 
 class ApiEndpoints:
-    def __init__(self, services: Services, handlers: Sequence[ResourceHandler]) -> None:
-        self.services = services
+    def __init__(self, api: ApiCollaborators, handlers: Sequence[ResourceHandler]) -> None:
+        self.api = api
         self.handlers = list(handlers)
-        self.cluster_mode = services.settings.auth_mode == "kubernetes"
-        self.usage = UsageReports(services)
+        self.cluster_mode = api.cluster_mode
+        self.usage = UsageReports(api.db)
 
     # --- discovery and OpenAPI -------------------------------------------------------
 
@@ -104,11 +104,11 @@ class ApiEndpoints:
         query = request.query_params
         dry_run = "All" in query.getlist("dryRun")
         ctx = RequestContext(
-            user, self.services.authz, self.services.clock, dry_run, query.get("fieldManager", "")
+            user, self.api.authz, self.api.clock, dry_run, query.get("fieldManager", "")
         )
         if self.cluster_mode and target.namespace and verb in ("create", "update", "patch"):
             await run_in_threadpool(
-                record_cluster_namespace, self.services.db, target.namespace, self.services.clock
+                record_cluster_namespace, self.api.db, target.namespace, self.api.clock
             )
         has_body = request.method in ("POST", "PUT", "PATCH", "DELETE")
         raw = await read_body(request, MAX_BODY_BYTES) if has_body else b""
@@ -121,7 +121,7 @@ class ApiEndpoints:
             verb in ("delete", "deletecollection")
             and (resource.group, resource.plural) in IDENTITY_HOLDERS
         ):
-            self.services.authn.forget_cached_identities()
+            self.api.authn.forget_cached_identities()
         return response
 
     def _watch(
@@ -133,8 +133,8 @@ class ApiEndpoints:
             raise method_not_allowed("watch", info.plural)
         query = request.query_params
         stream = WatchStream(
-            self.services.db,
-            self.services.changes,
+            self.api.db,
+            self.api.changes,
             target.handler,
             ctx,
             target.namespace,
@@ -143,10 +143,10 @@ class ApiEndpoints:
             bookmarks=query.get("allowWatchBookmarks") in ("true", "1"),
         )
         timeout = _timeout_seconds(query.get("timeoutSeconds") or "")
-        if not self.services.changes.is_running:
+        if not self.api.changes.is_running:
             raise service_unavailable("watch is not available while the server starts or stops")
         try:  # the last step: nothing may fail between taking the slot and the response
-            slot = self.services.watches.admit(ctx.user.username)
+            slot = self.api.watches.admit(ctx.user.username)
         except WatchLimitExceeded as exc:
             raise too_many_requests(str(exc), WATCH_RETRY_AFTER) from None
         return WatchResponse(stream.events(timeout), slot)

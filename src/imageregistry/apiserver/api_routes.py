@@ -41,12 +41,13 @@ from imageregistry.apiserver.api_actions import (
 from imageregistry.apiserver.api_dispatch import ApiDispatcher
 from imageregistry.apiserver.api_endpoints import ApiEndpoints
 from imageregistry.apiserver.catalog import build_handlers
+from imageregistry.apiserver.collaborators import ApiCollaborators
 from imageregistry.apiserver.resource import ResourceHandler
 from imageregistry.apiserver.status import method_not_allowed
 from imageregistry.auth.authorizer import IMAGE_GROUP
 from imageregistry.services import Services
 
-__all__ = ["api_route_table", "api_routes"]
+__all__ = ["api_collaborators", "api_route_table", "api_routes"]
 
 USAGE_METHODS = frozenset({"GET", "HEAD"})
 
@@ -142,10 +143,27 @@ def api_route_table(endpoints: ApiEndpoints) -> tuple[ApiRoute, ...]:
     )
 
 
+def api_collaborators(services: Services) -> ApiCollaborators:
+    """The one place in `apiserver` that takes the server's `Services` apart
+    (docs/architecture.md#wiring): the rest of the surface reads the named fields."""
+    return ApiCollaborators(
+        db=services.db,
+        authn=services.authn,
+        authz=services.authz,
+        clock=services.clock,
+        changes=services.changes,
+        watches=services.watches,
+        pruner=services.pruner,
+        cluster_mode=services.settings.auth_mode == "kubernetes",
+        registry_host=services.settings.registry_host,
+    )
+
+
 def api_routes(services: Services) -> list[BaseRoute]:
     """The Starlette routes that hand every request of this surface to its dispatcher."""
-    endpoints = ApiEndpoints(services, build_handlers(services))
-    dispatcher = ApiDispatcher(services, api_route_table(endpoints))
+    api = api_collaborators(services)
+    endpoints = ApiEndpoints(api, build_handlers(api))
+    dispatcher = ApiDispatcher(api, api_route_table(endpoints))
     # HEAD and OPTIONS too, so that they get a 405 Status rather than Starlette's plain text
     methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
     return [

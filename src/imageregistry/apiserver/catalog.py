@@ -1,7 +1,8 @@
-"""The list of API resources this server serves, wired to the shared services."""
+"""The list of API resources this server serves, wired to the API's collaborators."""
 
 from __future__ import annotations
 
+from imageregistry.apiserver.collaborators import ApiCollaborators
 from imageregistry.apiserver.imagepruner import ImagePruners
 from imageregistry.apiserver.imagetagpolicy import ImageTagPolicies
 from imageregistry.apiserver.prune import ImagePruneRuns, ImagePrunes, RegistryGCs
@@ -37,17 +38,16 @@ from imageregistry.apiserver.resources.serviceaccounts import ServiceAccounts
 from imageregistry.apiserver.verify import RegistryVerifications
 from imageregistry.auth.rbac_store import build_resolver
 from imageregistry.auth.tokens import DEFAULT_AUDIENCE
-from imageregistry.services import Services
 
 
-def build_handlers(services: Services) -> list[ResourceHandler]:
-    if services.settings.auth_mode == "kubernetes":
-        return cluster_mode_handlers(services)
-    db = services.db
+def build_handlers(api: ApiCollaborators) -> list[ResourceHandler]:
+    if api.cluster_mode:
+        return cluster_mode_handlers(api)
+    db = api.db
     resolver = build_resolver(db)
     handlers: list[ResourceHandler] = [
         Namespaces(db, image_namespace_cleanups()),
-        ServiceAccounts(db, services.authn.signer, DEFAULT_AUDIENCE),
+        ServiceAccounts(db, api.authn.signer, DEFAULT_AUDIENCE),
         ResourceQuotas(db),
         LimitRanges(db),
         Roles(db, resolver),
@@ -59,27 +59,27 @@ def build_handlers(services: Services) -> list[ResourceHandler]:
         LocalSubjectAccessReviews(resolver),
         SelfSubjectRulesReviews(resolver),
         SelfSubjectReviews(),
-        TokenReviews(services.authn),
-        *image_handlers(services),
-        *prune_handlers(services),
+        TokenReviews(api.authn),
+        *image_handlers(api),
+        *prune_handlers(api),
     ]
-    ensure_namespace(db, "default", services.clock)
+    ensure_namespace(db, "default", api.clock)
     return handlers
 
 
-def cluster_mode_handlers(services: Services) -> list[ResourceHandler]:
+def cluster_mode_handlers(api: ApiCollaborators) -> list[ResourceHandler]:
     """Cluster mode serves the image API only (plus `kubectl auth whoami`): namespaces,
     service accounts, their tokens, RBAC objects and the reviews are the cluster's, and
     a local copy of them would decide nothing."""
-    return [SelfSubjectReviews(), *image_handlers(services), *prune_handlers(services)]
+    return [SelfSubjectReviews(), *image_handlers(api), *prune_handlers(api)]
 
 
 def image_namespace_cleanups() -> tuple[NamespaceCleanup, ...]:
     return (namespace_cleanup,)
 
 
-def image_handlers(services: Services) -> list[ResourceHandler]:
-    db, host = services.db, services.settings.registry_host
+def image_handlers(api: ApiCollaborators) -> list[ResourceHandler]:
+    db, host = api.db, api.registry_host
     return [
         Images(db, host),
         ImageStreams(db, host),
@@ -91,13 +91,13 @@ def image_handlers(services: Services) -> list[ResourceHandler]:
     ]
 
 
-def prune_handlers(services: Services) -> list[ResourceHandler]:
+def prune_handlers(api: ApiCollaborators) -> list[ResourceHandler]:
     """The operation resources sharing one pruner: prune, GC, verification, runs, schedule."""
-    pruner = services.pruner
+    pruner = api.pruner
     return [
         ImagePrunes(pruner),
         RegistryGCs(pruner),
         RegistryVerifications(pruner),
-        ImagePruneRuns(services.db),
-        ImagePruners(services.db),
+        ImagePruneRuns(api.db),
+        ImagePruners(api.db),
     ]

@@ -21,8 +21,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response, StreamingResponse
 
 from imageregistry.auth.authorizer import IMAGE_GROUP
+from imageregistry.metadata.db import Database
 from imageregistry.metadata.usage import ImageUsage, StreamUsage, image_usage, stream_usage
-from imageregistry.services import Services
 from imageregistry.tuning.collector import collector_paused
 
 API_VERSION = f"{IMAGE_GROUP}/v1"
@@ -119,14 +119,14 @@ class UsageReports:
     every other API request (`api_routes.py`). So `--as` works and a denial is the standard
     Status."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     async def images(self, namespace: str) -> Response:
         def body() -> Iterator[bytes]:
             # Runs in Starlette's thread pool (a synchronous body): the queries finish and
             # the connection closes before the first item line is written.
-            with self.services.db.read() as conn, collector_paused():
+            with self.db.read() as conn, collector_paused():
                 rows = image_usage(conn, namespace or None)
             lines = map(image_line, rows)
             yield from stream_list("ImageUsageList", lines, len(rows), IMAGE_COLUMNS)
@@ -135,7 +135,7 @@ class UsageReports:
 
     async def streams(self, namespace: str) -> Response:
         def rows() -> list[StreamUsage]:
-            with self.services.db.read() as conn, collector_paused():
+            with self.db.read() as conn, collector_paused():
                 return stream_usage(conn, namespace or None)
 
         found = await run_in_threadpool(rows)

@@ -22,10 +22,11 @@ from starlette.routing import Route
 
 from imageregistry.apiserver.request_context import authorize_request, identify
 from imageregistry.apiserver.status import ApiError
+from imageregistry.auth.authn import Authenticator
+from imageregistry.auth.authorizer import Authorizer
 from imageregistry.auth.identity import Attributes
 from imageregistry.httpinput import client_host
 from imageregistry.observability.metrics import CONTENT_TYPE, Metrics
-from imageregistry.services import Services
 
 PATH = "/metrics"
 JSON = "application/json"
@@ -40,14 +41,17 @@ class Answer:
 
 
 class Scraper:
-    def __init__(self, services: Services, metrics: Metrics) -> None:
-        self._services = services
+    """Takes the authenticator and authorizer it asks, not the server's `Services`
+    (docs/architecture.md#wiring)."""
+
+    def __init__(self, authn: Authenticator, authz: Authorizer, metrics: Metrics) -> None:
+        self._authn = authn
+        self._authz = authz
         self._metrics = metrics
 
     def _authorize(self, headers: Headers, source: str | None) -> None:
-        services = self._services
-        user = identify(services.authn, services.authz, headers, source)
-        authorize_request(services.authz, Attributes.for_path(user, "get", PATH), "", "")
+        user = identify(self._authn, self._authz, headers, source)
+        authorize_request(self._authz, Attributes.for_path(user, "get", PATH), "", "")
 
     async def answer(self, headers: Headers, source: str | None) -> Answer:
         try:

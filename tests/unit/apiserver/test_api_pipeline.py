@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from imageregistry.apiserver import api_routes as api_routes_module
 from imageregistry.apiserver.api_actions import ApiAction, ApiPath, ApiRoute, AuthorizedRequest
 from imageregistry.apiserver.api_endpoints import ApiEndpoints
-from imageregistry.apiserver.api_routes import api_route_table
+from imageregistry.apiserver.api_routes import api_collaborators, api_route_table
 from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.services import Services
 from tests.unit.oci.conftest import ADMIN, ALICE, serve
@@ -109,7 +109,8 @@ def _request(method: str, target: str) -> Request:
 
 @pytest.fixture
 def table(services: Services) -> tuple[ApiRoute, ...]:
-    return api_route_table(ApiEndpoints(services, build_handlers(services)))
+    api = api_collaborators(services)
+    return api_route_table(ApiEndpoints(api, build_handlers(api)))
 
 
 def _resolve(table: tuple[ApiRoute, ...], method: str, target: str) -> tuple[str, ApiAction]:

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from imageregistry.apiserver.api_routes import api_collaborators
 from imageregistry.apiserver.catalog import build_handlers
 from imageregistry.apiserver.resource import ListOptions, RequestContext
 from imageregistry.apiserver.watch import WatchStream
@@ -215,7 +216,9 @@ def live_events(
 ) -> list[tuple[str, str, str]]:
     """Watch team's imagestreamtags from "0" (replay first) and run `during` right after the
     first replayed event, when the watch has taken its starting state; stop when it ends."""
-    handler = next(h for h in build_handlers(services) if h.info.plural == "imagestreamtags")
+    handler = next(
+        h for h in build_handlers(api_collaborators(services)) if h.info.plural == "imagestreamtags"
+    )
     ctx = RequestContext(authenticated("root", ("system:masters",)), services.authz, services.clock)
     stream = WatchStream(
         services.db,
