@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -599,6 +600,11 @@ def _keyring(env: Env, home: Path, key: Path) -> Path:
     finally:
         gpg_env = {**os.environ, "GNUPGHOME": str(home)}
         subprocess.run(["gpgconf", "--kill", "all"], env=gpg_env, check=False, timeout=60)
+        # The agent removes its sockets after `--kill` returns: wait, so the "before"
+        # snapshot the tests take is not the stopping agent's.
+        deadline = time.monotonic() + 30
+        while any(p.is_socket() for p in home.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.05)
     return home
 
 
