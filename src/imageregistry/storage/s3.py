@@ -432,25 +432,11 @@ class S3BlobStore:
             elif known is not None and known.end != offset:
                 known = None  # another process appended since: our hash state is stale
             hashers = None if known is None else {a: h.copy() for a, h in known.hashers.items()}
-            written = 0
-
-            async def counted() -> AsyncIterator[bytes]:
-                nonlocal written
-                async for chunk in chunks:
-                    if not chunk:
-                        continue
-                    written += len(chunk)
-                    if limit is not None and written > limit:
-                        raise UploadTooLarge(upload_id, limit)
-                    if hashers is not None:
-                        for hasher in hashers.values():
-                            hasher.update(chunk)
-                    yield chunk
-
+            meter = _Meter(upload_id, limit, [] if hashers is None else list(hashers.values()))
             # A stream that fails part-way aborts the segment's multipart upload, so
             # nothing of this append is staged (the contract allows keeping a prefix).
-            await self._put_stream(f"{prefix}data/{offset:020d}", counted())
-            end = offset + written
+            await self._put_stream(f"{prefix}data/{offset:020d}", meter.stream(chunks))
+            end = offset + meter.written
             if hashers is not None:
                 record = "\n".join(f"{alg} {h.hexdigest()}" for alg, h in hashers.items())
                 await obstore.put_async(self._store, f"{prefix}digests/{end:020d}", record.encode())
@@ -471,17 +457,10 @@ class S3BlobStore:
         another replica) reports a mismatch without re-reading anything.
         """
         hasher = hashlib.new(final.algorithm)
-        written = 0
+        meter = _Meter(upload_id, limit, [hasher])
 
         async def verified() -> AsyncIterator[bytes]:
-            nonlocal written
-            async for chunk in chunks:
-                if not chunk:
-                    continue
-                written += len(chunk)
-                if limit is not None and written > limit:
-                    raise UploadTooLarge(upload_id, limit)
-                hasher.update(chunk)
+            async for chunk in meter.stream(chunks):
                 yield chunk
             if hasher.hexdigest() != final.hex:
                 raise _NotFinal  # aborts the multipart upload: nothing is published
@@ -494,9 +473,9 @@ class S3BlobStore:
         actual = Digest(final.algorithm, hasher.hexdigest())
         record = f"{actual}\n{'published' if published else 'discarded'}\n"
         await obstore.put_async(
-            self._store, f"{self._dir(upload_id)}written/{written:020d}", record.encode()
+            self._store, f"{self._dir(upload_id)}written/{meter.written:020d}", record.encode()
         )
-        return written
+        return meter.written
 
     async def _commit_written(
         self, upload_id: str, key: str, expected: Digest, expected_size: int | None
@@ -765,6 +744,26 @@ class S3BlobStore:
 
     async def abort_pending_write(self, write: PendingWrite) -> None:
         await self._multipart.abort(write)
+
+
+class _Meter:
+    """Counts an append's bytes against the upload's size limit and feeds its hashers, as
+    the bytes stream through to the store."""
+
+    def __init__(self, upload_id: str, limit: int | None, hashers: list[Any]) -> None:
+        self.upload_id, self.limit, self.hashers = upload_id, limit, hashers
+        self.written = 0
+
+    async def stream(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if not chunk:
+                continue
+            self.written += len(chunk)
+            if self.limit is not None and self.written > self.limit:
+                raise UploadTooLarge(self.upload_id, self.limit)
+            for hasher in self.hashers:
+                hasher.update(chunk)
+            yield chunk
 
 
 class _NotFinal(Exception):
