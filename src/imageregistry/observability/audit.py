@@ -114,22 +114,23 @@ class AuditState:
         self.response_size = 0
 
     def keep_request(self, chunk: bytes) -> None:
-        body = self.request_body
-        if body is not None and chunk:
-            self.request_size += len(chunk)
-            if self.request_size > BODY_LIMIT:
-                self.request_body = None
-            else:
-                body.append(chunk)
+        self.request_body, self.request_size = _capped(self.request_body, self.request_size, chunk)
 
     def keep_response(self, chunk: bytes) -> None:
-        body = self.response_body
-        if body is not None and chunk:
-            self.response_size += len(chunk)
-            if self.response_size > BODY_LIMIT:
-                self.response_body = None
-            else:
-                body.append(chunk)
+        self.response_body, self.response_size = _capped(
+            self.response_body, self.response_size, chunk
+        )
+
+
+def _capped(body: list[bytes] | None, size: int, chunk: bytes) -> tuple[list[bytes] | None, int]:
+    """A kept body with `chunk` added, or None (dropped for good) once it passes `BODY_LIMIT`."""
+    if body is None or not chunk:
+        return body, size
+    size += len(chunk)
+    if size > BODY_LIMIT:
+        return None, size
+    body.append(chunk)
+    return body, size
 
 
 class _Clock:
