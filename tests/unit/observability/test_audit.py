@@ -10,8 +10,8 @@ from typing import Any
 from imageregistry.auth.identity import Attributes, authenticated
 from imageregistry.auth.tokens import new_opaque_token
 from imageregistry.observability import requestinfo
-from imageregistry.observability.audit import Auditor
-from imageregistry.observability.auditpolicy import parse_policy
+from imageregistry.observability.audit import BODY_LIMIT, Auditor, AuditState
+from imageregistry.observability.auditpolicy import NOT_AUDITED, parse_policy
 from imageregistry.observability.requestinfo import RequestInfo
 from tests.support.audit import Lines
 
@@ -192,3 +192,18 @@ def _micro_time(when: float) -> str:
     moment = datetime.fromtimestamp(int(when * 1_000_000) // 1_000_000, UTC)
     micros = int(when * 1_000_000) % 1_000_000
     return moment.replace(microsecond=micros).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_a_kept_body_past_the_limit_is_dropped_whole_and_stays_dropped() -> None:
+    state = AuditState(NOT_AUDITED)
+    state.request_body, state.response_body = [], []
+    state.keep_request(b"a" * 10)
+    state.keep_request(b"")
+    state.keep_response(b"b" * BODY_LIMIT)
+    assert state.request_body == [b"a" * 10] and state.request_size == 10
+    assert state.response_body == [b"b" * BODY_LIMIT]
+    state.keep_response(b"c")  # one byte over: the partial body is never written
+    assert state.response_body is None
+    state.keep_response(b"d")
+    assert state.response_body is None
+    assert state.request_body == [b"a" * 10]  # the other body is its own
