@@ -29,7 +29,7 @@ from imageregistry.oci.pipeline import (
     Review,
     Route,
     authorize,
-    match,
+    find_endpoint,
     raw_path,
     unsupported,
 )
@@ -67,13 +67,7 @@ class SignatureDispatcher:
         if request.method not in METHODS:
             raise unsupported(request, METHODS)
         path = raw_path(request)
-        found = match(EXTENSION_ROUTES, path)
-        if found is None:
-            raise RegistryError("NAME_UNKNOWN", f"no signature endpoint at {path[:200]!r}")
-        route, matched = found
-        endpoint = route.endpoints.get(request.method)
-        if endpoint is None:
-            raise unsupported(request, sorted(route.endpoints))
+        _, matched, endpoint = find_endpoint(EXTENSION_ROUTES, request, path, "signature")
         digest = matched.group("arg")
         if not _DIGEST.match(digest):
             raise RegistryError("DIGEST_INVALID", f"{digest[:150]!r} is not a valid digest")

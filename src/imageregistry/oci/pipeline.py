@@ -136,13 +136,20 @@ class Grant:
     pulled: PulledManifest | Refused | None = None
 
 
-def match(routes: Sequence[Route], path: str) -> tuple[Route, re.Match[str]] | None:
-    """The first route whose pattern matches `path` (the table's order decides)."""
+def find_endpoint(
+    routes: Sequence[Route], request: Request, path: str, surface: str
+) -> tuple[Route, re.Match[str], Endpoint]:
+    """The first route whose pattern matches `path` (the table's order decides) and its
+    endpoint for the request's method: `NAME_UNKNOWN` for a path no route has (naming
+    `surface`), `UNSUPPORTED` with the route's methods for any other method."""
     for route in routes:
         found = route.pattern.match(path)
         if found is not None:
-            return route, found
-    return None
+            endpoint = route.endpoints.get(request.method)
+            if endpoint is None:
+                raise unsupported(request, sorted(route.endpoints))
+            return route, found, endpoint
+    raise RegistryError("NAME_UNKNOWN", f"no {surface} endpoint at {path[:200]!r}")
 
 
 async def authorize(

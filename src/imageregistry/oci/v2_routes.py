@@ -40,9 +40,8 @@ from imageregistry.oci.pipeline import (
     ReviewByReference,
     Route,
     authorize,
-    match,
+    find_endpoint,
     raw_path,
-    unsupported,
 )
 from imageregistry.oci.pull import ManifestPull
 from imageregistry.oci.token import TokenIssuer, token_endpoint
@@ -162,13 +161,7 @@ class OciDispatcher:
 
     async def _dispatch(self, request: Request) -> Response:
         path = raw_path(request)
-        found = match(V2_ROUTES, path)
-        if found is None:
-            raise RegistryError("NAME_UNKNOWN", f"no registry endpoint at {path[:200]!r}")
-        route, matched = found
-        endpoint = route.endpoints.get(request.method)
-        if endpoint is None:
-            raise unsupported(request, allow=sorted(route.endpoints))
+        route, matched, endpoint = find_endpoint(V2_ROUTES, request, path, "registry")
         repo = None
         if route.names_repository:
             parsed = _repository(request, matched.group("name"), route)
