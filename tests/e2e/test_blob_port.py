@@ -25,7 +25,7 @@ import pytest
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.content.digest import Digest
 from tests.e2e.ac_support import ac
-from tests.e2e.oci_support import assert_copied, build_layout, skopeo
+from tests.e2e.oci_support import assert_copied, build_layout, push_blob, skopeo
 from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess, refused_serve
 
@@ -51,16 +51,8 @@ def blob_port(server: RegistryProcess) -> int:
 
 
 def push(server: RegistryProcess, data: bytes) -> str:
-    digest = sha(data)
     with server.client(server.admin_token) as client:
-        response = client.post(
-            f"/v2/{REPO}/blobs/uploads/",
-            params={"digest": digest},
-            content=data,
-            headers={"Content-Type": "application/octet-stream"},
-        )
-    assert response.status_code == 201, response.text
-    return digest
+        return push_blob(client, data, REPO)
 
 
 def link(server: RegistryProcess, digest: str) -> str:
