@@ -5,6 +5,8 @@ and failures are never remembered."""
 from __future__ import annotations
 
 import base64
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -297,3 +299,17 @@ def test_an_epoch_that_cannot_be_written_does_not_fail_the_deletion(tmp_path: Pa
     epoch = IdentityEpoch(blocker / "identity-epoch")
     epoch.bump()  # logged, not raised
     assert not epoch.changed()
+
+
+def test_a_bump_in_another_process_is_seen_without_reopening_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "run" / "identity-epoch"
+    epoch = IdentityEpoch(path)
+    assert not epoch.changed()
+    bump = (
+        "import sys; from pathlib import Path; from imageregistry.auth.epoch import IdentityEpoch;"
+        " IdentityEpoch(Path(sys.argv[1])).bump()"
+    )
+    for _ in range(2):  # each bump is seen once
+        subprocess.run([sys.executable, "-c", bump, str(path)], check=True)
+        assert epoch.changed()
+        assert not epoch.changed()
