@@ -405,6 +405,28 @@ def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
     assert puller.policy_refusal("team", pulled) == ""
 
 
+def test_repeated_pulls_reuse_the_decoded_row_until_the_row_changes(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    puller = ManifestPuller(db, PullTimes(db))
+    push_blobs(meta, L1, L2, CFG)
+    first, second = image("a", L1), image("b", L2)
+    mans.record(REPO, first, "latest", NOW, True)
+    pulled = puller.find("team", "app", None, "latest")
+    assert pulled is not None and pulled.digest == first.digest
+    assert puller.find("team", "app", None, "latest") is pulled  # same row: same value
+    mans.record(REPO, second, "latest", NOW, True)  # the tag moves
+    moved = puller.find("team", "app", None, "latest")
+    assert moved is not None and moved.digest == second.digest
+    assert puller.find("team", "app", first.digest, None).digest == first.digest  # type: ignore[union-attr]
+    puller.mark_pulled(moved, NOW)
+    puller.pull_times.flush()
+    noted = puller.find("team", "app", None, "latest")
+    assert noted is not None and noted.last_pulled == NOW and noted is not moved
+    _annotate_namespace(db, "team", "true")
+    assert puller.find("team", "app", None, "latest").requires_signatures  # type: ignore[union-attr]
+
+
 def test_a_blob_marked_corrupt_is_refused_until_an_upload_repairs_it(
     meta: RegistryMetadata, mans: ManifestMetadata, db: Database
 ) -> None:

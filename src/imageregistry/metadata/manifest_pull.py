@@ -19,6 +19,13 @@ costs a pull no write, repeated pulls of one manifest cost one row update, and a
 that refuses writes (or is busy) never fails a pull: the times stay buffered and go in
 with a later flush. A crash (SIGKILL, power loss) loses the pull times of the last flush
 interval.
+
+Clients pull the same few tags over and over, so each puller remembers, per tag or digest, the
+last row it read and what it made of it (`PulledManifest`): a row equal to the remembered one
+is answered with the same value, without parsing its timestamp and fields again. The row is
+still read every time; only its decoding is saved (docs/benchmarks.md, "Metrics on the
+manifest GET"). At most `_DECODED_LIMIT` rows of manifests up to `_DECODED_MAX_BYTES` are
+kept, so the memory stays bounded whatever is pulled.
 """
 
 from __future__ import annotations
@@ -37,6 +44,9 @@ from imageregistry.metadata import signature_policy
 from imageregistry.metadata.db import Database, DatabaseUnavailable
 from imageregistry.metadata.registry_manifests import PULL_RECORD_INTERVAL
 from imageregistry.metadata.tables import manifests
+
+_DECODED_LIMIT = 256
+_DECODED_MAX_BYTES = 64 * 1024
 
 # The namespace's policy annotation, read in the same statement (dialect-specific JSON
 # access; both are answered from the (resource, namespace, name) unique index).
@@ -176,6 +186,8 @@ class ManifestPuller:
         placeholder = "?" if db.is_sqlite else "%s"
         self._by_tag = _BY_TAG.format(columns=columns, p=placeholder)
         self._by_digest = _BY_DIGEST.format(columns=columns, p=placeholder)
+        # (tag, digest, namespace, stream) -> the last row read for it and its decoding
+        self._decoded: dict[tuple[str | None, ...], tuple[Any, PulledManifest]] = {}
 
     def find(
         self,
@@ -203,6 +215,18 @@ class ManifestPuller:
             row = self._db.fetch_one_raw(sql, params)
         if row is None:
             return None
+        key = (tag, digest, namespace, stream)
+        known = self._decoded.get(key)
+        if known is not None and known[0] == row:
+            return known[1]
+        pulled = self._decode(row)
+        if len(pulled.content) <= _DECODED_MAX_BYTES:
+            if len(self._decoded) >= _DECODED_LIMIT:
+                self._decoded.clear()
+            self._decoded[key] = (row, pulled)
+        return pulled
+
+    def _decode(self, row: Any) -> PulledManifest:
         policy = row[4]
         required = isinstance(policy, str) and policy.strip().lower() == "true"
         extras = tuple(int(v or 0) for v in row[5 : 5 + self._extras])

@@ -138,8 +138,24 @@ class ManifestPull:
         self.puller.close()
 
 
+_HEADERS_LIMIT = 1024
+_headers: dict[tuple[str, str, int, bool], tuple[tuple[bytes, bytes], ...]] = {}
+
+
 def manifest_headers(pulled: PulledManifest, *, body: bool = True) -> list[tuple[bytes, bytes]]:
-    """Headers of a manifest answer; without ``body`` (a 304) no entity headers."""
+    """Headers of a manifest answer; without ``body`` (a 304) no entity headers. Made once
+    per manifest and kept (bounded): the same few manifests are pulled over and over. A new
+    list each time, so the caller may extend it."""
+    key = (pulled.digest, pulled.media_type, len(pulled.content), body)
+    made = _headers.get(key)
+    if made is None:
+        if len(_headers) >= _HEADERS_LIMIT:
+            _headers.clear()
+        made = _headers[key] = tuple(_manifest_headers(pulled, body))
+    return list(made)
+
+
+def _manifest_headers(pulled: PulledManifest, body: bool) -> list[tuple[bytes, bytes]]:
     headers = [
         (b"docker-content-digest", pulled.digest.encode("latin-1")),
         (b"etag", digest_etag(pulled.digest).encode("latin-1")),
