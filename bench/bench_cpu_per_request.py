@@ -14,6 +14,13 @@ alternate (A B A B ...), each run on a fresh server.
 `PYTHONPATH=OTHER/src` runs another tree with this venv); `--audit-side NAME` turns the
 audit log on for that side, at `Metadata` for every request (`--audit-stages` `complete`:
 one line per request, the policy omitting `RequestReceived`; `both`: two).
+
+`--pin` (the default on two CPUs or more; `--no-pin` to turn it off) puts every thread of
+the server on the last CPU and wrk on the others, so the two never compete for a CPU and
+the server's threads hand requests to each other on one CPU. Unpinned, the same tree's
+runs spread by 20-30 % on the 2-CPU benchmark machine even when it is otherwise idle
+(where the scheduler puts the server's threads decides much of a run's cost); pinned,
+by 2-5 % (docs/benchmarks.md, "Metrics on the manifest GET").
 """
 
 from __future__ import annotations
@@ -34,25 +41,43 @@ REPO = "bench/app"
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    total = 0
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the server's processes."""
+    user = system = 0
     for child in process_tree(pid):
         try:
             fields = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / TICKS
+        user += int(fields[11])
+        system += int(fields[12])
+    return user / TICKS, system / TICKS
+
+
+def pin_server(pid: int, cpus: set[int]) -> None:
+    """Every thread of the server's processes on `cpus` (threads started later inherit it)."""
+    for child in process_tree(pid):
+        for task in Path(f"/proc/{child}/task").iterdir():
+            try:
+                os.sched_setaffinity(int(task.name), cpus)
+            except OSError:  # the thread ended meanwhile
+                continue
+
+
+CLIENT_CPUS: set[int] | None = None  # where wrk runs when pinned
+SERVER_CPUS: set[int] | None = None  # ... and the server
 
 
 def wrk(url: str, authorization: str, script: Path, duration: int) -> tuple[int, float]:
     """(requests completed, requests per second)."""
+    cpus = CLIENT_CPUS
     out = subprocess.run(
         ["wrk", "-t2", "-c32", f"-d{duration}s", "--timeout", "10s", "-s", str(script), url],
         capture_output=True,
         text=True,
         env={**os.environ, "BENCH_AUTHORIZATION": authorization},
         check=True,
+        preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
     ).stdout
     done = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -77,12 +102,21 @@ def audit_env(workdir: Path, stages: str) -> dict[str, str]:
     }
 
 
-def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> tuple[float, float]:
+def cpu_seconds(pid: int) -> float:
+    return sum(cpu_split(pid))
+
+
+Measured = tuple[float, float, float, float]  # CPU us per request (all, user, system), req/s
+
+
+def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> Measured:
     common.OUR_BINARY = binary
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
     try:
         server = start_ours(workdir, tls=False, workers=1)
+        if SERVER_CPUS is not None:
+            pin_server(server.pid, SERVER_CPUS)
     finally:
         for key, value in saved.items():
             if value is None:
@@ -90,10 +124,24 @@ def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> 
             else:
                 os.environ[key] = value
     try:
-        _done, rps, cpu_us = manifest_gets(server, workdir, duration, warmup=True)
-        return cpu_us, rps
+        with server.client() as client:
+            push_image(client, server, REPO, "latest")
+        url, script = get_script(server, workdir)
+        wrk(url, server.authorization, script, 3)
+        user, system = cpu_split(server.pid)
+        done, rps = wrk(url, server.authorization, script, duration)
+        user_after, system_after = cpu_split(server.pid)
+        user_us = (user_after - user) / done * 1e6
+        system_us = (system_after - system) / done * 1e6
+        return user_us + system_us, user_us, system_us, rps
     finally:
         server.stop()
+
+
+def get_script(server: common.Server, workdir: Path) -> tuple[str, Path]:
+    script = workdir / "get.lua"
+    script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
+    return f"{server.base_url}/v2/{REPO}/manifests/latest", script
 
 
 def manifest_gets(
@@ -104,9 +152,7 @@ def manifest_gets(
     second and the server's CPU microseconds per request."""
     with server.client() as client:
         push_image(client, server, REPO, "latest")
-    script = workdir / "get.lua"
-    script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
-    url = f"{server.base_url}/v2/{REPO}/manifests/latest"
+    url, script = get_script(server, workdir)
     if warmup:
         wrk(url, server.authorization, script, 3)
     before = cpu_seconds(server.pid)
@@ -115,6 +161,7 @@ def manifest_gets(
 
 
 def main() -> None:
+    global CLIENT_CPUS, SERVER_CPUS
     parser = argparse.ArgumentParser()
     parser.add_argument("--side", action="append", required=True, help="NAME=BINARY")
     parser.add_argument("--rounds", type=int, default=3)
@@ -122,14 +169,24 @@ def main() -> None:
     parser.add_argument("--side-env", action="append", default=[], help="NAME=KEY=VALUE")
     parser.add_argument("--audit-side", action="append", default=[], help="NAME")
     parser.add_argument("--audit-stages", choices=("complete", "both"), default="complete")
+    cpus = sorted(os.sched_getaffinity(0))
+    parser.add_argument(
+        "--pin",
+        action=argparse.BooleanOptionalAction,
+        default=len(cpus) >= 2,
+        help="server on the last CPU, wrk on the others (default: on with 2 CPUs or more)",
+    )
     args = parser.parse_args()
+    if args.pin:
+        SERVER_CPUS, CLIENT_CPUS = {cpus[-1]}, set(cpus[:-1])
     sides = [(s.split("=", 1)[0], Path(s.split("=", 1)[1]).resolve()) for s in args.side]
     side_env: dict[str, dict[str, str]] = {name: {} for name, _ in sides}
     for spec in args.side_env:
         name, key, value = spec.split("=", 2)
         side_env[name][key] = value
-    results: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in sides}
-    print(f"load average at start: {loadavg()}", flush=True)
+    results: dict[str, list[Measured]] = {name: [] for name, _ in sides}
+    pinning = f"server on CPU {SERVER_CPUS}, wrk on {CLIENT_CPUS}" if args.pin else "unpinned"
+    print(f"load average at start: {loadavg()}; {pinning}", flush=True)
     with scratch(False) as root:
         for round_ in range(args.rounds):
             for name, binary in sides:
@@ -137,24 +194,26 @@ def main() -> None:
                 env = dict(side_env[name])
                 if name in args.audit_side:
                     env.update(audit_env(workdir, args.audit_stages))
-                cpu, rps = measure(binary, workdir, args.duration, env)
+                run = measure(binary, workdir, args.duration, env)
                 if name in args.audit_side:
                     # every file of the log, rotated ones included
                     logs = workdir.glob("audit*.log*")
                     lines = sum(log.read_bytes().count(b"\n") for log in logs)
                     print(f"{name} round {round_ + 1}: {lines} audit lines", flush=True)
-                results[name].append((cpu, rps))
+                results[name].append(run)
+                cpu, user, system, rps = run
                 print(
-                    f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request, {rps:,.0f} req/s,"
-                    f" load {loadavg()}",
+                    f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request (user {user:.1f},"
+                    f" system {system:.1f}), {rps:,.0f} req/s, load {loadavg()}",
                     flush=True,
                 )
     print(f"load average at the end: {loadavg()}")
     for name, runs in results.items():
-        each = ", ".join(f"{c:.1f}" for c, _ in runs)
+        each = ", ".join(f"{run[0]:.1f}" for run in runs)
         print(
-            f"{name}: median {median([c for c, _ in runs]):.1f} us CPU/request ({each}),"
-            f" median {median([r for _, r in runs]):,.0f} req/s"
+            f"{name}: median {median([r[0] for r in runs]):.1f} us CPU/request ({each}),"
+            f" user {median([r[1] for r in runs]):.1f}, system {median([r[2] for r in runs]):.1f},"
+            f" median {median([r[3] for r in runs]):,.0f} req/s"
         )
 
 
