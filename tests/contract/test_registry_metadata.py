@@ -372,13 +372,21 @@ def _annotate_namespace(db: Database, namespace: str, value: str) -> None:
         )
 
 
-def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
+def _puller_and_two_images(
     meta: RegistryMetadata, mans: ManifestMetadata, db: Database
-) -> None:
+) -> tuple[ManifestPuller, NewManifest, NewManifest]:
+    """A puller, and two images whose blobs are pushed: the first tagged `latest`."""
     puller = ManifestPuller(db, PullTimes(db))
     push_blobs(meta, L1, L2, CFG)
     first, second = image("a", L1), image("b", L2)
     mans.record(REPO, first, "latest", NOW, True)
+    return puller, first, second
+
+
+def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
+    meta: RegistryMetadata, mans: ManifestMetadata, db: Database
+) -> None:
+    puller, first, second = _puller_and_two_images(meta, mans, db)
     assert puller.find("team", "app", None, "nope") is None
     assert puller.find("team", "none", None, "latest") is None
     assert puller.find("team", "app", second.digest, None) is None
@@ -408,10 +416,7 @@ def test_pull_statement_serves_tags_and_digests_and_reads_the_policy(
 def test_repeated_pulls_reuse_the_decoded_row_until_the_row_changes(
     meta: RegistryMetadata, mans: ManifestMetadata, db: Database
 ) -> None:
-    puller = ManifestPuller(db, PullTimes(db))
-    push_blobs(meta, L1, L2, CFG)
-    first, second = image("a", L1), image("b", L2)
-    mans.record(REPO, first, "latest", NOW, True)
+    puller, first, second = _puller_and_two_images(meta, mans, db)
     pulled = puller.find("team", "app", None, "latest")
     assert pulled is not None and pulled.digest == first.digest
     assert puller.find("team", "app", None, "latest") is pulled  # same row: same value
