@@ -62,9 +62,9 @@ class IdentityEpoch:
         return True
 
     def bump(self) -> None:
-        """Tell every worker (this one included) to forget. A data dir that cannot take it
-        is logged, not raised: the deletion that asked has already happened, and other
-        workers then fall back to their caches' lifetime."""
+        """Tell the other workers to forget (the caller empties its own cache). A data dir
+        that cannot take it is logged, not raised: the deletion that asked has already
+        happened, and other workers then fall back to their caches' lifetime."""
         if self._map is None:
             log.warning("cannot tell other workers to forget cached identities: no epoch file")
             return
