@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 from pathlib import Path
 
@@ -47,3 +48,18 @@ def test_second_server_on_the_same_address_is_refused(tmp_path: Path) -> None:
                 base_url=first.url, headers={"Authorization": f"Bearer {token}"}
             ) as client:  # a new connection per request
                 assert client.get("/v2/").status_code == 200
+
+
+def test_the_test_harness_moves_to_another_port_when_its_port_was_taken(tmp_path: Path) -> None:
+    """Tests run in parallel: a port handed out by `free_port` may be taken by another test's
+    process before the server binds it. The harness then starts the server on a new port
+    instead of failing the test (the server itself still refuses the busy address)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        with RegistryProcess(tmp_path / "data", plain_http=True, port=busy) as server:
+            assert server.port != busy
+            assert httpx.get(f"{server.url}/healthz").status_code == 200
+        log = (tmp_path / f"server-{busy}.log").read_text()
+        assert f"listen 127.0.0.1:{busy}: Address already in use" in log

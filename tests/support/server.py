@@ -93,6 +93,17 @@ class RegistryProcess:
         return [int(pid) for pid in children.split()]
 
     def start(self, timeout: float = 30.0) -> RegistryProcess:
+        """Start the server and wait until it is healthy. A port another test's process took
+        between `free_port` and the server's bind (tests run in parallel) is replaced by a
+        new one, twice at most; any other early exit is an error."""
+        for _ in range(3):
+            if self._launch(timeout):
+                return self
+            self.port = free_port()
+        raise RuntimeError(f"no free port found for the server (last tried {self.port})")
+
+    def _launch(self, timeout: float) -> bool:
+        """False: the server could not bind its port (taken meanwhile)."""
         args = [
             str(BIN / "image-registry"),
             "serve",
@@ -107,6 +118,7 @@ class RegistryProcess:
         if self.database:
             args += ["--database", self.database]
         log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        written_before = log.tell()  # a restart on the same port appends to the same log
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             args,
@@ -119,11 +131,15 @@ class RegistryProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                log.close()
+                if b"Address already in use" in Path(log.name).read_bytes()[written_before:]:
+                    self.proc = None
+                    return False
                 raise RuntimeError(f"server exited early: see {log.name}")
             try:
                 with self.client(timeout=1.0) as client:
                     if client.get("/healthz").status_code == 200:
-                        return self
+                        return True
             except (httpx.HTTPError, OSError):
                 # OSError: the CA file is written by the server on first start.
                 pass
