@@ -37,18 +37,15 @@ class IdentityEpoch:
         try:
             self._path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self._path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError as exc:
-            log.warning("cannot share forgotten identities between workers: %s", exc)
-            return None
-        try:
-            if os.fstat(fd).st_size < _SIZE:  # new (or an older version's empty file)
-                os.ftruncate(fd, _SIZE)
-            return mmap.mmap(fd, _SIZE)
+            try:
+                if os.fstat(fd).st_size < _SIZE:  # new (or an older version's empty file)
+                    os.ftruncate(fd, _SIZE)
+                return mmap.mmap(fd, _SIZE)
+            finally:
+                os.close(fd)
         except (OSError, ValueError) as exc:
             log.warning("cannot share forgotten identities between workers: %s", exc)
             return None
-        finally:
-            os.close(fd)
 
     def _read(self) -> bytes:
         return b"" if self._map is None else self._map[:_SIZE]
