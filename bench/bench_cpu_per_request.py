@@ -31,6 +31,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -102,14 +103,21 @@ def audit_env(workdir: Path, stages: str) -> dict[str, str]:
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    return sum(cpu_split(pid))
+class Gets(NamedTuple):
+    """One timed wrk run of manifest GETs: requests completed, requests per second, and
+    the server's user and system CPU microseconds per request."""
+
+    done: int
+    rps: float
+    user_us: float
+    system_us: float
+
+    @property
+    def cpu_us(self) -> float:
+        return self.user_us + self.system_us
 
 
-Measured = tuple[float, float, float, float]  # CPU us per request (all, user, system), req/s
-
-
-def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> Measured:
+def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> Gets:
     common.OUR_BINARY = binary
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -124,40 +132,25 @@ def measure(binary: Path, workdir: Path, duration: int, env: dict[str, str]) -> 
             else:
                 os.environ[key] = value
     try:
-        with server.client() as client:
-            push_image(client, server, REPO, "latest")
-        url, script = get_script(server, workdir)
-        wrk(url, server.authorization, script, 3)
-        user, system = cpu_split(server.pid)
-        done, rps = wrk(url, server.authorization, script, duration)
-        user_after, system_after = cpu_split(server.pid)
-        user_us = (user_after - user) / done * 1e6
-        system_us = (system_after - system) / done * 1e6
-        return user_us + system_us, user_us, system_us, rps
+        return manifest_gets(server, workdir, duration, warmup=True)
     finally:
         server.stop()
 
 
-def get_script(server: common.Server, workdir: Path) -> tuple[str, Path]:
-    script = workdir / "get.lua"
-    script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
-    return f"{server.base_url}/v2/{REPO}/manifests/latest", script
-
-
-def manifest_gets(
-    server: common.Server, workdir: Path, duration: int, *, warmup: bool
-) -> tuple[int, float, float]:
+def manifest_gets(server: common.Server, workdir: Path, duration: int, *, warmup: bool) -> Gets:
     """Push a small image to `server`, then `duration` seconds of wrk GETs of its manifest
-    by tag (after 3 untimed seconds when `warmup`): the requests completed, requests per
-    second and the server's CPU microseconds per request."""
+    by tag (after 3 untimed seconds when `warmup`)."""
     with server.client() as client:
         push_image(client, server, REPO, "latest")
-    url, script = get_script(server, workdir)
+    script = workdir / "get.lua"
+    script.write_text(WRK_SCRIPT.replace("{accept}", common.OCI_MANIFEST))
+    url = f"{server.base_url}/v2/{REPO}/manifests/latest"
     if warmup:
         wrk(url, server.authorization, script, 3)
-    before = cpu_seconds(server.pid)
+    user, system = cpu_split(server.pid)
     done, rps = wrk(url, server.authorization, script, duration)
-    return done, rps, (cpu_seconds(server.pid) - before) / done * 1e6
+    user_after, system_after = cpu_split(server.pid)
+    return Gets(done, rps, (user_after - user) / done * 1e6, (system_after - system) / done * 1e6)
 
 
 def main() -> None:
@@ -184,7 +177,7 @@ def main() -> None:
     for spec in args.side_env:
         name, key, value = spec.split("=", 2)
         side_env[name][key] = value
-    results: dict[str, list[Measured]] = {name: [] for name, _ in sides}
+    results: dict[str, list[Gets]] = {name: [] for name, _ in sides}
     pinning = f"server on CPU {SERVER_CPUS}, wrk on {CLIENT_CPUS}" if args.pin else "unpinned"
     print(f"load average at start: {loadavg()}; {pinning}", flush=True)
     with scratch(False) as root:
@@ -201,19 +194,20 @@ def main() -> None:
                     lines = sum(log.read_bytes().count(b"\n") for log in logs)
                     print(f"{name} round {round_ + 1}: {lines} audit lines", flush=True)
                 results[name].append(run)
-                cpu, user, system, rps = run
                 print(
-                    f"{name} round {round_ + 1}: {cpu:.1f} us CPU/request (user {user:.1f},"
-                    f" system {system:.1f}), {rps:,.0f} req/s, load {loadavg()}",
+                    f"{name} round {round_ + 1}: {run.cpu_us:.1f} us CPU/request (user"
+                    f" {run.user_us:.1f}, system {run.system_us:.1f}), {run.rps:,.0f} req/s,"
+                    f" load {loadavg()}",
                     flush=True,
                 )
     print(f"load average at the end: {loadavg()}")
     for name, runs in results.items():
-        each = ", ".join(f"{run[0]:.1f}" for run in runs)
+        each = ", ".join(f"{run.cpu_us:.1f}" for run in runs)
         print(
-            f"{name}: median {median([r[0] for r in runs]):.1f} us CPU/request ({each}),"
-            f" user {median([r[1] for r in runs]):.1f}, system {median([r[2] for r in runs]):.1f},"
-            f" median {median([r[3] for r in runs]):,.0f} req/s"
+            f"{name}: median {median([r.cpu_us for r in runs]):.1f} us CPU/request ({each}),"
+            f" user {median([r.user_us for r in runs]):.1f},"
+            f" system {median([r.system_us for r in runs]):.1f},"
+            f" median {median([r.rps for r in runs]):,.0f} req/s"
         )
 
 

@@ -41,8 +41,9 @@ def measure(workdir: Path, duration: int, receiver: Receiver | None) -> dict[str
         os.environ.pop(NOTIFY_ENV, None)
     try:
         # No warm-up: every GET is a pull event the receiver must see.
-        done, rps, cpu_us = manifest_gets(server, workdir, duration, warmup=False)
-        result = {"cpu_us": cpu_us, "rps": rps}
+        gets = manifest_gets(server, workdir, duration, warmup=False)
+        done = gets.done
+        result = {"cpu_us": gets.cpu_us, "rps": gets.rps}
         if receiver is None:
             return result
         ended = time.monotonic()
