@@ -442,7 +442,7 @@ def test_no_secret_reaches_the_server_log(server: RegistryProcess, admin: httpx.
     review = {"apiVersion": "authentication.k8s.io/v1", "spec": {"token": minted}}
     reply = admin.post("/apis/authentication.k8s.io/v1/tokenreviews", json=review)
     assert reply.status_code == 201 and minted not in reply.text
-    log = (server.data_dir.parent / f"server-{server.port}.log").read_text(errors="replace")
+    log = server.log_text()
     assert "Serving on" in log  # the right file
     leaked = [s[:12] for s in SECRETS if s in log]
     assert leaked == []

@@ -47,10 +47,6 @@ def flip_a_byte(path: Path, at: int = 1000) -> None:
     path.write_bytes(bytes(data))
 
 
-def server_log(server: RegistryProcess) -> str:
-    return (server.data_dir.parent / f"server-{server.port}.log").read_text(errors="replace")
-
-
 def get(server: RegistryProcess, digest: str, **kwargs: object) -> httpx.Response:
     with server.client(server.admin_token) as client:
         return client.get(f"/v2/{REPO}/blobs/{digest}", **kwargs)  # type: ignore[arg-type]
@@ -84,7 +80,7 @@ def test_a_truncated_blob_is_refused_everywhere_and_a_push_repairs_it(
     on_blob_port = httpx.get(link)
     assert on_blob_port.status_code == 404
     assert on_blob_port.content != data[:100] and "damaged" in error_message(on_blob_port)
-    assert f"blob {digest} has 100 bytes in storage but {len(data)}" in server_log(server)
+    assert f"blob {digest} has 100 bytes in storage but {len(data)}" in server.log_text()
 
     assert push(server, data) == digest  # the commit replaces the short file
     assert path.stat().st_size == len(data)

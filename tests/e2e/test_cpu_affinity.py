@@ -75,7 +75,7 @@ def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> N
     assert len(singles) == expected, per_worker
     if expected:
         assert singles[0] != singles[1]  # two workers, two different CPUs
-        log = (pinned.data_dir.parent / f"server-{pinned.port}.log").read_text()
+        log = pinned.log_text()
         assert log.count("[INFO] cpu_affinity: worker ") == 2, log
     for worker in workers:  # the Python side (event loop, thread pool) is not confined
         python = [cpus for name, cpus in _threads(worker).values() if not name.startswith("tokio-")]
@@ -85,7 +85,7 @@ def test_each_worker_runtime_gets_a_cpu_of_its_own(pinned: RegistryProcess) -> N
 def test_off_leaves_runtime_threads_free(tmp_path: Path) -> None:
     with _start(tmp_path, "off", 2) as server:
         _pull_blob(server)
-        log = server.data_dir.parent / f"server-{server.port}.log"
+        log = server.log_path
         deadline = time.monotonic() + 60  # both workers have decided, and said so
         while log.read_text().count("[INFO] cpu_affinity: off, worker ") < 2:
             assert time.monotonic() < deadline, log.read_text()

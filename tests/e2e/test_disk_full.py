@@ -63,10 +63,6 @@ def client(server: RegistryProcess) -> Iterator[httpx.Client]:
         yield c
 
 
-def log_text(server: RegistryProcess) -> str:
-    return (server.data_dir.parent / f"server-{server.port}.log").read_text(errors="replace")
-
-
 def fill_bytes(mount: Path, leave: int) -> Path:
     """A ballast file taking all but about `leave` bytes of the filesystem."""
     ballast = mount / "ballast"
@@ -127,7 +123,7 @@ def test_a_full_disk_while_staging_answers_507_and_the_upload_resumes(
             headers={"Content-Range": f"{kept}-{len(data) - 1}"},
         )
         assert_full(again)
-        assert log_text(server).count(FULL_LOG) == 1
+        assert server.log_text().count(FULL_LOG) == 1
         monolithic = client.post(
             f"/v2/{REPO}/blobs/uploads/", params={"digest": sha(data)}, content=data
         )

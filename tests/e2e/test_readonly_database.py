@@ -90,7 +90,7 @@ def check_read_only_server(server: RegistryProcess, digest: str, layer: bytes) -
         assert "read-only" in status["message"]
         assert client.get(f"/v2/{REPO}/tags/list").json()["tags"] == ["v1"]
         assert client.get("/api/v1/namespaces/team-b").status_code == 404
-    log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+    log = server.log_text()
     assert NOTICE in log  # said at start-up
     assert "Traceback" not in log
 

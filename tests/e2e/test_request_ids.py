@@ -61,7 +61,7 @@ def test_an_error_logged_during_a_request_names_its_id(server: RegistryProcess) 
         reply = client.get(f"/v2/team/app/blobs/{digest}", headers={"X-Request-Id": "dmg-42"})
         assert reply.status_code == 404
         assert reply.headers["x-request-id"] == "dmg-42"
-    log = server.data_dir.parent / f"server-{server.port}.log"
+    log = server.log_path
     entries = [
         json.loads(line)
         for line in log.read_text().splitlines()

@@ -92,7 +92,7 @@ def test_a_store_that_stops_answering_gets_503_and_the_retry_succeeds(
         assert retried.status_code == 201, retried.text
         pulled = client.get(f"/v2/team/app/blobs/{digest}", follow_redirects=True)
         assert pulled.content == data
-    log = (server.data_dir.parent / f"server-{server.port}.log").read_text()
+    log = server.log_text()
     expected = f"object store s3://{BUCKET}/r failed during stat: timed out"
     assert f"{expected} (storage_s3.timeout_seconds)" in log
 

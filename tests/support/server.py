@@ -66,6 +66,14 @@ class RegistryProcess:
         return self.data_dir / "admin.kubeconfig"
 
     @property
+    def log_path(self) -> Path:
+        """Where the server's output goes (appended to across restarts on one port)."""
+        return self.data_dir.parent / f"server-{self.port}.log"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    @property
     def admin_token(self) -> str:
         config = yaml.safe_load(self.kubeconfig.read_text())
         return str(config["users"][0]["user"]["token"])
@@ -117,7 +125,7 @@ class RegistryProcess:
             args.append("--plain-http")
         if self.database:
             args += ["--database", self.database]
-        log = open(self.data_dir.parent / f"server-{self.port}.log", "ab")  # noqa: SIM115
+        log = open(self.log_path, "ab")  # noqa: SIM115
         written_before = log.tell()  # a restart on the same port appends to the same log
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
