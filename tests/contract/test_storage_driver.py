@@ -37,6 +37,7 @@ from imageregistry.storage.errors import (
     InvalidRange,
     InvalidUploadId,
     SizeMismatch,
+    StoredSizeDiffers,
     UploadExists,
     UploadInProgress,
     UploadNotFound,
@@ -275,6 +276,30 @@ async def test_ranged_reads(store: BlobStore) -> None:
         await store.read(digest_of(b"missing"))
     with pytest.raises(BlobNotFound):
         await store.read_all(digest_of(b"missing"))
+
+
+async def test_a_read_with_the_recorded_size_refuses_a_blob_of_another_size(
+    store: BlobStore,
+) -> None:
+    data = os.urandom((1 << 20) + 17)
+    digest = digest_of(data)
+    await store.put_blob(data, digest)
+    whole = await store.read(digest, expected_size=len(data))
+    assert await collect(whole) == data
+    ranged = await store.read(digest, 5, 10, expected_size=len(data))
+    assert await collect(ranged) == data[5:10]
+    for start, end in [(0, None), (5, 10)]:  # the whole blob (one GET on S3) and a range
+        for recorded in (len(data) - 1, len(data) + 1, 0):
+            with pytest.raises(StoredSizeDiffers) as differs:
+                await store.read(digest, start, end, expected_size=recorded)
+            assert differs.value.stored == len(data)
+    with pytest.raises(BlobNotFound):
+        await store.read(digest_of(b"missing"), expected_size=7)
+    empty = digest_of(b"")
+    await store.put_blob(b"", empty)
+    assert await collect(await store.read(empty, expected_size=0)) == b""
+    with pytest.raises(StoredSizeDiffers):
+        await store.read(empty, expected_size=1)
 
 
 async def test_put_blob_verifies(store: BlobStore) -> None:
@@ -566,7 +591,10 @@ async def test_local_path(store: BlobStore) -> None:
         assert url is not None
         async with httpx.AsyncClient() as client:
             assert (await client.get(url)).content == b"zero-copy"
-        assert await store.redirect_url(digest_of(b"absent")) is None
+            # Signing asks nothing of the store: the caller checked the blob is there.
+            absent = await store.redirect_url(digest_of(b"absent"))
+            assert absent is not None
+            assert (await client.get(absent)).status_code == 404
     else:
         assert await store.redirect_url(digest) is None
 

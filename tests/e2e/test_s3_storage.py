@@ -14,6 +14,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
 import httpx
@@ -21,6 +22,7 @@ import pytest
 
 from tests.e2e.ac_support import ac, login_admin
 from tests.e2e.oci_support import Layout, assert_copied, build_layout, skopeo
+from tests.support.s3proxy import S3Proxy
 from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
 from tests.support.server import RegistryProcess, refused_serve
 
@@ -74,15 +76,18 @@ def pushed(server: RegistryProcess, certs: str, tmp_path_factory: pytest.TempPat
     return layout
 
 
-def _bucket_keys(swift: S3Server) -> list[str]:
-    client = boto3.client(
+def _s3_client(swift: S3Server) -> Any:
+    return boto3.client(
         "s3",
         endpoint_url=swift.endpoint,
         region_name=swift.region,
         aws_access_key_id=swift.access_key,
         aws_secret_access_key=swift.secret_key,
     )
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+
+
+def _bucket_keys(swift: S3Server) -> list[str]:
+    pages = _s3_client(swift).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
@@ -167,13 +172,7 @@ def test_create_bucket_creates_a_missing_bucket(swift: S3Server, tmp_path: Path)
     )
     with process.start(timeout=90), process.client(process.admin_token) as client:
         assert client.get("/v2/").status_code == 200
-    client_s3 = boto3.client(
-        "s3",
-        endpoint_url=swift.endpoint,
-        region_name=swift.region,
-        aws_access_key_id=swift.access_key,
-        aws_secret_access_key=swift.secret_key,
-    )
+    client_s3 = _s3_client(swift)
     names = [bucket["Name"] for bucket in client_s3.list_buckets()["Buckets"]]
     assert "created-by-serve" in names
 
@@ -196,6 +195,47 @@ def test_redirect_false_streams_through_the_server(
         assert answer.content == data
 
 
+def test_a_streamed_pull_is_one_request_to_the_store_and_a_damaged_blob_is_refused(
+    swift: S3Server, tmp_path: Path
+) -> None:
+    """With ``redirect: false`` a whole-blob GET reads the object with one GET, whose answer
+    also gives the stored size to compare with the recorded one (no HEAD first). A blob
+    whose object was truncated in the bucket is refused with 404, whole or ranged, never
+    sent short. The requests are counted by a forwarding proxy in front of Swift."""
+    prefix = f"streamed-{os.getpid()}"
+    data = os.urandom(3 << 20)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    key = f"{prefix}/blobs/sha256/{digest[7:9]}/{digest[7:]}"
+    path = f"/v2/team/app/blobs/{digest}"
+    with S3Proxy(swift.endpoint).running() as proxy:
+        streaming = RegistryProcess(
+            data_dir=tmp_path / "data",
+            extra_args=["--storage", f"s3://{BUCKET}/{prefix}"],
+            env={**_s3_env(swift, redirect=False), "AWS_ENDPOINT_URL": proxy.endpoint},
+        )
+        with streaming.start(timeout=90), streaming.client(streaming.admin_token) as client:
+            pushed = client.post(
+                "/v2/team/app/blobs/uploads/", params={"digest": digest}, content=data
+            )
+            assert pushed.status_code == 201, pushed.text
+            before = len(proxy.requests)
+            answer = client.get(path)
+            assert answer.status_code == 200
+            assert answer.content == data
+            assert [
+                (method, target.split("?")[0]) for method, target in proxy.requests[before:]
+            ] == [("GET", f"/{BUCKET}/{key}")]
+
+            _s3_client(swift).put_object(Bucket=BUCKET, Key=key, Body=data[:-1])
+            for headers in ({}, {"Range": "bytes=0-9"}):
+                refused = client.get(path, headers=headers)
+                assert refused.status_code == 404, headers
+                error = refused.json()["errors"][0]
+                assert error["code"] == "BLOB_UNKNOWN"
+                assert "damaged" in error["message"]
+            assert f"has {len(data) - 1} bytes in storage" in streaming.log_text()
+
+
 def test_gc_deletes_from_the_bucket_and_reconcile_walks_it(swift: S3Server, tmp_path: Path) -> None:
     """Registry GC works through the driver on a bucket: an unreferenced blob is deleted
     there; the storage reconciler walks the bucket's objects."""
@@ -205,13 +245,7 @@ def test_gc_deletes_from_the_bucket_and_reconcile_walks_it(swift: S3Server, tmp_
     stray = b"bytes written behind the registry's back"
     stray_hex = hashlib.sha256(stray).hexdigest()
     stray_key = f"{prefix}/blobs/sha256/{stray_hex[:2]}/{stray_hex}"
-    client_s3 = boto3.client(
-        "s3",
-        endpoint_url=swift.endpoint,
-        region_name=swift.region,
-        aws_access_key_id=swift.access_key,
-        aws_secret_access_key=swift.secret_key,
-    )
+    client_s3 = _s3_client(swift)
     client_s3.put_object(Bucket=BUCKET, Key=stray_key, Body=stray)
     process = RegistryProcess(
         data_dir=tmp_path / "data",

@@ -209,9 +209,15 @@ class InstrumentedBlobStore:
         return await self._timed("redirect_url", self._inner.redirect_url(digest))
 
     async def read(
-        self, digest: Digest, start: int = 0, end: int | None = None
+        self,
+        digest: Digest,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncIterator[bytes]:
-        return await self._timed("read", self._inner.read(digest, start, end))
+        reading = self._inner.read(digest, start, end, expected_size=expected_size)
+        return await self._timed("read", reading)
 
     async def read_all(self, digest: Digest) -> bytes:
         return await self._timed("read_all", self._inner.read_all(digest))

@@ -9,15 +9,19 @@ digest itself (`httpbits`; the same on every replica, unlike one derived from fi
 and a matching `If-None-Match` answers 304 before any range is considered (RFC 9110 §13.2.2). DELETE
 unlinks the blob from the repository; the bytes stay until registry GC.
 
-Every HEAD and GET compares the stored size with the recorded one first: a blob damaged
-in storage (or marked corrupt by `ac adm registry verify`) answers 404 `BLOB_UNKNOWN` with
-a message saying so, and is logged, never sent short. The 404 is deliberate: a client
-pushing the same blob then uploads it again, and that upload repairs the stored copy.
+Every HEAD and GET compares the stored size with the recorded one before answering (a GET
+whose bytes come from the store lets the read check it, in the same request to an object
+store): a blob damaged in storage (or marked corrupt by `ac adm registry verify`) answers
+404 `BLOB_UNKNOWN` with a message saying so, and is logged, never sent short. The 404 is
+deliberate: a client pushing the same blob then uploads it again, and that upload repairs
+the stored copy.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from typing import NoReturn
 
 from starlette.responses import FileResponse, RedirectResponse, Response, StreamingResponse
 
@@ -26,6 +30,7 @@ from imageregistry.httpbits import OCTET, REDIRECT_MIN_SIZE, digest_etag, etag_m
 from imageregistry.oci import notify
 from imageregistry.oci.context import Ctx
 from imageregistry.oci.errors import RegistryError
+from imageregistry.storage.errors import BlobNotFound, StoredSizeDiffers
 
 log = logging.getLogger(__name__)
 
@@ -33,31 +38,41 @@ log = logging.getLogger(__name__)
 async def get_blob(ctx: Ctx) -> Response:
     digest = Digest.parse(ctx.arg)
     size = await ctx.run(ctx.registry.meta.blob_size, ctx.repo, str(digest))
-    store = ctx.registry.blobs
     etag = digest_etag(str(digest))
     headers = {"Docker-Content-Digest": str(digest), "Accept-Ranges": "bytes", "ETag": etag}
     if etag_matches(ctx.request.headers.get("if-none-match"), etag):
         return Response(status_code=304, headers=headers)
-    await _check_stored_size(ctx, digest, size)
+    answer = await _answer(ctx, digest, size, headers)
     notifier = ctx.registry.notifier  # GET and HEAD, as distribution reports them
     notify.blob_pulled(notifier, ctx.request.scope, ctx.user, ctx.repo, str(digest), size)
+    return answer
+
+
+async def _answer(ctx: Ctx, digest: Digest, size: int, headers: dict[str, str]) -> Response:
+    """The answer to a HEAD or GET, once the stored size is known to be the recorded one:
+    checked first, or (bytes streamed from the store) by the read itself, so a whole blob
+    streamed from object storage costs the store one request."""
     range_header = ctx.request.headers.get("range")
     if range_header:
         return await _ranged(ctx, digest, size, range_header, headers)
+    store = ctx.registry.blobs
     if ctx.is_head:
+        await _check_stored_size(ctx, digest, size)
         headers["Content-Length"] = str(size)
         return Response(status_code=200, headers=headers, media_type=OCTET)
     redirect = await store.redirect_url(digest)
     if redirect is not None:
+        await _check_stored_size(ctx, digest, size)
         return RedirectResponse(redirect, status_code=307, headers=headers)
     path = store.local_path(digest)
-    links = ctx.registry.blob_links
-    if path is not None and links is not None and size >= REDIRECT_MIN_SIZE:
-        location = links.url_for(digest, ctx.request.url.hostname or "", size)
-        return RedirectResponse(location, status_code=307, headers=headers)
     if path is not None:
+        await _check_stored_size(ctx, digest, size)
+        links = ctx.registry.blob_links
+        if links is not None and size >= REDIRECT_MIN_SIZE:
+            location = links.url_for(digest, ctx.request.url.hostname or "", size)
+            return RedirectResponse(location, status_code=307, headers=headers)
         return FileResponse(path, headers=headers, media_type=OCTET)
-    stream = await store.read(digest)
+    stream = await _read(ctx, digest, size)
     headers["Content-Length"] = str(size)
     return StreamingResponse(stream, headers=headers, media_type=OCTET)
 
@@ -65,8 +80,24 @@ async def get_blob(ctx: Ctx) -> Response:
 async def _check_stored_size(ctx: Ctx, digest: Digest, recorded: int) -> None:
     """Refuse (404, logged) a blob whose stored size is not the recorded size."""
     stored = await ctx.registry.blobs.stat(digest)
-    if stored == recorded:
-        return
+    if stored != recorded:
+        _refuse_damaged(digest, stored, recorded)
+
+
+async def _read(
+    ctx: Ctx, digest: Digest, recorded: int, start: int = 0, end: int | None = None
+) -> AsyncIterator[bytes]:
+    """The bytes `[start, end)`, refused like `_check_stored_size` when the stored size is
+    not the recorded one (the store checks it as it opens the read)."""
+    try:
+        return await ctx.registry.blobs.read(digest, start, end, expected_size=recorded)
+    except BlobNotFound:
+        _refuse_damaged(digest, None, recorded)
+    except StoredSizeDiffers as differs:
+        _refuse_damaged(digest, differs.stored, recorded)
+
+
+def _refuse_damaged(digest: Digest, stored: int | None, recorded: int) -> NoReturn:
     found = "is missing" if stored is None else f"has {stored} bytes"
     log.error(
         "blob %s %s in storage but %d bytes are recorded; refused "
@@ -94,8 +125,9 @@ async def _ranged(
     headers["Content-Range"] = f"bytes {start}-{end}/{size}"
     headers["Content-Length"] = str(end - start + 1)
     if ctx.is_head:
+        await _check_stored_size(ctx, digest, size)
         return Response(status_code=206, headers=headers, media_type=OCTET)
-    stream = await ctx.registry.blobs.read(digest, start, end + 1)
+    stream = await _read(ctx, digest, size, start, end + 1)
     return StreamingResponse(stream, status_code=206, headers=headers, media_type=OCTET)
 
 

@@ -20,7 +20,12 @@ from datetime import datetime
 from typing import Protocol
 
 from imageregistry.content.digest import Digest
-from imageregistry.storage.errors import InvalidUploadId
+from imageregistry.storage.errors import (
+    BlobNotFound,
+    InvalidRange,
+    InvalidUploadId,
+    StoredSizeDiffers,
+)
 
 _UPLOAD_ID = re.compile(r"[A-Za-z0-9-]{1,64}")
 
@@ -70,6 +75,23 @@ def validate_upload_id(upload_id: str) -> str:
     if not isinstance(upload_id, str) or not _UPLOAD_ID.fullmatch(upload_id):
         raise InvalidUploadId(str(upload_id))
     return upload_id
+
+
+def read_stop(
+    digest: Digest, stored: int | None, start: int, end: int | None, expected_size: int | None
+) -> int:
+    """Where a read of ``[start, end)`` stops in a blob of ``stored`` bytes (None: not
+    stored), after the checks every driver's ``read`` makes first: ``BlobNotFound``,
+    ``StoredSizeDiffers`` (when the caller's ``expected_size`` is not the stored size),
+    ``InvalidRange``."""
+    if stored is None:
+        raise BlobNotFound(digest)
+    if expected_size is not None and stored != expected_size:
+        raise StoredSizeDiffers(digest, stored)
+    stop = stored if end is None else end
+    if not 0 <= start <= stop <= stored:
+        raise InvalidRange(start, end, stored)
+    return stop
 
 
 def blob_key(digest: Digest) -> str:
@@ -166,16 +188,26 @@ class BlobStore(Protocol):
         ...
 
     async def redirect_url(self, digest: Digest) -> str | None:
-        """A URL a client may be redirected to for the blob (presigned), or None."""
+        """A URL a client may be redirected to for the blob (presigned), or None when the
+        driver has none. For a blob the caller knows is stored: it is not checked (a
+        presigned URL is computed without asking the store)."""
         ...
 
     async def read(
-        self, digest: Digest, start: int = 0, end: int | None = None
+        self,
+        digest: Digest,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream bytes ``[start, end)`` of a blob (``end`` exclusive, None = to the end).
 
         Awaiting this checks existence and range first (``BlobNotFound``,
-        ``InvalidRange``) so callers can answer before sending headers.
+        ``InvalidRange``) so callers can answer before sending headers. With
+        ``expected_size`` (the size the caller recorded) a stored blob of another size
+        raises ``StoredSizeDiffers`` instead; on object storage a whole read then checks
+        it in the same request that reads the bytes.
         """
         ...
 

@@ -94,6 +94,16 @@ class SizeMismatch(StorageError):
         self.actual = actual
 
 
+class StoredSizeDiffers(StorageError):
+    """A read found the stored blob at another size than the caller recorded (damaged in
+    storage); nothing was read."""
+
+    def __init__(self, digest: Digest, stored: int) -> None:
+        super().__init__(f"blob {digest} has {stored} bytes in storage")
+        self.digest = digest
+        self.stored = stored
+
+
 class InvalidRange(StorageError):
     """A read range lies outside the blob."""
 

@@ -39,12 +39,12 @@ from imageregistry.storage.driver import (
     StoredBlob,
     StoredUpload,
     blob_key,
+    read_stop,
     validate_upload_id,
 )
 from imageregistry.storage.errors import (
     BlobNotFound,
     DigestMismatch,
-    InvalidRange,
     SizeMismatch,
     StorageFull,
     UploadExists,
@@ -366,14 +366,14 @@ class FilesystemBlobStore:
         return None
 
     async def read(
-        self, digest: Digest, start: int = 0, end: int | None = None
+        self,
+        digest: Digest,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncIterator[bytes]:
-        size = await self.stat(digest)
-        if size is None:
-            raise BlobNotFound(digest)
-        stop = size if end is None else end
-        if not 0 <= start <= stop <= size:
-            raise InvalidRange(start, end, size)
+        stop = read_stop(digest, await self.stat(digest), start, end, expected_size)
         return self._stream(digest, start, stop)
 
     async def _stream(self, digest: Digest, start: int, stop: int) -> AsyncIterator[bytes]:

@@ -21,12 +21,12 @@ from imageregistry.storage.driver import (
     PendingWrite,
     StoredBlob,
     StoredUpload,
+    read_stop,
     validate_upload_id,
 )
 from imageregistry.storage.errors import (
     BlobNotFound,
     DigestMismatch,
-    InvalidRange,
     SizeMismatch,
     UploadExists,
     UploadInProgress,
@@ -144,12 +144,17 @@ class InMemoryBlobStore:
         return None
 
     async def read(
-        self, digest: Digest, start: int = 0, end: int | None = None
+        self,
+        digest: Digest,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncIterator[bytes]:
-        data = await self.read_all(digest)
-        stop = len(data) if end is None else end
-        if not 0 <= start <= stop <= len(data):
-            raise InvalidRange(start, end, len(data))
+        entry = self.backend.blobs.get(digest)
+        data = b"" if entry is None else entry[0]
+        stored = None if entry is None else len(data)
+        stop = read_stop(digest, stored, start, end, expected_size)
         return _blocks(memoryview(data)[start:stop])
 
     async def read_all(self, digest: Digest) -> bytes:

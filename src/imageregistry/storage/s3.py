@@ -65,13 +65,13 @@ from imageregistry.storage.driver import (
     StoredBlob,
     StoredUpload,
     blob_key,
+    read_stop,
 )
 from imageregistry.storage.driver import validate_upload_id as _valid
 from imageregistry.storage.errors import (
     BlobNotFound,
     ConfigurationError,
     DigestMismatch,
-    InvalidRange,
     SizeMismatch,
     StorageUnavailable,
     UploadExists,
@@ -84,6 +84,7 @@ from imageregistry.storage.s3config import S3Settings
 from imageregistry.storage.s3multipart import MultipartUploads
 
 if TYPE_CHECKING:
+    from obstore import GetResult
     from obstore.store import ClientConfig, S3Config
 
 log = logging.getLogger(__name__)
@@ -650,36 +651,41 @@ class S3BlobStore:
 
     @_unavailable
     async def redirect_url(self, digest: Digest) -> str | None:
-        """A presigned GET of the blob (``redirect: false`` turns this off)."""
-        if not self.settings.redirect or await self.stat(digest) is None:
+        """A presigned GET of the blob (``redirect: false`` turns this off); signing asks
+        nothing of the store."""
+        if not self.settings.redirect:
             return None
         expiry = timedelta(seconds=self.settings.presign_expiry_seconds)
         return await obstore.sign_async(self._store, "GET", blob_key(digest), expiry)
 
     @_unavailable
     async def read(
-        self, digest: Digest, start: int = 0, end: int | None = None
+        self,
+        digest: Digest,
+        start: int = 0,
+        end: int | None = None,
+        *,
+        expected_size: int | None = None,
     ) -> AsyncIterator[bytes]:
+        """A whole read with ``expected_size`` is one GET: the answer's object size is
+        checked before its body is read. Any other read asks for the size first (HEAD),
+        then GETs the range."""
         key = blob_key(digest)
-        size = await self._head_size(key)
-        if size is None:
-            raise BlobNotFound(digest)
-        stop = size if end is None else end
-        if not 0 <= start <= stop <= size:
-            raise InvalidRange(start, end, size)
+        if start == 0 and end is None and expected_size is not None:
+            try:
+                result = await obstore.get_async(self._store, key)
+            except _NOT_FOUND:
+                raise BlobNotFound(digest) from None
+            read_stop(digest, result.meta["size"], start, end, expected_size)
+            return _pieces(result)
+        stop = read_stop(digest, await self._head_size(key), start, end, expected_size)
         if start == stop:
             return _empty()
-        return self._stream(digest, key, start, stop)
-
-    async def _stream(
-        self, digest: Digest, key: str, start: int, stop: int
-    ) -> AsyncIterator[bytes]:
         try:
             result = await obstore.get_async(self._store, key, options={"range": (start, stop)})
         except _NOT_FOUND:
             raise BlobNotFound(digest) from None
-        async for piece in result.stream(min_chunk_size=_READ_CHUNK):
-            yield bytes(piece)
+        return _pieces(result)
 
     @_unavailable
     async def read_all(self, digest: Digest) -> bytes:
@@ -778,6 +784,11 @@ def _written_end(prefix: str, keys: list[str]) -> int:
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+async def _pieces(result: GetResult) -> AsyncIterator[bytes]:
+    async for piece in result.stream(min_chunk_size=_READ_CHUNK):
+        yield bytes(piece)
 
 
 async def _empty() -> AsyncIterator[bytes]:
