@@ -1,4 +1,5 @@
-"""The blob port's HTTP/1.1 server: h11 for the protocol, sendfile(2) for the bytes.
+"""The blob port's HTTP/1.1 server: h11 for the protocol, sendfile(2) for the bytes of a
+file, relay threads (`relay`) for those of an object in object storage.
 
 Each Granian worker runs one on its own event loop, bound with `SO_REUSEPORT`, so the
 kernel spreads connections over the workers. It answers only
@@ -22,25 +23,29 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import h11
 
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.blobport.port_routes import BlobPortDispatcher, PortRequest
+from imageregistry.blobport.relay import Upstream, open_upstream, relay_body
 from imageregistry.blobport.sockets import bind
 from imageregistry.errorcodes import RegistryError, envelope
-from imageregistry.storage.driver import BlobStore
+from imageregistry.storage.driver import BlobStore, RelayMethod, RelaySource
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT = 30.0
 STALL_TIMEOUT = 60.0
 SHUTDOWN_GRACE = 25.0  # inside the kubelet's default 30 s termination grace
+RELAY_THREADS = 64  # per worker: object-storage blobs relayed at once (`relay`)
 _RECV_SIZE = 64 * 1024
 
 
@@ -92,7 +97,15 @@ class BlobPortServer:
         self.dispatcher = BlobPortDispatcher(links, store)
         self._listener = listener
         self._connections: dict[asyncio.Task[None], _Connection] = {}
+        self._relay_threads: ThreadPoolExecutor | None = None
         self.closing = False
+
+    def in_relay_thread(self, call: Callable[..., _T], *args: Any) -> asyncio.Future[_T]:
+        """`call(*args)` in one of the port's `RELAY_THREADS` threads (started on first
+        use: a port that relays nothing has none); relays beyond that wait their turn."""
+        if self._relay_threads is None:
+            self._relay_threads = ThreadPoolExecutor(RELAY_THREADS, "blob-relay")
+        return asyncio.get_running_loop().run_in_executor(self._relay_threads, call, *args)
 
     async def accept_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -132,6 +145,8 @@ class BlobPortServer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._relay_threads is not None:
+            self._relay_threads.shutdown(wait=False)
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,22 @@ class _FileSpan:
 
     def __len__(self) -> int:
         return self.count
+
+
+@dataclass(frozen=True)
+class _RelaySpan:
+    """A relayed body, passed through h11 like `_FileSpan`."""
+
+    upstream: Upstream
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _close_upstream(opening: asyncio.Future[Upstream]) -> None:
+    if not opening.cancelled() and opening.exception() is None:
+        opening.result().close()
 
 
 class _Connection:
@@ -262,6 +293,49 @@ class _Connection:
                 await self._sendfile(piece)
             else:
                 await self._send(piece)
+
+    async def fetch(
+        self, source: RelaySource, method: RelayMethod, span: tuple[int, int] | None
+    ) -> Upstream:
+        """The store's answer head, from one of the relay threads."""
+        opening = self.server.in_relay_thread(open_upstream, source, method, span, STALL_TIMEOUT)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:  # a connection closed at shutdown: free the socket
+            opening.add_done_callback(_close_upstream)
+            raise
+
+    async def send_relayed(self, upstream: Upstream, count: int) -> None:
+        body = _RelaySpan(upstream, count)
+        pieces = self.http.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+        for piece in pieces or ():
+            if isinstance(piece, _RelaySpan):
+                await self._relay(piece)
+            else:
+                await self._send(piece)
+
+    async def _relay(self, span: _RelaySpan) -> None:
+        """`relay.relay_body` in a relay thread, on this socket made blocking (with the
+        stall timeout) for as long; a cancelled transfer (shutdown) is woken by shutting
+        both sockets down, and waited for, before the socket is handed back."""
+        self.sock.settimeout(STALL_TIMEOUT)
+        copying = self.server.in_relay_thread(
+            relay_body, span.upstream, self.sock, span.count, self._count_sent
+        )
+        try:
+            await asyncio.shield(copying)
+        except asyncio.CancelledError:
+            for sock in (self.sock, span.upstream.sock):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(Exception):
+                await copying
+            raise
+        finally:
+            self.sock.setblocking(False)
+
+    def _count_sent(self, count: int) -> None:
+        self.sent += count
 
     async def end(self) -> None:
         await self._send(self.http.send(h11.EndOfMessage()))

@@ -32,6 +32,8 @@ from imageregistry.storage.driver import (
     BlobInfo,
     BlobStore,
     PendingWrite,
+    RelayMethod,
+    RelaySource,
     StoredBlob,
     StoredUpload,
 )
@@ -136,6 +138,7 @@ class InstrumentedBlobStore:
     did not expect (I/O errors, object-storage failures) count as errors."""
 
     def __init__(self, inner: BlobStore, metrics: Metrics) -> None:
+        self.relays = inner.relays
         self._inner = inner
         self._metrics = metrics
 
@@ -207,6 +210,9 @@ class InstrumentedBlobStore:
 
     async def redirect_url(self, digest: Digest) -> str | None:
         return await self._timed("redirect_url", self._inner.redirect_url(digest))
+
+    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource | None:
+        return await self._timed("relay_source", self._inner.relay_source(digest, method))
 
     async def read(
         self,

@@ -3,7 +3,8 @@
 A blob is served only when the metadata links it to the repository and GC is not deleting it
 (docs/architecture.md#garbage-collection: no existence cache outside the database). A whole blob is
 sent with `FileResponse` so Granian can use ASGI pathsend, or, with the blob port on and at least
-`REDIRECT_MIN_SIZE` bytes, redirected there for a true sendfile(2); a single byte range answers 206
+`REDIRECT_MIN_SIZE` bytes, redirected there for a true sendfile(2) (a blob in object storage with
+`redirect: false`: for the port's relay, `blobport.relay`); a single byte range answers 206
 with `Content-Range`, an unsatisfiable or malformed one 416 (RFC 9110 §14). The entity tag is the
 digest itself (`httpbits`; the same on every replica, unlike one derived from file metadata),
 and a matching `If-None-Match` answers 304 before any range is considered (RFC 9110 §13.2.2). DELETE
@@ -67,10 +68,12 @@ async def _answer(ctx: Ctx, digest: Digest, size: int, headers: dict[str, str]) 
     path = store.local_path(digest)
     if path is not None:
         await _check_stored_size(ctx, digest, size)
-        links = ctx.registry.blob_links
-        if links is not None and size >= REDIRECT_MIN_SIZE:
-            location = links.url_for(digest, ctx.request.url.hostname or "", size)
-            return RedirectResponse(location, status_code=307, headers=headers)
+    links = ctx.registry.blob_links
+    if links is not None and size >= REDIRECT_MIN_SIZE and (path is not None or store.relays):
+        # The blob port sends the file, or relays the object (and checks its size then).
+        location = links.url_for(digest, ctx.request.url.hostname or "", size)
+        return RedirectResponse(location, status_code=307, headers=headers)
+    if path is not None:
         return FileResponse(path, headers=headers, media_type=OCTET)
     stream = await _read(ctx, digest, size)
     headers["Content-Length"] = str(size)

@@ -14,10 +14,11 @@ upload can never be mistaken for a blob.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Literal, Protocol
 
 from imageregistry.content.digest import Digest
 from imageregistry.storage.errors import (
@@ -106,8 +107,24 @@ def blob_key(digest: Digest) -> str:
 SessionLocks = Callable[[str], Callable[[], None] | None]
 
 
+RelayMethod = Literal["GET", "HEAD"]
+
+
+@dataclass(frozen=True)
+class RelaySource:
+    """Where the blob port fetches a blob it relays (`BlobStore.relay_source`): a presigned
+    URL, and the TLS context for an ``https`` one."""
+
+    url: str
+    tls: ssl.SSLContext | None = None
+
+
 class BlobStore(Protocol):
     """Content-addressed blob storage with resumable, verified uploads."""
+
+    # True when `relay_source` names URLs: the blob port can then serve the store's blobs
+    # by fetching them (object storage); a filesystem store hands it files instead.
+    relays: bool
 
     async def start_upload(self, upload_id: str) -> None:
         """Create an empty upload session (``UploadExists`` if the id is taken,
@@ -191,6 +208,12 @@ class BlobStore(Protocol):
         """A URL a client may be redirected to for the blob (presigned), or None when the
         driver has none. For a blob the caller knows is stored: it is not checked (a
         presigned URL is computed without asking the store)."""
+        ...
+
+    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource | None:
+        """A presigned ``method`` (GET or HEAD) request for the blob that the blob port
+        makes on a client's behalf to relay the answer, or None when the driver has none.
+        Like ``redirect_url`` it asks nothing of the store."""
         ...
 
     async def read(

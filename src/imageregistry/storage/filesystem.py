@@ -36,6 +36,8 @@ from imageregistry.content.digest import SUPPORTED_ALGORITHMS, Digest, InvalidDi
 from imageregistry.storage.driver import (
     BlobInfo,
     PendingWrite,
+    RelayMethod,
+    RelaySource,
     StoredBlob,
     StoredUpload,
     blob_key,
@@ -109,6 +111,8 @@ def _fsync_dir(path: Path) -> None:
 
 class FilesystemBlobStore:
     """``BlobStore`` on a local (or shared POSIX) filesystem."""
+
+    relays = False  # the blob port sends its files (`local_path`) with sendfile(2)
 
     def __init__(
         self,
@@ -363,6 +367,9 @@ class FilesystemBlobStore:
         return str(path) if path.is_file() else None
 
     async def redirect_url(self, digest: Digest) -> str | None:
+        return None
+
+    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource | None:
         return None
 
     async def read(

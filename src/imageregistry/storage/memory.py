@@ -19,6 +19,8 @@ from imageregistry.content.digest import Digest, digest_of
 from imageregistry.storage.driver import (
     BlobInfo,
     PendingWrite,
+    RelayMethod,
+    RelaySource,
     StoredBlob,
     StoredUpload,
     read_stop,
@@ -55,6 +57,8 @@ class MemoryBackend:
 
 class InMemoryBlobStore:
     """``BlobStore`` keeping blobs and uploads in memory."""
+
+    relays = False
 
     def __init__(self, backend: MemoryBackend | None = None) -> None:
         self.backend = backend if backend is not None else MemoryBackend()
@@ -141,6 +145,9 @@ class InMemoryBlobStore:
         return None
 
     async def redirect_url(self, digest: Digest) -> str | None:
+        return None
+
+    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource | None:
         return None
 
     async def read(

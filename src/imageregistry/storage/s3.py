@@ -46,6 +46,7 @@ import functools
 import hashlib
 import logging
 import re
+import ssl
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -61,6 +62,8 @@ from imageregistry.content.digest import Digest
 from imageregistry.storage.driver import (
     BlobInfo,
     PendingWrite,
+    RelayMethod,
+    RelaySource,
     SessionLocks,
     StoredBlob,
     StoredUpload,
@@ -100,6 +103,7 @@ _COPY_LIMIT = 5 << 30  # CopyObject's maximum source size
 _COPY_BYTES_PER_SECOND = 16 << 20
 _MAX_HASHERS = 10_000  # in-process hash states kept (abandoned uploads must not pile up)
 _READ_CHUNK = 1 << 20
+_RELAY_EXPIRY = timedelta(minutes=1)  # a relay's presigned request is made at once
 _NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
 _BLOB_KEY = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{2})/([0-9a-f]+)")
 _UPLOAD_KEY = re.compile(
@@ -234,8 +238,11 @@ class _Hashers:
 class S3BlobStore:
     """``BlobStore`` over one S3 bucket/prefix (see the module docstring)."""
 
+    relays = True  # the blob port may fetch a blob's presigned URL and pass it on
+
     def __init__(self, settings: S3Settings, session_locks: SessionLocks | None = None) -> None:
         self.settings = settings
+        self._relay_tls = _relay_tls(settings)
         self._session_locks = session_locks
         self._store = build_store(settings)
         self._copiers: dict[int, S3Store] = {}  # by timeout: a few, in whole minutes
@@ -659,6 +666,12 @@ class S3BlobStore:
         return await obstore.sign_async(self._store, "GET", blob_key(digest), expiry)
 
     @_unavailable
+    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource | None:
+        key = blob_key(digest)
+        url = await obstore.sign_async(self._store, method, key, _RELAY_EXPIRY)
+        return RelaySource(url, self._relay_tls if url.startswith("https://") else None)
+
+    @_unavailable
     async def read(
         self,
         digest: Digest,
@@ -784,6 +797,16 @@ def _written_end(prefix: str, keys: list[str]) -> int:
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def _relay_tls(settings: S3Settings) -> ssl.SSLContext:
+    """The blob port's TLS to the store: the settings' CA bundle (else the system's), and
+    no verification only when ``tls_verify: false`` says so."""
+    context = ssl.create_default_context(cafile=settings.ca_bundle or None)
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
 
 
 async def _pieces(result: GetResult) -> AsyncIterator[bytes]:

@@ -1,0 +1,224 @@
+"""The blob port relaying blobs from object storage (`blobport/relay.py`).
+
+One plain-HTTP server with `--storage s3://...` on OpenStack Swift's s3api (a real S3
+implementation on loopback), `storage_s3: {redirect: false}` and `--blob-listen`: a whole
+blob of at least 1 MiB is redirected from the main port to the blob port, which makes the
+bucket's presigned request itself and passes the answer on. Swift is reached through a
+forwarding proxy (tests/support/s3proxy.py, not a mock: every request goes on to Swift
+unchanged) that counts the requests and can be stopped to make the store unreachable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import boto3  # type: ignore[import-untyped]  # from moto[server]; only to damage an object
+import httpx
+import pytest
+
+from tests.e2e.oci_support import assert_copied, build_layout, push_blob, skopeo
+from tests.support.postgres import free_port
+from tests.support.s3proxy import S3Proxy
+from tests.support.s3servers import S3Server, create_bucket, swift_server
+from tests.support.server import RegistryProcess
+
+BUCKET = "relay-e2e"
+PREFIX = "relayed"
+REPO = "team/app"
+BIG = os.urandom(5 * 1024 * 1024 + 17)
+
+
+@pytest.fixture(scope="module")
+def swift() -> Iterator[S3Server]:
+    with swift_server() as server:
+        create_bucket(server, BUCKET)
+        yield server
+
+
+@pytest.fixture(scope="module")
+def proxy(swift: S3Server) -> Iterator[S3Proxy]:
+    with S3Proxy(swift.endpoint).running() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def server(
+    swift: S3Server, proxy: S3Proxy, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RegistryProcess]:
+    block = {"redirect": False, "part_size": 5 << 20}
+    process = RegistryProcess(
+        data_dir=tmp_path_factory.mktemp("relay") / "data",
+        plain_http=True,
+        extra_args=[
+            *("--storage", f"s3://{BUCKET}/{PREFIX}"),
+            *("--blob-listen", f"127.0.0.1:{free_port()}"),
+        ],
+        env={
+            **swift.env(),
+            "AWS_ENDPOINT_URL": proxy.endpoint,
+            "IMAGE_REGISTRY_STORAGE_S3": json.dumps(block),
+        },
+    )
+    with process.start(timeout=90):
+        yield process
+
+
+@pytest.fixture(scope="module")
+def big(server: RegistryProcess) -> str:
+    with server.client(server.admin_token) as client:
+        return push_blob(client, BIG, REPO)
+
+
+def link(server: RegistryProcess, digest: str) -> str:
+    with server.client(server.admin_token) as client:
+        answer = client.get(f"/v2/{REPO}/blobs/{digest}")
+    assert answer.status_code == 307, answer.text
+    return answer.headers["location"]
+
+
+def key_of(digest: str) -> str:
+    return f"{PREFIX}/blobs/sha256/{digest[7:9]}/{digest[7:]}"
+
+
+def asked(proxy: S3Proxy, since: int) -> list[tuple[str, str]]:
+    return [(method, target.split("?")[0]) for method, target in proxy.requests[since:]]
+
+
+def bucket(swift: S3Server) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=swift.endpoint,
+        region_name=swift.region,
+        aws_access_key_id=swift.access_key,
+        aws_secret_access_key=swift.secret_key,
+    )
+
+
+def test_a_whole_blob_is_relayed_from_the_bucket_by_the_blob_port(
+    server: RegistryProcess, big: str, proxy: S3Proxy
+) -> None:
+    before = len(proxy.requests)
+    location = link(server, big)
+    assert asked(proxy, before) == []  # the main port asked the store nothing
+    assert urlsplit(location).port == int(server.extra_args[-1].rsplit(":", 1)[1])
+    answer = httpx.get(location, timeout=60)
+    assert answer.status_code == 200
+    assert answer.headers["docker-content-digest"] == big
+    assert answer.headers["content-length"] == str(len(BIG))
+    assert answer.content == BIG
+    assert asked(proxy, before) == [("GET", f"/{BUCKET}/{key_of(big)}")]
+
+
+def test_the_relay_answers_ranges_heads_and_conditional_requests(
+    server: RegistryProcess, big: str
+) -> None:
+    location = link(server, big)
+    with httpx.Client(timeout=60) as client:
+        ranged = client.get(location, headers={"Range": "bytes=1048570-1048589"})
+        assert ranged.status_code == 206
+        assert ranged.headers["content-range"] == f"bytes 1048570-1048589/{len(BIG)}"
+        assert ranged.content == BIG[1048570:1048590]
+        suffix = client.get(location, headers={"Range": "bytes=-7"})
+        assert suffix.status_code == 206 and suffix.content == BIG[-7:]
+        head = client.head(location)
+        assert head.status_code == 200
+        assert head.headers["content-length"] == str(len(BIG))
+        assert head.content == b""
+        unchanged = client.get(location, headers={"If-None-Match": f'"{big}"'})
+        assert unchanged.status_code == 304
+        assert unchanged.content == b""
+        beyond = client.get(location, headers={"Range": f"bytes={len(BIG)}-"})
+        assert beyond.status_code == 416
+        assert beyond.headers["content-range"] == f"bytes */{len(BIG)}"
+        again = client.get(location)  # the same connection, after all of the above
+        assert again.status_code == 200 and again.content == BIG
+
+
+def test_skopeo_pulls_large_layers_through_the_relay(
+    server: RegistryProcess, tmp_path: Path
+) -> None:
+    layout = build_layout(tmp_path / "src", "relay", layers=2, filler=3 * 1024 * 1024)
+    pushed = skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        f"x:{server.admin_token}",
+        f"oci:{layout.path}:v1",
+        f"docker://{server.host}/team/big:v1",
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    out = tmp_path / "out"
+    pulled = skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        "--src-registry-token",
+        server.admin_token,
+        f"docker://{server.host}/team/big:v1",
+        f"oci:{out}:copy",
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert len([data for data in layout.blobs.values() if len(data) > 1024 * 1024]) == 2
+    assert_copied(out, layout)
+
+
+def test_a_client_gone_mid_body_leaves_the_port_serving(server: RegistryProcess, big: str) -> None:
+    url = urlsplit(link(server, big))
+    with socket.create_connection((url.hostname or "", url.port or 80), timeout=20) as sock:
+        sock.sendall(f"GET {url.path}?{url.query} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    answer = httpx.get(link(server, big), timeout=60)
+    assert answer.status_code == 200 and answer.content == BIG
+
+
+def test_a_blob_damaged_in_the_bucket_is_refused_never_sent_short(
+    server: RegistryProcess, swift: S3Server
+) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    with server.client(server.admin_token) as client:
+        digest = push_blob(client, data, REPO)
+    location = link(server, digest)
+    bucket(swift).put_object(Bucket=BUCKET, Key=key_of(digest), Body=data[:-1])
+    for headers in ({}, {"Range": "bytes=0-9"}, {"Range": f"bytes={len(data) - 1}-"}):
+        refused = httpx.get(location, headers=headers, timeout=60)
+        assert refused.status_code == 404, headers
+        error = refused.json()["errors"][0]
+        assert error["code"] == "BLOB_UNKNOWN" and "damaged" in error["message"]
+    assert f"blob {digest} has {len(data) - 1} bytes in storage" in server.log_text()
+
+
+def test_an_unreachable_store_answers_503_with_retry_after(swift: S3Server, tmp_path: Path) -> None:
+    data = os.urandom(2 * 1024 * 1024)
+    with contextlib.ExitStack() as outage:
+        gateway = outage.enter_context(S3Proxy(swift.endpoint).running())
+        process = RegistryProcess(
+            data_dir=tmp_path / "data",
+            plain_http=True,
+            extra_args=[
+                *("--storage", f"s3://{BUCKET}/unreachable-{os.getpid()}"),
+                *("--blob-listen", f"127.0.0.1:{free_port()}"),
+            ],
+            env={
+                **swift.env(),
+                "AWS_ENDPOINT_URL": gateway.endpoint,
+                "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"redirect": False}),
+            },
+        )
+        with process.start(timeout=90), process.client(process.admin_token) as client:
+            digest = push_blob(client, data, REPO)
+            location = link(process, digest)
+            assert httpx.get(location, timeout=60).content == data
+            outage.close()  # the proxy stops: nothing answers at the store's address
+            refused = httpx.get(location, timeout=60)
+            assert refused.status_code == 503
+            assert refused.headers["retry-after"] == "10"
+            assert refused.json()["errors"][0]["code"] == "UNAVAILABLE"
+            log = process.log_text()
+            assert f"the object store failed while relaying blob {digest}" in log
+            assert "X-Amz-Signature" not in log  # the presigned URL is never logged
