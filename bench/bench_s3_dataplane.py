@@ -8,7 +8,10 @@ bucket for each registry. Both registries run in front of it twice:
   store (ours `storage_s3: {redirect: true}`, the default, 307; distribution
   `storage: redirect: disable: false`, also its default), and `curl -L` follows it;
 - **proxy**: the registry streams the bytes itself (ours `redirect: false`, distribution
-  `redirect: disable: true`).
+  `redirect: disable: true`);
+- **relay**: as *proxy*, with ours' blob port on (`blob_listen`): ours answers 307 to its
+  blob port, which fetches the object and passes it on (`blobport/relay.py`), and
+  `curl -L` follows; distribution as in *proxy*.
 
 Measured with the clients of `bench_dataplane.py` (curl for blobs, wrk for manifests):
 blob push (POST + one streamed monolithic PUT; a push never depends on the redirect
@@ -68,7 +71,7 @@ from imageregistry.storage.s3config import S3Settings  # noqa: E402
 REPO = "bench/app"
 TARGETS = {"push": 1.5, "pull": 1.0, "manifest": 5.0}
 RSS_LIMIT_MB = 200
-MODES = ("redirect", "proxy")
+MODES = ("redirect", "proxy", "relay")
 DOC_SECTION = "s3-dataplane"
 
 
@@ -125,6 +128,7 @@ def start_pair(
             workers=args.workers,
             htpasswd=htpasswd,
             extra_args=["--storage", "s3://ours/registry"],
+            blob_port=mode == "relay",
             env={**s3.env(), "IMAGE_REGISTRY_STORAGE_S3": json.dumps(block)},
         )
     except BaseException:
@@ -357,7 +361,10 @@ def render(results: dict[str, Any]) -> str:
         f"{a['pull_reps']} timed, alternating; *redirect* = both answer with a presigned "
         "URL of the S3 server (ours 307, distribution 307) that curl follows (the time "
         "includes the redirect); *proxy* = ours `storage_s3: {redirect: false}`, "
-        "distribution `storage: redirect: disable: true`, the registry streams the bytes.",
+        "distribution `storage: redirect: disable: true`, the registry streams the bytes; "
+        "*relay* = the same with ours' blob port on (`blob_listen`): ours answers 307 to "
+        "its blob port, which fetches the object from the S3 server and passes it on "
+        "(curl follows; the time includes the redirect).",
         f"- Manifest GET by tag: wrk `-t{a['threads']} -c{a['connections']}`, "
         f"{a['wrk_duration']} s x {a['manifest_reps']} after a 3 s warm-up; distribution with "
         f"htpasswd basic auth (bcrypt cost {a['bcrypt_cost']}), ours with the admin token as "
@@ -389,7 +396,7 @@ def render(results: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--s3", default="swift,moto", help="swift,moto")
-    parser.add_argument("--modes", default=",".join(MODES), help="redirect,proxy")
+    parser.add_argument("--modes", default=",".join(MODES), help="redirect,proxy,relay")
     parser.add_argument("--only", default="manifest,rss", help="extras: manifest,rss")
     parser.add_argument("--sizes", default="256M,1G")
     parser.add_argument("--reps", type=int, default=3, help="pushes at 256 MiB")

@@ -45,7 +45,7 @@ MAX_CONNECTIONS = 1024
 IDLE_TIMEOUT = 30.0
 STALL_TIMEOUT = 60.0
 SHUTDOWN_GRACE = 25.0  # inside the kubelet's default 30 s termination grace
-RELAY_THREADS = 64  # per worker: object-storage blobs relayed at once (`relay`)
+RELAY_THREADS = 32  # per worker: object-storage blobs relayed at once (`relay`)
 _RECV_SIZE = 64 * 1024
 
 
