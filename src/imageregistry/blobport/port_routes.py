@@ -151,7 +151,15 @@ async def relay_blob(
         headers += [("Content-Type", OCTET), ("Content-Length", str(count))]
         await exchange.start(status, headers)
         if method == "GET" and count:
-            await exchange.send_relayed(upstream, count)
+            try:
+                await exchange.send_relayed(upstream, count)
+            except RelayFailed as exc:  # the answer has begun: the connection ends short
+                log.warning(
+                    "blob port: the object store failed while relaying blob %s: %s",
+                    grant.digest,
+                    exc,
+                )
+                raise ConnectionAbortedError(str(exc)) from None
         await exchange.end()
     finally:
         upstream.close()

@@ -112,19 +112,28 @@ def relay_body(
     upstream: Upstream, client: socket.socket, count: int, sent: Callable[[int], None]
 ) -> None:
     """Pass `count` bytes of the store's answer body to `client`, reporting each write to
-    `sent`. Raises `ConnectionError` when the store's answer ends early and `OSError` or
-    `TimeoutError` when either side fails or stalls past its socket timeout."""
+    `sent`. `RelayFailed` when the store's side fails, stalls past its socket timeout or
+    ends early; `OSError` (`TimeoutError` included) when the client's side does."""
     early = upstream.early[:count]
-    if early:
-        client.sendall(early)
-        sent(len(early))
+    _send_all(client, memoryview(early), sent)
     left = count - len(early)
     buffer = bytearray(min(BUFFER_SIZE, left))
     view = memoryview(buffer)
     while left > 0:
-        got = upstream.sock.recv_into(buffer, min(len(buffer), left))
+        try:
+            got = upstream.sock.recv_into(buffer, min(len(buffer), left))
+        except OSError as exc:
+            raise RelayFailed(f"reading its answer failed with {left} bytes to go: {exc}") from None
         if got == 0:
-            raise ConnectionError(f"the object store's answer ended {left} bytes early")
-        client.sendall(view[:got])
-        sent(got)
+            raise RelayFailed(f"its answer ended {left} bytes early")
+        _send_all(client, view[:got], sent)
         left -= got
+
+
+def _send_all(client: socket.socket, data: memoryview, sent: Callable[[int], None]) -> None:
+    """`sendall` with the socket's timeout for each write rather than for the whole: a
+    slow client that keeps reading is served, one that stops is dropped."""
+    while data:
+        written = client.send(data)
+        sent(written)
+        data = data[written:]
