@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
 import httpx
 import obstore
 import pytest
@@ -46,7 +45,13 @@ from imageregistry.storage.errors import (
 )
 from imageregistry.storage.memory import MemoryBackend
 from imageregistry.storage.s3 import S3BlobStore
-from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
+from tests.support.s3servers import (
+    S3Server,
+    boto3_client,
+    create_bucket,
+    moto_server,
+    swift_server,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -670,13 +675,7 @@ async def test_s3_failures_leave_no_multipart_upload_behind(reopen: Reopen) -> N
     with pytest.raises(DigestMismatch):
         await store.commit_upload(UPLOAD, digest_of(b"not this"))
     settings = store.settings
-    client = boto3.client(
-        "s3",
-        endpoint_url=settings.endpoint,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
-    )
+    client = _bucket(store)
     assert client.list_multipart_uploads(Bucket=settings.bucket).get("Uploads", []) == []
     assert client.list_objects_v2(Bucket=settings.bucket).get("Contents", []) == []
 
@@ -732,12 +731,8 @@ async def test_final_append_over_the_limit_keeps_nothing(store: BlobStore) -> No
 
 def _bucket(store: S3BlobStore) -> Any:
     settings = store.settings
-    return boto3.client(
-        "s3",
-        endpoint_url=settings.endpoint,
-        region_name=settings.region,
-        aws_access_key_id=settings.access_key_id,
-        aws_secret_access_key=settings.secret_access_key,
+    return boto3_client(
+        settings.endpoint, settings.region, settings.access_key_id, settings.secret_access_key
     )
 
 

@@ -157,6 +157,28 @@ def skopeo(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
 
 
+def skopeo_round_trip(host: str, token: str, layout: Layout, reference: str, out: Path) -> None:
+    """`layout`'s image copied by skopeo to `host/reference` (a plain-HTTP registry) and
+    back into the OCI layout `out`, which must then hold it byte for byte."""
+    pushed = skopeo(
+        "copy",
+        "--dest-tls-verify=false",
+        *("--dest-creds", f"x:{token}"),
+        f"oci:{layout.path}:v1",
+        f"docker://{host}/{reference}",
+    )
+    assert pushed.returncode == 0, pushed.stderr
+    pulled = skopeo(
+        "copy",
+        "--src-tls-verify=false",
+        *("--src-registry-token", token),
+        f"docker://{host}/{reference}",
+        f"oci:{out}:copy",
+    )
+    assert pulled.returncode == 0, pulled.stderr
+    assert_copied(out, layout)
+
+
 def require_signatures(admin: httpx.Client, namespace: str) -> None:
     """Turn on the namespace's signature policy with a merge patch, as `kubectl annotate` does."""
     r = admin.patch(

@@ -25,7 +25,7 @@ import pytest
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.content.digest import Digest
 from tests.e2e.ac_support import ac
-from tests.e2e.oci_support import assert_copied, build_layout, push_blob, skopeo
+from tests.e2e.oci_support import build_layout, push_blob, skopeo_round_trip
 from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess, refused_serve
 
@@ -250,28 +250,9 @@ def test_skopeo_pulls_large_layers_through_the_blob_port(
     server: RegistryProcess, tmp_path: Path
 ) -> None:
     layout = build_layout(tmp_path / "src", "blobport", layers=2, filler=2 * 1024 * 1024)
-    pushed = skopeo(
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        f"x:{server.admin_token}",
-        f"oci:{layout.path}:v1",
-        f"docker://{server.host}/team/big:v1",
-    )
-    assert pushed.returncode == 0, pushed.stderr
-    out = tmp_path / "out"
-    pulled = skopeo(
-        "copy",
-        "--src-tls-verify=false",
-        "--src-registry-token",
-        server.admin_token,
-        f"docker://{server.host}/team/big:v1",
-        f"oci:{out}:copy",
-    )
-    assert pulled.returncode == 0, pulled.stderr
+    skopeo_round_trip(server.host, server.admin_token, layout, "team/big:v1", tmp_path / "out")
     large = [d for d, data in layout.blobs.items() if len(data) > 1024 * 1024]
     assert len(large) == 2  # these went through the blob port
-    assert_copied(out, layout)
 
 
 def test_sigterm_lets_a_transfer_in_flight_finish(tmp_path: Path) -> None:

@@ -16,14 +16,12 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
-import boto3  # type: ignore[import-untyped]  # from moto[server]; only to damage an object
 import httpx
 import pytest
 
-from tests.e2e.oci_support import assert_copied, build_layout, push_blob, skopeo
+from tests.e2e.oci_support import build_layout, push_blob, skopeo_round_trip
 from tests.support.postgres import free_port
 from tests.support.s3proxy import S3Proxy
 from tests.support.s3servers import S3Server, create_bucket, swift_server
@@ -91,16 +89,6 @@ def asked(proxy: S3Proxy, since: int) -> list[tuple[str, str]]:
     return [(method, target.split("?")[0]) for method, target in proxy.requests[since:]]
 
 
-def bucket(swift: S3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=swift.endpoint,
-        region_name=swift.region,
-        aws_access_key_id=swift.access_key,
-        aws_secret_access_key=swift.secret_key,
-    )
-
-
 def test_a_whole_blob_is_relayed_from_the_bucket_by_the_blob_port(
     server: RegistryProcess, big: str, proxy: S3Proxy
 ) -> None:
@@ -145,27 +133,8 @@ def test_skopeo_pulls_large_layers_through_the_relay(
     server: RegistryProcess, tmp_path: Path
 ) -> None:
     layout = build_layout(tmp_path / "src", "relay", layers=2, filler=3 * 1024 * 1024)
-    pushed = skopeo(
-        "copy",
-        "--dest-tls-verify=false",
-        "--dest-creds",
-        f"x:{server.admin_token}",
-        f"oci:{layout.path}:v1",
-        f"docker://{server.host}/team/big:v1",
-    )
-    assert pushed.returncode == 0, pushed.stderr
-    out = tmp_path / "out"
-    pulled = skopeo(
-        "copy",
-        "--src-tls-verify=false",
-        "--src-registry-token",
-        server.admin_token,
-        f"docker://{server.host}/team/big:v1",
-        f"oci:{out}:copy",
-    )
-    assert pulled.returncode == 0, pulled.stderr
+    skopeo_round_trip(server.host, server.admin_token, layout, "team/big:v1", tmp_path / "out")
     assert len([data for data in layout.blobs.values() if len(data) > 1024 * 1024]) == 2
-    assert_copied(out, layout)
 
 
 def test_a_client_gone_mid_body_leaves_the_port_serving(server: RegistryProcess, big: str) -> None:
@@ -184,7 +153,7 @@ def test_a_blob_damaged_in_the_bucket_is_refused_never_sent_short(
     with server.client(server.admin_token) as client:
         digest = push_blob(client, data, REPO)
     location = link(server, digest)
-    bucket(swift).put_object(Bucket=BUCKET, Key=key_of(digest), Body=data[:-1])
+    swift.client().put_object(Bucket=BUCKET, Key=key_of(digest), Body=data[:-1])
     for headers in ({}, {"Range": "bytes=0-9"}, {"Range": f"bytes={len(data) - 1}-"}):
         refused = httpx.get(location, headers=headers, timeout=60)
         assert refused.status_code == 404, headers

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import bcrypt
-import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
 import httpx
 import oras.client
 import oras.oci
@@ -447,13 +446,7 @@ def test_a_replica_killed_mid_upload_the_client_finishes_on_the_other(pair: Repl
 
 def _multipart_uploads(pair: Replicas, key: str) -> int:
     """Multipart uploads under way at `key` of the pair's bucket."""
-    client = boto3.client(
-        "s3",
-        endpoint_url=pair.s3.endpoint,
-        region_name=pair.s3.region,
-        aws_access_key_id=pair.s3.access_key,
-        aws_secret_access_key=pair.s3.secret_key,
-    )
+    client = pair.s3.client()
     uploads = client.list_multipart_uploads(Bucket=pair.bucket).get("Uploads", [])
     return sum(1 for upload in uploads if upload["Key"] == key)
 

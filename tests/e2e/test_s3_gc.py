@@ -26,7 +26,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
 import pytest
 
 from imageregistry.content.digest import Digest
@@ -66,24 +65,14 @@ def _bucket(s3: S3Server) -> str:
     return name
 
 
-def _boto(s3: S3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=s3.endpoint,
-        region_name=s3.region,
-        aws_access_key_id=s3.access_key,
-        aws_secret_access_key=s3.secret_key,
-    )
-
-
 def _keys(s3: S3Server, bucket: str, prefix: str) -> set[str]:
-    pages = _boto(s3).get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    pages = s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     return {item["Key"] for page in pages for item in page.get("Contents", [])}
 
 
 def _multipart(s3: S3Server, bucket: str) -> list[dict[str, Any]]:
     uploads: list[dict[str, Any]] = (
-        _boto(s3).list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+        s3.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
     )
     return uploads
 
@@ -287,7 +276,7 @@ def test_an_unfinished_multipart_upload_is_reported_and_aborted(
         for data in (b"stray one", b"stray two"):
             hexdigest = hashlib.sha256(data).hexdigest()
             strays[f"sha256:{hexdigest}"] = f"reg/blobs/sha256/{hexdigest[:2]}/{hexdigest}"
-            _boto(s3).put_object(Bucket=bucket, Key=strays[f"sha256:{hexdigest}"], Body=data)
+            s3.client().put_object(Bucket=bucket, Key=strays[f"sha256:{hexdigest}"], Body=data)
         # Swift's s3api rounds LastModified up to the next whole second, and the reconciler
         # reports only objects modified before now - grace (grace 0 here): poll until the
         # strays' second has passed (a container listing updated late would show the same).

@@ -14,9 +14,7 @@ import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import boto3  # type: ignore[import-untyped]  # from moto[server]; only to inspect the bucket
 import httpx
 import pytest
 
@@ -76,18 +74,8 @@ def pushed(server: RegistryProcess, certs: str, tmp_path_factory: pytest.TempPat
     return layout
 
 
-def _s3_client(swift: S3Server) -> Any:
-    return boto3.client(
-        "s3",
-        endpoint_url=swift.endpoint,
-        region_name=swift.region,
-        aws_access_key_id=swift.access_key,
-        aws_secret_access_key=swift.secret_key,
-    )
-
-
 def _bucket_keys(swift: S3Server) -> list[str]:
-    pages = _s3_client(swift).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    pages = swift.client().get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
     return [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
@@ -172,7 +160,7 @@ def test_create_bucket_creates_a_missing_bucket(swift: S3Server, tmp_path: Path)
     )
     with process.start(timeout=90), process.client(process.admin_token) as client:
         assert client.get("/v2/").status_code == 200
-    client_s3 = _s3_client(swift)
+    client_s3 = swift.client()
     names = [bucket["Name"] for bucket in client_s3.list_buckets()["Buckets"]]
     assert "created-by-serve" in names
 
@@ -226,7 +214,7 @@ def test_a_streamed_pull_is_one_request_to_the_store_and_a_damaged_blob_is_refus
                 (method, target.split("?")[0]) for method, target in proxy.requests[before:]
             ] == [("GET", f"/{BUCKET}/{key}")]
 
-            _s3_client(swift).put_object(Bucket=BUCKET, Key=key, Body=data[:-1])
+            swift.client().put_object(Bucket=BUCKET, Key=key, Body=data[:-1])
             for headers in ({}, {"Range": "bytes=0-9"}):
                 refused = client.get(path, headers=headers)
                 assert refused.status_code == 404, headers
@@ -245,7 +233,7 @@ def test_gc_deletes_from_the_bucket_and_reconcile_walks_it(swift: S3Server, tmp_
     stray = b"bytes written behind the registry's back"
     stray_hex = hashlib.sha256(stray).hexdigest()
     stray_key = f"{prefix}/blobs/sha256/{stray_hex[:2]}/{stray_hex}"
-    client_s3 = _s3_client(swift)
+    client_s3 = swift.client()
     client_s3.put_object(Bucket=BUCKET, Key=stray_key, Body=stray)
     process = RegistryProcess(
         data_dir=tmp_path / "data",

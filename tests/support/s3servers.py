@@ -62,6 +62,10 @@ class S3Server:
             **extra,
         )
 
+    def client(self) -> Any:
+        """A boto3 S3 client for this server, to look into or tamper with a bucket."""
+        return boto3_client(self.endpoint, self.region, self.access_key, self.secret_key)
+
     def env(self) -> dict[str, str]:
         """The standard AWS variables a client (our server, a bench) reads."""
         return {
@@ -70,6 +74,18 @@ class S3Server:
             "AWS_ACCESS_KEY_ID": self.access_key,
             "AWS_SECRET_ACCESS_KEY": self.secret_key,
         }
+
+
+def boto3_client(endpoint: str, region: str, access_key: str, secret_key: str) -> Any:
+    import boto3  # type: ignore[import-untyped]  # from moto[server]; tests only
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=region,
+        aws_access_key_id=access_key,
+        aws_secret_access_key=secret_key,
+    )
 
 
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
