@@ -19,12 +19,12 @@ from urllib.parse import parse_qsl, urlsplit
 
 from imageregistry.auth.authorizer import RegistryAction
 from imageregistry.blobport.links import PATH_PREFIX, BlobLinks, LinkRefused
-from imageregistry.blobport.relay import RelayFailed, Upstream
 from imageregistry.content.digest import Digest
 from imageregistry.errorcodes import RegistryError
 from imageregistry.httpbits import OCTET, digest_etag, etag_matches, parse_range
 from imageregistry.storage.driver import BlobStore, RelayMethod, RelaySource
 from imageregistry.storage.errors import StorageUnavailable
+from imageregistry.storage.presigned import Upstream, UpstreamFailed
 
 log = logging.getLogger("imageregistry.blobport.server")  # the port's one logger name
 
@@ -143,7 +143,7 @@ async def relay_blob(
         raise RegistryError("BLOB_UNKNOWN", f"blob {grant.digest} is not stored here")
     try:
         upstream = await exchange.fetch(source, method, span)
-    except RelayFailed as exc:
+    except UpstreamFailed as exc:
         _refuse_unavailable(grant, str(exc))
     try:
         stored = _relayed_size(grant, upstream, span)
@@ -153,7 +153,7 @@ async def relay_blob(
         if method == "GET" and count:
             try:
                 await exchange.send_relayed(upstream, count)
-            except RelayFailed as exc:  # the answer has begun: the connection ends short
+            except UpstreamFailed as exc:  # the answer has begun: the connection ends short
                 log.warning(
                     "blob port: the object store failed while relaying blob %s: %s",
                     grant.digest,

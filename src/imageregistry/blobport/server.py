@@ -32,10 +32,11 @@ import h11
 
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.blobport.port_routes import BlobPortDispatcher, PortRequest
-from imageregistry.blobport.relay import Upstream, open_upstream, relay_body
+from imageregistry.blobport.relay import relay_body
 from imageregistry.blobport.sockets import bind
 from imageregistry.errorcodes import RegistryError, envelope
 from imageregistry.storage.driver import BlobStore, RelayMethod, RelaySource
+from imageregistry.storage.presigned import Upstream, open_upstream
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")

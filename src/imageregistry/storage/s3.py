@@ -83,6 +83,7 @@ from imageregistry.storage.errors import (
     UploadOffsetMismatch,
     UploadTooLarge,
 )
+from imageregistry.storage.presigned import Upstream, UpstreamFailed, open_upstream, read_into
 from imageregistry.storage.s3config import S3Settings
 from imageregistry.storage.s3multipart import MultipartUploads
 
@@ -104,6 +105,10 @@ _COPY_BYTES_PER_SECOND = 16 << 20
 _MAX_HASHERS = 10_000  # in-process hash states kept (abandoned uploads must not pile up)
 _READ_CHUNK = 1 << 20
 _RELAY_EXPIRY = timedelta(minutes=1)  # a relay's presigned request is made at once
+# A pull's bytes arrive in pieces of up to this much (`_socket_pieces`): at 1 GiB from moto
+# 4 MiB pieces streamed about 4 % faster than 1 MiB ones (docs/benchmarks.md); a pull in
+# flight holds about three pieces (the read buffer, the piece, Granian's copy of it).
+_SOCKET_CHUNK = 4 << 20
 _NOT_FOUND = (NotFoundError, FileNotFoundError)  # obstore raises either, by version
 _BLOB_KEY = re.compile(r"blobs/(sha256|sha512)/([0-9a-f]{2})/([0-9a-f]+)")
 _UPLOAD_KEY = re.compile(
@@ -666,7 +671,7 @@ class S3BlobStore:
         return await obstore.sign_async(self._store, "GET", blob_key(digest), expiry)
 
     @_unavailable
-    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource | None:
+    async def relay_source(self, digest: Digest, method: RelayMethod = "GET") -> RelaySource:
         key = blob_key(digest)
         url = await obstore.sign_async(self._store, method, key, _RELAY_EXPIRY)
         return RelaySource(url, self._relay_tls if url.startswith("https://") else None)
@@ -680,17 +685,15 @@ class S3BlobStore:
         *,
         expected_size: int | None = None,
     ) -> AsyncIterator[bytes]:
-        """A whole read with ``expected_size`` is one GET: the answer's object size is
-        checked before its body is read. Any other read asks for the size first (HEAD),
-        then GETs the range."""
+        """With ``expected_size`` (a client's pull) one GET of the blob's presigned URL on a
+        socket of our own (`presigned.py`), whose answer also gives the stored size to check;
+        otherwise (registry verify, GC) a HEAD for the size, then obstore's ranged GET."""
         key = blob_key(digest)
-        if start == 0 and end is None and expected_size is not None:
-            try:
-                result = await obstore.get_async(self._store, key)
-            except _NOT_FOUND:
-                raise BlobNotFound(digest) from None
-            read_stop(digest, result.meta["size"], start, end, expected_size)
-            return _pieces(result)
+        if expected_size is not None:
+            span_end = expected_size if end is None else end
+            if 0 <= start < span_end <= expected_size:  # a pull of a non-empty span
+                whole = start == 0 and end is None
+                return await self._read_presigned(digest, start, span_end, expected_size, whole)
         stop = read_stop(digest, await self._head_size(key), start, end, expected_size)
         if start == stop:
             return _empty()
@@ -699,6 +702,59 @@ class S3BlobStore:
         except _NOT_FOUND:
             raise BlobNotFound(digest) from None
         return _pieces(result)
+
+    async def _read_presigned(
+        self, digest: Digest, start: int, stop: int, expected_size: int, whole: bool
+    ) -> AsyncIterator[bytes]:
+        end = None if whole else stop
+        span = None if whole else (start, stop - 1)
+        source = await self.relay_source(digest)
+        upstream = await self._in_reader_thread(
+            open_upstream, source, "GET", span, self.settings.timeout_seconds
+        )
+        try:
+            if upstream.status == 404:
+                raise BlobNotFound(digest)
+            if upstream.status == 416:  # shorter than recorded: say how long it is
+                read_stop(
+                    digest, await self._head_size(blob_key(digest)), start, end, expected_size
+                )
+            stored = upstream.object_size()
+            if upstream.status != (200 if span is None else 206) or stored is None:
+                raise self._failed("read", f"it answered HTTP {upstream.status}")
+            read_stop(digest, stored, start, end, expected_size)
+        except BaseException:
+            upstream.close()
+            raise
+        return self._socket_pieces(upstream, stop - start)
+
+    async def _socket_pieces(self, upstream: Upstream, count: int) -> AsyncIterator[bytes]:
+        """The answer's `count` body bytes as `bytes` of up to `_SOCKET_CHUNK` (each read
+        into one reused buffer in a reader thread, then copied out once)."""
+        buffer = bytearray(min(_SOCKET_CHUNK, count))
+        try:
+            left = count
+            while left > 0:
+                want = min(len(buffer), left)
+                got = await self._in_reader_thread(read_into, upstream, buffer, want)
+                if got == 0:
+                    raise self._failed("read", f"its answer ended {left} bytes early")
+                left -= got
+                yield bytes(memoryview(buffer)[:got])
+        finally:
+            upstream.close()
+
+    async def _in_reader_thread(self, call: Callable[..., _T], *args: Any) -> _T:
+        """`call(*args)` in a worker thread (each holds one only while it reads); a store
+        that fails or cannot be reached (`UpstreamFailed`) is `StorageUnavailable`, logged."""
+        try:
+            return await anyio.to_thread.run_sync(call, *args)
+        except UpstreamFailed as exc:
+            raise self._failed("read", str(exc)) from None
+
+    def _failed(self, operation: str, detail: str) -> StorageUnavailable:
+        log.warning("object store %s failed during %s: %s", self.settings.where, operation, detail)
+        return StorageUnavailable(operation, detail)
 
     @_unavailable
     async def read_all(self, digest: Digest) -> bytes:

@@ -12,8 +12,9 @@ from contextlib import contextmanager
 
 import pytest
 
-from imageregistry.blobport.relay import RelayFailed, open_upstream, relay_body
+from imageregistry.blobport.relay import relay_body
 from imageregistry.storage.driver import RelaySource
+from imageregistry.storage.presigned import UpstreamFailed, open_upstream
 
 BODY = os.urandom(3 * 1024 * 1024 + 5)
 
@@ -95,7 +96,7 @@ def test_an_answer_cut_short_by_the_store_fails_as_the_stores_fault() -> None:
     total = len(BODY)
     answer = whole_range(total) + BODY[:1000]  # then the store hangs up
     received, failure, _ = relayed(answer, total)
-    assert isinstance(failure, RelayFailed)
+    assert isinstance(failure, UpstreamFailed)
     assert f"ended {total - 1000} bytes early" in str(failure)
     assert received == BODY[:1000]  # what arrived was passed on, nothing else
 
@@ -116,8 +117,8 @@ def test_a_store_that_cannot_be_reached_or_answers_garbage_is_a_relay_failure() 
     free = socket.create_server(("127.0.0.1", 0))
     port = free.getsockname()[1]
     free.close()  # nothing listens there now
-    with pytest.raises(RelayFailed, match="cannot connect"):
+    with pytest.raises(UpstreamFailed, match="cannot connect"):
         open_upstream(RelaySource(f"http://127.0.0.1:{port}/b/k"), "GET", None, timeout=5)
     garbage = store_answering(b"this is not HTTP\r\n\r\n")
-    with garbage as (url, _), pytest.raises(RelayFailed, match="no answer"):
+    with garbage as (url, _), pytest.raises(UpstreamFailed, match="no answer"):
         open_upstream(RelaySource(url), "GET", None, timeout=5)
