@@ -38,6 +38,13 @@ def push_blob(client: httpx.Client, data: bytes, repo: str = "team/app") -> str:
     return digest
 
 
+def blob_redirect(client: httpx.Client, digest: str, repo: str = "team/app") -> str:
+    """Where a whole-blob GET of `digest` is redirected (it must answer 307)."""
+    answer = client.get(f"/v2/{repo}/blobs/{digest}")
+    assert answer.status_code == 307, answer.text
+    return str(answer.headers["location"])
+
+
 def image_manifest(config: bytes, layers: Sequence[bytes]) -> bytes:
     """An OCI image manifest naming ``config`` and uncompressed tar ``layers`` by digest."""
     return json.dumps(

@@ -25,7 +25,7 @@ import pytest
 from imageregistry.blobport.links import BlobLinks
 from imageregistry.content.digest import Digest
 from tests.e2e.ac_support import ac
-from tests.e2e.oci_support import build_layout, push_blob, skopeo_round_trip
+from tests.e2e.oci_support import blob_redirect, build_layout, push_blob, skopeo_round_trip
 from tests.support.postgres import free_port
 from tests.support.server import RegistryProcess, refused_serve
 
@@ -57,9 +57,7 @@ def push(server: RegistryProcess, data: bytes) -> str:
 
 def link(server: RegistryProcess, digest: str) -> str:
     with server.client(server.admin_token) as client:
-        response = client.get(f"/v2/{REPO}/blobs/{digest}")
-    assert response.status_code == 307, response.text
-    return response.headers["location"]
+        return blob_redirect(client, digest, REPO)
 
 
 def minted(server: RegistryProcess, digest: str, now: float | None = None) -> str:

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.e2e.oci_support import build_layout, push_blob, skopeo_round_trip
+from tests.e2e.oci_support import blob_redirect, build_layout, push_blob, skopeo_round_trip
 from tests.support.postgres import free_port
 from tests.support.s3proxy import S3Proxy
 from tests.support.s3servers import S3Server, create_bucket, swift_server
@@ -76,9 +76,7 @@ def big(server: RegistryProcess) -> str:
 
 def link(server: RegistryProcess, digest: str) -> str:
     with server.client(server.admin_token) as client:
-        answer = client.get(f"/v2/{REPO}/blobs/{digest}")
-    assert answer.status_code == 307, answer.text
-    return answer.headers["location"]
+        return blob_redirect(client, digest, REPO)
 
 
 def key_of(digest: str) -> str:

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -40,6 +40,7 @@ from imageregistry.storage.presigned import Upstream, open_upstream
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+_Span = TypeVar("_Span", "_FileSpan", "_RelaySpan")
 
 MAX_HEAD = 16 * 1024
 MAX_CONNECTIONS = 1024
@@ -287,13 +288,7 @@ class _Connection:
         await self._send(self.http.send(h11.Response(status_code=status, headers=fields)))
 
     async def send_file(self, fd: int, offset: int, count: int) -> None:
-        body = _FileSpan(fd, offset, count)
-        pieces = self.http.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
-        for piece in pieces or ():
-            if isinstance(piece, _FileSpan):
-                await self._sendfile(piece)
-            else:
-                await self._send(piece)
+        await self._send_body(_FileSpan(fd, offset, count), self._sendfile)
 
     async def fetch(
         self, source: RelaySource, method: RelayMethod, span: tuple[int, int] | None
@@ -307,11 +302,15 @@ class _Connection:
             raise
 
     async def send_relayed(self, upstream: Upstream, count: int) -> None:
-        body = _RelaySpan(upstream, count)
+        await self._send_body(_RelaySpan(upstream, count), self._relay)
+
+    async def _send_body(self, body: _Span, send: Callable[[_Span], Awaitable[None]]) -> None:
+        """A body h11 frames but passes through untouched (`send_with_data_passthrough`):
+        `send` moves it, the framing around it goes out as bytes."""
         pieces = self.http.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
         for piece in pieces or ():
-            if isinstance(piece, _RelaySpan):
-                await self._relay(piece)
+            if piece is body:
+                await send(body)
             else:
                 await self._send(piece)
 
