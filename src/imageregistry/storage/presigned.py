@@ -29,7 +29,8 @@ _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+)")
 
 
 class UpstreamFailed(Exception):
-    """The object store could not be reached or did not answer as HTTP (no status)."""
+    """The object store could not be reached, did not answer as HTTP, or failed or
+    stalled while its answer's body was being read."""
 
 
 @dataclass
