@@ -14,6 +14,7 @@ import contextlib
 import json
 import os
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -22,9 +23,10 @@ import httpx
 import pytest
 
 from tests.e2e.oci_support import blob_redirect, build_layout, push_blob, skopeo_round_trip
+from tests.support.certs import Authority
 from tests.support.postgres import free_port
 from tests.support.s3proxy import S3Proxy
-from tests.support.s3servers import S3Server, create_bucket, swift_server
+from tests.support.s3servers import S3Server, create_bucket, moto_server, swift_server
 from tests.support.server import RegistryProcess
 
 BUCKET = "relay-e2e"
@@ -189,3 +191,38 @@ def test_an_unreachable_store_answers_503_with_retry_after(swift: S3Server, tmp_
             log = process.log_text()
             assert f"the object store failed while relaying blob {digest}" in log
             assert "X-Amz-Signature" not in log  # the presigned URL is never logged
+
+
+def test_pulls_from_a_store_behind_tls_with_its_own_ca(tmp_path: Path) -> None:
+    """moto (an emulator) behind the forwarding proxy speaking TLS with a certificate from a
+    CA the test makes, named by `storage_s3.ca_bundle`: a small blob streamed by the main
+    port and a large one relayed by the blob port both come over that TLS."""
+    authority = Authority.create(tmp_path, "store-ca")
+    cert, key = authority.server(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    small, large = os.urandom(200 * 1024), os.urandom(3 * 1024 * 1024)
+    with moto_server() as moto, S3Proxy(moto.endpoint, tls).running() as gateway:
+        create_bucket(moto, "tls-store")
+        block = {"redirect": False, "ca_bundle": str(authority.path)}
+        process = RegistryProcess(
+            data_dir=tmp_path / "data",
+            plain_http=True,
+            extra_args=[
+                *("--storage", "s3://tls-store/r"),
+                *("--blob-listen", f"127.0.0.1:{free_port()}"),
+            ],
+            env={
+                **moto.env(),
+                "AWS_ENDPOINT_URL": gateway.endpoint,
+                "IMAGE_REGISTRY_STORAGE_S3": json.dumps(block),
+            },
+        )
+        assert gateway.endpoint.startswith("https://")
+        with process.start(timeout=90), process.client(process.admin_token) as client:
+            streamed = client.get(f"/v2/{REPO}/blobs/{push_blob(client, small, REPO)}")
+            assert streamed.status_code == 200 and streamed.content == small
+            location = blob_redirect(client, push_blob(client, large, REPO), REPO)
+            relayed = httpx.get(location, timeout=60)
+            assert relayed.status_code == 200 and relayed.content == large
+        assert any(method == "GET" and "/blobs/" in target for method, target in gateway.requests)

@@ -1,9 +1,11 @@
-"""Certificates for tests of the front-proxy contract: a CA and the client certificates it
-signs (like kubeadm's front-proxy CA and `front-proxy-client`), made with `cryptography`."""
+"""Certificates for tests, made with `cryptography`: a CA and the client certificates it
+signs (like kubeadm's front-proxy CA and `front-proxy-client`), or a server certificate
+for a loopback address (an object store behind TLS)."""
 
 from __future__ import annotations
 
 import datetime
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,9 +74,10 @@ class Authority:
         *,
         usage: x509.ObjectIdentifier = ExtendedKeyUsageOID.CLIENT_AUTH,
         days: float = 1,
+        ip: str | None = None,
     ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
         """A leaf certificate for `cn` with one extended key usage, valid for `days`
-        (negative: expired that long ago)."""
+        (negative: expired that long ago), naming the address `ip` when given."""
         key = ec.generate_private_key(ec.SECP256R1())
         now = datetime.datetime.now(datetime.UTC)
         start = min(now, now + datetime.timedelta(days=days)) - datetime.timedelta(days=1)
@@ -87,14 +90,26 @@ class Authority:
             .not_valid_before(start)
             .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-            .sign(self.key, hashes.SHA256())
         )
-        return cert, key
+        if ip is not None:
+            names = [x509.IPAddress(ipaddress.ip_address(ip))]
+            cert = cert.add_extension(x509.SubjectAlternativeName(names), critical=False)
+        return cert.sign(self.key, hashes.SHA256()), key
+
+    def server(self, directory: Path, ip: str = "127.0.0.1") -> tuple[str, str]:
+        """A server certificate (cert file, key file) for the address `ip`."""
+        cert, key = self.issue(ip, usage=ExtendedKeyUsageOID.SERVER_AUTH, ip=ip)
+        return self._write(directory / f"server-{ip}-by-{self.path.stem}", cert, key)
 
     def client(self, directory: Path, cn: str) -> tuple[str, str]:
         """A client certificate (cert file, key file) for `cn`, client auth only."""
         cert, key = self.issue(cn)
-        stem = directory / f"{cn}-by-{self.path.stem}"
+        return self._write(directory / f"{cn}-by-{self.path.stem}", cert, key)
+
+    @staticmethod
+    def _write(
+        stem: Path, cert: x509.Certificate, key: ec.EllipticCurvePrivateKey
+    ) -> tuple[str, str]:
         crt, pem = stem.with_suffix(".crt"), stem.with_suffix(".key")
         crt.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
         _write_key(pem, key)

@@ -8,11 +8,13 @@ the server but keeps its answer from the client (``held`` is set then): the clie
 stuck exactly after the store acted, which is where a test kills it. ``release()`` drops
 the held connection. ``delay_response(match, seconds)`` hands every matching request's answer
 over that much later (retries included): a store slow to answer one kind of request.
+With ``tls`` clients reach the proxy over TLS: a store behind an HTTPS endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,7 +24,7 @@ Match = Callable[[str, str], bool]
 
 
 class S3Proxy:
-    def __init__(self, upstream: str) -> None:
+    def __init__(self, upstream: str, tls: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(upstream)
         self._host = parts.hostname or "127.0.0.1"
         self._port = parts.port or 80
@@ -34,11 +36,12 @@ class S3Proxy:
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
+        self._tls = tls  # clients then reach the proxy over TLS (the store stays plain)
         self.port = 0
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self._tls else 'http'}://127.0.0.1:{self.port}"
 
     def count(self, match: Match) -> int:
         with self._lock:
@@ -145,7 +148,7 @@ class S3Proxy:
         asyncio.set_event_loop(self._loop)
 
         async def serve() -> None:
-            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+            self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0, ssl=self._tls)
             self.port = self._server.sockets[0].getsockname()[1]
             started.set()
 
