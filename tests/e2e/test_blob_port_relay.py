@@ -52,22 +52,27 @@ def proxy(swift: S3Server) -> Iterator[S3Proxy]:
 def server(
     swift: S3Server, proxy: S3Proxy, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[RegistryProcess]:
-    block = {"redirect": False, "part_size": 5 << 20}
-    process = RegistryProcess(
-        data_dir=tmp_path_factory.mktemp("relay") / "data",
-        plain_http=True,
-        extra_args=[
-            *("--storage", f"s3://{BUCKET}/{PREFIX}"),
-            *("--blob-listen", f"127.0.0.1:{free_port()}"),
-        ],
-        env={
-            **swift.env(),
-            "AWS_ENDPOINT_URL": proxy.endpoint,
-            "IMAGE_REGISTRY_STORAGE_S3": json.dumps(block),
-        },
-    )
+    root = tmp_path_factory.mktemp("relay")
+    process = relaying(root, swift, proxy, f"s3://{BUCKET}/{PREFIX}", part_size=5 << 20)
     with process.start(timeout=90):
         yield process
+
+
+def relaying(
+    root: Path, s3: S3Server, gateway: S3Proxy, storage: str, **block: object
+) -> RegistryProcess:
+    """A plain-HTTP server with its blob port on and `storage` (a bucket of `s3`, reached
+    through `gateway`) with `redirect: false` plus the other `storage_s3` fields in `block`."""
+    return RegistryProcess(
+        data_dir=root / "data",
+        plain_http=True,
+        extra_args=[*("--storage", storage), *("--blob-listen", f"127.0.0.1:{free_port()}")],
+        env={
+            **s3.env(),
+            "AWS_ENDPOINT_URL": gateway.endpoint,
+            "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"redirect": False, **block}),
+        },
+    )
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +171,8 @@ def test_an_unreachable_store_answers_503_with_retry_after(swift: S3Server, tmp_
     data = os.urandom(2 * 1024 * 1024)
     with contextlib.ExitStack() as outage:
         gateway = outage.enter_context(S3Proxy(swift.endpoint).running())
-        process = RegistryProcess(
-            data_dir=tmp_path / "data",
-            plain_http=True,
-            extra_args=[
-                *("--storage", f"s3://{BUCKET}/unreachable-{os.getpid()}"),
-                *("--blob-listen", f"127.0.0.1:{free_port()}"),
-            ],
-            env={
-                **swift.env(),
-                "AWS_ENDPOINT_URL": gateway.endpoint,
-                "IMAGE_REGISTRY_STORAGE_S3": json.dumps({"redirect": False}),
-            },
-        )
+        storage = f"s3://{BUCKET}/unreachable-{os.getpid()}"
+        process = relaying(tmp_path, swift, gateway, storage)
         with process.start(timeout=90), process.client(process.admin_token) as client:
             digest = push_blob(client, data, REPO)
             location = link(process, digest)
@@ -204,19 +198,8 @@ def test_pulls_from_a_store_behind_tls_with_its_own_ca(tmp_path: Path) -> None:
     small, large = os.urandom(200 * 1024), os.urandom(3 * 1024 * 1024)
     with moto_server() as moto, S3Proxy(moto.endpoint, tls).running() as gateway:
         create_bucket(moto, "tls-store")
-        block = {"redirect": False, "ca_bundle": str(authority.path)}
-        process = RegistryProcess(
-            data_dir=tmp_path / "data",
-            plain_http=True,
-            extra_args=[
-                *("--storage", "s3://tls-store/r"),
-                *("--blob-listen", f"127.0.0.1:{free_port()}"),
-            ],
-            env={
-                **moto.env(),
-                "AWS_ENDPOINT_URL": gateway.endpoint,
-                "IMAGE_REGISTRY_STORAGE_S3": json.dumps(block),
-            },
+        process = relaying(
+            tmp_path, moto, gateway, "s3://tls-store/r", ca_bundle=str(authority.path)
         )
         assert gateway.endpoint.startswith("https://")
         with process.start(timeout=90), process.client(process.admin_token) as client:
