@@ -5,8 +5,8 @@ registry passes the bytes on itself. The main port reads them from the store int
 Python object per piece, which Granian copies once more into its own buffers. Here a
 thread of the blob port makes the store's presigned request (`storage/presigned.py`) and
 moves the answer to the client's socket through one reused buffer: `recv_into`, then
-`send`, with the GIL released around each call. That costs about a third of the CPU of
-the main port's stream and lets a proxied pull outpace CNCF distribution's
+`send`, with the GIL released around each call. That costs about half the CPU of the
+main port's stream and lets a proxied pull outpace CNCF distribution's
 (docs/benchmarks.md#data-plane-on-object-storage-versus-cncf-distribution).
 
 `relay_body` blocks; the port runs it in its relay threads (`server.BlobPortServer`),
@@ -17,7 +17,7 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable
 
-from imageregistry.storage.presigned import Upstream, UpstreamFailed
+from imageregistry.storage.presigned import Upstream, UpstreamFailed, receive
 
 # Per relay in flight. Bigger gulps from the store's socket are faster: at 1 GiB from moto
 # 4 MiB relayed about 8 % faster than 1 MiB (docs/benchmarks.md); the port's threads bound
@@ -28,24 +28,17 @@ BUFFER_SIZE = 4 << 20
 def relay_body(
     upstream: Upstream, client: socket.socket, count: int, sent: Callable[[int], None]
 ) -> None:
-    """Pass `count` bytes of the store's answer body to `client`, reporting each write to
-    `sent`. `UpstreamFailed` when the store's side fails, stalls past its socket timeout or
-    ends early; `OSError` (`TimeoutError` included) when the client's side does."""
-    early = upstream.early[:count]
-    _send_all(client, memoryview(early), sent)
-    left = count - len(early)
-    buffer = bytearray(min(BUFFER_SIZE, left))
-    view = memoryview(buffer)
+    """Pass `count` bytes of the store's answer body to `client` as they arrive, reporting
+    each write to `sent`. `UpstreamFailed` when the store's side fails, stalls past its
+    socket timeout or ends early; `OSError` (`TimeoutError` included) when the client's
+    side does."""
+    buffer = memoryview(bytearray(min(BUFFER_SIZE, count)))
+    left = count
     while left > 0:
-        try:
-            got = upstream.sock.recv_into(buffer, min(len(buffer), left))
-        except OSError as exc:
-            raise UpstreamFailed(
-                f"reading its answer failed with {left} bytes to go: {exc}"
-            ) from None
+        got = receive(upstream, buffer[: min(len(buffer), left)])
         if got == 0:
             raise UpstreamFailed(f"its answer ended {left} bytes early")
-        _send_all(client, view[:got], sent)
+        _send_all(client, buffer[:got], sent)
         left -= got
 
 

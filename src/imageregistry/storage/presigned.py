@@ -102,19 +102,26 @@ def _answer_head(sock: socket.socket, http: h11.Connection) -> h11.Response:
         # an informational (1xx) answer: the real one follows
 
 
+def receive(upstream: Upstream, view: memoryview) -> int:
+    """Some of the answer's body into `view` (the bytes that came with the head first, then
+    one read of the socket); 0 at the answer's end. `UpstreamFailed` when the store fails
+    or stalls past the socket's timeout."""
+    if upstream.early:
+        count = min(len(upstream.early), len(view))
+        view[:count] = upstream.early[:count]
+        upstream.early = upstream.early[count:]
+        return count
+    try:
+        return upstream.sock.recv_into(view)
+    except OSError as exc:
+        raise UpstreamFailed(f"reading its answer failed: {exc}") from None
+
+
 def read_into(upstream: Upstream, buffer: bytearray, want: int) -> int:
-    """Fill `buffer[:want]` from the answer's body (the early bytes first); the count,
-    short only at the answer's end. `UpstreamFailed` when the store fails or stalls."""
+    """Fill `buffer[:want]` from the answer's body; the count, short only at the answer's
+    end."""
     view = memoryview(buffer)
-    got = min(len(upstream.early), want)
-    view[:got] = upstream.early[:got]
-    upstream.early = upstream.early[got:]
-    while got < want:
-        try:
-            count = upstream.sock.recv_into(view[got:want])
-        except OSError as exc:
-            raise UpstreamFailed(f"reading its answer failed: {exc}") from None
-        if count == 0:
-            break
+    got = 0
+    while got < want and (count := receive(upstream, view[got:want])):
         got += count
     return got

@@ -132,11 +132,15 @@ def _unavailable(
         except BaseError as exc:
             store = args[0]
             where = store.settings.where if isinstance(store, S3BlobStore) else "s3"
-            detail = _describe(exc)
-            log.warning("object store %s failed during %s: %s", where, method.__name__, detail)
-            raise StorageUnavailable(method.__name__, detail) from None
+            raise _store_failed(where, method.__name__, _describe(exc)) from None
 
     return guarded
+
+
+def _store_failed(where: str, operation: str, detail: str) -> StorageUnavailable:
+    """The one log line and error for a store that failed during `operation`."""
+    log.warning("object store %s failed during %s: %s", where, operation, detail)
+    return StorageUnavailable(operation, detail)
 
 
 class S3StartupError(ConfigurationError):
@@ -247,7 +251,6 @@ class S3BlobStore:
 
     def __init__(self, settings: S3Settings, session_locks: SessionLocks | None = None) -> None:
         self.settings = settings
-        self._relay_tls = _relay_tls(settings)
         self._session_locks = session_locks
         self._store = build_store(settings)
         self._copiers: dict[int, S3Store] = {}  # by timeout: a few, in whole minutes
@@ -676,6 +679,17 @@ class S3BlobStore:
         url = await obstore.sign_async(self._store, method, key, _RELAY_EXPIRY)
         return RelaySource(url, self._relay_tls if url.startswith("https://") else None)
 
+    @functools.cached_property
+    def _relay_tls(self) -> ssl.SSLContext:
+        """TLS to the store for presigned requests made on our own sockets: the settings'
+        CA bundle (else the system's), unverified only when ``tls_verify: false`` says so.
+        Made on first use: loading CAs is no work for a store that never needs it."""
+        context = ssl.create_default_context(cafile=self.settings.ca_bundle or None)
+        if not self.settings.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
+
     @_unavailable
     async def read(
         self,
@@ -689,11 +703,11 @@ class S3BlobStore:
         socket of our own (`presigned.py`), whose answer also gives the stored size to check;
         otherwise (registry verify, GC) a HEAD for the size, then obstore's ranged GET."""
         key = blob_key(digest)
-        if expected_size is not None:
-            span_end = expected_size if end is None else end
-            if 0 <= start < span_end <= expected_size:  # a pull of a non-empty span
-                whole = start == 0 and end is None
-                return await self._read_presigned(digest, start, span_end, expected_size, whole)
+        recorded_span = expected_size is not None and (
+            0 <= start < (expected_size if end is None else end) <= expected_size
+        )
+        if recorded_span and expected_size is not None:  # a pull of a non-empty span
+            return await self._read_presigned(digest, start, end, expected_size)
         stop = read_stop(digest, await self._head_size(key), start, end, expected_size)
         if start == stop:
             return _empty()
@@ -704,10 +718,11 @@ class S3BlobStore:
         return _pieces(result)
 
     async def _read_presigned(
-        self, digest: Digest, start: int, stop: int, expected_size: int, whole: bool
+        self, digest: Digest, start: int, end: int | None, expected_size: int
     ) -> AsyncIterator[bytes]:
-        end = None if whole else stop
-        span = None if whole else (start, stop - 1)
+        """A pull of a non-empty span of the recorded size (see `read`)."""
+        stop = expected_size if end is None else end
+        span = None if start == 0 and end is None else (start, stop - 1)
         source = await self.relay_source(digest)
         upstream = await self._in_reader_thread(
             open_upstream, source, "GET", span, self.settings.timeout_seconds
@@ -753,8 +768,7 @@ class S3BlobStore:
             raise self._failed("read", str(exc)) from None
 
     def _failed(self, operation: str, detail: str) -> StorageUnavailable:
-        log.warning("object store %s failed during %s: %s", self.settings.where, operation, detail)
-        return StorageUnavailable(operation, detail)
+        return _store_failed(self.settings.where, operation, detail)
 
     @_unavailable
     async def read_all(self, digest: Digest) -> bytes:
@@ -853,16 +867,6 @@ def _written_end(prefix: str, keys: list[str]) -> int:
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _relay_tls(settings: S3Settings) -> ssl.SSLContext:
-    """The blob port's TLS to the store: the settings' CA bundle (else the system's), and
-    no verification only when ``tls_verify: false`` says so."""
-    context = ssl.create_default_context(cafile=settings.ca_bundle or None)
-    if not settings.tls_verify:
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 async def _pieces(result: GetResult) -> AsyncIterator[bytes]:
