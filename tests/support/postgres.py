@@ -22,10 +22,20 @@ if TYPE_CHECKING:
     import pytest
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on now, and one this process has not handed out
+    before: the kernel may offer a just-released port again, and a test asking for two
+    ports in a row (a server's main and front-proxy ports) must get two."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _db_user() -> str:
