@@ -129,6 +129,19 @@ class PrometheusProcess:
         assert len(result) == 1, result
         return float(result[0]["value"][1])
 
+    def settled(self, expr: str, quiet: float = 3.0, timeout: float = 90.0) -> float | None:
+        """`expr` once it has kept one value for `quiet` seconds: longer than a worker takes
+        to flush its counters (1 s) plus a scrape (1 s), so requests already answered are
+        all in it."""
+        deadline = time.monotonic() + timeout
+        value, since = self.scalar(expr), time.monotonic()
+        while time.monotonic() - since < quiet and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.scalar(expr)
+            if now != value:
+                value, since = now, time.monotonic()
+        return value
+
     def wait_for(
         self, expr: str, done: Callable[[float | None], bool], timeout: float = 90.0
     ) -> float | None:
